@@ -1,0 +1,275 @@
+//! Webhook certificates: a CA and a serving pair for the webhook Service, made with rcgen.
+
+use std::fs;
+use std::io::Write;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, SanType,
+};
+use time::{Duration, OffsetDateTime};
+
+pub const CA_CERT: &str = "ca.crt";
+pub const CA_KEY: &str = "ca.key";
+pub const TLS_CERT: &str = "tls.crt";
+pub const TLS_KEY: &str = "tls.key";
+
+#[derive(Debug, thiserror::Error)]
+pub enum CertError {
+    #[error(
+        "{0} already exists; pass --force to replace the CA (then update every caBundle that trusts it)"
+    )]
+    CaExists(PathBuf),
+    #[error("cannot generate certificate: {0}")]
+    Generate(#[from] rcgen::Error),
+    #[error("invalid subject alternative name {0:?}: {1}")]
+    San(String, rcgen::Error),
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// What to put in the certificates.
+#[derive(Debug, Clone)]
+pub struct CertSpec {
+    pub service: String,
+    pub namespace: String,
+    pub extra_sans: Vec<String>,
+    pub ca_days: u32,
+    pub cert_days: u32,
+}
+
+impl CertSpec {
+    pub fn new(service: &str, namespace: &str) -> Self {
+        Self {
+            service: service.to_owned(),
+            namespace: namespace.to_owned(),
+            extra_sans: Vec::new(),
+            ca_days: 3650,
+            cert_days: 365,
+        }
+    }
+
+    /// The names the API server may use to reach the Service, plus loopback for local runs.
+    pub fn sans(&self) -> Vec<String> {
+        let (svc, ns) = (&self.service, &self.namespace);
+        let mut sans = vec![
+            svc.clone(),
+            format!("{svc}.{ns}"),
+            format!("{svc}.{ns}.svc"),
+            format!("{svc}.{ns}.svc.cluster.local"),
+            "localhost".to_owned(),
+            "127.0.0.1".to_owned(),
+        ];
+        sans.extend(self.extra_sans.iter().cloned());
+        sans
+    }
+}
+
+/// PEM material of a CA and the serving pair it signed.
+#[derive(Debug, Clone)]
+pub struct Bundle {
+    pub ca_cert_pem: String,
+    pub ca_key_pem: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl Bundle {
+    /// The CA as the base64 `caBundle` of a webhook configuration.
+    pub fn ca_bundle(&self) -> String {
+        base64::engine::general_purpose::STANDARD.encode(self.ca_cert_pem.as_bytes())
+    }
+}
+
+/// Generates an ECDSA P-256 CA and a serving certificate signed by it.
+pub fn generate(spec: &CertSpec) -> Result<Bundle, CertError> {
+    let now = OffsetDateTime::now_utc();
+    // Backdate a little so that a node whose clock lags does not reject a fresh certificate.
+    let not_before = now - Duration::minutes(5);
+
+    let mut ca_params = CertificateParams::default();
+    ca_params.distinguished_name =
+        name(&format!("palisade-ca {}.{}", spec.service, spec.namespace));
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    ca_params.not_before = not_before;
+    ca_params.not_after = now + Duration::days(i64::from(spec.ca_days));
+    let ca_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+    let ca_key_pem = ca_key.serialize_pem();
+    let ca = CertifiedIssuer::self_signed(ca_params, ca_key)?;
+
+    let mut params = CertificateParams::default();
+    params.distinguished_name = name(&format!("{}.{}.svc", spec.service, spec.namespace));
+    params.subject_alt_names = spec
+        .sans()
+        .into_iter()
+        .map(|san| to_san(&san))
+        .collect::<Result<_, _>>()?;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params.use_authority_key_identifier_extension = true;
+    params.not_before = not_before;
+    params.not_after = now + Duration::days(i64::from(spec.cert_days));
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+    let cert = params.signed_by(&key, &ca)?;
+
+    Ok(Bundle {
+        ca_cert_pem: ca.pem(),
+        ca_key_pem,
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    })
+}
+
+/// Generates a CA and serving pair into `dir` as ca.crt, ca.key, tls.crt and tls.key.
+/// Refuses to replace an existing CA unless `force` is set.
+pub fn generate_into(dir: &Path, spec: &CertSpec, force: bool) -> Result<Bundle, CertError> {
+    let ca_path = dir.join(CA_CERT);
+    if !force && (ca_path.exists() || dir.join(CA_KEY).exists()) {
+        return Err(CertError::CaExists(ca_path));
+    }
+    let bundle = generate(spec)?;
+    write_pair(
+        &dir.join(CA_CERT),
+        &bundle.ca_cert_pem,
+        &dir.join(CA_KEY),
+        &bundle.ca_key_pem,
+    )?;
+    write_pair(
+        &dir.join(TLS_CERT),
+        &bundle.cert_pem,
+        &dir.join(TLS_KEY),
+        &bundle.key_pem,
+    )?;
+    Ok(bundle)
+}
+
+/// Writes a certificate and its key; the key first, so a watcher never sees a new certificate
+/// beside an old key for longer than necessary, and the key readable by its owner only.
+pub fn write_pair(
+    cert_path: &Path,
+    cert_pem: &str,
+    key_path: &Path,
+    key_pem: &str,
+) -> Result<(), CertError> {
+    if let Some(parent) = cert_path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs::create_dir_all(parent).map_err(|source| CertError::Write {
+            path: parent.to_path_buf(),
+            source,
+        })?;
+    }
+    write_file(key_path, key_pem, true)?;
+    write_file(cert_path, cert_pem, false)
+}
+
+fn write_file(path: &Path, contents: &str, secret: bool) -> Result<(), CertError> {
+    let err = |source| CertError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    if secret {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    #[cfg(not(unix))]
+    let _ = secret;
+    let mut file = options.open(path).map_err(err)?;
+    file.write_all(contents.as_bytes()).map_err(err)?;
+    file.sync_all().map_err(err)
+}
+
+fn name(common_name: &str) -> DistinguishedName {
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, common_name);
+    dn.push(DnType::OrganizationName, "Palisade");
+    dn
+}
+
+fn to_san(san: &str) -> Result<SanType, CertError> {
+    if let Ok(ip) = san.parse::<IpAddr>() {
+        return Ok(SanType::IpAddress(ip));
+    }
+    san.to_owned()
+        .try_into()
+        .map(SanType::DnsName)
+        .map_err(|e| CertError::San(san.to_owned(), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sans_cover_every_service_name_and_loopback() {
+        let spec = CertSpec::new("palisade", "palisade-system");
+        assert_eq!(
+            spec.sans(),
+            [
+                "palisade",
+                "palisade.palisade-system",
+                "palisade.palisade-system.svc",
+                "palisade.palisade-system.svc.cluster.local",
+                "localhost",
+                "127.0.0.1"
+            ]
+        );
+    }
+
+    #[test]
+    fn refuses_to_replace_an_existing_ca_without_force() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = CertSpec::new("palisade", "palisade-system");
+        let first = generate_into(dir.path(), &spec, false).unwrap();
+        let err = generate_into(dir.path(), &spec, false).unwrap_err();
+        assert!(matches!(err, CertError::CaExists(_)), "{err}");
+        let on_disk = fs::read_to_string(dir.path().join(CA_CERT)).unwrap();
+        assert_eq!(on_disk, first.ca_cert_pem, "the CA must be untouched");
+        let replaced = generate_into(dir.path(), &spec, true).unwrap();
+        assert_ne!(replaced.ca_cert_pem, first.ca_cert_pem);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn private_keys_are_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        generate_into(dir.path(), &CertSpec::new("a", "b"), false).unwrap();
+        for key in [CA_KEY, TLS_KEY] {
+            let mode = fs::metadata(dir.path().join(key))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o077, 0, "{key} is readable by others: {mode:o}");
+        }
+    }
+
+    #[test]
+    fn rejects_an_invalid_san() {
+        let mut spec = CertSpec::new("palisade", "palisade-system");
+        spec.extra_sans.push("bad name with spaces\u{0}".into());
+        assert!(matches!(generate(&spec), Err(CertError::San(..))));
+    }
+
+    #[test]
+    fn ca_bundle_is_base64_of_the_ca_pem() {
+        let bundle = generate(&CertSpec::new("a", "b")).unwrap();
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(bundle.ca_bundle())
+            .unwrap();
+        assert_eq!(decoded, bundle.ca_cert_pem.as_bytes());
+        assert!(
+            bundle
+                .ca_cert_pem
+                .starts_with("-----BEGIN CERTIFICATE-----")
+        );
+    }
+}

@@ -1,0 +1,15 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    // One process-wide provider, so that every rustls user agrees on the crypto.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    match palisade::run(palisade::cli::Cli::parse()) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

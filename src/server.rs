@@ -1,0 +1,468 @@
+//! The HTTPS admission server and the plain-HTTP health and metrics server.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::admission::{self, Decider, DecodeError, Endpoint};
+use crate::metrics::{Metrics, Outcome};
+use crate::tls::TlsStore;
+
+/// Request limits of the admission endpoints.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_body_bytes: usize,
+    pub header_timeout: Duration,
+    pub request_timeout: Duration,
+    pub max_concurrent: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 8 * 1024 * 1024,
+            header_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(4),
+            max_concurrent: 512,
+        }
+    }
+}
+
+/// Whether the webhook should receive traffic: everything it needs is loaded and it is not
+/// shutting down.
+#[derive(Debug, Default)]
+pub struct Readiness {
+    certificates: AtomicBool,
+    policies: AtomicBool,
+    draining: AtomicBool,
+}
+
+impl Readiness {
+    pub fn set_certificates_loaded(&self) {
+        self.certificates.store(true, Ordering::Release);
+    }
+    pub fn set_policies_loaded(&self) {
+        self.policies.store(true, Ordering::Release);
+    }
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+    /// `Ok` when ready, otherwise what is missing.
+    pub fn check(&self) -> Result<(), &'static str> {
+        if self.draining.load(Ordering::Acquire) {
+            Err("shutting down")
+        } else if !self.certificates.load(Ordering::Acquire) {
+            Err("certificates not loaded")
+        } else if !self.policies.load(Ordering::Acquire) {
+            Err("policies not loaded")
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// What the admission handlers share.
+pub struct App {
+    pub decider: Arc<dyn Decider>,
+    pub metrics: Arc<Metrics>,
+    pub limits: Limits,
+    pub readiness: Arc<Readiness>,
+    permits: Semaphore,
+}
+
+impl App {
+    pub fn new(
+        decider: Arc<dyn Decider>,
+        metrics: Arc<Metrics>,
+        limits: Limits,
+        readiness: Arc<Readiness>,
+    ) -> Arc<Self> {
+        let permits = Semaphore::new(limits.max_concurrent.max(1));
+        Arc::new(Self {
+            decider,
+            metrics,
+            limits,
+            readiness,
+            permits,
+        })
+    }
+}
+
+/// The admission endpoints. The API server appends `?timeout=…` to the path; routing ignores it.
+pub fn admission_router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/validate", post(validate))
+        .route("/mutate", post(mutate))
+        .with_state(app)
+}
+
+/// /healthz, /readyz and /metrics.
+pub fn health_router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(app)
+}
+
+async fn readyz(State(app): State<Arc<App>>) -> Response {
+    match app.readiness.check() {
+        Ok(()) => (StatusCode::OK, "ok\n").into_response(),
+        Err(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        )
+            .into_response(),
+    }
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        )],
+        app.metrics.encode(),
+    )
+        .into_response()
+}
+
+async fn validate(State(app): State<Arc<App>>, body: Body) -> Response {
+    review(app, Endpoint::Validate, body).await
+}
+
+async fn mutate(State(app): State<Arc<App>>, body: Body) -> Response {
+    review(app, Endpoint::Mutate, body).await
+}
+
+/// A request we cannot answer with an AdmissionReview. The body is a `Status` like the API
+/// server's own errors, naming what is wrong.
+struct HttpError {
+    status: StatusCode,
+    message: String,
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({
+            "kind": "Status",
+            "apiVersion": "v1",
+            "status": "Failure",
+            "code": self.status.as_u16(),
+            "reason": self.status.canonical_reason().unwrap_or("Error"),
+            "message": self.message,
+        });
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+#[tracing::instrument(name = "review", skip_all, fields(endpoint = endpoint.as_str()))]
+async fn review(app: Arc<App>, endpoint: Endpoint, body: Body) -> Response {
+    let start = Instant::now();
+    app.metrics.in_flight().inc();
+    let result =
+        tokio::time::timeout(app.limits.request_timeout, answer(&app, endpoint, body)).await;
+    app.metrics.in_flight().dec();
+    let elapsed = start.elapsed();
+    let (outcome, response) = match result {
+        Ok(Ok((outcome, body))) => (
+            outcome,
+            (
+                [(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                )],
+                body,
+            )
+                .into_response(),
+        ),
+        Ok(Err(error)) => {
+            tracing::info!(status = error.status.as_u16(), error = %error.message, "rejected request");
+            (Outcome::Invalid, error.into_response())
+        }
+        Err(_) => {
+            tracing::warn!(timeout = ?app.limits.request_timeout, "review timed out; the webhook failurePolicy applies");
+            let error = HttpError {
+                status: StatusCode::GATEWAY_TIMEOUT,
+                message: format!(
+                    "review not answered within {:?}",
+                    app.limits.request_timeout
+                ),
+            };
+            (Outcome::Timeout, error.into_response())
+        }
+    };
+    app.metrics.review(endpoint, outcome, elapsed.as_secs_f64());
+    response
+}
+
+async fn answer(
+    app: &App,
+    endpoint: Endpoint,
+    body: Body,
+) -> Result<(Outcome, Vec<u8>), HttpError> {
+    // Waiting for a permit counts against the request timeout, so overload surfaces as 504.
+    let _permit = app.permits.acquire().await.map_err(|_| HttpError {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        message: "server is shutting down".to_owned(),
+    })?;
+    let bytes = read_body(body, app.limits.max_body_bytes).await?;
+    let review = admission::decode(&bytes).map_err(|e: DecodeError| HttpError {
+        status: StatusCode::BAD_REQUEST,
+        message: e.to_string(),
+    })?;
+    let decision_start = Instant::now();
+    let decision = app.decider.decide(endpoint, &review);
+    let req = &review.request;
+    let outcome = match (&decision.allowed, &decision.patch) {
+        (false, _) => Outcome::Denied,
+        (true, Some(p)) if !p.0.is_empty() => Outcome::Patched,
+        (true, _) => Outcome::Allowed,
+    };
+    tracing::debug!(
+        uid = %req.uid,
+        kind = %req.kind.kind,
+        namespace = req.namespace.as_deref().unwrap_or(""),
+        name = %req.name,
+        operation = ?req.operation,
+        dry_run = req.dry_run,
+        decision = outcome.as_str(),
+        latency_us = decision_start.elapsed().as_micros() as u64,
+        "review"
+    );
+    let rsp = decision.into_response(req);
+    Ok((outcome, admission::encode_response(rsp)))
+}
+
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, HttpError> {
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let too_large = std::error::Error::source(&e)
+            .and_then(|s| s.downcast_ref::<http_body_util::LengthLimitError>())
+            .is_some()
+            || e.to_string().contains("length limit exceeded");
+        if too_large {
+            HttpError {
+                status: StatusCode::PAYLOAD_TOO_LARGE,
+                message: format!(
+                    "request body exceeds {limit} bytes; raise --max-body-bytes if such objects are expected"
+                ),
+            }
+        } else {
+            HttpError {
+                status: StatusCode::BAD_REQUEST,
+                message: format!("cannot read request body: {e}"),
+            }
+        }
+    })
+}
+
+/// Both listeners, bound and ready to serve.
+pub struct Server {
+    https: TcpListener,
+    health: TcpListener,
+    app: Arc<App>,
+    tls: Arc<TlsStore>,
+    shutdown_delay: Duration,
+    drain_timeout: Duration,
+    cert_poll_interval: Duration,
+}
+
+/// How the server is put together; the CLI fills it from flags.
+pub struct ServerOptions {
+    pub listen: SocketAddr,
+    pub health_listen: SocketAddr,
+    pub shutdown_delay: Duration,
+    pub drain_timeout: Duration,
+    pub cert_poll_interval: Duration,
+}
+
+impl Server {
+    pub async fn bind(
+        options: ServerOptions,
+        app: Arc<App>,
+        tls: Arc<TlsStore>,
+    ) -> std::io::Result<Self> {
+        let https = TcpListener::bind(options.listen).await?;
+        let health = TcpListener::bind(options.health_listen).await?;
+        Ok(Self {
+            https,
+            health,
+            app,
+            tls,
+            shutdown_delay: options.shutdown_delay,
+            drain_timeout: options.drain_timeout,
+            cert_poll_interval: options.cert_poll_interval,
+        })
+    }
+
+    pub fn https_addr(&self) -> std::io::Result<SocketAddr> {
+        self.https.local_addr()
+    }
+
+    pub fn health_addr(&self) -> std::io::Result<SocketAddr> {
+        self.health.local_addr()
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting and drains in-flight reviews for at
+    /// most the drain timeout. Returns whether every connection finished in time.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> bool {
+        let Self {
+            https,
+            health,
+            app,
+            tls,
+            shutdown_delay,
+            drain_timeout,
+            cert_poll_interval,
+        } = self;
+        tracing::info!(
+            https = %https.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            health = %health.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            "listening"
+        );
+        let cert_watcher = tokio::spawn(tls.clone().watch(cert_poll_interval));
+
+        let (health_stop_tx, health_stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let health_task = tokio::spawn(
+            axum::serve(health, health_router(app.clone()))
+                .with_graceful_shutdown(async {
+                    let _ = health_stop_rx.await;
+                })
+                .into_future(),
+        );
+
+        let graceful = GracefulShutdown::new();
+        let connections = Connections::new(&app, tls);
+        accept_until(&https, &connections, &graceful, shutdown).await;
+
+        app.readiness.set_draining();
+        if !shutdown_delay.is_zero() {
+            // Keep serving during the delay: endpoints may still route to us for a while.
+            tracing::info!(delay = ?shutdown_delay, "shutdown requested; unready, still serving");
+            accept_until(
+                &https,
+                &connections,
+                &graceful,
+                tokio::time::sleep(shutdown_delay),
+            )
+            .await;
+        }
+        drop(https);
+        tracing::info!(timeout = ?drain_timeout, "draining in-flight reviews");
+        let drained = tokio::time::timeout(drain_timeout, graceful.shutdown())
+            .await
+            .is_ok();
+        if drained {
+            tracing::info!("all connections drained");
+        } else {
+            tracing::warn!("drain timeout reached; closing remaining connections");
+        }
+        cert_watcher.abort();
+        let _ = health_stop_tx.send(());
+        let _ = health_task.await;
+        drained
+    }
+}
+
+/// Everything a new HTTPS connection needs.
+struct Connections {
+    tls: Arc<TlsStore>,
+    builder: auto::Builder<TokioExecutor>,
+    service: Router,
+    metrics: Arc<Metrics>,
+    handshake_timeout: Duration,
+}
+
+impl Connections {
+    fn new(app: &Arc<App>, tls: Arc<TlsStore>) -> Self {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(app.limits.header_timeout)
+            .keep_alive(true);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(250)
+            .keep_alive_interval(Some(Duration::from_secs(30)))
+            .keep_alive_timeout(Duration::from_secs(10));
+        Self {
+            tls,
+            builder,
+            service: admission_router(app.clone()),
+            metrics: app.metrics.clone(),
+            handshake_timeout: app.limits.header_timeout,
+        }
+    }
+
+    /// Handshakes and serves one connection on its own task, tracked for the drain.
+    fn spawn(&self, tcp: tokio::net::TcpStream, peer: SocketAddr, graceful: &GracefulShutdown) {
+        let _ = tcp.set_nodelay(true);
+        // The configuration current now: a rotation only affects connections opened after it.
+        let acceptor = self.tls.acceptor();
+        let builder = self.builder.clone();
+        let service = TowerToHyperService::new(self.service.clone());
+        let watcher = graceful.watcher();
+        let metrics = self.metrics.clone();
+        let handshake_timeout = self.handshake_timeout;
+        tokio::spawn(async move {
+            let stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(error)) => {
+                    metrics.tls_handshake_failed();
+                    tracing::debug!(%peer, %error, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    metrics.tls_handshake_failed();
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let conn = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .into_owned();
+            if let Err(error) = watcher.watch(conn).await {
+                tracing::debug!(%peer, %error, "connection ended with an error");
+            }
+        });
+    }
+}
+
+async fn accept_until(
+    listener: &TcpListener,
+    connections: &Connections,
+    graceful: &GracefulShutdown,
+    stop: impl Future<Output = ()>,
+) {
+    let mut stop = std::pin::pin!(stop);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, peer)) => connections.spawn(tcp, peer, graceful),
+                Err(error) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            () = &mut stop => return,
+        }
+    }
+}
