@@ -25,8 +25,8 @@ pub enum CertError {
     CaExists(PathBuf),
     #[error("cannot generate certificate: {0}")]
     Generate(#[from] rcgen::Error),
-    #[error("invalid subject alternative name {0:?}: {1}")]
-    San(String, rcgen::Error),
+    #[error("invalid subject alternative name {0:?}: {1}; use a DNS name or an IP address")]
+    San(String, String),
     #[error("cannot write {path}: {source}")]
     Write {
         path: PathBuf,
@@ -198,10 +198,13 @@ fn to_san(san: &str) -> Result<SanType, CertError> {
     if let Ok(ip) = san.parse::<IpAddr>() {
         return Ok(SanType::IpAddress(ip));
     }
+    // rcgen takes any IA5 string; a name no client could ever match is an error here instead.
+    rustls::pki_types::DnsName::try_from(san)
+        .map_err(|e| CertError::San(san.to_owned(), e.to_string()))?;
     san.to_owned()
         .try_into()
         .map(SanType::DnsName)
-        .map_err(|e| CertError::San(san.to_owned(), e))
+        .map_err(|e: rcgen::Error| CertError::San(san.to_owned(), e.to_string()))
 }
 
 #[cfg(test)]

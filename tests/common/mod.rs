@@ -312,7 +312,7 @@ pub fn parse_http1(raw: &[u8]) -> (u16, String) {
                 break;
             }
             out.push_str(&tail[..n]);
-            rest = &tail[n..].trim_start_matches("\r\n");
+            rest = tail[n..].trim_start_matches("\r\n");
         }
         out
     } else {
