@@ -6,7 +6,8 @@
 use std::collections::HashMap;
 
 use kube::core::DynamicObject;
-use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
+use kube::core::admission::{AdmissionRequest, AdmissionResponse};
+use serde::Deserialize;
 
 pub use kube::core::admission::{META_API_VERSION_V1, META_KIND};
 
@@ -31,8 +32,10 @@ impl Endpoint {
 /// Why a body is not an AdmissionReview we can answer.
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
-    #[error("body is not a valid admission.k8s.io/v1 AdmissionReview: {0}")]
+    #[error("body is not valid JSON: {0}")]
     Json(#[from] serde_json::Error),
+    #[error("request is not a valid admission.k8s.io/v1 AdmissionRequest: {0}")]
+    Request(serde_json::Error),
     #[error(
         "apiVersion is {0:?}, expected \"admission.k8s.io/v1\": set admissionReviewVersions: [\"v1\"] in the webhook configuration"
     )]
@@ -45,40 +48,133 @@ pub enum DecodeError {
     EmptyUid,
 }
 
-/// A decoded review, as every decider sees it.
+/// A review as every decider sees it: the AdmissionRequest as JSON, which is what policies get
+/// as `input.review`. Built from an API server request, or from a bare object by the CLI.
 #[derive(Debug, Clone)]
 pub struct Review {
-    pub request: Request,
+    json: serde_json::Value,
 }
 
 impl Review {
-    /// The object the review is about: `oldObject` on DELETE, as Gatekeeper does.
-    pub fn object(&self) -> Option<&DynamicObject> {
-        match self.request.operation {
-            Operation::Delete => self.request.old_object.as_ref(),
-            _ => self
-                .request
-                .object
-                .as_ref()
-                .or(self.request.old_object.as_ref()),
+    /// Wraps an AdmissionRequest's JSON. On DELETE, `object` becomes the old object, as
+    /// Gatekeeper presents it to policies.
+    pub fn from_request_json(mut json: serde_json::Value) -> Self {
+        if json["operation"] == "DELETE" && json["object"].is_null() {
+            json["object"] = json["oldObject"].clone();
+        }
+        Self { json }
+    }
+
+    /// A review of a bare object (CLI, audit): no operation and no userInfo.
+    pub fn from_object(object: serde_json::Value) -> Self {
+        let api_version = object["apiVersion"].as_str().unwrap_or_default();
+        let (group, version) = match api_version.split_once('/') {
+            Some((g, v)) => (g, v),
+            None => ("", api_version),
+        };
+        let json = serde_json::json!({
+            "kind": {"group": group, "version": version, "kind": object["kind"].clone()},
+            "name": object["metadata"]["name"].clone(),
+            "namespace": object["metadata"]["namespace"].clone(),
+            "object": object,
+        });
+        Self { json }
+    }
+
+    pub fn json(&self) -> &serde_json::Value {
+        &self.json
+    }
+
+    pub fn json_mut(&mut self) -> &mut serde_json::Value {
+        &mut self.json
+    }
+
+    pub fn group(&self) -> &str {
+        self.json["kind"]["group"].as_str().unwrap_or_default()
+    }
+
+    pub fn kind(&self) -> &str {
+        self.json["kind"]["kind"].as_str().unwrap_or_default()
+    }
+
+    pub fn operation(&self) -> Option<&str> {
+        self.json["operation"].as_str()
+    }
+
+    pub fn uid(&self) -> &str {
+        self.json["uid"].as_str().unwrap_or_default()
+    }
+
+    /// The object under review (the old object on DELETE).
+    pub fn object(&self) -> &serde_json::Value {
+        &self.json["object"]
+    }
+
+    pub fn old_object(&self) -> &serde_json::Value {
+        &self.json["oldObject"]
+    }
+
+    /// Name of the object: the request's, else the object's.
+    pub fn name(&self) -> &str {
+        match self.json["name"].as_str() {
+            Some(n) if !n.is_empty() => n,
+            _ => self.object()["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default(),
+        }
+    }
+
+    /// The namespace the object lives in ("" for cluster-scoped objects).
+    pub fn namespace(&self) -> &str {
+        match self.json["namespace"].as_str() {
+            Some(n) if !n.is_empty() => n,
+            _ => self.object()["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Whether the object is a core/v1 Namespace.
+    pub fn is_namespace(&self) -> bool {
+        self.kind() == "Namespace" && self.group().is_empty()
+    }
+
+    /// The namespace that exemptions and namespace matchers consider: a Namespace's own name.
+    pub fn effective_namespace(&self) -> &str {
+        if self.is_namespace() {
+            self.name()
+        } else {
+            self.namespace()
         }
     }
 }
 
-/// Parses and checks an AdmissionReview body.
-pub fn decode(body: &[u8]) -> Result<Review, DecodeError> {
-    let review: AdmissionReview<DynamicObject> = serde_json::from_slice(body)?;
-    if review.types.api_version != META_API_VERSION_V1 {
-        return Err(DecodeError::ApiVersion(review.types.api_version));
+/// Parses and checks an AdmissionReview body: the typed request (for the response) and the review
+/// policies see.
+pub fn decode(body: &[u8]) -> Result<(Request, Review), DecodeError> {
+    let mut root: serde_json::Value = serde_json::from_slice(body)?;
+    let api_version = root["apiVersion"].as_str().unwrap_or_default();
+    if api_version != META_API_VERSION_V1 {
+        return Err(DecodeError::ApiVersion(api_version.to_owned()));
     }
-    if review.types.kind != META_KIND {
-        return Err(DecodeError::Kind(review.types.kind));
+    let kind = root["kind"].as_str().unwrap_or_default();
+    if kind != META_KIND {
+        return Err(DecodeError::Kind(kind.to_owned()));
     }
-    let request: Request = review.try_into().map_err(|_| DecodeError::NoRequest)?;
+    let json = root
+        .get_mut("request")
+        .filter(|r| !r.is_null())
+        .map(serde_json::Value::take)
+        .ok_or(DecodeError::NoRequest)?;
+    let mut request = Request::deserialize(&json).map_err(DecodeError::Request)?;
     if request.uid.is_empty() {
         return Err(DecodeError::EmptyUid);
     }
-    Ok(Review { request })
+    request.types = kube::core::TypeMeta {
+        api_version: META_API_VERSION_V1.to_owned(),
+        kind: META_KIND.to_owned(),
+    };
+    Ok((request, Review::from_request_json(json)))
 }
 
 /// The outcome of one review.
@@ -178,10 +274,45 @@ mod tests {
 
     #[test]
     fn decodes_a_real_review() {
-        let review = decode(POD.as_bytes()).unwrap();
-        assert_eq!(review.request.operation, Operation::Create);
-        assert_eq!(review.request.kind.kind, "Pod");
-        assert!(!review.request.uid.is_empty());
+        let (request, review) = decode(POD.as_bytes()).unwrap();
+        assert_eq!(request.operation, kube::core::admission::Operation::Create);
+        assert_eq!(review.kind(), "Pod");
+        assert_eq!(review.uid(), request.uid);
+        assert_eq!(review.namespace(), "payments");
+        assert_eq!(review.name(), "web");
+        assert_eq!(review.operation(), Some("CREATE"));
+    }
+
+    #[test]
+    fn delete_reviews_present_the_old_object() {
+        let body = include_str!("../tests/fixtures/admission/validate-delete-networkpolicy.json");
+        let (_, review) = decode(body.as_bytes()).unwrap();
+        assert_eq!(review.object()["metadata"]["name"], "default-deny-all");
+        assert_eq!(review.object(), review.old_object());
+    }
+
+    #[test]
+    fn a_namespace_is_its_own_effective_namespace() {
+        let body = include_str!("../tests/fixtures/admission/validate-create-namespace.json");
+        let (_, review) = decode(body.as_bytes()).unwrap();
+        assert!(review.is_namespace());
+        assert_eq!(review.effective_namespace(), "payments");
+    }
+
+    #[test]
+    fn bare_objects_have_no_operation() {
+        let review = Review::from_object(serde_json::json!({
+            "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": "deny", "namespace": "shop"}
+        }));
+        assert_eq!(
+            (review.group(), review.kind()),
+            ("networking.k8s.io", "NetworkPolicy")
+        );
+        assert_eq!(review.json()["kind"]["version"], "v1");
+        assert_eq!((review.namespace(), review.name()), ("shop", "deny"));
+        assert_eq!(review.operation(), None);
+        assert!(review.json().get("userInfo").is_none());
     }
 
     #[test]
@@ -194,9 +325,9 @@ mod tests {
 
     #[test]
     fn denial_carries_uid_code_and_message() {
-        let review = decode(POD.as_bytes()).unwrap();
-        let rsp = Decision::deny("no").into_response(&review.request);
-        assert_eq!(rsp.uid, review.request.uid);
+        let (request, _) = decode(POD.as_bytes()).unwrap();
+        let rsp = Decision::deny("no").into_response(&request);
+        assert_eq!(rsp.uid, request.uid);
         assert!(!rsp.allowed);
         assert_eq!(rsp.result.code, 403);
         assert_eq!(rsp.result.message, "no");
@@ -204,10 +335,10 @@ mod tests {
 
     #[test]
     fn patch_is_encoded_only_when_not_empty() {
-        let review = decode(POD.as_bytes()).unwrap();
+        let (request, _) = decode(POD.as_bytes()).unwrap();
         let mut decision = Decision::allow();
         decision.patch = Some(json_patch::Patch(vec![]));
-        let rsp = decision.into_response(&review.request);
+        let rsp = decision.into_response(&request);
         assert!(rsp.patch.is_none());
         let encoded: serde_json::Value = serde_json::from_slice(&encode_response(rsp)).unwrap();
         assert_eq!(encoded["apiVersion"], "admission.k8s.io/v1");

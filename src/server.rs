@@ -222,13 +222,12 @@ async fn answer(
         message: "server is shutting down".to_owned(),
     })?;
     let bytes = read_body(body, app.limits.max_body_bytes).await?;
-    let review = admission::decode(&bytes).map_err(|e: DecodeError| HttpError {
+    let (req, review) = admission::decode(&bytes).map_err(|e: DecodeError| HttpError {
         status: StatusCode::BAD_REQUEST,
         message: e.to_string(),
     })?;
     let decision_start = Instant::now();
     let decision = app.decider.decide(endpoint, &review);
-    let req = &review.request;
     let outcome = match (&decision.allowed, &decision.patch) {
         (false, _) => Outcome::Denied,
         (true, Some(p)) if !p.0.is_empty() => Outcome::Patched,
@@ -245,7 +244,7 @@ async fn answer(
         latency_us = decision_start.elapsed().as_micros() as u64,
         "review"
     );
-    let rsp = decision.into_response(req);
+    let rsp = decision.into_response(&req);
     Ok((outcome, admission::encode_response(rsp)))
 }
 

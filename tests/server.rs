@@ -73,7 +73,7 @@ async fn rejects_bodies_that_are_not_admission_reviews() {
         serde_json::to_vec(&v).unwrap()
     };
     for proto in [Proto::Http1, Proto::Http2] {
-        expect_error(&client, proto, b"{not json".to_vec(), 400, "not a valid").await;
+        expect_error(&client, proto, b"{not json".to_vec(), 400, "not valid JSON").await;
         expect_error(&client, proto, Vec::new(), 400, "EOF").await;
         expect_error(
             &client,
