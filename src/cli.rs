@@ -71,6 +71,31 @@ pub struct ServeArgs {
     /// How often the certificate directory is re-read even without a file-system event.
     #[arg(long, env = "PALISADE_CERT_POLL_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
     pub cert_poll_interval: Duration,
+    /// Directory (or file) of ConstraintTemplates, Constraints and mutators, watched for changes.
+    #[arg(long, env = "PALISADE_POLICIES", default_value = "policies")]
+    pub policies: PathBuf,
+    /// Objects that policies see as data.inventory and that namespaceSelectors look up (a file or
+    /// directory of manifests), until the live cluster feed replaces it.
+    #[arg(long, env = "PALISADE_INVENTORY")]
+    pub inventory: Option<PathBuf>,
+    /// How often the policy directory is re-read even without a file-system event.
+    #[arg(long, env = "PALISADE_POLICY_POLL_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub policy_poll_interval: Duration,
+    /// Longest time one template may evaluate one review; past it the constraint reports a
+    /// violation (fail closed).
+    #[arg(long, env = "PALISADE_EVAL_TIMEOUT", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub eval_timeout: Duration,
+    /// Namespaces exempt from all evaluation, matched by name (comma-separated).
+    #[arg(
+        long = "exempt-namespace",
+        env = "PALISADE_EXEMPT_NAMESPACES",
+        value_delimiter = ',',
+        default_value = "kube-system"
+    )]
+    pub exempt_namespaces: Vec<String>,
+    /// Palisade's own namespace, always exempt so that it can never lock itself out.
+    #[arg(long, env = "PALISADE_NAMESPACE", default_value = "palisade-system")]
+    pub own_namespace: String,
     /// Largest accepted request body, in bytes; larger bodies get HTTP 413.
     #[arg(long, env = "PALISADE_MAX_BODY_BYTES", default_value_t = 8 * 1024 * 1024)]
     pub max_body_bytes: usize,

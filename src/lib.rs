@@ -8,8 +8,11 @@
 pub mod admission;
 pub mod certs;
 pub mod cli;
+pub mod enforce;
+pub mod inventory;
 pub mod logging;
 pub mod metrics;
+pub mod policy;
 pub mod serve;
 pub mod server;
 pub mod tls;

@@ -67,6 +67,12 @@ struct ReviewLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ViolationLabels {
+    constraint: String,
+    action: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EndpointLabels {
     endpoint: Endpoint,
 }
@@ -83,6 +89,11 @@ pub struct Metrics {
     tls_reloads: Counter,
     tls_reload_failures: Counter,
     tls_handshake_failures: Counter,
+    violations: Family<ViolationLabels, Counter>,
+    policy_reloads: Counter,
+    policy_reload_failures: Counter,
+    policy_last_reload_ok: Gauge,
+    policy_constraints: Gauge,
 }
 
 impl Default for Metrics {
@@ -130,8 +141,43 @@ impl Metrics {
             "Connections closed before or during the TLS handshake",
             tls_handshake_failures.clone(),
         );
+        let violations = Family::<ViolationLabels, Counter>::default();
+        registry.register(
+            "violations",
+            "Violations found, by constraint and enforcement action (dryrun ones are only counted and logged)",
+            violations.clone(),
+        );
+        let policy_reloads = Counter::default();
+        registry.register(
+            "policy_reloads",
+            "Policy bundles loaded after start-up",
+            policy_reloads.clone(),
+        );
+        let policy_reload_failures = Counter::default();
+        registry.register(
+            "policy_reload_failures",
+            "Changed policy bundles that were rejected; the last good bundle kept serving",
+            policy_reload_failures.clone(),
+        );
+        let policy_last_reload_ok = Gauge::default();
+        registry.register(
+            "policy_last_reload_ok",
+            "1 when the bundle on disk is the one being served, 0 after a rejected reload",
+            policy_last_reload_ok.clone(),
+        );
+        let policy_constraints = Gauge::default();
+        registry.register(
+            "policy_constraints",
+            "Constraints in the bundle being served",
+            policy_constraints.clone(),
+        );
         Self {
             registry,
+            violations,
+            policy_reloads,
+            policy_reload_failures,
+            policy_last_reload_ok,
+            policy_constraints,
             reviews,
             latency,
             in_flight,
@@ -164,6 +210,31 @@ impl Metrics {
 
     pub fn tls_handshake_failed(&self) {
         self.tls_handshake_failures.inc();
+    }
+
+    pub fn violation(&self, constraint: &str, action: crate::policy::Action) {
+        self.violations
+            .get_or_create(&ViolationLabels {
+                constraint: constraint.to_owned(),
+                action: action.as_str(),
+            })
+            .inc();
+    }
+
+    /// The bundle loaded at start-up.
+    pub fn policy_loaded(&self, constraints: usize) {
+        self.policy_constraints.set(constraints as i64);
+        self.policy_last_reload_ok.set(1);
+    }
+
+    pub fn policy_reloaded(&self, constraints: usize) {
+        self.policy_reloads.inc();
+        self.policy_loaded(constraints);
+    }
+
+    pub fn policy_reload_failed(&self) {
+        self.policy_reload_failures.inc();
+        self.policy_last_reload_ok.set(0);
     }
 
     pub fn encode(&self) -> String {

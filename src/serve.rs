@@ -5,10 +5,15 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 
-use crate::admission::{AllowAll, Decider};
+use crate::admission::Decider;
 use crate::certs::{self, CertSpec};
 use crate::cli::ServeArgs;
+use crate::enforce::Enforcer;
+use crate::inventory::Inventory;
 use crate::metrics::Metrics;
+use crate::policy::EngineOptions;
+use crate::policy::source;
+use crate::policy::store::PolicyStore;
 use crate::server::{App, Limits, Readiness, Server, ServerOptions};
 use crate::tls::{TlsPaths, TlsStore};
 use crate::watch::parent_dir;
@@ -35,6 +40,12 @@ impl ServeArgs {
             client_ca,
             no_dev_certs,
             cert_poll_interval,
+            policies,
+            inventory,
+            policy_poll_interval,
+            eval_timeout,
+            exempt_namespaces,
+            own_namespace,
             max_body_bytes,
             header_timeout,
             request_timeout,
@@ -59,8 +70,33 @@ impl ServeArgs {
         let readiness = Arc::new(Readiness::default());
         readiness.set_certificates_loaded();
 
-        let decider: Arc<dyn Decider> = Arc::new(AllowAll);
+        let inventory = match &inventory {
+            Some(path) => {
+                let docs = source::read_path(path)
+                    .with_context(|| format!("cannot read the inventory at {}", path.display()))?;
+                Inventory::from_objects(docs.into_iter().map(|d| d.value))
+            }
+            None => Inventory::default(),
+        };
+        let store = PolicyStore::load(
+            &policies,
+            EngineOptions { eval_timeout },
+            Arc::new(inventory),
+            metrics.clone(),
+        )
+        .with_context(|| format!("cannot load the policy bundle at {}", policies.display()))?;
+        let store = Arc::new(store);
+        tracing::info!(
+            path = %policies.display(),
+            constraints = store.current().constraints().len(),
+            "policy bundle loaded"
+        );
         readiness.set_policies_loaded();
+        let mut exempt = exempt_namespaces;
+        exempt.push(own_namespace);
+        exempt.retain(|n| !n.is_empty());
+        let decider: Arc<dyn Decider> =
+            Arc::new(Enforcer::new(store.clone(), exempt, metrics.clone()));
 
         let limits = Limits {
             max_body_bytes,
@@ -76,9 +112,10 @@ impl ServeArgs {
             drain_timeout,
             cert_poll_interval,
         };
-        Server::bind(options, app, Arc::new(tls))
+        let server = Server::bind(options, app, Arc::new(tls))
             .await
-            .with_context(|| format!("cannot listen on {listen} and {health_listen}"))
+            .with_context(|| format!("cannot listen on {listen} and {health_listen}"))?;
+        Ok(server.with_task(store.watch(policy_poll_interval)))
     }
 }
 

@@ -279,7 +279,11 @@ pub struct Server {
     shutdown_delay: Duration,
     drain_timeout: Duration,
     cert_poll_interval: Duration,
+    tasks: Vec<BackgroundTask>,
 }
+
+/// Work that runs while the server does (watchers), stopped when it stops.
+type BackgroundTask = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// How the server is put together; the CLI fills it from flags.
 pub struct ServerOptions {
@@ -306,7 +310,14 @@ impl Server {
             shutdown_delay: options.shutdown_delay,
             drain_timeout: options.drain_timeout,
             cert_poll_interval: options.cert_poll_interval,
+            tasks: Vec::new(),
         })
+    }
+
+    /// Runs `task` alongside the server until it stops.
+    pub fn with_task(mut self, task: impl Future<Output = ()> + Send + 'static) -> Self {
+        self.tasks.push(Box::pin(task));
+        self
     }
 
     pub fn https_addr(&self) -> std::io::Result<SocketAddr> {
@@ -328,13 +339,15 @@ impl Server {
             shutdown_delay,
             drain_timeout,
             cert_poll_interval,
+            tasks,
         } = self;
         tracing::info!(
             https = %https.local_addr().map(|a| a.to_string()).unwrap_or_default(),
             health = %health.local_addr().map(|a| a.to_string()).unwrap_or_default(),
             "listening"
         );
-        let cert_watcher = tokio::spawn(tls.clone().watch(cert_poll_interval));
+        let mut background = vec![tokio::spawn(tls.clone().watch(cert_poll_interval))];
+        background.extend(tasks.into_iter().map(tokio::spawn));
 
         let (health_stop_tx, health_stop_rx) = tokio::sync::oneshot::channel::<()>();
         let health_task = tokio::spawn(
@@ -371,7 +384,9 @@ impl Server {
         } else {
             tracing::warn!("drain timeout reached; closing remaining connections");
         }
-        cert_watcher.abort();
+        for task in background {
+            task.abort();
+        }
         let _ = health_stop_tx.send(());
         let _ = health_task.await;
         drained

@@ -33,6 +33,8 @@ async fn spawn_serve(cwd: &Path, extra: &[&str]) -> Running {
             "127.0.0.1:0",
         ])
         .args(["--log-format", "json"])
+        .arg("--policies")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/policies"))
         .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -66,6 +66,12 @@ impl TestServer {
             "--cert-poll-interval".into(),
             "200ms".into(),
         ];
+        if !extra.contains(&"--policies") {
+            // An empty bundle unless the test brings one.
+            let policies = dir.path().join("policies");
+            std::fs::create_dir_all(&policies).unwrap();
+            args.extend(["--policies".into(), policies.display().to_string()]);
+        }
         args.extend(extra.iter().map(|s| s.to_string()));
         let Command::Serve(serve) = Cli::try_parse_from(&args).unwrap().command else {
             unreachable!()

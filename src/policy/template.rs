@@ -1,0 +1,359 @@
+//! ConstraintTemplates: parsed from the bundle, compiled once into a prepared regorus engine.
+
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use regorus::Engine;
+use regorus::utils::limits::ExecutionTimerConfig;
+use serde_json::Value;
+
+use super::rego_source;
+use super::source::Document;
+use crate::inventory::Inventory;
+
+/// The only target Palisade evaluates.
+pub const TARGET: &str = "admission.k8s.gatekeeper.sh";
+
+/// How templates are compiled.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Longest time one template may evaluate one review.
+    pub eval_timeout: Duration,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self {
+            eval_timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+/// A template as written, before compilation.
+#[derive(Debug, Clone)]
+pub struct TemplateSource {
+    pub name: String,
+    pub kind: String,
+    pub schema: Option<Value>,
+    pub rego: String,
+    pub libs: Vec<String>,
+    pub rego_v1: bool,
+    pub describe: String,
+}
+
+/// Reads a ConstraintTemplate document; every error names the field.
+pub fn parse(doc: &Document) -> Result<TemplateSource, String> {
+    let v = &doc.value;
+    match doc.api_version() {
+        "templates.gatekeeper.sh/v1" | "templates.gatekeeper.sh/v1beta1" => {}
+        other => {
+            return Err(format!(
+                "apiVersion {other:?} is not supported; use templates.gatekeeper.sh/v1 or v1beta1"
+            ));
+        }
+    }
+    let name = doc.name();
+    if name.is_empty() {
+        return Err("metadata.name: required".into());
+    }
+    let kind = v["spec"]["crd"]["spec"]["names"]["kind"]
+        .as_str()
+        .filter(|k| !k.is_empty())
+        .ok_or("spec.crd.spec.names.kind: required; it names the constraint kind this template defines")?;
+    if kind.to_lowercase() != name {
+        return Err(format!(
+            "metadata.name {name:?} must be the lowercase of spec.crd.spec.names.kind ({:?})",
+            kind.to_lowercase()
+        ));
+    }
+    let schema = match &v["spec"]["crd"]["spec"]["validation"]["openAPIV3Schema"] {
+        Value::Null => None,
+        s if s.is_object() => Some(s.clone()),
+        _ => return Err("spec.crd.spec.validation.openAPIV3Schema: must be a mapping".into()),
+    };
+    let targets = v["spec"]["targets"]
+        .as_array()
+        .filter(|t| !t.is_empty())
+        .ok_or("spec.targets: required; add one target admission.k8s.gatekeeper.sh with rego")?;
+    if targets.len() != 1 {
+        return Err(format!(
+            "spec.targets: has {} targets; a template has exactly one, {TARGET}",
+            targets.len()
+        ));
+    }
+    let target = &targets[0];
+    if target["target"] != TARGET {
+        return Err(format!(
+            "spec.targets[0].target: {} is not supported; Palisade evaluates {TARGET}",
+            target["target"]
+        ));
+    }
+    let (rego, libs, rego_v1) = target_code(target)?;
+    Ok(TemplateSource {
+        name: name.to_owned(),
+        kind: kind.to_owned(),
+        schema,
+        rego,
+        libs,
+        rego_v1,
+        describe: doc.describe(),
+    })
+}
+
+/// The Rego of a target: `code[]` with engine Rego, else `rego` and `libs`.
+fn target_code(target: &Value) -> Result<(String, Vec<String>, bool), String> {
+    let libs_of = |v: &Value, field: &str| -> Result<Vec<String>, String> {
+        match v {
+            Value::Null => Ok(Vec::new()),
+            Value::Array(items) => items
+                .iter()
+                .map(|l| {
+                    l.as_str()
+                        .map(str::to_owned)
+                        .ok_or_else(|| format!("{field}: each lib is a string of Rego"))
+                })
+                .collect(),
+            _ => Err(format!("{field}: must be a list of Rego strings")),
+        }
+    };
+    let mut other_engines = Vec::new();
+    if let Some(code) = target["code"].as_array() {
+        for (i, c) in code.iter().enumerate() {
+            let engine = c["engine"].as_str().unwrap_or_default();
+            if engine != "Rego" {
+                other_engines.push(engine.to_owned());
+                continue;
+            }
+            let at = format!("spec.targets[0].code[{i}].source");
+            let rego = c["source"]["rego"]
+                .as_str()
+                .ok_or_else(|| format!("{at}.rego: required for engine Rego"))?;
+            let libs = libs_of(&c["source"]["libs"], &format!("{at}.libs"))?;
+            let v1 = match c["source"]["version"].as_str() {
+                None | Some("v0") => false,
+                Some("v1") => true,
+                Some(other) => {
+                    return Err(format!("{at}.version: {other:?} is not v0 or v1"));
+                }
+            };
+            return Ok((rego.to_owned(), libs, v1));
+        }
+    }
+    if let Some(rego) = target["rego"].as_str() {
+        let libs = libs_of(&target["libs"], "spec.targets[0].libs")?;
+        return Ok((rego.to_owned(), libs, false));
+    }
+    if !other_engines.is_empty() {
+        return Err(format!(
+            "has no Rego code, only {}: Palisade runs Rego templates and does not support CEL (K8sNativeValidation); add a Rego implementation under code[] with engine: Rego",
+            other_engines.join(", ")
+        ));
+    }
+    Err("spec.targets[0]: no rego and no code[] with engine Rego".into())
+}
+
+/// A compiled template: a prepared engine that is cloned for each evaluation.
+#[derive(Clone)]
+pub struct Template {
+    pub name: String,
+    pub kind: String,
+    pub schema: Option<Value>,
+    pub describe: String,
+    /// `data.<package>.violation`.
+    pub rule: String,
+    engine: Engine,
+    uses_inventory: bool,
+}
+
+impl std::fmt::Debug for Template {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Template")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("rule", &self.rule)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Template {
+    /// Checks and compiles; the error names the rule and line where regorus gives them.
+    pub fn compile(src: TemplateSource, options: &EngineOptions) -> Result<Self, String> {
+        let mut engine = Engine::new();
+        engine.set_rego_v0(!src.rego_v1);
+        // OPA's behaviour: a builtin error makes the expression undefined, not the query fail.
+        engine.set_strict_builtin_errors(false);
+        let check_interval = NonZeroU32::new(64).unwrap_or(NonZeroU32::MIN);
+        engine.set_execution_timer_config(ExecutionTimerConfig {
+            limit: options.eval_timeout,
+            check_interval,
+        });
+        let modules = std::iter::once(("rego", &src.rego))
+            .chain(src.libs.iter().map(|l| ("lib", l)))
+            .enumerate();
+        let mut package = String::new();
+        for (i, (what, code)) in modules {
+            let file = if i == 0 {
+                format!("{}.rego", src.name)
+            } else {
+                format!("{}.libs[{}].rego", src.name, i - 1)
+            };
+            if let Some(call) = rego_source::forbidden_calls(code).first() {
+                return Err(format!(
+                    "{file}:{}: calls {}, which reaches the network; templates may not",
+                    call.line, call.builtin
+                ));
+            }
+            if let Some(m) = rego_source::sprintf_mismatches(code).first() {
+                return Err(format!(
+                    "{file}:{}: sprintf format has {} verbs but {} arguments; the message would be lost",
+                    m.line, m.verbs, m.args
+                ));
+            }
+            let code = if src.rego_v1 {
+                code.clone()
+            } else {
+                rego_source::rewrite_v0(code)
+            };
+            let pkg = engine
+                .add_policy(file.clone(), code)
+                .map_err(|e| format!("{}", e).trim().to_owned())?;
+            if what == "rego" {
+                package = pkg;
+            } else if !pkg.starts_with("data.lib.") && pkg != "data.lib" {
+                return Err(format!(
+                    "{file}: lib package is {}; libs must be under package lib (e.g. package lib.helpers)",
+                    pkg.trim_start_matches("data.")
+                ));
+            }
+        }
+        let rule = format!("{package}.violation");
+        let uses_inventory = std::iter::once(&src.rego)
+            .chain(&src.libs)
+            .any(|code| code.contains("data.inventory"));
+        let mut template = Self {
+            name: src.name,
+            kind: src.kind,
+            schema: src.schema,
+            describe: src.describe,
+            rule,
+            engine,
+            uses_inventory,
+        };
+        template.warm_up()?;
+        Ok(template)
+    }
+
+    /// Runs once on an empty review, which prepares the engine (rule analysis, scheduling) so
+    /// that clones skip that work, and surfaces errors regorus only finds then.
+    fn warm_up(&mut self) -> Result<(), String> {
+        self.engine
+            .set_input(regorus::Value::from(serde_json::json!({
+                "review": {}, "parameters": {}
+            })));
+        let result = self.engine.eval_rule(self.rule.clone());
+        let missing = match &result {
+            Ok(v) => *v == regorus::Value::Undefined,
+            Err(e) => e.to_string().contains("not a valid rule path"),
+        };
+        match result {
+            _ if missing => Err(format!(
+                "{} defines no violation rule; Gatekeeper templates report through violation[{{\"msg\": msg}}]",
+                self.rule
+                    .trim_end_matches(".violation")
+                    .trim_start_matches("data.")
+            )),
+            Ok(_) => Ok(()),
+            Err(e) => Err(e.to_string().trim().to_owned()),
+        }
+    }
+
+    /// The engine to clone for evaluations against `inventory`.
+    pub fn engine_for(&self, inventory: &Inventory) -> Result<Engine, String> {
+        let mut engine = self.engine.clone();
+        if self.uses_inventory && !inventory.is_empty() {
+            engine
+                .add_data(inventory.data().clone())
+                .map_err(|e| format!("cannot add the inventory to {}: {e}", self.name))?;
+            engine.set_input(regorus::Value::from(serde_json::json!({
+                "review": {}, "parameters": {}
+            })));
+            engine
+                .eval_rule(self.rule.clone())
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(engine)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::source::parse_str;
+    use std::path::Path;
+
+    fn template(rego: &str) -> String {
+        format!(
+            "apiVersion: templates.gatekeeper.sh/v1\nkind: ConstraintTemplate\nmetadata:\n  name: k8stest\nspec:\n  crd:\n    spec:\n      names:\n        kind: K8sTest\n  targets:\n  - target: admission.k8s.gatekeeper.sh\n    rego: |\n{}\n",
+            rego.lines()
+                .map(|l| format!("      {l}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    }
+
+    fn compile(yaml: &str) -> Result<Template, String> {
+        let docs = parse_str(yaml, Path::new("t.yaml")).unwrap();
+        Template::compile(parse(&docs[0])?, &EngineOptions::default())
+    }
+
+    #[test]
+    fn compiles_a_v0_template() {
+        let t = compile(&template(
+            "package k8stest\nviolation[{\"msg\": \"m\"}] { input.review.object.x }",
+        ))
+        .unwrap();
+        assert_eq!(t.rule, "data.k8stest.violation");
+        assert_eq!(t.kind, "K8sTest");
+    }
+
+    #[test]
+    fn a_rego_error_names_the_rule_file_and_line() {
+        let err = compile(&template(
+            "package k8stest\nviolation[{\"msg\": m}] {\n  m := \n}",
+        ))
+        .unwrap_err();
+        assert!(err.contains("k8stest.rego:2"), "{err}");
+    }
+
+    #[test]
+    fn refuses_network_builtins() {
+        let err = compile(&template("package k8stest\nviolation[{\"msg\": \"m\"}] {\n  input.x\n  http.send({\"method\": \"get\", \"url\": \"http://x\"})\n}")).unwrap_err();
+        assert!(
+            err.contains("k8stest.rego:4") && err.contains("http.send"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn refuses_cel_only_templates_by_name() {
+        let yaml = "apiVersion: templates.gatekeeper.sh/v1\nkind: ConstraintTemplate\nmetadata: {name: k8scel}\nspec:\n  crd: {spec: {names: {kind: K8sCel}}}\n  targets:\n  - target: admission.k8s.gatekeeper.sh\n    code:\n    - engine: K8sNativeValidation\n      source: {validations: [{expression: 'true'}]}\n";
+        let err = compile(yaml).unwrap_err();
+        assert!(
+            err.contains("K8sNativeValidation") && err.contains("CEL"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn name_must_match_kind() {
+        let yaml = template("package k8stest\nviolation[{\"msg\": \"m\"}] { true }")
+            .replace("name: k8stest", "name: other");
+        assert!(compile(&yaml).unwrap_err().contains("lowercase"));
+    }
+
+    #[test]
+    fn a_template_without_violation_is_refused() {
+        let err = compile(&template("package k8stest\ndeny[msg] { msg := \"x\" }")).unwrap_err();
+        assert!(err.contains("no violation rule"), "{err}");
+    }
+}
