@@ -24,6 +24,44 @@ pub enum Command {
     /// Manage webhook certificates.
     #[command(subcommand)]
     Certs(CertsCommand),
+    /// Run gator Suites (test.gatekeeper.sh/v1alpha1): a suite file or a directory of them.
+    Verify(VerifyArgs),
+    /// Evaluate objects against the policy bundle; exits 1 when any would be denied.
+    Test(TestArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct VerifyArgs {
+    /// A Suite file, or a directory searched recursively for Suites.
+    pub path: PathBuf,
+    /// Longest time one template may evaluate one object.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub eval_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TestArgs {
+    /// Objects to evaluate: a file, a directory, or - for standard input (repeatable). YAML or
+    /// JSON, several documents, Lists and AdmissionReviews.
+    #[arg(short = 'f', long = "filename", required = true)]
+    pub inputs: Vec<String>,
+    /// The policy bundle.
+    #[arg(long, env = "PALISADE_POLICIES", default_value = "policies")]
+    pub policies: PathBuf,
+    /// More objects for data.inventory (the objects under test are always included).
+    #[arg(long)]
+    pub inventory: Option<PathBuf>,
+    #[arg(short = 'o', long, value_enum, default_value = "text")]
+    pub output: OutputFormat,
+    /// Longest time one template may evaluate one object.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub eval_timeout: Duration,
 }
 
 #[derive(Debug, Subcommand)]

@@ -12,9 +12,11 @@ pub mod enforce;
 pub mod inventory;
 pub mod logging;
 pub mod metrics;
+pub mod objects;
 pub mod policy;
 pub mod serve;
 pub mod server;
+pub mod suite;
 pub mod tls;
 pub mod watch;
 
@@ -53,6 +55,54 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             eprintln!("caBundle for the webhook configurations:");
             println!("{}", bundle.ca_bundle());
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Verify(args) => {
+            let options = policy::EngineOptions {
+                eval_timeout: args.eval_timeout,
+            };
+            let results = suite::run_path(&args.path, &options)?;
+            for r in &results {
+                println!("{r}");
+            }
+            let summary = suite::Summary::of(&results);
+            println!("{summary}");
+            Ok(if summary.failed > 0 {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Test(args) => {
+            let options = policy::EngineOptions {
+                eval_timeout: args.eval_timeout,
+            };
+            let set = objects::load_bundle(&args.policies, &options).with_context(|| {
+                format!(
+                    "cannot load the policy bundle at {}",
+                    args.policies.display()
+                )
+            })?;
+            let docs = objects::read_inputs(&args.inputs).map_err(anyhow::Error::msg)?;
+            let inventory = match &args.inventory {
+                Some(path) => policy::source::read_path(path)?
+                    .into_iter()
+                    .map(|d| d.value)
+                    .collect(),
+                None => Vec::new(),
+            };
+            let reports = objects::check(&set, docs, inventory).map_err(anyhow::Error::msg)?;
+            match args.output {
+                cli::OutputFormat::Text => print!("{}", objects::render_text(&reports)),
+                cli::OutputFormat::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&objects::render_json(&reports))?
+                ),
+            }
+            Ok(if objects::any_denied(&reports) {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
         }
     }
 }

@@ -227,6 +227,8 @@ impl PolicySet {
         let mut templates: HashMap<String, Arc<Template>> = HashMap::new();
         let mut constraint_docs = Vec::new();
         let mut others = Vec::new();
+        // Kinds whose template failed: their constraints are not reported a second time.
+        let mut failed_kinds = Vec::new();
         for doc in docs {
             match doc.group() {
                 TEMPLATES_GROUP if doc.kind() == "ConstraintTemplate" => {
@@ -244,10 +246,17 @@ impl PolicySet {
                                 templates.insert(t.kind.clone(), Arc::new(t));
                             }
                         }
-                        Err(message) => problems.push(Problem {
-                            at: doc.describe(),
-                            message,
-                        }),
+                        Err(message) => {
+                            if let Some(kind) =
+                                doc.value["spec"]["crd"]["spec"]["names"]["kind"].as_str()
+                            {
+                                failed_kinds.push(kind.to_owned());
+                            }
+                            problems.push(Problem {
+                                at: doc.describe(),
+                                message,
+                            })
+                        }
                     }
                 }
                 CONSTRAINTS_GROUP => constraint_docs.push(doc),
@@ -257,7 +266,9 @@ impl PolicySet {
         let mut constraints: Vec<Constraint> = Vec::new();
         for doc in constraint_docs {
             let Some(template) = templates.get(doc.kind()) else {
-                // A template that failed to compile was already reported.
+                if failed_kinds.iter().any(|k| k == doc.kind()) {
+                    continue;
+                }
                 let known: Vec<&str> = templates.keys().map(String::as_str).collect();
                 problems.push(Problem {
                     at: doc.describe(),
