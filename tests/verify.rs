@@ -78,10 +78,10 @@ fn verify_command_prints_a_line_per_case_and_a_summary() {
         "{stdout}{}",
         String::from_utf8_lossy(&ok.stderr)
     );
-    assert_eq!(stdout.lines().count(), 26, "{stdout}");
+    assert_eq!(stdout.lines().count(), 28, "{stdout}");
     assert_eq!(
         stdout.lines().last(),
-        Some("24 passed, 0 failed, 1 skipped")
+        Some("26 passed, 0 failed, 1 skipped")
     );
 
     let bad = Command::new(BIN)
