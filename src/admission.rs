@@ -149,8 +149,8 @@ impl Review {
     }
 }
 
-/// Parses and checks an AdmissionReview body: the typed request (for the response) and the review
-/// policies see.
+/// Parses and checks an AdmissionReview body: the typed request envelope (for the response; its
+/// `object` and `oldObject` are left empty) and the review policies see.
 pub fn decode(body: &[u8]) -> Result<(Request, Review), DecodeError> {
     let mut root: serde_json::Value = serde_json::from_slice(body)?;
     let api_version = root["apiVersion"].as_str().unwrap_or_default();
@@ -161,12 +161,23 @@ pub fn decode(body: &[u8]) -> Result<(Request, Review), DecodeError> {
     if kind != META_KIND {
         return Err(DecodeError::Kind(kind.to_owned()));
     }
-    let json = root
+    let mut json = root
         .get_mut("request")
         .filter(|r| !r.is_null())
         .map(serde_json::Value::take)
         .ok_or(DecodeError::NoRequest)?;
-    let mut request = Request::deserialize(&json).map_err(DecodeError::Request)?;
+    // The typed request is the envelope the response needs (uid, kind, operation); the objects,
+    // the bulk of a review, stay JSON for the policies instead of being copied into it.
+    let object = json.get_mut("object").map(serde_json::Value::take);
+    let old_object = json.get_mut("oldObject").map(serde_json::Value::take);
+    let typed = Request::deserialize(&json);
+    if let Some(o) = object {
+        json["object"] = o;
+    }
+    if let Some(o) = old_object {
+        json["oldObject"] = o;
+    }
+    let mut request = typed.map_err(DecodeError::Request)?;
     if request.uid.is_empty() {
         return Err(DecodeError::EmptyUid);
     }

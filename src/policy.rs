@@ -452,16 +452,19 @@ impl PolicySet {
     }
 }
 
-/// The review as policies see it: with `namespaceObject` when the namespace is known.
+/// The review as policies see it: with `namespaceObject` when the namespace is known. Converted
+/// straight from the borrowed JSON, once per review.
 fn review_value(review: &Review, namespace: Option<&Value>) -> regorus::Value {
-    match namespace {
-        Some(ns) if review.json().get("namespaceObject").is_none() => {
-            let mut json = review.json().clone();
-            json["namespaceObject"] = ns.clone();
-            regorus::Value::from(json)
-        }
-        _ => regorus::Value::from(review.json().clone()),
+    use serde::Deserialize as _;
+    let mut value = regorus::Value::deserialize(review.json()).unwrap_or(regorus::Value::Undefined);
+    if let Some(ns) = namespace
+        && review.json().get("namespaceObject").is_none()
+        && let Ok(map) = value.as_object_mut()
+    {
+        let ns = regorus::Value::deserialize(ns).unwrap_or(regorus::Value::Undefined);
+        map.insert(regorus::Value::from("namespaceObject"), ns);
     }
+    value
 }
 
 /// Evaluates one template's violation set; keeps entries with a `msg`, as Gatekeeper does.

@@ -1,0 +1,89 @@
+//! Per-review costs on the request path: decoding, and evaluating a bundle.
+//!
+//! `cargo bench --bench evaluate`
+
+use std::hint::black_box;
+use std::path::Path;
+use std::sync::Arc;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use palisade::admission::{self, Decider, Endpoint};
+use palisade::enforce::Enforcer;
+use palisade::inventory::Inventory;
+use palisade::metrics::Metrics;
+use palisade::policy::store::PolicyStore;
+use palisade::policy::{EngineOptions, PolicySet};
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(Path::new(ROOT).join("tests/fixtures/admission").join(name)).unwrap()
+}
+
+/// The templates and constraints of tests/gatekeeper in one directory.
+fn test_bundle() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for t in [
+        "required-labels",
+        "allowed-repos",
+        "default-deny",
+        "protect",
+        "compat",
+    ] {
+        for f in ["template.yaml", "constraint.yaml"] {
+            std::fs::copy(
+                Path::new(ROOT).join(format!("tests/gatekeeper/{t}/{f}")),
+                dir.path().join(format!("{t}-{f}")),
+            )
+            .unwrap();
+        }
+    }
+    dir
+}
+
+fn inventory() -> Arc<Inventory> {
+    let docs = palisade::policy::source::read_path(
+        &Path::new(ROOT).join("tests/gatekeeper/default-deny/inventory"),
+    )
+    .unwrap();
+    Arc::new(Inventory::from_objects(docs.into_iter().map(|d| d.value)))
+}
+
+fn bench(c: &mut Criterion) {
+    let pod = fixture("validate-create-pod.json");
+    c.bench_function("decode/pod", |b| {
+        b.iter(|| admission::decode(black_box(&pod)).unwrap())
+    });
+
+    let (_, review) = admission::decode(&pod).unwrap();
+    let bundle = test_bundle();
+    let set = PolicySet::load(bundle.path(), &EngineOptions::default(), inventory()).unwrap();
+    let empty = PolicySet::default();
+    c.bench_function("evaluate/pod/empty-bundle", |b| {
+        b.iter(|| empty.evaluate(black_box(&review)))
+    });
+    c.bench_function("evaluate/pod/test-bundle", |b| {
+        b.iter(|| set.evaluate(black_box(&review)))
+    });
+
+    let metrics = Arc::new(Metrics::new());
+    let store = Arc::new(
+        PolicyStore::load(
+            bundle.path(),
+            EngineOptions::default(),
+            inventory(),
+            metrics.clone(),
+        )
+        .unwrap(),
+    );
+    let enforcer = Enforcer::new(store, vec!["kube-system".into()], metrics);
+    c.bench_function("decode+decide/pod/test-bundle", |b| {
+        b.iter(|| {
+            let (_, review) = admission::decode(black_box(&pod)).unwrap();
+            enforcer.decide(Endpoint::Validate, &review)
+        })
+    });
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
