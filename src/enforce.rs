@@ -38,10 +38,39 @@ impl Enforcer {
     }
 }
 
+impl Enforcer {
+    /// DELETE and CONNECT are never mutated; dry-run requests are mutated like real ones. A
+    /// mutation that cannot be computed denies the request (fail closed) rather than admitting
+    /// an object without its security settings.
+    fn mutate(&self, review: &Review) -> Decision {
+        if matches!(review.operation(), Some("DELETE" | "CONNECT")) {
+            return Decision::allow();
+        }
+        match self.policies.current().mutate(review) {
+            Ok(patch) => {
+                let mut decision = Decision::allow();
+                decision.patch = patch;
+                decision
+            }
+            Err(error) => {
+                tracing::warn!(uid = review.uid(), kind = review.kind(), namespace = review.namespace(),
+                    name = review.name(), %error, "mutation failed; denying");
+                let mut decision =
+                    Decision::deny(format!("palisade could not mutate this object: {error}"));
+                decision.code = 500;
+                decision
+            }
+        }
+    }
+}
+
 impl Decider for Enforcer {
     fn decide(&self, endpoint: Endpoint, review: &Review) -> Decision {
-        if endpoint == Endpoint::Mutate || self.is_exempt(review) {
+        if self.is_exempt(review) {
             return Decision::allow();
+        }
+        if endpoint == Endpoint::Mutate {
+            return self.mutate(review);
         }
         let violations = self.policies.current().evaluate(review);
         for v in &violations {

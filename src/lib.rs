@@ -12,6 +12,7 @@ pub mod enforce;
 pub mod inventory;
 pub mod logging;
 pub mod metrics;
+pub mod mutation;
 pub mod objects;
 pub mod policy;
 pub mod serve;

@@ -17,6 +17,7 @@ use serde_json::Value;
 
 use crate::admission::Review;
 use crate::inventory::Inventory;
+use crate::mutation::{Mutator, Mutators};
 use matcher::Match;
 use source::Document;
 pub use template::{EngineOptions, Template};
@@ -187,7 +188,8 @@ pub struct PolicySet {
     by_kind: HashMap<String, Vec<usize>>,
     any_kind: Vec<usize>,
     inventory: Arc<Inventory>,
-    /// Documents of other kinds (mutators, configuration) for the parts that use them.
+    mutators: Arc<Mutators>,
+    /// Documents of other kinds (configuration) for the parts that use them.
     pub others: Vec<Document>,
 }
 
@@ -196,6 +198,7 @@ impl fmt::Debug for PolicySet {
         f.debug_struct("PolicySet")
             .field("templates", &self.templates.len())
             .field("constraints", &self.constraints.len())
+            .field("mutators", &self.mutators.len())
             .finish_non_exhaustive()
     }
 }
@@ -227,6 +230,7 @@ impl PolicySet {
         let mut templates: HashMap<String, Arc<Template>> = HashMap::new();
         let mut constraint_docs = Vec::new();
         let mut others = Vec::new();
+        let mut mutators: Vec<Mutator> = Vec::new();
         // Kinds whose template failed: their constraints are not reported a second time.
         let mut failed_kinds = Vec::new();
         for doc in docs {
@@ -260,6 +264,25 @@ impl PolicySet {
                     }
                 }
                 CONSTRAINTS_GROUP => constraint_docs.push(doc),
+                MUTATIONS_GROUP => match Mutator::parse(&doc) {
+                    Ok(m) => {
+                        if let Some(prev) = mutators
+                            .iter()
+                            .find(|p: &&Mutator| p.kind == m.kind && p.name == m.name)
+                        {
+                            problems.push(Problem {
+                                at: m.describe.clone(),
+                                message: format!("duplicates {}", prev.describe),
+                            });
+                        } else {
+                            mutators.push(m);
+                        }
+                    }
+                    Err(message) => problems.push(Problem {
+                        at: doc.describe(),
+                        message,
+                    }),
+                },
                 _ => others.push(doc),
             }
         }
@@ -307,13 +330,20 @@ impl PolicySet {
         if !problems.is_empty() {
             return Err(BundleError { problems });
         }
-        Self::assemble(templates, constraints, others, inventory)
-            .map_err(|message| BundleError::one("inventory", message))
+        Self::assemble(
+            templates,
+            constraints,
+            Arc::new(Mutators::new(mutators)),
+            others,
+            inventory,
+        )
+        .map_err(|message| BundleError::one("inventory", message))
     }
 
     fn assemble(
         templates: HashMap<String, Arc<Template>>,
         mut constraints: Vec<Constraint>,
+        mutators: Arc<Mutators>,
         others: Vec<Document>,
         inventory: Arc<Inventory>,
     ) -> Result<Self, String> {
@@ -347,6 +377,7 @@ impl PolicySet {
             by_kind,
             any_kind,
             inventory,
+            mutators,
             others,
         })
     }
@@ -361,6 +392,7 @@ impl PolicySet {
         Self::assemble(
             templates,
             self.constraints.clone(),
+            self.mutators.clone(),
             self.others.clone(),
             inventory,
         )
@@ -376,6 +408,22 @@ impl PolicySet {
 
     pub fn inventory(&self) -> &Inventory {
         &self.inventory
+    }
+
+    pub fn mutators(&self) -> &Mutators {
+        &self.mutators
+    }
+
+    /// The patch the mutators make to the review's object, if any.
+    pub fn mutate(&self, review: &Review) -> Result<Option<json_patch::Patch>, String> {
+        if self.mutators.is_empty() {
+            return Ok(None);
+        }
+        let namespace = self.namespace_object(review);
+        Ok(self
+            .mutators
+            .mutate(review, namespace.as_ref())?
+            .map(|mutated| crate::mutation::patch(review.object(), &mutated)))
     }
 
     /// Evaluates every matching constraint. Errors in matching or evaluation become violations
