@@ -269,12 +269,22 @@ impl Decider for AllowAll {
 }
 
 /// Serialises a response as the AdmissionReview the API server expects.
-pub fn encode_response(rsp: AdmissionResponse) -> Vec<u8> {
+///
+/// kube-core serialises `patch` (a `Vec<u8>`) as a JSON array of numbers; the API server reads
+/// it as Go's `[]byte`, a base64 string. So the patch is written here, base64-encoded.
+pub fn encode_response(mut rsp: AdmissionResponse) -> Vec<u8> {
+    use base64::Engine as _;
+    let patch = rsp.patch.take();
     let mut review = rsp.into_review();
     review.types.api_version = META_API_VERSION_V1.to_owned();
     review.types.kind = META_KIND.to_owned();
-    // Serialising plain data (strings, bools, maps) into a Vec cannot fail.
-    serde_json::to_vec(&review).unwrap_or_default()
+    // Serialising plain data (strings, bools, maps) cannot fail.
+    let mut json = serde_json::to_value(&review).unwrap_or_default();
+    if let Some(patch) = patch {
+        json["response"]["patch"] =
+            serde_json::Value::String(base64::engine::general_purpose::STANDARD.encode(patch));
+    }
+    serde_json::to_vec(&json).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -342,6 +352,31 @@ mod tests {
         assert!(!rsp.allowed);
         assert_eq!(rsp.result.code, 403);
         assert_eq!(rsp.result.message, "no");
+    }
+
+    #[test]
+    fn a_patch_goes_out_as_base64_with_its_type() {
+        use base64::Engine as _;
+        let (request, _) = decode(POD.as_bytes()).unwrap();
+        let mut decision = Decision::allow();
+        let ops =
+            serde_json::json!([{"op": "add", "path": "/metadata/labels/mtls", "value": "strict"}]);
+        decision.patch = Some(serde_json::from_value(ops.clone()).unwrap());
+        let encoded: serde_json::Value =
+            serde_json::from_slice(&encode_response(decision.into_response(&request))).unwrap();
+        let rsp = &encoded["response"];
+        assert_eq!(rsp["patchType"], "JSONPatch");
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(
+                rsp["patch"]
+                    .as_str()
+                    .expect("patch must be a base64 string"),
+            )
+            .unwrap();
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&bytes).unwrap(),
+            ops
+        );
     }
 
     #[test]
