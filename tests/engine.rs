@@ -104,3 +104,20 @@ fn an_evaluation_error_is_a_violation() {
         violations[0].message
     );
 }
+
+#[test]
+fn a_bad_mutator_is_a_load_error_naming_file_document_and_field() {
+    let yaml = "apiVersion: mutations.gatekeeper.sh/v1\nkind: AssignMetadata\nmetadata: {name: ok}\nspec:\n  location: metadata.labels.a\n  parameters: {assign: {value: b}}\n---\napiVersion: mutations.gatekeeper.sh/v1\nkind: Assign\nmetadata: {name: broken}\nspec:\n  applyTo: [{groups: [\"\"], kinds: [Pod], versions: [v1]}]\n  location: \"spec.containers[name: *.image\"\n  parameters: {assign: {value: x}}\n";
+    let docs = parse_str(yaml, Path::new("policies/mutators.yaml")).unwrap();
+    let err = PolicySet::from_documents(
+        docs,
+        &EngineOptions::default(),
+        Arc::new(Inventory::default()),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("Assign \"broken\" at policies/mutators.yaml (document 2): spec.location \"spec.containers[name: *.image\": position 23: expected ']'"),
+        "{err}"
+    );
+}
