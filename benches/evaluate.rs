@@ -56,6 +56,28 @@ fn bench(c: &mut Criterion) {
     });
 
     let (_, review) = admission::decode(&pod).unwrap();
+    c.bench_function("convert/pod-review-to-regorus/serde", |b| {
+        use serde::Deserialize as _;
+        b.iter(|| regorus::Value::deserialize(black_box(review.json())).unwrap())
+    });
+    c.bench_function("convert/pod-review-to-regorus/direct", |b| {
+        b.iter(|| palisade::policy::to_regorus(black_box(review.json())))
+    });
+    // One constraint at a time, to see what each template costs.
+    for t in ["allowed-repos", "default-deny", "protect"] {
+        let dir = tempfile::tempdir().unwrap();
+        for f in ["template.yaml", "constraint.yaml"] {
+            std::fs::copy(
+                Path::new(ROOT).join(format!("tests/gatekeeper/{t}/{f}")),
+                dir.path().join(f),
+            )
+            .unwrap();
+        }
+        let one = PolicySet::load(dir.path(), &EngineOptions::default(), inventory()).unwrap();
+        c.bench_function(&format!("evaluate/pod/only-{t}"), |b| {
+            b.iter(|| one.evaluate(black_box(&review)))
+        });
+    }
     let bundle = test_bundle();
     let set = PolicySet::load(bundle.path(), &EngineOptions::default(), inventory()).unwrap();
     let empty = PolicySet::default();

@@ -135,6 +135,23 @@ async fn one(conn: &Conn, shared: &Shared, scheduled: Instant) {
     }
 }
 
+/// Waits until `at` with microsecond precision: tokio's timer has millisecond granularity, which
+/// would make every send up to 1 ms late and count that lateness as server latency.
+async fn pace_until(at: Instant) {
+    loop {
+        let now = Instant::now();
+        if now >= at {
+            return;
+        }
+        let left = at - now;
+        if left > Duration::from_millis(2) {
+            tokio::time::sleep(left - Duration::from_millis(1)).await;
+        } else {
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -187,7 +204,7 @@ async fn main() -> anyhow::Result<()> {
             if scheduled >= shared.end {
                 break;
             }
-            tokio::time::sleep_until(scheduled.into()).await;
+            pace_until(scheduled).await;
             let conn = conns[(n as usize) % conns.len()].clone();
             let shared = shared.clone();
             tasks.spawn(async move { one(&conn, &shared, scheduled).await });

@@ -503,16 +503,37 @@ impl PolicySet {
 /// The review as policies see it: with `namespaceObject` when the namespace is known. Converted
 /// straight from the borrowed JSON, once per review.
 fn review_value(review: &Review, namespace: Option<&Value>) -> regorus::Value {
-    use serde::Deserialize as _;
-    let mut value = regorus::Value::deserialize(review.json()).unwrap_or(regorus::Value::Undefined);
+    let mut value = to_regorus(review.json());
     if let Some(ns) = namespace
         && review.json().get("namespaceObject").is_none()
         && let Ok(map) = value.as_object_mut()
     {
-        let ns = regorus::Value::deserialize(ns).unwrap_or(regorus::Value::Undefined);
-        map.insert(regorus::Value::from("namespaceObject"), ns);
+        map.insert(regorus::Value::from("namespaceObject"), to_regorus(ns));
     }
     value
+}
+
+/// JSON to a regorus value, node by node: a quarter faster than going through serde (which
+/// interns every key), and this runs once per review on the request path.
+pub fn to_regorus(v: &Value) -> regorus::Value {
+    match v {
+        Value::Null => regorus::Value::Null,
+        Value::Bool(b) => regorus::Value::from(*b),
+        Value::Number(n) => match (n.as_i64(), n.as_u64()) {
+            (Some(i), _) => regorus::Value::from(i),
+            (None, Some(u)) => regorus::Value::from(u),
+            _ => regorus::Value::from(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        Value::String(s) => regorus::Value::from(s.as_str()),
+        Value::Array(items) => {
+            regorus::Value::from(items.iter().map(to_regorus).collect::<Vec<_>>())
+        }
+        Value::Object(map) => regorus::Value::from(
+            map.iter()
+                .map(|(k, v)| (regorus::Value::from(k.as_str()), to_regorus(v)))
+                .collect::<std::collections::BTreeMap<_, _>>(),
+        ),
+    }
 }
 
 /// Evaluates one template's violation set; keeps entries with a `msg`, as Gatekeeper does.
@@ -556,4 +577,21 @@ fn run(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize as _;
+
+    #[test]
+    fn direct_conversion_equals_regorus_own() {
+        let body = include_str!("../tests/fixtures/admission/validate-update-pod.json");
+        let json: Value = serde_json::from_str(body).unwrap();
+        let extra =
+            serde_json::json!({"n": [1, -2, 3.5, 18446744073709551615u64, null, true, {"": "x"}]});
+        for v in [&json, &extra] {
+            assert_eq!(to_regorus(v), regorus::Value::deserialize(v).unwrap());
+        }
+    }
 }
