@@ -23,10 +23,10 @@ pub struct Report {
 impl Report {
     fn title(&self) -> String {
         let v = &self.document.value;
-        let obj = if v["kind"] == "AdmissionReview" {
-            &v["request"]["object"]
-        } else {
-            v
+        let obj = match &v["request"] {
+            r if v["kind"] == "AdmissionReview" && r["object"].is_object() => &r["object"],
+            r if v["kind"] == "AdmissionReview" => &r["oldObject"],
+            _ => v,
         };
         let kind = obj["kind"].as_str().unwrap_or("(no kind)");
         let name = obj["metadata"]["name"].as_str().unwrap_or("(no name)");

@@ -82,6 +82,8 @@ pub fn parse(doc: &Document) -> Result<TemplateSource, String> {
         ));
     }
     let target = &targets[0];
+    // Unknown keys are errors: a misplaced `libs` would otherwise be dropped without a word.
+    known_keys(target, "spec.targets[0]", &["target", "rego", "libs", "code", "operations"])?;
     if target["target"] != TARGET {
         return Err(format!(
             "spec.targets[0].target: {} is not supported; Palisade evaluates {TARGET}",
@@ -98,6 +100,19 @@ pub fn parse(doc: &Document) -> Result<TemplateSource, String> {
         rego_v1,
         describe: doc.describe(),
     })
+}
+
+fn known_keys(v: &Value, at: &str, known: &[&str]) -> Result<(), String> {
+    if let Some(unknown) = v
+        .as_object()
+        .and_then(|m| m.keys().find(|k| !known.contains(&k.as_str())))
+    {
+        return Err(format!(
+            "{at}.{unknown}: unknown field; expected one of {}",
+            known.join(", ")
+        ));
+    }
+    Ok(())
 }
 
 /// The Rego of a target: `code[]` with engine Rego, else `rego` and `libs`.
@@ -119,12 +134,14 @@ fn target_code(target: &Value) -> Result<(String, Vec<String>, bool), String> {
     let mut other_engines = Vec::new();
     if let Some(code) = target["code"].as_array() {
         for (i, c) in code.iter().enumerate() {
+            known_keys(c, &format!("spec.targets[0].code[{i}]"), &["engine", "source"])?;
             let engine = c["engine"].as_str().unwrap_or_default();
             if engine != "Rego" {
                 other_engines.push(engine.to_owned());
                 continue;
             }
             let at = format!("spec.targets[0].code[{i}].source");
+            known_keys(&c["source"], &at, &["rego", "libs", "version"])?;
             let rego = c["source"]["rego"]
                 .as_str()
                 .ok_or_else(|| format!("{at}.rego: required for engine Rego"))?;
@@ -342,6 +359,13 @@ mod tests {
             err.contains("K8sNativeValidation") && err.contains("CEL"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_misplaced_lib_is_an_error_not_ignored() {
+        let yaml = "apiVersion: templates.gatekeeper.sh/v1\nkind: ConstraintTemplate\nmetadata: {name: k8stest}\nspec:\n  crd: {spec: {names: {kind: K8sTest}}}\n  targets:\n  - target: admission.k8s.gatekeeper.sh\n    code:\n    - engine: Rego\n      source: {version: v1, rego: 'package k8stest'}\n      libs: ['package lib.x']\n";
+        let err = compile(yaml).unwrap_err();
+        assert!(err.contains("spec.targets[0].code[0].libs: unknown field"), "{err}");
     }
 
     #[test]
