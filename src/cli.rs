@@ -112,10 +112,11 @@ pub struct ServeArgs {
     /// Directory (or file) of ConstraintTemplates, Constraints and mutators, watched for changes.
     #[arg(long, env = "PALISADE_POLICIES", default_value = "policies")]
     pub policies: PathBuf,
-    /// Objects that policies see as data.inventory and that namespaceSelectors look up (a file or
-    /// directory of manifests), until the live cluster feed replaces it.
-    #[arg(long, env = "PALISADE_INVENTORY")]
-    pub inventory: Option<PathBuf>,
+    /// Objects that policies see as data.inventory and that namespaceSelectors look up: files or
+    /// directories of manifests (repeatable, or comma-separated), until the live cluster feed
+    /// replaces them.
+    #[arg(long, env = "PALISADE_INVENTORY", value_delimiter = ',')]
+    pub inventory: Vec<PathBuf>,
     /// How often the policy directory is re-read even without a file-system event.
     #[arg(long, env = "PALISADE_POLICY_POLL_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
     pub policy_poll_interval: Duration,

@@ -70,14 +70,13 @@ impl ServeArgs {
         let readiness = Arc::new(Readiness::default());
         readiness.set_certificates_loaded();
 
-        let inventory = match &inventory {
-            Some(path) => {
-                let docs = source::read_path(path)
-                    .with_context(|| format!("cannot read the inventory at {}", path.display()))?;
-                Inventory::from_objects(docs.into_iter().map(|d| d.value))
-            }
-            None => Inventory::default(),
-        };
+        let mut objects = Vec::new();
+        for path in &inventory {
+            let docs = source::read_path(path)
+                .with_context(|| format!("cannot read the inventory at {}", path.display()))?;
+            objects.extend(docs.into_iter().map(|d| d.value));
+        }
+        let inventory = Inventory::from_objects(objects);
         let store = PolicyStore::load(
             &policies,
             EngineOptions { eval_timeout },

@@ -110,13 +110,24 @@ fn decode_patch(rsp: &Value) -> json_patch::Patch {
     serde_json::from_slice(&bytes).unwrap()
 }
 
+/// The default bundle, with payments (security-level high) and its default-deny in the inventory.
 async fn server() -> TestServer {
-    let policies = Path::new(ROOT).join("policies").display().to_string();
-    let inventory = Path::new(ROOT)
-        .join("tests/fixtures/mutation/namespaces.yaml")
-        .display()
-        .to_string();
-    TestServer::start(&["--policies", &policies, "--inventory", &inventory]).await
+    let path = |rel: &str| Path::new(ROOT).join(rel).display().to_string();
+    let inventory = format!(
+        "{},{}",
+        path("tests/fixtures/mutation/namespaces.yaml"),
+        path("tests/fixtures/zero-trust/default-deny.yaml")
+    );
+    TestServer::start(&["--policies", &path("policies"), "--inventory", &inventory]).await
+}
+
+/// The captured pod with resource limits (which the pod security policy requires and no mutator
+/// adds).
+fn pod_review_with_limits(name: &str) -> Vec<u8> {
+    let mut review: Value = serde_json::from_slice(&fixture(name)).unwrap();
+    review["request"]["object"]["spec"]["containers"][0]["resources"] =
+        json!({"limits": {"cpu": "500m", "memory": "128Mi"}});
+    serde_json::to_vec(&review).unwrap()
 }
 
 #[tokio::test]
@@ -124,7 +135,7 @@ async fn mutate_then_validate_admits_a_plain_pod() {
     let server = server().await;
     let client = server.client();
     for proto in [Proto::Http1, Proto::Http2] {
-        let body = fixture("admission/mutate-create-pod.json");
+        let body = pod_review_with_limits("admission/mutate-create-pod.json");
         let rsp = client.review(proto, "/mutate?timeout=5s", &body).await;
         assert_eq!(rsp["allowed"], true);
         let mut review: Value = serde_json::from_slice(&body).unwrap();

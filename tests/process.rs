@@ -93,7 +93,8 @@ async fn first_start_generates_dev_certs_and_sigterm_drains_then_exits_zero() {
     let ca = std::fs::read(cwd.path().join("certs/ca.crt")).unwrap();
     let client = Client::new(running.https, &[&ca]);
     let body = fixture("admission/validate-create-deployment.json");
-    client.review(Proto::Http2, "/validate", &body).await;
+    let rsp = client.review(Proto::Http2, "/validate", &body).await;
+    assert_eq!(rsp["allowed"], false, "{rsp}");
 
     // At debug level, one line per review with what it was about and the decision.
     let review_line = tokio::time::timeout(Duration::from_secs(5), async {
@@ -110,7 +111,9 @@ async fn first_start_generates_dev_certs_and_sigterm_drains_then_exits_zero() {
     assert_eq!(review_line["namespace"], "payments");
     assert_eq!(review_line["name"], "api");
     assert_eq!(review_line["operation"], "Create");
-    assert_eq!(review_line["decision"], "allowed");
+    // The bundled zero-trust policies are live: this Deployment has no limits and its namespace
+    // no default-deny NetworkPolicy.
+    assert_eq!(review_line["decision"], "denied");
     assert!(review_line["uid"].as_str().is_some_and(|u| !u.is_empty()));
     assert!(review_line["latency_us"].is_u64());
 
@@ -143,7 +146,7 @@ async fn first_start_generates_dev_certs_and_sigterm_drains_then_exits_zero() {
         .unwrap();
     let (status, text) = parse_http1(&raw);
     assert_eq!(status, 200, "{text}");
-    assert!(text.contains("\"allowed\":true"));
+    assert!(text.contains("\"allowed\":false"), "{text}");
 
     let exit = tokio::time::timeout(Duration::from_secs(10), running.child.wait())
         .await

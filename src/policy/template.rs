@@ -83,7 +83,11 @@ pub fn parse(doc: &Document) -> Result<TemplateSource, String> {
     }
     let target = &targets[0];
     // Unknown keys are errors: a misplaced `libs` would otherwise be dropped without a word.
-    known_keys(target, "spec.targets[0]", &["target", "rego", "libs", "code", "operations"])?;
+    known_keys(
+        target,
+        "spec.targets[0]",
+        &["target", "rego", "libs", "code", "operations"],
+    )?;
     if target["target"] != TARGET {
         return Err(format!(
             "spec.targets[0].target: {} is not supported; Palisade evaluates {TARGET}",
@@ -134,7 +138,11 @@ fn target_code(target: &Value) -> Result<(String, Vec<String>, bool), String> {
     let mut other_engines = Vec::new();
     if let Some(code) = target["code"].as_array() {
         for (i, c) in code.iter().enumerate() {
-            known_keys(c, &format!("spec.targets[0].code[{i}]"), &["engine", "source"])?;
+            known_keys(
+                c,
+                &format!("spec.targets[0].code[{i}]"),
+                &["engine", "source"],
+            )?;
             let engine = c["engine"].as_str().unwrap_or_default();
             if engine != "Rego" {
                 other_engines.push(engine.to_owned());
@@ -365,7 +373,10 @@ mod tests {
     fn a_misplaced_lib_is_an_error_not_ignored() {
         let yaml = "apiVersion: templates.gatekeeper.sh/v1\nkind: ConstraintTemplate\nmetadata: {name: k8stest}\nspec:\n  crd: {spec: {names: {kind: K8sTest}}}\n  targets:\n  - target: admission.k8s.gatekeeper.sh\n    code:\n    - engine: Rego\n      source: {version: v1, rego: 'package k8stest'}\n      libs: ['package lib.x']\n";
         let err = compile(yaml).unwrap_err();
-        assert!(err.contains("spec.targets[0].code[0].libs: unknown field"), "{err}");
+        assert!(
+            err.contains("spec.targets[0].code[0].libs: unknown field"),
+            "{err}"
+        );
     }
 
     #[test]
