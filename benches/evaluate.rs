@@ -49,6 +49,25 @@ fn inventory() -> Arc<Inventory> {
     Arc::new(Inventory::from_objects(docs.into_iter().map(|d| d.value)))
 }
 
+/// The captured pod as the mutating webhook leaves it, with resource limits: the default bundle
+/// admits it in `payments`.
+fn admitted_pod() -> palisade::admission::Review {
+    let mut review: serde_json::Value =
+        serde_json::from_slice(&fixture("validate-create-pod.json")).unwrap();
+    let o = &mut review["request"]["object"];
+    o["spec"]["containers"][0]["resources"] =
+        serde_json::json!({"limits": {"cpu": "250m", "memory": "64Mi"}});
+    o["spec"]["containers"][0]["securityContext"] = serde_json::json!(
+        {"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true, "capabilities": {"drop": ["ALL"]}});
+    o["spec"]["securityContext"] =
+        serde_json::json!({"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}});
+    o["metadata"]["labels"]["mtls"] = "strict".into();
+    o["metadata"]["labels"]["sidecar.istio.io/inject"] = "true".into();
+    admission::decode(&serde_json::to_vec(&review).unwrap())
+        .unwrap()
+        .1
+}
+
 fn bench(c: &mut Criterion) {
     let pod = fixture("validate-create-pod.json");
     c.bench_function("decode/pod", |b| {
@@ -78,6 +97,45 @@ fn bench(c: &mut Criterion) {
             b.iter(|| one.evaluate(black_box(&review)))
         });
     }
+    // Each zero-trust policy alone, on a pod it admits (namespace and default-deny known).
+    let admitted = admitted_pod();
+    let zt_inventory = {
+        let mut objects = Vec::new();
+        for f in [
+            "tests/fixtures/mutation/namespaces.yaml",
+            "tests/fixtures/zero-trust/default-deny.yaml",
+        ] {
+            objects.extend(
+                palisade::policy::source::read_path(&Path::new(ROOT).join(f))
+                    .unwrap()
+                    .into_iter()
+                    .map(|d| d.value),
+            );
+        }
+        Arc::new(Inventory::from_objects(objects))
+    };
+    for policy in ["default-deny-required", "pod-security", "mutual-tls"] {
+        let set = PolicySet::load(
+            &Path::new(ROOT).join("policies/zero-trust").join(policy),
+            &EngineOptions::default(),
+            zt_inventory.clone(),
+        )
+        .unwrap();
+        assert!(set.evaluate(&admitted).is_empty(), "{policy}");
+        c.bench_function(&format!("evaluate/admitted-pod/only-{policy}"), |b| {
+            b.iter(|| set.evaluate(black_box(&admitted)))
+        });
+    }
+    let default = PolicySet::load(
+        &Path::new(ROOT).join("policies"),
+        &EngineOptions::default(),
+        zt_inventory,
+    )
+    .unwrap();
+    assert!(default.evaluate(&admitted).is_empty());
+    c.bench_function("evaluate/admitted-pod/default-bundle", |b| {
+        b.iter(|| default.evaluate(black_box(&admitted)))
+    });
     let bundle = test_bundle();
     let set = PolicySet::load(bundle.path(), &EngineOptions::default(), inventory()).unwrap();
     let empty = PolicySet::default();

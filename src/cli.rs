@@ -34,9 +34,8 @@ pub enum Command {
 pub struct VerifyArgs {
     /// A Suite file, or a directory searched recursively for Suites.
     pub path: PathBuf,
-    /// Longest time one template may evaluate one object.
-    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
-    pub eval_timeout: Duration,
+    #[command(flatten)]
+    pub eval: EvalArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -59,9 +58,37 @@ pub struct TestArgs {
     pub inventory: Option<PathBuf>,
     #[arg(short = 'o', long, value_enum, default_value = "text")]
     pub output: OutputFormat,
-    /// Longest time one template may evaluate one object.
-    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    #[command(flatten)]
+    pub eval: EvalArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EvalEngine {
+    /// regorus' compiled VM, falling back to the interpreter for a template it cannot compile.
+    Vm,
+    /// regorus' interpreter for every template.
+    Interpreter,
+}
+
+/// How templates are evaluated (shared by serve, verify and test, so that they agree).
+#[derive(Debug, Clone, Args)]
+pub struct EvalArgs {
+    /// Longest time one template may evaluate one review; past it the constraint reports a
+    /// violation (fail closed).
+    #[arg(long, env = "PALISADE_EVAL_TIMEOUT", default_value = "1s", value_parser = humantime::parse_duration)]
     pub eval_timeout: Duration,
+    /// What runs the templates.
+    #[arg(long, env = "PALISADE_ENGINE", value_enum, default_value = "vm")]
+    pub engine: EvalEngine,
+}
+
+impl EvalArgs {
+    pub fn options(&self) -> crate::policy::EngineOptions {
+        crate::policy::EngineOptions {
+            eval_timeout: self.eval_timeout,
+            vm: self.engine == EvalEngine::Vm,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -120,10 +147,8 @@ pub struct ServeArgs {
     /// How often the policy directory is re-read even without a file-system event.
     #[arg(long, env = "PALISADE_POLICY_POLL_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
     pub policy_poll_interval: Duration,
-    /// Longest time one template may evaluate one review; past it the constraint reports a
-    /// violation (fail closed).
-    #[arg(long, env = "PALISADE_EVAL_TIMEOUT", default_value = "1s", value_parser = humantime::parse_duration)]
-    pub eval_timeout: Duration,
+    #[command(flatten)]
+    pub eval: EvalArgs,
     /// Namespaces exempt from all evaluation, matched by name (comma-separated).
     #[arg(
         long = "exempt-namespace",

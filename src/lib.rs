@@ -58,9 +58,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Verify(args) => {
-            let options = policy::EngineOptions {
-                eval_timeout: args.eval_timeout,
-            };
+            let options = args.eval.options();
             let results = suite::run_path(&args.path, &options)?;
             for r in &results {
                 println!("{r}");
@@ -74,9 +72,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Test(args) => {
-            let options = policy::EngineOptions {
-                eval_timeout: args.eval_timeout,
-            };
+            let options = args.eval.options();
             let set = objects::load_bundle(&args.policies, &options).with_context(|| {
                 format!(
                     "cannot load the policy bundle at {}",

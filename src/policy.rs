@@ -20,7 +20,7 @@ use crate::inventory::Inventory;
 use crate::mutation::{Mutator, Mutators};
 use matcher::Match;
 use source::Document;
-pub use template::{EngineOptions, Template};
+pub use template::{EngineOptions, Evaluator, Template};
 
 pub const CONSTRAINTS_GROUP: &str = "constraints.gatekeeper.sh";
 pub const TEMPLATES_GROUP: &str = "templates.gatekeeper.sh";
@@ -181,8 +181,8 @@ pub struct Violation {
 /// A loaded bundle: compiled templates and their constraints, ready to evaluate reviews.
 #[derive(Clone, Default)]
 pub struct PolicySet {
-    /// Template per constraint kind, with the engine to clone (inventory already added).
-    templates: HashMap<String, (Arc<Template>, regorus::Engine)>,
+    /// Template per constraint kind, with its evaluator (inventory already added).
+    templates: HashMap<String, (Arc<Template>, Evaluator)>,
     constraints: Vec<Constraint>,
     /// Constraint indexes by object kind, and those that apply to any kind.
     by_kind: HashMap<String, Vec<usize>>,
@@ -367,8 +367,8 @@ impl PolicySet {
         let templates = templates
             .into_iter()
             .map(|(kind, t)| {
-                let engine = t.engine_for(&inventory)?;
-                Ok((kind, (t, engine)))
+                let evaluator = t.evaluator_for(&inventory)?;
+                Ok((kind, (t, evaluator)))
             })
             .collect::<Result<_, String>>()?;
         Ok(Self {
@@ -463,14 +463,14 @@ impl PolicySet {
                     continue;
                 }
             }
-            let Some((template, engine)) = self.templates.get(&c.kind) else {
+            let Some((template, evaluator)) = self.templates.get(&c.kind) else {
                 violations.push(fail(format!("template for kind {} is not loaded", c.kind)));
                 continue;
             };
             let review_value = input_review
                 .get_or_insert_with(|| review_value(review, namespace.as_ref()))
                 .clone();
-            match run(engine, &template.rule, review_value, &c.parameters_value) {
+            match run(evaluator, &template.rule, review_value, &c.parameters_value) {
                 Ok(found) => {
                     violations.extend(found.into_iter().map(|(message, details)| Violation {
                         constraint: c.name.clone(),
@@ -538,20 +538,18 @@ pub fn to_regorus(v: &Value) -> regorus::Value {
 
 /// Evaluates one template's violation set; keeps entries with a `msg`, as Gatekeeper does.
 fn run(
-    prepared: &regorus::Engine,
+    evaluator: &Evaluator,
     rule: &str,
     review: regorus::Value,
     parameters: &regorus::Value,
 ) -> Result<Vec<(String, Value)>, String> {
-    let mut engine = prepared.clone();
     let mut input = std::collections::BTreeMap::new();
     input.insert(regorus::Value::from("review"), review);
     input.insert(regorus::Value::from("parameters"), parameters.clone());
-    engine.set_input(regorus::Value::from(input));
+    let input = regorus::Value::from(input);
     // A panic inside the engine must not take the request (or the server) down: fail closed.
-    let result = std::panic::catch_unwind(AssertUnwindSafe(|| engine.eval_rule(rule.to_owned())))
-        .map_err(|_| "the policy engine panicked".to_owned())?
-        .map_err(|e| e.to_string().trim().to_owned())?;
+    let result = std::panic::catch_unwind(AssertUnwindSafe(|| evaluator.eval(rule, input)))
+        .map_err(|_| "the policy engine panicked".to_owned())??;
     let mut out = Vec::new();
     let items: Vec<regorus::Value> = match &result {
         regorus::Value::Set(s) => s.iter().cloned().collect(),

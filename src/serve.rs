@@ -11,7 +11,6 @@ use crate::cli::ServeArgs;
 use crate::enforce::Enforcer;
 use crate::inventory::Inventory;
 use crate::metrics::Metrics;
-use crate::policy::EngineOptions;
 use crate::policy::source;
 use crate::policy::store::PolicyStore;
 use crate::server::{App, Limits, Readiness, Server, ServerOptions};
@@ -43,7 +42,7 @@ impl ServeArgs {
             policies,
             inventory,
             policy_poll_interval,
-            eval_timeout,
+            eval,
             exempt_namespaces,
             own_namespace,
             max_body_bytes,
@@ -79,7 +78,7 @@ impl ServeArgs {
         let inventory = Inventory::from_objects(objects);
         let store = PolicyStore::load(
             &policies,
-            EngineOptions { eval_timeout },
+            eval.options(),
             Arc::new(inventory),
             metrics.clone(),
         )

@@ -3,7 +3,11 @@
 use std::num::NonZeroU32;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use regorus::Engine;
+use regorus::languages::rego::compiler::Compiler;
+use regorus::rvm::{Program, RegoVM};
 use regorus::utils::limits::ExecutionTimerConfig;
 use serde_json::Value;
 
@@ -19,12 +23,75 @@ pub const TARGET: &str = "admission.k8s.gatekeeper.sh";
 pub struct EngineOptions {
     /// Longest time one template may evaluate one review.
     pub eval_timeout: Duration,
+    /// Run templates on regorus' compiled VM (RVM) where it compiles them; the interpreter
+    /// otherwise, or for all templates when false.
+    pub vm: bool,
 }
 
 impl Default for EngineOptions {
     fn default() -> Self {
         Self {
             eval_timeout: Duration::from_secs(1),
+            vm: true,
+        }
+    }
+}
+
+impl EngineOptions {
+    fn timer(&self) -> ExecutionTimerConfig {
+        ExecutionTimerConfig {
+            limit: self.eval_timeout,
+            check_interval: NonZeroU32::new(64).unwrap_or(NonZeroU32::MIN),
+        }
+    }
+}
+
+/// What runs a template's violation rule.
+#[derive(Clone)]
+pub enum Evaluator {
+    /// A prepared interpreter engine, cloned per evaluation.
+    Interpreter(Box<Engine>),
+    /// A compiled RVM program, run on a fresh VM per evaluation.
+    Vm {
+        program: Arc<Program>,
+        data: Option<regorus::Value>,
+        timer: ExecutionTimerConfig,
+    },
+}
+
+impl Evaluator {
+    pub fn is_vm(&self) -> bool {
+        matches!(self, Evaluator::Vm { .. })
+    }
+
+    /// Evaluates `rule` on `input`.
+    pub fn eval(&self, rule: &str, input: regorus::Value) -> Result<regorus::Value, String> {
+        match self {
+            Evaluator::Interpreter(prepared) => {
+                let mut engine = Engine::clone(prepared);
+                engine.set_input(input);
+                engine
+                    .eval_rule(rule.to_owned())
+                    .map_err(|e| e.to_string().trim().to_owned())
+            }
+            Evaluator::Vm {
+                program,
+                data,
+                timer,
+            } => {
+                let mut vm = RegoVM::new();
+                vm.load_program(program.clone());
+                // The VM caps instructions at 25,000 by default, which a large object can reach in
+                // a legitimate template; the time limit is the bound instead.
+                vm.set_max_instructions(usize::MAX);
+                vm.set_execution_timer_config(Some(*timer));
+                if let Some(data) = data {
+                    vm.set_data(data.clone()).map_err(|e| e.to_string())?;
+                }
+                vm.set_input(input);
+                vm.execute_entry_point_by_name(rule)
+                    .map_err(|e| e.to_string().trim().to_owned())
+            }
         }
     }
 }
@@ -187,6 +254,9 @@ pub struct Template {
     /// `data.<package>.violation`.
     pub rule: String,
     engine: Engine,
+    /// The same rule compiled for the VM, when enabled and when regorus compiles it.
+    program: Option<Arc<Program>>,
+    timer: ExecutionTimerConfig,
     uses_inventory: bool,
 }
 
@@ -196,6 +266,7 @@ impl std::fmt::Debug for Template {
             .field("name", &self.name)
             .field("kind", &self.kind)
             .field("rule", &self.rule)
+            .field("vm", &self.program.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -207,11 +278,7 @@ impl Template {
         engine.set_rego_v0(!src.rego_v1);
         // OPA's behaviour: a builtin error makes the expression undefined, not the query fail.
         engine.set_strict_builtin_errors(false);
-        let check_interval = NonZeroU32::new(64).unwrap_or(NonZeroU32::MIN);
-        engine.set_execution_timer_config(ExecutionTimerConfig {
-            limit: options.eval_timeout,
-            check_interval,
-        });
+        engine.set_execution_timer_config(options.timer());
         let modules = std::iter::once(("rego", &src.rego))
             .chain(src.libs.iter().map(|l| ("lib", l)))
             .enumerate();
@@ -262,10 +329,53 @@ impl Template {
             describe: src.describe,
             rule,
             engine,
+            program: None,
+            timer: options.timer(),
             uses_inventory,
         };
         template.warm_up()?;
+        if options.vm {
+            template.program = template.compile_vm();
+        }
         Ok(template)
+    }
+
+    /// The rule compiled for regorus' VM, checked by one run; `None` (the interpreter serves)
+    /// when regorus cannot compile or run it.
+    fn compile_vm(&self) -> Option<Arc<Program>> {
+        let mut engine = self.engine.clone();
+        let compiled = engine
+            .compile_with_entrypoint(&self.rule.as_str().into())
+            .map_err(|e| e.to_string())
+            .and_then(|policy| {
+                Compiler::compile_from_policy(&policy, &[self.rule.as_str()])
+                    .map_err(|e| e.to_string())
+            });
+        let program = match compiled {
+            Ok(p) => p,
+            Err(error) => {
+                tracing::info!(template = %self.name, %error, "template runs on the interpreter: the VM cannot compile it");
+                return None;
+            }
+        };
+        let probe = Evaluator::Vm {
+            program: program.clone(),
+            data: None,
+            timer: self.timer,
+        };
+        let input = regorus::Value::from(serde_json::json!({"review": {}, "parameters": {}}));
+        match probe.eval(&self.rule, input) {
+            Ok(_) => Some(program),
+            Err(error) => {
+                tracing::info!(template = %self.name, %error, "template runs on the interpreter: the VM cannot run it");
+                None
+            }
+        }
+    }
+
+    /// Whether the template runs on the VM.
+    pub fn on_vm(&self) -> bool {
+        self.program.is_some()
     }
 
     /// Runs once on an empty review, which prepares the engine (rule analysis, scheduling) so
@@ -292,13 +402,22 @@ impl Template {
         }
     }
 
-    /// The engine to clone for evaluations against `inventory`.
-    pub fn engine_for(&self, inventory: &Inventory) -> Result<Engine, String> {
+    /// What evaluates this template against `inventory`.
+    pub fn evaluator_for(&self, inventory: &Inventory) -> Result<Evaluator, String> {
+        let with_data = self.uses_inventory && !inventory.is_empty();
+        if let Some(program) = &self.program {
+            return Ok(Evaluator::Vm {
+                program: program.clone(),
+                data: with_data.then(|| inventory.data().clone()),
+                timer: self.timer,
+            });
+        }
         let mut engine = self.engine.clone();
-        if self.uses_inventory && !inventory.is_empty() {
+        if with_data {
             engine
                 .add_data(inventory.data().clone())
                 .map_err(|e| format!("cannot add the inventory to {}: {e}", self.name))?;
+            // Prepare again with the data, so that clones skip that work.
             engine.set_input(regorus::Value::from(serde_json::json!({
                 "review": {}, "parameters": {}
             })));
@@ -306,7 +425,7 @@ impl Template {
                 .eval_rule(self.rule.clone())
                 .map_err(|e| e.to_string())?;
         }
-        Ok(engine)
+        Ok(Evaluator::Interpreter(Box::new(engine)))
     }
 }
 
