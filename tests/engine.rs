@@ -95,23 +95,16 @@ fn a_template_past_the_time_limit_is_a_violation() {
 
 #[test]
 fn an_evaluation_error_is_a_violation() {
-    let interpreter = sets(Duration::from_secs(1)).pop().unwrap();
-    for set in [interpreter] {
-        let violations = set.evaluate(&object(json!({"conflict": true})));
-        assert_eq!(violations.len(), 1, "{violations:?}");
-        assert!(
-            violations[0]
-                .message
-                .starts_with("policy evaluation failed:"),
-            "{}",
-            violations[0].message
-        );
-        assert!(
-            violations[0].message.contains("k8shazards.rego:1"),
-            "{}",
-            violations[0].message
-        );
-    }
+    // On the interpreter, as in OPA; the VM reads this case differently (see below).
+    let set = sets(Duration::from_secs(1)).pop().unwrap();
+    let violations = set.evaluate(&object(json!({"conflict": true})));
+    assert_eq!(violations.len(), 1, "{violations:?}");
+    let message = &violations[0].message;
+    assert!(
+        message.starts_with("policy evaluation failed:"),
+        "{message}"
+    );
+    assert!(message.contains("k8shazards.rego:1"), "{message}");
 }
 
 #[test]
