@@ -9,7 +9,7 @@ pub mod location;
 use serde_json::{Map, Value};
 
 use crate::admission::Review;
-use crate::policy::matcher::Match;
+use crate::policy::matcher::{Match, string_list};
 use crate::policy::source::{Document, json_type};
 use location::{Location, Segment, Selector};
 
@@ -73,21 +73,6 @@ pub struct Mutator {
     operation: Operation,
 }
 
-fn strings(v: &Value, field: &str) -> Result<Vec<String>, String> {
-    match v {
-        Value::Null => Ok(Vec::new()),
-        Value::Array(items) => items
-            .iter()
-            .map(|i| {
-                i.as_str()
-                    .map(str::to_owned)
-                    .ok_or_else(|| format!("{field}: must be a list of strings"))
-            })
-            .collect(),
-        _ => Err(format!("{field}: must be a list of strings")),
-    }
-}
-
 impl Mutator {
     /// Reads a mutator document; errors name the field.
     pub fn parse(doc: &Document) -> Result<Self, String> {
@@ -127,9 +112,9 @@ impl Mutator {
         for (i, a) in spec["applyTo"].as_array().into_iter().flatten().enumerate() {
             let at = format!("spec.applyTo[{i}]");
             apply_to.push(ApplyTo {
-                groups: strings(&a["groups"], &format!("{at}.groups"))?,
-                kinds: strings(&a["kinds"], &format!("{at}.kinds"))?,
-                versions: strings(&a["versions"], &format!("{at}.versions"))?,
+                groups: string_list(&a["groups"], &format!("{at}.groups"))?,
+                kinds: string_list(&a["kinds"], &format!("{at}.kinds"))?,
+                versions: string_list(&a["versions"], &format!("{at}.versions"))?,
             });
         }
         let params = &spec["parameters"];

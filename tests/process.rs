@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use common::*;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 const BIN: &str = env!("CARGO_BIN_EXE_palisade");
@@ -118,14 +118,7 @@ async fn first_start_generates_dev_certs_and_sigterm_drains_then_exits_zero() {
     assert!(review_line["latency_us"].is_u64());
 
     // A slow review is in flight when SIGTERM arrives.
-    let mut slow = client.connect(Proto::Http1).await.unwrap();
-    let head = format!(
-        "POST /validate HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
-    slow.write_all(head.as_bytes()).await.unwrap();
-    slow.write_all(&body[..64]).await.unwrap();
-    slow.flush().await.unwrap();
+    let slow = start_slow_review(&client, &body, 64).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     sigterm(&running.child);
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -137,14 +130,7 @@ async fn first_start_generates_dev_certs_and_sigterm_drains_then_exits_zero() {
         "exited with a review in flight"
     );
 
-    slow.write_all(&body[64..]).await.unwrap();
-    slow.flush().await.unwrap();
-    let mut raw = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut raw))
-        .await
-        .unwrap()
-        .unwrap();
-    let (status, text) = parse_http1(&raw);
+    let (status, text) = finish_slow_review(slow, &body[64..]).await;
     assert_eq!(status, 200, "{text}");
     assert!(text.contains("\"allowed\":false"), "{text}");
 

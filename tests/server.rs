@@ -267,37 +267,6 @@ async fn health_readiness_and_metrics_are_served_on_the_plain_port() {
     }
 }
 
-/// Opens an HTTP/1.1 review whose body is only partly sent.
-async fn start_slow_review(
-    client: &Client,
-    body: &[u8],
-    sent: usize,
-) -> tokio_rustls::client::TlsStream<TcpStream> {
-    let mut slow = client.connect(Proto::Http1).await.unwrap();
-    let head = format!(
-        "POST /validate HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
-    slow.write_all(head.as_bytes()).await.unwrap();
-    slow.write_all(&body[..sent]).await.unwrap();
-    slow.flush().await.unwrap();
-    slow
-}
-
-async fn finish_slow_review(
-    mut slow: tokio_rustls::client::TlsStream<TcpStream>,
-    rest: &[u8],
-) -> (u16, String) {
-    slow.write_all(rest).await.unwrap();
-    slow.flush().await.unwrap();
-    let mut raw = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut raw))
-        .await
-        .unwrap()
-        .unwrap();
-    parse_http1(&raw)
-}
-
 #[tokio::test]
 async fn reviews_beyond_the_concurrency_limit_wait_for_a_slot() {
     let server = TestServer::start(&["--max-concurrent", "1", "--request-timeout", "10s"]).await;

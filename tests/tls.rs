@@ -129,15 +129,7 @@ async fn rotation_through_a_data_symlink_swap_serves_the_new_certificate() {
     assert!(!serves_name(&client, "rotated.palisade.test").await);
 
     // A review in flight on a connection made before the swap.
-    let mut in_flight = client.connect(Proto::Http1).await.unwrap();
-    let head = format!(
-        "POST /validate?timeout=5s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    in_flight.write_all(head.as_bytes()).await.unwrap();
-    in_flight.write_all(&body[..200]).await.unwrap();
-    in_flight.flush().await.unwrap();
+    let in_flight = start_slow_review(&client, &body, 200).await;
 
     project_secret(server.dir.path(), "2026_11_22_02", &rotated);
     assert!(
@@ -150,14 +142,7 @@ async fn rotation_through_a_data_symlink_swap_serves_the_new_certificate() {
     );
     assert!(!serves_name(&client, "first.palisade.test").await);
 
-    in_flight.write_all(&body[200..]).await.unwrap();
-    in_flight.flush().await.unwrap();
-    let mut raw = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), in_flight.read_to_end(&mut raw))
-        .await
-        .unwrap()
-        .unwrap();
-    let (status, text) = parse_http1(&raw);
+    let (status, text) = finish_slow_review(in_flight, &body[200..]).await;
     assert_eq!(
         status, 200,
         "the review in flight during the swap failed: {text}"

@@ -198,7 +198,8 @@ pub struct Match {
     pub name: Option<Glob>,
 }
 
-fn string_list(value: &Value, field: &str) -> Result<Vec<String>, String> {
+/// A JSON list of strings (absent is empty); `field` names it in the error.
+pub fn string_list(value: &Value, field: &str) -> Result<Vec<String>, String> {
     match value {
         Value::Null => Ok(Vec::new()),
         Value::Array(items) => items

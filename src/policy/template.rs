@@ -11,6 +11,7 @@ use regorus::rvm::{Program, RegoVM};
 use regorus::utils::limits::ExecutionTimerConfig;
 use serde_json::Value;
 
+use super::matcher::string_list;
 use super::rego_source;
 use super::source::Document;
 use crate::inventory::Inventory;
@@ -188,19 +189,8 @@ fn known_keys(v: &Value, at: &str, known: &[&str]) -> Result<(), String> {
 
 /// The Rego of a target: `code[]` with engine Rego, else `rego` and `libs`.
 fn target_code(target: &Value) -> Result<(String, Vec<String>, bool), String> {
-    let libs_of = |v: &Value, field: &str| -> Result<Vec<String>, String> {
-        match v {
-            Value::Null => Ok(Vec::new()),
-            Value::Array(items) => items
-                .iter()
-                .map(|l| {
-                    l.as_str()
-                        .map(str::to_owned)
-                        .ok_or_else(|| format!("{field}: each lib is a string of Rego"))
-                })
-                .collect(),
-            _ => Err(format!("{field}: must be a list of Rego strings")),
-        }
+    let libs_of = |v: &Value, field: &str| {
+        string_list(v, field).map_err(|_| format!("{field}: must be a list of Rego strings"))
     };
     let mut other_engines = Vec::new();
     if let Some(code) = target["code"].as_array() {

@@ -16,6 +16,7 @@ use palisade::cli::{Cli, Command};
 use palisade::server::Server;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsConnector;
@@ -285,12 +286,35 @@ fn io_err(e: impl std::error::Error + Send + Sync + 'static) -> std::io::Error {
 
 /// A plain-HTTP GET on the health port: (status, body).
 pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut tcp = TcpStream::connect(addr).await.unwrap();
     let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
     tcp.write_all(req.as_bytes()).await.unwrap();
     let mut raw = Vec::new();
     tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut raw))
+        .await
+        .unwrap()
+        .unwrap();
+    parse_http1(&raw)
+}
+
+/// Opens an HTTP/1.1 review whose body is only partly sent: a request in flight.
+pub async fn start_slow_review(client: &Client, body: &[u8], sent: usize) -> TlsStream<TcpStream> {
+    let mut slow = client.connect(Proto::Http1).await.unwrap();
+    let head = format!(
+        "POST /validate HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    slow.write_all(head.as_bytes()).await.unwrap();
+    slow.write_all(&body[..sent]).await.unwrap();
+    slow.flush().await.unwrap();
+    slow
+}
+
+pub async fn finish_slow_review(mut slow: TlsStream<TcpStream>, rest: &[u8]) -> (u16, String) {
+    slow.write_all(rest).await.unwrap();
+    slow.flush().await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut raw))
         .await
         .unwrap()
         .unwrap();
