@@ -201,17 +201,8 @@ async fn delete_and_exempt_namespaces_are_not_mutated() {
     assert_eq!(rsp["allowed"], true);
     assert!(rsp.get("patch").is_none(), "{rsp}");
 
-    let mut review: Value =
-        serde_json::from_slice(&fixture("admission/mutate-create-pod.json")).unwrap();
-    review["request"]["namespace"] = json!("kube-system");
-    review["request"]["object"]["metadata"]["namespace"] = json!("kube-system");
-    let rsp = client
-        .review(
-            Proto::Http1,
-            "/mutate",
-            &serde_json::to_vec(&review).unwrap(),
-        )
-        .await;
+    let review = edited_review("mutate-create-pod.json", |v| in_namespace(v, "kube-system"));
+    let rsp = client.review(Proto::Http1, "/mutate", &review).await;
     assert!(rsp.get("patch").is_none(), "{rsp}");
 }
 
@@ -219,17 +210,8 @@ async fn delete_and_exempt_namespaces_are_not_mutated() {
 async fn a_pod_in_an_unknown_namespace_is_refused_rather_than_left_unprotected() {
     let server = server().await;
     let client = server.client();
-    let mut review: Value =
-        serde_json::from_slice(&fixture("admission/mutate-create-pod.json")).unwrap();
-    review["request"]["namespace"] = json!("unknown");
-    review["request"]["object"]["metadata"]["namespace"] = json!("unknown");
-    let rsp = client
-        .review(
-            Proto::Http1,
-            "/mutate",
-            &serde_json::to_vec(&review).unwrap(),
-        )
-        .await;
+    let review = edited_review("mutate-create-pod.json", |v| in_namespace(v, "unknown"));
+    let rsp = client.review(Proto::Http1, "/mutate", &review).await;
     assert_eq!(rsp["allowed"], false, "{rsp}");
     let message = rsp["status"]["message"].as_str().unwrap();
     assert!(message.contains("Namespace \"unknown\""), "{message}");

@@ -105,12 +105,6 @@ async fn start(with_inventory: bool) -> TestServer {
     TestServer::start_in(dir, &args).await
 }
 
-fn review(name: &str, edit: impl FnOnce(&mut Value)) -> Vec<u8> {
-    let mut v: Value = serde_json::from_slice(&fixture(&format!("admission/{name}"))).unwrap();
-    edit(&mut v);
-    serde_json::to_vec(&v).unwrap()
-}
-
 #[tokio::test]
 async fn deny_on_create_and_update_with_gatekeeper_messages() {
     let server = start(true).await;
@@ -121,7 +115,7 @@ async fn deny_on_create_and_update_with_gatekeeper_messages() {
             "validate-update-namespace.json",
         ] {
             let rsp = client
-                .review(proto, "/validate", &review(fixture, |_| {}))
+                .review(proto, "/validate", &edited_review(fixture, |_| {}))
                 .await;
             assert_eq!(rsp["allowed"], false, "{fixture}");
             assert_eq!(rsp["status"]["code"], 403);
@@ -131,7 +125,7 @@ async fn deny_on_create_and_update_with_gatekeeper_messages() {
             );
         }
     }
-    let labelled = review("validate-create-namespace.json", |v| {
+    let labelled = edited_review("validate-create-namespace.json", |v| {
         v["request"]["object"]["metadata"]["labels"] = json!({"owner": "alice"});
     });
     let rsp = client.review(Proto::Http2, "/validate", &labelled).await;
@@ -148,7 +142,7 @@ async fn warn_and_a_namespace_selector_resolved_from_the_inventory() {
         .review(
             Proto::Http2,
             "/validate",
-            &review("validate-create-pod.json", |_| {}),
+            &edited_review("validate-create-pod.json", |_| {}),
         )
         .await;
     assert_eq!(rsp["allowed"], false, "{rsp}");
@@ -163,9 +157,8 @@ async fn warn_and_a_namespace_selector_resolved_from_the_inventory() {
     ));
 
     // In a low-security namespace only the warning remains.
-    let sandbox = review("validate-create-pod.json", |v| {
-        v["request"]["namespace"] = json!("sandbox");
-        v["request"]["object"]["metadata"]["namespace"] = json!("sandbox");
+    let sandbox = edited_review("validate-create-pod.json", |v| {
+        in_namespace(v, "sandbox");
     });
     let rsp = client.review(Proto::Http1, "/validate", &sandbox).await;
     assert_eq!(rsp["allowed"], true, "{rsp}");
@@ -180,7 +173,7 @@ async fn a_namespace_selector_without_the_namespace_fails_closed() {
         .review(
             Proto::Http1,
             "/validate",
-            &review("validate-create-pod.json", |_| {}),
+            &edited_review("validate-create-pod.json", |_| {}),
         )
         .await;
     assert_eq!(rsp["allowed"], false);
@@ -190,7 +183,7 @@ async fn a_namespace_selector_without_the_namespace_fails_closed() {
         "{message}"
     );
     // A review that carries its namespaceObject (as gator's do) is decided with it.
-    let with_ns = review("validate-create-pod.json", |v| {
+    let with_ns = edited_review("validate-create-pod.json", |v| {
         v["request"]["namespaceObject"] = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "payments", "labels": {"security-level": "low"}}});
     });
     let rsp = client.review(Proto::Http1, "/validate", &with_ns).await;
@@ -205,7 +198,7 @@ async fn dryrun_is_silent_to_the_user_but_counted() {
         .review(
             Proto::Http2,
             "/validate",
-            &review("validate-create-deployment.json", |_| {}),
+            &edited_review("validate-create-deployment.json", |_| {}),
         )
         .await;
     assert_eq!(rsp["allowed"], true, "{rsp}");
@@ -227,15 +220,14 @@ async fn exempt_namespaces_are_allowed_before_any_work() {
     let server = start(true).await;
     let client = server.client();
     for ns in ["kube-system", "palisade-system"] {
-        let pod = review("validate-create-pod.json", |v| {
-            v["request"]["namespace"] = json!(ns);
-            v["request"]["object"]["metadata"]["namespace"] = json!(ns);
+        let pod = edited_review("validate-create-pod.json", |v| {
+            in_namespace(v, ns);
         });
         let rsp = client.review(Proto::Http1, "/validate", &pod).await;
         assert_eq!(rsp["allowed"], true, "{ns}: {rsp}");
         assert!(rsp.get("warnings").is_none(), "{ns} was evaluated: {rsp}");
         // A Namespace is exempt by its own name.
-        let namespace = review("validate-create-namespace.json", |v| {
+        let namespace = edited_review("validate-create-namespace.json", |v| {
             v["request"]["name"] = json!(ns);
             v["request"]["object"]["metadata"]["name"] = json!(ns);
         });
@@ -245,7 +237,7 @@ async fn exempt_namespaces_are_allowed_before_any_work() {
         );
     }
     // Exemption is by exact name, not by prefix, and not by a label a tenant can set.
-    let lookalike = review("validate-create-namespace.json", |v| {
+    let lookalike = edited_review("validate-create-namespace.json", |v| {
         v["request"]["name"] = json!("kube-system-2");
         v["request"]["object"]["metadata"]["name"] = json!("kube-system-2");
         v["request"]["object"]["metadata"]["labels"] =
@@ -272,11 +264,11 @@ async fn delete_reviews_are_evaluated_against_the_old_object() {
         .review(
             Proto::Http2,
             "/validate",
-            &review("validate-delete-networkpolicy.json", |_| {}),
+            &edited_review("validate-delete-networkpolicy.json", |_| {}),
         )
         .await;
     assert_eq!(rsp["allowed"], true, "{rsp}");
-    let protected = review("validate-delete-networkpolicy.json", |v| {
+    let protected = edited_review("validate-delete-networkpolicy.json", |v| {
         v["request"]["oldObject"]["metadata"]["labels"] = json!({"protected": "true"});
     });
     let rsp = client.review(Proto::Http2, "/validate", &protected).await;
@@ -291,7 +283,7 @@ async fn delete_reviews_are_evaluated_against_the_old_object() {
 async fn a_broken_bundle_keeps_the_last_good_one_serving_until_fixed() {
     let server = start(true).await;
     let client = server.client();
-    let namespace = review("validate-create-namespace.json", |_| {});
+    let namespace = edited_review("validate-create-namespace.json", |_| {});
     let denied = |rsp: &Value| rsp["allowed"] == false;
     assert!(denied(
         &client.review(Proto::Http1, "/validate", &namespace).await

@@ -155,12 +155,6 @@ async fn server() -> TestServer {
     TestServer::start(&["--policies", &p("policies"), "--inventory", &inventory]).await
 }
 
-fn review(name: &str, edit: impl FnOnce(&mut Value)) -> Vec<u8> {
-    let mut v: Value = serde_json::from_slice(&fixture(&format!("admission/{name}"))).unwrap();
-    edit(&mut v);
-    serde_json::to_vec(&v).unwrap()
-}
-
 #[tokio::test]
 async fn namespaces_need_the_zero_trust_labels() {
     let server = server().await;
@@ -169,7 +163,7 @@ async fn namespaces_need_the_zero_trust_labels() {
         .review(
             Proto::Http2,
             "/validate",
-            &review("validate-create-namespace.json", |_| {}),
+            &edited_review("validate-create-namespace.json", |_| {}),
         )
         .await;
     assert_eq!(rsp["allowed"], false);
@@ -178,7 +172,7 @@ async fn namespaces_need_the_zero_trust_labels() {
         message.contains("[namespace-zero-trust-labels] namespace \"payments\" lacks label network-policy: add network-policy: <zero-trust>"),
         "{message}"
     );
-    let labelled = review("validate-create-namespace.json", |v| {
+    let labelled = edited_review("validate-create-namespace.json", |v| {
         v["request"]["object"]["metadata"]["labels"] = json!({
             "kubernetes.io/metadata.name": "payments", "network-policy": "zero-trust",
             "security-level": "high", "pod-security.kubernetes.io/enforce": "restricted"});
@@ -191,8 +185,7 @@ async fn namespaces_need_the_zero_trust_labels() {
 async fn create_pod(client: &Client, namespace: &str) -> Value {
     let mut review: Value =
         serde_json::from_slice(&fixture("admission/mutate-create-pod.json")).unwrap();
-    review["request"]["namespace"] = json!(namespace);
-    review["request"]["object"]["metadata"]["namespace"] = json!(namespace);
+    in_namespace(&mut review, namespace);
     review["request"]["object"]["spec"]["containers"][0]["resources"] =
         json!({"limits": {"cpu": "250m", "memory": "64Mi"}});
     let rsp = client

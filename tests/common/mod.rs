@@ -29,6 +29,20 @@ pub fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
+/// A captured review from tests/fixtures/admission, edited.
+pub fn edited_review(name: &str, edit: impl FnOnce(&mut serde_json::Value)) -> Vec<u8> {
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&fixture(&format!("admission/{name}"))).unwrap();
+    edit(&mut v);
+    serde_json::to_vec(&v).unwrap()
+}
+
+/// Moves a review and its object to namespace `ns`.
+pub fn in_namespace(review: &mut serde_json::Value, ns: &str) {
+    review["request"]["namespace"] = ns.into();
+    review["request"]["object"]["metadata"]["namespace"] = ns.into();
+}
+
 pub fn install_crypto() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
