@@ -3,6 +3,8 @@ FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
+# Cargo.toml declares the benches; cargo needs their files to read the manifest.
+COPY benches ./benches
 RUN cargo build --release --locked --bin palisade
 
 # Run as an unprivileged user on a minimal base; the bundled policies ship in the image.
