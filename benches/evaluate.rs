@@ -151,7 +151,7 @@ fn bench(c: &mut Criterion) {
         PolicyStore::load(
             bundle.path(),
             EngineOptions::default(),
-            inventory(),
+            vec![Path::new(ROOT).join("tests/gatekeeper/default-deny/inventory")],
             metrics.clone(),
         )
         .unwrap(),

@@ -9,9 +9,7 @@ use crate::admission::Decider;
 use crate::certs::{self, CertSpec};
 use crate::cli::ServeArgs;
 use crate::enforce::Enforcer;
-use crate::inventory::Inventory;
 use crate::metrics::Metrics;
-use crate::policy::source;
 use crate::policy::store::PolicyStore;
 use crate::server::{App, Limits, Readiness, Server, ServerOptions};
 use crate::tls::{TlsPaths, TlsStore};
@@ -69,20 +67,13 @@ impl ServeArgs {
         let readiness = Arc::new(Readiness::default());
         readiness.set_certificates_loaded();
 
-        let mut objects = Vec::new();
-        for path in &inventory {
-            let docs = source::read_path(path)
-                .with_context(|| format!("cannot read the inventory at {}", path.display()))?;
-            objects.extend(docs.into_iter().map(|d| d.value));
-        }
-        let inventory = Inventory::from_objects(objects);
-        let store = PolicyStore::load(
-            &policies,
-            eval.options(),
-            Arc::new(inventory),
-            metrics.clone(),
-        )
-        .with_context(|| format!("cannot load the policy bundle at {}", policies.display()))?;
+        let store = PolicyStore::load(&policies, eval.options(), inventory, metrics.clone())
+            .with_context(|| {
+                format!(
+                    "cannot load the policy bundle at {} (or the inventory)",
+                    policies.display()
+                )
+            })?;
         let store = Arc::new(store);
         tracing::info!(
             path = %policies.display(),

@@ -224,3 +224,34 @@ async fn a_plain_pod_is_admitted_only_where_a_default_deny_exists() {
         "[workloads-need-default-deny] namespace \"shop\" lacks a default-deny NetworkPolicy: apply one with podSelector {} and policyTypes [Ingress, Egress]"
     );
 }
+
+#[tokio::test]
+async fn the_inventory_is_reloaded_like_the_bundle() {
+    let inventory = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        path("tests/fixtures/mutation/namespaces.yaml"),
+        inventory.path().join("namespaces.yaml"),
+    )
+    .unwrap();
+    let policies = path("policies").display().to_string();
+    let dir = inventory.path().display().to_string();
+    let server = TestServer::start(&["--policies", &policies, "--inventory", &dir]).await;
+    let client = server.client();
+    assert_eq!(create_pod(&client, "payments").await["allowed"], false);
+
+    // The default-deny appears, as a ConfigMap update would bring it.
+    std::fs::copy(
+        path("tests/fixtures/zero-trust/default-deny.yaml"),
+        inventory.path().join("default-deny.yaml"),
+    )
+    .unwrap();
+    assert!(
+        eventually(std::time::Duration::from_secs(10), || async {
+            metric(&server.metrics().await, "palisade_policy_reloads_total") == Some(1.0)
+        })
+        .await,
+        "the inventory change was not picked up"
+    );
+    let rsp = create_pod(&client, "payments").await;
+    assert_eq!(rsp["allowed"], true, "{rsp}");
+}

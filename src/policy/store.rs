@@ -1,5 +1,6 @@
-//! The bundle being served, and its reload: a changed bundle is compiled off the request path and
-//! swapped in atomically; a broken one is reported and the last good bundle keeps serving.
+//! The bundle being served, and its reload: a changed bundle (or inventory) is compiled off the
+//! request path and swapped in atomically; a broken one is reported and the last good bundle keeps
+//! serving.
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
@@ -26,7 +27,8 @@ pub enum Reload {
 pub struct PolicyStore {
     path: PathBuf,
     options: EngineOptions,
-    inventory: Arc<Inventory>,
+    /// Manifests read into the inventory; watched and reloaded with the bundle.
+    inventory_paths: Vec<PathBuf>,
     current: ArcSwap<PolicySet>,
     /// Fingerprints of the bundle last served and last rejected.
     seen: Mutex<(u64, Option<u64>)>,
@@ -34,20 +36,20 @@ pub struct PolicyStore {
 }
 
 impl PolicyStore {
-    /// Loads the bundle at start-up; a broken bundle is an error.
+    /// Loads the bundle and the inventory at start-up; a broken one is an error.
     pub fn load(
         path: &Path,
         options: EngineOptions,
-        inventory: Arc<Inventory>,
+        inventory_paths: Vec<PathBuf>,
         metrics: Arc<Metrics>,
     ) -> Result<Self, BundleError> {
-        let fingerprint = fingerprint(path);
-        let set = PolicySet::load(path, &options, inventory.clone())?;
+        let fingerprint = fingerprint(path, &inventory_paths);
+        let set = build(path, &options, &inventory_paths)?;
         metrics.policy_loaded(set.constraints().len());
         Ok(Self {
             path: path.to_path_buf(),
             options,
-            inventory,
+            inventory_paths,
             current: ArcSwap::from_pointee(set),
             seen: Mutex::new((fingerprint, None)),
             metrics,
@@ -63,16 +65,16 @@ impl PolicyStore {
         &self.path
     }
 
-    /// Re-reads the bundle if its files changed.
+    /// Re-reads the bundle and the inventory if their files changed.
     pub fn reload(&self) -> Reload {
-        let fp = fingerprint(&self.path);
+        let fp = fingerprint(&self.path, &self.inventory_paths);
         {
             let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
             if seen.0 == fp || seen.1 == Some(fp) {
                 return Reload::Unchanged;
             }
         }
-        match PolicySet::load(&self.path, &self.options, self.inventory.clone()) {
+        match build(&self.path, &self.options, &self.inventory_paths) {
             Ok(set) => {
                 let constraints = set.constraints().len();
                 self.current.store(Arc::new(set));
@@ -93,12 +95,17 @@ impl PolicyStore {
 
     /// Reloads whenever the bundle directory changes, until the task is dropped.
     pub async fn watch(self: Arc<Self>, poll: Duration) {
-        let dir = if self.path.is_dir() {
-            self.path.clone()
-        } else {
-            crate::watch::parent_dir(&self.path)
-        };
-        let mut watcher = DirWatcher::new(&[dir], true, poll);
+        let dirs: Vec<PathBuf> = std::iter::once(&self.path)
+            .chain(&self.inventory_paths)
+            .map(|p| {
+                if p.is_dir() {
+                    p.clone()
+                } else {
+                    crate::watch::parent_dir(p)
+                }
+            })
+            .collect();
+        let mut watcher = DirWatcher::new(&dirs, true, poll);
         loop {
             watcher.changed().await;
             let store = self.clone();
@@ -110,20 +117,35 @@ impl PolicyStore {
     }
 }
 
-/// A hash of every manifest's path and contents (unreadable files hash as such, so that the
-/// reload reports them).
-fn fingerprint(path: &Path) -> u64 {
+/// The bundle at `path` against the objects in `inventory_paths`.
+fn build(
+    path: &Path,
+    options: &EngineOptions,
+    inventory_paths: &[PathBuf],
+) -> Result<PolicySet, BundleError> {
+    let mut objects = Vec::new();
+    for p in inventory_paths {
+        objects.extend(source::read_path(p)?.into_iter().map(|d| d.value));
+    }
+    PolicySet::load(path, options, Arc::new(Inventory::from_objects(objects)))
+}
+
+/// A hash of every manifest's path and contents, bundle and inventory (unreadable files hash as
+/// such, so that the reload reports them).
+fn fingerprint(path: &Path, inventory_paths: &[PathBuf]) -> u64 {
     let mut h = DefaultHasher::new();
-    let files = if path.is_dir() {
-        source::manifest_files(path).unwrap_or_default()
-    } else {
-        vec![path.to_path_buf()]
-    };
-    for file in files {
-        file.hash(&mut h);
-        match std::fs::read(&file) {
-            Ok(bytes) => bytes.hash(&mut h),
-            Err(e) => e.kind().to_string().hash(&mut h),
+    for root in std::iter::once(path).chain(inventory_paths.iter().map(PathBuf::as_path)) {
+        let files = if root.is_dir() {
+            source::manifest_files(root).unwrap_or_default()
+        } else {
+            vec![root.to_path_buf()]
+        };
+        for file in files {
+            file.hash(&mut h);
+            match std::fs::read(&file) {
+                Ok(bytes) => bytes.hash(&mut h),
+                Err(e) => e.kind().to_string().hash(&mut h),
+            }
         }
     }
     h.finish()
