@@ -258,16 +258,6 @@ pub trait Decider: Send + Sync + 'static {
     fn decide(&self, endpoint: Endpoint, review: &Review) -> Decision;
 }
 
-/// Allows everything and patches nothing.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct AllowAll;
-
-impl Decider for AllowAll {
-    fn decide(&self, _endpoint: Endpoint, _review: &Review) -> Decision {
-        Decision::allow()
-    }
-}
-
 /// Serialises a response as the AdmissionReview the API server expects.
 ///
 /// kube-core serialises `patch` (a `Vec<u8>`) as a JSON array of numbers; the API server reads

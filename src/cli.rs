@@ -53,9 +53,10 @@ pub struct TestArgs {
     /// The policy bundle.
     #[arg(long, env = "PALISADE_POLICIES", default_value = "policies")]
     pub policies: PathBuf,
-    /// More objects for data.inventory (the objects under test are always included).
-    #[arg(long)]
-    pub inventory: Option<PathBuf>,
+    /// More objects for data.inventory: files or directories, repeatable or comma-separated (the
+    /// objects under test are always included).
+    #[arg(long, value_delimiter = ',')]
+    pub inventory: Vec<PathBuf>,
     #[arg(short = 'o', long, value_enum, default_value = "text")]
     pub output: OutputFormat,
     #[command(flatten)]

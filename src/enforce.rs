@@ -8,9 +8,6 @@ use crate::metrics::Metrics;
 use crate::policy::store::PolicyStore;
 use crate::policy::{Action, Violation};
 
-/// Namespaces exempt from all evaluation unless configured otherwise.
-pub const DEFAULT_EXEMPT: [&str; 1] = ["kube-system"];
-
 pub struct Enforcer {
     policies: Arc<PolicyStore>,
     /// Matched against the namespace name the API server sets (a Namespace's own name), never

@@ -80,13 +80,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 )
             })?;
             let docs = objects::read_inputs(&args.inputs).map_err(anyhow::Error::msg)?;
-            let inventory = match &args.inventory {
-                Some(path) => policy::source::read_path(path)?
-                    .into_iter()
-                    .map(|d| d.value)
-                    .collect(),
-                None => Vec::new(),
-            };
+            let mut inventory = Vec::new();
+            for path in &args.inventory {
+                inventory.extend(
+                    policy::source::read_path(path)?
+                        .into_iter()
+                        .map(|d| d.value),
+                );
+            }
             let reports = objects::check(&set, docs, inventory).map_err(anyhow::Error::msg)?;
             match args.output {
                 cli::OutputFormat::Text => print!("{}", objects::render_text(&reports)),

@@ -422,7 +422,7 @@ impl PolicySet {
         let namespace = self.namespace_object(review);
         Ok(self
             .mutators
-            .mutate(review, namespace.as_ref())?
+            .mutate(review, namespace)?
             .map(|mutated| crate::mutation::patch(review.object(), &mutated)))
     }
 
@@ -453,7 +453,7 @@ impl PolicySet {
                 message,
                 details: Value::Null,
             };
-            match c.matcher.matches(review, namespace.as_ref()) {
+            match c.matcher.matches(review, namespace) {
                 Ok(true) => {}
                 Ok(false) => continue,
                 Err(e) => {
@@ -468,7 +468,7 @@ impl PolicySet {
                 continue;
             };
             let review_value = input_review
-                .get_or_insert_with(|| review_value(review, namespace.as_ref()))
+                .get_or_insert_with(|| review_value(review, namespace))
                 .clone();
             match run(evaluator, &template.rule, review_value, &c.parameters_value) {
                 Ok(found) => {
@@ -487,16 +487,16 @@ impl PolicySet {
     }
 
     /// The Namespace of the object: the review's `namespaceObject`, else the inventory's.
-    fn namespace_object(&self, review: &Review) -> Option<Value> {
+    fn namespace_object<'a>(&'a self, review: &'a Review) -> Option<&'a Value> {
         let given = &review.json()["namespaceObject"];
         if given.is_object() {
-            return Some(given.clone());
+            return Some(given);
         }
         let ns = review.namespace();
         if ns.is_empty() {
             return None;
         }
-        self.inventory.namespace(ns).cloned()
+        self.inventory.namespace(ns)
     }
 }
 

@@ -32,17 +32,6 @@ pub struct Limits {
     pub max_concurrent: usize,
 }
 
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            max_body_bytes: 8 * 1024 * 1024,
-            header_timeout: Duration::from_secs(5),
-            request_timeout: Duration::from_secs(4),
-            max_concurrent: 512,
-        }
-    }
-}
-
 /// Whether the webhook should receive traffic: everything it needs is loaded and it is not
 /// shutting down.
 #[derive(Debug, Default)]

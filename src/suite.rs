@@ -189,12 +189,11 @@ pub fn find_suites(path: &Path) -> Result<Vec<PathBuf>, SuiteError> {
     }
     let mut suites = Vec::new();
     for file in source::manifest_files(path).map_err(err)? {
-        // Only files that hold a Suite; templates and objects live beside them.
-        let text = std::fs::read_to_string(&file).unwrap_or_default();
-        if text.contains("kind: Suite")
-            || text.contains("\"kind\": \"Suite\"")
-            || text.contains("\"kind\":\"Suite\"")
-        {
+        // Only files that hold a Suite; templates and objects live beside them. A file that does
+        // not parse is not a Suite here; `parse_suite` reports it when it is named directly.
+        let is_suite =
+            source::read_file(&file).is_ok_and(|docs| docs.iter().any(|d| d.kind() == "Suite"));
+        if is_suite {
             suites.push(file);
         }
     }

@@ -189,10 +189,6 @@ impl TlsStore {
         })
     }
 
-    pub fn paths(&self) -> &TlsPaths {
-        &self.paths
-    }
-
     /// An acceptor for one new connection, with the configuration current now.
     pub fn acceptor(&self) -> TlsAcceptor {
         TlsAcceptor::from(self.config.load_full())

@@ -61,10 +61,6 @@ impl PolicyStore {
         self.current.load_full()
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Re-reads the bundle and the inventory if their files changed.
     pub fn reload(&self) -> Reload {
         let fp = fingerprint(&self.path, &self.inventory_paths);

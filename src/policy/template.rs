@@ -61,10 +61,6 @@ pub enum Evaluator {
 }
 
 impl Evaluator {
-    pub fn is_vm(&self) -> bool {
-        matches!(self, Evaluator::Vm { .. })
-    }
-
     /// Evaluates `rule` on `input`.
     pub fn eval(&self, rule: &str, input: regorus::Value) -> Result<regorus::Value, String> {
         match self {
