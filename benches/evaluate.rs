@@ -17,10 +17,10 @@ use palisade::policy::{EngineOptions, PolicySet};
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
 fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(Path::new(ROOT).join("tests/fixtures/admission").join(name)).unwrap()
+    std::fs::read(Path::new(ROOT).join("tests/data/admission").join(name)).unwrap()
 }
 
-/// The templates and constraints of tests/gatekeeper in one directory.
+/// The templates and constraints of tests/data/gatekeeper in one directory.
 fn test_bundle() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     for t in [
@@ -32,7 +32,7 @@ fn test_bundle() -> tempfile::TempDir {
     ] {
         for f in ["template.yaml", "constraint.yaml"] {
             std::fs::copy(
-                Path::new(ROOT).join(format!("tests/gatekeeper/{t}/{f}")),
+                Path::new(ROOT).join(format!("tests/data/gatekeeper/{t}/{f}")),
                 dir.path().join(format!("{t}-{f}")),
             )
             .unwrap();
@@ -43,7 +43,7 @@ fn test_bundle() -> tempfile::TempDir {
 
 fn inventory() -> Arc<Inventory> {
     let docs = palisade::policy::source::read_path(
-        &Path::new(ROOT).join("tests/gatekeeper/default-deny/inventory"),
+        &Path::new(ROOT).join("tests/data/gatekeeper/default-deny/inventory"),
     )
     .unwrap();
     Arc::new(Inventory::from_objects(docs.into_iter().map(|d| d.value)))
@@ -87,7 +87,7 @@ fn bench(c: &mut Criterion) {
         let dir = tempfile::tempdir().unwrap();
         for f in ["template.yaml", "constraint.yaml"] {
             std::fs::copy(
-                Path::new(ROOT).join(format!("tests/gatekeeper/{t}/{f}")),
+                Path::new(ROOT).join(format!("tests/data/gatekeeper/{t}/{f}")),
                 dir.path().join(f),
             )
             .unwrap();
@@ -102,8 +102,8 @@ fn bench(c: &mut Criterion) {
     let zt_inventory = {
         let mut objects = Vec::new();
         for f in [
-            "tests/fixtures/mutation/namespaces.yaml",
-            "tests/fixtures/zero-trust/default-deny.yaml",
+            "tests/data/mutation/namespaces.yaml",
+            "tests/data/guides/default-deny.yaml",
         ] {
             objects.extend(
                 palisade::policy::source::read_path(&Path::new(ROOT).join(f))
@@ -151,7 +151,7 @@ fn bench(c: &mut Criterion) {
         PolicyStore::load(
             bundle.path(),
             EngineOptions::default(),
-            vec![Path::new(ROOT).join("tests/gatekeeper/default-deny/inventory")],
+            vec![Path::new(ROOT).join("tests/data/gatekeeper/default-deny/inventory")],
             metrics.clone(),
         )
         .unwrap(),

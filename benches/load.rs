@@ -34,7 +34,7 @@ struct Args {
     /// AdmissionReview body to send.
     #[arg(
         long,
-        default_value = "tests/fixtures/admission/validate-create-pod.json"
+        default_value = "tests/data/admission/validate-create-pod.json"
     )]
     body: PathBuf,
     #[arg(long, default_value = "/validate?timeout=5s")]

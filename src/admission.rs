@@ -1,17 +1,15 @@
-//! AdmissionReview decoding, the `decide` seam and response building.
-//!
-//! The HTTP server, the CLI and the audit all go through [`Decider::decide`], so they cannot
-//! disagree about a decision.
+//! The admission wire format (`admission.k8s.io/v1` AdmissionReview in and out) and the one
+//! request model that the webhook, the CLI and the audit all decide on.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
-use kube::core::DynamicObject;
-use kube::core::admission::{AdmissionRequest, AdmissionResponse};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
-pub use kube::core::admission::{META_API_VERSION_V1, META_KIND};
+use crate::object::ObjectRef;
 
-pub type Request = AdmissionRequest<DynamicObject>;
+pub const API_VERSION: &str = "admission.k8s.io/v1";
+pub const KIND: &str = "AdmissionReview";
 
 /// Which webhook endpoint a review came through.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
@@ -29,13 +27,42 @@ impl Endpoint {
     }
 }
 
+/// What the API server is doing to the object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Operation {
+    Create,
+    Update,
+    Delete,
+    Connect,
+}
+
+impl Operation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Create => "CREATE",
+            Operation::Update => "UPDATE",
+            Operation::Delete => "DELETE",
+            Operation::Connect => "CONNECT",
+        }
+    }
+}
+
+/// Who sent the request, as the API server authenticated them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct UserInfo {
+    pub username: String,
+    pub groups: Vec<String>,
+}
+
 /// Why a body is not an AdmissionReview we can answer.
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
     #[error("body is not valid JSON: {0}")]
     Json(#[from] serde_json::Error),
     #[error("request is not a valid admission.k8s.io/v1 AdmissionRequest: {0}")]
-    Request(serde_json::Error),
+    Request(String),
     #[error(
         "apiVersion is {0:?}, expected \"admission.k8s.io/v1\": set admissionReviewVersions: [\"v1\"] in the webhook configuration"
     )]
@@ -48,149 +75,171 @@ pub enum DecodeError {
     EmptyUid,
 }
 
-/// A review as every decider sees it: the AdmissionRequest as JSON, which is what policies get
-/// as `input.review`. Built from an API server request, or from a bare object by the CLI.
+/// The typed part of an AdmissionRequest. Read from the JSON without copying the objects, which
+/// stay JSON for the policies.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Envelope {
+    uid: String,
+    kind: Gvk,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    namespace: Option<String>,
+    operation: Operation,
+    #[serde(default)]
+    user_info: UserInfo,
+    #[serde(default)]
+    dry_run: Option<bool>,
+}
+
+#[derive(Deserialize)]
+struct Gvk {
+    #[serde(default)]
+    group: String,
+    #[serde(default)]
+    version: String,
+    kind: String,
+}
+
+/// One object under review: an API server's AdmissionRequest, or a bare object from a file or
+/// the cluster (no operation, no user). Policies see its JSON as `input.review`.
 #[derive(Debug, Clone)]
 pub struct Review {
-    json: serde_json::Value,
+    uid: String,
+    object_ref: ObjectRef,
+    operation: Option<Operation>,
+    dry_run: bool,
+    user: UserInfo,
+    json: Value,
 }
 
 impl Review {
-    /// Wraps an AdmissionRequest's JSON. On DELETE, `object` becomes the old object, as
+    /// Reads an AdmissionRequest's JSON. On DELETE, `object` becomes the old object, as
     /// Gatekeeper presents it to policies.
-    pub fn from_request_json(mut json: serde_json::Value) -> Self {
-        if json["operation"] == "DELETE" && json["object"].is_null() {
+    pub fn from_request_json(mut json: Value) -> Result<Self, DecodeError> {
+        let envelope: Envelope = serde_path_to_error::deserialize(&json)
+            .map_err(|e| DecodeError::Request(e.to_string()))?;
+        if envelope.uid.is_empty() {
+            return Err(DecodeError::EmptyUid);
+        }
+        if envelope.operation == Operation::Delete && json["object"].is_null() {
             json["object"] = json["oldObject"].clone();
         }
-        Self { json }
+        let object = &json["object"];
+        let or_object = |given: Option<String>, field: &str| match given {
+            Some(s) if !s.is_empty() => s,
+            _ => object["metadata"][field]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        };
+        let object_ref = ObjectRef {
+            group: envelope.kind.group,
+            version: envelope.kind.version,
+            kind: envelope.kind.kind,
+            name: or_object(envelope.name, "name"),
+            namespace: or_object(envelope.namespace, "namespace"),
+        };
+        Ok(Self {
+            uid: envelope.uid,
+            object_ref,
+            operation: Some(envelope.operation),
+            dry_run: envelope.dry_run.unwrap_or(false),
+            user: envelope.user_info,
+            json,
+        })
     }
 
     /// A review of a bare object (CLI, audit): no operation and no userInfo.
-    pub fn from_object(object: serde_json::Value) -> Self {
-        let api_version = object["apiVersion"].as_str().unwrap_or_default();
-        let (group, version) = match api_version.split_once('/') {
-            Some((g, v)) => (g, v),
-            None => ("", api_version),
-        };
+    pub fn from_object(object: Value) -> Self {
+        let object_ref = ObjectRef::of(&object);
         let json = serde_json::json!({
-            "kind": {"group": group, "version": version, "kind": object["kind"].clone()},
+            "kind": {"group": object_ref.group, "version": object_ref.version, "kind": object["kind"].clone()},
             "name": object["metadata"]["name"].clone(),
             "namespace": object["metadata"]["namespace"].clone(),
             "object": object,
         });
-        Self { json }
+        Self {
+            uid: String::new(),
+            object_ref,
+            operation: None,
+            dry_run: false,
+            user: UserInfo::default(),
+            json,
+        }
     }
 
-    pub fn json(&self) -> &serde_json::Value {
+    /// What policies see as `input.review`.
+    pub fn json(&self) -> &Value {
         &self.json
     }
 
-    pub fn json_mut(&mut self) -> &mut serde_json::Value {
-        &mut self.json
-    }
-
-    pub fn group(&self) -> &str {
-        self.json["kind"]["group"].as_str().unwrap_or_default()
-    }
-
-    pub fn kind(&self) -> &str {
-        self.json["kind"]["kind"].as_str().unwrap_or_default()
-    }
-
-    pub fn operation(&self) -> Option<&str> {
-        self.json["operation"].as_str()
-    }
-
     pub fn uid(&self) -> &str {
-        self.json["uid"].as_str().unwrap_or_default()
+        &self.uid
+    }
+
+    /// Group, version, kind, namespace and name of the object under review.
+    pub fn object_ref(&self) -> &ObjectRef {
+        &self.object_ref
+    }
+
+    /// `None` for a bare object.
+    pub fn operation(&self) -> Option<Operation> {
+        self.operation
+    }
+
+    pub fn dry_run(&self) -> bool {
+        self.dry_run
+    }
+
+    pub fn user(&self) -> &UserInfo {
+        &self.user
     }
 
     /// The object under review (the old object on DELETE).
-    pub fn object(&self) -> &serde_json::Value {
+    pub fn object(&self) -> &Value {
         &self.json["object"]
     }
 
-    pub fn old_object(&self) -> &serde_json::Value {
+    pub fn old_object(&self) -> &Value {
         &self.json["oldObject"]
     }
 
-    /// Name of the object: the request's, else the object's.
-    pub fn name(&self) -> &str {
-        match self.json["name"].as_str() {
-            Some(n) if !n.is_empty() => n,
-            _ => self.object()["metadata"]["name"]
-                .as_str()
-                .unwrap_or_default(),
-        }
+    /// The Namespace object the API server sent with the review, if any.
+    pub fn namespace_object(&self) -> Option<&Value> {
+        Some(&self.json["namespaceObject"]).filter(|v| v.is_object())
     }
 
-    /// The namespace the object lives in ("" for cluster-scoped objects).
-    pub fn namespace(&self) -> &str {
-        match self.json["namespace"].as_str() {
-            Some(n) if !n.is_empty() => n,
-            _ => self.object()["metadata"]["namespace"]
-                .as_str()
-                .unwrap_or_default(),
-        }
-    }
-
-    /// Whether the object is a core/v1 Namespace.
-    pub fn is_namespace(&self) -> bool {
-        self.kind() == "Namespace" && self.group().is_empty()
-    }
-
-    /// The namespace that exemptions and namespace matchers consider: a Namespace's own name.
-    pub fn effective_namespace(&self) -> &str {
-        if self.is_namespace() {
-            self.name()
-        } else {
-            self.namespace()
-        }
+    /// Sets the old object (tests of UPDATE matching).
+    #[cfg(test)]
+    pub(crate) fn set_old_object(&mut self, old: Value) {
+        self.json["oldObject"] = old;
     }
 }
 
-/// Parses and checks an AdmissionReview body: the typed request envelope (for the response; its
-/// `object` and `oldObject` are left empty) and the review policies see.
-pub fn decode(body: &[u8]) -> Result<(Request, Review), DecodeError> {
-    let mut root: serde_json::Value = serde_json::from_slice(body)?;
+/// Parses and checks an AdmissionReview body.
+pub fn decode(body: &[u8]) -> Result<Review, DecodeError> {
+    let mut root: Value = serde_json::from_slice(body)?;
     let api_version = root["apiVersion"].as_str().unwrap_or_default();
-    if api_version != META_API_VERSION_V1 {
+    if api_version != API_VERSION {
         return Err(DecodeError::ApiVersion(api_version.to_owned()));
     }
     let kind = root["kind"].as_str().unwrap_or_default();
-    if kind != META_KIND {
+    if kind != KIND {
         return Err(DecodeError::Kind(kind.to_owned()));
     }
-    let mut json = root
+    let json = root
         .get_mut("request")
         .filter(|r| !r.is_null())
-        .map(serde_json::Value::take)
+        .map(Value::take)
         .ok_or(DecodeError::NoRequest)?;
-    // The typed request is the envelope the response needs (uid, kind, operation); the objects,
-    // the bulk of a review, stay JSON for the policies instead of being copied into it.
-    let object = json.get_mut("object").map(serde_json::Value::take);
-    let old_object = json.get_mut("oldObject").map(serde_json::Value::take);
-    let typed = Request::deserialize(&json);
-    if let Some(o) = object {
-        json["object"] = o;
-    }
-    if let Some(o) = old_object {
-        json["oldObject"] = o;
-    }
-    let mut request = typed.map_err(DecodeError::Request)?;
-    if request.uid.is_empty() {
-        return Err(DecodeError::EmptyUid);
-    }
-    request.types = kube::core::TypeMeta {
-        api_version: META_API_VERSION_V1.to_owned(),
-        kind: META_KIND.to_owned(),
-    };
-    Ok((request, Review::from_request_json(json)))
+    Review::from_request_json(json)
 }
 
-/// The outcome of one review.
+/// The answer to one review, before it is put on the wire.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Decision {
+pub struct Response {
     pub allowed: bool,
     /// Shown to the user when denied.
     pub message: String,
@@ -198,10 +247,10 @@ pub struct Decision {
     pub code: u16,
     pub warnings: Vec<String>,
     pub patch: Option<json_patch::Patch>,
-    pub audit_annotations: HashMap<String, String>,
+    pub audit_annotations: BTreeMap<String, String>,
 }
 
-impl Decision {
+impl Response {
     pub fn allow() -> Self {
         Self {
             allowed: true,
@@ -209,7 +258,7 @@ impl Decision {
             code: 200,
             warnings: Vec::new(),
             patch: None,
-            audit_annotations: HashMap::new(),
+            audit_annotations: BTreeMap::new(),
         }
     }
 
@@ -222,92 +271,114 @@ impl Decision {
         }
     }
 
-    /// Turns the decision into the response for `request`, which carries its uid.
-    pub fn into_response(self, request: &Request) -> AdmissionResponse {
-        let mut rsp = AdmissionResponse::from(request);
-        rsp.allowed = self.allowed;
-        if !self.allowed {
-            rsp.result.code = self.code;
-            rsp.result.message = self.message;
-            rsp.result.reason = if self.code == 403 {
-                "Forbidden".to_owned()
+    /// Whether the answer carries a non-empty patch.
+    pub fn is_patched(&self) -> bool {
+        self.allowed && self.patch.as_ref().is_some_and(|p| !p.0.is_empty())
+    }
+
+    /// The AdmissionReview the API server expects, echoing `uid`. The patch is base64 JSON, as
+    /// the API server reads Go's `[]byte`.
+    pub fn encode(&self, uid: &str) -> Vec<u8> {
+        use base64::Engine as _;
+        let status = (!self.allowed).then(|| WireStatus {
+            code: self.code,
+            message: &self.message,
+            reason: if self.code == 403 {
+                "Forbidden"
             } else {
-                "InternalError".to_owned()
-            };
-        }
-        if !self.warnings.is_empty() {
-            rsp.warnings = Some(self.warnings);
-        }
-        rsp.audit_annotations = self.audit_annotations;
-        match self.patch {
-            Some(patch) if self.allowed && !patch.0.is_empty() => {
-                match rsp.clone().with_patch(patch) {
-                    Ok(patched) => patched,
-                    // A patch of JSON values always serialises; if it ever did not, fail closed.
-                    Err(error) => AdmissionResponse::from(request)
-                        .deny(format!("palisade could not encode its patch: {error}")),
-                }
-            }
-            _ => rsp,
-        }
+                "InternalError"
+            },
+        });
+        let patch = self
+            .is_patched()
+            .then(|| serde_json::to_vec(&self.patch).unwrap_or_default())
+            .map(|bytes| base64::engine::general_purpose::STANDARD.encode(bytes));
+        let review = WireReview {
+            api_version: API_VERSION,
+            kind: KIND,
+            response: WireResponse {
+                uid,
+                allowed: self.allowed,
+                status,
+                warnings: &self.warnings,
+                audit_annotations: &self.audit_annotations,
+                patch_type: patch.as_ref().map(|_| "JSONPatch"),
+                patch,
+            },
+        };
+        // Strings, booleans and maps of strings always serialise.
+        serde_json::to_vec(&review).unwrap_or_default()
     }
 }
 
-/// The seam the policy engine fills: one decoded review in, one decision out.
-pub trait Decider: Send + Sync + 'static {
-    fn decide(&self, endpoint: Endpoint, review: &Review) -> Decision;
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct WireReview<'a> {
+    api_version: &'static str,
+    kind: &'static str,
+    response: WireResponse<'a>,
 }
 
-/// Serialises a response as the AdmissionReview the API server expects.
-///
-/// kube-core serialises `patch` (a `Vec<u8>`) as a JSON array of numbers; the API server reads
-/// it as Go's `[]byte`, a base64 string. So the patch is written here, base64-encoded.
-pub fn encode_response(mut rsp: AdmissionResponse) -> Vec<u8> {
-    use base64::Engine as _;
-    let patch = rsp.patch.take();
-    let mut review = rsp.into_review();
-    review.types.api_version = META_API_VERSION_V1.to_owned();
-    review.types.kind = META_KIND.to_owned();
-    // Serialising plain data (strings, bools, maps) cannot fail.
-    let mut json = serde_json::to_value(&review).unwrap_or_default();
-    if let Some(patch) = patch {
-        json["response"]["patch"] =
-            serde_json::Value::String(base64::engine::general_purpose::STANDARD.encode(patch));
-    }
-    serde_json::to_vec(&json).unwrap_or_default()
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct WireResponse<'a> {
+    uid: &'a str,
+    allowed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<WireStatus<'a>>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    warnings: &'a [String],
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    audit_annotations: &'a BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch_type: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch: Option<String>,
+}
+
+#[derive(Serialize)]
+struct WireStatus<'a> {
+    code: u16,
+    message: &'a str,
+    reason: &'static str,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const POD: &str = include_str!("../tests/fixtures/admission/validate-create-pod.json");
+    const POD: &str = include_str!("../tests/data/admission/validate-create-pod.json");
+
+    fn encoded(rsp: &Response, uid: &str) -> Value {
+        serde_json::from_slice(&rsp.encode(uid)).unwrap()
+    }
 
     #[test]
     fn decodes_a_real_review() {
-        let (request, review) = decode(POD.as_bytes()).unwrap();
-        assert_eq!(request.operation, kube::core::admission::Operation::Create);
-        assert_eq!(review.kind(), "Pod");
-        assert_eq!(review.uid(), request.uid);
-        assert_eq!(review.namespace(), "payments");
-        assert_eq!(review.name(), "web");
-        assert_eq!(review.operation(), Some("CREATE"));
+        let review = decode(POD.as_bytes()).unwrap();
+        assert_eq!(review.operation(), Some(Operation::Create));
+        assert_eq!(review.object_ref().kind, "Pod");
+        assert_eq!(review.uid(), "d7a92b16-d0be-465c-943c-d6b9d76ed064");
+        assert_eq!(review.object_ref().namespace, "payments");
+        assert_eq!(review.object_ref().name, "web");
+        assert_eq!(review.user().username, "admin");
     }
 
     #[test]
     fn delete_reviews_present_the_old_object() {
-        let body = include_str!("../tests/fixtures/admission/validate-delete-networkpolicy.json");
-        let (_, review) = decode(body.as_bytes()).unwrap();
+        let body = include_str!("../tests/data/admission/validate-delete-networkpolicy.json");
+        let review = decode(body.as_bytes()).unwrap();
         assert_eq!(review.object()["metadata"]["name"], "default-deny-all");
         assert_eq!(review.object(), review.old_object());
+        assert_eq!(review.object_ref().name, "default-deny-all");
     }
 
     #[test]
     fn a_namespace_is_its_own_effective_namespace() {
-        let body = include_str!("../tests/fixtures/admission/validate-create-namespace.json");
-        let (_, review) = decode(body.as_bytes()).unwrap();
-        assert!(review.is_namespace());
-        assert_eq!(review.effective_namespace(), "payments");
+        let body = include_str!("../tests/data/admission/validate-create-namespace.json");
+        let review = decode(body.as_bytes()).unwrap();
+        assert!(review.object_ref().is_namespace());
+        assert_eq!(review.object_ref().effective_namespace(), "payments");
     }
 
     #[test]
@@ -316,12 +387,13 @@ mod tests {
             "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
             "metadata": {"name": "deny", "namespace": "shop"}
         }));
+        let r = review.object_ref();
         assert_eq!(
-            (review.group(), review.kind()),
+            (r.group.as_str(), r.kind.as_str()),
             ("networking.k8s.io", "NetworkPolicy")
         );
         assert_eq!(review.json()["kind"]["version"], "v1");
-        assert_eq!((review.namespace(), review.name()), ("shop", "deny"));
+        assert_eq!((r.namespace.as_str(), r.name.as_str()), ("shop", "deny"));
         assert_eq!(review.operation(), None);
         assert!(review.json().get("userInfo").is_none());
     }
@@ -335,26 +407,33 @@ mod tests {
     }
 
     #[test]
+    fn a_bad_operation_names_the_field_and_the_value() {
+        let body = POD.replace("\"CREATE\"", "\"EXPLODE\"");
+        let err = decode(body.as_bytes()).unwrap_err().to_string();
+        assert!(err.contains("operation") && err.contains("EXPLODE"), "{err}");
+    }
+
+    #[test]
     fn denial_carries_uid_code_and_message() {
-        let (request, _) = decode(POD.as_bytes()).unwrap();
-        let rsp = Decision::deny("no").into_response(&request);
-        assert_eq!(rsp.uid, request.uid);
-        assert!(!rsp.allowed);
-        assert_eq!(rsp.result.code, 403);
-        assert_eq!(rsp.result.message, "no");
+        let rsp = encoded(&Response::deny("no"), "u-1");
+        assert_eq!(rsp["apiVersion"], "admission.k8s.io/v1");
+        assert_eq!(rsp["kind"], "AdmissionReview");
+        let rsp = &rsp["response"];
+        assert_eq!(rsp["uid"], "u-1");
+        assert_eq!(rsp["allowed"], false);
+        assert_eq!(rsp["status"]["code"], 403);
+        assert_eq!(rsp["status"]["reason"], "Forbidden");
+        assert_eq!(rsp["status"]["message"], "no");
     }
 
     #[test]
     fn a_patch_goes_out_as_base64_with_its_type() {
         use base64::Engine as _;
-        let (request, _) = decode(POD.as_bytes()).unwrap();
-        let mut decision = Decision::allow();
+        let mut decision = Response::allow();
         let ops =
             serde_json::json!([{"op": "add", "path": "/metadata/labels/mtls", "value": "strict"}]);
         decision.patch = Some(serde_json::from_value(ops.clone()).unwrap());
-        let encoded: serde_json::Value =
-            serde_json::from_slice(&encode_response(decision.into_response(&request))).unwrap();
-        let rsp = &encoded["response"];
+        let rsp = &encoded(&decision, "u")["response"];
         assert_eq!(rsp["patchType"], "JSONPatch");
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(
@@ -371,13 +450,11 @@ mod tests {
 
     #[test]
     fn patch_is_encoded_only_when_not_empty() {
-        let (request, _) = decode(POD.as_bytes()).unwrap();
-        let mut decision = Decision::allow();
+        let mut decision = Response::allow();
         decision.patch = Some(json_patch::Patch(vec![]));
-        let rsp = decision.into_response(&request);
-        assert!(rsp.patch.is_none());
-        let encoded: serde_json::Value = serde_json::from_slice(&encode_response(rsp)).unwrap();
-        assert_eq!(encoded["apiVersion"], "admission.k8s.io/v1");
-        assert!(encoded["response"].get("patchType").is_none());
+        let rsp = &encoded(&decision, "u")["response"];
+        assert!(rsp.get("patchType").is_none());
+        assert!(rsp.get("patch").is_none());
+        assert!(rsp.get("status").is_none());
     }
 }

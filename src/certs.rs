@@ -73,14 +73,14 @@ impl CertSpec {
 
 /// PEM material of a CA and the serving pair it signed.
 #[derive(Debug, Clone)]
-pub struct Bundle {
+pub struct Certificates {
     pub ca_cert_pem: String,
     pub ca_key_pem: String,
     pub cert_pem: String,
     pub key_pem: String,
 }
 
-impl Bundle {
+impl Certificates {
     /// The CA as the base64 `caBundle` of a webhook configuration.
     pub fn ca_bundle(&self) -> String {
         base64::engine::general_purpose::STANDARD.encode(self.ca_cert_pem.as_bytes())
@@ -88,7 +88,7 @@ impl Bundle {
 }
 
 /// Generates an ECDSA P-256 CA and a serving certificate signed by it.
-pub fn generate(spec: &CertSpec) -> Result<Bundle, CertError> {
+pub fn generate(spec: &CertSpec) -> Result<Certificates, CertError> {
     let now = OffsetDateTime::now_utc();
     // Backdate a little so that a node whose clock lags does not reject a fresh certificate.
     let not_before = now - Duration::minutes(5);
@@ -119,7 +119,7 @@ pub fn generate(spec: &CertSpec) -> Result<Bundle, CertError> {
     let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
     let cert = params.signed_by(&key, &ca)?;
 
-    Ok(Bundle {
+    Ok(Certificates {
         ca_cert_pem: ca.pem(),
         ca_key_pem,
         cert_pem: cert.pem(),
@@ -129,25 +129,25 @@ pub fn generate(spec: &CertSpec) -> Result<Bundle, CertError> {
 
 /// Generates a CA and serving pair into `dir` as ca.crt, ca.key, tls.crt and tls.key.
 /// Refuses to replace an existing CA unless `force` is set.
-pub fn generate_into(dir: &Path, spec: &CertSpec, force: bool) -> Result<Bundle, CertError> {
+pub fn generate_into(dir: &Path, spec: &CertSpec, force: bool) -> Result<Certificates, CertError> {
     let ca_path = dir.join(CA_CERT);
     if !force && (ca_path.exists() || dir.join(CA_KEY).exists()) {
         return Err(CertError::CaExists(ca_path));
     }
-    let bundle = generate(spec)?;
+    let certs = generate(spec)?;
     write_pair(
         &dir.join(CA_CERT),
-        &bundle.ca_cert_pem,
+        &certs.ca_cert_pem,
         &dir.join(CA_KEY),
-        &bundle.ca_key_pem,
+        &certs.ca_key_pem,
     )?;
     write_pair(
         &dir.join(TLS_CERT),
-        &bundle.cert_pem,
+        &certs.cert_pem,
         &dir.join(TLS_KEY),
-        &bundle.key_pem,
+        &certs.key_pem,
     )?;
-    Ok(bundle)
+    Ok(certs)
 }
 
 /// Writes a certificate and its key; the key first, so a watcher never sees a new certificate

@@ -2,76 +2,196 @@
 //! `cluster[<groupVersion>][<kind>][<name>]` for cluster-scoped objects and
 //! `namespace[<ns>][<groupVersion>][<kind>][<name>]` for namespaced ones.
 //!
-//! An [`Inventory`] is an immutable snapshot. Tests and the CLI fill it from files; a live
-//! cluster feed produces new snapshots through the same [`Inventory::from_objects`] seam.
+//! An [`Inventory`] is an immutable snapshot, handed to each evaluation beside the input; it is
+//! never compiled into a template. [`Inventory::apply`] makes the next snapshot from a batch of
+//! changes, sharing every untouched subtree with the previous one, so a change costs the same
+//! whatever the number of templates, and touches only the maps on the changed object's path.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
+use crate::object::{ObjectRef, to_regorus};
+
+/// The annotation `kubectl apply` writes: a second copy of the object, which no policy needs.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// One change to the inventory.
 #[derive(Debug, Clone)]
+pub enum Change {
+    /// Adds the object, or replaces the one with the same identity.
+    Upsert(Value),
+    Delete(ObjectRef),
+}
+
+#[derive(Clone)]
 pub struct Inventory {
-    tree: Value,
-    /// `{"inventory": tree}` as a regorus value, ready to be added as engine data.
+    /// `{"inventory": {"cluster": …, "namespace": …}}`, the data every evaluation gets.
     data: regorus::Value,
-    namespaces: HashMap<String, Value>,
+    /// Namespaces by name, for namespaceSelectors.
+    namespaces: Arc<HashMap<String, Arc<Value>>>,
     len: usize,
+}
+
+impl std::fmt::Debug for Inventory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inventory")
+            .field("objects", &self.len)
+            .field("namespaces", &self.namespaces.len())
+            .finish()
+    }
 }
 
 impl Default for Inventory {
     fn default() -> Self {
-        Self::from_objects(std::iter::empty())
+        let mut tree = regorus::Value::new_object();
+        if let Ok(root) = tree.as_object_mut() {
+            root.insert("cluster".into(), regorus::Value::new_object());
+            root.insert("namespace".into(), regorus::Value::new_object());
+        }
+        let mut data = regorus::Value::new_object();
+        if let Ok(root) = data.as_object_mut() {
+            root.insert("inventory".into(), tree);
+        }
+        Self {
+            data,
+            namespaces: Arc::default(),
+            len: 0,
+        }
     }
 }
 
 impl Inventory {
-    /// Builds the layout from objects. Objects without apiVersion, kind or name are ignored,
-    /// since no policy could look them up.
+    /// A snapshot holding `objects`. Objects without apiVersion, kind or name are ignored, since
+    /// no policy could look them up.
     pub fn from_objects(objects: impl IntoIterator<Item = Value>) -> Self {
-        let mut cluster = Map::new();
-        let mut namespaced = Map::new();
-        let mut namespaces = HashMap::new();
-        let mut len = 0;
-        for object in objects {
-            let (Some(gv), Some(kind), Some(name)) = (
-                object["apiVersion"].as_str().map(str::to_owned),
-                object["kind"].as_str().map(str::to_owned),
-                object["metadata"]["name"].as_str().map(str::to_owned),
-            ) else {
-                continue;
-            };
-            len += 1;
-            if kind == "Namespace" && gv == "v1" {
-                namespaces.insert(name.clone(), object.clone());
+        Self::default().apply(objects.into_iter().map(Change::Upsert))
+    }
+
+    /// The next snapshot: this one with `changes` applied in order. `self` is unchanged, so
+    /// evaluations still reading it are not disturbed.
+    pub fn apply(&self, changes: impl IntoIterator<Item = Change>) -> Self {
+        let mut next = self.clone();
+        for change in changes {
+            match change {
+                Change::Upsert(object) => next.upsert(object),
+                Change::Delete(object_ref) => next.delete(&object_ref),
             }
-            let root = match object["metadata"]["namespace"].as_str() {
-                Some(ns) if !ns.is_empty() => entry(&mut namespaced, ns),
-                _ => &mut cluster,
+        }
+        next
+    }
+
+    fn upsert(&mut self, mut object: Value) {
+        let id = ObjectRef::of(&object);
+        if id.version.is_empty() || id.kind.is_empty() || id.name.is_empty() {
+            return;
+        }
+        if let Some(metadata) = object["metadata"].as_object_mut() {
+            metadata.remove("managedFields");
+            if let Some(annotations) = metadata
+                .get_mut("annotations")
+                .and_then(Value::as_object_mut)
+            {
+                annotations.remove(LAST_APPLIED);
+            }
+        }
+        let value = to_regorus(&object);
+        if id.is_namespace() {
+            Arc::make_mut(&mut self.namespaces).insert(id.name.clone(), Arc::new(object));
+        }
+        let Some(by_name) = self.by_name_mut(&id, true) else {
+            return;
+        };
+        if by_name.insert(id.name.as_str().into(), value).is_none() {
+            self.len += 1;
+        }
+    }
+
+    fn delete(&mut self, id: &ObjectRef) {
+        if self.get(id).is_none() {
+            return;
+        }
+        if id.is_namespace() {
+            Arc::make_mut(&mut self.namespaces).remove(&id.name);
+        }
+        if let Some(by_name) = self.by_name_mut(id, false)
+            && by_name.remove(&id.name.as_str().into()).is_some()
+        {
+            self.len -= 1;
+        }
+        self.prune(id);
+    }
+
+    /// The path of maps down to `[<kind>]`: the root, the namespace (for namespaced objects),
+    /// the groupVersion and the kind. Missing maps are made when `create` is set.
+    fn path(id: &ObjectRef) -> Vec<regorus::Value> {
+        let mut path: Vec<regorus::Value> = vec!["inventory".into()];
+        if id.namespace.is_empty() {
+            path.push("cluster".into());
+        } else {
+            path.push("namespace".into());
+            path.push(id.namespace.as_str().into());
+        }
+        path.push(id.api_version().into());
+        path.push(id.kind.as_str().into());
+        path
+    }
+
+    fn by_name_mut(&mut self, id: &ObjectRef, create: bool) -> Option<&mut regorus::value::Object> {
+        let mut node = &mut self.data;
+        for key in Self::path(id) {
+            let map = node.as_object_mut().ok()?;
+            node = if create {
+                map.get_or_insert_with(key, regorus::Value::new_object)
+            } else {
+                map.get_mut(&key)?
             };
-            let by_kind = entry(entry(root, &gv), &kind);
-            by_kind.insert(name, object);
         }
-        let tree = serde_json::json!({"cluster": cluster, "namespace": namespaced});
-        let data = regorus::Value::from(serde_json::json!({ "inventory": tree.clone() }));
-        Self {
-            tree,
-            data,
-            namespaces,
-            len,
+        node.as_object_mut().ok()
+    }
+
+    /// Removes the maps on `id`'s path that its deletion left empty.
+    fn prune(&mut self, id: &ObjectRef) {
+        let path = Self::path(id);
+        // `inventory` and `cluster` / `namespace` stay, even when empty.
+        for depth in (2..path.len()).rev() {
+            let mut node = &mut self.data;
+            for key in &path[..depth] {
+                match node.as_object_mut().ok().and_then(|m| m.get_mut(key)) {
+                    Some(child) => node = child,
+                    None => return,
+                }
+            }
+            let Ok(parent) = node.as_object_mut() else {
+                return;
+            };
+            let empty = parent
+                .get(&path[depth])
+                .and_then(|v| v.as_object().ok())
+                .is_some_and(|m| m.is_empty());
+            if !empty {
+                return;
+            }
+            parent.remove(&path[depth]);
         }
+    }
+
+    /// The object with this identity, as policies see it.
+    pub fn get(&self, id: &ObjectRef) -> Option<&regorus::Value> {
+        let mut node = &self.data;
+        for key in Self::path(id) {
+            node = node.as_object().ok()?.get(&key)?;
+        }
+        node.as_object().ok()?.get(&id.name.as_str().into())
     }
 
     /// The Namespace object called `name`, if known.
     pub fn namespace(&self, name: &str) -> Option<&Value> {
-        self.namespaces.get(name)
+        self.namespaces.get(name).map(Arc::as_ref)
     }
 
-    /// The layout as JSON (`{"cluster": …, "namespace": …}`).
-    pub fn tree(&self) -> &Value {
-        &self.tree
-    }
-
-    /// `{"inventory": …}`, to add as engine data.
+    /// `{"inventory": …}`, the data document of every evaluation.
     pub fn data(&self) -> &regorus::Value {
         &self.data
     }
@@ -85,35 +205,29 @@ impl Inventory {
     }
 }
 
-fn entry<'a>(map: &'a mut Map<String, Value>, key: &str) -> &'a mut Map<String, Value> {
-    let slot = map
-        .entry(key.to_owned())
-        .or_insert_with(|| Value::Object(Map::new()));
-    if !slot.is_object() {
-        *slot = Value::Object(Map::new());
-    }
-    match slot {
-        Value::Object(m) => m,
-        // Made an object just above.
-        _ => unreachable!(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
 
-    #[test]
-    fn lays_out_objects_as_gatekeeper_does() {
-        let inv = Inventory::from_objects([
+    fn shop() -> Vec<Value> {
+        vec![
             json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop", "labels": {"a": "b"}}}),
             json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
                    "metadata": {"name": "default-deny", "namespace": "shop"}}),
             json!({"kind": "Broken"}),
-        ]);
+        ]
+    }
+
+    fn tree(inv: &Inventory) -> Value {
+        serde_json::to_value(inv.data()).unwrap()["inventory"].clone()
+    }
+
+    #[test]
+    fn lays_out_objects_as_gatekeeper_does() {
+        let inv = Inventory::from_objects(shop());
         assert_eq!(inv.len(), 2);
-        let tree = inv.tree();
+        let tree = tree(&inv);
         assert_eq!(
             tree["cluster"]["v1"]["Namespace"]["shop"]["metadata"]["labels"]["a"],
             "b"
@@ -125,7 +239,50 @@ mod tests {
         );
         assert_eq!(inv.namespace("shop").unwrap()["metadata"]["name"], "shop");
         assert!(inv.namespace("other").is_none());
-        let data = serde_json::to_value(inv.data()).unwrap();
-        assert_eq!(data["inventory"], *tree);
+    }
+
+    #[test]
+    fn a_change_makes_a_new_snapshot_and_leaves_the_old_one_alone() {
+        let before = Inventory::from_objects(shop());
+        let relabelled = json!({"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": "shop", "labels": {"a": "c"}}});
+        let policy = ObjectRef::of(&shop()[1]);
+        let after = before.apply([Change::Upsert(relabelled), Change::Delete(policy.clone())]);
+        assert_eq!(after.len(), 1);
+        assert_eq!(after.namespace("shop").unwrap()["metadata"]["labels"]["a"], "c");
+        assert!(after.get(&policy).is_none());
+        // The emptied namespace subtree is gone, as if the policy had never been there.
+        assert_eq!(tree(&after)["namespace"], json!({}));
+        // The old snapshot still answers as before.
+        assert_eq!(before.len(), 2);
+        assert_eq!(before.namespace("shop").unwrap()["metadata"]["labels"]["a"], "b");
+        assert!(before.get(&policy).is_some());
+        // Deleting what is not there changes nothing.
+        assert_eq!(after.apply([Change::Delete(policy)]).len(), 1);
+    }
+
+    #[test]
+    fn untouched_subtrees_are_shared_not_copied() {
+        let mut objects = shop();
+        objects.push(json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": "default-deny", "namespace": "other"}}));
+        let before = Inventory::from_objects(objects);
+        let after = before.apply([Change::Upsert(json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "c", "namespace": "shop"}}))]);
+        let other = |inv: &Inventory| match &inv.data()["inventory"]["namespace"]["other"] {
+            regorus::Value::Object(map) => Arc::as_ptr(map),
+            v => panic!("{v:?}"),
+        };
+        assert_eq!(other(&before), other(&after));
+    }
+
+    #[test]
+    fn managed_fields_and_the_last_applied_copy_are_not_stored() {
+        let inv = Inventory::from_objects([json!({"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": "shop", "managedFields": [{"manager": "kubectl"}],
+                "annotations": {LAST_APPLIED: "{…}", "keep": "me"}}})]);
+        let ns = &tree(&inv)["cluster"]["v1"]["Namespace"]["shop"]["metadata"];
+        assert!(ns.get("managedFields").is_none());
+        assert_eq!(ns["annotations"], json!({"keep": "me"}));
     }
 }

@@ -9,8 +9,9 @@ pub mod location;
 use serde_json::{Map, Value};
 
 use crate::admission::Review;
-use crate::policy::matcher::{Match, string_list};
-use crate::policy::source::{Document, json_type};
+use crate::manifest::Document;
+use crate::matcher::{Match, string_list};
+use crate::object::json_type;
 use location::{Location, Segment, Selector};
 
 /// Passes over all mutators before giving up on an object that keeps changing.
@@ -232,11 +233,11 @@ impl Mutator {
         if self.kind == Kind::AssignMetadata {
             return true;
         }
-        let gvk = &review.json()["kind"];
+        let object = review.object_ref();
         let (group, version, kind) = (
-            gvk["group"].as_str().unwrap_or_default(),
-            gvk["version"].as_str().unwrap_or_default(),
-            gvk["kind"].as_str().unwrap_or_default(),
+            object.group.as_str(),
+            object.version.as_str(),
+            object.kind.as_str(),
         );
         let has = |list: &[String], item: &str| list.iter().any(|x| x == item || x == "*");
         self.apply_to
@@ -489,15 +490,10 @@ impl Mutators {
     }
 }
 
-/// The RFC 6902 patch that turns `from` into `to`.
-pub fn patch(from: &Value, to: &Value) -> json_patch::Patch {
-    json_patch::diff(from, to)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::source::parse_str;
+    use crate::manifest::parse_str;
     use serde_json::json;
     use std::path::Path;
 
@@ -755,7 +751,7 @@ mod tests {
         let review =
             pod(json!({"containers": [{"name": "a"}, {"name": "b", "securityContext": {}}]}));
         let mutated = run(&m, &review).unwrap();
-        let p = patch(review.object(), &mutated);
+        let p = json_patch::diff(review.object(), &mutated);
         let mut applied = review.object().clone();
         json_patch::patch(&mut applied, &p).unwrap();
         assert_eq!(applied, mutated);

@@ -8,7 +8,7 @@
 
 use serde_json::Value;
 
-use super::source::json_type;
+use crate::object::json_type;
 
 /// Every problem found, each as "`path`: what is wrong".
 pub fn validate(value: &Value, schema: &Value) -> Vec<String> {

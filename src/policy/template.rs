@@ -1,20 +1,23 @@
-//! ConstraintTemplates: parsed from the bundle, compiled once into a prepared regorus engine.
+//! ConstraintTemplates: parsed from the bundle, compiled once, and evaluated with the inventory
+//! of the moment handed in beside the input (never compiled into the template).
 
+use std::cell::RefCell;
 use std::num::NonZeroU32;
-use std::time::Duration;
-
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::time::Duration;
 
 use regorus::Engine;
 use regorus::languages::rego::compiler::Compiler;
+use regorus::rvm::vm::VmError;
 use regorus::rvm::{Program, RegoVM};
 use regorus::utils::limits::ExecutionTimerConfig;
 use serde_json::Value;
 
-use super::matcher::string_list;
-use super::rego_source;
-use super::source::Document;
+use super::rego;
 use crate::inventory::Inventory;
+use crate::manifest::Document;
+use crate::matcher::string_list;
 
 /// The only target Palisade evaluates.
 pub const TARGET: &str = "admission.k8s.gatekeeper.sh";
@@ -38,56 +41,116 @@ impl Default for EngineOptions {
     }
 }
 
-impl EngineOptions {
-    fn timer(&self) -> ExecutionTimerConfig {
-        ExecutionTimerConfig {
-            limit: self.eval_timeout,
-            check_interval: NonZeroU32::new(64).unwrap_or(NonZeroU32::MIN),
-        }
+fn timer(limit: Duration) -> ExecutionTimerConfig {
+    ExecutionTimerConfig {
+        limit,
+        check_interval: NonZeroU32::new(64).unwrap_or(NonZeroU32::MIN),
+    }
+}
+
+/// Why one template could not evaluate one review.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EvalError {
+    #[error("exceeded time limit of {0:?}")]
+    Timeout(Duration),
+    #[error("{0}")]
+    Engine(String),
+    #[error("the policy engine panicked")]
+    Panic,
+}
+
+thread_local! {
+    /// The inventory of the evaluation running on this thread, for templates on the interpreter
+    /// (see [`INVENTORY_MODULE`]).
+    static INVENTORY: RefCell<regorus::Value> = const { RefCell::new(regorus::Value::Undefined) };
+}
+
+const INVENTORY_EXTENSION: &str = "__palisade_inventory";
+
+/// Makes `data.inventory` of an interpreter template read the current evaluation's inventory.
+/// regorus' interpreter re-analyses every rule when its data changes, which would make each
+/// inventory change cost a preparation per template; rules whose value comes from an extension
+/// are evaluated per evaluation instead, and cost a lookup.
+const INVENTORY_MODULE: &str = "package inventory\n\ncluster := __palisade_inventory(\"cluster\")\n\nnamespace := __palisade_inventory(\"namespace\")\n";
+
+fn inventory_extension(args: Vec<regorus::Value>) -> anyhow::Result<regorus::Value> {
+    let part = args
+        .first()
+        .and_then(|a| a.as_string().ok())
+        .map(|s| s.to_string())
+        .unwrap_or_default();
+    Ok(INVENTORY.with(|i| i.borrow()["inventory"][part.as_str()].clone()))
+}
+
+/// Sets this thread's inventory for the life of the guard.
+struct InventoryScope;
+
+impl InventoryScope {
+    fn enter(inventory: &Inventory) -> Self {
+        INVENTORY.with(|i| *i.borrow_mut() = inventory.data().clone());
+        Self
+    }
+}
+
+impl Drop for InventoryScope {
+    fn drop(&mut self) {
+        INVENTORY.with(|i| *i.borrow_mut() = regorus::Value::Undefined);
     }
 }
 
 /// What runs a template's violation rule.
 #[derive(Clone)]
-pub enum Evaluator {
+enum Evaluator {
     /// A prepared interpreter engine, cloned per evaluation.
     Interpreter(Box<Engine>),
     /// A compiled RVM program, run on a fresh VM per evaluation.
-    Vm {
-        program: Arc<Program>,
-        data: Option<regorus::Value>,
-        timer: ExecutionTimerConfig,
-    },
+    Vm(Arc<Program>),
+}
+
+fn engine_error(e: impl std::fmt::Display) -> EvalError {
+    EvalError::Engine(e.to_string().trim().to_owned())
 }
 
 impl Evaluator {
-    /// Evaluates `rule` on `input`.
-    pub fn eval(&self, rule: &str, input: regorus::Value) -> Result<regorus::Value, String> {
+    /// Evaluates `rule` on `input` with `data` (the inventory, when the template reads it),
+    /// stopping after `limit`.
+    fn eval(
+        &self,
+        rule: &str,
+        input: regorus::Value,
+        inventory: Option<&Inventory>,
+        limit: Duration,
+    ) -> Result<regorus::Value, EvalError> {
         match self {
             Evaluator::Interpreter(prepared) => {
                 let mut engine = Engine::clone(prepared);
+                engine.set_execution_timer_config(timer(limit));
                 engine.set_input(input);
-                engine
-                    .eval_rule(rule.to_owned())
-                    .map_err(|e| e.to_string().trim().to_owned())
+                let _scope = inventory.map(InventoryScope::enter);
+                engine.eval_rule(rule.to_owned()).map_err(|e| {
+                    if e.downcast_ref::<regorus::LimitError>().is_some() {
+                        EvalError::Timeout(limit)
+                    } else {
+                        engine_error(e)
+                    }
+                })
             }
-            Evaluator::Vm {
-                program,
-                data,
-                timer,
-            } => {
+            Evaluator::Vm(program) => {
                 let mut vm = RegoVM::new();
                 vm.load_program(program.clone());
                 // The VM caps instructions at 25,000 by default, which a large object can reach in
                 // a legitimate template; the time limit is the bound instead.
                 vm.set_max_instructions(usize::MAX);
-                vm.set_execution_timer_config(Some(*timer));
-                if let Some(data) = data {
-                    vm.set_data(data.clone()).map_err(|e| e.to_string())?;
+                vm.set_execution_timer_config(Some(timer(limit)));
+                if let Some(inventory) = inventory {
+                    vm.set_data(inventory.data().clone())
+                        .map_err(engine_error)?;
                 }
                 vm.set_input(input);
-                vm.execute_entry_point_by_name(rule)
-                    .map_err(|e| e.to_string().trim().to_owned())
+                vm.execute_entry_point_by_name(rule).map_err(|e| match e {
+                    VmError::TimeLimitExceeded { .. } => EvalError::Timeout(limit),
+                    e => engine_error(e),
+                })
             }
         }
     }
@@ -239,10 +302,9 @@ pub struct Template {
     pub describe: String,
     /// `data.<package>.violation`.
     pub rule: String,
-    engine: Engine,
-    /// The same rule compiled for the VM, when enabled and when regorus compiles it.
-    program: Option<Arc<Program>>,
-    timer: ExecutionTimerConfig,
+    evaluator: Evaluator,
+    /// Longest evaluation of one review.
+    timeout: Duration,
     uses_inventory: bool,
 }
 
@@ -252,7 +314,7 @@ impl std::fmt::Debug for Template {
             .field("name", &self.name)
             .field("kind", &self.kind)
             .field("rule", &self.rule)
-            .field("vm", &self.program.is_some())
+            .field("vm", &self.on_vm())
             .finish_non_exhaustive()
     }
 }
@@ -264,7 +326,7 @@ impl Template {
         engine.set_rego_v0(!src.rego_v1);
         // OPA's behaviour: a builtin error makes the expression undefined, not the query fail.
         engine.set_strict_builtin_errors(false);
-        engine.set_execution_timer_config(options.timer());
+        engine.set_execution_timer_config(timer(options.eval_timeout));
         let modules = std::iter::once(("rego", &src.rego))
             .chain(src.libs.iter().map(|l| ("lib", l)))
             .enumerate();
@@ -275,13 +337,13 @@ impl Template {
             } else {
                 format!("{}.libs[{}].rego", src.name, i - 1)
             };
-            if let Some(call) = rego_source::forbidden_calls(code).first() {
+            if let Some(call) = rego::forbidden_calls(code).first() {
                 return Err(format!(
                     "{file}:{}: calls {}, which reaches the network; templates may not",
                     call.line, call.builtin
                 ));
             }
-            if let Some(m) = rego_source::sprintf_mismatches(code).first() {
+            if let Some(m) = rego::sprintf_mismatches(code).first() {
                 return Err(format!(
                     "{file}:{}: sprintf format has {} verbs but {} arguments; the message would be lost",
                     m.line, m.verbs, m.args
@@ -290,7 +352,7 @@ impl Template {
             let code = if src.rego_v1 {
                 code.clone()
             } else {
-                rego_source::rewrite_v0(code)
+                rego::rewrite_v0(code)
             };
             let pkg = engine
                 .add_policy(file.clone(), code)
@@ -308,117 +370,127 @@ impl Template {
         let uses_inventory = std::iter::once(&src.rego)
             .chain(&src.libs)
             .any(|code| code.contains("data.inventory"));
-        let mut template = Self {
+        warm_up(&mut engine, &rule)?;
+        let program = if options.vm {
+            compile_vm(&engine, &rule, &src.name, uses_inventory)
+        } else {
+            None
+        };
+        let evaluator = match program {
+            Some(program) => Evaluator::Vm(program),
+            None => {
+                if uses_inventory {
+                    engine
+                        .add_extension(
+                            INVENTORY_EXTENSION.to_owned(),
+                            1,
+                            Box::new(inventory_extension),
+                        )
+                        .map_err(|e| e.to_string())?;
+                    engine
+                        .add_policy(
+                            "palisade-inventory.rego".to_owned(),
+                            INVENTORY_MODULE.to_owned(),
+                        )
+                        .map_err(|e| e.to_string())?;
+                    // Prepare again with the module, so that clones skip that work.
+                    warm_up(&mut engine, &rule)?;
+                }
+                Evaluator::Interpreter(Box::new(engine))
+            }
+        };
+        Ok(Self {
             name: src.name,
             kind: src.kind,
             schema: src.schema,
             describe: src.describe,
             rule,
-            engine,
-            program: None,
-            timer: options.timer(),
+            evaluator,
+            timeout: options.eval_timeout,
             uses_inventory,
-        };
-        template.warm_up()?;
-        if options.vm {
-            template.program = template.compile_vm();
-        }
-        Ok(template)
-    }
-
-    /// The rule compiled for regorus' VM, checked by one run; `None` (the interpreter serves)
-    /// when regorus cannot compile or run it.
-    fn compile_vm(&self) -> Option<Arc<Program>> {
-        let mut engine = self.engine.clone();
-        let compiled = engine
-            .compile_with_entrypoint(&self.rule.as_str().into())
-            .map_err(|e| e.to_string())
-            .and_then(|policy| {
-                Compiler::compile_from_policy(&policy, &[self.rule.as_str()])
-                    .map_err(|e| e.to_string())
-            });
-        let program = match compiled {
-            Ok(p) => p,
-            Err(error) => {
-                tracing::info!(template = %self.name, %error, "template runs on the interpreter: the VM cannot compile it");
-                return None;
-            }
-        };
-        let probe = Evaluator::Vm {
-            program: program.clone(),
-            data: None,
-            timer: self.timer,
-        };
-        let input = regorus::Value::from(serde_json::json!({"review": {}, "parameters": {}}));
-        match probe.eval(&self.rule, input) {
-            Ok(_) => Some(program),
-            Err(error) => {
-                tracing::info!(template = %self.name, %error, "template runs on the interpreter: the VM cannot run it");
-                None
-            }
-        }
+        })
     }
 
     /// Whether the template runs on the VM.
     pub fn on_vm(&self) -> bool {
-        self.program.is_some()
+        matches!(self.evaluator, Evaluator::Vm(_))
     }
 
-    /// Runs once on an empty review, which prepares the engine (rule analysis, scheduling) so
-    /// that clones skip that work, and surfaces errors regorus only finds then.
-    fn warm_up(&mut self) -> Result<(), String> {
-        self.engine
-            .set_input(regorus::Value::from(serde_json::json!({
-                "review": {}, "parameters": {}
-            })));
-        let result = self.engine.eval_rule(self.rule.clone());
-        let missing = match &result {
-            Ok(v) => *v == regorus::Value::Undefined,
-            Err(e) => e.to_string().contains("not a valid rule path"),
-        };
-        match result {
-            _ if missing => Err(format!(
-                "{} defines no violation rule; Gatekeeper templates report through violation[{{\"msg\": msg}}]",
-                self.rule
-                    .trim_end_matches(".violation")
-                    .trim_start_matches("data.")
-            )),
-            Ok(_) => Ok(()),
-            Err(e) => Err(e.to_string().trim().to_owned()),
-        }
+    /// The longest one evaluation may run (`--eval-timeout`).
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 
-    /// What evaluates this template against `inventory`.
-    pub fn evaluator_for(&self, inventory: &Inventory) -> Result<Evaluator, String> {
-        let with_data = self.uses_inventory && !inventory.is_empty();
-        if let Some(program) = &self.program {
-            return Ok(Evaluator::Vm {
-                program: program.clone(),
-                data: with_data.then(|| inventory.data().clone()),
-                timer: self.timer,
-            });
+    /// Evaluates the violation rule on `input`, with `inventory` as `data.inventory`, for at most
+    /// `limit`. A panic in the engine is an error, not the end of the caller.
+    pub fn evaluate(
+        &self,
+        input: regorus::Value,
+        inventory: &Inventory,
+        limit: Duration,
+    ) -> Result<regorus::Value, EvalError> {
+        let inventory = self.uses_inventory.then_some(inventory);
+        std::panic::catch_unwind(AssertUnwindSafe(|| {
+            self.evaluator.eval(&self.rule, input, inventory, limit)
+        }))
+        .unwrap_or(Err(EvalError::Panic))
+    }
+}
+
+/// The rule compiled for regorus' VM, checked by one run; `None` (the interpreter serves) when
+/// regorus cannot compile or run it.
+fn compile_vm(engine: &Engine, rule: &str, name: &str, uses_inventory: bool) -> Option<Arc<Program>> {
+    let mut engine = engine.clone();
+    let compiled = engine
+        .compile_with_entrypoint(&rule.into())
+        .map_err(|e| e.to_string())
+        .and_then(|policy| {
+            Compiler::compile_from_policy(&policy, &[rule]).map_err(|e| e.to_string())
+        });
+    let program = match compiled {
+        Ok(p) => p,
+        Err(error) => {
+            tracing::info!(template = %name, %error, "template runs on the interpreter: the VM cannot compile it");
+            return None;
         }
-        let mut engine = self.engine.clone();
-        if with_data {
-            engine
-                .add_data(inventory.data().clone())
-                .map_err(|e| format!("cannot add the inventory to {}: {e}", self.name))?;
-            // Prepare again with the data, so that clones skip that work.
-            engine.set_input(regorus::Value::from(serde_json::json!({
-                "review": {}, "parameters": {}
-            })));
-            engine
-                .eval_rule(self.rule.clone())
-                .map_err(|e| e.to_string())?;
+    };
+    let probe = Evaluator::Vm(program.clone());
+    let input = regorus::Value::from(serde_json::json!({"review": {}, "parameters": {}}));
+    let inventory = Inventory::default();
+    match probe.eval(rule, input, uses_inventory.then_some(&inventory), Duration::from_secs(1)) {
+        Ok(_) => Some(program),
+        Err(error) => {
+            tracing::info!(template = %name, %error, "template runs on the interpreter: the VM cannot run it");
+            None
         }
-        Ok(Evaluator::Interpreter(Box::new(engine)))
+    }
+}
+
+/// Runs once on an empty review, which prepares the engine (rule analysis, scheduling) so that
+/// clones skip that work, and surfaces errors regorus only finds then.
+fn warm_up(engine: &mut Engine, rule: &str) -> Result<(), String> {
+    engine.set_input(regorus::Value::from(serde_json::json!({
+        "review": {}, "parameters": {}
+    })));
+    let result = engine.eval_rule(rule.to_owned());
+    let missing = match &result {
+        Ok(v) => *v == regorus::Value::Undefined,
+        Err(e) => e.to_string().contains("not a valid rule path"),
+    };
+    match result {
+        _ if missing => Err(format!(
+            "{} defines no violation rule; Gatekeeper templates report through violation[{{\"msg\": msg}}]",
+            rule.trim_end_matches(".violation").trim_start_matches("data.")
+        )),
+        Ok(_) => Ok(()),
+        Err(e) => Err(e.to_string().trim().to_owned()),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::source::parse_str;
+    use crate::manifest::parse_str;
     use std::path::Path;
 
     fn template(rego: &str) -> String {

@@ -1,0 +1,293 @@
+//! `palisade serve`: wires certificates, the sources of state, the decider and both listeners
+//! together.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Args;
+
+use super::{EvalArgs, LogArgs};
+use crate::certs::{self, CertSpec};
+use crate::decide::Decider;
+use crate::runtime::logging;
+use crate::runtime::metrics::Metrics;
+use crate::runtime::server::{App, Limits, Readiness, Server, ServerOptions};
+use crate::runtime::tls::{TlsPaths, TlsStore};
+use crate::sources::bundle::FileSources;
+use crate::sources::watch::parent_dir;
+
+/// Service and namespace named in development certificates.
+const DEV_SERVICE: &str = "palisade";
+const DEV_NAMESPACE: &str = "palisade-system";
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address of the HTTPS admission endpoints (/validate, /mutate).
+    #[arg(long, env = "PALISADE_LISTEN", default_value = "0.0.0.0:8443")]
+    pub listen: SocketAddr,
+    /// Address of the plain-HTTP endpoints /healthz, /readyz and /metrics.
+    #[arg(long, env = "PALISADE_HEALTH_LISTEN", default_value = "0.0.0.0:8080")]
+    pub health_listen: SocketAddr,
+    /// PEM certificate chain served to the API server.
+    #[arg(long, env = "PALISADE_TLS_CERT", default_value = "certs/tls.crt")]
+    pub tls_cert: PathBuf,
+    /// PEM private key of the serving certificate.
+    #[arg(long, env = "PALISADE_TLS_KEY", default_value = "certs/tls.key")]
+    pub tls_key: PathBuf,
+    /// Require clients to present a certificate issued by this PEM CA bundle.
+    #[arg(long, env = "PALISADE_CLIENT_CA")]
+    pub client_ca: Option<PathBuf>,
+    /// Do not generate a development CA and serving pair when the certificate files are missing.
+    #[arg(long, env = "PALISADE_NO_DEV_CERTS")]
+    pub no_dev_certs: bool,
+    /// How often the certificate directory is re-read even without a file-system event.
+    #[arg(long, env = "PALISADE_CERT_POLL_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub cert_poll_interval: Duration,
+    /// Directory (or file) of ConstraintTemplates, Constraints and mutators, watched for changes.
+    #[arg(long, env = "PALISADE_POLICIES", default_value = "policies")]
+    pub policies: PathBuf,
+    /// Objects that policies see as data.inventory and that namespaceSelectors look up: files or
+    /// directories of manifests (repeatable, or comma-separated), until the live cluster feed
+    /// replaces them.
+    #[arg(long, env = "PALISADE_INVENTORY", value_delimiter = ',')]
+    pub inventory: Vec<PathBuf>,
+    /// How often the policy directory is re-read even without a file-system event.
+    #[arg(long, env = "PALISADE_POLICY_POLL_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub policy_poll_interval: Duration,
+    #[command(flatten)]
+    pub eval: EvalArgs,
+    /// Namespaces exempt from all evaluation, matched by name (comma-separated).
+    #[arg(
+        long = "exempt-namespace",
+        env = "PALISADE_EXEMPT_NAMESPACES",
+        value_delimiter = ',',
+        default_value = "kube-system"
+    )]
+    pub exempt_namespaces: Vec<String>,
+    /// Palisade's own namespace, always exempt so that it can never lock itself out.
+    #[arg(long, env = "PALISADE_NAMESPACE", default_value = "palisade-system")]
+    pub own_namespace: String,
+    /// Largest accepted request body, in bytes; larger bodies get HTTP 413.
+    #[arg(long, env = "PALISADE_MAX_BODY_BYTES", default_value_t = 8 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Time a client has to complete the TLS handshake and send its request headers.
+    #[arg(long, env = "PALISADE_HEADER_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub header_timeout: Duration,
+    /// Time to read a request body and decide; past it the answer is HTTP 504, so that the
+    /// webhook's failurePolicy applies. Keep it below the webhook's timeoutSeconds.
+    #[arg(long, env = "PALISADE_REQUEST_TIMEOUT", default_value = "4s", value_parser = humantime::parse_duration)]
+    pub request_timeout: Duration,
+    /// Reviews evaluated at once; further ones wait, within the request timeout.
+    #[arg(long, env = "PALISADE_MAX_CONCURRENT", default_value_t = 512)]
+    pub max_concurrent: usize,
+    /// Evaluation time a review may use on an I/O thread; a review that needs more is finished
+    /// on the blocking pool, so that slow policies never stall other connections.
+    #[arg(long, env = "PALISADE_EVAL_INLINE_BUDGET", default_value = "2ms", value_parser = humantime::parse_duration)]
+    pub eval_inline_budget: Duration,
+    /// Threads that evaluate reviews past their inline budget (0: one per core).
+    #[arg(long, env = "PALISADE_EVAL_THREADS", default_value_t = 0)]
+    pub eval_threads: usize,
+    /// After SIGTERM, keep serving (unready) this long so that endpoints stop routing to us.
+    #[arg(long, env = "PALISADE_SHUTDOWN_DELAY", default_value = "0s", value_parser = humantime::parse_duration)]
+    pub shutdown_delay: Duration,
+    /// Longest time to finish in-flight reviews after shutdown starts.
+    #[arg(long, env = "PALISADE_DRAIN_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
+    pub drain_timeout: Duration,
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+
+impl ServeArgs {
+    /// Starts the runtime, loads everything, binds both ports, and serves until SIGTERM or
+    /// SIGINT.
+    pub(crate) fn run(self) -> anyhow::Result<ExitCode> {
+        logging::init(&self.log)?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")?;
+        runtime.block_on(async {
+            let server = self.bind().await?;
+            server.run(shutdown_signal()).await;
+            anyhow::Ok(())
+        })?;
+        Ok(ExitCode::SUCCESS)
+    }
+
+    /// Loads certificates and policies and binds the listeners; fails on any bad input.
+    pub async fn bind(self) -> anyhow::Result<Server> {
+        let Self {
+            listen,
+            health_listen,
+            tls_cert,
+            tls_key,
+            client_ca,
+            no_dev_certs,
+            cert_poll_interval,
+            policies,
+            inventory,
+            policy_poll_interval,
+            eval,
+            exempt_namespaces,
+            own_namespace,
+            max_body_bytes,
+            header_timeout,
+            request_timeout,
+            max_concurrent,
+            eval_inline_budget,
+            eval_threads,
+            shutdown_delay,
+            drain_timeout,
+            log: _,
+        } = self;
+
+        if !no_dev_certs {
+            ensure_dev_certs(&tls_cert, &tls_key)?;
+        }
+        let metrics = Arc::new(Metrics::new());
+        let paths = TlsPaths {
+            cert: tls_cert,
+            key: tls_key,
+            client_ca,
+        };
+        let tls = TlsStore::load(paths, metrics.clone()).context(
+            "cannot load the serving certificate (see --tls-cert, --tls-key, --client-ca)",
+        )?;
+        let readiness = Arc::new(Readiness::default());
+        readiness.set_certificates_loaded();
+
+        let sources = Arc::new(FileSources::load(
+            &policies,
+            eval.options(),
+            inventory,
+            metrics.clone(),
+        )?);
+        let bundle = sources.bundle();
+        tracing::info!(
+            path = %policies.display(),
+            constraints = bundle.load().policies().constraints().len(),
+            inventory = sources.inventory().load().len(),
+            "policy bundle loaded"
+        );
+        readiness.set_policies_loaded();
+        let mut exempt = exempt_namespaces;
+        exempt.push(own_namespace);
+        let decider = Decider::new(exempt);
+
+        let limits = Limits {
+            max_body_bytes,
+            header_timeout,
+            request_timeout,
+            max_concurrent,
+            inline_budget: eval_inline_budget,
+            eval_threads: if eval_threads == 0 {
+                std::thread::available_parallelism().map_or(1, usize::from)
+            } else {
+                eval_threads
+            },
+        };
+        let app = App::new(
+            decider,
+            bundle,
+            sources.inventory(),
+            metrics,
+            limits,
+            readiness,
+        );
+        let options = ServerOptions {
+            listen,
+            health_listen,
+            shutdown_delay,
+            drain_timeout,
+            cert_poll_interval,
+        };
+        let server = Server::bind(options, app, Arc::new(tls))
+            .await
+            .with_context(|| format!("cannot listen on {listen} and {health_listen}"))?;
+        Ok(server.with_task(sources.watch(policy_poll_interval)))
+    }
+}
+
+/// On first start without certificates, makes a development CA and serving pair so that
+/// `palisade serve` works on a fresh clone.
+fn ensure_dev_certs(cert: &Path, key: &Path) -> anyhow::Result<()> {
+    match (cert.exists(), key.exists()) {
+        (true, true) => return Ok(()),
+        (true, false) => bail!(
+            "{} exists but its key {} does not: restore the key or remove both",
+            cert.display(),
+            key.display()
+        ),
+        (false, true) => bail!(
+            "{} exists but its certificate {} does not: restore the certificate or remove both",
+            key.display(),
+            cert.display()
+        ),
+        (false, false) => {}
+    }
+    let dir = parent_dir(cert);
+    let ca = dir.join(certs::CA_CERT);
+    if ca.exists() {
+        bail!(
+            "{} exists but the serving pair {} / {} does not; run `palisade certs generate --out {} --force` to make a new set",
+            ca.display(),
+            cert.display(),
+            key.display(),
+            dir.display()
+        );
+    }
+    let bundle = certs::generate(&CertSpec::new(DEV_SERVICE, DEV_NAMESPACE))
+        .context("cannot generate development certificates")?;
+    certs::write_pair(
+        &ca,
+        &bundle.ca_cert_pem,
+        &dir.join(certs::CA_KEY),
+        &bundle.ca_key_pem,
+    )?;
+    certs::write_pair(cert, &bundle.cert_pem, key, &bundle.key_pem)?;
+    tracing::warn!(
+        ca = %ca.display(),
+        cert = %cert.display(),
+        "no serving certificate found: generated a development CA and serving pair; trust the CA to call the webhook (pass --no-dev-certs in production)"
+    );
+    Ok(())
+}
+
+/// Resolves on the first SIGTERM or SIGINT; a second one aborts at once.
+async fn shutdown_signal() {
+    wait_for_signal().await;
+    tracing::info!("shutdown signal received; send another to abort");
+    tokio::spawn(async {
+        wait_for_signal().await;
+        tracing::warn!("second shutdown signal: aborting without draining");
+        std::process::exit(1);
+    });
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM; only SIGINT stops the server");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

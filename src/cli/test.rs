@@ -1,0 +1,212 @@
+//! `palisade test`: evaluates objects from files against the bundle, as policy authors do in CI,
+//! through the same decision path as the webhook (without exempt namespaces, as gator).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+use serde_json::{Value, json};
+
+use super::verify::review_of;
+use super::{EvalArgs, OutputFormat};
+use crate::admission::Endpoint;
+use crate::bundle::Bundle;
+use crate::decide::Decider;
+use crate::inventory::Inventory;
+use crate::manifest::{self, Document};
+use crate::policy::Violation;
+use crate::sources::bundle::load_bundle;
+use crate::sources::files;
+
+#[derive(Debug, Clone, Args)]
+pub struct TestArgs {
+    /// Objects to evaluate: a file, a directory, or - for standard input (repeatable). YAML or
+    /// JSON, several documents, Lists and AdmissionReviews.
+    #[arg(short = 'f', long = "filename", required = true)]
+    pub inputs: Vec<String>,
+    /// The policy bundle.
+    #[arg(long, env = "PALISADE_POLICIES", default_value = "policies")]
+    pub policies: PathBuf,
+    /// More objects for data.inventory: files or directories, repeatable or comma-separated (the
+    /// objects under test are always included).
+    #[arg(long, value_delimiter = ',')]
+    pub inventory: Vec<PathBuf>,
+    #[arg(short = 'o', long, value_enum, default_value = "text")]
+    pub output: OutputFormat,
+    #[command(flatten)]
+    pub eval: EvalArgs,
+}
+
+
+impl TestArgs {
+    pub(crate) fn run(self) -> anyhow::Result<ExitCode> {
+        let bundle = load_bundle(&self.policies, &self.eval.options()).with_context(|| {
+            format!(
+                "cannot load the policy bundle at {}",
+                self.policies.display()
+            )
+        })?;
+        let docs = read_inputs(&self.inputs).map_err(anyhow::Error::msg)?;
+        let inventory = files::read_objects(&self.inventory)?;
+        let reports = check(&bundle, docs, inventory).map_err(anyhow::Error::msg)?;
+        match self.output {
+            OutputFormat::Text => print!("{}", render_text(&reports)),
+            OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&render_json(&reports))?),
+        }
+        Ok(if any_denied(&reports) {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        })
+    }
+}
+
+/// The decision on one object.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub document: Document,
+    pub violations: Vec<Violation>,
+    /// Whether the webhook would admit it.
+    pub allowed: bool,
+}
+
+impl Report {
+    fn title(&self) -> String {
+        let v = &self.document.value;
+        let obj = match &v["request"] {
+            r if v["kind"] == "AdmissionReview" && r["object"].is_object() => &r["object"],
+            r if v["kind"] == "AdmissionReview" => &r["oldObject"],
+            _ => v,
+        };
+        crate::object::ObjectRef::of(obj).to_string()
+    }
+}
+
+/// Reads objects from files, directories, or `-` for standard input.
+pub fn read_inputs(inputs: &[String]) -> Result<Vec<Document>, String> {
+    let mut docs = Vec::new();
+    for input in inputs {
+        if input == "-" {
+            let mut text = String::new();
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .map_err(|e| format!("cannot read standard input: {e}"))?;
+            docs.extend(
+                manifest::parse_str(&text, Path::new("<stdin>")).map_err(|e| e.to_string())?,
+            );
+        } else {
+            docs.extend(files::read_path(Path::new(input)).map_err(|e| e.to_string())?);
+        }
+    }
+    Ok(docs)
+}
+
+/// Evaluates every object. The inventory holds `inventory` plus the objects themselves, so that
+/// a namespace and its NetworkPolicies can be tested together with a pod.
+pub fn check(
+    bundle: &Bundle,
+    objects: Vec<Document>,
+    inventory: Vec<Value>,
+) -> Result<Vec<Report>, String> {
+    let mut all = inventory;
+    all.extend(
+        objects
+            .iter()
+            .filter(|d| d.kind() != "AdmissionReview")
+            .map(|d| d.value.clone()),
+    );
+    let inventory = Inventory::from_objects(all);
+    let decider = Decider::without_exemptions();
+    objects
+        .into_iter()
+        .map(|document| {
+            let review = review_of(&document).map_err(|e| format!("{}: {e}", document.origin))?;
+            let decision = decider
+                .decide(bundle, &inventory, Endpoint::Validate, &review, None)
+                .map_err(|e| e.to_string())?;
+            Ok(Report {
+                document,
+                violations: decision.violations,
+                allowed: decision.response.allowed,
+            })
+        })
+        .collect()
+}
+
+/// Whether the webhook would deny any of the objects.
+pub fn any_denied(reports: &[Report]) -> bool {
+    reports.iter().any(|r| !r.allowed)
+}
+
+/// Grouped by object, then constraint.
+pub fn render_text(reports: &[Report]) -> String {
+    let mut out = String::new();
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for r in reports {
+        if r.violations.is_empty() {
+            let _ = writeln!(out, "{}: no violations", r.title());
+            continue;
+        }
+        let _ = writeln!(out, "{} ({}):", r.title(), r.document.origin);
+        let mut by_constraint: BTreeMap<(&str, &str, &str), Vec<&str>> = BTreeMap::new();
+        for v in &r.violations {
+            *counts.entry(v.action.as_str()).or_default() += 1;
+            by_constraint
+                .entry((
+                    v.constraint_kind.as_str(),
+                    v.constraint.as_str(),
+                    v.action.as_str(),
+                ))
+                .or_default()
+                .push(&v.message);
+        }
+        for ((kind, name, action), messages) in by_constraint {
+            let _ = writeln!(out, "  {kind}/{name} [{action}]");
+            for m in messages {
+                let _ = writeln!(out, "    - {m}");
+            }
+        }
+    }
+    let total: usize = counts.values().sum();
+    let _ = writeln!(
+        out,
+        "{} object{}, {} violation{} ({} deny, {} warn, {} dryrun)",
+        reports.len(),
+        if reports.len() == 1 { "" } else { "s" },
+        total,
+        if total == 1 { "" } else { "s" },
+        counts.get("deny").unwrap_or(&0),
+        counts.get("warn").unwrap_or(&0),
+        counts.get("dryrun").unwrap_or(&0),
+    );
+    out
+}
+
+pub fn render_json(reports: &[Report]) -> Value {
+    Value::Array(
+        reports
+            .iter()
+            .map(|r| {
+                let v = &r.document.value;
+                json!({
+                    "source": r.document.origin.to_string(),
+                    "apiVersion": v["apiVersion"],
+                    "kind": v["kind"],
+                    "namespace": v["metadata"]["namespace"],
+                    "name": v["metadata"]["name"],
+                    "violations": r.violations.iter().map(|v| json!({
+                        "constraint": v.constraint,
+                        "constraintKind": v.constraint_kind,
+                        "enforcementAction": v.action.as_str(),
+                        "message": v.message,
+                        "details": v.details,
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect(),
+    )
+}

@@ -1,0 +1,165 @@
+//! The identity of a Kubernetes object, read one way for admission requests, manifests, the
+//! inventory and the mutators.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde_json::Value;
+
+/// Group, version, kind, namespace and name of one object. Empty strings stand for absent parts:
+/// the core group is `""`, and a cluster-scoped object has no namespace.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectRef {
+    pub group: String,
+    pub version: String,
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl ObjectRef {
+    /// Reads `apiVersion`, `kind`, `metadata.namespace` and `metadata.name` of an object.
+    pub fn of(object: &Value) -> Self {
+        let (group, version) =
+            split_api_version(object["apiVersion"].as_str().unwrap_or_default());
+        let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+        Self {
+            group: group.to_owned(),
+            version: version.to_owned(),
+            kind: text(&object["kind"]),
+            namespace: text(&object["metadata"]["namespace"]),
+            name: text(&object["metadata"]["name"]),
+        }
+    }
+
+    /// `v1` for the core group, `group/version` otherwise.
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.clone()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+
+    /// Whether this is a core/v1 Namespace.
+    pub fn is_namespace(&self) -> bool {
+        self.kind == "Namespace" && self.group.is_empty()
+    }
+
+    /// The namespace that exemptions and namespace matchers consider: a Namespace's own name.
+    pub fn effective_namespace(&self) -> &str {
+        if self.is_namespace() {
+            &self.name
+        } else {
+            &self.namespace
+        }
+    }
+}
+
+impl fmt::Display for ObjectRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = if self.kind.is_empty() {
+            "(no kind)"
+        } else {
+            &self.kind
+        };
+        let name = if self.name.is_empty() {
+            "(no name)"
+        } else {
+            &self.name
+        };
+        if self.namespace.is_empty() {
+            write!(f, "{kind} {name}")
+        } else {
+            write!(f, "{kind} {}/{name}", self.namespace)
+        }
+    }
+}
+
+/// `("apps", "v1")` for `apps/v1`, `("", "v1")` for `v1`.
+pub fn split_api_version(api_version: &str) -> (&str, &str) {
+    api_version.split_once('/').unwrap_or(("", api_version))
+}
+
+/// The labels of an object, empty when it has none.
+pub fn labels_of(object: &Value) -> BTreeMap<&str, &str> {
+    object["metadata"]["labels"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.as_str(), v.as_str()?)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// How a JSON value's type reads in a message: "a list", "a string".
+pub fn json_type(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a mapping",
+    }
+}
+
+/// JSON to a regorus value, node by node: a quarter faster than going through serde (which
+/// interns every key), and this runs once per review on the request path.
+pub fn to_regorus(v: &Value) -> regorus::Value {
+    match v {
+        Value::Null => regorus::Value::Null,
+        Value::Bool(b) => regorus::Value::from(*b),
+        Value::Number(n) => match (n.as_i64(), n.as_u64()) {
+            (Some(i), _) => regorus::Value::from(i),
+            (None, Some(u)) => regorus::Value::from(u),
+            _ => regorus::Value::from(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        Value::String(s) => regorus::Value::from(s.as_str()),
+        Value::Array(items) => {
+            regorus::Value::from(items.iter().map(to_regorus).collect::<Vec<_>>())
+        }
+        Value::Object(map) => regorus::Value::from(
+            map.iter()
+                .map(|(k, v)| (regorus::Value::from(k.as_str()), to_regorus(v)))
+                .collect::<BTreeMap<_, _>>(),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn reads_core_and_grouped_objects() {
+        let np = ObjectRef::of(&json!({"apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy", "metadata": {"name": "deny", "namespace": "shop"}}));
+        assert_eq!(
+            (np.group.as_str(), np.version.as_str()),
+            ("networking.k8s.io", "v1")
+        );
+        assert_eq!(np.api_version(), "networking.k8s.io/v1");
+        assert_eq!(np.to_string(), "NetworkPolicy shop/deny");
+        let ns = ObjectRef::of(&json!({"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": "shop"}}));
+        assert!(ns.is_namespace());
+        assert_eq!(ns.api_version(), "v1");
+        assert_eq!(ns.effective_namespace(), "shop");
+        assert_eq!(ObjectRef::of(&json!({})).to_string(), "(no kind) (no name)");
+    }
+
+    #[test]
+    fn direct_conversion_equals_regorus_own() {
+        use serde::Deserialize as _;
+        let body = include_str!("../tests/data/admission/validate-update-pod.json");
+        let json: Value = serde_json::from_str(body).unwrap();
+        let extra =
+            serde_json::json!({"n": [1, -2, 3.5, 18446744073709551615u64, null, true, {"": "x"}]});
+        for v in [&json, &extra] {
+            assert_eq!(to_regorus(v), regorus::Value::deserialize(v).unwrap());
+        }
+    }
+}

@@ -1,0 +1,290 @@
+//! Prometheus metrics, served as OpenMetrics text on the health port.
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::admission::Endpoint;
+use crate::policy::{Action, FailureKind};
+
+/// Review latency buckets, 50 µs to 10 s: Palisade answers in microseconds, the API server gives
+/// up after at most 30 s.
+const LATENCY_BUCKETS: [f64; 18] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 7.5, 10.0,
+];
+
+/// How a review ended.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum Outcome {
+    /// Allowed without a patch.
+    Allowed,
+    /// Allowed with a JSON patch.
+    Patched,
+    Denied,
+    /// Not an AdmissionReview, or too large: HTTP 4xx.
+    Invalid,
+    /// No answer within the request timeout: HTTP 504.
+    Timeout,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Allowed => "allowed",
+            Outcome::Patched => "patched",
+            Outcome::Denied => "denied",
+            Outcome::Invalid => "invalid",
+            Outcome::Timeout => "timeout",
+        }
+    }
+}
+
+impl EncodeLabelValue for Outcome {
+    fn encode(
+        &self,
+        encoder: &mut prometheus_client::encoding::LabelValueEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        EncodeLabelValue::encode(&self.as_str(), encoder)
+    }
+}
+
+impl EncodeLabelValue for Endpoint {
+    fn encode(
+        &self,
+        encoder: &mut prometheus_client::encoding::LabelValueEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        EncodeLabelValue::encode(&self.as_str(), encoder)
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReviewLabels {
+    endpoint: Endpoint,
+    result: Outcome,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ViolationLabels {
+    constraint: String,
+    action: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FailureLabels {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndpointLabels {
+    endpoint: Endpoint,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS)
+}
+
+/// A review in flight; see [`Metrics::in_flight`].
+pub struct InFlight(Gauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+pub struct Metrics {
+    registry: Registry,
+    reviews: Family<ReviewLabels, Counter>,
+    latency: Family<EndpointLabels, Histogram, fn() -> Histogram>,
+    in_flight: Gauge,
+    tls_reloads: Counter,
+    tls_reload_failures: Counter,
+    tls_handshake_failures: Counter,
+    violations: Family<ViolationLabels, Counter>,
+    evaluation_failures: Family<FailureLabels, Counter>,
+    policy_reloads: Counter,
+    policy_reload_failures: Counter,
+    policy_last_reload_ok: Gauge,
+    policy_constraints: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("palisade");
+        let reviews = Family::<ReviewLabels, Counter>::default();
+        registry.register(
+            "admission_reviews",
+            "Admission reviews answered, by endpoint and result",
+            reviews.clone(),
+        );
+        let latency = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
+        registry.register(
+            "admission_review_duration_seconds",
+            "Time from request received to response, by endpoint",
+            latency.clone(),
+        );
+        let in_flight = Gauge::default();
+        registry.register(
+            "admission_reviews_in_flight",
+            "Reviews being read or evaluated",
+            in_flight.clone(),
+        );
+        let tls_reloads = Counter::default();
+        registry.register(
+            "tls_reloads",
+            "Serving certificates loaded from disk after start-up",
+            tls_reloads.clone(),
+        );
+        let tls_reload_failures = Counter::default();
+        registry.register(
+            "tls_reload_failures",
+            "Changed certificate material that was rejected; the previous certificate kept serving",
+            tls_reload_failures.clone(),
+        );
+        let tls_handshake_failures = Counter::default();
+        registry.register(
+            "tls_handshake_failures",
+            "Connections closed before or during the TLS handshake",
+            tls_handshake_failures.clone(),
+        );
+        let violations = Family::<ViolationLabels, Counter>::default();
+        registry.register(
+            "violations",
+            "Violations found, by constraint and enforcement action (dryrun ones are only counted and logged)",
+            violations.clone(),
+        );
+        let evaluation_failures = Family::<FailureLabels, Counter>::default();
+        registry.register(
+            "evaluation_failures",
+            "Constraints that could not be evaluated and failed closed, by kind: timeout, engine (an error in regorus), panic, match (a namespace that is not known)",
+            evaluation_failures.clone(),
+        );
+        let policy_reloads = Counter::default();
+        registry.register(
+            "policy_reloads",
+            "Policy bundles loaded after start-up",
+            policy_reloads.clone(),
+        );
+        let policy_reload_failures = Counter::default();
+        registry.register(
+            "policy_reload_failures",
+            "Changed policy bundles that were rejected; the last good bundle kept serving",
+            policy_reload_failures.clone(),
+        );
+        let policy_last_reload_ok = Gauge::default();
+        registry.register(
+            "policy_last_reload_ok",
+            "1 when the bundle and inventory on disk are the ones being served, 0 while a rejected change is pending",
+            policy_last_reload_ok.clone(),
+        );
+        let policy_constraints = Gauge::default();
+        registry.register(
+            "policy_constraints",
+            "Constraints in the bundle being served",
+            policy_constraints.clone(),
+        );
+        Self {
+            registry,
+            violations,
+            evaluation_failures,
+            policy_reloads,
+            policy_reload_failures,
+            policy_last_reload_ok,
+            policy_constraints,
+            reviews,
+            latency,
+            in_flight,
+            tls_reloads,
+            tls_reload_failures,
+            tls_handshake_failures,
+        }
+    }
+
+    pub fn review(&self, endpoint: Endpoint, result: Outcome, seconds: f64) {
+        self.reviews
+            .get_or_create(&ReviewLabels { endpoint, result })
+            .inc();
+        self.latency
+            .get_or_create(&EndpointLabels { endpoint })
+            .observe(seconds);
+    }
+
+    /// Counts a review in flight until the guard is dropped, however the review ends: answered,
+    /// timed out, or abandoned by a client that went away mid-review.
+    pub fn in_flight(&self) -> InFlight {
+        self.in_flight.inc();
+        InFlight(self.in_flight.clone())
+    }
+
+    /// Reviews in flight now.
+    pub fn reviews_in_flight(&self) -> i64 {
+        self.in_flight.get()
+    }
+
+    pub fn tls_reloaded(&self) {
+        self.tls_reloads.inc();
+    }
+
+    pub fn tls_reload_failed(&self) {
+        self.tls_reload_failures.inc();
+    }
+
+    pub fn tls_handshake_failed(&self) {
+        self.tls_handshake_failures.inc();
+    }
+
+    pub fn violation(&self, constraint: &str, action: Action) {
+        self.violations
+            .get_or_create(&ViolationLabels {
+                constraint: constraint.to_owned(),
+                action: action.as_str(),
+            })
+            .inc();
+    }
+
+    /// The bundle loaded at start-up.
+    pub fn policy_loaded(&self, constraints: usize) {
+        self.policy_constraints.set(constraints as i64);
+        self.policy_last_reload_ok.set(1);
+    }
+
+    pub fn policy_reloaded(&self, constraints: usize) {
+        self.policy_reloads.inc();
+        self.policy_constraints.set(constraints as i64);
+    }
+
+    pub fn policy_reload_failed(&self) {
+        self.policy_reload_failures.inc();
+    }
+
+    /// Whether what is on disk is what is served (no rejected change pending).
+    pub fn policy_current(&self, current: bool) {
+        self.policy_last_reload_ok.set(i64::from(current));
+    }
+
+    /// A constraint that could not be evaluated, by why (see [`FailureKind`]).
+    pub fn evaluation_failed(&self, kind: FailureKind) {
+        self.evaluation_failures
+            .get_or_create(&FailureLabels {
+                kind: kind.as_str(),
+            })
+            .inc();
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

@@ -1,0 +1,566 @@
+//! The HTTPS admission server and the plain-HTTP health and metrics server.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::admission::{self, Endpoint, Review};
+use crate::bundle::Bundle;
+use crate::decide::{Decider, Decision};
+use crate::inventory::Inventory;
+use crate::policy::Action;
+use crate::runtime::metrics::{Metrics, Outcome};
+use crate::runtime::tls::TlsStore;
+use crate::sources::hotswap::HotSwap;
+
+/// Request limits of the admission endpoints.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_body_bytes: usize,
+    pub header_timeout: Duration,
+    pub request_timeout: Duration,
+    pub max_concurrent: usize,
+    /// Evaluation time a review may take on an I/O thread; a review that needs more moves to
+    /// the blocking pool, so that slow policies never stall other connections.
+    pub inline_budget: Duration,
+    /// Threads of the blocking pool that evaluates slow reviews.
+    pub eval_threads: usize,
+}
+
+/// Whether the webhook should receive traffic: everything it needs is loaded and it is not
+/// shutting down.
+#[derive(Debug, Default)]
+pub struct Readiness {
+    certificates: AtomicBool,
+    policies: AtomicBool,
+    draining: AtomicBool,
+}
+
+impl Readiness {
+    pub fn set_certificates_loaded(&self) {
+        self.certificates.store(true, Ordering::Release);
+    }
+    pub fn set_policies_loaded(&self) {
+        self.policies.store(true, Ordering::Release);
+    }
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+    /// `Ok` when ready, otherwise what is missing.
+    pub fn check(&self) -> Result<(), &'static str> {
+        if self.draining.load(Ordering::Acquire) {
+            Err("shutting down")
+        } else if !self.certificates.load(Ordering::Acquire) {
+            Err("certificates not loaded")
+        } else if !self.policies.load(Ordering::Acquire) {
+            Err("policies not loaded")
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// What the admission handlers share.
+pub struct App {
+    decider: Decider,
+    bundle: Arc<HotSwap<Bundle>>,
+    inventory: Arc<HotSwap<Inventory>>,
+    metrics: Arc<Metrics>,
+    limits: Limits,
+    readiness: Arc<Readiness>,
+    permits: Semaphore,
+    eval_pool: Arc<Semaphore>,
+}
+
+impl App {
+    pub fn new(
+        decider: Decider,
+        bundle: Arc<HotSwap<Bundle>>,
+        inventory: Arc<HotSwap<Inventory>>,
+        metrics: Arc<Metrics>,
+        limits: Limits,
+        readiness: Arc<Readiness>,
+    ) -> Arc<Self> {
+        let permits = Semaphore::new(limits.max_concurrent.max(1));
+        let eval_pool = Arc::new(Semaphore::new(limits.eval_threads.max(1)));
+        Arc::new(Self {
+            decider,
+            bundle,
+            inventory,
+            metrics,
+            limits,
+            readiness,
+            permits,
+            eval_pool,
+        })
+    }
+
+    pub fn readiness(&self) -> &Readiness {
+        &self.readiness
+    }
+
+    /// Decides on an I/O thread while the review fits its inline budget, then on the blocking
+    /// pool until `deadline`. `None` when the deadline passes first.
+    async fn decide(&self, endpoint: Endpoint, review: Review, deadline: Instant) -> Option<Decision> {
+        let bundle = self.bundle.load();
+        let inventory = self.inventory.load();
+        let inline_deadline = (Instant::now() + self.limits.inline_budget).min(deadline);
+        if let Ok(decision) =
+            self.decider
+                .decide(&bundle, &inventory, endpoint, &review, Some(inline_deadline))
+        {
+            return Some(decision);
+        }
+        // Over budget: the same decision, with the same snapshots, where it cannot stall I/O.
+        // Waiting for a pool thread counts against the request timeout.
+        let _slot = self.eval_pool.clone().acquire_owned().await.ok()?;
+        let decider = self.decider.clone();
+        tracing::debug!(uid = review.uid(), budget = ?self.limits.inline_budget, "review moved to the blocking pool");
+        tokio::task::spawn_blocking(move || {
+            decider
+                .decide(&bundle, &inventory, endpoint, &review, Some(deadline))
+                .ok()
+        })
+        .await
+        .ok()
+        .flatten()
+    }
+
+    /// Counts and logs what a decision found.
+    fn record(&self, review_uid: &str, object: &crate::object::ObjectRef, decision: &Decision) {
+        for v in &decision.violations {
+            self.metrics.violation(&v.constraint, v.action);
+            if let Some(kind) = v.failure {
+                self.metrics.evaluation_failed(kind);
+            }
+            if v.action == Action::Dryrun {
+                tracing::info!(
+                    uid = review_uid,
+                    kind = %object.kind,
+                    namespace = %object.namespace,
+                    name = %object.name,
+                    constraint = %v.constraint,
+                    message = %v.message,
+                    "dryrun violation (not enforced)"
+                );
+            }
+        }
+        if !decision.response.allowed && decision.response.code == 500 {
+            tracing::warn!(uid = review_uid, %object, error = %decision.response.message, "mutation failed; denying");
+        }
+    }
+}
+
+/// The admission endpoints. The API server appends `?timeout=…` to the path; routing ignores it.
+pub fn admission_router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/validate", post(validate))
+        .route("/mutate", post(mutate))
+        .with_state(app)
+}
+
+/// /healthz, /readyz and /metrics.
+pub fn health_router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(app)
+}
+
+async fn readyz(State(app): State<Arc<App>>) -> Response {
+    match app.readiness.check() {
+        Ok(()) => (StatusCode::OK, "ok\n").into_response(),
+        Err(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        )
+            .into_response(),
+    }
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        )],
+        app.metrics.encode(),
+    )
+        .into_response()
+}
+
+async fn validate(State(app): State<Arc<App>>, body: Body) -> Response {
+    review(app, Endpoint::Validate, body).await
+}
+
+async fn mutate(State(app): State<Arc<App>>, body: Body) -> Response {
+    review(app, Endpoint::Mutate, body).await
+}
+
+/// A request we cannot answer with an AdmissionReview. The body is a `Status` like the API
+/// server's own errors, naming what is wrong.
+struct HttpError {
+    status: StatusCode,
+    message: String,
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({
+            "kind": "Status",
+            "apiVersion": "v1",
+            "status": "Failure",
+            "code": self.status.as_u16(),
+            "reason": self.status.canonical_reason().unwrap_or("Error"),
+            "message": self.message,
+        });
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+#[tracing::instrument(name = "review", skip_all, fields(endpoint = endpoint.as_str()))]
+async fn review(app: Arc<App>, endpoint: Endpoint, body: Body) -> Response {
+    let start = Instant::now();
+    // Dropped however this future ends, including when the client goes away mid-review.
+    let _in_flight = app.metrics.in_flight();
+    let deadline = start + app.limits.request_timeout;
+    let result = tokio::time::timeout_at(
+        tokio::time::Instant::from_std(deadline),
+        answer(&app, endpoint, body, deadline),
+    )
+    .await
+    .unwrap_or(Err(Failure::Timeout));
+    let (outcome, response) = match result {
+        Ok((outcome, body)) => (
+            outcome,
+            (
+                [(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                )],
+                body,
+            )
+                .into_response(),
+        ),
+        Err(Failure::Invalid(error)) => {
+            tracing::info!(status = error.status.as_u16(), error = %error.message, "rejected request");
+            (Outcome::Invalid, error.into_response())
+        }
+        Err(Failure::Timeout) => {
+            tracing::warn!(timeout = ?app.limits.request_timeout, "review timed out; the webhook failurePolicy applies");
+            let error = HttpError {
+                status: StatusCode::GATEWAY_TIMEOUT,
+                message: format!(
+                    "review not answered within {:?}",
+                    app.limits.request_timeout
+                ),
+            };
+            (Outcome::Timeout, error.into_response())
+        }
+    };
+    app.metrics
+        .review(endpoint, outcome, start.elapsed().as_secs_f64());
+    response
+}
+
+/// Why a review gets no AdmissionReview answer.
+enum Failure {
+    Invalid(HttpError),
+    Timeout,
+}
+
+async fn answer(
+    app: &App,
+    endpoint: Endpoint,
+    body: Body,
+    deadline: Instant,
+) -> Result<(Outcome, Vec<u8>), Failure> {
+    // Waiting for a permit counts against the request timeout, so overload surfaces as 504.
+    // The semaphore is never closed, so acquiring only ever waits.
+    let Ok(_permit) = app.permits.acquire().await else {
+        return Err(Failure::Timeout);
+    };
+    let bytes = read_body(body, app.limits.max_body_bytes)
+        .await
+        .map_err(Failure::Invalid)?;
+    let review = admission::decode(&bytes).map_err(|e| {
+        Failure::Invalid(HttpError {
+            status: StatusCode::BAD_REQUEST,
+            message: e.to_string(),
+        })
+    })?;
+    let decision_start = Instant::now();
+    let uid = review.uid().to_owned();
+    let object = review.object_ref().clone();
+    let (operation, dry_run) = (review.operation(), review.dry_run());
+    let decision = app
+        .decide(endpoint, review, deadline)
+        .await
+        .ok_or(Failure::Timeout)?;
+    app.record(&uid, &object, &decision);
+    let outcome = if !decision.response.allowed {
+        Outcome::Denied
+    } else if decision.response.is_patched() {
+        Outcome::Patched
+    } else {
+        Outcome::Allowed
+    };
+    tracing::debug!(
+        uid = %uid,
+        kind = %object.kind,
+        namespace = %object.namespace,
+        name = %object.name,
+        operation = operation.map(|o| o.as_str()).unwrap_or_default(),
+        dry_run,
+        decision = outcome.as_str(),
+        latency_us = decision_start.elapsed().as_micros() as u64,
+        "review"
+    );
+    Ok((outcome, decision.response.encode(&uid)))
+}
+
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, HttpError> {
+    use http_body_util::BodyExt as _;
+    match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+            Err(HttpError {
+                status: StatusCode::PAYLOAD_TOO_LARGE,
+                message: format!(
+                    "request body exceeds {limit} bytes; raise --max-body-bytes if such objects are expected"
+                ),
+            })
+        }
+        Err(e) => Err(HttpError {
+            status: StatusCode::BAD_REQUEST,
+            message: format!("cannot read request body: {e}"),
+        }),
+    }
+}
+
+/// Both listeners, bound and ready to serve.
+pub struct Server {
+    https: TcpListener,
+    health: TcpListener,
+    app: Arc<App>,
+    tls: Arc<TlsStore>,
+    shutdown_delay: Duration,
+    drain_timeout: Duration,
+    cert_poll_interval: Duration,
+    tasks: Vec<BackgroundTask>,
+}
+
+/// Work that runs while the server does (watchers), stopped when it stops.
+type BackgroundTask = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// How the server is put together; the CLI fills it from flags.
+pub struct ServerOptions {
+    pub listen: SocketAddr,
+    pub health_listen: SocketAddr,
+    pub shutdown_delay: Duration,
+    pub drain_timeout: Duration,
+    pub cert_poll_interval: Duration,
+}
+
+impl Server {
+    pub async fn bind(
+        options: ServerOptions,
+        app: Arc<App>,
+        tls: Arc<TlsStore>,
+    ) -> std::io::Result<Self> {
+        let https = TcpListener::bind(options.listen).await?;
+        let health = TcpListener::bind(options.health_listen).await?;
+        Ok(Self {
+            https,
+            health,
+            app,
+            tls,
+            shutdown_delay: options.shutdown_delay,
+            drain_timeout: options.drain_timeout,
+            cert_poll_interval: options.cert_poll_interval,
+            tasks: Vec::new(),
+        })
+    }
+
+    /// Runs `task` alongside the server until it stops.
+    pub fn with_task(mut self, task: impl Future<Output = ()> + Send + 'static) -> Self {
+        self.tasks.push(Box::pin(task));
+        self
+    }
+
+    pub fn https_addr(&self) -> std::io::Result<SocketAddr> {
+        self.https.local_addr()
+    }
+
+    pub fn health_addr(&self) -> std::io::Result<SocketAddr> {
+        self.health.local_addr()
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting and drains in-flight reviews for at
+    /// most the drain timeout. Returns whether every connection finished in time.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> bool {
+        let Self {
+            https,
+            health,
+            app,
+            tls,
+            shutdown_delay,
+            drain_timeout,
+            cert_poll_interval,
+            tasks,
+        } = self;
+        tracing::info!(
+            https = %https.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            health = %health.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            "listening"
+        );
+        let mut background = vec![tokio::spawn(tls.clone().watch(cert_poll_interval))];
+        background.extend(tasks.into_iter().map(tokio::spawn));
+
+        let (health_stop_tx, health_stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let health_task = tokio::spawn(
+            axum::serve(health, health_router(app.clone()))
+                .with_graceful_shutdown(async {
+                    let _ = health_stop_rx.await;
+                })
+                .into_future(),
+        );
+
+        let graceful = GracefulShutdown::new();
+        let connections = Connections::new(&app, tls);
+        accept_until(&https, &connections, &graceful, shutdown).await;
+
+        app.readiness.set_draining();
+        if !shutdown_delay.is_zero() {
+            // Keep serving during the delay: endpoints may still route to us for a while.
+            tracing::info!(delay = ?shutdown_delay, "shutdown requested; unready, still serving");
+            accept_until(
+                &https,
+                &connections,
+                &graceful,
+                tokio::time::sleep(shutdown_delay),
+            )
+            .await;
+        }
+        drop(https);
+        tracing::info!(timeout = ?drain_timeout, "draining in-flight reviews");
+        let drained = tokio::time::timeout(drain_timeout, graceful.shutdown())
+            .await
+            .is_ok();
+        if drained {
+            tracing::info!("all connections drained");
+        } else {
+            tracing::warn!("drain timeout reached; closing remaining connections");
+        }
+        for task in background {
+            task.abort();
+        }
+        let _ = health_stop_tx.send(());
+        let _ = health_task.await;
+        drained
+    }
+}
+
+/// Everything a new HTTPS connection needs.
+struct Connections {
+    tls: Arc<TlsStore>,
+    builder: auto::Builder<TokioExecutor>,
+    service: Router,
+    metrics: Arc<Metrics>,
+    handshake_timeout: Duration,
+}
+
+impl Connections {
+    fn new(app: &Arc<App>, tls: Arc<TlsStore>) -> Self {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(app.limits.header_timeout)
+            .keep_alive(true);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(250)
+            .keep_alive_interval(Some(Duration::from_secs(30)))
+            .keep_alive_timeout(Duration::from_secs(10));
+        Self {
+            tls,
+            builder,
+            service: admission_router(app.clone()),
+            metrics: app.metrics.clone(),
+            handshake_timeout: app.limits.header_timeout,
+        }
+    }
+
+    /// Handshakes and serves one connection on its own task, tracked for the drain.
+    fn spawn(&self, tcp: tokio::net::TcpStream, peer: SocketAddr, graceful: &GracefulShutdown) {
+        let _ = tcp.set_nodelay(true);
+        // The configuration current now: a rotation only affects connections opened after it.
+        let acceptor = self.tls.acceptor();
+        let builder = self.builder.clone();
+        let service = TowerToHyperService::new(self.service.clone());
+        let watcher = graceful.watcher();
+        let metrics = self.metrics.clone();
+        let handshake_timeout = self.handshake_timeout;
+        tokio::spawn(async move {
+            let stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(error)) => {
+                    metrics.tls_handshake_failed();
+                    tracing::debug!(%peer, %error, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    metrics.tls_handshake_failed();
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let conn = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .into_owned();
+            if let Err(error) = watcher.watch(conn).await {
+                tracing::debug!(%peer, %error, "connection ended with an error");
+            }
+        });
+    }
+}
+
+async fn accept_until(
+    listener: &TcpListener,
+    connections: &Connections,
+    graceful: &GracefulShutdown,
+    stop: impl Future<Output = ()>,
+) {
+    let mut stop = std::pin::pin!(stop);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, peer)) => connections.spawn(tcp, peer, graceful),
+                Err(error) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            () = &mut stop => return,
+        }
+    }
+}

@@ -1,0 +1,296 @@
+//! The TLS configuration of the webhook port, reloaded from disk without a restart.
+//!
+//! The whole `ServerConfig` is swapped atomically: each new connection takes the current one, and
+//! connections already open keep the one they started with, so a rotation never fails a request in
+//! flight. Material that does not load (a half-written pair, a key that does not match) is
+//! rejected and the previous configuration keeps serving.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig};
+use tokio_rustls::TlsAcceptor;
+
+use crate::runtime::metrics::Metrics;
+use crate::sources::hotswap::{HotSwap, Reload};
+use crate::sources::watch::{DirWatcher, parent_dir};
+
+/// ALPN protocols, preferred first. The API server speaks both.
+pub const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: no PEM certificate found; expected a \"BEGIN CERTIFICATE\" block")]
+    NoCertificate { path: PathBuf },
+    #[error("{path}: {reason}")]
+    BadPem { path: PathBuf, reason: String },
+    #[error("{path}: no PEM private key found; expected a PKCS#8, PKCS#1 or SEC1 key")]
+    NoKey { path: PathBuf },
+    #[error("{cert} and {key} do not form a usable pair: {source}")]
+    Pair {
+        cert: PathBuf,
+        key: PathBuf,
+        source: rustls::Error,
+    },
+    #[error("{path}: cannot use as client CA: {reason}")]
+    ClientCa { path: PathBuf, reason: String },
+}
+
+/// Where the serving material lives.
+#[derive(Debug, Clone)]
+pub struct TlsPaths {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: Option<PathBuf>,
+}
+
+impl TlsPaths {
+    /// The directories to watch for changes.
+    pub fn dirs(&self) -> Vec<PathBuf> {
+        let mut dirs: Vec<PathBuf> = [Some(&self.cert), Some(&self.key), self.client_ca.as_ref()]
+            .into_iter()
+            .flatten()
+            .map(|p| parent_dir(p))
+            .collect();
+        dirs.sort();
+        dirs.dedup();
+        dirs
+    }
+}
+
+/// The bytes a configuration is built from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Material {
+    cert: Vec<u8>,
+    key: Vec<u8>,
+    client_ca: Option<Vec<u8>>,
+}
+
+impl Material {
+    fn read(paths: &TlsPaths) -> Result<Self, TlsError> {
+        Ok(Self {
+            cert: read(&paths.cert)?,
+            key: read(&paths.key)?,
+            client_ca: paths.client_ca.as_deref().map(read).transpose()?,
+        })
+    }
+
+    /// Tells a real change from a spurious wake-up.
+    fn fingerprint(&self) -> u64 {
+        let mut h = DefaultHasher::new();
+        self.hash(&mut h);
+        h.finish()
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn build(paths: &TlsPaths, material: &Material) -> Result<ServerConfig, TlsError> {
+    let bad_pem = |path: &Path, e: rustls::pki_types::pem::Error| TlsError::BadPem {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    };
+    let chain = CertificateDer::pem_slice_iter(&material.cert)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad_pem(&paths.cert, e))?;
+    if chain.is_empty() {
+        return Err(TlsError::NoCertificate {
+            path: paths.cert.clone(),
+        });
+    }
+    let key = PrivateKeyDer::from_pem_slice(&material.key).map_err(|e| match e {
+        rustls::pki_types::pem::Error::NoItemsFound => TlsError::NoKey {
+            path: paths.key.clone(),
+        },
+        e => bad_pem(&paths.key, e),
+    })?;
+
+    let builder = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|source| TlsError::Pair {
+            cert: paths.cert.clone(),
+            key: paths.key.clone(),
+            source,
+        })?;
+    let builder = match (&paths.client_ca, &material.client_ca) {
+        (Some(ca_path), Some(ca_pem)) => {
+            let mut roots = RootCertStore::empty();
+            for cert in CertificateDer::pem_slice_iter(ca_pem) {
+                let cert = cert.map_err(|e| bad_pem(ca_path, e))?;
+                roots.add(cert).map_err(|e| TlsError::ClientCa {
+                    path: ca_path.clone(),
+                    reason: e.to_string(),
+                })?;
+            }
+            if roots.is_empty() {
+                return Err(TlsError::NoCertificate {
+                    path: ca_path.clone(),
+                });
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(roots.into(), provider())
+                .build()
+                .map_err(|e| TlsError::ClientCa {
+                    path: ca_path.clone(),
+                    reason: e.to_string(),
+                })?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    let mut config = builder
+        .with_single_cert(chain, key)
+        .map_err(|source| TlsError::Pair {
+            cert: paths.cert.clone(),
+            key: paths.key.clone(),
+            source,
+        })?;
+    config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
+    Ok(config)
+}
+
+pub struct TlsStore {
+    paths: TlsPaths,
+    config: HotSwap<ServerConfig>,
+    metrics: Arc<Metrics>,
+}
+
+impl TlsStore {
+    /// Loads the initial configuration; any problem is fatal to start-up.
+    pub fn load(paths: TlsPaths, metrics: Arc<Metrics>) -> Result<Self, TlsError> {
+        let material = Material::read(&paths)?;
+        let config = build(&paths, &material)?;
+        Ok(Self {
+            paths,
+            config: HotSwap::new(config, Some(material.fingerprint())),
+            metrics,
+        })
+    }
+
+    /// An acceptor for one new connection, with the configuration current now.
+    pub fn acceptor(&self) -> TlsAcceptor {
+        TlsAcceptor::from(self.config.load())
+    }
+
+    /// Re-reads the material; swaps it in if it changed and loads, keeps the old one otherwise.
+    pub fn reload(&self) -> Reload<TlsError> {
+        // A read error is a rejection too: the file may be mid-swap.
+        let result = match Material::read(&self.paths) {
+            Ok(material) => self
+                .config
+                .reload(material.fingerprint(), || build(&self.paths, &material)),
+            Err(error) => Reload::Rejected(error),
+        };
+        match &result {
+            Reload::Unchanged => {}
+            Reload::Reloaded => {
+                self.metrics.tls_reloaded();
+                tracing::info!(cert = %self.paths.cert.display(), "serving certificate reloaded");
+            }
+            Reload::Rejected(error) => {
+                self.metrics.tls_reload_failed();
+                tracing::error!(%error, "certificate reload rejected; the previous certificate keeps serving");
+            }
+        }
+        result
+    }
+
+    /// Reloads whenever the certificate directories change, until the task is dropped.
+    pub async fn watch(self: Arc<Self>, poll: std::time::Duration) {
+        let mut watcher = DirWatcher::new(&self.paths.dirs(), false, poll);
+        loop {
+            watcher.changed().await;
+            let store = self.clone();
+            // File reads and key parsing are blocking work.
+            if let Err(error) = tokio::task::spawn_blocking(move || store.reload()).await {
+                tracing::error!(%error, "certificate reload task failed");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::certs::{CertSpec, generate_into};
+
+    fn store(dir: &Path) -> TlsStore {
+        generate_into(dir, &CertSpec::new("a", "b"), true).unwrap();
+        let paths = TlsPaths {
+            cert: dir.join("tls.crt"),
+            key: dir.join("tls.key"),
+            client_ca: None,
+        };
+        TlsStore::load(paths, Arc::new(Metrics::new())).unwrap()
+    }
+
+    #[test]
+    fn unchanged_material_is_not_reloaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        assert!(matches!(store.reload(), Reload::Unchanged));
+    }
+
+    #[test]
+    fn mismatched_key_is_rejected_once_and_the_old_config_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        let before = store.config.load();
+        // A new certificate beside the old key: a half-written rotation.
+        let other = crate::certs::generate(&CertSpec::new("c", "d")).unwrap();
+        std::fs::write(dir.path().join("tls.crt"), other.cert_pem).unwrap();
+        let first = store.reload();
+        assert!(
+            matches!(first, Reload::Rejected(TlsError::Pair { .. })),
+            "{first:?}"
+        );
+        assert!(Arc::ptr_eq(&before, &store.config.load()));
+        assert!(matches!(store.reload(), Reload::Unchanged));
+        std::fs::write(dir.path().join("tls.key"), other.key_pem).unwrap();
+        assert!(matches!(store.reload(), Reload::Reloaded));
+        assert!(!Arc::ptr_eq(&before, &store.config.load()));
+    }
+
+    #[test]
+    fn garbage_certificate_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        std::fs::write(dir.path().join("tls.crt"), "not a certificate").unwrap();
+        match store.reload() {
+            Reload::Rejected(e @ TlsError::NoCertificate { .. }) => {
+                assert!(e.to_string().contains("tls.crt"), "{e}")
+            }
+            other => panic!("expected a rejection, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn missing_key_file_is_an_error_naming_it() {
+        let paths = TlsPaths {
+            cert: "/nonexistent/tls.crt".into(),
+            key: "/nonexistent/tls.key".into(),
+            client_ca: None,
+        };
+        let err = TlsStore::load(paths, Arc::new(Metrics::new()))
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("/nonexistent/tls.crt"), "{err}");
+    }
+}

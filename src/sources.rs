@@ -1,0 +1,7 @@
+//! Where state comes from, and how it is swapped in: manifests on disk (the policy bundle, the
+//! inventory, the certificates), each served as an immutable snapshot that is replaced whole.
+
+pub mod bundle;
+pub mod files;
+pub mod hotswap;
+pub(crate) mod watch;

@@ -1,0 +1,175 @@
+//! The policy bundle and the inventory from files: loaded at start-up, watched, and reloaded off
+//! the request path. Each is its own snapshot: a changed inventory file rebuilds the inventory
+//! and leaves every compiled template as it is; a changed bundle recompiles the bundle only.
+//! Broken input is reported and the last good snapshot keeps serving.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::files::{self, FileError};
+use super::hotswap::{HotSwap, Reload};
+use super::watch::{DirWatcher, parent_dir};
+use crate::bundle::{Bundle, BundleError};
+use crate::inventory::Inventory;
+use crate::policy::EngineOptions;
+use crate::runtime::metrics::Metrics;
+
+/// Reads and checks the bundle at `path` (a directory, searched recursively, or one file).
+pub fn load_bundle(path: &Path, options: &EngineOptions) -> Result<Bundle, BundleError> {
+    if !path.exists() {
+        return Err(BundleError::one(
+            path.display().to_string(),
+            "no such file or directory; point --policies at a directory of Gatekeeper templates and constraints",
+        ));
+    }
+    let docs = files::read_path(path).map_err(|e| match e {
+        FileError::Manifest(e) => BundleError::from(e),
+        e => BundleError::one("bundle", e.to_string()),
+    })?;
+    let bundle = Bundle::from_documents(docs, options)?;
+    for warning in bundle.warnings() {
+        tracing::warn!(%warning, "policy bundle");
+    }
+    Ok(bundle)
+}
+
+/// Reads the objects of the inventory files.
+pub fn load_inventory(paths: &[PathBuf]) -> Result<Inventory, FileError> {
+    Ok(Inventory::from_objects(files::read_objects(paths)?))
+}
+
+/// Why a source could not be loaded at start-up.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot load the policy bundle at {path}: {source}")]
+    Bundle { path: PathBuf, source: BundleError },
+    #[error("cannot load the inventory: {0}")]
+    Inventory(FileError),
+}
+
+pub struct FileSources {
+    policies: PathBuf,
+    options: EngineOptions,
+    inventory_paths: Vec<PathBuf>,
+    bundle: Arc<HotSwap<Bundle>>,
+    inventory: Arc<HotSwap<Inventory>>,
+    metrics: Arc<Metrics>,
+}
+
+impl FileSources {
+    /// Loads both at start-up; broken input is an error.
+    pub fn load(
+        policies: &Path,
+        options: EngineOptions,
+        inventory_paths: Vec<PathBuf>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, LoadError> {
+        let bundle_fp = fingerprint(std::slice::from_ref(&policies.to_path_buf()));
+        let bundle = load_bundle(policies, &options).map_err(|source| LoadError::Bundle {
+            path: policies.to_path_buf(),
+            source,
+        })?;
+        let inventory_fp = fingerprint(&inventory_paths);
+        let inventory = load_inventory(&inventory_paths).map_err(LoadError::Inventory)?;
+        metrics.policy_loaded(bundle.policies().constraints().len());
+        Ok(Self {
+            policies: policies.to_path_buf(),
+            options,
+            inventory_paths,
+            bundle: Arc::new(HotSwap::new(bundle, Some(bundle_fp))),
+            inventory: Arc::new(HotSwap::new(inventory, Some(inventory_fp))),
+            metrics,
+        })
+    }
+
+    pub fn bundle(&self) -> Arc<HotSwap<Bundle>> {
+        self.bundle.clone()
+    }
+
+    pub fn inventory(&self) -> Arc<HotSwap<Inventory>> {
+        self.inventory.clone()
+    }
+
+    /// Re-reads whatever changed on disk. Returns whether anything new is served.
+    pub fn reload(&self) -> bool {
+        let bundle = self.bundle.reload(fingerprint(std::slice::from_ref(&self.policies)), || {
+            load_bundle(&self.policies, &self.options)
+        });
+        let inventory = self
+            .inventory
+            .reload(fingerprint(&self.inventory_paths), || {
+                load_inventory(&self.inventory_paths)
+            });
+        let constraints = self.bundle.load().policies().constraints().len();
+        let mut changed = false;
+        match bundle {
+            Reload::Unchanged => {}
+            Reload::Reloaded => {
+                changed = true;
+                self.metrics.policy_reloaded(constraints);
+                tracing::info!(path = %self.policies.display(), constraints, "policy bundle reloaded");
+            }
+            Reload::Rejected(error) => {
+                self.metrics.policy_reload_failed();
+                tracing::error!(path = %self.policies.display(), %error,
+                    "policy bundle rejected; the last good bundle keeps serving");
+            }
+        }
+        match inventory {
+            Reload::Unchanged => {}
+            Reload::Reloaded => {
+                changed = true;
+                self.metrics.policy_reloaded(constraints);
+                tracing::info!(objects = self.inventory.load().len(), "inventory reloaded");
+            }
+            Reload::Rejected(error) => {
+                self.metrics.policy_reload_failed();
+                tracing::error!(%error, "inventory rejected; the last good inventory keeps serving");
+            }
+        }
+        self.metrics
+            .policy_current(self.bundle.is_current() && self.inventory.is_current());
+        changed
+    }
+
+    /// Reloads whenever a watched directory changes, until the task is dropped.
+    pub async fn watch(self: Arc<Self>, poll: Duration) {
+        let dirs: Vec<PathBuf> = std::iter::once(&self.policies)
+            .chain(&self.inventory_paths)
+            .map(|p| if p.is_dir() { p.clone() } else { parent_dir(p) })
+            .collect();
+        let mut watcher = DirWatcher::new(&dirs, true, poll);
+        loop {
+            watcher.changed().await;
+            let sources = self.clone();
+            // Compiling templates is CPU work: keep it off the request path.
+            if let Err(error) = tokio::task::spawn_blocking(move || sources.reload()).await {
+                tracing::error!(%error, "policy reload task failed");
+            }
+        }
+    }
+}
+
+/// A hash of every manifest's path and contents under `roots` (unreadable files hash as such,
+/// so that the reload reports them).
+fn fingerprint(roots: &[PathBuf]) -> u64 {
+    let mut h = DefaultHasher::new();
+    for root in roots {
+        let files = if root.is_dir() {
+            files::manifest_files(root).unwrap_or_default()
+        } else {
+            vec![root.clone()]
+        };
+        for file in files {
+            file.hash(&mut h);
+            match std::fs::read(&file) {
+                Ok(bytes) => bytes.hash(&mut h),
+                Err(e) => e.kind().to_string().hash(&mut h),
+            }
+        }
+    }
+    h.finish()
+}

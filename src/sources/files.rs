@@ -1,0 +1,104 @@
+//! Manifests on disk: files, directories of them, and what a mounted ConfigMap looks like.
+
+use std::path::{Path, PathBuf};
+
+use crate::manifest::{self, Document, ManifestError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+}
+
+/// Whether a path names a YAML or JSON file.
+pub fn is_manifest(path: &Path) -> bool {
+    matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("yaml" | "yml" | "json")
+    )
+}
+
+/// Every manifest file under `dir`, recursively, in a stable order. Hidden entries are skipped:
+/// a mounted ConfigMap holds its real files in `..<timestamp>/` directories behind symlinks, and
+/// reading both would load everything twice.
+pub fn manifest_files(dir: &Path) -> Result<Vec<PathBuf>, FileError> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let entries = std::fs::read_dir(&dir).map_err(|source| FileError::Read {
+            path: dir.clone(),
+            source,
+        })?;
+        for entry in entries {
+            let entry = entry.map_err(|source| FileError::Read {
+                path: dir.clone(),
+                source,
+            })?;
+            let path = entry.path();
+            if entry.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
+            // Follow symlinks: that is how mounted volumes present their files.
+            if path.is_dir() {
+                stack.push(path);
+            } else if is_manifest(&path) {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Reads every document of a file, or of every manifest under a directory.
+pub fn read_path(path: &Path) -> Result<Vec<Document>, FileError> {
+    if path.is_dir() {
+        let mut docs = Vec::new();
+        for file in manifest_files(path)? {
+            docs.extend(read_file(&file)?);
+        }
+        Ok(docs)
+    } else {
+        read_file(path)
+    }
+}
+
+pub fn read_file(path: &Path) -> Result<Vec<Document>, FileError> {
+    let text = std::fs::read_to_string(path).map_err(|source| FileError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(manifest::parse_str(&text, path)?)
+}
+
+/// The objects of several files or directories, for an inventory.
+pub fn read_objects(paths: &[PathBuf]) -> Result<Vec<serde_json::Value>, FileError> {
+    let mut objects = Vec::new();
+    for path in paths {
+        objects.extend(read_path(path)?.into_iter().map(|d| d.value));
+    }
+    Ok(objects)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hidden_entries_are_skipped_but_symlinked_files_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("..2026_01_01");
+        std::fs::create_dir(&data).unwrap();
+        std::fs::write(data.join("p.yaml"), "kind: A\n").unwrap();
+        std::os::unix::fs::symlink("..2026_01_01", dir.path().join("..data")).unwrap();
+        std::os::unix::fs::symlink("..data/p.yaml", dir.path().join("p.yaml")).unwrap();
+        std::fs::write(dir.path().join("notes.txt"), "ignored").unwrap();
+        let files = manifest_files(dir.path()).unwrap();
+        assert_eq!(files, [dir.path().join("p.yaml")]);
+    }
+}

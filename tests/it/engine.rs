@@ -1,0 +1,157 @@
+//! Evaluation failures fail closed: an error, or a template that runs past the time limit,
+//! becomes a violation of its constraint that says what happened.
+
+use std::path::Path;
+use std::time::Duration;
+
+use palisade::admission::Review;
+use palisade::bundle::Bundle;
+use palisade::inventory::Inventory;
+use palisade::manifest::parse_str;
+use palisade::policy::{Action, EngineOptions, Violation};
+
+use crate::common::validate;
+
+fn evaluate(bundle: &Bundle, review: &Review) -> Vec<Violation> {
+    validate(bundle, &Inventory::default(), review)
+}
+use serde_json::json;
+
+const BUNDLE: &str = r#"
+apiVersion: templates.gatekeeper.sh/v1
+kind: ConstraintTemplate
+metadata: {name: k8shazards}
+spec:
+  crd: {spec: {names: {kind: K8sHazards}}}
+  targets:
+    - target: admission.k8s.gatekeeper.sh
+      rego: |
+        package k8shazards
+
+        # Cubic in spec.n: quick for the warm-up's empty input, endless for n = 2000.
+        violation[{"msg": "never"}] {
+          n := input.review.object.spec.n
+          numbers.range(1, n)[i]
+          numbers.range(1, n)[j]
+          numbers.range(1, n)[k]
+          i + j + k < 0
+        }
+
+        # Two values for one complete rule: an evaluation error in OPA and in regorus.
+        conflict = 1 { input.review.object.spec.conflict }
+        conflict = 2 { input.review.object.spec.conflict }
+
+        violation[{"msg": "conflict"}] { conflict }
+---
+apiVersion: constraints.gatekeeper.sh/v1beta1
+kind: K8sHazards
+metadata: {name: hazards}
+spec:
+  enforcementAction: warn
+"#;
+
+/// The hazards bundle on the VM and on the interpreter: both must fail closed the same way.
+fn sets(timeout: Duration) -> Vec<Bundle> {
+    [true, false]
+        .map(|vm| {
+            let docs = parse_str(BUNDLE, Path::new("hazards.yaml")).unwrap();
+            let options = EngineOptions {
+                eval_timeout: timeout,
+                vm,
+            };
+            let set = Bundle::from_documents(docs, &options).unwrap();
+            assert_eq!(set.policies().templates().all(|t| t.on_vm()), vm);
+            set
+        })
+        .into()
+}
+
+fn object(spec: serde_json::Value) -> Review {
+    Review::from_object(json!({"apiVersion": "example.com/v1", "kind": "Thing",
+        "metadata": {"name": "t", "namespace": "ns"}, "spec": spec}))
+}
+
+#[test]
+fn a_template_past_the_time_limit_is_a_violation() {
+    for set in sets(Duration::from_millis(50)) {
+        let started = std::time::Instant::now();
+        let violations = evaluate(&set, &object(json!({"n": 2000})));
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the time limit did not stop evaluation"
+        );
+        assert_eq!(violations.len(), 1, "{violations:?}");
+        let v = &violations[0];
+        assert_eq!(v.constraint, "hazards");
+        assert_eq!(
+            v.action,
+            Action::Warn,
+            "the constraint's own action applies"
+        );
+        assert!(
+            v.message.starts_with("policy evaluation failed: ")
+                && v.message.to_lowercase().contains("exceeded time limit"),
+            "{}",
+            v.message
+        );
+        assert!(evaluate(&set, &object(json!({"n": 3}))).is_empty());
+    }
+}
+
+#[test]
+fn an_evaluation_error_is_a_violation() {
+    // On the interpreter, as in OPA; the VM reads this case differently (see below).
+    let set = sets(Duration::from_secs(1)).pop().unwrap();
+    let violations = evaluate(&set, &object(json!({"conflict": true})));
+    assert_eq!(violations.len(), 1, "{violations:?}");
+    let message = &violations[0].message;
+    assert!(
+        message.starts_with("policy evaluation failed:"),
+        "{message}"
+    );
+    assert!(message.contains("k8shazards.rego:1"), "{message}");
+}
+
+#[test]
+fn a_bad_mutator_is_a_load_error_naming_file_document_and_field() {
+    let yaml = "apiVersion: mutations.gatekeeper.sh/v1\nkind: AssignMetadata\nmetadata: {name: ok}\nspec:\n  location: metadata.labels.a\n  parameters: {assign: {value: b}}\n---\napiVersion: mutations.gatekeeper.sh/v1\nkind: Assign\nmetadata: {name: broken}\nspec:\n  applyTo: [{groups: [\"\"], kinds: [Pod], versions: [v1]}]\n  location: \"spec.containers[name: *.image\"\n  parameters: {assign: {value: x}}\n";
+    let docs = parse_str(yaml, Path::new("policies/mutators.yaml")).unwrap();
+    let err = Bundle::from_documents(docs, &EngineOptions::default())
+        .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("Assign \"broken\" at policies/mutators.yaml (document 2): spec.location \"spec.containers[name: *.image\": position 23: expected ']'"),
+        "{err}"
+    );
+}
+
+/// A known divergence of regorus' VM, documented in the README: a complete rule with two values
+/// is undefined there, where OPA and the interpreter report an error. If a regorus upgrade changes
+/// this, this test says so.
+#[test]
+fn the_vm_reads_conflicting_rule_values_as_undefined() {
+    let vm = sets(Duration::from_secs(1)).remove(0);
+    assert!(vm.policies().templates().all(|t| t.on_vm()));
+    assert!(evaluate(&vm, &object(json!({"conflict": true}))).is_empty());
+}
+
+#[test]
+fn a_template_the_vm_cannot_compile_runs_on_the_interpreter_and_still_fails_closed() {
+    // The call is reached only with spec.callUnknown: the interpreter loads the template, the VM
+    // cannot compile it.
+    let yaml = BUNDLE.replace(
+        r#"violation[{"msg": "conflict"}] { conflict }"#,
+        r#"violation[{"msg": "unreachable"}] { input.review.object.spec.callUnknown; no.such.function(1) }"#,
+    );
+    let docs = parse_str(&yaml, Path::new("hazards.yaml")).unwrap();
+    let set = Bundle::from_documents(docs, &EngineOptions::default()).unwrap();
+    assert!(set.policies().templates().all(|t| !t.on_vm()));
+    let violations = evaluate(&set, &object(json!({"callUnknown": true})));
+    assert_eq!(violations.len(), 1, "{violations:?}");
+    assert!(
+        violations[0].message.contains("no.such.function"),
+        "{}",
+        violations[0].message
+    );
+    assert!(evaluate(&set, &object(json!({"n": 2}))).is_empty());
+}

@@ -1,0 +1,11 @@
+//! All integration tests, in one binary: one link of the library instead of eight.
+
+mod common;
+mod engine;
+mod mutation;
+mod process;
+mod server;
+mod tls;
+mod validate;
+mod verify;
+mod zero_trust;

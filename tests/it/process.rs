@@ -1,0 +1,241 @@
+//! The `palisade` binary as an operator runs it: first start on a fresh checkout, SIGTERM while a
+//! review is in flight, certificate generation and start-up errors.
+
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use base64::Engine as _;
+use crate::common::*;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+const BIN: &str = env!("CARGO_BIN_EXE_palisade");
+
+struct Running {
+    child: Child,
+    https: std::net::SocketAddr,
+    health: std::net::SocketAddr,
+    logs: tokio::sync::mpsc::UnboundedReceiver<String>,
+}
+
+/// Starts `palisade serve` in `cwd` on ephemeral ports and waits for its "listening" log line.
+async fn spawn_serve(cwd: &Path, extra: &[&str]) -> Running {
+    let mut child = Command::new(BIN)
+        .current_dir(cwd)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--health-listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--log-format", "json"])
+        .arg("--policies")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/policies"))
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let (tx, mut logs) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let listening = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(line) = logs.recv().await {
+            let json: serde_json::Value = serde_json::from_str(&line)
+                .unwrap_or_else(|e| panic!("log line is not JSON ({e}): {line}"));
+            if json["message"] == "listening" {
+                return json;
+            }
+        }
+        panic!("palisade exited before listening");
+    })
+    .await
+    .expect("palisade did not start listening");
+    Running {
+        child,
+        https: listening["https"].as_str().unwrap().parse().unwrap(),
+        health: listening["health"].as_str().unwrap().parse().unwrap(),
+        logs,
+    }
+}
+
+fn sigterm(child: &Child) {
+    let pid = child.id().unwrap().to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn first_start_generates_dev_certs_and_sigterm_drains_then_exits_zero() {
+    install_crypto();
+    let cwd = tempfile::tempdir().unwrap();
+    let mut running = spawn_serve(cwd.path(), &["--log-level", "debug"]).await;
+    for file in ["ca.crt", "ca.key", "tls.crt", "tls.key"] {
+        assert!(
+            cwd.path().join("certs").join(file).exists(),
+            "certs/{file} not generated"
+        );
+    }
+    let ca = std::fs::read(cwd.path().join("certs/ca.crt")).unwrap();
+    let client = Client::new(running.https, &[&ca]);
+    let body = fixture("admission/validate-create-deployment.json");
+    let rsp = client.review(Proto::Http2, "/validate", &body).await;
+    assert_eq!(rsp["allowed"], false, "{rsp}");
+
+    // At debug level, one line per review with what it was about and the decision.
+    let review_line = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let line = running.logs.recv().await.unwrap();
+            if line.contains("\"message\":\"review\"") {
+                return serde_json::from_str::<serde_json::Value>(&line).unwrap();
+            }
+        }
+    })
+    .await
+    .expect("no review log line");
+    assert_eq!(review_line["kind"], "Deployment");
+    assert_eq!(review_line["namespace"], "payments");
+    assert_eq!(review_line["name"], "api");
+    assert_eq!(review_line["operation"], "CREATE");
+    // The bundled zero-trust policies are live: this Deployment has no limits and its namespace
+    // no default-deny NetworkPolicy.
+    assert_eq!(review_line["decision"], "denied");
+    assert!(review_line["uid"].as_str().is_some_and(|u| !u.is_empty()));
+    assert!(review_line["latency_us"].is_u64());
+
+    // A slow review is in flight when SIGTERM arrives.
+    let slow = start_slow_review(&client, &body, 64).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    sigterm(&running.child);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let (status, text) = http_get(running.health, "/readyz").await;
+    assert_eq!((status, text.as_str()), (503, "not ready: shutting down\n"));
+    assert!(
+        running.child.try_wait().unwrap().is_none(),
+        "exited with a review in flight"
+    );
+
+    let (status, text) = finish_slow_review(slow, &body[64..]).await;
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("\"allowed\":false"), "{text}");
+
+    let exit = tokio::time::timeout(Duration::from_secs(10), running.child.wait())
+        .await
+        .expect("palisade did not exit after draining")
+        .unwrap();
+    assert!(exit.success(), "exit status {exit:?}");
+}
+
+#[tokio::test]
+async fn certs_generate_writes_a_ca_prints_its_bundle_and_refuses_to_replace_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let run = || {
+        std::process::Command::new(BIN)
+            .args([
+                "certs",
+                "generate",
+                "--service",
+                "webhook",
+                "--namespace",
+                "zt",
+            ])
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap()
+    };
+    let first = run();
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let ca = std::fs::read(out.join("ca.crt")).unwrap();
+    let printed = String::from_utf8(first.stdout).unwrap();
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(printed.trim())
+        .unwrap();
+    assert_eq!(decoded, ca, "the printed caBundle must be the CA");
+    let stderr = String::from_utf8_lossy(&first.stderr);
+    assert!(stderr.contains("webhook.zt.svc.cluster.local"), "{stderr}");
+
+    let second = run();
+    assert!(!second.status.success());
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        stderr.contains("ca.crt") && stderr.contains("--force"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read(out.join("ca.crt")).unwrap(),
+        ca,
+        "CA replaced"
+    );
+
+    // The pair serves: a server on it is trusted by the printed CA.
+    install_crypto();
+    let server_dir = tempfile::tempdir().unwrap();
+    for f in ["ca.crt", "tls.crt", "tls.key"] {
+        std::fs::copy(out.join(f), server_dir.path().join(f)).unwrap();
+    }
+    let server = TestServer::start_in(server_dir, &["--no-dev-certs"]).await;
+    let client = Client::new(server.https, &[&decoded]);
+    client
+        .review(
+            Proto::Http1,
+            "/validate",
+            &fixture("admission/validate-create-namespace.json"),
+        )
+        .await;
+}
+
+#[tokio::test]
+async fn serve_refuses_bad_start_up_input_with_a_message_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("certs")).unwrap();
+    std::fs::write(dir.path().join("certs/tls.crt"), "garbage").unwrap();
+    std::fs::write(dir.path().join("certs/tls.key"), "garbage").unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(BIN)
+            .current_dir(dir.path())
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--health-listen",
+                "127.0.0.1:0",
+            ])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "started on bad input {args:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = run(&[]);
+    assert!(
+        err.contains("certs/tls.crt") && err.contains("no PEM certificate"),
+        "{err}"
+    );
+    let err = run(&["--tls-key", "certs/missing.key", "--no-dev-certs"]);
+    assert!(err.contains("certs/missing.key"), "{err}");
+    let err = run(&["--log-level", "palisade=loud"]);
+    assert!(err.contains("--log-level"), "{err}");
+    std::fs::remove_file(dir.path().join("certs/tls.key")).unwrap();
+    let err = run(&[]);
+    assert!(err.contains("its key certs/tls.key does not"), "{err}");
+}

@@ -1,0 +1,343 @@
+//! The HTTPS admission server, driven as the API server drives it. No API server runs here: the
+//! reviews are bodies a real kube-apiserver v1.25 sent (tests/data/admission).
+
+
+use std::time::Duration;
+
+use crate::common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+#[tokio::test]
+async fn answers_every_captured_review_over_http1_and_http2() {
+    let server = TestServer::start(&[]).await;
+    let client = server.client();
+    let fixtures = admission_fixtures();
+    assert!(fixtures.len() >= 15, "fixtures missing: {fixtures:?}");
+    for proto in [Proto::Http1, Proto::Http2] {
+        for (path, endpoint) in &fixtures {
+            let body = std::fs::read(path).unwrap();
+            // The API server appends the webhook timeout to the path.
+            let url = format!("{endpoint}?timeout=5s");
+            let rsp = client.review(proto, &url, &body).await;
+            assert_eq!(rsp["allowed"], true, "{proto:?} {}", path.display());
+            assert!(rsp.get("patch").is_none(), "{}", path.display());
+        }
+    }
+    let metrics = server.metrics().await;
+    let validated = metric(
+        &metrics,
+        r#"palisade_admission_reviews_total{endpoint="validate",result="allowed"}"#,
+    );
+    let validate_count = fixtures.iter().filter(|(_, e)| *e == "/validate").count() * 2;
+    assert_eq!(validated, Some(validate_count as f64), "{metrics}");
+}
+
+#[tokio::test]
+async fn http2_is_negotiated_by_alpn() {
+    let server = TestServer::start(&[]).await;
+    let client = server.client();
+    let body = fixture("admission/validate-create-pod.json");
+    let h2 = client
+        .post(Proto::Http2, "/validate", body.clone())
+        .await
+        .unwrap();
+    assert_eq!(h2.version, hyper::Version::HTTP_2);
+    let h1 = client.post(Proto::Http1, "/validate", body).await.unwrap();
+    assert_eq!(h1.version, hyper::Version::HTTP_11);
+}
+
+async fn expect_error(client: &Client, proto: Proto, body: Vec<u8>, status: u16, needle: &str) {
+    let rsp = client.post(proto, "/validate", body).await.unwrap();
+    assert_eq!(rsp.status, status, "{}", String::from_utf8_lossy(&rsp.body));
+    let json = rsp.json();
+    assert_eq!(json["kind"], "Status");
+    assert_eq!(json["code"], status);
+    let message = json["message"].as_str().unwrap();
+    assert!(
+        message.contains(needle),
+        "{message:?} should mention {needle:?}"
+    );
+}
+
+#[tokio::test]
+async fn rejects_bodies_that_are_not_admission_reviews() {
+    let server = TestServer::start(&["--max-body-bytes", "16384"]).await;
+    let client = server.client();
+    let valid: serde_json::Value =
+        serde_json::from_slice(&fixture("admission/validate-create-pod.json")).unwrap();
+    let with = |edit: &dyn Fn(&mut serde_json::Value)| {
+        let mut v = valid.clone();
+        edit(&mut v);
+        serde_json::to_vec(&v).unwrap()
+    };
+    for proto in [Proto::Http1, Proto::Http2] {
+        expect_error(&client, proto, b"{not json".to_vec(), 400, "not valid JSON").await;
+        expect_error(&client, proto, Vec::new(), 400, "EOF").await;
+        expect_error(
+            &client,
+            proto,
+            with(&|v| v["apiVersion"] = "admission.k8s.io/v1beta1".into()),
+            400,
+            "admissionReviewVersions",
+        )
+        .await;
+        expect_error(
+            &client,
+            proto,
+            with(&|v| v["kind"] = "Pod".into()),
+            400,
+            "\"Pod\"",
+        )
+        .await;
+        expect_error(
+            &client,
+            proto,
+            with(&|v| {
+                v.as_object_mut().unwrap().remove("request");
+            }),
+            400,
+            "no request",
+        )
+        .await;
+        expect_error(
+            &client,
+            proto,
+            with(&|v| {
+                v["request"].as_object_mut().unwrap().remove("uid");
+            }),
+            400,
+            "uid",
+        )
+        .await;
+        expect_error(
+            &client,
+            proto,
+            with(&|v| v["request"]["uid"] = "".into()),
+            400,
+            "uid",
+        )
+        .await;
+        expect_error(
+            &client,
+            proto,
+            with(&|v| v["request"]["operation"] = "EXPLODE".into()),
+            400,
+            "EXPLODE",
+        )
+        .await;
+        let big = with(&|v| {
+            v["request"]["object"]["metadata"]["annotations"] =
+                serde_json::json!({"filler": "x".repeat(20_000)})
+        });
+        expect_error(&client, proto, big, 413, "--max-body-bytes").await;
+    }
+    // The server is unharmed.
+    client
+        .review(
+            Proto::Http1,
+            "/validate",
+            &fixture("admission/validate-create-pod.json"),
+        )
+        .await;
+    let metrics = server.metrics().await;
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"palisade_admission_reviews_total{endpoint="validate",result="invalid"}"#
+        ),
+        Some(18.0),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn wrong_method_and_unknown_path_are_refused() {
+    let server = TestServer::start(&[]).await;
+    let client = server.client();
+    let rsp = client
+        .post(Proto::Http1, "/nope", b"{}".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(rsp.status, 404);
+    let mut stream = client.connect(Proto::Http1).await.unwrap();
+    stream
+        .write_all(b"GET /validate HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    stream.flush().await.unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.unwrap();
+    assert_eq!(parse_http1(&raw).0, 405);
+}
+
+#[tokio::test]
+async fn plain_http_on_the_tls_port_gets_no_http_answer() {
+    let server = TestServer::start(&[]).await;
+    let mut tcp = TcpStream::connect(server.https).await.unwrap();
+    let body = fixture("admission/validate-create-pod.json");
+    let head = format!(
+        "POST /validate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    let _ = tcp.write_all(&body).await;
+    let mut raw = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut raw)).await;
+    assert!(
+        read.is_ok(),
+        "the server must close the connection, not hang"
+    );
+    assert!(
+        !raw.starts_with(b"HTTP/"),
+        "answered plain HTTP: {:?}",
+        String::from_utf8_lossy(&raw)
+    );
+    server
+        .client()
+        .review(Proto::Http1, "/validate", &body)
+        .await;
+    let metrics = server.metrics().await;
+    assert!(metric(&metrics, "palisade_tls_handshake_failures_total").unwrap() >= 1.0);
+}
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_headers_is_cut_off_without_hurting_others() {
+    let server = TestServer::start(&["--header-timeout", "700ms"]).await;
+    let client = server.client();
+    let mut slow = client.connect(Proto::Http1).await.unwrap();
+    slow.write_all(b"POST /validate HTTP/1.1\r\nHost: localhost\r\nX-Slow: ")
+        .await
+        .unwrap();
+    slow.flush().await.unwrap();
+    // Meanwhile, others are answered at once.
+    let body = fixture("admission/validate-create-namespace.json");
+    for proto in [Proto::Http1, Proto::Http2] {
+        client.review(proto, "/validate", &body).await;
+    }
+    let started = tokio::time::Instant::now();
+    let mut raw = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), slow.read_to_end(&mut raw)).await;
+    assert!(read.is_ok(), "the slow connection was never closed");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(
+        !raw.starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&raw)
+    );
+
+    // A client that connects but never starts the TLS handshake is cut off too.
+    let mut idle = TcpStream::connect(server.https).await.unwrap();
+    let mut buf = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_secs(10), idle.read(&mut buf)).await;
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "{read:?}");
+}
+
+#[tokio::test]
+async fn health_readiness_and_metrics_are_served_on_the_plain_port() {
+    let server = TestServer::start(&[]).await;
+    assert_eq!(
+        http_get(server.health, "/healthz").await,
+        (200, "ok\n".into())
+    );
+    assert_eq!(
+        http_get(server.health, "/readyz").await,
+        (200, "ok\n".into())
+    );
+    server
+        .client()
+        .review(
+            Proto::Http2,
+            "/mutate",
+            &fixture("admission/mutate-create-pod.json"),
+        )
+        .await;
+    let (status, text) = http_get(server.health, "/metrics").await;
+    assert_eq!(status, 200);
+    for series in [
+        r#"palisade_admission_reviews_total{endpoint="mutate",result="allowed"} 1"#,
+        r#"palisade_admission_review_duration_seconds_bucket{le="0.00005",endpoint="mutate"}"#,
+        r#"palisade_admission_review_duration_seconds_bucket{le="10.0",endpoint="mutate"} 1"#,
+        "palisade_tls_reloads_total 0",
+        "palisade_tls_reload_failures_total 0",
+        "# EOF",
+    ] {
+        assert!(text.contains(series), "missing {series:?} in\n{text}");
+    }
+}
+
+#[tokio::test]
+async fn reviews_beyond_the_concurrency_limit_wait_for_a_slot() {
+    let server = TestServer::start(&["--max-concurrent", "1", "--request-timeout", "10s"]).await;
+    let client = server.client();
+    let body = fixture("admission/validate-create-pod.json");
+    let slow = start_slow_review(&client, &body, 10).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let queued = tokio::spawn({
+        let client = client.clone();
+        let body = body.clone();
+        async move { client.post(Proto::Http2, "/validate", body).await.unwrap() }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !queued.is_finished(),
+        "a second review ran while the only slot was taken"
+    );
+
+    let (status, _) = finish_slow_review(slow, &body[10..]).await;
+    assert_eq!(status, 200);
+    let queued = tokio::time::timeout(Duration::from_secs(5), queued)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        queued.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&queued.body)
+    );
+}
+
+#[tokio::test]
+async fn a_review_not_answered_in_time_gets_504() {
+    let server = TestServer::start(&["--request-timeout", "500ms"]).await;
+    let client = server.client();
+    let body = fixture("admission/validate-create-pod.json");
+    let slow = start_slow_review(&client, &body, 10).await;
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let (status, text) = finish_slow_review(slow, &body[10..]).await;
+    assert_eq!(status, 504, "{text}");
+    assert!(text.contains("not answered within"), "{text}");
+    // Others are unaffected.
+    client.review(Proto::Http1, "/validate", &body).await;
+    let metrics = server.metrics().await;
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"palisade_admission_reviews_total{endpoint="validate",result="timeout"}"#
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn stop_drains_a_request_in_flight() {
+    let server = TestServer::start(&[]).await;
+    let client = server.client();
+    let body = fixture("admission/validate-update-pod.json");
+    let slow = start_slow_review(&client, &body, 100).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let https = server.https;
+    let stopping = tokio::spawn(server.stop());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        TcpStream::connect(https).await.is_err(),
+        "still accepting after stop"
+    );
+    let (status, text) = finish_slow_review(slow, &body[100..]).await;
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("\"allowed\":true"), "{text}");
+    assert!(stopping.await.unwrap(), "drain did not complete");
+}

@@ -1,0 +1,307 @@
+//! gator Suites under tests/data/gatekeeper, run through the same code as `palisade verify`, and the
+//! `palisade verify` / `palisade test` commands themselves.
+
+use std::path::Path;
+use std::process::Command;
+
+use palisade::bundle::Bundle;
+use palisade::cli::verify::{self as suite, Outcome, Summary};
+use palisade::policy::EngineOptions;
+use palisade::sources::files as source;
+
+const BIN: &str = env!("CARGO_BIN_EXE_palisade");
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+fn path(rel: &str) -> std::path::PathBuf {
+    Path::new(ROOT).join(rel)
+}
+
+#[test]
+fn every_suite_under_tests_gatekeeper_passes() {
+    let results = suite::run_path(&path("tests/data/gatekeeper"), &EngineOptions::default()).unwrap();
+    let failures: Vec<String> = results
+        .iter()
+        .filter(|r| matches!(r.outcome, Outcome::Fail(_)))
+        .map(|r| r.to_string())
+        .collect();
+    assert!(failures.is_empty(), "{failures:#?}");
+    let summary = Summary::of(&results);
+    assert_eq!(
+        summary,
+        Summary {
+            passed: 26,
+            failed: 0,
+            skipped: 1
+        }
+    );
+}
+
+#[test]
+fn wrong_expectations_are_reported_case_by_case() {
+    let results =
+        suite::run_path(&path("tests/data/gatekeeper-failing"), &EngineOptions::default()).unwrap();
+    let failed: Vec<&str> = results
+        .iter()
+        .filter(|r| matches!(r.outcome, Outcome::Fail(_)))
+        .map(|r| r.case.as_str())
+        .collect();
+    assert_eq!(
+        failed,
+        [
+            "expects-a-violation-that-does-not-happen",
+            "expects-the-wrong-count",
+            "expects-a-message-that-is-not-there",
+            "(invalid)"
+        ]
+    );
+    let count = results
+        .iter()
+        .find(|r| r.case == "expects-the-wrong-count")
+        .unwrap();
+    assert_eq!(
+        count.outcome,
+        Outcome::Fail("assertions[0]: expected exactly 2 violations, got 1 (all violations: [namespaces-have-an-owner] you must provide labels: {\"owner\"})".into())
+    );
+}
+
+#[test]
+fn verify_command_prints_a_line_per_case_and_a_summary() {
+    let ok = Command::new(BIN)
+        .arg("verify")
+        .arg(path("tests/data/gatekeeper"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&ok.stdout);
+    assert!(
+        ok.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert_eq!(stdout.lines().count(), 28, "{stdout}");
+    assert_eq!(
+        stdout.lines().last(),
+        Some("26 passed, 0 failed, 1 skipped")
+    );
+
+    let bad = Command::new(BIN)
+        .arg("verify")
+        .arg(path("tests/data/gatekeeper-failing/suite.yaml"))
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&bad.stdout);
+    assert_eq!(stdout.lines().last(), Some("1 passed, 4 failed, 0 skipped"));
+    assert_eq!(stdout.lines().filter(|l| l.starts_with("FAIL")).count(), 4);
+}
+
+#[test]
+fn a_malformed_suite_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("suite.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: test.gatekeeper.sh/v1alpha1\nkind: Suite\ntests:\n- name: t\n  template: t.yaml\n  constraint: c.yaml\n  cases:\n  - name: c\n    object: o.yaml\n    assertions:\n    - violations: maybe\n",
+    )
+    .unwrap();
+    let err = suite::parse_suite(&file).unwrap_err().to_string();
+    assert!(err.contains("suite.yaml"), "{err}");
+    assert!(
+        err.contains(
+            "tests[0].cases[0].assertions[0].violations: \"maybe\" is not yes, no or a number"
+        ),
+        "{err}"
+    );
+
+    std::fs::write(&file, "apiVersion: test.gatekeeper.sh/v1alpha1\nkind: Suite\ntests:\n- name: t\n  constraint: c.yaml\n").unwrap();
+    let err = suite::parse_suite(&file).unwrap_err().to_string();
+    assert!(err.contains("tests[0].template: required"), "{err}");
+
+    let out = Command::new(BIN).arg("verify").arg(&file).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("tests[0].template: required"));
+}
+
+fn load_pair(template: &str, constraint: &str) -> String {
+    let mut docs = source::read_file(&path(template)).unwrap();
+    docs.extend(source::read_file(&path(constraint)).unwrap());
+    Bundle::from_documents(docs, &EngineOptions::default())
+        .unwrap_err()
+        .to_string()
+}
+
+#[test]
+fn invalid_bundles_say_which_file_document_rule_and_line() {
+    let inv = "tests/data/gatekeeper/invalid";
+    let err = load_pair(
+        &format!("{inv}/bad-rego.yaml"),
+        &format!("{inv}/bad-rego-constraint.yaml"),
+    );
+    assert!(
+        err.contains("ConstraintTemplate \"k8sbadrego\" at"),
+        "{err}"
+    );
+    assert!(err.contains("bad-rego.yaml (document 1)"), "{err}");
+    assert!(err.contains("k8sbadrego.rego:3"), "{err}");
+    assert!(
+        err.starts_with("1 problem in the policy bundle"),
+        "only the template is reported: {err}"
+    );
+
+    let err = load_pair(
+        &format!("{inv}/network.yaml"),
+        &format!("{inv}/network-constraint.yaml"),
+    );
+    assert!(
+        err.contains("k8snetwork.rego:4: calls http.send, which reaches the network"),
+        "{err}"
+    );
+
+    let err = load_pair(
+        &format!("{inv}/short-sprintf.yaml"),
+        &format!("{inv}/short-sprintf-constraint.yaml"),
+    );
+    assert!(
+        err.contains("k8sshortsprintf.rego:5: sprintf format has 2 verbs but 1 arguments"),
+        "{err}"
+    );
+
+    let err = load_pair(
+        &format!("{inv}/cel-only.yaml"),
+        &format!("{inv}/cel-only-constraint.yaml"),
+    );
+    assert!(err.contains("only K8sNativeValidation"), "{err}");
+
+    let rl = "tests/data/gatekeeper/required-labels";
+    let err = load_pair(
+        &format!("{rl}/template.yaml"),
+        &format!("{rl}/wrong-parameters.yaml"),
+    );
+    assert!(
+        err.contains("K8sRequiredLabels \"wrong-parameters\" at"),
+        "{err}"
+    );
+    assert!(err.contains("wrong-parameters.yaml (document 1)"), "{err}");
+    assert!(
+        err.contains("spec.parameters.labels: expected array, found a string"),
+        "{err}"
+    );
+
+    let err = load_pair(
+        &format!("{rl}/template.yaml"),
+        &format!("{rl}/unknown-kind.yaml"),
+    );
+    assert!(
+        err.contains(
+            "no ConstraintTemplate defines kind K8sRequiredAnnotations (defined: K8sRequiredLabels)"
+        ),
+        "{err}"
+    );
+}
+
+/// A bundle directory with the required-labels and allowed-repos templates and constraints.
+fn bundle() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for t in ["required-labels", "allowed-repos"] {
+        for f in ["template.yaml", "constraint.yaml"] {
+            std::fs::copy(
+                path(&format!("tests/data/gatekeeper/{t}/{f}")),
+                dir.path().join(format!("{t}-{f}")),
+            )
+            .unwrap();
+        }
+    }
+    dir
+}
+
+#[test]
+fn test_command_groups_violations_and_exits_1_on_deny() {
+    let bundle = bundle();
+    let out = Command::new(BIN)
+        .args(["test", "--policies"])
+        .arg(bundle.path())
+        .arg("-f")
+        .arg(path(
+            "tests/data/gatekeeper/required-labels/samples/unowned.yaml",
+        ))
+        .arg("-f")
+        .arg(path("tests/data/gatekeeper/allowed-repos/samples"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("Namespace payments ("), "{stdout}");
+    assert!(stdout.contains("  K8sRequiredLabels/namespaces-have-an-owner [deny]\n    - you must provide labels: {\"owner\"}"), "{stdout}");
+    assert!(
+        stdout.contains("Pod payments/api: no violations"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("  K8sAllowedRepos/trusted-registries [deny]\n    - container <debug>"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("\n    - container <proxy> has an invalid image repo"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.ends_with("3 objects, 3 violations (3 deny, 0 warn, 0 dryrun)\n"),
+        "{stdout}"
+    );
+
+    let json = Command::new(BIN)
+        .args(["test", "-o", "json", "--policies"])
+        .arg(bundle.path())
+        .arg("-f")
+        .arg(path("tests/data/gatekeeper/allowed-repos/samples/trusted.yaml"))
+        .output()
+        .unwrap();
+    assert!(json.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(v[0]["kind"], "Pod");
+    assert_eq!(v[0]["violations"], serde_json::json!([]));
+}
+
+#[test]
+fn test_command_reads_standard_input_and_uses_the_objects_as_inventory() {
+    use std::io::Write;
+    let bundle = tempfile::tempdir().unwrap();
+    for f in ["template.yaml", "constraint.yaml"] {
+        std::fs::copy(
+            path(&format!("tests/data/gatekeeper/default-deny/{f}")),
+            bundle.path().join(f),
+        )
+        .unwrap();
+    }
+    let run = |input: &str| {
+        let mut child = Command::new(BIN)
+            .args(["test", "-f", "-", "-o", "json", "--policies"])
+            .arg(bundle.path())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let pod = std::fs::read_to_string(path(
+        "tests/data/gatekeeper/default-deny/samples/pod-in-payments.yaml",
+    ))
+    .unwrap();
+    let policy = std::fs::read_to_string(path(
+        "tests/data/gatekeeper/default-deny/inventory/payments-default-deny.yaml",
+    ))
+    .unwrap();
+    let alone = run(&pod);
+    assert_eq!(alone.status.code(), Some(1));
+    let with_policy = run(&format!("{pod}---\n{policy}"));
+    assert!(
+        with_policy.status.success(),
+        "{}",
+        String::from_utf8_lossy(&with_policy.stdout)
+    );
+}
