@@ -4,15 +4,24 @@
 
 use std::hint::black_box;
 use std::path::Path;
-use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use palisade::admission::{self, Decider, Endpoint};
-use palisade::enforce::Enforcer;
+use palisade::admission::{self, Endpoint, Review};
+use palisade::bundle::Bundle;
+use palisade::decide::Decider;
 use palisade::inventory::Inventory;
-use palisade::metrics::Metrics;
-use palisade::policy::store::PolicyStore;
-use palisade::policy::{EngineOptions, PolicySet};
+use palisade::policy::EngineOptions;
+use palisade::sources::bundle::load_bundle;
+use palisade::sources::files::read_path;
+
+/// What the webhook does per review, minus the transport: the one decision path.
+fn evaluate(bundle: &Bundle, inventory: &Inventory, review: &Review) -> usize {
+    Decider::without_exemptions()
+        .decide(bundle, inventory, Endpoint::Validate, review, None)
+        .unwrap()
+        .violations
+        .len()
+}
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -41,17 +50,15 @@ fn test_bundle() -> tempfile::TempDir {
     dir
 }
 
-fn inventory() -> Arc<Inventory> {
-    let docs = palisade::policy::source::read_path(
-        &Path::new(ROOT).join("tests/data/gatekeeper/default-deny/inventory"),
-    )
-    .unwrap();
-    Arc::new(Inventory::from_objects(docs.into_iter().map(|d| d.value)))
+fn inventory() -> Inventory {
+    let docs =
+        read_path(&Path::new(ROOT).join("tests/data/gatekeeper/default-deny/inventory")).unwrap();
+    Inventory::from_objects(docs.into_iter().map(|d| d.value))
 }
 
 /// The captured pod as the mutating webhook leaves it, with resource limits: the default bundle
 /// admits it in `payments`.
-fn admitted_pod() -> palisade::admission::Review {
+fn admitted_pod() -> Review {
     let mut review: serde_json::Value =
         serde_json::from_slice(&fixture("validate-create-pod.json")).unwrap();
     let o = &mut review["request"]["object"];
@@ -63,9 +70,7 @@ fn admitted_pod() -> palisade::admission::Review {
         serde_json::json!({"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}});
     o["metadata"]["labels"]["mtls"] = "strict".into();
     o["metadata"]["labels"]["sidecar.istio.io/inject"] = "true".into();
-    admission::decode(&serde_json::to_vec(&review).unwrap())
-        .unwrap()
-        .1
+    admission::decode(&serde_json::to_vec(&review).unwrap()).unwrap()
 }
 
 fn bench(c: &mut Criterion) {
@@ -74,13 +79,13 @@ fn bench(c: &mut Criterion) {
         b.iter(|| admission::decode(black_box(&pod)).unwrap())
     });
 
-    let (_, review) = admission::decode(&pod).unwrap();
+    let review = admission::decode(&pod).unwrap();
     c.bench_function("convert/pod-review-to-regorus/serde", |b| {
         use serde::Deserialize as _;
         b.iter(|| regorus::Value::deserialize(black_box(review.json())).unwrap())
     });
     c.bench_function("convert/pod-review-to-regorus/direct", |b| {
-        b.iter(|| palisade::policy::to_regorus(black_box(review.json())))
+        b.iter(|| palisade::object::to_regorus(black_box(review.json())))
     });
     // One constraint at a time, to see what each template costs.
     for t in ["allowed-repos", "default-deny", "protect"] {
@@ -92,9 +97,10 @@ fn bench(c: &mut Criterion) {
             )
             .unwrap();
         }
-        let one = PolicySet::load(dir.path(), &EngineOptions::default(), inventory()).unwrap();
+        let one = load_bundle(dir.path(), &EngineOptions::default()).unwrap();
+        let inventory = inventory();
         c.bench_function(&format!("evaluate/pod/only-{t}"), |b| {
-            b.iter(|| one.evaluate(black_box(&review)))
+            b.iter(|| evaluate(&one, &inventory, black_box(&review)))
         });
     }
     // Each zero-trust policy alone, on a pod it admits (namespace and default-deny known).
@@ -106,61 +112,47 @@ fn bench(c: &mut Criterion) {
             "tests/data/guides/default-deny.yaml",
         ] {
             objects.extend(
-                palisade::policy::source::read_path(&Path::new(ROOT).join(f))
+                read_path(&Path::new(ROOT).join(f))
                     .unwrap()
                     .into_iter()
                     .map(|d| d.value),
             );
         }
-        Arc::new(Inventory::from_objects(objects))
+        Inventory::from_objects(objects)
     };
     for policy in ["default-deny-required", "pod-security", "mutual-tls"] {
-        let set = PolicySet::load(
+        let set = load_bundle(
             &Path::new(ROOT).join("policies/zero-trust").join(policy),
             &EngineOptions::default(),
-            zt_inventory.clone(),
         )
         .unwrap();
-        assert!(set.evaluate(&admitted).is_empty(), "{policy}");
+        assert_eq!(evaluate(&set, &zt_inventory, &admitted), 0, "{policy}");
         c.bench_function(&format!("evaluate/admitted-pod/only-{policy}"), |b| {
-            b.iter(|| set.evaluate(black_box(&admitted)))
+            b.iter(|| evaluate(&set, &zt_inventory, black_box(&admitted)))
         });
     }
-    let default = PolicySet::load(
-        &Path::new(ROOT).join("policies"),
-        &EngineOptions::default(),
-        zt_inventory,
-    )
-    .unwrap();
-    assert!(default.evaluate(&admitted).is_empty());
+    let default =
+        load_bundle(&Path::new(ROOT).join("policies"), &EngineOptions::default()).unwrap();
+    assert_eq!(evaluate(&default, &zt_inventory, &admitted), 0);
     c.bench_function("evaluate/admitted-pod/default-bundle", |b| {
-        b.iter(|| default.evaluate(black_box(&admitted)))
+        b.iter(|| evaluate(&default, &zt_inventory, black_box(&admitted)))
     });
     let bundle = test_bundle();
-    let set = PolicySet::load(bundle.path(), &EngineOptions::default(), inventory()).unwrap();
-    let empty = PolicySet::default();
+    let set = load_bundle(bundle.path(), &EngineOptions::default()).unwrap();
+    let empty = Bundle::default();
+    let inventory = inventory();
     c.bench_function("evaluate/pod/empty-bundle", |b| {
-        b.iter(|| empty.evaluate(black_box(&review)))
+        b.iter(|| evaluate(&empty, &inventory, black_box(&review)))
     });
     c.bench_function("evaluate/pod/test-bundle", |b| {
-        b.iter(|| set.evaluate(black_box(&review)))
+        b.iter(|| evaluate(&set, &inventory, black_box(&review)))
     });
 
-    let metrics = Arc::new(Metrics::new());
-    let store = Arc::new(
-        PolicyStore::load(
-            bundle.path(),
-            EngineOptions::default(),
-            vec![Path::new(ROOT).join("tests/data/gatekeeper/default-deny/inventory")],
-            metrics.clone(),
-        )
-        .unwrap(),
-    );
-    let enforcer = Enforcer::new(store, vec!["kube-system".into()], metrics);
+    let decider = Decider::new(vec!["kube-system".into()]);
     c.bench_function("decode+decide/pod/test-bundle", |b| {
         b.iter(|| {
-            let (_, review) = admission::decode(black_box(&pod)).unwrap();
-            enforcer.decide(Endpoint::Validate, &review)
+            let review = admission::decode(black_box(&pod)).unwrap();
+            decider.decide(&set, &inventory, Endpoint::Validate, &review, None)
         })
     });
 }

@@ -32,10 +32,7 @@ struct Args {
     #[arg(long, default_value = "certs/ca.crt")]
     ca: PathBuf,
     /// AdmissionReview body to send.
-    #[arg(
-        long,
-        default_value = "tests/data/admission/validate-create-pod.json"
-    )]
+    #[arg(long, default_value = "tests/data/admission/validate-create-pod.json")]
     body: PathBuf,
     #[arg(long, default_value = "/validate?timeout=5s")]
     path: String,

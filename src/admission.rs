@@ -410,7 +410,10 @@ mod tests {
     fn a_bad_operation_names_the_field_and_the_value() {
         let body = POD.replace("\"CREATE\"", "\"EXPLODE\"");
         let err = decode(body.as_bytes()).unwrap_err().to_string();
-        assert!(err.contains("operation") && err.contains("EXPLODE"), "{err}");
+        assert!(
+            err.contains("operation") && err.contains("EXPLODE"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -107,13 +107,19 @@ fn unknown_kind(group: &str, kind: &str, known: &[&str]) -> String {
     match close {
         Some(k) => format!("{group} has no kind {kind}; did you mean {k}?"),
         None if known.is_empty() => format!("{group} has no kinds a bundle may hold"),
-        None => format!("{group} has no kind {kind}; it defines {}", known.join(", ")),
+        None => format!(
+            "{group} has no kind {kind}; it defines {}",
+            known.join(", ")
+        ),
     }
 }
 
 impl Bundle {
     /// Builds a bundle from documents; collects every problem before failing.
-    pub fn from_documents(docs: Vec<Document>, options: &EngineOptions) -> Result<Self, BundleError> {
+    pub fn from_documents(
+        docs: Vec<Document>,
+        options: &EngineOptions,
+    ) -> Result<Self, BundleError> {
         let mut problems = Vec::new();
         let mut warnings = Vec::new();
         let mut templates: HashMap<String, Arc<Template>> = HashMap::new();
@@ -132,8 +138,10 @@ impl Bundle {
                     match template::parse(&doc).and_then(|src| Template::compile(src, options)) {
                         Ok(t) => {
                             if let Some(prev) = templates.get(&t.kind) {
-                                let message =
-                                    format!("kind {} is already defined by {}", t.kind, prev.describe);
+                                let message = format!(
+                                    "kind {} is already defined by {}",
+                                    t.kind, prev.describe
+                                );
                                 problems.push(problem(&doc, message));
                             } else {
                                 templates.insert(t.kind.clone(), Arc::new(t));
@@ -170,21 +178,19 @@ impl Bundle {
                     }
                     Err(message) => problems.push(problem(&doc, message)),
                 },
-                (group, kind) => {
-                    match OTHER_GATEKEEPER_KINDS.iter().find(|(g, _)| *g == group) {
-                        Some((_, kinds)) if kinds.contains(&kind) => others.push(doc),
-                        Some((_, kinds)) => {
-                            problems.push(problem(&doc, unknown_kind(group, kind, kinds)))
-                        }
-                        None => {
-                            let message = format!(
-                                "not a Gatekeeper policy (apiVersion {:?}, kind {kind:?}); ignored. Move it out of the policy directory, or fix apiVersion and kind",
-                                doc.api_version()
-                            );
-                            warnings.push(problem(&doc, message));
-                        }
+                (group, kind) => match OTHER_GATEKEEPER_KINDS.iter().find(|(g, _)| *g == group) {
+                    Some((_, kinds)) if kinds.contains(&kind) => others.push(doc),
+                    Some((_, kinds)) => {
+                        problems.push(problem(&doc, unknown_kind(group, kind, kinds)))
                     }
-                }
+                    None => {
+                        let message = format!(
+                            "not a Gatekeeper policy (apiVersion {:?}, kind {kind:?}); ignored. Move it out of the policy directory, or fix apiVersion and kind",
+                            doc.api_version()
+                        );
+                        warnings.push(problem(&doc, message));
+                    }
+                },
             }
         }
         let mut constraints: Vec<Constraint> = Vec::new();
@@ -276,9 +282,11 @@ mod tests {
             err.contains("ConstraintTemplat \"x\" at b.yaml (document 1): templates.gatekeeper.sh has no kind ConstraintTemplat; did you mean ConstraintTemplate?"),
             "{err}"
         );
-        let err = load("apiVersion: config.gatekeeper.sh/v1alpha1\nkind: Configg\nmetadata: {name: config}\n")
-            .unwrap_err()
-            .to_string();
+        let err = load(
+            "apiVersion: config.gatekeeper.sh/v1alpha1\nkind: Configg\nmetadata: {name: config}\n",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("did you mean Config?"), "{err}");
     }
 
@@ -288,7 +296,8 @@ mod tests {
         assert_eq!(bundle.warnings().len(), 1);
         let warning = bundle.warnings()[0].to_string();
         assert!(
-            warning.starts_with("ConfigMap \"notes\" at b.yaml (document 1): not a Gatekeeper policy"),
+            warning
+                .starts_with("ConfigMap \"notes\" at b.yaml (document 1): not a Gatekeeper policy"),
             "{warning}"
         );
         assert_eq!(bundle.others().len(), 1);

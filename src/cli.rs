@@ -99,4 +99,3 @@ pub struct LogArgs {
     #[arg(long, env = "PALISADE_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
 }
-

@@ -70,10 +70,9 @@ impl Decider {
         let (response, violations) = match endpoint {
             Endpoint::Mutate => (mutate(bundle, review, namespace), Vec::new()),
             Endpoint::Validate => {
-                let violations =
-                    bundle
-                        .policies()
-                        .evaluate(review, namespace, inventory, deadline)?;
+                let violations = bundle
+                    .policies()
+                    .evaluate(review, namespace, inventory, deadline)?;
                 (response_from(&violations), violations)
             }
         };

@@ -249,13 +249,19 @@ mod tests {
         let policy = ObjectRef::of(&shop()[1]);
         let after = before.apply([Change::Upsert(relabelled), Change::Delete(policy.clone())]);
         assert_eq!(after.len(), 1);
-        assert_eq!(after.namespace("shop").unwrap()["metadata"]["labels"]["a"], "c");
+        assert_eq!(
+            after.namespace("shop").unwrap()["metadata"]["labels"]["a"],
+            "c"
+        );
         assert!(after.get(&policy).is_none());
         // The emptied namespace subtree is gone, as if the policy had never been there.
         assert_eq!(tree(&after)["namespace"], json!({}));
         // The old snapshot still answers as before.
         assert_eq!(before.len(), 2);
-        assert_eq!(before.namespace("shop").unwrap()["metadata"]["labels"]["a"], "b");
+        assert_eq!(
+            before.namespace("shop").unwrap()["metadata"]["labels"]["a"],
+            "b"
+        );
         assert!(before.get(&policy).is_some());
         // Deleting what is not there changes nothing.
         assert_eq!(after.apply([Change::Delete(policy)]).len(), 1);
@@ -264,11 +270,15 @@ mod tests {
     #[test]
     fn untouched_subtrees_are_shared_not_copied() {
         let mut objects = shop();
-        objects.push(json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-            "metadata": {"name": "default-deny", "namespace": "other"}}));
+        objects.push(
+            json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": "default-deny", "namespace": "other"}}),
+        );
         let before = Inventory::from_objects(objects);
-        let after = before.apply([Change::Upsert(json!({"apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": "c", "namespace": "shop"}}))]);
+        let after = before.apply([Change::Upsert(
+            json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "c", "namespace": "shop"}}),
+        )]);
         let other = |inv: &Inventory| match &inv.data()["inventory"]["namespace"]["other"] {
             regorus::Value::Object(map) => Arc::as_ptr(map),
             v => panic!("{v:?}"),

@@ -20,8 +20,7 @@ pub struct ObjectRef {
 impl ObjectRef {
     /// Reads `apiVersion`, `kind`, `metadata.namespace` and `metadata.name` of an object.
     pub fn of(object: &Value) -> Self {
-        let (group, version) =
-            split_api_version(object["apiVersion"].as_str().unwrap_or_default());
+        let (group, version) = split_api_version(object["apiVersion"].as_str().unwrap_or_default());
         let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
         Self {
             group: group.to_owned(),

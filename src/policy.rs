@@ -154,7 +154,6 @@ pub struct Violation {
 #[error("the evaluation deadline passed before every constraint was evaluated")]
 pub struct OutOfTime;
 
-
 /// Compiled templates and their constraints, ready to evaluate reviews.
 #[derive(Clone, Default)]
 pub struct Policies {
@@ -242,7 +241,10 @@ impl Policies {
 
         let mut input_review: Option<regorus::Value> = None;
         let mut violations = Vec::new();
-        for c in candidates.into_iter().filter_map(|i| self.constraints.get(i)) {
+        for c in candidates
+            .into_iter()
+            .filter_map(|i| self.constraints.get(i))
+        {
             match c.matcher.matches(review, namespace) {
                 Ok(true) => {}
                 Ok(false) => continue,
@@ -293,9 +295,8 @@ impl Policies {
                     )),
                 },
                 Err(EvalError::Timeout(_)) if limit < template.timeout() => return Err(OutOfTime),
-                Err(e) => {
-                    violations.push(c.failure((&e).into(), format!("policy evaluation failed: {e}")))
-                }
+                Err(e) => violations
+                    .push(c.failure((&e).into(), format!("policy evaluation failed: {e}"))),
             }
         }
         Ok(violations)

@@ -101,7 +101,6 @@ pub struct ServeArgs {
     pub log: LogArgs,
 }
 
-
 impl ServeArgs {
     /// Starts the runtime, loads everything, binds both ports, and serves until SIGTERM or
     /// SIGINT.

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use super::verify::review_of;
 use super::{EvalArgs, OutputFormat};
-use crate::admission::Endpoint;
+use crate::admission::{Endpoint, Response};
 use crate::bundle::Bundle;
 use crate::decide::Decider;
 use crate::inventory::Inventory;
@@ -41,7 +41,6 @@ pub struct TestArgs {
     pub eval: EvalArgs,
 }
 
-
 impl TestArgs {
     pub(crate) fn run(self) -> anyhow::Result<ExitCode> {
         let bundle = load_bundle(&self.policies, &self.eval.options()).with_context(|| {
@@ -55,7 +54,9 @@ impl TestArgs {
         let reports = check(&bundle, docs, inventory).map_err(anyhow::Error::msg)?;
         match self.output {
             OutputFormat::Text => print!("{}", render_text(&reports)),
-            OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&render_json(&reports))?),
+            OutputFormat::Json => {
+                println!("{}", serde_json::to_string_pretty(&render_json(&reports))?)
+            }
         }
         Ok(if any_denied(&reports) {
             ExitCode::FAILURE
@@ -70,8 +71,8 @@ impl TestArgs {
 pub struct Report {
     pub document: Document,
     pub violations: Vec<Violation>,
-    /// Whether the webhook would admit it.
-    pub allowed: bool,
+    /// What the webhook would answer.
+    pub response: Response,
 }
 
 impl Report {
@@ -131,7 +132,7 @@ pub fn check(
             Ok(Report {
                 document,
                 violations: decision.violations,
-                allowed: decision.response.allowed,
+                response: decision.response,
             })
         })
         .collect()
@@ -139,7 +140,7 @@ pub fn check(
 
 /// Whether the webhook would deny any of the objects.
 pub fn any_denied(reports: &[Report]) -> bool {
-    reports.iter().any(|r| !r.allowed)
+    reports.iter().any(|r| !r.response.allowed)
 }
 
 /// Grouped by object, then constraint.

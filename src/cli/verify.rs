@@ -28,7 +28,6 @@ pub struct VerifyArgs {
     pub eval: EvalArgs,
 }
 
-
 impl VerifyArgs {
     pub(crate) fn run(self) -> anyhow::Result<ExitCode> {
         let results = run_path(&self.path, &self.eval.options())?;
@@ -360,13 +359,10 @@ pub fn parse_suite(file: &Path) -> Result<Suite, SuiteError> {
             doc.api_version()
         )));
     }
-    let parsed: SuiteFile = serde_path_to_error::deserialize(&doc.value).map_err(|e| {
-        fail(format!("{}: {}", e.path(), e.inner()))
-    })?;
+    let parsed: SuiteFile = serde_path_to_error::deserialize(&doc.value)
+        .map_err(|e| fail(format!("{}: {}", e.path(), e.inner())))?;
     let SuiteFile {
-        metadata,
-        tests,
-        ..
+        metadata, tests, ..
     } = parsed;
     let tests_v = tests.ok_or_else(|| fail("tests: required, a list of tests".into()))?;
     let base = file.parent().unwrap_or(Path::new("."));

@@ -439,7 +439,12 @@ impl Template {
 
 /// The rule compiled for regorus' VM, checked by one run; `None` (the interpreter serves) when
 /// regorus cannot compile or run it.
-fn compile_vm(engine: &Engine, rule: &str, name: &str, uses_inventory: bool) -> Option<Arc<Program>> {
+fn compile_vm(
+    engine: &Engine,
+    rule: &str,
+    name: &str,
+    uses_inventory: bool,
+) -> Option<Arc<Program>> {
     let mut engine = engine.clone();
     let compiled = engine
         .compile_with_entrypoint(&rule.into())
@@ -457,7 +462,12 @@ fn compile_vm(engine: &Engine, rule: &str, name: &str, uses_inventory: bool) -> 
     let probe = Evaluator::Vm(program.clone());
     let input = regorus::Value::from(serde_json::json!({"review": {}, "parameters": {}}));
     let inventory = Inventory::default();
-    match probe.eval(rule, input, uses_inventory.then_some(&inventory), Duration::from_secs(1)) {
+    match probe.eval(
+        rule,
+        input,
+        uses_inventory.then_some(&inventory),
+        Duration::from_secs(1),
+    ) {
         Ok(_) => Some(program),
         Err(error) => {
             tracing::info!(template = %name, %error, "template runs on the interpreter: the VM cannot run it");
@@ -480,7 +490,8 @@ fn warm_up(engine: &mut Engine, rule: &str) -> Result<(), String> {
     match result {
         _ if missing => Err(format!(
             "{} defines no violation rule; Gatekeeper templates report through violation[{{\"msg\": msg}}]",
-            rule.trim_end_matches(".violation").trim_start_matches("data.")
+            rule.trim_end_matches(".violation")
+                .trim_start_matches("data.")
         )),
         Ok(_) => Ok(()),
         Err(e) => Err(e.to_string().trim().to_owned()),

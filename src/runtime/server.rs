@@ -116,14 +116,22 @@ impl App {
 
     /// Decides on an I/O thread while the review fits its inline budget, then on the blocking
     /// pool until `deadline`. `None` when the deadline passes first.
-    async fn decide(&self, endpoint: Endpoint, review: Review, deadline: Instant) -> Option<Decision> {
+    async fn decide(
+        &self,
+        endpoint: Endpoint,
+        review: Review,
+        deadline: Instant,
+    ) -> Option<Decision> {
         let bundle = self.bundle.load();
         let inventory = self.inventory.load();
         let inline_deadline = (Instant::now() + self.limits.inline_budget).min(deadline);
-        if let Ok(decision) =
-            self.decider
-                .decide(&bundle, &inventory, endpoint, &review, Some(inline_deadline))
-        {
+        if let Ok(decision) = self.decider.decide(
+            &bundle,
+            &inventory,
+            endpoint,
+            &review,
+            Some(inline_deadline),
+        ) {
             return Some(decision);
         }
         // Over budget: the same decision, with the same snapshots, where it cannot stall I/O.
@@ -339,7 +347,10 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, HttpError> {
     use http_body_util::BodyExt as _;
     match http_body_util::Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
             Err(HttpError {
                 status: StatusCode::PAYLOAD_TOO_LARGE,
                 message: format!(

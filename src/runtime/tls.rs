@@ -5,14 +5,14 @@
 //! flight. Material that does not load (a half-written pair, a key that does not match) is
 //! rejected and the previous configuration keeps serving.
 
-use std::collections::hash_map::DefaultHasher;
-use std::hash::{Hash, Hasher};
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use tokio_rustls::TlsAcceptor;
 
 use crate::runtime::metrics::Metrics;

@@ -95,9 +95,11 @@ impl FileSources {
 
     /// Re-reads whatever changed on disk. Returns whether anything new is served.
     pub fn reload(&self) -> bool {
-        let bundle = self.bundle.reload(fingerprint(std::slice::from_ref(&self.policies)), || {
-            load_bundle(&self.policies, &self.options)
-        });
+        let bundle = self
+            .bundle
+            .reload(fingerprint(std::slice::from_ref(&self.policies)), || {
+                load_bundle(&self.policies, &self.options)
+            });
         let inventory = self
             .inventory
             .reload(fingerprint(&self.inventory_paths), || {

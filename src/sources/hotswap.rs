@@ -108,7 +108,10 @@ mod tests {
             swap.reload(10, || Ok::<_, ()>(99)),
             Reload::Unchanged
         ));
-        assert!(matches!(swap.reload(11, || Err("bad")), Reload::Rejected("bad")));
+        assert!(matches!(
+            swap.reload(11, || Err("bad")),
+            Reload::Rejected("bad")
+        ));
         assert!(!swap.is_current());
         assert_eq!(*swap.load(), 1, "the last good value keeps serving");
         let mut built = false;
@@ -118,9 +121,15 @@ mod tests {
         });
         assert!(matches!(again, Reload::Unchanged));
         assert!(!built, "rejected input is not built again");
-        assert!(matches!(swap.reload(10, || Ok::<_, ()>(99)), Reload::Unchanged));
+        assert!(matches!(
+            swap.reload(10, || Ok::<_, ()>(99)),
+            Reload::Unchanged
+        ));
         assert!(swap.is_current(), "the input went back to what is served");
-        assert!(matches!(swap.reload(12, || Ok::<_, ()>(3)), Reload::Reloaded));
+        assert!(matches!(
+            swap.reload(12, || Ok::<_, ()>(3)),
+            Reload::Reloaded
+        ));
         assert!(swap.is_current());
         assert_eq!(*swap.load(), 3);
         assert_eq!(*held, 1, "a snapshot taken earlier is unchanged");

@@ -2,7 +2,6 @@
 //! time, and calls it the way the API server does — HTTPS trusting only the generated CA, over
 //! HTTP/1.1 or HTTP/2, with captured AdmissionReview bodies.
 
-
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

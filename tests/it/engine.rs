@@ -8,7 +8,7 @@ use palisade::admission::Review;
 use palisade::bundle::Bundle;
 use palisade::inventory::Inventory;
 use palisade::manifest::parse_str;
-use palisade::policy::{Action, EngineOptions, Violation};
+use palisade::policy::{Action, EngineOptions, FailureKind, Violation};
 
 use crate::common::validate;
 
@@ -83,6 +83,7 @@ fn a_template_past_the_time_limit_is_a_violation() {
         assert_eq!(violations.len(), 1, "{violations:?}");
         let v = &violations[0];
         assert_eq!(v.constraint, "hazards");
+        assert_eq!(v.failure, Some(FailureKind::Timeout));
         assert_eq!(
             v.action,
             Action::Warn,
@@ -110,6 +111,7 @@ fn an_evaluation_error_is_a_violation() {
         "{message}"
     );
     assert!(message.contains("k8shazards.rego:1"), "{message}");
+    assert_eq!(violations[0].failure, Some(FailureKind::Engine));
 }
 
 #[test]
@@ -118,7 +120,7 @@ fn a_bad_mutator_is_a_load_error_naming_file_document_and_field() {
     let docs = parse_str(yaml, Path::new("policies/mutators.yaml")).unwrap();
     let err = Bundle::from_documents(docs, &EngineOptions::default())
         .unwrap_err()
-    .to_string();
+        .to_string();
     assert!(
         err.contains("Assign \"broken\" at policies/mutators.yaml (document 2): spec.location \"spec.containers[name: *.image\": position 23: expected ']'"),
         "{err}"

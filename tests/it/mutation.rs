@@ -1,11 +1,10 @@
 //! The default bundle's mutators: golden tests on fixture Pods, and /mutate then /validate over
 //! HTTPS as the API server calls them.
 
-
 use std::path::Path;
 
-use base64::Engine as _;
 use crate::common::*;
+use base64::Engine as _;
 use palisade::admission::{Endpoint, Review};
 use palisade::bundle::Bundle;
 use palisade::decide::Decider;
@@ -25,8 +24,7 @@ fn read(rel: &str) -> Value {
 /// The default bundle, and the namespaces the mutators' namespaceSelectors look up.
 fn default_bundle() -> (Bundle, Inventory) {
     let inventory =
-        source::read_file(&Path::new(ROOT).join("tests/data/mutation/namespaces.yaml"))
-            .unwrap();
+        source::read_file(&Path::new(ROOT).join("tests/data/mutation/namespaces.yaml")).unwrap();
     let bundle = load_bundle(&Path::new(ROOT).join("policies"), &EngineOptions::default()).unwrap();
     (
         bundle,

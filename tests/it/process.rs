@@ -1,13 +1,12 @@
 //! The `palisade` binary as an operator runs it: first start on a fresh checkout, SIGTERM while a
 //! review is in flight, certificate generation and start-up errors.
 
-
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use base64::Engine as _;
 use crate::common::*;
+use base64::Engine as _;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 

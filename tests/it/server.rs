@@ -1,7 +1,6 @@
 //! The HTTPS admission server, driven as the API server drives it. No API server runs here: the
 //! reviews are bodies a real kube-apiserver v1.25 sent (tests/data/admission).
 
-
 use std::time::Duration;
 
 use crate::common::*;

@@ -1,7 +1,6 @@
 //! TLS behaviour of the webhook port: client-certificate authentication, and certificate rotation
 //! the way the kubelet updates a mounted Secret (an atomic swap of the `..data` symlink).
 
-
 use std::path::Path;
 use std::time::Duration;
 

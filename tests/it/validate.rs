@@ -1,6 +1,5 @@
 //! /validate over HTTPS with a Gatekeeper bundle: real decisions on captured API-server reviews.
 
-
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

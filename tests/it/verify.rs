@@ -18,7 +18,8 @@ fn path(rel: &str) -> std::path::PathBuf {
 
 #[test]
 fn every_suite_under_tests_gatekeeper_passes() {
-    let results = suite::run_path(&path("tests/data/gatekeeper"), &EngineOptions::default()).unwrap();
+    let results =
+        suite::run_path(&path("tests/data/gatekeeper"), &EngineOptions::default()).unwrap();
     let failures: Vec<String> = results
         .iter()
         .filter(|r| matches!(r.outcome, Outcome::Fail(_)))
@@ -38,8 +39,11 @@ fn every_suite_under_tests_gatekeeper_passes() {
 
 #[test]
 fn wrong_expectations_are_reported_case_by_case() {
-    let results =
-        suite::run_path(&path("tests/data/gatekeeper-failing"), &EngineOptions::default()).unwrap();
+    let results = suite::run_path(
+        &path("tests/data/gatekeeper-failing"),
+        &EngineOptions::default(),
+    )
+    .unwrap();
     let failed: Vec<&str> = results
         .iter()
         .filter(|r| matches!(r.outcome, Outcome::Fail(_)))
@@ -252,7 +256,9 @@ fn test_command_groups_violations_and_exits_1_on_deny() {
         .args(["test", "-o", "json", "--policies"])
         .arg(bundle.path())
         .arg("-f")
-        .arg(path("tests/data/gatekeeper/allowed-repos/samples/trusted.yaml"))
+        .arg(path(
+            "tests/data/gatekeeper/allowed-repos/samples/trusted.yaml",
+        ))
         .output()
         .unwrap();
     assert!(json.status.success());

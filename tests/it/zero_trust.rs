@@ -1,11 +1,10 @@
 //! The zero-trust bundle in policies/: its Suites, the zero-trust guides' NetworkPolicies, and the
 //! whole flow over HTTPS as the API server drives it.
 
-
 use std::path::{Path, PathBuf};
 
-use base64::Engine as _;
 use crate::common::*;
+use base64::Engine as _;
 use palisade::bundle::Bundle;
 use palisade::cli::test as objects;
 use palisade::cli::verify::{self as suite, Expect, Outcome};
@@ -21,7 +20,8 @@ fn path(rel: &str) -> PathBuf {
 
 #[test]
 fn every_zero_trust_suite_passes() {
-    let results = suite::run_path(&path("tests/data/zero-trust"), &EngineOptions::default()).unwrap();
+    let results =
+        suite::run_path(&path("tests/data/zero-trust"), &EngineOptions::default()).unwrap();
     let failures: Vec<String> = results
         .iter()
         .filter(|r| matches!(r.outcome, Outcome::Fail(_)))
