@@ -4,7 +4,7 @@
 //! Missing parent fields are created; list selectors never create list elements. The result is
 //! an RFC 6902 patch from the request's object to the mutated one.
 
-pub mod location;
+pub(crate) mod location;
 
 use serde_json::{Map, Value};
 

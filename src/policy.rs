@@ -1,7 +1,7 @@
 //! Validation: Gatekeeper ConstraintTemplates and Constraints, evaluated with regorus.
 
-pub mod rego;
-pub mod schema;
+pub(crate) mod rego;
+pub(crate) mod schema;
 pub mod template;
 
 use std::collections::HashMap;

@@ -111,7 +111,7 @@ impl ServeArgs {
             .build()
             .context("cannot start the async runtime")?;
         runtime.block_on(async {
-            let server = self.bind().await?;
+            let server = self.load().await?;
             server.run(shutdown_signal()).await;
             anyhow::Ok(())
         })?;
@@ -119,7 +119,7 @@ impl ServeArgs {
     }
 
     /// Loads certificates and policies and binds the listeners; fails on any bad input.
-    pub async fn bind(self) -> anyhow::Result<Server> {
+    pub async fn load(self) -> anyhow::Result<Server> {
         let Self {
             listen,
             health_listen,

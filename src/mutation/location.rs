@@ -8,14 +8,14 @@
 use std::fmt;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Selector {
+pub(crate) enum Selector {
     /// `*`: every element.
     Any,
     Value(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Segment {
+pub(crate) enum Segment {
     Field(String),
     /// Selects elements of the list at the current position by the value of `key`.
     List {
@@ -25,14 +25,14 @@ pub enum Segment {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Location {
+pub(crate) struct Location {
     pub segments: Vec<Segment>,
 }
 
 /// Where and why a location does not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("position {position}: {reason}")]
-pub struct ParseError {
+pub(crate) struct ParseError {
     /// 0-based character offset.
     pub position: usize,
     pub reason: String,
@@ -170,7 +170,7 @@ impl Parser<'_> {
 }
 
 impl Location {
-    pub fn parse(src: &str) -> Result<Self, ParseError> {
+    pub(crate) fn parse(src: &str) -> Result<Self, ParseError> {
         let mut p = Parser {
             chars: src.chars().collect(),
             pos: 0,
@@ -208,20 +208,20 @@ impl Location {
     }
 
     /// Whether `prefix` is this location or a leading part of it.
-    pub fn starts_with(&self, prefix: &Location) -> bool {
+    pub(crate) fn starts_with(&self, prefix: &Location) -> bool {
         self.segments.len() >= prefix.segments.len()
             && self.segments[..prefix.segments.len()] == prefix.segments[..]
     }
 
     /// The first field, e.g. `spec` or `metadata`.
-    pub fn root(&self) -> Option<&str> {
+    pub(crate) fn root(&self) -> Option<&str> {
         match self.segments.first() {
             Some(Segment::Field(f)) => Some(f),
             _ => None,
         }
     }
 
-    pub fn ends_in_list_selector(&self) -> bool {
+    pub(crate) fn ends_in_list_selector(&self) -> bool {
         matches!(self.segments.last(), Some(Segment::List { .. }))
     }
 }

@@ -6,11 +6,11 @@
 //! The rewrites never add or remove a line, so regorus' line numbers stay those of the template.
 
 /// Builtins that reach the network. Gatekeeper refuses them in templates; so does Palisade.
-pub const NETWORK_BUILTINS: [&str; 2] = ["http.send", "net.lookup_ip_addr"];
+pub(crate) const NETWORK_BUILTINS: [&str; 2] = ["http.send", "net.lookup_ip_addr"];
 
 /// The source with string contents and comments replaced by spaces. Quotes stay, so a string is
 /// still visibly a value. Byte offsets are unchanged.
-pub fn mask(src: &str) -> Vec<u8> {
+pub(crate) fn mask(src: &str) -> Vec<u8> {
     let bytes = src.as_bytes();
     let mut out = bytes.to_vec();
     let mut i = 0;
@@ -88,12 +88,12 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 
 /// A builtin a template may not call, and the line it is called on.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ForbiddenCall {
+pub(crate) struct ForbiddenCall {
     pub builtin: &'static str,
     pub line: usize,
 }
 
-pub fn forbidden_calls(src: &str) -> Vec<ForbiddenCall> {
+pub(crate) fn forbidden_calls(src: &str) -> Vec<ForbiddenCall> {
     let masked = mask(src);
     let mut out = Vec::new();
     for builtin in NETWORK_BUILTINS {
@@ -111,13 +111,13 @@ pub fn forbidden_calls(src: &str) -> Vec<ForbiddenCall> {
 /// A `sprintf` whose literal format needs more arguments than its literal list holds. OPA would
 /// print `%!v(MISSING)`; regorus makes the call undefined, which silently drops the violation.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SprintfMismatch {
+pub(crate) struct SprintfMismatch {
     pub line: usize,
     pub verbs: usize,
     pub args: usize,
 }
 
-pub fn sprintf_mismatches(src: &str) -> Vec<SprintfMismatch> {
+pub(crate) fn sprintf_mismatches(src: &str) -> Vec<SprintfMismatch> {
     let bytes = src.as_bytes();
     let masked = mask(src);
     let mut out = Vec::new();
@@ -227,7 +227,7 @@ fn count_list_items(masked: &[u8], open: usize) -> Option<usize> {
 /// 1. a rule with several bodies, `head { a } { b }`, becomes `head { a } head { b }`;
 /// 2. a body line that starts with `(` after a complete expression gets a `;` on the line before,
 ///    where regorus would otherwise read the parenthesis as a call of the previous line.
-pub fn rewrite_v0(src: &str) -> String {
+pub(crate) fn rewrite_v0(src: &str) -> String {
     let masked = mask(src);
     // (offset, text) insertions, applied back to front.
     let mut inserts: Vec<(usize, String)> = Vec::new();

@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::object::json_type;
 
 /// Every problem found, each as "`path`: what is wrong".
-pub fn validate(value: &Value, schema: &Value) -> Vec<String> {
+pub(crate) fn validate(value: &Value, schema: &Value) -> Vec<String> {
     let mut errors = Vec::new();
     check(value, schema, "parameters", &mut errors);
     errors

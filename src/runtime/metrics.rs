@@ -19,7 +19,7 @@ const LATENCY_BUCKETS: [f64; 18] = [
 
 /// How a review ended.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
-pub enum Outcome {
+pub enum ReviewResult {
     /// Allowed without a patch.
     Allowed,
     /// Allowed with a JSON patch.
@@ -31,19 +31,19 @@ pub enum Outcome {
     Timeout,
 }
 
-impl Outcome {
+impl ReviewResult {
     pub fn as_str(self) -> &'static str {
         match self {
-            Outcome::Allowed => "allowed",
-            Outcome::Patched => "patched",
-            Outcome::Denied => "denied",
-            Outcome::Invalid => "invalid",
-            Outcome::Timeout => "timeout",
+            ReviewResult::Allowed => "allowed",
+            ReviewResult::Patched => "patched",
+            ReviewResult::Denied => "denied",
+            ReviewResult::Invalid => "invalid",
+            ReviewResult::Timeout => "timeout",
         }
     }
 }
 
-impl EncodeLabelValue for Outcome {
+impl EncodeLabelValue for ReviewResult {
     fn encode(
         &self,
         encoder: &mut prometheus_client::encoding::LabelValueEncoder,
@@ -64,7 +64,7 @@ impl EncodeLabelValue for Endpoint {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReviewLabels {
     endpoint: Endpoint,
-    result: Outcome,
+    result: ReviewResult,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -210,7 +210,7 @@ impl Metrics {
         }
     }
 
-    pub fn review(&self, endpoint: Endpoint, result: Outcome, seconds: f64) {
+    pub fn review(&self, endpoint: Endpoint, result: ReviewResult, seconds: f64) {
         self.reviews
             .get_or_create(&ReviewLabels { endpoint, result })
             .inc();

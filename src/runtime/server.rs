@@ -24,7 +24,7 @@ use crate::bundle::Bundle;
 use crate::decide::{Decider, Decision};
 use crate::inventory::Inventory;
 use crate::policy::Action;
-use crate::runtime::metrics::{Metrics, Outcome};
+use crate::runtime::metrics::{Metrics, ReviewResult};
 use crate::runtime::tls::TlsStore;
 use crate::sources::hotswap::HotSwap;
 
@@ -268,7 +268,7 @@ async fn review(app: Arc<App>, endpoint: Endpoint, body: Body) -> Response {
         ),
         Err(Failure::Invalid(error)) => {
             tracing::info!(status = error.status.as_u16(), error = %error.message, "rejected request");
-            (Outcome::Invalid, error.into_response())
+            (ReviewResult::Invalid, error.into_response())
         }
         Err(Failure::Timeout) => {
             tracing::warn!(timeout = ?app.limits.request_timeout, "review timed out; the webhook failurePolicy applies");
@@ -279,7 +279,7 @@ async fn review(app: Arc<App>, endpoint: Endpoint, body: Body) -> Response {
                     app.limits.request_timeout
                 ),
             };
-            (Outcome::Timeout, error.into_response())
+            (ReviewResult::Timeout, error.into_response())
         }
     };
     app.metrics
@@ -298,7 +298,7 @@ async fn answer(
     endpoint: Endpoint,
     body: Body,
     deadline: Instant,
-) -> Result<(Outcome, Vec<u8>), Failure> {
+) -> Result<(ReviewResult, Vec<u8>), Failure> {
     // Waiting for a permit counts against the request timeout, so overload surfaces as 504.
     // The semaphore is never closed, so acquiring only ever waits.
     let Ok(_permit) = app.permits.acquire().await else {
@@ -323,11 +323,11 @@ async fn answer(
         .ok_or(Failure::Timeout)?;
     app.record(&uid, &object, &decision);
     let outcome = if !decision.response.allowed {
-        Outcome::Denied
+        ReviewResult::Denied
     } else if decision.response.is_patched() {
-        Outcome::Patched
+        ReviewResult::Patched
     } else {
-        Outcome::Allowed
+        ReviewResult::Allowed
     };
     tracing::debug!(
         uid = %uid,

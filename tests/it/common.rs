@@ -90,7 +90,7 @@ impl TestServer {
         let Command::Serve(serve) = Cli::try_parse_from(&args).unwrap().command else {
             unreachable!()
         };
-        let server: Server = serve.bind().await.unwrap();
+        let server: Server = serve.load().await.unwrap();
         let https = server.https_addr().unwrap();
         let health = server.health_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel();

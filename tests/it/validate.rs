@@ -383,7 +383,7 @@ async fn a_broken_bundle_stops_start_up_with_a_located_error() {
     else {
         unreachable!()
     };
-    let err = format!("{:#}", serve.bind().await.err().unwrap());
+    let err = format!("{:#}", serve.load().await.err().unwrap());
     assert!(err.contains("cannot load the policy bundle"), "{err}");
     assert!(
         err.contains("K8sRequiredLabels \"deployments-have-a-team\" at"),
