@@ -115,13 +115,14 @@ impl App {
     }
 
     /// Decides on an I/O thread while the review fits its inline budget, then on the blocking
-    /// pool until `deadline`. `None` when the deadline passes first.
+    /// pool until `deadline`; hands the review back with the decision. `None` when the deadline
+    /// passes first.
     async fn decide(
         &self,
         endpoint: Endpoint,
         review: Review,
         deadline: Instant,
-    ) -> Option<Decision> {
+    ) -> Option<(Decision, Review)> {
         let bundle = self.bundle.load();
         let inventory = self.inventory.load();
         let inline_deadline = (Instant::now() + self.limits.inline_budget).min(deadline);
@@ -132,7 +133,7 @@ impl App {
             &review,
             Some(inline_deadline),
         ) {
-            return Some(decision);
+            return Some((decision, review));
         }
         // Over budget: the same decision, with the same snapshots, where it cannot stall I/O.
         // Waiting for a pool thread counts against the request timeout.
@@ -143,6 +144,7 @@ impl App {
             decider
                 .decide(&bundle, &inventory, endpoint, &review, Some(deadline))
                 .ok()
+                .map(|decision| (decision, review))
         })
         .await
         .ok()
@@ -314,14 +316,12 @@ async fn answer(
         })
     })?;
     let decision_start = Instant::now();
-    let uid = review.uid().to_owned();
-    let object = review.object_ref().clone();
-    let (operation, dry_run) = (review.operation(), review.dry_run());
-    let decision = app
+    let (decision, review) = app
         .decide(endpoint, review, deadline)
         .await
         .ok_or(Failure::Timeout)?;
-    app.record(&uid, &object, &decision);
+    let (uid, object) = (review.uid(), review.object_ref());
+    app.record(uid, object, &decision);
     let outcome = if !decision.response.allowed {
         ReviewResult::Denied
     } else if decision.response.is_patched() {
@@ -334,13 +334,13 @@ async fn answer(
         kind = %object.kind,
         namespace = %object.namespace,
         name = %object.name,
-        operation = operation.map(|o| o.as_str()).unwrap_or_default(),
-        dry_run,
+        operation = review.operation().map(|o| o.as_str()).unwrap_or_default(),
+        dry_run = review.dry_run(),
         decision = outcome.as_str(),
         latency_us = decision_start.elapsed().as_micros() as u64,
         "review"
     );
-    Ok((outcome, decision.response.encode(&uid)))
+    Ok((outcome, decision.response.encode(uid)))
 }
 
 async fn read_body(body: Body, limit: usize) -> Result<Bytes, HttpError> {

@@ -49,11 +49,6 @@ impl<T> HotSwap<T> {
         self.current.load_full()
     }
 
-    /// Replaces the snapshot (a source that knows it changed, such as a watch).
-    pub fn store(&self, value: Arc<T>) {
-        self.current.store(value);
-    }
-
     /// Builds and swaps in a new snapshot when `fingerprint` differs from what was served and
     /// from what was last rejected. A failed build leaves the served snapshot in place.
     pub fn reload<E>(&self, fingerprint: u64, build: impl FnOnce() -> Result<T, E>) -> Reload<E> {

@@ -158,30 +158,6 @@ async fn palisade_test_and_the_webhook_decide_alike() {
     assert!(compared >= 10, "{compared}");
 }
 
-/// A template that runs for seconds on `spec.n: 2000` and returns at once on anything else.
-const SLOW_BUNDLE: &str = r#"
-apiVersion: templates.gatekeeper.sh/v1
-kind: ConstraintTemplate
-metadata: {name: k8sslow}
-spec:
-  crd: {spec: {names: {kind: K8sSlow}}}
-  targets:
-    - target: admission.k8s.gatekeeper.sh
-      rego: |
-        package k8sslow
-        violation[{"msg": "never"}] {
-          n := input.review.object.spec.n
-          numbers.range(1, n)[i]
-          numbers.range(1, n)[j]
-          numbers.range(1, n)[k]
-          i + j + k < 0
-        }
----
-apiVersion: constraints.gatekeeper.sh/v1beta1
-kind: K8sSlow
-metadata: {name: slow}
-"#;
-
 fn thing(n: u64) -> Vec<u8> {
     edited_review("validate-create-namespace.json", |v| {
         v["request"]["kind"] = json!({"group": "example.com", "version": "v1", "kind": "Thing"});
@@ -243,7 +219,8 @@ async fn slow_server(request_timeout: &str) -> TestServer {
     let dir = tempfile::tempdir().unwrap();
     let policies = dir.path().join("bundle");
     std::fs::create_dir(&policies).unwrap();
-    std::fs::write(policies.join("slow.yaml"), SLOW_BUNDLE).unwrap();
+    // The engine tests' hazards: seconds on `spec.n: 2000`, at once on anything else.
+    std::fs::write(policies.join("slow.yaml"), crate::engine::BUNDLE).unwrap();
     let policies = policies.display().to_string();
     TestServer::start_in(
         dir,

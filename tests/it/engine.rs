@@ -17,7 +17,7 @@ fn evaluate(bundle: &Bundle, review: &Review) -> Vec<Violation> {
 }
 use serde_json::json;
 
-const BUNDLE: &str = r#"
+pub(crate) const BUNDLE: &str = r#"
 apiVersion: templates.gatekeeper.sh/v1
 kind: ConstraintTemplate
 metadata: {name: k8shazards}
