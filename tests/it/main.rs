@@ -1,5 +1,7 @@
 //! All integration tests, in one binary: one link of the library instead of eight.
 
+mod apiserver;
+mod cluster;
 mod common;
 mod core;
 mod engine;
