@@ -87,6 +87,73 @@ pub struct Bundle {
     others: Vec<Document>,
     /// Documents that were ignored, and why.
     warnings: Vec<Problem>,
+    sync: Option<Vec<SyncKind>>,
+}
+
+/// One `spec.sync.syncOnly` entry of a Gatekeeper `Config`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SyncKind {
+    pub group: String,
+    pub version: String,
+    pub kind: String,
+}
+
+impl fmt::Display for SyncKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.group.is_empty() {
+            write!(f, "{} ({})", self.kind, self.version)
+        } else {
+            write!(f, "{} ({}/{})", self.kind, self.group, self.version)
+        }
+    }
+}
+
+/// Reads the syncOnly lists of the `Config` documents. Gatekeeper reads one Config, named
+/// `config`; two Configs, or entries without version or kind, are errors.
+fn sync_only(others: &[Document]) -> Result<Option<Vec<SyncKind>>, BundleError> {
+    let configs: Vec<&Document> = others.iter().filter(|d| d.kind() == "Config").collect();
+    let Some(config) = configs.first() else {
+        return Ok(None);
+    };
+    let fail = |message: String| BundleError {
+        problems: vec![Problem {
+            at: config.describe(),
+            message,
+        }],
+    };
+    if configs.len() > 1 {
+        return Err(fail(format!(
+            "a second Config at {}; Gatekeeper reads one Config: merge their spec.sync.syncOnly lists",
+            configs[1].describe()
+        )));
+    }
+    let entries = &config.value["spec"]["sync"]["syncOnly"];
+    let mut kinds: Vec<SyncKind> = Vec::new();
+    let Some(list) = entries.as_array() else {
+        if entries.is_null() {
+            return Ok(Some(kinds));
+        }
+        return Err(fail(
+            "spec.sync.syncOnly must be a list of {group, version, kind}".into(),
+        ));
+    };
+    for (i, entry) in list.iter().enumerate() {
+        let field = |name: &str| entry.get(name).and_then(|v| v.as_str()).unwrap_or("");
+        let kind = SyncKind {
+            group: field("group").to_owned(),
+            version: field("version").to_owned(),
+            kind: field("kind").to_owned(),
+        };
+        if kind.version.is_empty() || kind.kind.is_empty() {
+            return Err(fail(format!(
+                "spec.sync.syncOnly[{i}] needs version and kind (group is empty for the core group), e.g. {{group: \"\", version: v1, kind: Namespace}}"
+            )));
+        }
+        if !kinds.contains(&kind) {
+            kinds.push(kind);
+        }
+    }
+    Ok(Some(kinds))
 }
 
 impl fmt::Debug for Bundle {
@@ -235,12 +302,20 @@ impl Bundle {
         if !problems.is_empty() {
             return Err(BundleError { problems });
         }
+        let sync = sync_only(&others)?;
         Ok(Self {
             policies: Policies::new(templates, constraints),
             mutators: Mutators::new(mutators),
             others,
             warnings,
+            sync,
         })
+    }
+
+    /// The kinds a `Config` asks to sync into data.inventory (`spec.sync.syncOnly`), in its
+    /// order without repeats; `None` when the bundle holds no `Config`.
+    pub fn sync_only(&self) -> Option<&[SyncKind]> {
+        self.sync.as_deref()
     }
 
     pub fn policies(&self) -> &Policies {

@@ -19,6 +19,7 @@ pub mod admission;
 pub mod bundle;
 pub mod certs;
 pub mod cli;
+pub mod cluster;
 pub mod decide;
 pub mod inventory;
 pub mod manifest;

@@ -4,4 +4,5 @@
 pub mod bundle;
 pub mod files;
 pub mod hotswap;
+pub mod inventory;
 pub(crate) mod watch;

@@ -12,9 +12,13 @@ use clap::Args;
 
 use super::{EvalArgs, LogArgs};
 use crate::certs::{self, CertSpec};
+use crate::cluster::generate::Scope;
+use crate::cluster::lease::{Elector, LeaseConfig};
+use crate::cluster::{self as kube_cluster, ClusterArgs, LabelSelector};
 use crate::decide::Decider;
 use crate::runtime::logging;
 use crate::runtime::metrics::Metrics;
+use crate::runtime::server::GenerationGate;
 use crate::runtime::server::{App, Limits, Readiness, Server, ServerOptions};
 use crate::runtime::tls::{TlsPaths, TlsStore};
 use crate::sources::bundle::FileSources;
@@ -98,6 +102,8 @@ pub struct ServeArgs {
     #[arg(long, env = "PALISADE_DRAIN_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
     pub drain_timeout: Duration,
     #[command(flatten)]
+    pub cluster: ClusterArgs,
+    #[command(flatten)]
     pub log: LogArgs,
 }
 
@@ -142,6 +148,7 @@ impl ServeArgs {
             eval_threads,
             shutdown_delay,
             drain_timeout,
+            cluster,
             log: _,
         } = self;
 
@@ -160,6 +167,7 @@ impl ServeArgs {
         let readiness = Arc::new(Readiness::default());
         readiness.set_certificates_loaded();
 
+        let inventory_paths_len = inventory.len();
         let sources = Arc::new(FileSources::load(
             &policies,
             eval.options(),
@@ -175,8 +183,23 @@ impl ServeArgs {
         );
         readiness.set_policies_loaded();
         let mut exempt = exempt_namespaces;
-        exempt.push(own_namespace);
-        let decider = Decider::new(exempt);
+        exempt.push(own_namespace.clone());
+        let decider = Decider::new(exempt.clone());
+        let selector: LabelSelector = cluster
+            .default_deny_selector
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--default-deny-selector: {e}"))?;
+        let connection = kube_cluster::connect(&cluster).await?;
+        match &connection {
+            Some(c) => tracing::info!(mode = "cluster", source = %c.source, server = %c.server,
+                generate_default_deny = cluster.generate_default_deny,
+                "connected to the cluster: the inventory comes from watches (and --inventory files)"),
+            None => tracing::info!(
+                mode = "files",
+                inventory = inventory_paths_len,
+                "no cluster configured: the inventory comes from --inventory files only"
+            ),
+        }
 
         let limits = Limits {
             max_body_bytes,
@@ -190,14 +213,92 @@ impl ServeArgs {
                 eval_threads
             },
         };
-        let app = App::new(
+        let mut app = App::new(
             decider,
-            bundle,
+            bundle.clone(),
             sources.inventory(),
-            metrics,
+            metrics.clone(),
             limits,
-            readiness,
+            readiness.clone(),
         );
+        let scope = Scope {
+            selector,
+            exempt: exempt.clone(),
+        };
+        let mut tasks: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>> =
+            Vec::new();
+        let mut stop_hooks = Vec::new();
+        if let Some(connection) = connection {
+            let client = connection.client;
+            readiness.set_inventory_synced(false);
+            let kinds = kube_cluster::inventory::synced_kinds(&bundle.load());
+            let synced = |kind: &str| {
+                kinds
+                    .iter()
+                    .any(|k| k.kind == kind && k.group.is_empty() == (kind == "Namespace"))
+            };
+            // Reviews wait for the feed and the generator only where what they wait for is
+            // watched: a namespace not seen yet (Namespaces synced), a default-deny not
+            // generated yet (generation on and NetworkPolicies synced).
+            let generated = cluster.generate_default_deny && synced("NetworkPolicy");
+            if generated || synced("Namespace") {
+                app = app.with_generation_gate(GenerationGate {
+                    scope: generated.then(|| scope.clone()),
+                    exempt: exempt.clone(),
+                    wait: cluster.generation_wait,
+                    namespaces_synced: synced("Namespace"),
+                });
+            }
+            tasks.push(Box::pin(kube_cluster::inventory::run(
+                client.clone(),
+                bundle.clone(),
+                sources.inventory(),
+                readiness.clone(),
+                metrics.clone(),
+            )));
+            let lease = LeaseConfig {
+                name: cluster.lease_name.clone(),
+                namespace: std::env::var("POD_NAMESPACE")
+                    .ok()
+                    .filter(|n| !n.is_empty())
+                    .unwrap_or(own_namespace),
+                identity: kube_cluster::lease::identity(cluster.pod_name.as_deref()),
+                duration: cluster.lease_duration,
+                renew_deadline: cluster.lease_renew_deadline,
+                retry_period: cluster.lease_retry_period,
+            };
+            lease.validate().map_err(anyhow::Error::msg)?;
+            tracing::info!(identity = %lease.identity, lease = %format!("{}/{}", lease.namespace, lease.name), "leader election on a Lease");
+            let mut elector = Elector::new(client.clone(), lease);
+            let releaser = elector.releaser();
+            stop_hooks.push(Box::pin(async move { releaser.release().await })
+                as std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>);
+            let generate = cluster.generate_default_deny;
+            let metrics = metrics.clone();
+            tasks.push(Box::pin(async move {
+                let (leading, mut led) = tokio::sync::watch::channel(false);
+                let background = async {
+                    loop {
+                        // Wait to lead, work while leading, stop the moment it ends.
+                        if led.wait_for(|l| *l).await.is_err() {
+                            return;
+                        }
+                        if !generate {
+                            let _ = led.wait_for(|l| !*l).await;
+                            continue;
+                        }
+                        tokio::select! {
+                            () = kube_cluster::generate::run(client.clone(), scope.clone(), metrics.clone()) => {}
+                            _ = led.wait_for(|l| !*l) => {
+                                tracing::info!("default-deny generator stopped: no longer the leader");
+                            }
+                        }
+                    }
+                };
+                tokio::join!(elector.run(leading, metrics.cluster()), background);
+            }));
+        }
+        let app = app;
         let options = ServerOptions {
             listen,
             health_listen,
@@ -208,7 +309,14 @@ impl ServeArgs {
         let server = Server::bind(options, app, Arc::new(tls))
             .await
             .with_context(|| format!("cannot listen on {listen} and {health_listen}"))?;
-        Ok(server.with_task(sources.watch(policy_poll_interval)))
+        let mut server = server.with_task(sources.watch(policy_poll_interval));
+        for task in tasks {
+            server = server.with_task(task);
+        }
+        for hook in stop_hooks {
+            server = server.with_stop_hook(hook);
+        }
+        Ok(server)
     }
 }
 

@@ -110,6 +110,89 @@ pub struct Metrics {
     policy_reload_failures: Counter,
     policy_last_reload_ok: Gauge,
     policy_constraints: Gauge,
+    cluster: ClusterMetrics,
+}
+
+/// What the cluster side reports: the inventory feed, leader election and generation.
+#[derive(Default)]
+pub struct ClusterMetrics {
+    /// Seconds since a watch of the inventory last failed without recovering; 0 when in sync.
+    pub inventory_stale_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// 1 once every synced kind has been listed completely.
+    pub inventory_synced: Gauge,
+    pub inventory_objects: Gauge,
+    pub inventory_watch_errors: Family<KindLabels, Counter>,
+    pub inventory_batches: Counter,
+    /// 1 while this replica holds the Lease.
+    pub leader: Gauge,
+    pub leader_transitions: Counter,
+    pub default_deny_applied: Family<ReasonLabels, Counter>,
+    pub generation_waits: Family<ResultLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: &'static str,
+}
+
+impl ClusterMetrics {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "inventory_stale_seconds",
+            "Seconds since a watch of the cluster inventory failed without recovering (0: in sync); the last state keeps serving meanwhile",
+            self.inventory_stale_seconds.clone(),
+        );
+        registry.register(
+            "inventory_synced",
+            "1 once every synced kind has been listed completely",
+            self.inventory_synced.clone(),
+        );
+        registry.register(
+            "inventory_objects",
+            "Objects in data.inventory",
+            self.inventory_objects.clone(),
+        );
+        registry.register(
+            "inventory_watch_errors",
+            "Failed list or watch calls of the inventory feed, by kind",
+            self.inventory_watch_errors.clone(),
+        );
+        registry.register(
+            "inventory_batches",
+            "Batches of cluster changes applied to the inventory",
+            self.inventory_batches.clone(),
+        );
+        registry.register(
+            "leader",
+            "1 while this replica holds the leader Lease and runs the background work",
+            self.leader.clone(),
+        );
+        registry.register(
+            "leader_transitions",
+            "Times this replica became or stopped being the leader",
+            self.leader_transitions.clone(),
+        );
+        registry.register(
+            "default_deny_applied",
+            "Generated NetworkPolicies applied, by reason (created, restored)",
+            self.default_deny_applied.clone(),
+        );
+        registry.register(
+            "generation_waits",
+            "Reviews held back for the default-deny generator, by result (allowed, denied)",
+            self.generation_waits.clone(),
+        );
+    }
 }
 
 impl Default for Metrics {
@@ -193,7 +276,10 @@ impl Metrics {
             "Constraints in the bundle being served",
             policy_constraints.clone(),
         );
+        let cluster = ClusterMetrics::default();
+        cluster.register(&mut registry);
         Self {
+            cluster,
             registry,
             violations,
             evaluation_failures,
@@ -279,6 +365,10 @@ impl Metrics {
                 kind: kind.as_str(),
             })
             .inc();
+    }
+
+    pub fn cluster(&self) -> &ClusterMetrics {
+        &self.cluster
     }
 
     pub fn encode(&self) -> String {

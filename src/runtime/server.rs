@@ -22,11 +22,11 @@ use tokio::sync::Semaphore;
 use crate::admission::{self, Endpoint, Review};
 use crate::bundle::Bundle;
 use crate::decide::{Decider, Decision};
-use crate::inventory::Inventory;
 use crate::policy::Action;
 use crate::runtime::metrics::{Metrics, ReviewResult};
 use crate::runtime::tls::TlsStore;
 use crate::sources::hotswap::HotSwap;
+use crate::sources::inventory::InventoryStore;
 
 /// Request limits of the admission endpoints.
 #[derive(Debug, Clone)]
@@ -49,6 +49,8 @@ pub struct Readiness {
     certificates: AtomicBool,
     policies: AtomicBool,
     draining: AtomicBool,
+    /// The cluster feed has not listed every synced kind yet.
+    inventory_pending: AtomicBool,
 }
 
 impl Readiness {
@@ -57,6 +59,10 @@ impl Readiness {
     }
     pub fn set_policies_loaded(&self) {
         self.policies.store(true, Ordering::Release);
+    }
+    /// Whether every synced kind of the cluster feed has been listed (files-only: always).
+    pub fn set_inventory_synced(&self, synced: bool) {
+        self.inventory_pending.store(!synced, Ordering::Release);
     }
     pub fn set_draining(&self) {
         self.draining.store(true, Ordering::Release);
@@ -69,6 +75,8 @@ impl Readiness {
             Err("certificates not loaded")
         } else if !self.policies.load(Ordering::Acquire) {
             Err("policies not loaded")
+        } else if self.inventory_pending.load(Ordering::Acquire) {
+            Err("the cluster inventory is not listed yet")
         } else {
             Ok(())
         }
@@ -79,19 +87,75 @@ impl Readiness {
 pub struct App {
     decider: Decider,
     bundle: Arc<HotSwap<Bundle>>,
-    inventory: Arc<HotSwap<Inventory>>,
+    inventory: Arc<InventoryStore>,
     metrics: Arc<Metrics>,
     limits: Limits,
     readiness: Arc<Readiness>,
     permits: Semaphore,
     eval_pool: Arc<Semaphore>,
+    gate: Option<GenerationGate>,
+}
+
+/// Holds back a denied review (or a failed mutation) in a namespace the feed has not seen yet,
+/// or in an opted-in namespace whose default-deny the generator has not written yet, and decides
+/// it again at each inventory change, until it is allowed or the wait is over. This removes the first-apply race
+/// (a Namespace and its Deployment in one `kubectl apply`) without ever admitting a workload
+/// whose namespace lacks its default-deny.
+pub struct GenerationGate {
+    /// Which namespaces get a generated default-deny; `None` when generation is off, so that
+    /// only a namespace the feed has not seen yet is waited for.
+    pub scope: Option<crate::cluster::generate::Scope>,
+    /// Namespaces that are never evaluated.
+    pub exempt: Vec<String>,
+    pub wait: Duration,
+    /// Namespaces are synced, so a namespace missing from the inventory is one not seen yet.
+    pub namespaces_synced: bool,
+}
+
+impl GenerationGate {
+    fn awaits(&self, review: &Review, inventory: &crate::inventory::Inventory) -> bool {
+        use crate::cluster::generate::{ALLOW_DNS, DEFAULT_DENY};
+        let object = review.object_ref();
+        if object.is_namespace() || object.namespace.is_empty() {
+            return false;
+        }
+        let ns = object.namespace.as_str();
+        if self.exempt.iter().any(|e| e == ns) {
+            return false;
+        }
+        let Some(namespace) = inventory.namespace(ns) else {
+            return self.namespaces_synced;
+        };
+        let Some(scope) = &self.scope else {
+            return false;
+        };
+        let generated = |name: &str| {
+            let policy = crate::object::ObjectRef {
+                group: "networking.k8s.io".into(),
+                version: "v1".into(),
+                kind: "NetworkPolicy".into(),
+                namespace: ns.to_owned(),
+                name: name.to_owned(),
+            };
+            inventory.get(&policy).is_some()
+        };
+        scope.includes(namespace) && !(generated(DEFAULT_DENY) && generated(ALLOW_DNS))
+    }
 }
 
 impl App {
+    /// Holds back reviews for the default-deny generator; see [`GenerationGate`].
+    pub fn with_generation_gate(mut self: Arc<Self>, gate: GenerationGate) -> Arc<Self> {
+        if let Some(app) = Arc::get_mut(&mut self) {
+            app.gate = Some(gate);
+        }
+        self
+    }
+
     pub fn new(
         decider: Decider,
         bundle: Arc<HotSwap<Bundle>>,
-        inventory: Arc<HotSwap<Inventory>>,
+        inventory: Arc<InventoryStore>,
         metrics: Arc<Metrics>,
         limits: Limits,
         readiness: Arc<Readiness>,
@@ -107,6 +171,7 @@ impl App {
             readiness,
             permits,
             eval_pool,
+            gate: None,
         })
     }
 
@@ -114,10 +179,63 @@ impl App {
         &self.readiness
     }
 
+    /// Decides, and holds a denial back for the generator where the gate says so. `None` when
+    /// the deadline passes first.
+    async fn decide(
+        &self,
+        endpoint: Endpoint,
+        review: Review,
+        deadline: Instant,
+    ) -> Option<(Decision, Review)> {
+        let (decision, review) = self.decide_once(endpoint, review, deadline).await?;
+        let Some(gate) = &self.gate else {
+            return Some((decision, review));
+        };
+        if decision.response.allowed || !gate.awaits(&review, &self.inventory.load()) {
+            return Some((decision, review));
+        }
+        let mut changes = self.inventory.subscribe();
+        changes.mark_changed();
+        // Leave time to answer before the API server gives up.
+        let margin = Duration::from_millis(250);
+        let until =
+            (Instant::now() + gate.wait).min(deadline.checked_sub(margin).unwrap_or(deadline));
+        tracing::debug!(uid = review.uid(), namespace = %review.object_ref().namespace, "waiting for the generated default-deny");
+        let mut last = (decision, review);
+        loop {
+            let changed =
+                tokio::time::timeout_at(tokio::time::Instant::from_std(until), changes.changed())
+                    .await;
+            if !matches!(changed, Ok(Ok(()))) {
+                self.metrics
+                    .cluster()
+                    .generation_waits
+                    .get_or_create(&crate::runtime::metrics::ResultLabels { result: "denied" })
+                    .inc();
+                return Some(last);
+            }
+            let (decision, review) = self.decide_once(endpoint, last.1, deadline).await?;
+            if decision.response.allowed || !gate.awaits(&review, &self.inventory.load()) {
+                let result = if decision.response.allowed {
+                    "allowed"
+                } else {
+                    "denied"
+                };
+                self.metrics
+                    .cluster()
+                    .generation_waits
+                    .get_or_create(&crate::runtime::metrics::ResultLabels { result })
+                    .inc();
+                return Some((decision, review));
+            }
+            last = (decision, review);
+        }
+    }
+
     /// Decides on an I/O thread while the review fits its inline budget, then on the blocking
     /// pool until `deadline`; hands the review back with the decision. `None` when the deadline
     /// passes first.
-    async fn decide(
+    async fn decide_once(
         &self,
         endpoint: Endpoint,
         review: Review,
@@ -375,6 +493,7 @@ pub struct Server {
     drain_timeout: Duration,
     cert_poll_interval: Duration,
     tasks: Vec<BackgroundTask>,
+    stop_hooks: Vec<BackgroundTask>,
 }
 
 /// Work that runs while the server does (watchers), stopped when it stops.
@@ -406,12 +525,19 @@ impl Server {
             drain_timeout: options.drain_timeout,
             cert_poll_interval: options.cert_poll_interval,
             tasks: Vec::new(),
+            stop_hooks: Vec::new(),
         })
     }
 
     /// Runs `task` alongside the server until it stops.
     pub fn with_task(mut self, task: impl Future<Output = ()> + Send + 'static) -> Self {
         self.tasks.push(Box::pin(task));
+        self
+    }
+
+    /// Runs `hook` once the background tasks are stopped (releasing the Lease), for at most 5 s.
+    pub fn with_stop_hook(mut self, hook: impl Future<Output = ()> + Send + 'static) -> Self {
+        self.stop_hooks.push(Box::pin(hook));
         self
     }
 
@@ -435,6 +561,7 @@ impl Server {
             drain_timeout,
             cert_poll_interval,
             tasks,
+            stop_hooks,
         } = self;
         tracing::info!(
             https = %https.local_addr().map(|a| a.to_string()).unwrap_or_default(),
@@ -481,6 +608,10 @@ impl Server {
         }
         for task in background {
             task.abort();
+            let _ = task.await;
+        }
+        for hook in stop_hooks {
+            let _ = tokio::time::timeout(Duration::from_secs(5), hook).await;
         }
         let _ = health_stop_tx.send(());
         let _ = health_task.await;

@@ -11,11 +11,12 @@ use std::time::Duration;
 
 use super::files::{self, FileError};
 use super::hotswap::{HotSwap, Reload};
+use super::inventory::InventoryStore;
 use super::watch::{DirWatcher, parent_dir};
 use crate::bundle::{Bundle, BundleError};
-use crate::inventory::Inventory;
 use crate::policy::EngineOptions;
 use crate::runtime::metrics::Metrics;
+use serde_json::Value;
 
 /// Reads and checks the bundle at `path` (a directory, searched recursively, or one file).
 pub fn load_bundle(path: &Path, options: &EngineOptions) -> Result<Bundle, BundleError> {
@@ -37,8 +38,8 @@ pub fn load_bundle(path: &Path, options: &EngineOptions) -> Result<Bundle, Bundl
 }
 
 /// Reads the objects of the inventory files.
-pub fn load_inventory(paths: &[PathBuf]) -> Result<Inventory, FileError> {
-    Ok(Inventory::from_objects(files::read_objects(paths)?))
+pub fn load_inventory(paths: &[PathBuf]) -> Result<Vec<Value>, FileError> {
+    files::read_objects(paths)
 }
 
 /// Why a source could not be loaded at start-up.
@@ -55,7 +56,9 @@ pub struct FileSources {
     options: EngineOptions,
     inventory_paths: Vec<PathBuf>,
     bundle: Arc<HotSwap<Bundle>>,
-    inventory: Arc<HotSwap<Inventory>>,
+    /// The objects of the inventory files, as last read.
+    inventory_files: HotSwap<Vec<Value>>,
+    inventory: Arc<InventoryStore>,
     metrics: Arc<Metrics>,
 }
 
@@ -80,7 +83,8 @@ impl FileSources {
             options,
             inventory_paths,
             bundle: Arc::new(HotSwap::new(bundle, Some(bundle_fp))),
-            inventory: Arc::new(HotSwap::new(inventory, Some(inventory_fp))),
+            inventory: Arc::new(InventoryStore::new(inventory.clone())),
+            inventory_files: HotSwap::new(inventory, Some(inventory_fp)),
             metrics,
         })
     }
@@ -89,7 +93,7 @@ impl FileSources {
         self.bundle.clone()
     }
 
-    pub fn inventory(&self) -> Arc<HotSwap<Inventory>> {
+    pub fn inventory(&self) -> Arc<InventoryStore> {
         self.inventory.clone()
     }
 
@@ -101,7 +105,7 @@ impl FileSources {
                 load_bundle(&self.policies, &self.options)
             });
         let inventory = self
-            .inventory
+            .inventory_files
             .reload(fingerprint(&self.inventory_paths), || {
                 load_inventory(&self.inventory_paths)
             });
@@ -124,8 +128,13 @@ impl FileSources {
             Reload::Unchanged => {}
             Reload::Reloaded => {
                 changed = true;
+                self.inventory
+                    .set_files(self.inventory_files.load().as_ref().clone());
                 self.metrics.policy_reloaded(constraints);
-                tracing::info!(objects = self.inventory.load().len(), "inventory reloaded");
+                tracing::info!(
+                    objects = self.inventory.load().len(),
+                    "inventory files reloaded"
+                );
             }
             Reload::Rejected(error) => {
                 self.metrics.policy_reload_failed();
@@ -133,7 +142,7 @@ impl FileSources {
             }
         }
         self.metrics
-            .policy_current(self.bundle.is_current() && self.inventory.is_current());
+            .policy_current(self.bundle.is_current() && self.inventory_files.is_current());
         changed
     }
 

@@ -49,6 +49,11 @@ impl<T> HotSwap<T> {
         self.current.load_full()
     }
 
+    /// Serves `value` from now on, for a source without input fingerprints (a live feed).
+    pub fn set(&self, value: T) {
+        self.current.store(Arc::new(value));
+    }
+
     /// Builds and swaps in a new snapshot when `fingerprint` differs from what was served and
     /// from what was last rejected. A failed build leaves the served snapshot in place.
     pub fn reload<E>(&self, fingerprint: u64, build: impl FnOnce() -> Result<T, E>) -> Reload<E> {

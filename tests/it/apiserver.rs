@@ -32,7 +32,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -178,10 +178,6 @@ impl ApiError {
 
     fn bad_request(message: String) -> Self {
         Self::new(400, "BadRequest", message, Value::Null)
-    }
-
-    pub fn reason(&self) -> &str {
-        self.body["reason"].as_str().unwrap_or("")
     }
 }
 
@@ -400,10 +396,6 @@ impl ApiServer {
         self.shared.requests.lock().unwrap().clone()
     }
 
-    pub fn ca_pem(&self) -> &str {
-        &self.ca_pem
-    }
-
     /// Writes a kubeconfig for this server with `token`, and returns its path.
     pub fn kubeconfig(&self, token: &str) -> PathBuf {
         let path = self.dir.path().join(format!("kubeconfig-{token}"));
@@ -417,10 +409,6 @@ impl ApiServer {
         )
         .unwrap();
         path
-    }
-
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
     }
 
     // ---- the API, callable directly (also while stopped) ----
@@ -963,7 +951,7 @@ impl Store {
                 m.fields.retain(|p| !conflicts.iter().any(|(c, _)| c == p));
             }
         }
-        if !managed.iter().any(|m| mine(m)) {
+        if !managed.iter().any(mine) {
             managed.push(Managed {
                 manager: manager.to_owned(),
                 operation: "Apply",
@@ -1136,7 +1124,7 @@ fn percent_decode(s: &str) -> String {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%'
-            && i + 2 < bytes.len() + 0
+            && i + 2 < bytes.len()
             && let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16)
         {
             out.push(b);

@@ -9,6 +9,8 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 
 use crate::apiserver::{ApiServer, LEASES, NAMESPACES, NETWORK_POLICIES};
+use crate::common::*;
+use crate::zero_trust::create_pod;
 
 /// A kube client for the stand-in, from the kubeconfig it writes (CA, server name, token).
 pub async fn kube_client(api: &ApiServer, token: &str) -> kube::Client {
@@ -277,4 +279,567 @@ async fn standin_matches_the_real_api_server() {
     for i in 0..3 {
         assert_eq!(shape(&ours[i]), shape(&real[i]), "22: event {i}");
     }
+}
+
+// ---- Palisade against the stand-in ----
+
+const LEASE_FLAGS: [&str; 6] = [
+    "--lease-duration",
+    "2s",
+    "--lease-renew-deadline",
+    "1500ms",
+    "--lease-retry-period",
+    "200ms",
+];
+
+/// `palisade serve` with the default bundle, connected to `api` with `token` as its identity.
+async fn palisade(api: &ApiServer, token: &str, extra: &[&str]) -> TestServer {
+    // Palisade runs in its own namespace, which holds its Lease.
+    let _ = api.create(namespace("palisade-system", json!({})));
+    let kubeconfig = api.kubeconfig(token).display().to_string();
+    let policies = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("policies")
+        .display()
+        .to_string();
+    let mut args = vec![
+        "--kubeconfig",
+        kubeconfig.as_str(),
+        "--policies",
+        policies.as_str(),
+        "--pod-name",
+        token,
+        "--own-namespace",
+        "palisade-system",
+    ];
+    args.extend_from_slice(&LEASE_FLAGS);
+    args.extend_from_slice(extra);
+    let server = TestServer::start(&args).await;
+    let ready = eventually(Duration::from_secs(10), || async {
+        http_get(server.health, "/readyz").await.0 == 200
+    })
+    .await;
+    assert!(
+        ready,
+        "palisade did not become ready: {:?}",
+        http_get(server.health, "/readyz").await
+    );
+    server
+}
+
+fn namespace(name: &str, labels: Value) -> Value {
+    json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}})
+}
+
+fn zero_trust_labels() -> Value {
+    json!({"network-policy": "zero-trust", "security-level": "medium",
+           "pod-security.kubernetes.io/enforce": "restricted"})
+}
+
+fn default_deny(ns: &str, name: &str) -> Value {
+    json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+           "metadata": {"name": name, "namespace": ns},
+           "spec": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}})
+}
+
+const LACKS: &str = "lacks a default-deny NetworkPolicy";
+
+async fn pod_denied_for_default_deny(server: &TestServer, ns: &str) -> bool {
+    let rsp = create_pod(&server.client(), ns).await;
+    let message = rsp["status"]["message"].as_str().unwrap_or("").to_owned();
+    if rsp["allowed"] == true {
+        return false;
+    }
+    assert!(
+        message.contains(LACKS),
+        "denied for another reason: {message}"
+    );
+    true
+}
+
+async fn policies_in(api: &ApiServer, ns: &str) -> Vec<String> {
+    let mut names: Vec<String> = api
+        .names(&NETWORK_POLICIES)
+        .into_iter()
+        .filter_map(|n| n.strip_prefix(&format!("{ns}/")).map(str::to_owned))
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn the_inventory_follows_the_cluster() {
+    let api = ApiServer::start().await;
+    api.create(namespace("shop", json!({"security-level": "medium"})))
+        .unwrap();
+    api.create(default_deny("shop", "deny-everything")).unwrap();
+    let server = palisade(&api, "replica-a", &["--generate-default-deny=false"]).await;
+
+    // Listed at start: the namespace and its default-deny decide the review.
+    assert!(!pod_denied_for_default_deny(&server, "shop").await);
+    // A namespace created later appears, without a default-deny.
+    api.create(namespace("late", json!({"security-level": "medium"})))
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(1), || pod_denied_for_default_deny(
+            &server, "late"
+        ))
+        .await
+    );
+    // Deleting the default-deny flips the decision within a second.
+    api.delete(&NETWORK_POLICIES, "shop", "deny-everything")
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(1), || pod_denied_for_default_deny(
+            &server, "shop"
+        ))
+        .await,
+        "the deletion was not seen within a second"
+    );
+    let metrics = server.metrics().await;
+    assert_eq!(metric(&metrics, "palisade_inventory_synced"), Some(1.0));
+    assert_eq!(
+        metric(&metrics, "palisade_inventory_stale_seconds"),
+        Some(0.0)
+    );
+    // With generation off, no NetworkPolicy was written.
+    assert!(policies_in(&api, "late").await.is_empty());
+    // The kube watcher listed in pages and watched from the list's resourceVersion.
+    let requests = api.requests();
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.starts_with("GET /api/v1/namespaces?") && r.contains("limit=500")),
+        "{requests:?}"
+    );
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.contains("watch=true") && r.contains("resourceVersion=")),
+        "{requests:?}"
+    );
+}
+
+#[tokio::test]
+async fn opted_in_namespaces_get_their_default_deny_and_keep_it() {
+    let api = ApiServer::start().await;
+    // A namespace that already holds a user's default-deny-all: never touched.
+    api.create(namespace("legacy", zero_trust_labels()))
+        .unwrap();
+    api.create_as(
+        "kubectl-client-side-apply",
+        default_deny("legacy", "default-deny-all"),
+    )
+    .unwrap();
+    let server = palisade(&api, "replica-a", &[]).await;
+
+    api.create(namespace("orders", zero_trust_labels()))
+        .unwrap();
+    api.create(namespace("plain", json!({"security-level": "low"})))
+        .unwrap();
+    api.create(
+        json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": "allow-web", "namespace": "orders"},
+        "spec": {"podSelector": {"matchLabels": {"app": "web"}}, "policyTypes": ["Ingress"],
+                 "ingress": [{"ports": [{"protocol": "TCP", "port": 8080}]}]}}),
+    )
+    .unwrap();
+    let web_version =
+        api.get(&NETWORK_POLICIES, "orders", "allow-web").unwrap()["metadata"]["resourceVersion"]
+            .clone();
+    let want = vec![
+        "allow-dns".to_owned(),
+        "allow-web".into(),
+        "default-deny-all".into(),
+    ];
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            policies_in(&api, "orders").await == want
+        })
+        .await,
+        "orders holds {:?}",
+        policies_in(&api, "orders").await
+    );
+    let generated = api
+        .get(&NETWORK_POLICIES, "orders", "default-deny-all")
+        .unwrap();
+    assert_eq!(
+        generated["spec"],
+        json!({"podSelector": {}, "policyTypes": ["Ingress", "Egress"]})
+    );
+    assert_eq!(
+        generated["metadata"]["managedFields"][0]["manager"],
+        "palisade"
+    );
+    assert_eq!(
+        generated["metadata"]["managedFields"][0]["operation"],
+        "Apply"
+    );
+    let dns = api.get(&NETWORK_POLICIES, "orders", "allow-dns").unwrap();
+    assert_eq!(
+        dns["spec"]["egress"][0]["ports"],
+        json!([{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}])
+    );
+
+    // Deleted: back.
+    api.delete(&NETWORK_POLICIES, "orders", "allow-dns")
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            api.get(&NETWORK_POLICIES, "orders", "allow-dns").is_ok()
+        })
+        .await
+    );
+    // Edited into an allow-all: restored.
+    let mut edited = api
+        .get(&NETWORK_POLICIES, "orders", "default-deny-all")
+        .unwrap();
+    edited["spec"]["policyTypes"] = json!(["Ingress"]);
+    edited["spec"]["ingress"] = json!([{}]);
+    api.update("kubectl-edit", edited).unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            api.get(&NETWORK_POLICIES, "orders", "default-deny-all")
+                .unwrap()["spec"]
+                == json!({"podSelector": {}, "policyTypes": ["Ingress", "Egress"]})
+        })
+        .await,
+        "{}",
+        api.get(&NETWORK_POLICIES, "orders", "default-deny-all")
+            .unwrap()
+    );
+    // The user's own policy is as it was written; the unlabelled namespace is untouched; the
+    // user's pre-existing default-deny-all is theirs alone...
+    let web = api.get(&NETWORK_POLICIES, "orders", "allow-web").unwrap();
+    assert_eq!(
+        web["metadata"]["managedFields"].as_array().unwrap().len(),
+        1
+    );
+    assert_eq!(web["metadata"]["resourceVersion"], web_version);
+    assert!(policies_in(&api, "plain").await.is_empty());
+    let legacy = api
+        .get(&NETWORK_POLICIES, "legacy", "default-deny-all")
+        .unwrap();
+    let managers: Vec<&str> = legacy["metadata"]["managedFields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["manager"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        managers,
+        ["kubectl-client-side-apply"],
+        "Palisade touched a policy it did not create"
+    );
+    // ...but the namespace still gets the allow-dns it lacks.
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            policies_in(&api, "legacy").await == ["allow-dns", "default-deny-all"]
+        })
+        .await
+    );
+    // The generated policies pass Palisade's own NetworkPolicy rules.
+    let bundle = palisade::sources::bundle::load_bundle(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"),
+        &Default::default(),
+    )
+    .unwrap();
+    let reports = palisade::cli::test::check(
+        &bundle,
+        palisade::cluster::generate::generated_policies("orders")
+            .into_iter()
+            .map(|value| palisade::manifest::Document {
+                origin: palisade::manifest::Origin {
+                    file: "generated".into(),
+                    document: 1,
+                    item: None,
+                },
+                value,
+            })
+            .collect(),
+        vec![namespace("orders", zero_trust_labels())],
+    )
+    .unwrap();
+    for report in reports {
+        assert!(report.violations.is_empty(), "{:?}", report.violations);
+    }
+    let metrics = server.metrics().await;
+    assert!(
+        metric(
+            &metrics,
+            "palisade_default_deny_applied_total{reason=\"restored\"}"
+        )
+        .unwrap()
+            >= 1.0,
+        "{metrics}"
+    );
+    assert_eq!(metric(&metrics, "palisade_leader"), Some(1.0));
+}
+
+/// What the API server sends for `kubectl apply -f` of a file holding a new opted-in Namespace and
+/// a Deployment in it: the Namespace's review, the Namespace stored, then the Deployment's review
+/// at once, before the generator has run.
+async fn first_apply(api: &ApiServer, server: &TestServer, ns: &str) -> Value {
+    let client = server.client();
+    let mut labels = zero_trust_labels();
+    labels["kubernetes.io/metadata.name"] = json!(ns);
+    let ns_review = edited_review("validate-create-namespace.json", |v| {
+        v["request"]["name"] = json!(ns);
+        v["request"]["object"]["metadata"]["name"] = json!(ns);
+        v["request"]["object"]["metadata"]["labels"] = labels.clone();
+    });
+    let rsp = client.review(Proto::Http2, "/validate", &ns_review).await;
+    assert_eq!(rsp["allowed"], true, "{rsp}");
+    api.create(namespace(ns, zero_trust_labels())).unwrap();
+    let deployment = edited_review("validate-create-deployment.json", |v| {
+        in_namespace(v, ns);
+        let pod = &mut v["request"]["object"]["spec"]["template"]["spec"];
+        pod["securityContext"] =
+            json!({"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}});
+        pod["containers"][0]["securityContext"] = json!({"allowPrivilegeEscalation": false,
+            "readOnlyRootFilesystem": true, "runAsNonRoot": true, "capabilities": {"drop": ["ALL"]}});
+        pod["containers"][0]["resources"] = json!({"limits": {"cpu": "250m", "memory": "64Mi"}});
+    });
+    client.review(Proto::Http2, "/validate", &deployment).await
+}
+
+#[tokio::test]
+async fn a_namespace_and_its_deployment_applied_together_are_admitted_on_the_first_try() {
+    let api = ApiServer::start().await;
+    let server = palisade(&api, "replica-a", &[]).await;
+    let rsp = first_apply(&api, &server, "fresh").await;
+    assert_eq!(rsp["allowed"], true, "{rsp}");
+    // It was admitted because the default-deny exists now, not on trust.
+    assert_eq!(
+        policies_in(&api, "fresh").await,
+        ["allow-dns", "default-deny-all"]
+    );
+    // The review came before the generator had run, and waited for it.
+    let metrics = server.metrics().await;
+    assert_eq!(
+        metric(
+            &metrics,
+            "palisade_generation_waits_total{result=\"allowed\"}"
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+    // A bare Pod in the same apply: its /mutate needs the namespace's labels, and gets them.
+    let ns_review = edited_review("validate-create-namespace.json", |v| {
+        v["request"]["object"]["metadata"]["name"] = json!("bare");
+    });
+    let _ = server
+        .client()
+        .review(Proto::Http2, "/validate", &ns_review)
+        .await;
+    api.create(namespace("bare", zero_trust_labels())).unwrap();
+    let rsp = create_pod(&server.client(), "bare").await;
+    assert_eq!(rsp["allowed"], true, "{rsp}");
+
+    // Generation off: the strict check, the same Deployment is refused.
+    assert!(server.stop().await);
+    let strict = palisade(&api, "replica-b", &["--generate-default-deny=false"]).await;
+    let rsp = first_apply(&api, &strict, "strict").await;
+    assert_eq!(rsp["allowed"], false);
+    assert!(
+        rsp["status"]["message"].as_str().unwrap().contains(LACKS),
+        "{rsp}"
+    );
+}
+
+async fn leads(server: &TestServer) -> bool {
+    metric(&server.metrics().await, "palisade_leader") == Some(1.0)
+}
+
+async fn applied(server: &TestServer) -> f64 {
+    let m = server.metrics().await;
+    metric(
+        &m,
+        "palisade_default_deny_applied_total{reason=\"created\"}",
+    )
+    .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn one_replica_leads_and_another_takes_over() {
+    let api = ApiServer::start().await;
+    let a = palisade(&api, "replica-a", &[]).await;
+    assert!(eventually(Duration::from_secs(3), || leads(&a)).await);
+    let b = palisade(&api, "replica-b", &[]).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!leads(&b).await, "two leaders");
+    let lease = api
+        .get(&LEASES, "palisade-system", "palisade-leader")
+        .unwrap();
+    assert_eq!(lease["spec"]["holderIdentity"], "replica-a");
+
+    api.create(namespace("one", zero_trust_labels())).unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            policies_in(&api, "one").await.len() == 2
+        })
+        .await
+    );
+    assert_eq!(applied(&a).await, 2.0);
+    assert_eq!(applied(&b).await, 0.0, "the follower generated");
+
+    // A's renewals fail: it stops within its renew deadline, B takes over within the lease
+    // duration (2 s) of A's last renewal.
+    api.fail_token("replica-a", true);
+    let start = std::time::Instant::now();
+    assert!(
+        eventually(Duration::from_secs(2), || async { !leads(&a).await }).await,
+        "A kept leading"
+    );
+    assert!(
+        eventually(Duration::from_secs(3), || leads(&b)).await,
+        "B did not take over"
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        start.elapsed()
+    );
+    api.create(namespace("two", zero_trust_labels())).unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            policies_in(&api, "two").await.len() == 2
+        })
+        .await
+    );
+    assert_eq!(applied(&b).await, 2.0);
+    let lease = api
+        .get(&LEASES, "palisade-system", "palisade-leader")
+        .unwrap();
+    assert_eq!(lease["spec"]["holderIdentity"], "replica-b");
+    assert_eq!(lease["spec"]["leaseTransitions"], 1);
+
+    // B stops: it releases the Lease, and A (healthy again) takes over at its next try.
+    api.fail_token("replica-a", false);
+    assert!(b.stop().await);
+    let lease = api
+        .get(&LEASES, "palisade-system", "palisade-leader")
+        .unwrap();
+    assert!(lease["spec"]["holderIdentity"].is_null(), "{lease}");
+    assert!(
+        eventually(Duration::from_secs(1), || leads(&a)).await,
+        "A did not take over after the release"
+    );
+    let m = a.metrics().await;
+    assert!(
+        metric(&m, "palisade_leader_transitions_total").unwrap() >= 3.0,
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn an_outage_keeps_the_last_state_and_recovers() {
+    let api = ApiServer::start().await;
+    api.create(namespace("shop", json!({"security-level": "medium"})))
+        .unwrap();
+    api.create(default_deny("shop", "deny-everything")).unwrap();
+    let server = palisade(&api, "replica-a", &["--generate-default-deny=false"]).await;
+    assert!(!pod_denied_for_default_deny(&server, "shop").await);
+
+    api.stop();
+    // Reviews keep being answered from the last state.
+    assert!(!pod_denied_for_default_deny(&server, "shop").await);
+    let stale = eventually(Duration::from_secs(5), || async {
+        metric(&server.metrics().await, "palisade_inventory_stale_seconds").unwrap_or(0.0) >= 1.0
+    })
+    .await;
+    assert!(stale, "{}", server.metrics().await);
+    assert_eq!(
+        http_get(server.health, "/readyz").await.0,
+        200,
+        "an outage is not unreadiness"
+    );
+    // A change made while it is down is seen once it is back.
+    api.delete(&NETWORK_POLICIES, "shop", "deny-everything")
+        .unwrap();
+    api.restart().await;
+    assert!(
+        eventually(Duration::from_secs(8), || pod_denied_for_default_deny(
+            &server, "shop"
+        ))
+        .await,
+        "the change made during the outage was not seen"
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            metric(&server.metrics().await, "palisade_inventory_stale_seconds") == Some(0.0)
+        })
+        .await
+    );
+
+    // Down again, and its history compacted: the watch resumes with 410 Gone and relists; what
+    // was deleted meanwhile is gone from the inventory too.
+    api.create(default_deny("shop", "deny-again")).unwrap();
+    assert!(
+        eventually(Duration::from_secs(2), || async {
+            !pod_denied_for_default_deny(&server, "shop").await
+        })
+        .await
+    );
+    api.stop();
+    api.delete(&NETWORK_POLICIES, "shop", "deny-again").unwrap();
+    api.compact();
+    api.restart().await;
+    assert!(
+        eventually(Duration::from_secs(8), || pod_denied_for_default_deny(
+            &server, "shop"
+        ))
+        .await,
+        "the relist after 410 did not drop the deleted policy"
+    );
+    // Dropped watches resume too.
+    api.drop_watches();
+    api.create(default_deny("shop", "deny-third")).unwrap();
+    assert!(
+        eventually(Duration::from_secs(3), || async {
+            !pod_denied_for_default_deny(&server, "shop").await
+        })
+        .await
+    );
+}
+
+#[tokio::test]
+async fn a_named_kubeconfig_that_is_broken_stops_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("kubeconfig");
+    std::fs::write(&broken, "apiVersion: v1\nkind: Config\nclusters: [\n").unwrap();
+    let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    let args = [
+        "palisade",
+        "serve",
+        "--kubeconfig",
+        broken.to_str().unwrap(),
+        "--policies",
+        dir.path().to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--health-listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ];
+    use clap::Parser;
+    let palisade::cli::Command::Serve(serve) =
+        palisade::cli::Cli::try_parse_from(args).unwrap().command
+    else {
+        unreachable!()
+    };
+    let error = format!(
+        "{:#}",
+        serve
+            .load()
+            .await
+            .err()
+            .expect("a broken kubeconfig must stop the start")
+    );
+    assert!(
+        error.contains("cannot read the kubeconfig") && error.contains(broken.to_str().unwrap()),
+        "{error}"
+    );
 }

@@ -86,6 +86,10 @@ impl TestServer {
             std::fs::create_dir_all(&policies).unwrap();
             args.extend(["--policies".into(), policies.display().to_string()]);
         }
+        if !extra.contains(&"--kubeconfig") {
+            // Whatever cluster the machine is configured for, tests without one use files only.
+            args.push("--no-cluster".into());
+        }
         args.extend(extra.iter().map(|s| s.to_string()));
         let Command::Serve(serve) = Cli::try_parse_from(&args).unwrap().command else {
             unreachable!()

@@ -175,7 +175,7 @@ async fn namespaces_need_the_zero_trust_labels() {
 }
 
 /// /mutate, the patch applied as the API server does, then /validate on the result.
-async fn create_pod(client: &Client, namespace: &str) -> Value {
+pub(crate) async fn create_pod(client: &Client, namespace: &str) -> Value {
     let mut review: Value =
         serde_json::from_slice(&fixture("admission/mutate-create-pod.json")).unwrap();
     in_namespace(&mut review, namespace);
