@@ -1,0 +1,181 @@
+//! The live inventory at scale, against the stand-in API server of the tests (in this process):
+//! 10,000 namespaces and 20,000 NetworkPolicies listed at start, then a burst of 1,000 changes
+//! while reviews keep flowing. Reports the time to ready, the process RSS, the time until the
+//! burst's last change decides reviews, and review latency percentiles, quiet against burst.
+//!
+//!   cargo bench --bench cluster
+
+#[path = "../tests/it/apiserver.rs"]
+#[allow(dead_code)]
+mod apiserver;
+#[path = "../tests/it/common.rs"]
+#[allow(dead_code)]
+mod common;
+
+use std::time::{Duration, Instant};
+
+use apiserver::{ApiServer, NETWORK_POLICIES};
+use clap::Parser;
+use common::{Proto, TestServer};
+use serde_json::{Value, json};
+
+const NAMESPACES: usize = 10_000;
+const BURST: usize = 1_000;
+
+fn rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn policy(ns: &str, name: &str) -> Value {
+    json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+           "metadata": {"name": name, "namespace": ns, "labels": {"app": "bench"}},
+           "spec": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}})
+}
+
+fn pod_review(ns: &str) -> Vec<u8> {
+    let mut review: Value = serde_json::from_slice(&common::fixture("admission/validate-create-pod.json")).unwrap();
+    common::in_namespace(&mut review, ns);
+    serde_json::to_vec(&review).unwrap()
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
+}
+
+/// Reviews in a loop until `stop`, returning each latency.
+async fn reviews(server: &TestServer, body: Vec<u8>, stop: tokio::sync::watch::Receiver<bool>) -> Vec<Duration> {
+    let client = server.client();
+    let mut latencies = Vec::new();
+    while !*stop.borrow() {
+        let start = Instant::now();
+        let _ = client.review(Proto::Http2, "/validate", &body).await;
+        latencies.push(start.elapsed());
+    }
+    latencies
+}
+
+fn report(label: &str, mut latencies: Vec<Duration>) {
+    latencies.sort();
+    println!(
+        "{label:>6}: {} reviews, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        latencies.len(),
+        percentile(&latencies, 0.5).as_secs_f64() * 1e3,
+        percentile(&latencies, 0.99).as_secs_f64() * 1e3,
+        latencies.last().copied().unwrap_or_default().as_secs_f64() * 1e3
+    );
+}
+
+#[derive(Parser)]
+struct Args {
+    /// Accepted so that `cargo bench` may pass it.
+    #[arg(long)]
+    bench: bool,
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let _ = Args::parse();
+    let api = ApiServer::start().await;
+    for i in 0..NAMESPACES {
+        let ns = format!("ns-{i:05}");
+        api.create(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": {"security-level": "medium"}}})).unwrap();
+        api.create(policy(&ns, "default-deny")).unwrap();
+        let mut allow = policy(&ns, "allow-web");
+        allow["spec"] = json!({"podSelector": {"matchLabels": {"app": "web"}}, "policyTypes": ["Ingress"],
+                               "ingress": [{"ports": [{"protocol": "TCP", "port": 8080}]}]});
+        api.create(allow).unwrap();
+    }
+    let _ = api.create(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "palisade-system"}}));
+    let rss_before = rss_mib();
+    let kubeconfig = api.kubeconfig("bench").display().to_string();
+    let policies = concat!(env!("CARGO_MANIFEST_DIR"), "/policies");
+    let start = Instant::now();
+    let server = TestServer::start(&[
+        "--kubeconfig", &kubeconfig, "--policies", policies, "--generate-default-deny=false",
+        "--own-namespace", "palisade-system",
+    ])
+    .await;
+    while common::http_get(server.health, "/readyz").await.0 != 200 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let ready = start.elapsed();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss_after = rss_mib();
+    println!(
+        "listed {} namespaces and {} NetworkPolicies: ready after {:.2} s; RSS {:.0} MiB before Palisade started (the stand-in's copy), {:.0} MiB after (+{:.0} MiB)",
+        NAMESPACES,
+        2 * NAMESPACES,
+        ready.as_secs_f64(),
+        rss_before,
+        rss_after,
+        rss_after - rss_before
+    );
+
+    // Quiet: reviews alone.
+    let body = pod_review("ns-00001");
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let quiet = {
+        let server = &server;
+        let runs: Vec<_> = (0..4).map(|_| reviews(server, body.clone(), rx.clone())).collect();
+        let stopper = async {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            tx.send_replace(true);
+        };
+        let (results, ()) = tokio::join!(futures::future::join_all(runs), stopper);
+        results.concat()
+    };
+    report("quiet", quiet);
+
+    // Burst: 1,000 changes as fast as the stand-in takes them, the last one deleting the
+    // default-deny of a probe namespace; reviews keep flowing meanwhile.
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let probe = pod_review("ns-09999");
+    let probe_client = server.client();
+    let burst = {
+        let server = &server;
+        let runs: Vec<_> = (0..4).map(|_| reviews(server, body.clone(), rx.clone())).collect();
+        let changes = async {
+            let start = Instant::now();
+            for i in 0..BURST - 1 {
+                api.create(policy(&format!("ns-{:05}", i % NAMESPACES), &format!("burst-{i}"))).unwrap();
+            }
+            api.delete(&NETWORK_POLICIES, "ns-09999", "default-deny").unwrap();
+            let written = start.elapsed();
+            while start.elapsed() < Duration::from_secs(30) {
+                let rsp = probe_client.review(Proto::Http2, "/validate", &probe).await;
+                if rsp["status"]["message"].as_str().unwrap_or("").contains("lacks a default-deny") {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let visible = start.elapsed();
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            tx.send_replace(true);
+            (written, visible)
+        };
+        let (results, (written, visible)) = tokio::join!(futures::future::join_all(runs), changes);
+        println!(
+            "burst of {BURST} changes written in {:.0} ms; the last one decided reviews {:.0} ms after the first was written",
+            written.as_secs_f64() * 1e3,
+            visible.as_secs_f64() * 1e3
+        );
+        results.concat()
+    };
+    report("burst", burst);
+    let metrics = server.metrics().await;
+    println!(
+        "inventory objects {:?}, batches {:?}, RSS {:.0} MiB",
+        common::metric(&metrics, "palisade_inventory_objects"),
+        common::metric(&metrics, "palisade_inventory_batches_total"),
+        rss_mib()
+    );
+    server.stop().await;
+}
