@@ -38,7 +38,8 @@ fn policy(ns: &str, name: &str) -> Value {
 }
 
 fn pod_review(ns: &str) -> Vec<u8> {
-    let mut review: Value = serde_json::from_slice(&common::fixture("admission/validate-create-pod.json")).unwrap();
+    let mut review: Value =
+        serde_json::from_slice(&common::fixture("admission/validate-create-pod.json")).unwrap();
     common::in_namespace(&mut review, ns);
     serde_json::to_vec(&review).unwrap()
 }
@@ -51,7 +52,11 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 /// Reviews in a loop until `stop`, returning each latency.
-async fn reviews(server: &TestServer, body: Vec<u8>, stop: tokio::sync::watch::Receiver<bool>) -> Vec<Duration> {
+async fn reviews(
+    server: &TestServer,
+    body: Vec<u8>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Vec<Duration> {
     let client = server.client();
     let mut latencies = Vec::new();
     while !*stop.borrow() {
@@ -93,14 +98,21 @@ async fn main() {
                                "ingress": [{"ports": [{"protocol": "TCP", "port": 8080}]}]});
         api.create(allow).unwrap();
     }
-    let _ = api.create(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "palisade-system"}}));
+    let _ = api.create(
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "palisade-system"}}),
+    );
     let rss_before = rss_mib();
     let kubeconfig = api.kubeconfig("bench").display().to_string();
     let policies = concat!(env!("CARGO_MANIFEST_DIR"), "/policies");
     let start = Instant::now();
     let server = TestServer::start(&[
-        "--kubeconfig", &kubeconfig, "--policies", policies, "--generate-default-deny=false",
-        "--own-namespace", "palisade-system",
+        "--kubeconfig",
+        &kubeconfig,
+        "--policies",
+        policies,
+        "--generate-default-deny=false",
+        "--own-namespace",
+        "palisade-system",
     ])
     .await;
     while common::http_get(server.health, "/readyz").await.0 != 200 {
@@ -124,7 +136,9 @@ async fn main() {
     let (tx, rx) = tokio::sync::watch::channel(false);
     let quiet = {
         let server = &server;
-        let runs: Vec<_> = (0..4).map(|_| reviews(server, body.clone(), rx.clone())).collect();
+        let runs: Vec<_> = (0..4)
+            .map(|_| reviews(server, body.clone(), rx.clone()))
+            .collect();
         let stopper = async {
             tokio::time::sleep(Duration::from_secs(3)).await;
             tx.send_replace(true);
@@ -141,17 +155,28 @@ async fn main() {
     let probe_client = server.client();
     let burst = {
         let server = &server;
-        let runs: Vec<_> = (0..4).map(|_| reviews(server, body.clone(), rx.clone())).collect();
+        let runs: Vec<_> = (0..4)
+            .map(|_| reviews(server, body.clone(), rx.clone()))
+            .collect();
         let changes = async {
             let start = Instant::now();
             for i in 0..BURST - 1 {
-                api.create(policy(&format!("ns-{:05}", i % NAMESPACES), &format!("burst-{i}"))).unwrap();
+                api.create(policy(
+                    &format!("ns-{:05}", i % NAMESPACES),
+                    &format!("burst-{i}"),
+                ))
+                .unwrap();
             }
-            api.delete(&NETWORK_POLICIES, "ns-09999", "default-deny").unwrap();
+            api.delete(&NETWORK_POLICIES, "ns-09999", "default-deny")
+                .unwrap();
             let written = start.elapsed();
             while start.elapsed() < Duration::from_secs(30) {
                 let rsp = probe_client.review(Proto::Http2, "/validate", &probe).await;
-                if rsp["status"]["message"].as_str().unwrap_or("").contains("lacks a default-deny") {
+                if rsp["status"]["message"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("lacks a default-deny")
+                {
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(5)).await;
