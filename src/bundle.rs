@@ -349,6 +349,43 @@ mod tests {
     }
 
     #[test]
+    fn a_config_names_the_synced_kinds_and_a_bad_one_is_an_error() {
+        assert_eq!(
+            load("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n")
+                .unwrap()
+                .sync_only(),
+            None
+        );
+        let config = |entries: &str| {
+            format!(
+                "apiVersion: config.gatekeeper.sh/v1alpha1\nkind: Config\nmetadata: {{name: config}}\nspec:\n  sync:\n    syncOnly: {entries}\n"
+            )
+        };
+        let bundle = load(&config(
+            "[{group: '', version: v1, kind: Namespace}, {group: apps, version: v1, kind: Deployment}, {version: v1, kind: Namespace}]",
+        ))
+        .unwrap();
+        let kinds: Vec<String> = bundle
+            .sync_only()
+            .unwrap()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(kinds, ["Namespace (v1)", "Deployment (apps/v1)"]);
+        let err = load(&config("[{group: apps, kind: Deployment}]"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("Config \"config\" at b.yaml (document 1): spec.sync.syncOnly[0] needs version and kind"), "{err}");
+        let two = format!("{}---\n{}", config("[]"), config("[]"));
+        assert!(
+            load(&two)
+                .unwrap_err()
+                .to_string()
+                .contains("a second Config")
+        );
+    }
+
+    #[test]
     fn a_misspelt_gatekeeper_kind_is_an_error() {
         let err = load("apiVersion: templates.gatekeeper.sh/v1\nkind: ConstraintTemplat\nmetadata: {name: x}\n")
             .unwrap_err()
