@@ -98,6 +98,26 @@ pub struct SyncKind {
     pub kind: String,
 }
 
+impl SyncKind {
+    pub fn new(group: &str, version: &str, kind: &str) -> Self {
+        Self {
+            group: group.to_owned(),
+            version: version.to_owned(),
+            kind: kind.to_owned(),
+        }
+    }
+
+    /// `v1 Namespace`.
+    pub fn namespace() -> Self {
+        Self::new("", "v1", "Namespace")
+    }
+
+    /// `networking.k8s.io/v1 NetworkPolicy`.
+    pub fn network_policy() -> Self {
+        Self::new("networking.k8s.io", "v1", "NetworkPolicy")
+    }
+}
+
 impl fmt::Display for SyncKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.group.is_empty() {

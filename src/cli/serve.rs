@@ -11,6 +11,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 
 use super::{EvalArgs, LogArgs};
+use crate::bundle::SyncKind;
 use crate::certs::{self, CertSpec};
 use crate::cluster::generate::Scope;
 use crate::cluster::lease::{Elector, LeaseConfig};
@@ -18,8 +19,9 @@ use crate::cluster::{self as kube_cluster, ClusterArgs, LabelSelector};
 use crate::decide::Decider;
 use crate::runtime::logging;
 use crate::runtime::metrics::Metrics;
-use crate::runtime::server::GenerationGate;
-use crate::runtime::server::{App, Limits, Readiness, Server, ServerOptions};
+use crate::runtime::server::{
+    App, BackgroundTask, GenerationGate, Limits, Readiness, Server, ServerOptions,
+};
 use crate::runtime::tls::{TlsPaths, TlsStore};
 use crate::sources::bundle::FileSources;
 use crate::sources::watch::parent_dir;
@@ -213,92 +215,28 @@ impl ServeArgs {
                 eval_threads
             },
         };
-        let mut app = App::new(
-            decider,
-            bundle.clone(),
-            sources.inventory(),
-            metrics.clone(),
-            limits,
-            readiness.clone(),
-        );
-        let scope = Scope {
-            selector,
-            exempt: exempt.clone(),
-        };
-        let mut tasks: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>> =
-            Vec::new();
-        let mut stop_hooks = Vec::new();
-        if let Some(connection) = connection {
-            let client = connection.client;
-            readiness.set_inventory_synced(false);
-            let kinds = kube_cluster::inventory::synced_kinds(&bundle.load());
-            let synced = |kind: &str| {
-                kinds
-                    .iter()
-                    .any(|k| k.kind == kind && k.group.is_empty() == (kind == "Namespace"))
-            };
-            // Reviews wait for the feed and the generator only where what they wait for is
-            // watched: a namespace not seen yet (Namespaces synced), a default-deny not
-            // generated yet (generation on and NetworkPolicies synced).
-            let generated = cluster.generate_default_deny && synced("NetworkPolicy");
-            if generated || synced("Namespace") {
-                app = app.with_generation_gate(GenerationGate {
-                    scope: generated.then(|| scope.clone()),
-                    exempt: exempt.clone(),
-                    wait: cluster.generation_wait,
-                    namespaces_synced: synced("Namespace"),
-                });
-            }
-            tasks.push(Box::pin(kube_cluster::inventory::run(
-                client.clone(),
-                bundle.clone(),
-                sources.inventory(),
+        let scope = Scope { selector, exempt };
+        let wiring = match connection {
+            Some(connection) => wire_cluster(
+                connection.client,
+                &cluster,
+                scope,
+                own_namespace,
+                &sources,
                 readiness.clone(),
                 metrics.clone(),
-            )));
-            let lease = LeaseConfig {
-                name: cluster.lease_name.clone(),
-                namespace: std::env::var("POD_NAMESPACE")
-                    .ok()
-                    .filter(|n| !n.is_empty())
-                    .unwrap_or(own_namespace),
-                identity: kube_cluster::lease::identity(cluster.pod_name.as_deref()),
-                duration: cluster.lease_duration,
-                renew_deadline: cluster.lease_renew_deadline,
-                retry_period: cluster.lease_retry_period,
-            };
-            lease.validate().map_err(anyhow::Error::msg)?;
-            tracing::info!(identity = %lease.identity, lease = %format!("{}/{}", lease.namespace, lease.name), "leader election on a Lease");
-            let mut elector = Elector::new(client.clone(), lease);
-            let releaser = elector.releaser();
-            stop_hooks.push(Box::pin(async move { releaser.release().await })
-                as std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>);
-            let generate = cluster.generate_default_deny;
-            let metrics = metrics.clone();
-            tasks.push(Box::pin(async move {
-                let (leading, mut led) = tokio::sync::watch::channel(false);
-                let background = async {
-                    loop {
-                        // Wait to lead, work while leading, stop the moment it ends.
-                        if led.wait_for(|l| *l).await.is_err() {
-                            return;
-                        }
-                        if !generate {
-                            let _ = led.wait_for(|l| !*l).await;
-                            continue;
-                        }
-                        tokio::select! {
-                            () = kube_cluster::generate::run(client.clone(), scope.clone(), metrics.clone()) => {}
-                            _ = led.wait_for(|l| !*l) => {
-                                tracing::info!("default-deny generator stopped: no longer the leader");
-                            }
-                        }
-                    }
-                };
-                tokio::join!(elector.run(leading, metrics.cluster()), background);
-            }));
-        }
-        let app = app;
+            )?,
+            None => ClusterWiring::default(),
+        };
+        let app = App::new(
+            decider,
+            bundle,
+            sources.inventory(),
+            metrics,
+            limits,
+            readiness,
+            wiring.gate,
+        );
         let options = ServerOptions {
             listen,
             health_listen,
@@ -310,14 +248,99 @@ impl ServeArgs {
             .await
             .with_context(|| format!("cannot listen on {listen} and {health_listen}"))?;
         let mut server = server.with_task(sources.watch(policy_poll_interval));
-        for task in tasks {
+        for task in wiring.tasks {
             server = server.with_task(task);
         }
-        for hook in stop_hooks {
+        for hook in wiring.stop_hooks {
             server = server.with_stop_hook(hook);
         }
         Ok(server)
     }
+}
+
+/// What a cluster connection adds to the server.
+#[derive(Default)]
+struct ClusterWiring {
+    gate: Option<GenerationGate>,
+    tasks: Vec<BackgroundTask>,
+    stop_hooks: Vec<BackgroundTask>,
+}
+
+/// The inventory feed, leader election and, while leading, the default-deny generator; and the
+/// gate that holds reviews back for them.
+fn wire_cluster(
+    client: kube::Client,
+    cluster: &ClusterArgs,
+    scope: Scope,
+    own_namespace: String,
+    sources: &FileSources,
+    readiness: Arc<Readiness>,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<ClusterWiring> {
+    let bundle = sources.bundle();
+    readiness.set_inventory_synced(false);
+    let kinds = kube_cluster::inventory::synced_kinds(&bundle.load());
+    let namespaces_synced = kinds.contains(&SyncKind::namespace());
+    // Reviews wait for the feed and the generator only where what they wait for is watched: a
+    // namespace not seen yet (Namespaces synced), a default-deny not generated yet (generation
+    // on and NetworkPolicies synced).
+    let generated = cluster.generate_default_deny && kinds.contains(&SyncKind::network_policy());
+    let gate = (generated || namespaces_synced).then(|| GenerationGate {
+        scope: generated.then(|| scope.clone()),
+        wait: cluster.generation_wait,
+        namespaces_synced,
+    });
+    let feed = kube_cluster::inventory::run(
+        client.clone(),
+        bundle,
+        sources.inventory(),
+        readiness,
+        metrics.clone(),
+    );
+
+    let lease = LeaseConfig {
+        name: cluster.lease_name.clone(),
+        namespace: std::env::var("POD_NAMESPACE")
+            .ok()
+            .filter(|n| !n.is_empty())
+            .unwrap_or(own_namespace),
+        identity: kube_cluster::lease::identity(cluster.pod_name.as_deref()),
+        duration: cluster.lease_duration,
+        renew_deadline: cluster.lease_renew_deadline,
+        retry_period: cluster.lease_retry_period,
+    };
+    lease.validate().map_err(anyhow::Error::msg)?;
+    tracing::info!(identity = %lease.identity, lease = %format!("{}/{}", lease.namespace, lease.name), "leader election on a Lease");
+    let mut elector = Elector::new(client.clone(), lease);
+    let releaser = elector.releaser();
+    let generate = cluster.generate_default_deny;
+    let leader = async move {
+        let (leading, mut led) = tokio::sync::watch::channel(false);
+        let background = async {
+            loop {
+                // Wait to lead, work while leading, stop the moment it ends.
+                if led.wait_for(|l| *l).await.is_err() {
+                    return;
+                }
+                if !generate {
+                    let _ = led.wait_for(|l| !*l).await;
+                    continue;
+                }
+                tokio::select! {
+                    () = kube_cluster::generate::run(client.clone(), scope.clone(), metrics.clone()) => {}
+                    _ = led.wait_for(|l| !*l) => {
+                        tracing::info!("default-deny generator stopped: no longer the leader");
+                    }
+                }
+            }
+        };
+        tokio::join!(elector.run(leading, metrics.cluster()), background);
+    };
+    Ok(ClusterWiring {
+        gate,
+        tasks: vec![Box::pin(feed), Box::pin(leader)],
+        stop_hooks: vec![Box::pin(async move { releaser.release().await })],
+    })
 }
 
 /// On first start without certificates, makes a development CA and serving pair so that

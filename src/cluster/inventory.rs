@@ -33,26 +33,17 @@ const BATCH_MAX: usize = 20_000;
 pub fn synced_kinds(bundle: &Bundle) -> Vec<SyncKind> {
     match bundle.sync_only() {
         Some(kinds) => kinds.to_vec(),
-        None => vec![
-            SyncKind {
-                group: String::new(),
-                version: "v1".into(),
-                kind: "Namespace".into(),
-            },
-            SyncKind {
-                group: "networking.k8s.io".into(),
-                version: "v1".into(),
-                kind: "NetworkPolicy".into(),
-            },
-        ],
+        None => vec![SyncKind::namespace(), SyncKind::network_policy()],
     }
 }
 
 /// What one watcher reports to the applier.
 enum Report {
-    Changes(Vec<Change>),
-    /// The kind's first complete list (or a relist) is in.
-    Listed(SyncKind),
+    /// From now on these kinds are synced; the objects of any other kind leave the inventory.
+    Sync(Vec<SyncKind>),
+    Changes(SyncKind, Vec<Change>),
+    /// The kind's first complete list (or a relist) is in: these objects, and no others.
+    Listed(SyncKind, HashSet<ObjectRef>),
     /// The API server answers for the kind again.
     Reachable(SyncKind),
     Failed(SyncKind, String),
@@ -91,23 +82,13 @@ pub async fn run(
     metrics: Arc<Metrics>,
 ) {
     let (tx, rx) = mpsc::unbounded_channel();
-    let state = Arc::new(std::sync::Mutex::new(FeedState::default()));
-    let applier = tokio::spawn(apply_batches(
-        rx,
-        store.clone(),
-        readiness.clone(),
-        metrics.clone(),
-        state.clone(),
-    ));
+    let applier = tokio::spawn(apply_batches(rx, store, readiness, metrics));
     let _applier = AbortOnDrop(applier);
     let mut kinds = synced_kinds(&bundle.load());
     loop {
-        {
-            let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
-            s.expect(&kinds);
+        if tx.send(Report::Sync(kinds.clone())).is_err() {
+            return;
         }
-        readiness.set_inventory_synced(false);
-        metrics.cluster().inventory_synced.set(0);
         tracing::info!(kinds = %list(&kinds), "watching the cluster for data.inventory");
         let mut watchers = JoinSet::new();
         for kind in &kinds {
@@ -122,15 +103,6 @@ pub async fn run(
             }
         };
         watchers.abort_all();
-        let dropped: Vec<&SyncKind> = kinds.iter().filter(|k| !next.contains(k)).collect();
-        if !dropped.is_empty() {
-            let _ = tx.send(Report::Changes(
-                state
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .forget(&dropped),
-            ));
-        }
         tracing::info!(from = %list(&kinds), to = %list(&next), "the synced kinds changed");
         kinds = next;
     }
@@ -167,34 +139,33 @@ struct KindState {
 }
 
 impl FeedState {
-    fn expect(&mut self, kinds: &[SyncKind]) {
-        self.kinds.retain(|k, _| kinds.contains(k));
+    /// Syncs `kinds` from now on; returns the deletions of every object of the kinds dropped.
+    fn expect(&mut self, kinds: &[SyncKind]) -> Vec<Change> {
+        let mut gone = Vec::new();
+        self.kinds.retain(|kind, state| {
+            let keep = kinds.contains(kind);
+            if !keep {
+                gone.extend(state.known.drain().map(Change::Delete));
+            }
+            keep
+        });
         for k in kinds {
             self.kinds.entry(k.clone()).or_default();
         }
-    }
-
-    /// Deletes for every object of the kinds dropped from the sync list.
-    fn forget(&mut self, kinds: &[&SyncKind]) -> Vec<Change> {
-        let mut changes = Vec::new();
-        for kind in kinds {
-            if let Some(state) = self.kinds.remove(*kind) {
-                changes.extend(state.known.into_iter().map(Change::Delete));
-            }
-        }
-        changes
+        gone
     }
 
     fn all_listed(&self) -> bool {
         self.kinds.values().all(|k| k.listed)
     }
 
-    fn stale_for(&self) -> Option<Duration> {
+    /// Seconds since the longest-failing watch failed; 0 when every watch works.
+    fn stale_seconds(&self) -> f64 {
         self.kinds
             .values()
             .filter_map(|k| k.failing_since)
             .min()
-            .map(|since| since.elapsed())
+            .map_or(0.0, |since| since.elapsed().as_secs_f64())
     }
 }
 
@@ -220,7 +191,6 @@ async fn watch_kind(client: kube::Client, kind: SyncKind, tx: mpsc::UnboundedSen
     };
     let api: Api<DynamicObject> = Api::all_with(client, &resource);
     let mut listing: Option<HashSet<ObjectRef>> = None;
-    let mut known: HashSet<ObjectRef> = HashSet::new();
     let mut stream = watcher(api.clone(), watcher::Config::default())
         .backoff(RetryBackoff::default())
         .boxed();
@@ -253,38 +223,21 @@ async fn watch_kind(client: kube::Client, kind: SyncKind, tx: mpsc::UnboundedSen
             }
             Ok(watcher::Event::InitApply(object)) => {
                 let value = typed(object, &resource);
-                let id = ObjectRef::of(&value);
                 if let Some(listing) = listing.as_mut() {
-                    listing.insert(id.clone());
+                    listing.insert(ObjectRef::of(&value));
                 }
-                known.insert(id);
-                Report::Changes(vec![Change::Upsert(value)])
+                Report::Changes(kind.clone(), vec![Change::Upsert(value)])
             }
             Ok(watcher::Event::InitDone) => {
-                // What the relist did not return is gone (deleted while we were not watching).
-                let listed = listing.take().unwrap_or_default();
-                let gone: Vec<Change> = known
-                    .difference(&listed)
-                    .cloned()
-                    .map(Change::Delete)
-                    .collect();
-                known = listed;
-                if !gone.is_empty() && tx.send(Report::Changes(gone)).is_err() {
-                    return;
-                }
-                Report::Listed(kind.clone())
+                Report::Listed(kind.clone(), listing.take().unwrap_or_default())
             }
             Ok(watcher::Event::Apply(object)) => {
-                let value = typed(object, &resource);
-                known.insert(ObjectRef::of(&value));
-                Report::Changes(vec![Change::Upsert(value)])
+                Report::Changes(kind.clone(), vec![Change::Upsert(typed(object, &resource))])
             }
-            Ok(watcher::Event::Delete(object)) => {
-                let value = typed(object, &resource);
-                let id = ObjectRef::of(&value);
-                known.remove(&id);
-                Report::Changes(vec![Change::Delete(id)])
-            }
+            Ok(watcher::Event::Delete(object)) => Report::Changes(
+                kind.clone(),
+                vec![Change::Delete(ObjectRef::of(&typed(object, &resource)))],
+            ),
             Err(error) => Report::Failed(kind.clone(), error.to_string()),
         };
         if tx.send(report).is_err() {
@@ -313,9 +266,9 @@ async fn apply_batches(
     store: Arc<InventoryStore>,
     readiness: Arc<Readiness>,
     metrics: Arc<Metrics>,
-    state: Arc<std::sync::Mutex<FeedState>>,
 ) {
     let cluster = metrics.cluster();
+    let mut state = FeedState::default();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         let first = tokio::select! {
@@ -324,8 +277,7 @@ async fn apply_batches(
                 None => return,
             },
             _ = tick.tick() => {
-                let stale = state.lock().unwrap_or_else(|p| p.into_inner()).stale_for();
-                cluster.inventory_stale_seconds.set(stale.map_or(0.0, |d| d.as_secs_f64()));
+                cluster.inventory_stale_seconds.set(state.stale_seconds());
                 continue;
             }
         };
@@ -334,7 +286,7 @@ async fn apply_batches(
         let until = tokio::time::Instant::now() + BATCH_WINDOW;
         loop {
             for report in reports.drain(..) {
-                handle(report, &mut changes, &state, &readiness, cluster);
+                state.handle(report, &mut changes, &readiness, cluster);
             }
             if changes.len() >= BATCH_MAX {
                 break;
@@ -357,63 +309,163 @@ async fn apply_batches(
                 cluster.inventory_objects.set(objects as i64);
             }
         }
-        let s = state.lock().unwrap_or_else(|p| p.into_inner());
-        cluster
-            .inventory_stale_seconds
-            .set(s.stale_for().map_or(0.0, |d| d.as_secs_f64()));
+        cluster.inventory_stale_seconds.set(state.stale_seconds());
     }
 }
 
-fn handle(
-    report: Report,
-    changes: &mut Vec<Change>,
-    state: &std::sync::Mutex<FeedState>,
-    readiness: &Readiness,
-    metrics: &ClusterMetrics,
-) {
-    let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
-    match report {
-        Report::Changes(mut c) => {
-            // Any event means the watch works again.
-            changes.append(&mut c);
+impl FeedState {
+    /// Takes one report into the state and the batch of `changes`.
+    fn handle(
+        &mut self,
+        report: Report,
+        changes: &mut Vec<Change>,
+        readiness: &Readiness,
+        metrics: &ClusterMetrics,
+    ) {
+        match report {
+            Report::Sync(kinds) => {
+                changes.append(&mut self.expect(&kinds));
+                let listed = self.all_listed();
+                readiness.set_inventory_synced(listed);
+                metrics.inventory_synced.set(i64::from(listed));
+            }
+            Report::Changes(kind, c) => {
+                // A watcher aborted after its kind was dropped may still have sent some.
+                let Some(k) = self.kinds.get_mut(&kind) else {
+                    return;
+                };
+                for change in &c {
+                    match change {
+                        Change::Upsert(object) => k.known.insert(ObjectRef::of(object)),
+                        Change::Delete(id) => k.known.remove(id),
+                    };
+                }
+                changes.extend(c);
+            }
+            Report::Listed(kind, listed) => {
+                let Some(k) = self.kinds.get_mut(&kind) else {
+                    return;
+                };
+                // What the relist did not return is gone (deleted while nobody watched).
+                changes.extend(k.known.difference(&listed).cloned().map(Change::Delete));
+                k.known = listed;
+                if let Some(since) = k.failing_since.take() {
+                    tracing::info!(%kind, after = ?since.elapsed(), "inventory watch recovered; relisted");
+                }
+                if !k.listed {
+                    k.listed = true;
+                    tracing::info!(%kind, "inventory kind listed");
+                }
+                if self.all_listed() {
+                    readiness.set_inventory_synced(true);
+                    metrics.inventory_synced.set(1);
+                }
+            }
+            Report::Reachable(kind) => {
+                if let Some(since) = self
+                    .kinds
+                    .get_mut(&kind)
+                    .and_then(|k| k.failing_since.take())
+                {
+                    tracing::info!(%kind, after = ?since.elapsed(), "inventory watch recovered");
+                }
+            }
+            Report::Failed(kind, error) => {
+                metrics
+                    .inventory_watch_errors
+                    .get_or_create(&KindLabels {
+                        kind: kind.to_string(),
+                    })
+                    .inc();
+                let Some(k) = self.kinds.get_mut(&kind) else {
+                    return;
+                };
+                if k.failing_since.is_none() {
+                    k.failing_since = Some(Instant::now());
+                    tracing::warn!(%kind, %error, "inventory watch failed; the last state keeps serving while it retries");
+                } else {
+                    tracing::debug!(%kind, %error, "inventory watch still failing");
+                }
+            }
         }
-        Report::Listed(kind) => {
-            let Some(k) = s.kinds.get_mut(&kind) else {
-                return;
-            };
-            if let Some(since) = k.failing_since.take() {
-                tracing::info!(%kind, after = ?since.elapsed(), "inventory watch recovered; relisted");
-            }
-            if !k.listed {
-                k.listed = true;
-                tracing::info!(%kind, "inventory kind listed");
-            }
-            if s.all_listed() {
-                readiness.set_inventory_synced(true);
-                metrics.inventory_synced.set(1);
-            }
-        }
-        Report::Reachable(kind) => {
-            if let Some(since) = s.kinds.get_mut(&kind).and_then(|k| k.failing_since.take()) {
-                tracing::info!(%kind, after = ?since.elapsed(), "inventory watch recovered");
-            }
-        }
-        Report::Failed(kind, error) => {
-            metrics
-                .inventory_watch_errors
-                .get_or_create(&KindLabels {
-                    kind: kind.to_string(),
-                })
-                .inc();
-            let Some(k) = s.kinds.get_mut(&kind) else {
-                return;
-            };
-            if k.failing_since.is_none() {
-                k.failing_since = Some(Instant::now());
-                tracing::warn!(%kind, %error, "inventory watch failed; the last state keeps serving while it retries");
-            } else {
-                tracing::debug!(%kind, %error, "inventory watch still failing");
-            }
-        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ns(name: &str) -> Value {
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+    }
+
+    fn deleted(changes: &[Change]) -> Vec<String> {
+        let mut names: Vec<String> = changes
+            .iter()
+            .filter_map(|c| match c {
+                Change::Delete(id) => Some(id.name.clone()),
+                Change::Upsert(_) => None,
+            })
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn relists_and_dropped_kinds_remove_what_is_gone() {
+        let (readiness, metrics) = (Readiness::default(), ClusterMetrics::default());
+        let mut state = FeedState::default();
+        let mut changes = Vec::new();
+        let kinds = vec![SyncKind::namespace(), SyncKind::network_policy()];
+        state.handle(Report::Sync(kinds), &mut changes, &readiness, &metrics);
+        assert!(readiness.check().is_err(), "nothing listed yet");
+        let namespaces = SyncKind::namespace();
+        let upserts = vec![Change::Upsert(ns("a")), Change::Upsert(ns("b"))];
+        state.handle(
+            Report::Changes(namespaces.clone(), upserts),
+            &mut changes,
+            &readiness,
+            &metrics,
+        );
+        let listed: HashSet<ObjectRef> = [ObjectRef::of(&ns("a")), ObjectRef::of(&ns("b"))].into();
+        state.handle(
+            Report::Listed(namespaces.clone(), listed),
+            &mut changes,
+            &readiness,
+            &metrics,
+        );
+        let listed = Report::Listed(SyncKind::network_policy(), HashSet::new());
+        state.handle(listed, &mut changes, &readiness, &metrics);
+        assert_eq!(metrics.inventory_synced.get(), 1);
+
+        // A relist that no longer returns b: b is deleted.
+        changes.clear();
+        let relisted: HashSet<ObjectRef> = [ObjectRef::of(&ns("a"))].into();
+        state.handle(
+            Report::Listed(namespaces.clone(), relisted),
+            &mut changes,
+            &readiness,
+            &metrics,
+        );
+        assert_eq!(deleted(&changes), ["b"]);
+
+        // Namespaces are no longer synced: a leaves, and a late event of theirs is ignored.
+        changes.clear();
+        state.handle(
+            Report::Sync(vec![SyncKind::network_policy()]),
+            &mut changes,
+            &readiness,
+            &metrics,
+        );
+        assert_eq!(deleted(&changes), ["a"]);
+        changes.clear();
+        state.handle(
+            Report::Changes(namespaces, vec![Change::Upsert(ns("c"))]),
+            &mut changes,
+            &readiness,
+            &metrics,
+        );
+        assert!(changes.is_empty());
     }
 }

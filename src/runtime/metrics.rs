@@ -367,6 +367,15 @@ impl Metrics {
             .inc();
     }
 
+    /// A review held back for the feed or the generator ended allowed or denied.
+    pub fn generation_wait(&self, allowed: bool) {
+        let result = if allowed { "allowed" } else { "denied" };
+        self.cluster
+            .generation_waits
+            .get_or_create(&ResultLabels { result })
+            .inc();
+    }
+
     pub fn cluster(&self) -> &ClusterMetrics {
         &self.cluster
     }

@@ -98,15 +98,14 @@ pub struct App {
 
 /// Holds back a denied review (or a failed mutation) in a namespace the feed has not seen yet,
 /// or in an opted-in namespace whose default-deny the generator has not written yet, and decides
-/// it again at each inventory change, until it is allowed or the wait is over. This removes the first-apply race
-/// (a Namespace and its Deployment in one `kubectl apply`) without ever admitting a workload
-/// whose namespace lacks its default-deny.
+/// it again at each inventory change, until it is allowed or the wait is over. This removes the
+/// first-apply race (a Namespace and its Deployment in one `kubectl apply`) without ever
+/// admitting a workload whose namespace lacks its default-deny.
 pub struct GenerationGate {
     /// Which namespaces get a generated default-deny; `None` when generation is off, so that
-    /// only a namespace the feed has not seen yet is waited for.
+    /// only a namespace the feed has not seen yet is waited for. (Exempt namespaces never get
+    /// here: their reviews are allowed.)
     pub scope: Option<crate::cluster::generate::Scope>,
-    /// Namespaces that are never evaluated.
-    pub exempt: Vec<String>,
     pub wait: Duration,
     /// Namespaces are synced, so a namespace missing from the inventory is one not seen yet.
     pub namespaces_synced: bool,
@@ -120,9 +119,6 @@ impl GenerationGate {
             return false;
         }
         let ns = object.namespace.as_str();
-        if self.exempt.iter().any(|e| e == ns) {
-            return false;
-        }
         let Some(namespace) = inventory.namespace(ns) else {
             return self.namespaces_synced;
         };
@@ -144,14 +140,6 @@ impl GenerationGate {
 }
 
 impl App {
-    /// Holds back reviews for the default-deny generator; see [`GenerationGate`].
-    pub fn with_generation_gate(mut self: Arc<Self>, gate: GenerationGate) -> Arc<Self> {
-        if let Some(app) = Arc::get_mut(&mut self) {
-            app.gate = Some(gate);
-        }
-        self
-    }
-
     pub fn new(
         decider: Decider,
         bundle: Arc<HotSwap<Bundle>>,
@@ -159,6 +147,7 @@ impl App {
         metrics: Arc<Metrics>,
         limits: Limits,
         readiness: Arc<Readiness>,
+        gate: Option<GenerationGate>,
     ) -> Arc<Self> {
         let permits = Semaphore::new(limits.max_concurrent.max(1));
         let eval_pool = Arc::new(Semaphore::new(limits.eval_threads.max(1)));
@@ -171,7 +160,7 @@ impl App {
             readiness,
             permits,
             eval_pool,
-            gate: None,
+            gate,
         })
     }
 
@@ -207,29 +196,15 @@ impl App {
                 tokio::time::timeout_at(tokio::time::Instant::from_std(until), changes.changed())
                     .await;
             if !matches!(changed, Ok(Ok(()))) {
-                self.metrics
-                    .cluster()
-                    .generation_waits
-                    .get_or_create(&crate::runtime::metrics::ResultLabels { result: "denied" })
-                    .inc();
-                return Some(last);
+                break;
             }
-            let (decision, review) = self.decide_once(endpoint, last.1, deadline).await?;
-            if decision.response.allowed || !gate.awaits(&review, &self.inventory.load()) {
-                let result = if decision.response.allowed {
-                    "allowed"
-                } else {
-                    "denied"
-                };
-                self.metrics
-                    .cluster()
-                    .generation_waits
-                    .get_or_create(&crate::runtime::metrics::ResultLabels { result })
-                    .inc();
-                return Some((decision, review));
+            last = self.decide_once(endpoint, last.1, deadline).await?;
+            if last.0.response.allowed || !gate.awaits(&last.1, &self.inventory.load()) {
+                break;
             }
-            last = (decision, review);
         }
+        self.metrics.generation_wait(last.0.response.allowed);
+        Some(last)
     }
 
     /// Decides on an I/O thread while the review fits its inline budget, then on the blocking
@@ -497,7 +472,7 @@ pub struct Server {
 }
 
 /// Work that runs while the server does (watchers), stopped when it stops.
-type BackgroundTask = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+pub type BackgroundTask = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// How the server is put together; the CLI fills it from flags.
 pub struct ServerOptions {

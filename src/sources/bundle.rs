@@ -78,13 +78,14 @@ impl FileSources {
         let inventory_fp = fingerprint(&inventory_paths);
         let inventory = load_inventory(&inventory_paths).map_err(LoadError::Inventory)?;
         metrics.policy_loaded(bundle.policies().constraints().len());
+        let inventory_files = HotSwap::new(inventory, Some(inventory_fp));
         Ok(Self {
+            inventory: Arc::new(InventoryStore::new(inventory_files.load())),
+            inventory_files,
             policies: policies.to_path_buf(),
             options,
             inventory_paths,
             bundle: Arc::new(HotSwap::new(bundle, Some(bundle_fp))),
-            inventory: Arc::new(InventoryStore::new(inventory.clone())),
-            inventory_files: HotSwap::new(inventory, Some(inventory_fp)),
             metrics,
         })
     }
@@ -128,8 +129,7 @@ impl FileSources {
             Reload::Unchanged => {}
             Reload::Reloaded => {
                 changed = true;
-                self.inventory
-                    .set_files(self.inventory_files.load().as_ref().clone());
+                self.inventory.set_files(self.inventory_files.load());
                 self.metrics.policy_reloaded(constraints);
                 tracing::info!(
                     objects = self.inventory.load().len(),

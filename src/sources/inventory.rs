@@ -26,13 +26,13 @@ pub struct InventoryStore {
 }
 
 impl InventoryStore {
-    pub fn new(files: Vec<Value>) -> Self {
+    pub fn new(files: Arc<Vec<Value>>) -> Self {
         let served = Inventory::from_objects(files.iter().cloned());
         Self {
             served: HotSwap::new(served, None),
             layers: Mutex::new(Layers {
                 live: Inventory::default(),
-                files: Arc::new(files),
+                files,
             }),
             version: watch::channel(0).0,
         }
@@ -49,9 +49,9 @@ impl InventoryStore {
     }
 
     /// Replaces the file objects.
-    pub fn set_files(&self, files: Vec<Value>) {
+    pub fn set_files(&self, files: Arc<Vec<Value>>) {
         let mut layers = self.layers.lock().unwrap_or_else(|p| p.into_inner());
-        layers.files = Arc::new(files);
+        layers.files = files;
         self.publish(&layers);
     }
 
