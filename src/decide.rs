@@ -3,31 +3,47 @@
 //! cannot drift between them. Where they differ on purpose (gator has no exempt namespaces),
 //! that is a setting of the [`Decider`], not a second path.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use serde_json::Value;
 
 use crate::admission::{Endpoint, Operation, Response, Review};
+use crate::breakglass::{self, Verdict};
 use crate::bundle::Bundle;
+use crate::config::Config;
 use crate::inventory::Inventory;
 use crate::policy::{Action, OutOfTime, Violation};
 
-/// How reviews are decided, apart from the bundle and the inventory of the moment.
+/// Audit annotation of a review's dryrun violations. The API server prefixes it with the
+/// webhook's name: `validate.palisade.dev/dryrun-violations`.
+pub const DRYRUN_ANNOTATION: &str = "dryrun-violations";
+/// Largest value of the dryrun audit annotation, in bytes; violations past it are counted.
+const DRYRUN_ANNOTATION_BYTES: usize = 4096;
+
+/// How reviews are decided, apart from the bundle and the inventory of the moment: the exempt
+/// namespaces and the configuration file (enforcement modes, break-glass).
 #[derive(Debug, Clone, Default)]
 pub struct Decider {
     /// Matched against the namespace name the API server sets (a Namespace's own name), never
     /// against a label a tenant could write.
     exempt_namespaces: Vec<String>,
+    /// Where break-glass never applies.
+    own_namespace: String,
+    config: Arc<Config>,
 }
 
 /// A decision and what it was made from.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decision {
     pub response: Response,
-    /// Every violation found, of every action (dryrun ones are not in the response).
+    /// Every violation found, of every action, after the namespace's enforcement cap (dryrun
+    /// ones are not shown to the user).
     pub violations: Vec<Violation>,
     /// The namespace is exempt: nothing was evaluated.
     pub exempt: bool,
+    /// What the break-glass annotations did.
+    pub break_glass: Verdict,
 }
 
 impl Decider {
@@ -35,7 +51,28 @@ impl Decider {
     pub fn new(exempt_namespaces: Vec<String>) -> Self {
         let mut exempt_namespaces = exempt_namespaces;
         exempt_namespaces.retain(|n| !n.is_empty());
-        Self { exempt_namespaces }
+        Self {
+            exempt_namespaces,
+            ..Self::default()
+        }
+    }
+
+    /// Palisade's own namespace, where break-glass never applies (it is also exempt).
+    pub fn with_own_namespace(mut self, namespace: &str) -> Self {
+        namespace.clone_into(&mut self.own_namespace);
+        self
+    }
+
+    /// The same decider under another configuration file.
+    pub fn with_config(&self, config: Arc<Config>) -> Self {
+        Self {
+            config,
+            ..self.clone()
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
     }
 
     /// No namespace is exempt, as in gator.
@@ -64,24 +101,153 @@ impl Decider {
                 response: Response::allow(),
                 violations: Vec::new(),
                 exempt: true,
+                break_glass: Verdict::Absent,
             });
         }
+        let mode = self.config.mode(review.object_ref().effective_namespace());
+        let glass = breakglass::judge(
+            &self.config.break_glass,
+            &self.own_namespace,
+            review,
+            time::OffsetDateTime::now_utc(),
+        );
         let namespace = namespace_object(review, inventory);
         let (response, violations) = match endpoint {
-            Endpoint::Mutate => (mutate(bundle, review, namespace), Vec::new()),
+            Endpoint::Mutate => {
+                let response = match &glass {
+                    // Mutation is safe, so it follows the modes only where it is turned off.
+                    _ if !mode.mutation => Response::allow(),
+                    // An emergency pod runs as written.
+                    Verdict::Honoured(used) => {
+                        let mut response = Response::allow();
+                        response
+                            .audit_annotations
+                            .insert("break-glass-user".into(), used.user.clone());
+                        response
+                    }
+                    _ => mutate(bundle, review, namespace),
+                };
+                (response, Vec::new())
+            }
             Endpoint::Validate => {
-                let violations = bundle
+                if let Verdict::Refused(why) = &glass {
+                    return Ok(Decision {
+                        response: Response::deny(why.clone()),
+                        violations: Vec::new(),
+                        exempt: false,
+                        break_glass: glass,
+                    });
+                }
+                let mut violations = bundle
                     .policies()
                     .evaluate(review, namespace, inventory, deadline)?;
-                (response_from(&violations), violations)
+                for v in &mut violations {
+                    v.action = v.action.capped(mode.enforcement);
+                }
+                let mut response = response_from(&violations);
+                annotate_dryruns(&mut response, &violations);
+                apply_break_glass(&mut response, &violations, &glass);
+                (response, violations)
             }
         };
         Ok(Decision {
             response,
             violations,
             exempt: false,
+            break_glass: glass,
         })
     }
+}
+
+/// Records the dryrun violations in the audit annotation, within its size bound.
+fn annotate_dryruns(response: &mut Response, violations: &[Violation]) {
+    let dryruns: Vec<&Violation> = violations
+        .iter()
+        .filter(|v| v.action == Action::Dryrun)
+        .collect();
+    if dryruns.is_empty() {
+        return;
+    }
+    let mut entries = Vec::new();
+    let mut size = 2;
+    for v in &dryruns {
+        let entry = serde_json::json!({
+            "constraint": format!("{}/{}", v.constraint_kind, v.constraint),
+            "message": v.message,
+        });
+        let len = entry.to_string().len() + 1;
+        // Leave room for the count of what is left out.
+        if size + len > DRYRUN_ANNOTATION_BYTES - 32 {
+            break;
+        }
+        size += len;
+        entries.push(entry);
+    }
+    let omitted = dryruns.len() - entries.len();
+    if omitted > 0 {
+        entries.push(serde_json::json!({ "omitted": omitted }));
+    }
+    response
+        .audit_annotations
+        .insert(DRYRUN_ANNOTATION.into(), Value::Array(entries).to_string());
+}
+
+/// An honoured break-glass admits despite the deny violations, with a warning and audit
+/// annotations; an ignored one says why in the answer.
+fn apply_break_glass(response: &mut Response, violations: &[Violation], glass: &Verdict) {
+    match glass {
+        Verdict::Honoured(used) => {
+            let bypassed = bypassed_constraints(violations);
+            response.allowed = true;
+            response.code = 200;
+            response.message.clear();
+            response.warnings.insert(
+                0,
+                format!(
+                    "break-glass by {}{}: {} (reason: {}; expires {})",
+                    used.user,
+                    used.owner
+                        .as_ref()
+                        .map(|o| format!(" for {o}"))
+                        .unwrap_or_default(),
+                    if bypassed.is_empty() {
+                        "no constraint was bypassed".to_owned()
+                    } else {
+                        format!("admitted despite {}", bypassed.join(", "))
+                    },
+                    used.reason,
+                    used.expires
+                ),
+            );
+            let notes = &mut response.audit_annotations;
+            notes.insert("break-glass-user".into(), used.user.clone());
+            notes.insert("break-glass-reason".into(), used.reason.clone());
+            notes.insert("break-glass-expires".into(), used.expires.clone());
+            notes.insert("break-glass-constraints".into(), bypassed.join(","));
+            if let Some(owner) = &used.owner {
+                notes.insert("break-glass-owner".into(), owner.clone());
+            }
+        }
+        Verdict::Ignored(why) => {
+            let note = format!("{} ignored: {why}", breakglass::REASON);
+            if !response.allowed {
+                response.message.push_str(&format!("\n({note})"));
+            }
+            response.warnings.push(note);
+        }
+        Verdict::Absent | Verdict::Refused(_) => {}
+    }
+}
+
+/// The deny violations' constraints, once each, as `Kind/name`.
+pub fn bypassed_constraints(violations: &[Violation]) -> Vec<String> {
+    let mut names: Vec<String> = violations
+        .iter()
+        .filter(|v| v.action == Action::Deny)
+        .map(|v| format!("{}/{}", v.constraint_kind, v.constraint))
+        .collect();
+    names.dedup();
+    names
 }
 
 /// The Namespace of the object: the review's `namespaceObject`, else the inventory's.

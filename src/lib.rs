@@ -16,10 +16,12 @@
 )]
 
 pub mod admission;
+pub mod breakglass;
 pub mod bundle;
 pub mod certs;
 pub mod cli;
 pub mod cluster;
+pub mod config;
 pub mod decide;
 pub mod inventory;
 pub mod manifest;

@@ -18,9 +18,12 @@ use crate::matcher::Match;
 use crate::object::to_regorus;
 pub use template::{EngineOptions, EvalError, Template};
 
-/// What a constraint does with a violation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// What a constraint does with a violation. Also the cluster-wide and per-namespace enforcement
+/// of the configuration file, which caps every constraint's action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Action {
+    #[default]
     Deny,
     Warn,
     Dryrun,
@@ -32,6 +35,21 @@ impl Action {
             Action::Deny => "deny",
             Action::Warn => "warn",
             Action::Dryrun => "dryrun",
+        }
+    }
+
+    /// The weaker of the two: `deny` capped at `warn` warns, and anything capped at `dryrun`
+    /// is only recorded.
+    pub fn capped(self, cap: Action) -> Action {
+        let strength = |a: Action| match a {
+            Action::Deny => 2,
+            Action::Warn => 1,
+            Action::Dryrun => 0,
+        };
+        if strength(cap) < strength(self) {
+            cap
+        } else {
+            self
         }
     }
 

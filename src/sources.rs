@@ -2,6 +2,7 @@
 //! inventory, the certificates), each served as an immutable snapshot that is replaced whole.
 
 pub mod bundle;
+pub mod config;
 pub mod files;
 pub mod hotswap;
 pub mod inventory;

@@ -17,6 +17,7 @@ use crate::cluster::generate::Scope;
 use crate::cluster::lease::{Elector, LeaseConfig};
 use crate::cluster::{self as kube_cluster, ClusterArgs, LabelSelector};
 use crate::decide::Decider;
+use crate::policy::Action;
 use crate::runtime::logging;
 use crate::runtime::metrics::Metrics;
 use crate::runtime::server::{
@@ -24,6 +25,7 @@ use crate::runtime::server::{
 };
 use crate::runtime::tls::{TlsPaths, TlsStore};
 use crate::sources::bundle::FileSources;
+use crate::sources::config::{ConfigSource, Overrides};
 use crate::sources::watch::parent_dir;
 
 /// Service and namespace named in development certificates.
@@ -66,6 +68,19 @@ pub struct ServeArgs {
     pub policy_poll_interval: Duration,
     #[command(flatten)]
     pub eval: EvalArgs,
+    /// Configuration file (YAML): enforcement modes, break-glass, the audit. Watched and
+    /// reloaded like the bundle; without it, every constraint is enforced as written and nobody
+    /// may use break-glass.
+    #[arg(long, env = "PALISADE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Caps every constraint's enforcementAction (deny, warn, dryrun); overrides the file's
+    /// `enforcement`.
+    #[arg(long, env = "PALISADE_ENFORCEMENT", value_parser = parse_action)]
+    pub enforcement: Option<Action>,
+    /// How often the leader audits what runs in the cluster; overrides the file's
+    /// `audit.interval`.
+    #[arg(long, env = "PALISADE_AUDIT_INTERVAL", value_parser = humantime::parse_duration)]
+    pub audit_interval: Option<Duration>,
     /// Namespaces exempt from all evaluation, matched by name (comma-separated).
     #[arg(
         long = "exempt-namespace",
@@ -140,6 +155,9 @@ impl ServeArgs {
             inventory,
             policy_poll_interval,
             eval,
+            config,
+            enforcement,
+            audit_interval,
             exempt_namespaces,
             own_namespace,
             max_body_bytes,
@@ -186,7 +204,26 @@ impl ServeArgs {
         readiness.set_policies_loaded();
         let mut exempt = exempt_namespaces;
         exempt.push(own_namespace.clone());
-        let decider = Decider::new(exempt.clone());
+        let config = Arc::new(
+            ConfigSource::load(
+                config,
+                Overrides {
+                    enforcement,
+                    audit_interval,
+                },
+                Decider::new(exempt.clone()).with_own_namespace(&own_namespace),
+                metrics.clone(),
+            )
+            .context("cannot load the configuration (see --config)")?,
+        );
+        let decider = config.decider();
+        {
+            let served = decider.load();
+            let c = served.config();
+            tracing::info!(enforcement = %c.enforcement, namespace_rules = c.namespaces.len(),
+                break_glass_users = c.break_glass.users.len(), break_glass_groups = c.break_glass.groups.len(),
+                "configuration loaded");
+        }
         let selector: LabelSelector = cluster
             .default_deny_selector
             .parse()
@@ -247,7 +284,9 @@ impl ServeArgs {
         let server = Server::bind(options, app, Arc::new(tls))
             .await
             .with_context(|| format!("cannot listen on {listen} and {health_listen}"))?;
-        let mut server = server.with_task(sources.watch(policy_poll_interval));
+        let mut server = server
+            .with_task(sources.watch(policy_poll_interval))
+            .with_task(config.watch(policy_poll_interval));
         for task in wiring.tasks {
             server = server.with_task(task);
         }
@@ -341,6 +380,15 @@ fn wire_cluster(
         tasks: vec![Box::pin(feed), Box::pin(leader)],
         stop_hooks: vec![Box::pin(async move { releaser.release().await })],
     })
+}
+
+fn parse_action(s: &str) -> Result<Action, String> {
+    match s {
+        "deny" => Ok(Action::Deny),
+        "warn" => Ok(Action::Warn),
+        "dryrun" => Ok(Action::Dryrun),
+        _ => Err(format!("{s:?} is not deny, warn or dryrun")),
+    }
 }
 
 /// On first start without certificates, makes a development CA and serving pair so that

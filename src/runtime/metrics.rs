@@ -111,6 +111,112 @@ pub struct Metrics {
     policy_last_reload_ok: Gauge,
     policy_constraints: Gauge,
     cluster: ClusterMetrics,
+    rollout: RolloutMetrics,
+    audit: AuditMetrics,
+}
+
+/// What the configuration file's features report: break-glass and the file itself.
+#[derive(Default)]
+pub struct RolloutMetrics {
+    pub break_glass: Family<BreakGlassLabels, Counter>,
+    pub break_glass_refused: Counter,
+    pub config_reloads: Counter,
+    pub config_reload_failures: Counter,
+    pub config_last_reload_ok: Gauge,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BreakGlassLabels {
+    pub user: String,
+    pub constraint: String,
+}
+
+impl RolloutMetrics {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "break_glass",
+            "Reviews admitted by break-glass, by requester and bypassed constraint (constraint=\"\" when none was bypassed)",
+            self.break_glass.clone(),
+        );
+        registry.register(
+            "break_glass_refused",
+            "Requests denied because a requester not on the break-glass allow-list added or changed the annotations",
+            self.break_glass_refused.clone(),
+        );
+        registry.register(
+            "config_reloads",
+            "Configuration files loaded after start-up",
+            self.config_reloads.clone(),
+        );
+        registry.register(
+            "config_reload_failures",
+            "Changed configuration files that were rejected; the last good configuration kept serving",
+            self.config_reload_failures.clone(),
+        );
+        registry.register(
+            "config_last_reload_ok",
+            "1 when the configuration file on disk is the one being served, 0 while a rejected change is pending",
+            self.config_last_reload_ok.clone(),
+        );
+    }
+}
+
+/// What the background audit reports, as of its last run.
+#[derive(Default)]
+pub struct AuditMetrics {
+    pub violations: Family<AuditViolationLabels, Gauge>,
+    pub duration_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    pub objects: Gauge,
+    pub last_run_timestamp_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    pub runs: Family<ResultLabels, Counter>,
+    pub default_deny_coverage_ratio: Gauge<f64, std::sync::atomic::AtomicU64>,
+    pub namespaces_without_default_deny: Gauge,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AuditViolationLabels {
+    pub constraint: String,
+    pub action: &'static str,
+}
+
+impl AuditMetrics {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "audit_violations",
+            "Violations the last audit found in what runs, by constraint and enforcement action",
+            self.violations.clone(),
+        );
+        registry.register(
+            "audit_duration_seconds",
+            "How long the last audit took",
+            self.duration_seconds.clone(),
+        );
+        registry.register(
+            "audit_objects",
+            "Objects the last audit evaluated",
+            self.objects.clone(),
+        );
+        registry.register(
+            "audit_last_run_timestamp_seconds",
+            "When the last audit finished (Unix time)",
+            self.last_run_timestamp_seconds.clone(),
+        );
+        registry.register(
+            "audit_runs",
+            "Audits run, by result (ok, failed)",
+            self.runs.clone(),
+        );
+        registry.register(
+            "default_deny_coverage_ratio",
+            "Share of the opted-in namespaces that hold a default-deny NetworkPolicy for ingress and egress (1 when none is opted in)",
+            self.default_deny_coverage_ratio.clone(),
+        );
+        registry.register(
+            "namespaces_without_default_deny",
+            "Opted-in namespaces that hold no default-deny NetworkPolicy",
+            self.namespaces_without_default_deny.clone(),
+        );
+    }
 }
 
 /// What the cluster side reports: the inventory feed, leader election and generation.
@@ -278,8 +384,14 @@ impl Metrics {
         );
         let cluster = ClusterMetrics::default();
         cluster.register(&mut registry);
+        let rollout = RolloutMetrics::default();
+        rollout.register(&mut registry);
+        let audit = AuditMetrics::default();
+        audit.register(&mut registry);
         Self {
             cluster,
+            rollout,
+            audit,
             registry,
             violations,
             evaluation_failures,
@@ -378,6 +490,14 @@ impl Metrics {
 
     pub fn cluster(&self) -> &ClusterMetrics {
         &self.cluster
+    }
+
+    pub fn rollout(&self) -> &RolloutMetrics {
+        &self.rollout
+    }
+
+    pub fn audit(&self) -> &AuditMetrics {
+        &self.audit
     }
 
     pub fn encode(&self) -> String {

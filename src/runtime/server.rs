@@ -85,7 +85,8 @@ impl Readiness {
 
 /// What the admission handlers share.
 pub struct App {
-    decider: Decider,
+    /// With the configuration file, swapped whole when it changes.
+    decider: Arc<HotSwap<Decider>>,
     bundle: Arc<HotSwap<Bundle>>,
     inventory: Arc<InventoryStore>,
     metrics: Arc<Metrics>,
@@ -141,7 +142,7 @@ impl GenerationGate {
 
 impl App {
     pub fn new(
-        decider: Decider,
+        decider: Arc<HotSwap<Decider>>,
         bundle: Arc<HotSwap<Bundle>>,
         inventory: Arc<InventoryStore>,
         metrics: Arc<Metrics>,
@@ -216,10 +217,11 @@ impl App {
         review: Review,
         deadline: Instant,
     ) -> Option<(Decision, Review)> {
+        let decider = self.decider.load();
         let bundle = self.bundle.load();
         let inventory = self.inventory.load();
         let inline_deadline = (Instant::now() + self.limits.inline_budget).min(deadline);
-        if let Ok(decision) = self.decider.decide(
+        if let Ok(decision) = decider.decide(
             &bundle,
             &inventory,
             endpoint,
@@ -231,7 +233,6 @@ impl App {
         // Over budget: the same decision, with the same snapshots, where it cannot stall I/O.
         // Waiting for a pool thread counts against the request timeout.
         let _slot = self.eval_pool.clone().acquire_owned().await.ok()?;
-        let decider = self.decider.clone();
         tracing::debug!(uid = review.uid(), budget = ?self.limits.inline_budget, "review moved to the blocking pool");
         tokio::task::spawn_blocking(move || {
             decider
@@ -245,7 +246,11 @@ impl App {
     }
 
     /// Counts and logs what a decision found.
-    fn record(&self, review_uid: &str, object: &crate::object::ObjectRef, decision: &Decision) {
+    fn record(&self, endpoint: Endpoint, review: &Review, decision: &Decision) {
+        let (review_uid, object) = (review.uid(), review.object_ref());
+        if endpoint == Endpoint::Validate {
+            self.record_break_glass(review, decision);
+        }
         for v in &decision.violations {
             self.metrics.violation(&v.constraint, v.action);
             if let Some(kind) = v.failure {
@@ -265,6 +270,59 @@ impl App {
         }
         if !decision.response.allowed && decision.response.code == 500 {
             tracing::warn!(uid = review_uid, %object, error = %decision.response.message, "mutation failed; denying");
+        }
+    }
+
+    /// Every use of break-glass leaves a warn-level log line and a metric; so does a refused
+    /// attempt to set the annotations.
+    fn record_break_glass(&self, review: &Review, decision: &Decision) {
+        use crate::breakglass::Verdict;
+        use crate::runtime::metrics::BreakGlassLabels;
+        let object = review.object_ref();
+        let metrics = self.metrics.rollout();
+        match &decision.break_glass {
+            Verdict::Honoured(used) => {
+                let bypassed = crate::decide::bypassed_constraints(&decision.violations);
+                tracing::warn!(
+                    uid = review.uid(),
+                    user = %used.user,
+                    groups = ?review.user().groups,
+                    operation = review.operation().map(|o| o.as_str()).unwrap_or_default(),
+                    kind = %object.kind,
+                    namespace = %object.namespace,
+                    name = %object.name,
+                    reason = %used.reason,
+                    expires = %used.expires,
+                    owner = used.owner.as_deref().unwrap_or_default(),
+                    constraints = ?bypassed,
+                    "break-glass used: admitted despite deny violations"
+                );
+                let count = |constraint: String| {
+                    metrics
+                        .break_glass
+                        .get_or_create(&BreakGlassLabels {
+                            user: used.user.clone(),
+                            constraint,
+                        })
+                        .inc();
+                };
+                if bypassed.is_empty() {
+                    count(String::new());
+                }
+                for constraint in bypassed {
+                    count(constraint);
+                }
+            }
+            Verdict::Refused(why) => {
+                metrics.break_glass_refused.inc();
+                tracing::warn!(uid = review.uid(), user = %review.user().username, %object, %why,
+                    "break-glass annotations refused");
+            }
+            Verdict::Ignored(why) => {
+                tracing::info!(uid = review.uid(), user = %review.user().username, %object, %why,
+                    "break-glass annotations ignored");
+            }
+            Verdict::Absent => {}
         }
     }
 }
@@ -413,8 +471,8 @@ async fn answer(
         .decide(endpoint, review, deadline)
         .await
         .ok_or(Failure::Timeout)?;
+    app.record(endpoint, &review, &decision);
     let (uid, object) = (review.uid(), review.object_ref());
-    app.record(uid, object, &decision);
     let outcome = if !decision.response.allowed {
         ReviewResult::Denied
     } else if decision.response.is_patched() {
