@@ -263,7 +263,8 @@ impl App {
                     namespace = %object.namespace,
                     name = %object.name,
                     constraint = %v.constraint,
-                    message = %v.message,
+                    // Not `message`: in JSON logs that would replace the line's own message.
+                    violation = %v.message,
                     "dryrun violation (not enforced)"
                 );
             }

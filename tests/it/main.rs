@@ -7,6 +7,7 @@ mod core;
 mod engine;
 mod mutation;
 mod process;
+mod rollout;
 mod server;
 mod tls;
 mod validate;

@@ -238,3 +238,100 @@ async fn serve_refuses_bad_start_up_input_with_a_message_naming_it() {
     let err = run(&[]);
     assert!(err.contains("its key certs/tls.key does not"), "{err}");
 }
+
+/// The log lines an incident review and a rollout rely on: a break-glass use at warn level with
+/// who, why and what it bypassed; a dryrun violation at info level. A broken configuration file
+/// stops the start with the file and the field.
+#[tokio::test]
+async fn break_glass_and_dryrun_leave_structured_log_lines() {
+    install_crypto();
+    let cwd = tempfile::tempdir().unwrap();
+    std::fs::write(
+        cwd.path().join("config.yaml"),
+        "namespaces:\n  - names: [shop]\n    enforcement: dryrun\nbreakGlass:\n  users: [alice]\n",
+    )
+    .unwrap();
+    let mut running = spawn_serve(cwd.path(), &["--config", "config.yaml"]).await;
+    let ca = std::fs::read(cwd.path().join("certs/ca.crt")).unwrap();
+    let client = Client::new(running.https, &[&ca]);
+    let expires = (time::OffsetDateTime::now_utc() + time::Duration::hours(1))
+        .replace_nanosecond(0)
+        .unwrap()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let body = edited_review("validate-create-deployment.json", |v| {
+        v["request"]["userInfo"] = serde_json::json!({"username": "alice", "groups": ["oncall"]});
+        v["request"]["object"]["spec"]["template"]["metadata"]["annotations"] = serde_json::json!({
+            "palisade.dev/break-glass": "INC-77", "palisade.dev/break-glass-expires": expires});
+    });
+    let rsp = client.review(Proto::Http2, "/validate", &body).await;
+    assert_eq!(rsp["allowed"], true, "{rsp}");
+    let dryrun = edited_review("validate-create-deployment.json", |v| {
+        in_namespace(v, "shop")
+    });
+    let rsp = client.review(Proto::Http2, "/validate", &dryrun).await;
+    assert_eq!(rsp["allowed"], true, "{rsp}");
+
+    let mut seen = (None, None);
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while seen.0.is_none() || seen.1.is_none() {
+            let line = running.logs.recv().await.unwrap();
+            let json: serde_json::Value = serde_json::from_str(&line).unwrap();
+            if json["message"] == "break-glass used: admitted despite deny violations" {
+                seen.0 = Some(json);
+            } else if json["message"] == "dryrun violation (not enforced)" {
+                seen.1 = Some(json);
+            }
+        }
+    })
+    .await
+    .expect("no break-glass or dryrun log line");
+    let (used, dryrun) = (seen.0.unwrap(), seen.1.unwrap());
+    assert_eq!(used["level"], "WARN");
+    assert_eq!(used["user"], "alice");
+    assert_eq!(used["reason"], "INC-77");
+    assert_eq!(used["expires"], expires);
+    assert_eq!(used["kind"], "Deployment");
+    assert!(
+        used["constraints"]
+            .as_str()
+            .unwrap()
+            .contains("workloads-need-default-deny"),
+        "{used}"
+    );
+    assert_eq!(dryrun["level"], "INFO");
+    assert_eq!(dryrun["namespace"], "shop");
+    assert!(
+        dryrun["violation"].as_str().is_some_and(|m| !m.is_empty()),
+        "{dryrun}"
+    );
+
+    std::fs::write(
+        cwd.path().join("bad.yaml"),
+        "breakGlass:\n  maxTTL: 3 fortnights and a bit\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(BIN)
+        .current_dir(cwd.path())
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--health-listen",
+            "127.0.0.1:0",
+            "--config",
+            "bad.yaml",
+        ])
+        .args([
+            "--policies",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/policies"),
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.yaml: breakGlass.maxTTL: ") && err.contains("like 90s, 15m or 24h"),
+        "{err}"
+    );
+}
