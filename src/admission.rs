@@ -170,6 +170,15 @@ impl Review {
         }
     }
 
+    /// A bare object presented as if it were being created (the offline audit): operation
+    /// CREATE, still no userInfo.
+    pub fn as_created(object: Value) -> Self {
+        let mut review = Self::from_object(object);
+        review.operation = Some(Operation::Create);
+        review.json["operation"] = Value::from(Operation::Create.as_str());
+        review
+    }
+
     /// What policies see as `input.review`.
     pub fn json(&self) -> &Value {
         &self.json

@@ -1,6 +1,7 @@
 //! Command-line interface: one module per command. Every `serve` flag can also be set from a
 //! `PALISADE_*` variable.
 
+pub mod audit;
 pub mod certs;
 pub mod serve;
 pub mod test;
@@ -35,6 +36,9 @@ pub enum Command {
     Verify(verify::VerifyArgs),
     /// Evaluate objects against the policy bundle; exits 1 when any would be denied.
     Test(test::TestArgs),
+    /// Audit manifests as if created, with the default-deny coverage: a table, JSON, JUnit or
+    /// PolicyReports; exits 1 when a deny violation exists, 2 on bad input.
+    Audit(audit::AuditArgs),
 }
 
 impl Cli {
@@ -45,6 +49,7 @@ impl Cli {
             Command::Certs(command) => command.run(),
             Command::Verify(args) => args.run(),
             Command::Test(args) => args.run(),
+            Command::Audit(args) => args.run(),
         }
     }
 }

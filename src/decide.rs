@@ -71,6 +71,15 @@ impl Decider {
         }
     }
 
+    /// The same decider without the enforcement caps of the rollout: the audit reports what each
+    /// constraint says, so that a dryrun rollout shows what enforcing would deny.
+    pub fn uncapped(&self) -> Self {
+        let mut config = (*self.config).clone();
+        config.enforcement = Action::Deny;
+        config.namespaces.clear();
+        self.with_config(Arc::new(config))
+    }
+
     pub fn config(&self) -> &Config {
         &self.config
     }

@@ -191,6 +191,41 @@ impl Inventory {
         self.namespaces.get(name).map(Arc::as_ref)
     }
 
+    /// Every object of `kind` in API group `group` (any version), as JSON, for the audit.
+    pub fn objects_of(&self, group: &str, kind: &str) -> Vec<Value> {
+        let mut out = Vec::new();
+        let Ok(root) = self.data["inventory"].as_object() else {
+            return out;
+        };
+        let mut collect = |by_gv: &regorus::Value| {
+            let Ok(by_gv) = by_gv.as_object() else {
+                return;
+            };
+            for (gv, by_kind) in by_gv.iter() {
+                let gv = gv.as_string().map(|s| s.to_string()).unwrap_or_default();
+                if crate::object::split_api_version(&gv).0 != group {
+                    continue;
+                }
+                if let Ok(by_name) = by_kind[&regorus::Value::from(kind)].as_object() {
+                    out.extend(
+                        by_name
+                            .values()
+                            .filter_map(|o| serde_json::to_value(o).ok()),
+                    );
+                }
+            }
+        };
+        if let Some(cluster) = root.get(&"cluster".into()) {
+            collect(cluster);
+        }
+        if let Some(Ok(namespaces)) = root.get(&"namespace".into()).map(|n| n.as_object()) {
+            for by_gv in namespaces.values() {
+                collect(by_gv);
+            }
+        }
+        out
+    }
+
     /// `{"inventory": …}`, the data document of every evaluation.
     pub fn data(&self) -> &regorus::Value {
         &self.data
@@ -221,6 +256,16 @@ mod tests {
 
     fn tree(inv: &Inventory) -> Value {
         serde_json::to_value(inv.data()).unwrap()["inventory"].clone()
+    }
+
+    #[test]
+    fn objects_of_a_kind_come_back_as_json_from_every_namespace() {
+        let inventory = Inventory::from_objects(shop());
+        let namespaces = inventory.objects_of("", "Namespace");
+        assert_eq!(namespaces.len(), 1);
+        assert_eq!(namespaces[0]["metadata"]["labels"]["a"], "b");
+        assert!(inventory.objects_of("apps", "Namespace").is_empty());
+        assert!(inventory.objects_of("", "Pod").is_empty());
     }
 
     #[test]

@@ -16,6 +16,7 @@
 )]
 
 pub mod admission;
+pub mod audit;
 pub mod breakglass;
 pub mod bundle;
 pub mod certs;

@@ -1,6 +1,7 @@
 //! All integration tests, in one binary: one link of the library instead of eight.
 
 mod apiserver;
+mod audit;
 mod cluster;
 mod common;
 mod core;

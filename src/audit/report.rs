@@ -1,0 +1,569 @@
+//! What an audit publishes: `wgpolicyk8s.io/v1alpha2` PolicyReports (one per namespace) and a
+//! ClusterPolicyReport (cluster-scoped objects and the default-deny coverage), the reports that
+//! Kyverno, Kubewarden and their dashboards read; and, for `palisade audit`, a table, JSON and
+//! JUnit.
+//!
+//! A result is `fail` for a deny or dryrun violation, `warn` for a warn violation and `error`
+//! for a constraint that could not be evaluated; its `properties.enforcementAction` is the
+//! constraint's own action. Only what fails is listed; `summary.pass` counts the audited objects
+//! without a violation. A report lists at most `max_results` results (deny first); the summary
+//! still counts every one, and the annotation `palisade.dev/results-omitted` says how many were
+//! left out.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde_json::{Value, json};
+
+use super::{Coverage, Finding};
+use crate::object::ObjectRef;
+use crate::policy::{Action, Violation};
+
+pub const API_VERSION: &str = "wgpolicyk8s.io/v1alpha2";
+/// The name of every report Palisade writes.
+pub const REPORT_NAME: &str = "palisade-audit";
+pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "palisade");
+pub const OMITTED_ANNOTATION: &str = "palisade.dev/results-omitted";
+pub const COVERAGE_ANNOTATION: &str = "palisade.dev/default-deny-coverage";
+/// The policy name of coverage results in the ClusterPolicyReport.
+pub const COVERAGE_POLICY: &str = "default-deny-coverage";
+
+/// The result of one violation.
+fn result_of(v: &Violation) -> &'static str {
+    if v.failure.is_some() {
+        "error"
+    } else if v.action == Action::Warn {
+        "warn"
+    } else {
+        "fail"
+    }
+}
+
+fn severity(v: &Violation) -> &'static str {
+    match v.action {
+        Action::Deny => "high",
+        Action::Warn => "medium",
+        Action::Dryrun => "low",
+    }
+}
+
+fn reference(object: &ObjectRef, uid: Option<&str>) -> Value {
+    let mut r =
+        json!({"apiVersion": object.api_version(), "kind": object.kind, "name": object.name});
+    if !object.namespace.is_empty() {
+        r["namespace"] = json!(object.namespace);
+    }
+    if let Some(uid) = uid {
+        r["uid"] = json!(uid);
+    }
+    r
+}
+
+/// One report in the making.
+#[derive(Default)]
+struct Draft {
+    /// (rank, result): deny results first when the list is cut.
+    results: Vec<(u8, Value)>,
+    pass: u64,
+    counts: BTreeMap<&'static str, u64>,
+}
+
+impl Draft {
+    fn add(&mut self, rank: u8, result: Value) {
+        let kind = match result["result"].as_str() {
+            Some("warn") => "warn",
+            Some("error") => "error",
+            _ => "fail",
+        };
+        *self.counts.entry(kind).or_default() += 1;
+        self.results.push((rank, result));
+    }
+
+    fn finish(mut self, kind: &str, namespace: Option<&str>, max_results: usize) -> Value {
+        self.results.sort_by_key(|(rank, _)| *rank);
+        let total = self.results.len();
+        self.results.truncate(max_results);
+        let omitted = total - self.results.len();
+        let mut metadata = json!({"name": REPORT_NAME, "labels": {MANAGED_BY.0: MANAGED_BY.1}});
+        if let Some(ns) = namespace {
+            metadata["namespace"] = json!(ns);
+        }
+        if omitted > 0 {
+            metadata["annotations"] = json!({OMITTED_ANNOTATION: format!(
+                "{omitted} of {total} results are not listed (audit.maxResultsPerReport: {max_results}); the summary counts all"
+            )});
+        }
+        let count = |k: &str| self.counts.get(k).copied().unwrap_or(0);
+        json!({
+            "apiVersion": API_VERSION,
+            "kind": kind,
+            "metadata": metadata,
+            "summary": {"pass": self.pass, "fail": count("fail"), "warn": count("warn"), "error": count("error"), "skip": 0},
+            "results": self.results.into_iter().map(|(_, r)| r).collect::<Vec<_>>(),
+        })
+    }
+}
+
+/// The PolicyReports (one per namespace with audited objects) and the ClusterPolicyReport, at
+/// `now` (Unix seconds).
+pub fn policy_reports(
+    findings: &[Finding],
+    coverage: Option<&Coverage>,
+    max_results: usize,
+    now: i64,
+) -> Vec<Value> {
+    let mut namespaced: BTreeMap<&str, Draft> = BTreeMap::new();
+    let mut cluster = Draft::default();
+    for f in findings {
+        let draft = if f.object.namespace.is_empty() {
+            &mut cluster
+        } else {
+            namespaced.entry(f.object.namespace.as_str()).or_default()
+        };
+        if f.violations.is_empty() {
+            draft.pass += 1;
+        }
+        for v in &f.violations {
+            let rank = match v.action {
+                Action::Deny => 0,
+                Action::Warn => 1,
+                Action::Dryrun => 2,
+            };
+            draft.add(
+                rank,
+                json!({
+                    "source": "palisade",
+                    "policy": v.constraint,
+                    "rule": v.constraint_kind,
+                    "category": "Palisade",
+                    "severity": severity(v),
+                    "result": result_of(v),
+                    "scored": true,
+                    "message": v.message,
+                    "timestamp": {"seconds": now, "nanos": 0},
+                    "resources": [reference(&f.object, f.uid.as_deref())],
+                    "properties": {"enforcementAction": v.action.as_str(), "constraintKind": v.constraint_kind},
+                }),
+            );
+        }
+    }
+    let mut cluster_metadata = None;
+    if let Some(c) = coverage {
+        for ns in &c.lacking {
+            cluster.add(
+                0,
+                json!({
+                    "source": "palisade",
+                    "policy": COVERAGE_POLICY,
+                    "rule": "DefaultDenyNetworkPolicy",
+                    "category": "Zero trust",
+                    "severity": "high",
+                    "result": "fail",
+                    "scored": true,
+                    "message": format!("namespace {ns:?} is opted in to zero trust but holds no default-deny NetworkPolicy for ingress and egress: apply one with podSelector {{}} and policyTypes [Ingress, Egress]"),
+                    "timestamp": {"seconds": now, "nanos": 0},
+                    "resources": [{"apiVersion": "v1", "kind": "Namespace", "name": ns}],
+                }),
+            );
+        }
+        cluster.pass += (c.opted_in.len() - c.lacking.len()) as u64;
+        cluster_metadata = Some(format!(
+            "{:.3} ({} of {} opted-in namespaces hold a default-deny)",
+            c.ratio(),
+            c.opted_in.len() - c.lacking.len(),
+            c.opted_in.len()
+        ));
+    }
+    let mut reports: Vec<Value> = namespaced
+        .into_iter()
+        .map(|(ns, draft)| draft.finish("PolicyReport", Some(ns), max_results))
+        .collect();
+    let mut cluster = cluster.finish("ClusterPolicyReport", None, max_results);
+    if let Some(text) = cluster_metadata {
+        cluster["metadata"]["annotations"][COVERAGE_ANNOTATION] = json!(text);
+    }
+    reports.push(cluster);
+    reports
+}
+
+fn title(object: &ObjectRef) -> String {
+    let kind = if object.group.is_empty() {
+        object.kind.clone()
+    } else {
+        format!("{}.{}", object.kind, object.group)
+    };
+    format!("{kind}/{}", object.name)
+}
+
+/// A table by namespace, object and constraint, and a closing count.
+pub fn text(findings: &[Finding], coverage: Option<&Coverage>) -> String {
+    let mut rows: Vec<[String; 5]> = Vec::new();
+    for f in findings {
+        for v in &f.violations {
+            let ns = if f.object.namespace.is_empty() {
+                "(cluster)".to_owned()
+            } else {
+                f.object.namespace.clone()
+            };
+            rows.push([
+                ns,
+                title(&f.object),
+                v.constraint.clone(),
+                v.action.as_str().to_owned(),
+                v.message.clone(),
+            ]);
+        }
+    }
+    if let Some(c) = coverage {
+        for ns in &c.lacking {
+            rows.push([
+                "(cluster)".into(),
+                format!("Namespace/{ns}"),
+                COVERAGE_POLICY.into(),
+                "report".into(),
+                "opted in to zero trust but holds no default-deny NetworkPolicy".into(),
+            ]);
+        }
+    }
+    rows.sort();
+    let header = ["NAMESPACE", "OBJECT", "CONSTRAINT", "ACTION", "MESSAGE"];
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row.iter()).take(4) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    if !rows.is_empty() {
+        let line = |out: &mut String, cells: [&str; 5]| {
+            for (i, cell) in cells.iter().enumerate().take(4) {
+                let _ = write!(out, "{cell:<w$}  ", w = widths[i]);
+            }
+            let _ = writeln!(out, "{}", cells[4]);
+        };
+        line(&mut out, header);
+        for row in &rows {
+            line(&mut out, [&row[0], &row[1], &row[2], &row[3], &row[4]]);
+        }
+    }
+    let count = |a: &str| rows.iter().filter(|r| r[3] == a).count();
+    let violations = count("deny") + count("warn") + count("dryrun");
+    let _ = writeln!(
+        out,
+        "{} object{} audited, {} violation{} ({} deny, {} warn, {} dryrun)",
+        findings.len(),
+        if findings.len() == 1 { "" } else { "s" },
+        violations,
+        if violations == 1 { "" } else { "s" },
+        count("deny"),
+        count("warn"),
+        count("dryrun"),
+    );
+    if let Some(c) = coverage {
+        let _ = writeln!(
+            out,
+            "default-deny coverage: {} of {} opted-in namespaces",
+            c.opted_in.len() - c.lacking.len(),
+            c.opted_in.len()
+        );
+    }
+    out
+}
+
+/// One entry per object with its violations, and the coverage.
+pub fn json(findings: &[Finding], coverage: Option<&Coverage>) -> Value {
+    json!({
+        "objects": findings.iter().map(|f| json!({
+            "apiVersion": f.object.api_version(),
+            "kind": f.object.kind,
+            "namespace": f.object.namespace,
+            "name": f.object.name,
+            "violations": f.violations.iter().map(|v| json!({
+                "constraint": v.constraint,
+                "constraintKind": v.constraint_kind,
+                "enforcementAction": v.action.as_str(),
+                "message": v.message,
+                "details": v.details,
+            })).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+        "coverage": coverage.map(|c| json!({
+            "optedIn": c.opted_in,
+            "lacking": c.lacking,
+            "ratio": c.ratio(),
+        })),
+    })
+}
+
+fn xml_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            c if (c as u32) < 0x20 && !matches!(c, '\n' | '\t' | '\r') => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// JUnit XML: one test suite per namespace, one test case per object; a deny violation is a
+/// failure, warn and dryrun ones are written to the case's system-out.
+pub fn junit(findings: &[Finding], coverage: Option<&Coverage>) -> String {
+    let mut suites: BTreeMap<String, Vec<(String, Vec<&Violation>, Vec<String>)>> = BTreeMap::new();
+    for f in findings {
+        let ns = if f.object.namespace.is_empty() {
+            "(cluster)".to_owned()
+        } else {
+            f.object.namespace.clone()
+        };
+        let denied: Vec<&Violation> = f
+            .violations
+            .iter()
+            .filter(|v| v.action == Action::Deny)
+            .collect();
+        let notes = f
+            .violations
+            .iter()
+            .filter(|v| v.action != Action::Deny)
+            .map(|v| format!("[{}] {} ({})", v.constraint, v.message, v.action))
+            .collect();
+        suites
+            .entry(ns)
+            .or_default()
+            .push((title(&f.object), denied, notes));
+    }
+    let mut coverage_cases = Vec::new();
+    if let Some(c) = coverage {
+        for ns in &c.opted_in {
+            coverage_cases.push((ns.clone(), c.lacking.contains(ns)));
+        }
+    }
+    let failures: usize = suites
+        .values()
+        .flatten()
+        .filter(|(_, d, _)| !d.is_empty())
+        .count();
+    let tests = findings.len() + coverage_cases.len();
+    let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    let _ = writeln!(
+        out,
+        "<testsuites name=\"palisade audit\" tests=\"{tests}\" failures=\"{failures}\">"
+    );
+    for (ns, cases) in &suites {
+        let failed = cases.iter().filter(|(_, d, _)| !d.is_empty()).count();
+        let _ = writeln!(
+            out,
+            "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{failed}\">",
+            xml_escape(ns),
+            cases.len()
+        );
+        for (name, denied, notes) in cases {
+            let _ = write!(
+                out,
+                "    <testcase classname=\"{}\" name=\"{}\"",
+                xml_escape(ns),
+                xml_escape(name)
+            );
+            if denied.is_empty() && notes.is_empty() {
+                out.push_str("/>\n");
+                continue;
+            }
+            out.push_str(">\n");
+            // One failure per test case, as JUnit readers expect: every denial in its body.
+            if let Some(first) = denied.first() {
+                let body: Vec<String> = denied
+                    .iter()
+                    .map(|v| format!("[{}] {}", v.constraint, v.message))
+                    .collect();
+                let _ = writeln!(
+                    out,
+                    "      <failure type=\"{}\" message=\"{}\">{}</failure>",
+                    xml_escape(&first.constraint_kind),
+                    xml_escape(&format!(
+                        "{} deny violation{}: [{}] {}",
+                        denied.len(),
+                        if denied.len() == 1 { "" } else { "s" },
+                        first.constraint,
+                        first.message
+                    )),
+                    xml_escape(&body.join("\n"))
+                );
+            }
+            if !notes.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "      <system-out>{}</system-out>",
+                    xml_escape(&notes.join("\n"))
+                );
+            }
+            out.push_str("    </testcase>\n");
+        }
+        out.push_str("  </testsuite>\n");
+    }
+    if !coverage_cases.is_empty() {
+        // Reported, not failed: in a cluster the generator writes an opted-in namespace's
+        // default-deny.
+        let _ = writeln!(
+            out,
+            "  <testsuite name=\"{COVERAGE_POLICY}\" tests=\"{}\" failures=\"0\">",
+            coverage_cases.len()
+        );
+        for (ns, lacks) in &coverage_cases {
+            if *lacks {
+                let _ = writeln!(
+                    out,
+                    "    <testcase classname=\"{COVERAGE_POLICY}\" name=\"Namespace/{}\">\n      <system-out>namespace {} is opted in to zero trust but holds no default-deny NetworkPolicy</system-out>\n    </testcase>",
+                    xml_escape(ns),
+                    xml_escape(ns)
+                );
+            } else {
+                let _ = writeln!(
+                    out,
+                    "    <testcase classname=\"{COVERAGE_POLICY}\" name=\"Namespace/{}\"/>",
+                    xml_escape(ns)
+                );
+            }
+        }
+        out.push_str("  </testsuite>\n");
+    }
+    out.push_str("</testsuites>\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn violation(name: &str, action: Action) -> Violation {
+        Violation {
+            constraint: name.into(),
+            constraint_kind: "K".into(),
+            action,
+            message: format!("{name} says no"),
+            details: Value::Null,
+            failure: None,
+        }
+    }
+
+    fn finding(ns: &str, name: &str, violations: Vec<Violation>) -> Finding {
+        Finding {
+            object: ObjectRef {
+                group: String::new(),
+                version: "v1".into(),
+                kind: "Pod".into(),
+                namespace: ns.into(),
+                name: name.into(),
+            },
+            uid: Some(format!("uid-{name}")),
+            violations,
+        }
+    }
+
+    #[test]
+    fn one_report_per_namespace_and_a_cluster_report_with_the_coverage() {
+        let findings = [
+            finding(
+                "a",
+                "p1",
+                vec![violation("c1", Action::Deny), violation("c2", Action::Warn)],
+            ),
+            finding("a", "p2", vec![]),
+            finding("b", "p3", vec![violation("c3", Action::Dryrun)]),
+        ];
+        let coverage = Coverage {
+            opted_in: ["a".to_owned(), "b".to_owned()].into(),
+            lacking: ["b".to_owned()].into(),
+        };
+        let reports = policy_reports(&findings, Some(&coverage), 100, 1_700_000_000);
+        assert_eq!(reports.len(), 3);
+        let a = &reports[0];
+        assert_eq!(a["kind"], "PolicyReport");
+        assert_eq!(a["metadata"]["namespace"], "a");
+        assert_eq!(a["metadata"]["name"], REPORT_NAME);
+        assert_eq!(
+            a["summary"],
+            json!({"pass": 1, "fail": 1, "warn": 1, "error": 0, "skip": 0})
+        );
+        let result = &a["results"][0];
+        assert_eq!(result["policy"], "c1");
+        assert_eq!(result["result"], "fail");
+        assert_eq!(
+            result["resources"][0],
+            json!({"apiVersion": "v1", "kind": "Pod", "namespace": "a", "name": "p1", "uid": "uid-p1"})
+        );
+        assert_eq!(result["properties"]["enforcementAction"], "deny");
+        assert_eq!(
+            reports[1]["results"][0]["properties"]["enforcementAction"],
+            "dryrun"
+        );
+        let cluster = &reports[2];
+        assert_eq!(cluster["kind"], "ClusterPolicyReport");
+        assert!(cluster["metadata"].get("namespace").is_none());
+        assert_eq!(cluster["results"][0]["policy"], COVERAGE_POLICY);
+        assert_eq!(cluster["results"][0]["resources"][0]["name"], "b");
+        assert_eq!(cluster["summary"]["pass"], 1);
+        assert!(
+            cluster["metadata"]["annotations"][COVERAGE_ANNOTATION]
+                .as_str()
+                .unwrap()
+                .starts_with("0.500 (1 of 2")
+        );
+    }
+
+    #[test]
+    fn a_report_is_bounded_and_says_what_was_cut() {
+        let violations: Vec<Violation> = (0..10)
+            .map(|i| {
+                violation(
+                    &format!("c{i}"),
+                    if i < 7 { Action::Warn } else { Action::Deny },
+                )
+            })
+            .collect();
+        let reports = policy_reports(&[finding("a", "p", violations)], None, 4, 0);
+        let a = &reports[0];
+        assert_eq!(a["results"].as_array().unwrap().len(), 4);
+        assert_eq!(
+            a["results"][0]["properties"]["enforcementAction"], "deny",
+            "deny first"
+        );
+        assert_eq!(a["summary"]["warn"], 7);
+        assert_eq!(a["summary"]["fail"], 3);
+        assert!(
+            a["metadata"]["annotations"][OMITTED_ANNOTATION]
+                .as_str()
+                .unwrap()
+                .starts_with("6 of 10 results")
+        );
+    }
+
+    #[test]
+    fn junit_escapes_and_fails_on_deny_only() {
+        let mut v = violation("c<1>", Action::Deny);
+        v.message = "needs \"x\" & y".into();
+        let xml = junit(
+            &[
+                finding("a", "p", vec![v, violation("w", Action::Warn)]),
+                finding("a", "q", vec![]),
+            ],
+            None,
+        );
+        assert!(
+            xml.contains("<testsuites name=\"palisade audit\" tests=\"2\" failures=\"1\">"),
+            "{xml}"
+        );
+        assert!(xml.contains("message=\"1 deny violation: [c&lt;1&gt;] needs &quot;x&quot; &amp; y\">[c&lt;1&gt;] needs"), "{xml}");
+        assert!(
+            xml.contains("<system-out>[w] w says no (warn)</system-out>"),
+            "{xml}"
+        );
+        assert!(
+            xml.contains("<testcase classname=\"a\" name=\"Pod/q\"/>"),
+            "{xml}"
+        );
+    }
+}
