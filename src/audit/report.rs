@@ -313,7 +313,9 @@ fn xml_escape(s: &str) -> String {
 /// JUnit XML: one test suite per namespace, one test case per object; a deny violation is a
 /// failure, warn and dryrun ones are written to the case's system-out.
 pub fn junit(findings: &[Finding], coverage: Option<&Coverage>) -> String {
-    let mut suites: BTreeMap<String, Vec<(String, Vec<&Violation>, Vec<String>)>> = BTreeMap::new();
+    // Per namespace: (object, its deny violations, its other violations as text).
+    type Case<'a> = (String, Vec<&'a Violation>, Vec<String>);
+    let mut suites: BTreeMap<String, Vec<Case>> = BTreeMap::new();
     for f in findings {
         let ns = if f.object.namespace.is_empty() {
             "(cluster)".to_owned()
