@@ -2,6 +2,7 @@
 //! default-deny generator. Nothing here sits on the request path: the feed swaps inventory
 //! snapshots, and the leader's work only writes to the cluster.
 
+pub mod audit;
 pub mod generate;
 pub mod inventory;
 pub mod lease;

@@ -124,10 +124,11 @@ pub fn policy_reports(
             draft.pass += 1;
         }
         for v in &f.violations {
+            // Coverage (rank 0) first, then deny, warn and dryrun.
             let rank = match v.action {
-                Action::Deny => 0,
-                Action::Warn => 1,
-                Action::Dryrun => 2,
+                Action::Deny => 1,
+                Action::Warn => 2,
+                Action::Dryrun => 3,
             };
             draft.add(
                 rank,

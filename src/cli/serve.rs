@@ -13,6 +13,7 @@ use clap::Args;
 use super::{EvalArgs, LogArgs};
 use crate::bundle::SyncKind;
 use crate::certs::{self, CertSpec};
+use crate::cluster::audit::Auditor;
 use crate::cluster::generate::Scope;
 use crate::cluster::lease::{Elector, LeaseConfig};
 use crate::cluster::{self as kube_cluster, ClusterArgs, LabelSelector};
@@ -26,6 +27,7 @@ use crate::runtime::server::{
 use crate::runtime::tls::{TlsPaths, TlsStore};
 use crate::sources::bundle::FileSources;
 use crate::sources::config::{ConfigSource, Overrides};
+use crate::sources::hotswap::HotSwap;
 use crate::sources::watch::parent_dir;
 
 /// Service and namespace named in development certificates.
@@ -259,9 +261,12 @@ impl ServeArgs {
                 &cluster,
                 scope,
                 own_namespace,
-                &sources,
-                readiness.clone(),
-                metrics.clone(),
+                Served {
+                    sources: &sources,
+                    decider: decider.clone(),
+                    readiness: readiness.clone(),
+                    metrics: metrics.clone(),
+                },
             )?,
             None => ClusterWiring::default(),
         };
@@ -297,6 +302,14 @@ impl ServeArgs {
     }
 }
 
+/// What the server already serves, which the cluster side reads and reports into.
+struct Served<'a> {
+    sources: &'a FileSources,
+    decider: Arc<HotSwap<Decider>>,
+    readiness: Arc<Readiness>,
+    metrics: Arc<Metrics>,
+}
+
 /// What a cluster connection adds to the server.
 #[derive(Default)]
 struct ClusterWiring {
@@ -305,17 +318,21 @@ struct ClusterWiring {
     stop_hooks: Vec<BackgroundTask>,
 }
 
-/// The inventory feed, leader election and, while leading, the default-deny generator; and the
-/// gate that holds reviews back for them.
+/// The inventory feed, leader election and, while leading, the default-deny generator and the
+/// background audit; and the gate that holds reviews back for the feed and the generator.
 fn wire_cluster(
     client: kube::Client,
     cluster: &ClusterArgs,
     scope: Scope,
     own_namespace: String,
-    sources: &FileSources,
-    readiness: Arc<Readiness>,
-    metrics: Arc<Metrics>,
+    served: Served<'_>,
 ) -> anyhow::Result<ClusterWiring> {
+    let Served {
+        sources,
+        decider,
+        readiness,
+        metrics,
+    } = served;
     let bundle = sources.bundle();
     readiness.set_inventory_synced(false);
     let kinds = kube_cluster::inventory::synced_kinds(&bundle.load());
@@ -329,6 +346,16 @@ fn wire_cluster(
         wait: cluster.generation_wait,
         namespaces_synced,
     });
+    let auditor = Auditor {
+        client: client.clone(),
+        decider,
+        bundle: bundle.clone(),
+        inventory: sources.inventory(),
+        synced: kinds.clone(),
+        scope: scope.clone(),
+        metrics: metrics.clone(),
+        readiness: readiness.clone(),
+    };
     let feed = kube_cluster::inventory::run(
         client.clone(),
         bundle,
@@ -361,14 +388,18 @@ fn wire_cluster(
                 if led.wait_for(|l| *l).await.is_err() {
                     return;
                 }
-                if !generate {
-                    let _ = led.wait_for(|l| !*l).await;
-                    continue;
-                }
+                let generator = async {
+                    if generate {
+                        kube_cluster::generate::run(client.clone(), scope.clone(), metrics.clone())
+                            .await;
+                    } else {
+                        std::future::pending::<()>().await;
+                    }
+                };
                 tokio::select! {
-                    () = kube_cluster::generate::run(client.clone(), scope.clone(), metrics.clone()) => {}
+                    _ = futures::future::join(generator, auditor.clone().run()) => {}
                     _ = led.wait_for(|l| !*l) => {
-                        tracing::info!("default-deny generator stopped: no longer the leader");
+                        tracing::info!("default-deny generator and audit stopped: no longer the leader");
                     }
                 }
             }

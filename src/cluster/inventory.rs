@@ -247,7 +247,7 @@ async fn watch_kind(client: kube::Client, kind: SyncKind, tx: mpsc::UnboundedSen
 }
 
 /// The object as JSON, with the apiVersion and kind of its resource.
-fn typed(object: DynamicObject, resource: &ApiResource) -> Value {
+pub(crate) fn typed(object: DynamicObject, resource: &ApiResource) -> Value {
     let mut value = serde_json::to_value(object).unwrap_or(Value::Null);
     if let Some(map) = value.as_object_mut() {
         map.insert(

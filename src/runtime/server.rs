@@ -64,6 +64,10 @@ impl Readiness {
     pub fn set_inventory_synced(&self, synced: bool) {
         self.inventory_pending.store(!synced, Ordering::Release);
     }
+    /// Whether the cluster feed has listed every synced kind (files-only: always).
+    pub fn inventory_synced(&self) -> bool {
+        !self.inventory_pending.load(Ordering::Acquire)
+    }
     pub fn set_draining(&self) {
         self.draining.store(true, Ordering::Release);
     }

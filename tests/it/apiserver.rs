@@ -3,7 +3,7 @@
 //! No API server can be installed on the build machines, so the cluster-facing code is tested with
 //! the real `kube` client against this in-process imitation. It speaks HTTPS (its own CA, a bearer
 //! token, as a kubeconfig names them) and implements only what Palisade depends on, for
-//! Namespaces, NetworkPolicies and Leases, with the real API's semantics where the code relies on
+//! Namespaces, NetworkPolicies, Leases, Pods and PolicyReports, with the real API's semantics where the code relies on
 //! them. `cluster::standin_matches_the_real_api_server` replays the answers a real kube-apiserver
 //! v1.25 gave (`tests/data/apiserver/`) against it.
 //!
@@ -26,9 +26,16 @@
 //!   the same port with its state, its watches can be dropped, its history compacted (every older
 //!   resourceVersion then gets 410), and a token's requests can be failed (HTTP 500).
 //!
-//! Not implemented, because Palisade does not use them: label and field selectors (refused with
-//! 400, so that a test would notice), strategic-merge and JSON patches (415), generateName,
-//! admission, authorisation (any bearer token is a cluster admin), other kinds.
+//! - discovery: `/api`, `/apis`, `/apis/<group>` and `/apis/<group>/<version>`, one version per
+//!   group; the PolicyReport kinds (`wgpolicyk8s.io`) exist only once a test installs their CRD,
+//!   as in a cluster, and are 404 before;
+//! - `key=value` label selectors on lists (the audit finds its old reports with one).
+//!
+//! Not implemented, because Palisade does not use them: other label selectors, label selectors on
+//! watches, and field selectors (refused with 400, so that a test would notice), strategic-merge
+//! and JSON patches (415), generateName, admission, authorisation (any bearer token is a cluster
+//! admin), status subresources, kinds other than Namespaces, NetworkPolicies, Leases, Pods and
+//! the PolicyReports.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -83,7 +90,41 @@ pub const LEASES: Resource = Resource {
     namespaced: true,
     generation: false,
 };
-const RESOURCES: [Resource; 3] = [NAMESPACES, NETWORK_POLICIES, LEASES];
+pub const PODS: Resource = Resource {
+    group: "",
+    version: "v1",
+    plural: "pods",
+    kind: "Pod",
+    namespaced: true,
+    generation: false,
+};
+/// Served only once [`ApiServer::install_crd`] installed the group, as a CRD would be.
+pub const POLICY_REPORTS: Resource = Resource {
+    group: "wgpolicyk8s.io",
+    version: "v1alpha2",
+    plural: "policyreports",
+    kind: "PolicyReport",
+    namespaced: true,
+    generation: true,
+};
+pub const CLUSTER_POLICY_REPORTS: Resource = Resource {
+    group: "wgpolicyk8s.io",
+    version: "v1alpha2",
+    plural: "clusterpolicyreports",
+    kind: "ClusterPolicyReport",
+    namespaced: false,
+    generation: true,
+};
+const RESOURCES: [Resource; 6] = [
+    NAMESPACES,
+    NETWORK_POLICIES,
+    LEASES,
+    PODS,
+    POLICY_REPORTS,
+    CLUSTER_POLICY_REPORTS,
+];
+/// Groups that come from CRDs, absent until installed.
+const CRD_GROUPS: [&str; 1] = ["wgpolicyk8s.io"];
 
 impl Resource {
     fn api_version(&self) -> String {
@@ -241,6 +282,8 @@ struct Store {
     /// Watches from a resourceVersion at or below this get 410 Expired.
     compacted: u64,
     failing_tokens: HashSet<String>,
+    /// CRD groups installed so far (see [`CRD_GROUPS`]).
+    installed: HashSet<&'static str>,
 }
 
 struct Shared {
@@ -285,6 +328,7 @@ impl ApiServer {
                 history_limit: 100_000,
                 compacted: 100,
                 failing_tokens: HashSet::new(),
+                installed: HashSet::new(),
             }),
             events,
             watch_epoch: watch::channel(0).0,
@@ -385,6 +429,15 @@ impl ApiServer {
         } else {
             store.failing_tokens.remove(token);
         }
+    }
+
+    /// Installs the CRDs of `group` (one of [`CRD_GROUPS`]): its kinds are served from now on.
+    pub fn install_crd(&self, group: &'static str) {
+        assert!(
+            CRD_GROUPS.contains(&group),
+            "the stand-in has no CRD group {group}"
+        );
+        self.shared.store.lock().unwrap().installed.insert(group);
     }
 
     pub fn set_bookmark_interval(&self, every: Duration) {
@@ -1060,23 +1113,47 @@ struct Target {
 }
 
 enum Route {
+    /// `/api`: the core versions.
+    Core,
+    /// `/apis`: every group.
+    Groups,
+    /// `/apis/<group>`.
+    Group(&'static str),
     Discovery(&'static str, &'static str),
     Object(Target),
 }
 
-fn route(path: &str) -> Option<Route> {
+/// The kinds served now: the built-in ones and those of installed CRDs.
+fn served(installed: &HashSet<&'static str>) -> Vec<Resource> {
+    RESOURCES
+        .into_iter()
+        .filter(|r| !CRD_GROUPS.contains(&r.group) || installed.contains(r.group))
+        .collect()
+}
+
+fn route(path: &str, resources: &[Resource]) -> Option<Route> {
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
     let (group, version, rest) = match parts.as_slice() {
+        ["api"] => return Some(Route::Core),
+        ["apis"] => return Some(Route::Groups),
+        ["apis", g] => {
+            return resources
+                .iter()
+                .find(|r| r.group == *g)
+                .map(|r| Route::Group(r.group));
+        }
         ["api", v, rest @ ..] => ("", *v, rest),
         ["apis", g, v, rest @ ..] => (*g, *v, rest),
         _ => return None,
     };
-    let known = RESOURCES
-        .into_iter()
+    let known = resources
+        .iter()
+        .copied()
         .find(|r| r.group == group && r.version == version)?;
     let find = |plural: &str| {
-        RESOURCES
-            .into_iter()
+        resources
+            .iter()
+            .copied()
             .find(|r| r.group == group && r.version == version && r.plural == plural)
     };
     let target = match rest {
@@ -1181,12 +1258,23 @@ async fn dispatch(
         ));
     }
     let q = query(&uri);
-    if q.contains_key("labelSelector") || q.contains_key("fieldSelector") {
+    let watching = q.get("watch").is_some_and(|w| w == "1" || w == "true");
+    if q.contains_key("fieldSelector") || (watching && q.contains_key("labelSelector")) {
         return error(ApiError::bad_request(
-            "the stand-in does not implement label or field selectors".into(),
+            "the stand-in implements label selectors on lists only, and no field selectors".into(),
         ));
     }
-    let Some(route) = route(uri.path()) else {
+    if let Some(selector) = q.get("labelSelector")
+        && selector
+            .split(',')
+            .any(|t| t.split_once('=').is_none() || t.contains("!="))
+    {
+        return error(ApiError::bad_request(
+            "the stand-in implements only key=value label selectors".into(),
+        ));
+    }
+    let resources = served(&shared.store.lock().unwrap().installed);
+    let Some(route) = route(uri.path(), &resources) else {
         return respond(
             404,
             &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": "the server could not find the requested resource", "reason": "NotFound", "details": {}, "code": 404}),
@@ -1194,6 +1282,31 @@ async fn dispatch(
     };
     let target = match route {
         Route::Discovery(group, version) => return respond(200, &discovery(group, version)),
+        Route::Core => {
+            return respond(
+                200,
+                &json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1:6443"}]}),
+            );
+        }
+        Route::Groups => {
+            let mut groups: Vec<Value> = Vec::new();
+            for r in resources.iter().filter(|r| !r.group.is_empty()) {
+                if !groups.iter().any(|g| g["name"] == r.group) {
+                    groups.push(api_group(r));
+                }
+            }
+            return respond(
+                200,
+                &json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}),
+            );
+        }
+        Route::Group(group) => {
+            let r = resources.iter().find(|r| r.group == group).unwrap();
+            let mut g = api_group(r);
+            g["kind"] = json!("APIGroup");
+            g["apiVersion"] = json!("v1");
+            return respond(200, &g);
+        }
         Route::Object(t) => t,
     };
     let r = target.resource;
@@ -1329,6 +1442,12 @@ fn agent(headers: &HeaderMap) -> String {
         .to_owned()
 }
 
+/// An APIGroup entry: the stand-in serves one version per group.
+fn api_group(r: &Resource) -> Value {
+    let version = json!({"groupVersion": r.api_version(), "version": r.version});
+    json!({"name": r.group, "versions": [version.clone()], "preferredVersion": version})
+}
+
 fn discovery(group: &str, version: &str) -> Value {
     let resources: Vec<Value> = RESOURCES
         .iter()
@@ -1381,6 +1500,15 @@ fn list(shared: &Shared, target: &Target, q: &BTreeMap<String, String>) -> Respo
         .iter()
         .filter(|(k, _)| k.0 == r && (target.namespace.is_empty() || k.1 == target.namespace))
         .filter(|(k, _)| start.is_empty() || sort_key(k) > start)
+        .filter(|(_, stored)| {
+            q.get("labelSelector").is_none_or(|selector| {
+                selector.split(',').all(|term| {
+                    let (key, value) = term.split_once('=').unwrap_or((term, ""));
+                    let value = value.trim_start_matches('=');
+                    stored.object["metadata"]["labels"][key] == value
+                })
+            })
+        })
         .collect();
     let take = limit.unwrap_or(usize::MAX).min(matching.len());
     let items: Vec<Value> = matching[..take]

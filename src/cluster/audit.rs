@@ -1,0 +1,332 @@
+//! The background audit, run by the leader: every object of the kinds the constraints match,
+//! from the live inventory where it is synced and otherwise listed from the API in pages, through
+//! the one decision path (as Gatekeeper's audit: no operation, no userInfo); then PolicyReports
+//! and the default-deny coverage, replaced at each run.
+//!
+//! The evaluation runs on one blocking thread, so an audit takes at most one core for a short
+//! burst; reviews keep their own threads and snapshots and never wait for it.
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
+};
+use serde_json::Value;
+
+use crate::audit::{self, Presented, report};
+use crate::bundle::{Bundle, SyncKind};
+use crate::cluster::generate::Scope;
+use crate::cluster::inventory::typed;
+use crate::decide::Decider;
+use crate::runtime::metrics::{AuditViolationLabels, Metrics, ResultLabels};
+use crate::sources::hotswap::HotSwap;
+use crate::sources::inventory::InventoryStore;
+
+/// The field manager of the reports.
+pub const FIELD_MANAGER: &str = "palisade-audit";
+
+/// What the audit reads.
+#[derive(Clone)]
+pub struct Auditor {
+    pub client: kube::Client,
+    pub decider: Arc<HotSwap<Decider>>,
+    pub bundle: Arc<HotSwap<Bundle>>,
+    pub inventory: Arc<InventoryStore>,
+    /// Kinds the inventory feed watches: taken from the inventory rather than listed.
+    pub synced: Vec<SyncKind>,
+    pub scope: Scope,
+    pub metrics: Arc<Metrics>,
+    /// The audit waits for the feed's first complete list: before it, namespaces would be
+    /// missing and every namespaced object would fail closed.
+    pub readiness: Arc<crate::runtime::server::Readiness>,
+}
+
+/// What one run found, for tests and logs.
+#[derive(Debug, Clone, Default)]
+pub struct RunSummary {
+    pub objects: usize,
+    pub violations: usize,
+    pub reports: usize,
+    /// The PolicyReport CRDs are not installed: nothing was published.
+    pub crd_missing: bool,
+}
+
+/// Said once each, not at every run.
+#[derive(Default)]
+struct Said {
+    crd_missing: bool,
+    unserved: HashSet<(String, String)>,
+    wildcard: bool,
+}
+
+/// The (group, kind) pairs the constraints name; whether any constraint matches every kind.
+pub fn audited_kinds(bundle: &Bundle) -> (BTreeSet<(String, String)>, bool) {
+    let mut kinds = BTreeSet::new();
+    let mut wildcard = false;
+    for constraint in bundle.policies().constraints() {
+        let selectors = &constraint.matcher.kinds;
+        if selectors.is_empty() {
+            wildcard = true;
+        }
+        for s in selectors {
+            if s.kinds.is_empty() || s.api_groups.is_empty() {
+                wildcard = true;
+                continue;
+            }
+            for kind in &s.kinds {
+                for group in &s.api_groups {
+                    if kind == "*" || group == "*" {
+                        wildcard = true;
+                    } else {
+                        kinds.insert((group.clone(), kind.clone()));
+                    }
+                }
+            }
+        }
+    }
+    (kinds, wildcard)
+}
+
+impl Auditor {
+    /// Audits on the configured interval until the task is dropped (when leadership ends).
+    pub async fn run(self) {
+        let mut said = Said::default();
+        loop {
+            let settings = self.decider.load().config().audit.clone();
+            if !self.readiness.inventory_synced() {
+                tracing::debug!("audit waits for the inventory to be listed");
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                continue;
+            }
+            if settings.enabled {
+                match self.run_once(&mut said).await {
+                    Ok(summary) => {
+                        tracing::info!(
+                            objects = summary.objects,
+                            violations = summary.violations,
+                            reports = summary.reports,
+                            "audit finished"
+                        );
+                    }
+                    Err(error) => {
+                        self.metrics
+                            .audit()
+                            .runs
+                            .get_or_create(&ResultLabels { result: "failed" })
+                            .inc();
+                        tracing::warn!(%error, "audit failed; it runs again at the next interval");
+                    }
+                }
+            }
+            tokio::time::sleep(settings.interval).await;
+        }
+    }
+
+    /// One audit: list, evaluate, publish, count.
+    pub async fn run_once_now(&self) -> anyhow::Result<RunSummary> {
+        self.run_once(&mut Said::default()).await
+    }
+
+    async fn run_once(&self, said: &mut Said) -> anyhow::Result<RunSummary> {
+        let start = Instant::now();
+        let decider = self.decider.load();
+        let settings = decider.config().audit.clone();
+        let bundle = self.bundle.load();
+        let inventory = self.inventory.load();
+        let (kinds, wildcard) = audited_kinds(&bundle);
+        if wildcard && !said.wildcard {
+            said.wildcard = true;
+            tracing::warn!(
+                "a constraint matches every kind: the audit covers the kinds constraints name and the synced kinds only; name the kinds in spec.match.kinds to audit them"
+            );
+        }
+        let mut wanted: BTreeSet<(String, String)> = kinds;
+        if wildcard {
+            wanted.extend(
+                self.synced
+                    .iter()
+                    .map(|k| (k.group.clone(), k.kind.clone())),
+            );
+        }
+        let mut objects = Vec::new();
+        for (group, kind) in &wanted {
+            objects.extend(self.objects(group, kind, settings.page_size, said).await?);
+        }
+        let namespaces = self
+            .objects("", "Namespace", settings.page_size, said)
+            .await?;
+        let policies = self
+            .objects(
+                "networking.k8s.io",
+                "NetworkPolicy",
+                settings.page_size,
+                said,
+            )
+            .await?;
+        let count = objects.len();
+        let evaluated = {
+            let (decider, bundle, inventory) = (decider.clone(), bundle.clone(), inventory.clone());
+            tokio::task::spawn_blocking(move || {
+                audit::evaluate(&decider, &bundle, &inventory, objects, Presented::AsTheyAre)
+            })
+            .await?
+        };
+        let coverage = audit::coverage(&namespaces, &policies, &self.scope);
+        let now = time::OffsetDateTime::now_utc();
+        let reports = report::policy_reports(
+            &evaluated,
+            Some(&coverage),
+            settings.max_results_per_report,
+            now.unix_timestamp(),
+        );
+        let published = self.publish(&reports, said).await?;
+
+        let metrics = self.metrics.audit();
+        metrics.violations.clear();
+        let mut violations = 0;
+        for v in evaluated.iter().flat_map(|f| &f.violations) {
+            violations += 1;
+            metrics
+                .violations
+                .get_or_create(&AuditViolationLabels {
+                    constraint: v.constraint.clone(),
+                    action: v.action.as_str(),
+                })
+                .inc();
+        }
+        metrics.objects.set(count as i64);
+        metrics.duration_seconds.set(start.elapsed().as_secs_f64());
+        metrics
+            .last_run_timestamp_seconds
+            .set(now.unix_timestamp() as f64);
+        metrics.default_deny_coverage_ratio.set(coverage.ratio());
+        metrics
+            .namespaces_without_default_deny
+            .set(coverage.lacking.len() as i64);
+        metrics
+            .runs
+            .get_or_create(&ResultLabels { result: "ok" })
+            .inc();
+        if !coverage.lacking.is_empty() {
+            tracing::info!(lacking = ?coverage.lacking, ratio = coverage.ratio(), "opted-in namespaces without a default-deny NetworkPolicy");
+        }
+        Ok(RunSummary {
+            objects: count,
+            violations,
+            reports: published,
+            crd_missing: published == 0,
+        })
+    }
+
+    /// Every object of a kind: from the inventory when the feed syncs it, else listed in pages.
+    /// A kind the API server does not serve is skipped (said once).
+    async fn objects(
+        &self,
+        group: &str,
+        kind: &str,
+        page_size: u32,
+        said: &mut Said,
+    ) -> anyhow::Result<Vec<Value>> {
+        if self
+            .synced
+            .iter()
+            .any(|k| k.group == group && k.kind == kind)
+        {
+            return Ok(self.inventory.load().objects_of(group, kind));
+        }
+        let resource = match kube::discovery::group(&self.client, group).await {
+            Ok(g) => g.recommended_kind(kind).map(|(r, _)| r),
+            Err(kube::Error::Discovery(_)) => None,
+            Err(e) => return Err(e.into()),
+        };
+        let Some(resource) = resource else {
+            if said.unserved.insert((group.to_owned(), kind.to_owned())) {
+                tracing::warn!(
+                    group,
+                    kind,
+                    "a constraint names a kind the API server does not serve; the audit skips it"
+                );
+            }
+            return Ok(Vec::new());
+        };
+        let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &resource);
+        let mut out = Vec::new();
+        let mut params = ListParams::default().limit(page_size);
+        loop {
+            let page = api.list(&params).await?;
+            out.extend(page.items.into_iter().map(|o| typed(o, &resource)));
+            match page.metadata.continue_.filter(|c| !c.is_empty()) {
+                Some(token) => params = params.continue_token(&token),
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+
+    /// Applies every report (server-side apply, so each run replaces the last) and deletes
+    /// Palisade's reports in namespaces that have none any more. Returns how many were written;
+    /// 0 when the CRDs are missing (said once).
+    async fn publish(&self, reports: &[Value], said: &mut Said) -> anyhow::Result<usize> {
+        let namespaced = report_resource("PolicyReport", "policyreports");
+        let cluster = report_resource("ClusterPolicyReport", "clusterpolicyreports");
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        let mut written = 0;
+        let mut kept = BTreeSet::new();
+        for r in reports {
+            let name = r["metadata"]["name"]
+                .as_str()
+                .unwrap_or(report::REPORT_NAME);
+            let api: Api<DynamicObject> = match r["metadata"]["namespace"].as_str() {
+                Some(ns) => {
+                    kept.insert(ns.to_owned());
+                    Api::namespaced_with(self.client.clone(), ns, &namespaced)
+                }
+                None => Api::all_with(self.client.clone(), &cluster),
+            };
+            match api.patch(name, &params, &Patch::Apply(r)).await {
+                Ok(_) => written += 1,
+                Err(kube::Error::Api(e)) if e.code == 404 && written == 0 => {
+                    if !said.crd_missing {
+                        said.crd_missing = true;
+                        tracing::warn!(
+                            "the PolicyReport CRDs (wgpolicyk8s.io/v1alpha2) are not installed: apply manifests/policyreport-crds.yaml to get reports; the audit keeps its metrics meanwhile"
+                        );
+                    }
+                    return Ok(0);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if said.crd_missing {
+            said.crd_missing = false;
+            tracing::info!("the PolicyReport CRDs are installed: reports are published");
+        }
+        let all: Api<DynamicObject> = Api::all_with(self.client.clone(), &namespaced);
+        let selector = format!("{}={}", report::MANAGED_BY.0, report::MANAGED_BY.1);
+        for old in all
+            .list(&ListParams::default().labels(&selector))
+            .await?
+            .items
+        {
+            let ns = old.metadata.namespace.clone().unwrap_or_default();
+            let name = old.metadata.name.clone().unwrap_or_default();
+            if !kept.contains(&ns) {
+                let api: Api<DynamicObject> =
+                    Api::namespaced_with(self.client.clone(), &ns, &namespaced);
+                match api.delete(&name, &DeleteParams::default()).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(e)) if e.code == 404 => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        Ok(written)
+    }
+}
+
+fn report_resource(kind: &str, plural: &str) -> ApiResource {
+    let gvk = GroupVersionKind::gvk("wgpolicyk8s.io", "v1alpha2", kind);
+    ApiResource::from_gvk_with_plural(&gvk, plural)
+}
