@@ -53,7 +53,7 @@ impl Action {
         }
     }
 
-    fn parse(s: &str) -> Option<Self> {
+    pub(crate) fn parse(s: &str) -> Option<Self> {
         match s {
             "deny" => Some(Action::Deny),
             "warn" => Some(Action::Warn),

@@ -271,6 +271,17 @@ pub fn text(findings: &[Finding], coverage: Option<&Coverage>) -> String {
     out
 }
 
+/// A violation as the JSON outputs of `palisade test` and `palisade audit` show it.
+pub fn violation_json(v: &Violation) -> Value {
+    json!({
+        "constraint": v.constraint,
+        "constraintKind": v.constraint_kind,
+        "enforcementAction": v.action.as_str(),
+        "message": v.message,
+        "details": v.details,
+    })
+}
+
 /// One entry per object with its violations, and the coverage.
 pub fn json(findings: &[Finding], coverage: Option<&Coverage>) -> Value {
     json!({
@@ -279,13 +290,7 @@ pub fn json(findings: &[Finding], coverage: Option<&Coverage>) -> Value {
             "kind": f.object.kind,
             "namespace": f.object.namespace,
             "name": f.object.name,
-            "violations": f.violations.iter().map(|v| json!({
-                "constraint": v.constraint,
-                "constraintKind": v.constraint_kind,
-                "enforcementAction": v.action.as_str(),
-                "message": v.message,
-                "details": v.details,
-            })).collect::<Vec<_>>(),
+            "violations": f.violations.iter().map(violation_json).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
         "coverage": coverage.map(|c| json!({
             "optedIn": c.opted_in,

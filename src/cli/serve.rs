@@ -414,12 +414,7 @@ fn wire_cluster(
 }
 
 fn parse_action(s: &str) -> Result<Action, String> {
-    match s {
-        "deny" => Ok(Action::Deny),
-        "warn" => Ok(Action::Warn),
-        "dryrun" => Ok(Action::Dryrun),
-        _ => Err(format!("{s:?} is not deny, warn or dryrun")),
-    }
+    Action::parse(s).ok_or_else(|| format!("{s:?} is not deny, warn or dryrun"))
 }
 
 /// On first start without certificates, makes a development CA and serving pair so that

@@ -199,13 +199,7 @@ pub fn render_json(reports: &[Report]) -> Value {
                     "kind": v["kind"],
                     "namespace": v["metadata"]["namespace"],
                     "name": v["metadata"]["name"],
-                    "violations": r.violations.iter().map(|v| json!({
-                        "constraint": v.constraint,
-                        "constraintKind": v.constraint_kind,
-                        "enforcementAction": v.action.as_str(),
-                        "message": v.message,
-                        "details": v.details,
-                    })).collect::<Vec<_>>(),
+                    "violations": r.violations.iter().map(crate::audit::report::violation_json).collect::<Vec<_>>(),
                 })
             })
             .collect(),

@@ -48,9 +48,8 @@ pub struct Auditor {
 pub struct RunSummary {
     pub objects: usize,
     pub violations: usize,
+    /// Reports written; 0 when the PolicyReport CRDs are not installed.
     pub reports: usize,
-    /// The PolicyReport CRDs are not installed: nothing was published.
-    pub crd_missing: bool,
 }
 
 /// Said once each, not at every run.
@@ -124,11 +123,6 @@ impl Auditor {
         }
     }
 
-    /// One audit: list, evaluate, publish, count.
-    pub async fn run_once_now(&self) -> anyhow::Result<RunSummary> {
-        self.run_once(&mut Said::default()).await
-    }
-
     async fn run_once(&self, said: &mut Said) -> anyhow::Result<RunSummary> {
         let start = Instant::now();
         let decider = self.decider.load();
@@ -151,17 +145,22 @@ impl Auditor {
             );
         }
         let mut objects = Vec::new();
+        let page_size = settings.page_size;
         for (group, kind) in &wanted {
-            objects.extend(self.objects(group, kind, settings.page_size, said).await?);
+            objects.extend(
+                self.objects(&inventory, group, kind, page_size, said)
+                    .await?,
+            );
         }
         let namespaces = self
-            .objects("", "Namespace", settings.page_size, said)
+            .objects(&inventory, "", "Namespace", page_size, said)
             .await?;
         let policies = self
             .objects(
+                &inventory,
                 "networking.k8s.io",
                 "NetworkPolicy",
-                settings.page_size,
+                page_size,
                 said,
             )
             .await?;
@@ -216,14 +215,15 @@ impl Auditor {
             objects: count,
             violations,
             reports: published,
-            crd_missing: published == 0,
         })
     }
 
     /// Every object of a kind: from the inventory when the feed syncs it, else listed in pages.
     /// A kind the API server does not serve is skipped (said once).
+    /// Synced kinds come from `inventory`, the snapshot the run evaluates against.
     async fn objects(
         &self,
+        inventory: &crate::inventory::Inventory,
         group: &str,
         kind: &str,
         page_size: u32,
@@ -234,7 +234,7 @@ impl Auditor {
             .iter()
             .any(|k| k.group == group && k.kind == kind)
         {
-            return Ok(self.inventory.load().objects_of(group, kind));
+            return Ok(inventory.objects_of(group, kind));
         }
         let resource = match kube::discovery::group(&self.client, group).await {
             Ok(g) => g.recommended_kind(kind).map(|(r, _)| r),
