@@ -224,6 +224,7 @@ impl Bundle {
                 (TEMPLATES_GROUP, "ConstraintTemplate") => {
                     match template::parse(&doc).and_then(|src| Template::compile(src, options)) {
                         Ok(t) => {
+                            warnings.extend(t.warnings.iter().map(|w| problem(&doc, w.clone())));
                             if let Some(prev) = templates.get(&t.kind) {
                                 let message = format!(
                                     "kind {} is already defined by {}",

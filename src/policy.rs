@@ -1,5 +1,6 @@
 //! Validation: Gatekeeper ConstraintTemplates and Constraints, evaluated with regorus.
 
+pub(crate) mod net;
 pub(crate) mod rego;
 pub(crate) mod schema;
 pub mod template;

@@ -82,6 +82,11 @@ fn find_calls(masked: &[u8], name: &str) -> Vec<usize> {
     hits
 }
 
+/// Whether `src` calls `name` in code.
+pub(crate) fn calls(src: &str, name: &str) -> bool {
+    !find_calls(&mask(src), name).is_empty()
+}
+
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
@@ -117,7 +122,16 @@ pub(crate) struct SprintfMismatch {
     pub args: usize,
 }
 
-pub(crate) fn sprintf_mismatches(src: &str) -> Vec<SprintfMismatch> {
+/// A `sprintf` call with a literal format and a literal argument list.
+struct SprintfCall {
+    line: usize,
+    /// Byte range of the format's contents, between the quotes.
+    format: (usize, usize),
+    verbs: usize,
+    args: usize,
+}
+
+fn sprintf_calls(src: &str) -> Vec<SprintfCall> {
     let bytes = src.as_bytes();
     let masked = mask(src);
     let mut out = Vec::new();
@@ -156,24 +170,30 @@ pub(crate) fn sprintf_mismatches(src: &str) -> Vec<SprintfMismatch> {
         let Some(args) = count_list_items(&masked, j) else {
             continue;
         };
-        if verbs > args {
-            out.push(SprintfMismatch {
-                line: line_of(&masked, at),
-                verbs,
-                args,
-            });
-        }
+        out.push(SprintfCall {
+            line: line_of(&masked, at),
+            format: (start, end.min(bytes.len())),
+            verbs,
+            args,
+        });
     }
     out
 }
 
 /// Go format verbs that consume an argument (`%%` does not).
 fn count_verbs(format: &str) -> usize {
+    verbs(format).len()
+}
+
+/// The verbs of a Go format that consume an argument: the byte range of each (from `%` to the
+/// verb letter) and its letter.
+fn verbs(format: &str) -> Vec<(usize, usize, char)> {
     let b = format.as_bytes();
-    let mut n = 0;
+    let mut out = Vec::new();
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%' {
+            let start = i;
             i += 1;
             if b.get(i) == Some(&b'%') {
                 i += 1;
@@ -184,12 +204,50 @@ fn count_verbs(format: &str) -> usize {
                 i += 1;
             }
             if i < b.len() && b[i].is_ascii_alphabetic() {
-                n += 1;
+                out.push((start, i + 1, b[i] as char));
             }
         }
         i += 1;
     }
-    n
+    out
+}
+
+/// Makes a `sprintf` whose literal format has more verbs than its literal list has arguments
+/// print what OPA (Go's fmt) prints for each missing one, `%!v(MISSING)`, instead of failing:
+/// regorus makes such a call an error, which drops the violation that carries the message. The
+/// verbs past the last argument are replaced in the format by their literal OPA text (escaped
+/// as `%%!v(MISSING)`). Returns the rewritten source and what was rewritten, for a load warning.
+pub(crate) fn fill_missing_sprintf_args(src: &str) -> (String, Vec<SprintfMismatch>) {
+    let found = sprintf_calls(src);
+    let mismatched: Vec<&SprintfCall> = found.iter().filter(|c| c.verbs > c.args).collect();
+    if mismatched.is_empty() {
+        return (src.to_owned(), Vec::new());
+    }
+    let mut out = src.to_owned();
+    for call in mismatched.iter().rev() {
+        let format = &src[call.format.0..call.format.1];
+        let mut fixed = String::with_capacity(format.len() + 16);
+        let mut from = 0;
+        for (n, (start, end, verb)) in verbs(format).into_iter().enumerate() {
+            if n < call.args {
+                continue;
+            }
+            fixed.push_str(&format[from..start]);
+            fixed.push_str(&format!("%%!{verb}(MISSING)"));
+            from = end;
+        }
+        fixed.push_str(&format[from..]);
+        out.replace_range(call.format.0..call.format.1, &fixed);
+    }
+    let report = mismatched
+        .into_iter()
+        .map(|c| SprintfMismatch {
+            line: c.line,
+            verbs: c.verbs,
+            args: c.args,
+        })
+        .collect();
+    (out, report)
 }
 
 /// Items of the list literal opening at `open`, or None for a comprehension.
@@ -266,7 +324,9 @@ pub(crate) fn rewrite_v0(src: &str) -> String {
         }
         match b {
             b'{' => {
-                let body = stack.is_empty();
+                // At the top level a `{` opens a body, unless it opens the value of the head:
+                // `f(x) = {"a": 1} { … }`, `default x := {…}`, `p contains {…} if { … }`.
+                let body = stack.is_empty() && !opens_head_value(&masked, i);
                 if body && head.is_none() {
                     head = stmt_start.map(|s| (s, i));
                 }
@@ -301,6 +361,25 @@ pub(crate) fn rewrite_v0(src: &str) -> String {
         out.insert_str(at, &text);
     }
     out
+}
+
+/// Whether the `{` at `open` starts a value in a rule head rather than a body: it follows `=`,
+/// `:=` or the keyword `contains`.
+fn opens_head_value(masked: &[u8], open: usize) -> bool {
+    let Some(last) = masked[..open]
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+    else {
+        return false;
+    };
+    if masked[last] == b'=' {
+        return true;
+    }
+    let word_start = masked[..=last]
+        .iter()
+        .rposition(|&b| !is_ident(b))
+        .map_or(0, |p| p + 1);
+    &masked[word_start..=last] == b"contains"
 }
 
 /// For a newline at `nl` inside a body: if the next line starts with `(` and this line ends a
@@ -345,6 +424,327 @@ fn paren_line_needs_separator(masked: &[u8], nl: usize) -> Option<usize> {
     Some(last + 1)
 }
 
+/// Makes `not` treat an undefined argument as OPA does. OPA's compiler moves the arguments of a
+/// negated call (`not f(input.x)`, `not input.x > 1`, `not startswith(c.image, r)`) and the
+/// calls among the operands of a negated comparison out of the negation, so an undefined one
+/// makes the whole expression fail (open-policy-agent/opa#1877). regorus evaluates them inside,
+/// where `not` of the undefined call is true: a violation OPA does not report. This inserts
+/// `_ = <term>;` before the `not` for each such term, which fails the body in the same cases.
+/// A negation with `with`, arithmetic or a wildcard is left as it is.
+pub(crate) fn guard_negated_terms(src: &str) -> String {
+    let masked = mask(src);
+    let mut inserts: Vec<(usize, String)> = Vec::new();
+    let mut from = 0;
+    while let Some(off) = find(&masked[from..], b"not") {
+        let at = from + off;
+        from = at + 3;
+        let before_ok = at == 0 || !(is_ident(masked[at - 1]) || masked[at - 1] == b'.');
+        let after_ok = masked.get(at + 3).is_some_and(|b| b.is_ascii_whitespace());
+        if !before_ok || !after_ok || !starts_statement(&masked, at) {
+            continue;
+        }
+        let start = at + 3;
+        let Some(end) = expression_end(&masked, start) else {
+            continue;
+        };
+        let guards = negated_guards(src, &masked, start, end);
+        if !guards.is_empty() {
+            let text: String = guards.iter().map(|g| format!("_ = {g}; ")).collect();
+            inserts.push((at, text));
+        }
+    }
+    let mut out = src.to_owned();
+    for (at, text) in inserts.into_iter().rev() {
+        out.insert_str(at, &text);
+    }
+    out
+}
+
+/// Whether the word at `at` begins a statement of a body: after `{`, `;`, `|` or a line break.
+fn starts_statement(masked: &[u8], at: usize) -> bool {
+    masked[..at]
+        .iter()
+        .rposition(|b| *b != b' ' && *b != b'\t')
+        .is_some_and(|p| matches!(masked[p], b'{' | b';' | b'|' | b'\n' | b'\r'))
+}
+
+/// The end (exclusive) of the expression that starts at `start`: the first `;`, line break or
+/// unbalanced closing bracket outside brackets.
+fn expression_end(masked: &[u8], start: usize) -> Option<usize> {
+    let mut depth = 0i32;
+    for (i, &b) in masked.iter().enumerate().skip(start) {
+        match b {
+            b'(' | b'[' | b'{' => depth += 1,
+            b')' | b']' | b'}' => {
+                if depth == 0 {
+                    return Some(i);
+                }
+                depth -= 1;
+            }
+            b';' | b'\n' | b'|' if depth == 0 => return Some(i),
+            _ => {}
+        }
+    }
+    (depth == 0).then_some(masked.len())
+}
+
+/// The terms of the negated expression `src[start..end]` that OPA evaluates outside the `not`.
+fn negated_guards(src: &str, masked: &[u8], start: usize, end: usize) -> Vec<String> {
+    let m = &masked[start..end];
+    let text = &src[start..end];
+    // Split at a top-level comparison; give up on arithmetic, sets and `with`.
+    let mut depth = 0i32;
+    let mut op: Option<(usize, usize)> = None;
+    let mut i = 0;
+    while i < m.len() {
+        let b = m[i];
+        match b {
+            b'(' | b'[' | b'{' => depth += 1,
+            b')' | b']' | b'}' => depth -= 1,
+            _ if depth > 0 => {}
+            b'=' | b'!' | b'<' | b'>' | b':' => {
+                let len = if m.get(i + 1) == Some(&b'=') { 2 } else { 1 };
+                if op.is_some() || (b == b'!' && len == 1) || (b == b':' && len == 1) {
+                    return Vec::new();
+                }
+                op = Some((i, i + len));
+                i += len;
+                continue;
+            }
+            b'+' | b'-' | b'*' | b'/' | b'%' | b'&' => return Vec::new(),
+            b'w' if m[i..].starts_with(b"with")
+                && (i == 0 || !is_ident(m[i - 1]))
+                && !m.get(i + 4).is_some_and(|c| is_ident(*c)) =>
+            {
+                return Vec::new();
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    let term = |range: std::ops::Range<usize>| {
+        let t = text[range.clone()].trim();
+        let tm = std::str::from_utf8(&m[range]).unwrap_or("").trim();
+        (t.to_owned(), classify(tm))
+    };
+    let mut guards = Vec::new();
+    match op {
+        Some((os, oe)) => {
+            let unify = matches!(&text[os..oe], "==" | "=");
+            for (t, class) in [term(0..os), term(oe..m.len())] {
+                match class {
+                    Term::Call(_) => guards.push(t),
+                    Term::Ref if !unify => guards.push(t),
+                    _ => {}
+                }
+            }
+        }
+        None => {
+            let (t, class) = term(0..m.len());
+            if let Term::Call(open) = class {
+                // the arguments of the negated call
+                let lead = text.len() - text.trim_start().len();
+                let args_start = lead + open + 1;
+                let close = t.len() - 1 + lead;
+                for (a, b) in split_args(&m[args_start..close]) {
+                    let range = args_start + a..args_start + b;
+                    let (arg, class) = term(range);
+                    if matches!(class, Term::Call(_) | Term::Ref) {
+                        guards.push(arg);
+                    }
+                }
+            }
+        }
+    }
+    guards
+}
+
+enum Term {
+    /// `name(args)`, with the offset of its `(`.
+    Call(usize),
+    /// `a.b`, `a[k]`: a reference into a value.
+    Ref,
+    Other,
+}
+
+/// What a masked, trimmed term is.
+fn classify(t: &str) -> Term {
+    let b = t.as_bytes();
+    if b.is_empty() || !(b[0].is_ascii_alphabetic() || b[0] == b'_') {
+        return Term::Other;
+    }
+    // A wildcard or comprehension inside would change meaning when moved.
+    if t.contains('|')
+        || b.iter().enumerate().any(|(i, &c)| {
+            c == b'_'
+                && (i == 0 || !is_ident(b[i - 1]))
+                && !b.get(i + 1).is_some_and(|n| is_ident(*n))
+        })
+    {
+        return Term::Other;
+    }
+    let name_end = b
+        .iter()
+        .position(|&c| !(is_ident(c) || c == b'.'))
+        .unwrap_or(b.len());
+    if b.get(name_end) == Some(&b'(') && closing(b, name_end) == Some(b.len() - 1) {
+        return Term::Call(name_end);
+    }
+    // A reference: a name, then `.field` and `[key]` selections only.
+    let mut i = name_end;
+    while i < b.len() {
+        match b[i] {
+            b'[' => match closing(b, i) {
+                Some(c) => i = c + 1,
+                None => return Term::Other,
+            },
+            _ => return Term::Other,
+        }
+    }
+    let word = &t[..name_end];
+    if (name_end < b.len() || word.contains('.')) && !matches!(word, "true" | "false" | "null") {
+        Term::Ref
+    } else {
+        Term::Other
+    }
+}
+
+/// The offset of the bracket that closes the one at `open`.
+fn closing(b: &[u8], open: usize) -> Option<usize> {
+    let mut depth = 0;
+    for (i, &c) in b.iter().enumerate().skip(open) {
+        match c {
+            b'(' | b'[' | b'{' => depth += 1,
+            b')' | b']' | b'}' => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(i);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Ranges of the comma-separated arguments of a masked argument list.
+fn split_args(m: &[u8]) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut depth = 0;
+    let mut from = 0;
+    for (i, &c) in m.iter().enumerate() {
+        match c {
+            b'(' | b'[' | b'{' => depth += 1,
+            b')' | b']' | b'}' => depth -= 1,
+            b',' if depth == 0 => {
+                out.push((from, i));
+                from = i + 1;
+            }
+            _ => {}
+        }
+    }
+    if m[from..].iter().any(|c| !c.is_ascii_whitespace()) {
+        out.push((from, m.len()));
+    }
+    out
+}
+
+/// Complete rules that have more than one definition whose values may differ (`x = 1 { … }`
+/// and `x = 2 { … }`). When two of them hold at once, OPA and regorus' interpreter fail the
+/// evaluation ("complete rules must not produce multiple outputs"); regorus' VM (0.14) reads the
+/// rule as undefined instead, which would let a violation pass. Templates with such rules are
+/// run on the interpreter.
+///
+/// Functions with several value definitions (`f(x) := 1 if …`, `f(x) := 2 if …`) have the same
+/// divergence on the VM, but they are how templates write case analysis (the default bundle's
+/// pod-security and default-deny templates among them), nearly always with exclusive bodies, and
+/// moving every such template to the interpreter would cost about four times the evaluation
+/// time. They stay on the VM; docs/regorus-divergences.md records the difference.
+pub(crate) fn multi_valued_rules(src: &str) -> Vec<String> {
+    let masked = mask(src);
+    let mut values: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for (s, e) in rule_heads(&masked) {
+        let head = std::str::from_utf8(&masked[s..e]).unwrap_or("").trim_end();
+        if ["default ", "package ", "import ", "else"]
+            .iter()
+            .any(|k| head.starts_with(k))
+        {
+            continue;
+        }
+        let name_end = head
+            .bytes()
+            .position(|c| !(is_ident(c) || c == b'.'))
+            .unwrap_or(head.len());
+        let key = head[..name_end].to_owned();
+        let at = name_end + (head.len() - name_end - head[name_end..].trim_start().len());
+        let rest = head[at..].trim_start();
+        if rest.starts_with('(') || rest.starts_with('[') || rest.starts_with("contains") {
+            // A function (see the note above) or a partial rule, whose many values are its point.
+            continue;
+        }
+        // The value as written (strings unmasked), so that `= "a"` and `= "b"` differ.
+        let value = src[s + at..s + head.len()]
+            .trim()
+            .trim_start_matches(":=")
+            .trim_start_matches('=')
+            .trim()
+            .trim_end_matches(" if")
+            .trim();
+        let value = if value.is_empty() { "true" } else { value };
+        values.entry(key).or_default().push(value.to_owned());
+    }
+    values
+        .into_iter()
+        .filter(|(_, vs)| vs.len() > 1 && !(vs.iter().all(|v| v == &vs[0]) && is_literal(&vs[0])))
+        .map(|(k, _)| k)
+        .collect()
+}
+
+fn is_literal(v: &str) -> bool {
+    matches!(v, "true" | "false" | "null")
+        || v.parse::<f64>().is_ok()
+        || (v.len() >= 2
+            && v.starts_with('"')
+            && v.ends_with('"')
+            && !v[1..v.len() - 1].contains('"'))
+}
+
+/// Byte ranges of the heads of the top-level statements: from the statement's start to its
+/// first body `{`, or to the end of its line when it has no body.
+fn rule_heads(masked: &[u8]) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut depth = 0usize;
+    let mut start: Option<usize> = None;
+    for (i, &b) in masked.iter().enumerate() {
+        if depth == 0 {
+            if let Some(s) = start {
+                if b == b'\n' {
+                    out.push((s, i));
+                    start = None;
+                    continue;
+                }
+                if b == b'{' && !opens_head_value(masked, i) {
+                    out.push((s, i));
+                    start = None;
+                    depth += 1;
+                    continue;
+                }
+            } else if !b.is_ascii_whitespace() && b != b'{' {
+                start = Some(i);
+            }
+        }
+        match b {
+            b'{' | b'[' | b'(' => depth += 1,
+            b'}' | b']' | b')' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    if let Some(s) = start {
+        out.push((s, masked.len()));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -380,7 +780,7 @@ mod tests {
     #[test]
     fn sprintf_with_too_few_literal_arguments_is_found() {
         let src = "a := sprintf(\"%v and %v\", [x])\nb := sprintf(\"%v %% %d\", [x, y])\nc := sprintf(\"%.2f %s\", [f(1, 2), \"s,t\"])\nd := sprintf(\"%v\", args)\ne := sprintf(\"%v %v\", [])";
-        let found = sprintf_mismatches(src);
+        let (_, found) = fill_missing_sprintf_args(src);
         assert_eq!(
             found,
             [
@@ -433,5 +833,93 @@ mod tests {
     fn leaves_ordinary_v0_untouched() {
         let src = "package t\nimport future.keywords.in\nviolation[{\"msg\": msg, \"details\": {}}] {\n  c := input.review.object.spec.containers[_]\n  not c.securityContext\n  msg := sprintf(\"%v\", [c.name])\n}\n";
         assert_eq!(rewrite_v0(src), src);
+    }
+
+    #[test]
+    fn an_object_literal_in_a_head_is_not_a_second_body() {
+        let src = "package t\nget(c) = {\"p\": p, \"l\": \"x\"} {\n  not has(c)\n  p := \"none\"\n}\nset(c) = {\n  \"p\": p\n} {\n  p := 1\n}\ns = {1, 2} { true }\ndefault d := {\"a\": 1}\nd := {\"a\": 2} { input.x }\nf(x) = 1 { x > 1 }\n{ x < -1 }\n";
+        let out = rewrite_v0(src);
+        // Only the genuine second body of f gets a head.
+        assert_eq!(out, src.replace("\n{ x < -1 }", "\nf(x) = 1 { x < -1 }"));
+    }
+
+    #[test]
+    fn an_object_literal_head_with_a_second_body_keeps_its_literal() {
+        let src = "package t\nf(x) = {\"a\": 1} { x > 1 } { x < -1 }\n";
+        assert_eq!(
+            rewrite_v0(src),
+            "package t\nf(x) = {\"a\": 1} { x > 1 } f(x) = {\"a\": 1} { x < -1 }\n"
+        );
+    }
+
+    #[test]
+    fn missing_sprintf_arguments_print_as_opa_does() {
+        let src = "m := sprintf(\"%v and %-5d, 100%%\", [x])\nn := sprintf(\"%s\", [])\nok := sprintf(\"%v\", [x])\n";
+        let (out, found) = fill_missing_sprintf_args(src);
+        assert_eq!(
+            out,
+            "m := sprintf(\"%v and %%!d(MISSING), 100%%\", [x])\nn := sprintf(\"%%!s(MISSING)\", [])\nok := sprintf(\"%v\", [x])\n"
+        );
+        assert_eq!(found.len(), 2);
+        assert_eq!(found[0].line, 1);
+        assert_eq!(found[1].line, 2);
+    }
+
+    #[test]
+    fn undefined_arguments_of_a_negated_call_are_checked_outside_it() {
+        let cases = [
+            ("not f(c.image)", "_ = c.image; not f(c.image)"),
+            (
+                "not startswith(input.a.b, \"x\")",
+                "_ = input.a.b; not startswith(input.a.b, \"x\")",
+            ),
+            (
+                "not lib.ok(x.y, g(z))",
+                "_ = x.y; _ = g(z); not lib.ok(x.y, g(z))",
+            ),
+            ("not input.a > 1", "_ = input.a; not input.a > 1"),
+            (
+                "not count(c.args) < 4",
+                "_ = count(c.args); not count(c.args) < 4",
+            ),
+            (
+                "not lower(input.a) == \"x\"",
+                "_ = lower(input.a); not lower(input.a) == \"x\"",
+            ),
+            // left alone: unification of a reference, a bare reference, plain variables,
+            // literals, wildcards, `with`, arithmetic
+            ("not input.a == \"x\"", "not input.a == \"x\""),
+            ("not input.a", "not input.a"),
+            ("not f(x, \"a\", 1)", "not f(x, \"a\", 1)"),
+            ("not f(input.cs[_].image)", "not f(input.cs[_].image)"),
+            (
+                "not f(input.a) with input as {}",
+                "not f(input.a) with input as {}",
+            ),
+            ("not input.a + 1 > 2", "not input.a + 1 > 2"),
+        ];
+        for (body, want) in cases {
+            let src = format!("package t\nv[m] {{\n  {body}\n  m := 1\n}}\n");
+            let out = guard_negated_terms(&src);
+            assert_eq!(
+                out,
+                format!("package t\nv[m] {{\n  {want}\n  m := 1\n}}\n"),
+                "{body}"
+            );
+        }
+        // after `;`, `{` and `|`, in strings and comments not at all, and never in names
+        let src = "package t\nv[m] { x := 1; not f(x.y) }\ns := [c | c := input.cs[_]; not f(c.i)]\n# not f(a.b)\nm := \"not f(a.b)\"\nknot(a.b)\n";
+        let out = guard_negated_terms(src);
+        assert_eq!(
+            out,
+            "package t\nv[m] { x := 1; _ = x.y; not f(x.y) }\ns := [c | c := input.cs[_]; _ = c.i; not f(c.i)]\n# not f(a.b)\nm := \"not f(a.b)\"\nknot(a.b)\n"
+        );
+        assert_eq!(out.lines().count(), src.lines().count());
+    }
+
+    #[test]
+    fn rules_with_several_values_are_found() {
+        let src = "package t\nx = 1 { input.a }\nx = 2 { input.b }\nsame = true { input.a }\nsame = true { input.b }\nf(a) = y { y := a }\nf(a) = y { y := 2 }\ng(a) { a }\ng(a) { not a }\nh(a) = \"p\" { a }\nh(a) = \"q\" { a }\nv[m] { m := 1 }\nv[m] { m := 2 }\ndefault z = 0\nz = 1 { input.a }\nobj = {\"a\": 1} { input.a }\nobj = {\"a\": 1} { input.b }\nk := 1 { input.a } else := 2 { true }\n";
+        assert_eq!(multi_valued_rules(src), ["obj", "x"]);
     }
 }

@@ -78,6 +78,22 @@ fn check(files: &[&str]) -> Vec<objects::Report> {
     objects::check(&default_bundle(), docs, Vec::new()).unwrap()
 }
 
+/// The default bundle is on the request path of every review: every template must run on
+/// regorus' VM (about four times the interpreter's speed), so that no compatibility workaround
+/// quietly moves one to the interpreter.
+#[test]
+fn every_default_template_runs_on_the_vm() {
+    let bundle = default_bundle();
+    let off: Vec<&str> = bundle
+        .policies()
+        .templates()
+        .filter(|t| !t.on_vm())
+        .map(|t| t.name.as_str())
+        .collect();
+    assert!(off.is_empty(), "on the interpreter: {off:?}");
+    assert!(bundle.policies().templates().count() >= 6);
+}
+
 #[test]
 fn the_guides_network_policies_are_admitted_as_written() {
     let reports = check(&[
