@@ -5,6 +5,8 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
+pub mod cluster;
+
 use crate::manifest::{Document, ManifestError};
 use crate::mutation::{Mutator, Mutators};
 use crate::policy::{Constraint, EngineOptions, Policies, Template, parse_constraint, template};
@@ -88,6 +90,9 @@ pub struct Bundle {
     /// Documents that were ignored, and why.
     warnings: Vec<Problem>,
     sync: Option<Vec<SyncKind>>,
+    /// `(kind, name)` of the constraints that come from the cluster, whose status Palisade
+    /// writes.
+    from_cluster: std::collections::HashSet<(String, String)>,
 }
 
 /// One `spec.sync.syncOnly` entry of a Gatekeeper `Config`.
@@ -323,6 +328,17 @@ impl Bundle {
         if !problems.is_empty() {
             return Err(BundleError { problems });
         }
+        Self::assemble(templates, constraints, mutators, others, warnings)
+    }
+
+    /// A bundle from parts already checked one by one (the files' and the cluster's, merged).
+    pub(crate) fn assemble(
+        templates: HashMap<String, Arc<Template>>,
+        constraints: Vec<Constraint>,
+        mutators: Vec<Mutator>,
+        others: Vec<Document>,
+        warnings: Vec<Problem>,
+    ) -> Result<Self, BundleError> {
         let sync = sync_only(&others)?;
         Ok(Self {
             policies: Policies::new(templates, constraints),
@@ -330,7 +346,14 @@ impl Bundle {
             others,
             warnings,
             sync,
+            from_cluster: Default::default(),
         })
+    }
+
+    /// Whether the constraint `kind`/`name` comes from the cluster (not from --policies).
+    pub fn is_from_cluster(&self, kind: &str, name: &str) -> bool {
+        self.from_cluster
+            .contains(&(kind.to_owned(), name.to_owned()))
     }
 
     /// The kinds a `Config` asks to sync into data.inventory (`spec.sync.syncOnly`), in its

@@ -6,6 +6,7 @@ pub mod audit;
 pub mod generate;
 pub mod inventory;
 pub mod lease;
+pub mod policies;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -27,6 +27,10 @@ pub struct Origin {
 
 impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.document == 0 {
+            // Not from a file: an object read from the cluster.
+            return write!(f, "{}", self.file.display());
+        }
         write!(f, "{} (document {}", self.file.display(), self.document)?;
         if let Some(item) = self.item {
             write!(f, ", items[{item}]")?;
@@ -36,6 +40,18 @@ impl fmt::Display for Origin {
 }
 
 impl Document {
+    /// An object read from the cluster (described as `Kind "name" at cluster`).
+    pub fn from_cluster(value: serde_json::Value) -> Self {
+        Self {
+            origin: Origin {
+                file: PathBuf::from("cluster"),
+                document: 0,
+                item: None,
+            },
+            value,
+        }
+    }
+
     /// The object's identity.
     pub fn object_ref(&self) -> ObjectRef {
         ObjectRef::of(&self.value)

@@ -444,6 +444,10 @@ impl Mutators {
         self.list.len()
     }
 
+    pub fn list(&self) -> &[Mutator] {
+        &self.list
+    }
+
     pub fn is_empty(&self) -> bool {
         self.list.is_empty()
     }

@@ -304,7 +304,7 @@ impl ServeArgs {
 
 /// What the server already serves, which the cluster side reads and reports into.
 struct Served<'a> {
-    sources: &'a FileSources,
+    sources: &'a Arc<FileSources>,
     decider: Arc<HotSwap<Decider>>,
     readiness: Arc<Readiness>,
     metrics: Arc<Metrics>,
@@ -377,6 +377,12 @@ fn wire_cluster(
     };
     lease.validate().map_err(anyhow::Error::msg)?;
     tracing::info!(identity = %lease.identity, lease = %format!("{}/{}", lease.namespace, lease.name), "leader election on a Lease");
+    let policies = kube_cluster::policies::PolicyFeed {
+        client: client.clone(),
+        sources: sources.clone(),
+        identity: lease.identity.clone(),
+        own_namespace: lease.namespace.clone(),
+    };
     let mut elector = Elector::new(client.clone(), lease);
     let releaser = elector.releaser();
     let generate = cluster.generate_default_deny;
@@ -408,7 +414,7 @@ fn wire_cluster(
     };
     Ok(ClusterWiring {
         gate,
-        tasks: vec![Box::pin(feed), Box::pin(leader)],
+        tasks: vec![Box::pin(feed), Box::pin(policies.run()), Box::pin(leader)],
         stop_hooks: vec![Box::pin(async move { releaser.release().await })],
     })
 }

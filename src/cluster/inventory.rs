@@ -52,7 +52,7 @@ enum Report {
 /// Retries a failed list or watch after 200 ms, doubling to at most 5 s, so that a watch is back
 /// within seconds of the API server; reset after each success.
 #[derive(Default)]
-struct RetryBackoff {
+pub(crate) struct RetryBackoff {
     next: Option<Duration>,
 }
 

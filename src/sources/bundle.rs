@@ -13,6 +13,7 @@ use super::files::{self, FileError};
 use super::hotswap::{HotSwap, Reload};
 use super::inventory::InventoryStore;
 use super::watch::{DirWatcher, parent_dir};
+use crate::bundle::cluster::ClusterPolicies;
 use crate::bundle::{Bundle, BundleError};
 use crate::policy::EngineOptions;
 use crate::runtime::metrics::Metrics;
@@ -55,6 +56,11 @@ pub struct FileSources {
     policies: PathBuf,
     options: EngineOptions,
     inventory_paths: Vec<PathBuf>,
+    /// The bundle of the policy files alone.
+    files: HotSwap<Bundle>,
+    /// The policies read from the cluster, once a cluster feed runs.
+    cluster: std::sync::Mutex<Option<ClusterPolicies>>,
+    /// What serves: the files' bundle, merged with the cluster's policies.
     bundle: Arc<HotSwap<Bundle>>,
     /// The objects of the inventory files, as last read.
     inventory_files: HotSwap<Vec<Value>>,
@@ -85,9 +91,48 @@ impl FileSources {
             policies: policies.to_path_buf(),
             options,
             inventory_paths,
-            bundle: Arc::new(HotSwap::new(bundle, Some(bundle_fp))),
+            bundle: Arc::new(HotSwap::new(bundle.clone(), None)),
+            files: HotSwap::new(bundle, Some(bundle_fp)),
+            cluster: std::sync::Mutex::new(None),
             metrics,
         })
+    }
+
+    pub fn options(&self) -> &EngineOptions {
+        &self.options
+    }
+
+    /// Changes the cluster's policies (starting them on first use) and serves the merge.
+    /// Compiling is CPU work: call this off the async threads.
+    pub fn update_cluster<R>(
+        &self,
+        f: impl FnOnce(&mut ClusterPolicies, &EngineOptions) -> R,
+    ) -> R {
+        let mut cluster = self.cluster.lock().unwrap_or_else(|p| p.into_inner());
+        let state = cluster.get_or_insert_with(ClusterPolicies::default);
+        let result = f(state, &self.options);
+        let merged = state.merge(&self.files.load());
+        self.bundle.set(merged);
+        result
+    }
+
+    /// A copy of the cluster's policies as last merged (with each object's errors).
+    pub fn cluster_policies(&self) -> ClusterPolicies {
+        self.cluster
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .unwrap_or_default()
+    }
+
+    /// Serves the files' bundle, merged with the cluster's policies when there are any.
+    fn remerge(&self) {
+        let mut cluster = self.cluster.lock().unwrap_or_else(|p| p.into_inner());
+        let files = self.files.load();
+        match cluster.as_mut() {
+            Some(state) => self.bundle.set(state.merge(&files)),
+            None => self.bundle.set((*files).clone()),
+        }
     }
 
     pub fn bundle(&self) -> Arc<HotSwap<Bundle>> {
@@ -101,7 +146,7 @@ impl FileSources {
     /// Re-reads whatever changed on disk. Returns whether anything new is served.
     pub fn reload(&self) -> bool {
         let bundle = self
-            .bundle
+            .files
             .reload(fingerprint(std::slice::from_ref(&self.policies)), || {
                 load_bundle(&self.policies, &self.options)
             });
@@ -116,6 +161,8 @@ impl FileSources {
             Reload::Unchanged => {}
             Reload::Reloaded => {
                 changed = true;
+                self.remerge();
+                let constraints = self.bundle.load().policies().constraints().len();
                 self.metrics.policy_reloaded(constraints);
                 tracing::info!(path = %self.policies.display(), constraints, "policy bundle reloaded");
             }
@@ -142,7 +189,7 @@ impl FileSources {
             }
         }
         self.metrics
-            .policy_current(self.bundle.is_current() && self.inventory_files.is_current());
+            .policy_current(self.files.is_current() && self.inventory_files.is_current());
         changed
     }
 

@@ -1,0 +1,352 @@
+//! Policies applied to the cluster (ConstraintTemplates, Constraints, mutators, `Config`), each
+//! kept with its last good form, and merged with the files' bundle into the one that serves.
+//!
+//! Objects arrive one at a time, so unlike the files' bundle (checked as a whole, replaced
+//! whole), each is judged alone: a broken template or constraint is reported on its own status
+//! and its last good form keeps serving, while the rest of the bundle is unaffected. The same
+//! name in the files and in the cluster is a conflict that the file wins.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::{Bundle, CONSTRAINTS_GROUP, MUTATIONS_GROUP, Problem, TEMPLATES_GROUP};
+use crate::manifest::Document;
+use crate::mutation::Mutator;
+use crate::policy::{Constraint, EngineOptions, Template, parse_constraint, template};
+
+/// The group of Gatekeeper's `Config`.
+pub const CONFIG_GROUP: &str = "config.gatekeeper.sh";
+
+/// One object from the cluster: as last seen, its last good form, and what is wrong with the
+/// object as last seen.
+#[derive(Clone)]
+pub struct Tracked<T> {
+    pub doc: Document,
+    pub good: Option<T>,
+    pub errors: Vec<String>,
+    fingerprint: u64,
+}
+
+impl<T> Tracked<T> {
+    pub fn generation(&self) -> i64 {
+        self.doc.value["metadata"]["generation"]
+            .as_i64()
+            .unwrap_or(0)
+    }
+
+    pub fn uid(&self) -> &str {
+        self.doc.value["metadata"]["uid"].as_str().unwrap_or("")
+    }
+}
+
+/// A hash of what defines the object (its spec), so that a change of status or labels alone
+/// does not compile a template again.
+fn fingerprint(doc: &Document) -> u64 {
+    let mut h = DefaultHasher::new();
+    doc.value["spec"].to_string().hash(&mut h);
+    h.finish()
+}
+
+type Key = (String, String);
+
+/// The policies read from the cluster.
+#[derive(Default, Clone)]
+pub struct ClusterPolicies {
+    /// By template name.
+    templates: BTreeMap<String, Tracked<Arc<Template>>>,
+    /// By (kind, name).
+    constraints: BTreeMap<Key, Tracked<Constraint>>,
+    /// By (kind, name).
+    mutators: BTreeMap<Key, Tracked<Mutator>>,
+    config: Option<Document>,
+}
+
+impl ClusterPolicies {
+    pub fn is_empty(&self) -> bool {
+        self.templates.is_empty()
+            && self.constraints.is_empty()
+            && self.mutators.is_empty()
+            && self.config.is_none()
+    }
+
+    /// Takes in an object as the cluster now has it. A template is compiled only when its spec
+    /// changed; a failure keeps the last good one.
+    pub fn upsert(&mut self, value: Value, options: &EngineOptions) {
+        let doc = Document::from_cluster(value);
+        let fp = fingerprint(&doc);
+        let name = doc.name().to_owned();
+        match doc.group() {
+            TEMPLATES_GROUP => {
+                let entry = self.templates.get(&name);
+                if entry.is_some_and(|t| t.fingerprint == fp) {
+                    // Same spec: keep the compiled template, take the new metadata.
+                    if let Some(t) = self.templates.get_mut(&name) {
+                        t.doc = doc;
+                    }
+                    return;
+                }
+                let good = entry.and_then(|t| t.good.clone());
+                let tracked =
+                    match template::parse(&doc).and_then(|s| Template::compile(s, options)) {
+                        Ok(t) => Tracked {
+                            doc,
+                            good: Some(Arc::new(t)),
+                            errors: Vec::new(),
+                            fingerprint: fp,
+                        },
+                        Err(e) => Tracked {
+                            doc,
+                            good,
+                            errors: vec![e],
+                            fingerprint: fp,
+                        },
+                    };
+                self.templates.insert(name, tracked);
+            }
+            CONSTRAINTS_GROUP => {
+                let key = (doc.kind().to_owned(), name);
+                let good = self.constraints.get(&key).and_then(|c| c.good.clone());
+                // Parsed at merge time, against the template the merged bundle holds.
+                self.constraints.insert(
+                    key,
+                    Tracked {
+                        doc,
+                        good,
+                        errors: Vec::new(),
+                        fingerprint: fp,
+                    },
+                );
+            }
+            MUTATIONS_GROUP => {
+                let key = (doc.kind().to_owned(), name);
+                let good = self.mutators.get(&key).and_then(|m| m.good.clone());
+                let tracked = match Mutator::parse(&doc) {
+                    Ok(m) => Tracked {
+                        doc,
+                        good: Some(m),
+                        errors: Vec::new(),
+                        fingerprint: fp,
+                    },
+                    Err(e) => Tracked {
+                        doc,
+                        good,
+                        errors: vec![e],
+                        fingerprint: fp,
+                    },
+                };
+                self.mutators.insert(key, tracked);
+            }
+            CONFIG_GROUP => self.config = Some(doc),
+            _ => {}
+        }
+    }
+
+    /// Forgets an object the cluster no longer has.
+    pub fn remove(&mut self, group: &str, kind: &str, name: &str) {
+        let key = (kind.to_owned(), name.to_owned());
+        match group {
+            TEMPLATES_GROUP => {
+                self.templates.remove(name);
+            }
+            CONSTRAINTS_GROUP => {
+                self.constraints.remove(&key);
+            }
+            MUTATIONS_GROUP => {
+                self.mutators.remove(&key);
+            }
+            CONFIG_GROUP => self.config = None,
+            _ => {}
+        }
+    }
+
+    /// Forgets every constraint of `kind` (its template and CRD are gone).
+    pub fn remove_kind(&mut self, kind: &str) {
+        self.constraints.retain(|(k, _), _| k != kind);
+    }
+
+    /// Replaces every object of (group, kind) with `values` (a watch's complete relist).
+    pub fn replace_all(
+        &mut self,
+        group: &str,
+        kind: &str,
+        values: Vec<Value>,
+        options: &EngineOptions,
+    ) {
+        let names: HashSet<String> = values
+            .iter()
+            .filter_map(|v| v["metadata"]["name"].as_str().map(str::to_owned))
+            .collect();
+        match group {
+            TEMPLATES_GROUP => self.templates.retain(|n, _| names.contains(n)),
+            CONSTRAINTS_GROUP => self
+                .constraints
+                .retain(|(k, n), _| k != kind || names.contains(n)),
+            MUTATIONS_GROUP => self
+                .mutators
+                .retain(|(k, n), _| k != kind || names.contains(n)),
+            CONFIG_GROUP if names.is_empty() => self.config = None,
+            _ => {}
+        }
+        for v in values {
+            self.upsert(v, options);
+        }
+    }
+
+    pub fn templates(&self) -> impl Iterator<Item = &Tracked<Arc<Template>>> {
+        self.templates.values()
+    }
+
+    pub fn constraints(&self) -> impl Iterator<Item = &Tracked<Constraint>> {
+        self.constraints.values()
+    }
+
+    /// The constraint kind a template defines, from its spec (also when it does not compile).
+    pub fn template_kind(doc: &Document) -> Option<&str> {
+        doc.value["spec"]["crd"]["spec"]["names"]["kind"].as_str()
+    }
+
+    /// The files' bundle with the cluster's policies added. Constraints are judged here against
+    /// the merged templates; every object's errors (and conflicts with the files) are recorded
+    /// on it for its status.
+    pub fn merge(&mut self, files: &Bundle) -> Bundle {
+        let mut warnings = files.warnings().to_vec();
+        let mut templates: HashMap<String, Arc<Template>> = files
+            .policies()
+            .templates()
+            .map(|t| (t.kind.clone(), t.clone()))
+            .collect();
+        let file_names: HashSet<&str> = files
+            .policies()
+            .templates()
+            .map(|t| t.name.as_str())
+            .collect();
+        for t in self.templates.values_mut() {
+            t.errors.retain(|e| !e.starts_with(CONFLICT));
+            let Some(good) = &t.good else { continue };
+            if file_names.contains(good.name.as_str()) || templates.contains_key(&good.kind) {
+                let message = format!(
+                    "{CONFLICT}: the policy files (--policies) also define {} (kind {}); the files' template is served",
+                    good.name, good.kind
+                );
+                warnings.push(Problem {
+                    at: t.doc.describe(),
+                    message: message.clone(),
+                });
+                t.errors.push(message);
+                continue;
+            }
+            warnings.extend(
+                t.good
+                    .iter()
+                    .flat_map(|g| g.warnings.iter())
+                    .map(|w| Problem {
+                        at: t.doc.describe(),
+                        message: w.clone(),
+                    }),
+            );
+            templates.insert(good.kind.clone(), good.clone());
+        }
+        let mut constraints: Vec<Constraint> = files.policies().constraints().to_vec();
+        let file_constraints: HashSet<Key> = constraints
+            .iter()
+            .map(|c| (c.kind.clone(), c.name.clone()))
+            .collect();
+        let mut from_cluster = HashSet::new();
+        for (key, c) in self.constraints.iter_mut() {
+            if file_constraints.contains(key) {
+                c.errors = vec![format!(
+                    "{CONFLICT}: the policy files (--policies) also define {} {}; the files' constraint is served",
+                    key.0, key.1
+                )];
+                warnings.push(Problem {
+                    at: c.doc.describe(),
+                    message: c.errors[0].clone(),
+                });
+                continue;
+            }
+            let Some(template) = templates.get(&key.0) else {
+                c.errors = vec![format!("no ConstraintTemplate defines kind {}", key.0)];
+                c.good = None;
+                continue;
+            };
+            match parse_constraint(&c.doc, template.schema.as_ref()) {
+                Ok(parsed) => {
+                    c.good = Some(parsed);
+                    c.errors.clear();
+                }
+                Err(errors) => c.errors = errors,
+            }
+            if let Some(good) = &c.good {
+                constraints.push(good.clone());
+                from_cluster.insert(key.clone());
+            }
+        }
+        let mut mutators: Vec<Mutator> = files.mutators().list().to_vec();
+        let file_mutators: HashSet<(String, String)> = mutators
+            .iter()
+            .map(|m| (m.kind.as_str().to_owned(), m.name.clone()))
+            .collect();
+        for (key, m) in self.mutators.iter_mut() {
+            m.errors.retain(|e| !e.starts_with(CONFLICT));
+            if file_mutators.contains(key) {
+                let message = format!(
+                    "{CONFLICT}: the policy files (--policies) also define {} {}; the files' mutator is served",
+                    key.0, key.1
+                );
+                warnings.push(Problem {
+                    at: m.doc.describe(),
+                    message: message.clone(),
+                });
+                m.errors.push(message);
+                continue;
+            }
+            mutators.extend(m.good.clone());
+        }
+        let mut others = files.others().to_vec();
+        if let Some(config) = &self.config {
+            if others.iter().any(|d| d.kind() == "Config") {
+                warnings.push(Problem {
+                    at: config.describe(),
+                    message: format!(
+                        "{CONFLICT}: the policy files (--policies) also hold a Config; the files' Config is served"
+                    ),
+                });
+            } else {
+                others.push(config.clone());
+            }
+        }
+        let assembled = Bundle::assemble(
+            templates.clone(),
+            constraints.clone(),
+            mutators.clone(),
+            others,
+            warnings.clone(),
+        );
+        let mut bundle = match assembled {
+            Ok(b) => b,
+            Err(error) => {
+                // Only the cluster's Config can fail here (the files' was checked): serve without it.
+                for p in &error.problems {
+                    tracing::error!(problem = %p, "the cluster's Gatekeeper Config is invalid; it is ignored");
+                }
+                Bundle::assemble(
+                    templates,
+                    constraints,
+                    mutators,
+                    files.others().to_vec(),
+                    warnings,
+                )
+                .unwrap_or_else(|_| files.clone())
+            }
+        };
+        bundle.from_cluster = from_cluster;
+        bundle
+    }
+}
+
+/// How a conflict with the files starts, in errors and warnings.
+pub const CONFLICT: &str = "conflict";
