@@ -183,15 +183,10 @@ impl PolicyFeed {
                 }
             }
             let watched = Watched::constraint(kind);
-            if !watchers.contains_key(&watched) {
-                let handle = tokio::spawn(watch(
-                    self.client.clone(),
-                    watched.clone(),
-                    None,
-                    tx.clone(),
-                ));
-                watchers.insert(watched, handle.abort_handle());
-            }
+            let client = self.client.clone();
+            watchers.entry(watched.clone()).or_insert_with(|| {
+                tokio::spawn(watch(client, watched, None, tx.clone())).abort_handle()
+            });
         }
         let gone: Vec<String> = crds
             .keys()
