@@ -30,12 +30,19 @@
 //!   group; the PolicyReport kinds (`wgpolicyk8s.io`) exist only once a test installs their CRD,
 //!   as in a cluster, and are 404 before;
 //! - `key=value` label selectors on lists (the audit finds its old reports with one).
+//! - CustomResourceDefinitions: storing one serves its kinds in every served version (one set of
+//!   objects, read and written in any of them, stored in the storage version); deleting it
+//!   deletes its objects. A kind with a status subresource ignores `status` on its main
+//!   resource and takes server-side apply on `/status`, where fields are owned per manager and
+//!   lists the CRD's schema declares `x-kubernetes-list-type: map` merge per element, as the
+//!   real server does. Unlike the real one, CRDs are Established at once and objects are not
+//!   validated against their schema.
 //!
 //! Not implemented, because Palisade does not use them: other label selectors, label selectors on
 //! watches, and field selectors (refused with 400, so that a test would notice), strategic-merge
 //! and JSON patches (415), generateName, admission, authorisation (any bearer token is a cluster
-//! admin), status subresources, kinds other than Namespaces, NetworkPolicies, Leases, Pods and
-//! the PolicyReports.
+//! admin), PUT on `/status`, kinds other than Namespaces, NetworkPolicies, Leases, Pods, the
+//! PolicyReports, CRDs and the kinds CRDs define.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -64,6 +71,10 @@ pub struct Resource {
     pub namespaced: bool,
     /// Whether `metadata.generation` is kept (it moves when `spec` changes).
     generation: bool,
+    /// The version objects are stored in; every served version reads and writes the same ones.
+    storage: &'static str,
+    /// Whether `status` is a subresource: written only through `/status`.
+    status: bool,
 }
 
 pub const NAMESPACES: Resource = Resource {
@@ -73,6 +84,8 @@ pub const NAMESPACES: Resource = Resource {
     kind: "Namespace",
     namespaced: false,
     generation: false,
+    storage: "v1",
+    status: false,
 };
 pub const NETWORK_POLICIES: Resource = Resource {
     group: "networking.k8s.io",
@@ -81,6 +94,8 @@ pub const NETWORK_POLICIES: Resource = Resource {
     kind: "NetworkPolicy",
     namespaced: true,
     generation: true,
+    storage: "v1",
+    status: false,
 };
 pub const LEASES: Resource = Resource {
     group: "coordination.k8s.io",
@@ -89,6 +104,8 @@ pub const LEASES: Resource = Resource {
     kind: "Lease",
     namespaced: true,
     generation: false,
+    storage: "v1",
+    status: false,
 };
 pub const PODS: Resource = Resource {
     group: "",
@@ -97,6 +114,8 @@ pub const PODS: Resource = Resource {
     kind: "Pod",
     namespaced: true,
     generation: false,
+    storage: "v1",
+    status: false,
 };
 /// Served only once [`ApiServer::install_crd`] installed the group, as a CRD would be.
 pub const POLICY_REPORTS: Resource = Resource {
@@ -106,6 +125,8 @@ pub const POLICY_REPORTS: Resource = Resource {
     kind: "PolicyReport",
     namespaced: true,
     generation: true,
+    storage: "v1alpha2",
+    status: false,
 };
 pub const CLUSTER_POLICY_REPORTS: Resource = Resource {
     group: "wgpolicyk8s.io",
@@ -114,8 +135,21 @@ pub const CLUSTER_POLICY_REPORTS: Resource = Resource {
     kind: "ClusterPolicyReport",
     namespaced: false,
     generation: true,
+    storage: "v1alpha2",
+    status: false,
 };
-const RESOURCES: [Resource; 6] = [
+pub const CRDS: Resource = Resource {
+    group: "apiextensions.k8s.io",
+    version: "v1",
+    plural: "customresourcedefinitions",
+    kind: "CustomResourceDefinition",
+    namespaced: false,
+    generation: true,
+    storage: "v1",
+    status: false,
+};
+const RESOURCES: [Resource; 7] = [
+    CRDS,
     NAMESPACES,
     NETWORK_POLICIES,
     LEASES,
@@ -144,13 +178,90 @@ impl Resource {
         }
     }
 
-    fn of(object: &Value) -> Option<Resource> {
+    fn of(object: &Value, served: &[Resource]) -> Option<Resource> {
         let api_version = object["apiVersion"].as_str()?;
         let kind = object["kind"].as_str()?;
-        RESOURCES
-            .into_iter()
+        served
+            .iter()
+            .copied()
             .find(|r| r.api_version() == api_version && r.kind == kind)
     }
+
+    /// The same kind in the version it is stored in: the key of its objects.
+    fn stored(&self) -> Resource {
+        Resource {
+            version: self.storage,
+            ..*self
+        }
+    }
+
+    /// Whether both name the same objects (any versions).
+    fn same_kind(&self, other: &Resource) -> bool {
+        self.group == other.group && self.plural == other.plural
+    }
+}
+
+/// `object` as `r`'s version serves it.
+fn in_version(r: &Resource, mut object: Value) -> Value {
+    let kind = object["kind"].as_str().unwrap_or("");
+    if kind != r.kind && kind != format!("{}List", r.kind) {
+        return object; // a Status, or another kind
+    }
+    if object.get("apiVersion").is_some() {
+        object["apiVersion"] = json!(r.api_version());
+    }
+    if let Some(items) = object.get_mut("items").and_then(Value::as_array_mut) {
+        for item in items.iter_mut() {
+            if item.get("apiVersion").is_some() {
+                item["apiVersion"] = json!(r.api_version());
+            }
+        }
+    }
+    object
+}
+
+/// A string that lives as long as the test process: the names of CRD-defined kinds.
+fn leak(s: &str) -> &'static str {
+    Box::leak(s.to_owned().into_boxed_str())
+}
+
+/// The kinds (one per served version) that a CustomResourceDefinition defines, with its
+/// status schema per storage resource.
+fn crd_resources(crd: &Value) -> Vec<(Resource, Value)> {
+    let spec = &crd["spec"];
+    let (Some(group), Some(kind), Some(plural)) = (
+        spec["group"].as_str(),
+        spec["names"]["kind"].as_str(),
+        spec["names"]["plural"].as_str(),
+    ) else {
+        return Vec::new();
+    };
+    let versions = spec["versions"].as_array().cloned().unwrap_or_default();
+    let Some(storage) = versions
+        .iter()
+        .find(|v| v["storage"] == true)
+        .and_then(|v| v["name"].as_str())
+    else {
+        return Vec::new();
+    };
+    let storage = leak(storage);
+    versions
+        .iter()
+        .filter(|v| v["served"] == true)
+        .filter_map(|v| {
+            let r = Resource {
+                group: leak(group),
+                version: leak(v["name"].as_str()?),
+                plural: leak(plural),
+                kind: leak(kind),
+                namespaced: spec["scope"] == "Namespaced",
+                generation: true,
+                storage,
+                status: v["subresources"].get("status").is_some(),
+            };
+            Some((r, v["schema"]["openAPIV3Schema"].clone()))
+        })
+        .collect()
 }
 
 /// An API error: a `Status` object and its HTTP code.
@@ -227,6 +338,8 @@ impl ApiError {
 struct Managed {
     manager: String,
     operation: &'static str,
+    /// Written through `/status`.
+    subresource: bool,
     time: String,
     fields: BTreeSet<Vec<String>>,
 }
@@ -245,14 +358,18 @@ impl Stored {
             .managed
             .iter()
             .map(|m| {
-                json!({
+                let mut entry = json!({
                     "manager": m.manager,
                     "operation": m.operation,
                     "apiVersion": r.api_version(),
                     "time": m.time,
                     "fieldsType": "FieldsV1",
                     "fieldsV1": fields_v1(&m.fields),
-                })
+                });
+                if m.subresource {
+                    entry["subresource"] = json!("status");
+                }
+                entry
             })
             .collect();
         if !entries.is_empty() {
@@ -284,6 +401,28 @@ struct Store {
     failing_tokens: HashSet<String>,
     /// CRD groups installed so far (see [`CRD_GROUPS`]).
     installed: HashSet<&'static str>,
+    /// Kinds defined by the CustomResourceDefinitions stored, with their schemas.
+    defined: Vec<(Resource, Value)>,
+}
+
+impl Store {
+    /// The kinds served now: the built-in ones, those of installed CRD groups and those that
+    /// stored CustomResourceDefinitions define.
+    fn served(&self) -> Vec<Resource> {
+        RESOURCES
+            .into_iter()
+            .filter(|r| !CRD_GROUPS.contains(&r.group) || self.installed.contains(r.group))
+            .chain(self.defined.iter().map(|(r, _)| *r))
+            .collect()
+    }
+
+    /// The schema of `r`'s stored objects, when a CRD defines it.
+    fn schema(&self, r: &Resource) -> Option<&Value> {
+        self.defined
+            .iter()
+            .find(|(d, _)| d.same_kind(r) && d.version == d.storage)
+            .map(|(_, s)| s)
+    }
 }
 
 struct Shared {
@@ -329,6 +468,7 @@ impl ApiServer {
                 compacted: 100,
                 failing_tokens: HashSet::new(),
                 installed: HashSet::new(),
+                defined: Vec::new(),
             }),
             events,
             watch_epoch: watch::channel(0).0,
@@ -470,8 +610,8 @@ impl ApiServer {
         let store = self.shared.store.lock().unwrap();
         store
             .objects
-            .get(&(*r, namespace.to_owned(), name.to_owned()))
-            .map(|s| s.render(r))
+            .get(&(r.stored(), namespace.to_owned(), name.to_owned()))
+            .map(|s| in_version(r, s.render(r)))
             .ok_or_else(|| ApiError::not_found(r, name))
     }
 
@@ -481,7 +621,7 @@ impl ApiServer {
         store
             .objects
             .keys()
-            .filter(|k| k.0 == *r)
+            .filter(|k| k.0 == r.stored())
             .map(|(_, ns, n)| {
                 if ns.is_empty() {
                     n.clone()
@@ -497,30 +637,45 @@ impl ApiServer {
     }
 
     pub fn create_as(&self, manager: &str, object: Value) -> Result<Value, ApiError> {
-        let r = Resource::of(&object)
-            .ok_or_else(|| ApiError::bad_request("unknown apiVersion/kind".into()))?;
+        let r = self.resource_of(&object)?;
         let (ns, name) = identity(&r, &object)?;
         self.mutate(|store| store.create(&r, &ns, &name, manager, object))
     }
 
     /// A PUT: optimistic concurrency on `metadata.resourceVersion` when it is set.
     pub fn update(&self, manager: &str, object: Value) -> Result<Value, ApiError> {
-        let r = Resource::of(&object)
-            .ok_or_else(|| ApiError::bad_request("unknown apiVersion/kind".into()))?;
+        let r = self.resource_of(&object)?;
         let (ns, name) = identity(&r, &object)?;
         self.mutate(|store| store.update(&r, &ns, &name, manager, object))
     }
 
     /// Server-side apply of `config` by `manager`.
     pub fn apply(&self, manager: &str, config: Value, force: bool) -> Result<Value, ApiError> {
-        let r = Resource::of(&config)
-            .ok_or_else(|| ApiError::bad_request("unknown apiVersion/kind".into()))?;
+        let r = self.resource_of(&config)?;
         let (ns, name) = identity(&r, &config)?;
         self.mutate(|store| store.apply(&r, &ns, &name, manager, config, force))
     }
 
     pub fn delete(&self, r: &Resource, namespace: &str, name: &str) -> Result<Value, ApiError> {
-        self.mutate(|store| store.delete(r, namespace, name))
+        self.mutate(|store| store.delete(&r.stored(), namespace, name))
+    }
+
+    /// The stored kind of an object, if it is served.
+    fn resource_of(&self, object: &Value) -> Result<Resource, ApiError> {
+        let served = self.shared.store.lock().unwrap().served();
+        Resource::of(object, &served)
+            .map(|r| r.stored())
+            .ok_or_else(|| ApiError::bad_request("unknown apiVersion/kind".into()))
+    }
+
+    /// The kind a CustomResourceDefinition stored here defines, in `version`.
+    pub fn defined(&self, group: &str, plural: &str, version: &str) -> Option<Resource> {
+        let store = self.shared.store.lock().unwrap();
+        store
+            .defined
+            .iter()
+            .map(|(r, _)| *r)
+            .find(|r| r.group == group && r.plural == plural && r.version == version)
     }
 
     fn mutate(
@@ -538,6 +693,9 @@ fn mutate(
 ) -> Result<Value, ApiError> {
     let mut store = shared.store.lock().unwrap();
     let (answer, events) = f(&mut store)?;
+    if events.iter().any(|e| e.resource == CRDS) {
+        store.refresh_defined();
+    }
     for event in events {
         store.history.push_back(event.clone());
         if store.history.len() > store.history_limit
@@ -636,38 +794,132 @@ fn leaf_paths(object: &Value) -> BTreeSet<Vec<String>> {
     out
 }
 
+/// The keys of a list-map element segment, `k:{"id":"a"}`.
+fn segment_keys(seg: &str) -> Option<Map<String, Value>> {
+    serde_json::from_str(seg.strip_prefix("k:")?).ok()
+}
+
+fn matches_keys(element: &Value, keys: &Map<String, Value>) -> bool {
+    keys.iter().all(|(k, v)| element.get(k) == Some(v))
+}
+
+fn child<'a>(v: &'a Value, seg: &str) -> Option<&'a Value> {
+    match segment_keys(seg) {
+        Some(keys) => v.as_array()?.iter().find(|e| matches_keys(e, &keys)),
+        None => v.get(seg),
+    }
+}
+
+fn child_mut<'a>(v: &'a mut Value, seg: &str) -> Option<&'a mut Value> {
+    match segment_keys(seg) {
+        Some(keys) => v
+            .as_array_mut()?
+            .iter_mut()
+            .find(|e| matches_keys(e, &keys)),
+        None => v.get_mut(seg),
+    }
+}
+
 fn value_at<'a>(object: &'a Value, path: &[String]) -> Option<&'a Value> {
-    path.iter().try_fold(object, |v, k| v.get(k))
+    path.iter().try_fold(object, |v, k| child(v, k))
 }
 
 fn set_at(object: &mut Value, path: &[String], value: Value) {
     let mut node = object;
     for k in &path[..path.len() - 1] {
-        if !node.get(k).is_some_and(Value::is_object) {
-            node[k] = json!({});
+        if let Some(keys) = segment_keys(k) {
+            if !node.is_array() {
+                *node = json!([]);
+            }
+            let list = node.as_array_mut().unwrap();
+            let at = match list.iter().position(|e| matches_keys(e, &keys)) {
+                Some(i) => i,
+                None => {
+                    list.push(Value::Object(keys));
+                    list.len() - 1
+                }
+            };
+            node = &mut list[at];
+        } else {
+            let is_container = node.get(k).is_some_and(|v| v.is_object() || v.is_array());
+            if !is_container {
+                node[k] = json!({});
+            }
+            node = &mut node[k];
         }
-        node = &mut node[k];
     }
     node[&path[path.len() - 1]] = value;
 }
 
-/// Removes the field at `path`, and the maps it leaves empty (but never the top level).
+/// Removes the field at `path`, and the maps (and list-map elements) it leaves empty, but
+/// never the top level.
 fn remove_at(object: &mut Value, path: &[String]) {
     if path.is_empty() {
         return;
     }
-    if let Some(parent) =
-        value_at_mut(object, &path[..path.len() - 1]).and_then(Value::as_object_mut)
-    {
-        parent.remove(&path[path.len() - 1]);
-        if parent.is_empty() && path.len() > 2 {
-            remove_at(object, &path[..path.len() - 1]);
+    let (last, parent_path) = (&path[path.len() - 1], &path[..path.len() - 1]);
+    let Some(parent) = value_at_mut(object, parent_path) else {
+        return;
+    };
+    match (parent, segment_keys(last)) {
+        (Value::Array(list), Some(keys)) => list.retain(|e| !matches_keys(e, &keys)),
+        (Value::Object(map), _) => {
+            map.remove(last);
+        }
+        _ => return,
+    }
+    if path.len() > 2 {
+        let parent = value_at(object, parent_path);
+        let empty = match (parent, parent_path.last().and_then(|s| segment_keys(s))) {
+            (Some(Value::Object(m)), Some(keys)) => m.keys().all(|k| keys.contains_key(k)),
+            (Some(Value::Object(m)), None) => m.is_empty(),
+            _ => false,
+        };
+        if empty {
+            remove_at(object, parent_path);
         }
     }
 }
 
 fn value_at_mut<'a>(object: &'a mut Value, path: &[String]) -> Option<&'a mut Value> {
-    path.iter().try_fold(object, |v, k| v.get_mut(k))
+    path.iter().try_fold(object, |v, k| child_mut(v, k))
+}
+
+/// Leaf paths of `value` (a `status`), following `schema`: lists declared
+/// `x-kubernetes-list-type: map` are descended into per element, keyed by their map keys.
+fn status_paths(
+    value: &Value,
+    schema: &Value,
+    path: &mut Vec<String>,
+    out: &mut BTreeSet<Vec<String>>,
+) {
+    match value {
+        Value::Object(map) if !map.is_empty() => {
+            for (k, v) in map {
+                path.push(k.clone());
+                status_paths(v, &schema["properties"][k], path, out);
+                path.pop();
+            }
+        }
+        Value::Array(list) if schema["x-kubernetes-list-type"] == "map" => {
+            let keys: Vec<&str> = schema["x-kubernetes-list-map-keys"]
+                .as_array()
+                .map(|k| k.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            for element in list {
+                let id: Map<String, Value> = keys
+                    .iter()
+                    .map(|k| ((*k).to_owned(), element[*k].clone()))
+                    .collect();
+                path.push(format!("k:{}", Value::Object(id)));
+                status_paths(element, &schema["items"], path, out);
+                path.pop();
+            }
+        }
+        _ => {
+            out.insert(path.clone());
+        }
+    }
 }
 
 fn fields_v1(fields: &BTreeSet<Vec<String>>) -> Value {
@@ -679,10 +931,15 @@ fn fields_v1(fields: &BTreeSet<Vec<String>>) -> Value {
         }
         let mut node = &mut root;
         for k in path {
+            let name = if k.starts_with("k:") {
+                k.clone()
+            } else {
+                format!("f:{k}")
+            };
             node = node
                 .as_object_mut()
                 .unwrap()
-                .entry(format!("f:{k}"))
+                .entry(name)
                 .or_insert_with(|| json!({}));
         }
     }
@@ -749,6 +1006,19 @@ impl Store {
         if *r == NETWORK_POLICIES && object.get("status").is_none() {
             object["status"] = json!({});
         }
+        if r.status
+            && let Some(m) = object.as_object_mut()
+        {
+            // Written only through /status.
+            m.remove("status");
+        }
+        if *r == CRDS {
+            object["status"] = json!({
+                "conditions": [{"type": "Established", "status": "True", "reason": "InitialNamesAccepted"}],
+                "acceptedNames": object["spec"]["names"].clone(),
+                "storedVersions": [object["spec"]["versions"].as_array().and_then(|v| v.iter().find(|v| v["storage"] == true)).map(|v| v["name"].clone()).unwrap_or(Value::Null)],
+            });
+        }
         let rv = self.next_rv();
         let meta = object["metadata"].as_object_mut().unwrap();
         meta.remove("managedFields");
@@ -769,6 +1039,7 @@ impl Store {
             managed: vec![Managed {
                 manager: manager.to_owned(),
                 operation: "Update",
+                subresource: false,
                 time: now(),
                 fields,
             }],
@@ -819,6 +1090,16 @@ impl Store {
             object["metadata"]["labels"]["kubernetes.io/metadata.name"] = json!(name);
             object["status"] = current.object["status"].clone();
         }
+        if r.status || *r == CRDS {
+            match current.object.get("status") {
+                Some(st) => object["status"] = st.clone(),
+                None => {
+                    if let Some(m) = object.as_object_mut() {
+                        m.remove("status");
+                    }
+                }
+            }
+        }
         let old_fields = leaf_paths(&current.object);
         let new_fields = leaf_paths(&object);
         let changed: BTreeSet<Vec<String>> = new_fields
@@ -835,12 +1116,13 @@ impl Store {
         }
         match managed
             .iter_mut()
-            .find(|m| m.manager == manager && m.operation == "Update")
+            .find(|m| m.manager == manager && m.operation == "Update" && !m.subresource)
         {
             Some(m) => m.fields.extend(changed.iter().cloned()),
             None if !changed.is_empty() => managed.push(Managed {
                 manager: manager.to_owned(),
                 operation: "Update",
+                subresource: false,
                 time: now(),
                 fields: changed.clone(),
             }),
@@ -969,7 +1251,7 @@ impl Store {
                 json!({ "causes": causes }),
             ));
         }
-        let mine = |m: &Managed| m.manager == manager && m.operation == "Apply";
+        let mine = |m: &Managed| m.manager == manager && m.operation == "Apply" && !m.subresource;
         // Fields this manager applied before and no longer does, that nobody else owns, go.
         let previously: BTreeSet<Vec<String>> = current
             .managed
@@ -1008,8 +1290,115 @@ impl Store {
             managed.push(Managed {
                 manager: manager.to_owned(),
                 operation: "Apply",
+                subresource: false,
                 time: now(),
                 fields: fields.clone(),
+            });
+        }
+        managed.retain(|m| !m.fields.is_empty());
+        Ok(self.commit(r, ns, name, manager, "Apply", current, object, managed))
+    }
+
+    /// The kinds the stored CustomResourceDefinitions define, after a change to them.
+    fn refresh_defined(&mut self) {
+        self.defined = self
+            .objects
+            .iter()
+            .filter(|(k, _)| k.0 == CRDS)
+            .flat_map(|(_, s)| crd_resources(&s.object))
+            .collect();
+    }
+
+    /// Server-side apply of `config.status` through the `/status` subresource: only status
+    /// fields, owned per manager; lists the CRD's schema declares `x-kubernetes-list-type: map`
+    /// are merged per element, so that managers can own one element each.
+    fn apply_status(
+        &mut self,
+        r: &Resource,
+        ns: &str,
+        name: &str,
+        manager: &str,
+        config: Value,
+        force: bool,
+    ) -> Result<(Value, Vec<Event>), ApiError> {
+        let key = (*r, ns.to_owned(), name.to_owned());
+        let Some(current) = self.objects.get(&key).cloned() else {
+            return Err(ApiError::not_found(r, name));
+        };
+        let schema = self.schema(r).cloned().unwrap_or(Value::Null);
+        let mut fields = BTreeSet::new();
+        if let Some(status) = config.get("status") {
+            status_paths(
+                status,
+                &schema["properties"]["status"],
+                &mut vec!["status".to_owned()],
+                &mut fields,
+            );
+        }
+        let mine = |m: &Managed| m.manager == manager && m.operation == "Apply" && m.subresource;
+        let mut conflicts: Vec<(Vec<String>, String)> = Vec::new();
+        for m in current.managed.iter().filter(|m| m.subresource && !mine(m)) {
+            for p in m.fields.intersection(&fields) {
+                if value_at(&current.object, p) != value_at(&config, p) {
+                    conflicts.push((p.clone(), m.manager.clone()));
+                }
+            }
+        }
+        if !conflicts.is_empty() && !force {
+            let list: Vec<String> = conflicts
+                .iter()
+                .map(|(p, m)| format!("conflict with \"{m}\": .{}", p.join(".")))
+                .collect();
+            return Err(ApiError::new(
+                409,
+                "Conflict",
+                format!(
+                    "Apply failed with {} conflicts: {}",
+                    list.len(),
+                    list.join("\n")
+                ),
+                Value::Null,
+            ));
+        }
+        let previously: BTreeSet<Vec<String>> = current
+            .managed
+            .iter()
+            .filter(|m| mine(m))
+            .flat_map(|m| m.fields.iter().cloned())
+            .collect();
+        let others: BTreeSet<Vec<String>> = current
+            .managed
+            .iter()
+            .filter(|m| !mine(m))
+            .flat_map(|m| m.fields.iter().cloned())
+            .collect();
+        let mut object = current.object.clone();
+        for p in previously
+            .difference(&fields)
+            .filter(|p| !others.contains(*p))
+        {
+            remove_at(&mut object, p);
+        }
+        for p in &fields {
+            if let Some(v) = value_at(&config, p) {
+                set_at(&mut object, p, v.clone());
+            }
+        }
+        let mut managed = current.managed.clone();
+        for m in &mut managed {
+            if mine(m) {
+                m.fields = fields.clone();
+            } else {
+                m.fields.retain(|p| !conflicts.iter().any(|(c, _)| c == p));
+            }
+        }
+        if !managed.iter().any(mine) {
+            managed.push(Managed {
+                manager: manager.to_owned(),
+                operation: "Apply",
+                subresource: true,
+                time: now(),
+                fields,
             });
         }
         managed.retain(|m| !m.fields.is_empty());
@@ -1051,6 +1440,23 @@ impl Store {
             terminating.object["metadata"]["resourceVersion"] = json!(rv.to_string());
             events.push(self.event(r, ns, "DELETED", &terminating));
             return Ok((answer, events));
+        }
+        if *r == CRDS {
+            // Its objects go first, then the kind stops being served.
+            let kinds: Vec<Resource> = crd_resources(&current.object)
+                .into_iter()
+                .map(|(d, _)| d.stored())
+                .collect();
+            let contained: Vec<Key> = self
+                .objects
+                .keys()
+                .filter(|k| kinds.contains(&k.0))
+                .cloned()
+                .collect();
+            for k in contained {
+                let (_, mut e) = self.delete(&k.0, &k.1, &k.2)?;
+                events.append(&mut e);
+            }
         }
         self.objects.remove(&key);
         let rv = self.next_rv();
@@ -1106,10 +1512,13 @@ fn error(e: ApiError) -> Response {
 
 /// Which resource and object a path names.
 struct Target {
+    /// The kind in the version the path names.
     resource: Resource,
     /// The namespace of the path (empty for cluster-wide).
     namespace: String,
     name: Option<String>,
+    /// The path ends in `/status`.
+    status: bool,
 }
 
 enum Route {
@@ -1121,14 +1530,6 @@ enum Route {
     Group(&'static str),
     Discovery(&'static str, &'static str),
     Object(Target),
-}
-
-/// The kinds served now: the built-in ones and those of installed CRDs.
-fn served(installed: &HashSet<&'static str>) -> Vec<Resource> {
-    RESOURCES
-        .into_iter()
-        .filter(|r| !CRD_GROUPS.contains(&r.group) || installed.contains(r.group))
-        .collect()
 }
 
 fn route(path: &str, resources: &[Resource]) -> Option<Route> {
@@ -1162,21 +1563,37 @@ fn route(path: &str, resources: &[Resource]) -> Option<Route> {
             resource: find(plural)?,
             namespace: String::new(),
             name: None,
+            status: false,
         },
         ["namespaces", ns, plural] if group.is_empty() || find(plural).is_some() => Target {
             resource: find(plural)?,
             namespace: (*ns).to_owned(),
             name: None,
+            status: false,
         },
         ["namespaces", ns, plural, name] => Target {
             resource: find(plural)?,
             namespace: (*ns).to_owned(),
             name: Some((*name).to_owned()),
+            status: false,
+        },
+        ["namespaces", ns, plural, name, "status"] => Target {
+            resource: find(plural).filter(|r| r.status)?,
+            namespace: (*ns).to_owned(),
+            name: Some((*name).to_owned()),
+            status: true,
+        },
+        [plural, name, "status"] if find(plural).is_some_and(|r| r.status) => Target {
+            resource: find(plural)?,
+            namespace: String::new(),
+            name: Some((*name).to_owned()),
+            status: true,
         },
         [plural, name] => Target {
             resource: find(plural)?,
             namespace: String::new(),
             name: Some((*name).to_owned()),
+            status: false,
         },
         _ => return None,
     };
@@ -1273,7 +1690,7 @@ async fn dispatch(
             "the stand-in implements only key=value label selectors".into(),
         ));
     }
-    let resources = served(&shared.store.lock().unwrap().installed);
+    let resources = shared.store.lock().unwrap().served();
     let Some(route) = route(uri.path(), &resources) else {
         return respond(
             404,
@@ -1281,7 +1698,9 @@ async fn dispatch(
         );
     };
     let target = match route {
-        Route::Discovery(group, version) => return respond(200, &discovery(group, version)),
+        Route::Discovery(group, version) => {
+            return respond(200, &discovery(&resources, group, version));
+        }
         Route::Core => {
             return respond(
                 200,
@@ -1309,12 +1728,26 @@ async fn dispatch(
         }
         Route::Object(t) => t,
     };
-    let r = target.resource;
+    let requested = target.resource;
+    let r = requested.stored();
+    let target = Target {
+        resource: r,
+        ..target
+    };
+    let respond = |code: u16, body: &Value| respond(code, &in_version(&requested, body.clone()));
+    if target.status && method != Method::PATCH && method != Method::GET {
+        return error(ApiError::new(
+            405,
+            "MethodNotAllowed",
+            "the stand-in implements only get and server-side apply on /status".into(),
+            Value::Null,
+        ));
+    }
     match (method, &target.name) {
         (Method::GET, None) if q.get("watch").is_some_and(|w| w == "1" || w == "true") => {
-            watch_response(shared.clone(), &target, &q)
+            watch_response(shared.clone(), &target, requested, &q)
         }
-        (Method::GET, None) => list(shared, &target, &q),
+        (Method::GET, None) => list(shared, &target, requested, &q),
         (Method::GET, Some(name)) => {
             let store = shared.store.lock().unwrap();
             match store
@@ -1398,12 +1831,21 @@ async fn dispatch(
                     "the name of the body does not match the URL".into(),
                 ));
             }
-            if Resource::of(&config) != Some(r) {
+            if Resource::of(&config, &resources) != Some(requested) {
                 return error(ApiError::bad_request(
                     "apiVersion and kind must match the URL".into(),
                 ));
             }
             let force = q.get("force").is_some_and(|f| f == "true");
+            if target.status {
+                let ns = target.namespace.clone();
+                return match mutate(shared, |s| {
+                    s.apply_status(&r, &ns, name, &manager, config, force)
+                }) {
+                    Ok(v) => respond(200, &v),
+                    Err(e) => error(e),
+                };
+            }
             let ns = target.namespace.clone();
             let existed =
                 shared
@@ -1448,8 +1890,8 @@ fn api_group(r: &Resource) -> Value {
     json!({"name": r.group, "versions": [version.clone()], "preferredVersion": version})
 }
 
-fn discovery(group: &str, version: &str) -> Value {
-    let resources: Vec<Value> = RESOURCES
+fn discovery(served: &[Resource], group: &str, version: &str) -> Value {
+    let resources: Vec<Value> = served
         .iter()
         .filter(|r| r.group == group && r.version == version)
         .map(|r| {
@@ -1470,7 +1912,12 @@ fn discovery(group: &str, version: &str) -> Value {
     json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources})
 }
 
-fn list(shared: &Shared, target: &Target, q: &BTreeMap<String, String>) -> Response {
+fn list(
+    shared: &Shared,
+    target: &Target,
+    requested: Resource,
+    q: &BTreeMap<String, String>,
+) -> Response {
     let r = target.resource;
     let store = shared.store.lock().unwrap();
     let (list_rv, start) = match q.get("continue").filter(|c| !c.is_empty()) {
@@ -1535,7 +1982,7 @@ fn list(shared: &Shared, target: &Target, q: &BTreeMap<String, String>) -> Respo
     }
     respond(
         200,
-        &json!({"kind": format!("{}List", r.kind), "apiVersion": r.api_version(), "metadata": metadata, "items": items}),
+        &json!({"kind": format!("{}List", r.kind), "apiVersion": requested.api_version(), "metadata": metadata, "items": items}),
     )
 }
 
@@ -1554,8 +2001,15 @@ fn watch_line(kind: &str, object: &Value) -> Bytes {
     Bytes::from(line)
 }
 
-fn watch_response(shared: Arc<Shared>, target: &Target, q: &BTreeMap<String, String>) -> Response {
+fn watch_response(
+    shared: Arc<Shared>,
+    target: &Target,
+    requested: Resource,
+    q: &BTreeMap<String, String>,
+) -> Response {
     let r = target.resource;
+    let watch_line =
+        move |kind: &str, object: &Value| watch_line(kind, &in_version(&requested, object.clone()));
     let ns = target.namespace.clone();
     let bookmarks = q
         .get("allowWatchBookmarks")
