@@ -32,6 +32,26 @@ pub struct Tracked<T> {
 }
 
 impl<T> Tracked<T> {
+    /// The object as now seen: `result` when it is good, else its error beside the `previous`
+    /// good form, which keeps serving.
+    fn judged(
+        doc: Document,
+        fingerprint: u64,
+        previous: Option<T>,
+        result: Result<T, String>,
+    ) -> Self {
+        let (good, errors) = match result {
+            Ok(t) => (Some(t), Vec::new()),
+            Err(e) => (previous, vec![e]),
+        };
+        Self {
+            doc,
+            good,
+            errors,
+            fingerprint,
+        }
+    }
+
     pub fn generation(&self) -> i64 {
         self.doc.value["metadata"]["generation"]
             .as_i64()
@@ -89,22 +109,11 @@ impl ClusterPolicies {
                     }
                     return;
                 }
-                let good = entry.and_then(|t| t.good.clone());
-                let tracked =
-                    match template::parse(&doc).and_then(|s| Template::compile(s, options)) {
-                        Ok(t) => Tracked {
-                            doc,
-                            good: Some(Arc::new(t)),
-                            errors: Vec::new(),
-                            fingerprint: fp,
-                        },
-                        Err(e) => Tracked {
-                            doc,
-                            good,
-                            errors: vec![e],
-                            fingerprint: fp,
-                        },
-                    };
+                let previous = entry.and_then(|t| t.good.clone());
+                let compiled = template::parse(&doc)
+                    .and_then(|s| Template::compile(s, options))
+                    .map(Arc::new);
+                let tracked = Tracked::judged(doc, fp, previous, compiled);
                 self.templates.insert(name, tracked);
             }
             CONSTRAINTS_GROUP => {
@@ -123,21 +132,9 @@ impl ClusterPolicies {
             }
             MUTATIONS_GROUP => {
                 let key = (doc.kind().to_owned(), name);
-                let good = self.mutators.get(&key).and_then(|m| m.good.clone());
-                let tracked = match Mutator::parse(&doc) {
-                    Ok(m) => Tracked {
-                        doc,
-                        good: Some(m),
-                        errors: Vec::new(),
-                        fingerprint: fp,
-                    },
-                    Err(e) => Tracked {
-                        doc,
-                        good,
-                        errors: vec![e],
-                        fingerprint: fp,
-                    },
-                };
+                let previous = self.mutators.get(&key).and_then(|m| m.good.clone());
+                let parsed = Mutator::parse(&doc);
+                let tracked = Tracked::judged(doc, fp, previous, parsed);
                 self.mutators.insert(key, tracked);
             }
             CONFIG_GROUP => self.config = Some(doc),
@@ -229,7 +226,7 @@ impl ClusterPolicies {
             let Some(good) = &t.good else { continue };
             if file_names.contains(good.name.as_str()) || templates.contains_key(&good.kind) {
                 let message = format!(
-                    "{CONFLICT}: the policy files (--policies) also define {} (kind {}); the files' template is served",
+                    "{CONFLICT}: the policy files (--policies) also define {} (kind {}); the files' template is served; rename or remove one of them",
                     good.name, good.kind
                 );
                 warnings.push(Problem {
@@ -259,7 +256,7 @@ impl ClusterPolicies {
         for (key, c) in self.constraints.iter_mut() {
             if file_constraints.contains(key) {
                 c.errors = vec![format!(
-                    "{CONFLICT}: the policy files (--policies) also define {} {}; the files' constraint is served",
+                    "{CONFLICT}: the policy files (--policies) also define {} {}; the files' constraint is served; rename or remove one of them",
                     key.0, key.1
                 )];
                 warnings.push(Problem {
@@ -269,7 +266,10 @@ impl ClusterPolicies {
                 continue;
             }
             let Some(template) = templates.get(&key.0) else {
-                c.errors = vec![format!("no ConstraintTemplate defines kind {}", key.0)];
+                c.errors = vec![format!(
+                    "no ConstraintTemplate defines kind {}; apply its ConstraintTemplate, or delete this constraint",
+                    key.0
+                )];
                 c.good = None;
                 continue;
             };
@@ -294,7 +294,7 @@ impl ClusterPolicies {
             m.errors.retain(|e| !e.starts_with(CONFLICT));
             if file_mutators.contains(key) {
                 let message = format!(
-                    "{CONFLICT}: the policy files (--policies) also define {} {}; the files' mutator is served",
+                    "{CONFLICT}: the policy files (--policies) also define {} {}; the files' mutator is served; rename or remove one of them",
                     key.0, key.1
                 );
                 warnings.push(Problem {
@@ -312,37 +312,20 @@ impl ClusterPolicies {
                 warnings.push(Problem {
                     at: config.describe(),
                     message: format!(
-                        "{CONFLICT}: the policy files (--policies) also hold a Config; the files' Config is served"
+                        "{CONFLICT}: the policy files (--policies) also hold a Config; the files' Config is served. Remove one of them"
                     ),
                 });
+            } else if let Err(error) = super::sync_only(std::slice::from_ref(config)) {
+                // Served without it; the files' bundle was checked as a whole already.
+                for p in &error.problems {
+                    tracing::error!(problem = %p, "the cluster's Gatekeeper Config is invalid and ignored; fix spec.sync.syncOnly");
+                }
             } else {
                 others.push(config.clone());
             }
         }
-        let assembled = Bundle::assemble(
-            templates.clone(),
-            constraints.clone(),
-            mutators.clone(),
-            others,
-            warnings.clone(),
-        );
-        let mut bundle = match assembled {
-            Ok(b) => b,
-            Err(error) => {
-                // Only the cluster's Config can fail here (the files' was checked): serve without it.
-                for p in &error.problems {
-                    tracing::error!(problem = %p, "the cluster's Gatekeeper Config is invalid; it is ignored");
-                }
-                Bundle::assemble(
-                    templates,
-                    constraints,
-                    mutators,
-                    files.others().to_vec(),
-                    warnings,
-                )
-                .unwrap_or_else(|_| files.clone())
-            }
-        };
+        let mut bundle = Bundle::assemble(templates, constraints, mutators, others, warnings)
+            .unwrap_or_else(|_| files.clone());
         bundle.from_cluster = from_cluster;
         bundle
     }

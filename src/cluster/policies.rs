@@ -225,9 +225,9 @@ impl PolicyFeed {
         written: &mut HashMap<String, Value>,
     ) {
         let manager = self.status_manager();
-        let templates = crate::bundle::cluster::ClusterPolicies::template_kind;
         for t in state.templates() {
-            let created = templates(&t.doc).is_some_and(|k| crds.contains_key(k));
+            let created =
+                ClusterPolicies::template_kind(&t.doc).is_some_and(|k| crds.contains_key(k));
             let mut entry = self.by_pod(t, "templateUID");
             entry["errors"] = errors_json(&t.errors, "ingest_error");
             let status = json!({"created": created, "byPod": [entry]});
@@ -279,6 +279,14 @@ impl PolicyFeed {
         let key = format!("{}/{}", object["kind"].as_str().unwrap_or_default(), name);
         if written.get(&key) == Some(&status) {
             return;
+        }
+        // Said once per change: what the status is about to report.
+        let errors: Vec<&str> = status["byPod"][0]["errors"]
+            .as_array()
+            .map(|e| e.iter().filter_map(|e| e["message"].as_str()).collect())
+            .unwrap_or_default();
+        if !errors.is_empty() {
+            tracing::warn!(object = %key, errors = %errors.join("; "), "policy from the cluster not served as written; the last good form serves, if any");
         }
         let body = json!({
             "apiVersion": object["apiVersion"],

@@ -1209,13 +1209,34 @@ impl Store {
             return Ok((answer, vec![event]));
         };
         let fields = leaf_paths(&config);
+        self.apply_fields(r, ns, name, manager, current, &config, fields, force, false)
+    }
+
+    /// The part of server-side apply both the object and its `/status` share: `manager` sets
+    /// `fields` (leaf paths) to their values in `config`. A field another manager owns with a
+    /// different value is a conflict (409 with `FieldManagerConflict` causes) unless forced;
+    /// forced, it changes owner. Fields this manager applied before and no longer does, that
+    /// nobody else owns, are removed.
+    #[allow(clippy::too_many_arguments)]
+    fn apply_fields(
+        &mut self,
+        r: &Resource,
+        ns: &str,
+        name: &str,
+        manager: &str,
+        current: Stored,
+        config: &Value,
+        fields: BTreeSet<Vec<String>>,
+        force: bool,
+        subresource: bool,
+    ) -> Result<(Value, Vec<Event>), ApiError> {
         let mut conflicts: Vec<(Vec<String>, String)> = Vec::new();
         for m in &current.managed {
             if m.manager == manager {
                 continue;
             }
             for p in m.fields.intersection(&fields) {
-                if value_at(&current.object, p) != value_at(&config, p) {
+                if value_at(&current.object, p) != value_at(config, p) {
                     conflicts.push((p.clone(), m.manager.clone()));
                 }
             }
@@ -1251,7 +1272,9 @@ impl Store {
                 json!({ "causes": causes }),
             ));
         }
-        let mine = |m: &Managed| m.manager == manager && m.operation == "Apply" && !m.subresource;
+        let mine = |m: &Managed| {
+            m.manager == manager && m.operation == "Apply" && m.subresource == subresource
+        };
         // Fields this manager applied before and no longer does, that nobody else owns, go.
         let previously: BTreeSet<Vec<String>> = current
             .managed
@@ -1273,7 +1296,7 @@ impl Store {
             remove_at(&mut object, p);
         }
         for p in &fields {
-            if let Some(v) = value_at(&config, p) {
+            if let Some(v) = value_at(config, p) {
                 set_at(&mut object, p, v.clone());
             }
         }
@@ -1290,7 +1313,7 @@ impl Store {
             managed.push(Managed {
                 manager: manager.to_owned(),
                 operation: "Apply",
-                subresource: false,
+                subresource,
                 time: now(),
                 fields: fields.clone(),
             });
@@ -1335,74 +1358,7 @@ impl Store {
                 &mut fields,
             );
         }
-        let mine = |m: &Managed| m.manager == manager && m.operation == "Apply" && m.subresource;
-        let mut conflicts: Vec<(Vec<String>, String)> = Vec::new();
-        for m in current.managed.iter().filter(|m| m.subresource && !mine(m)) {
-            for p in m.fields.intersection(&fields) {
-                if value_at(&current.object, p) != value_at(&config, p) {
-                    conflicts.push((p.clone(), m.manager.clone()));
-                }
-            }
-        }
-        if !conflicts.is_empty() && !force {
-            let list: Vec<String> = conflicts
-                .iter()
-                .map(|(p, m)| format!("conflict with \"{m}\": .{}", p.join(".")))
-                .collect();
-            return Err(ApiError::new(
-                409,
-                "Conflict",
-                format!(
-                    "Apply failed with {} conflicts: {}",
-                    list.len(),
-                    list.join("\n")
-                ),
-                Value::Null,
-            ));
-        }
-        let previously: BTreeSet<Vec<String>> = current
-            .managed
-            .iter()
-            .filter(|m| mine(m))
-            .flat_map(|m| m.fields.iter().cloned())
-            .collect();
-        let others: BTreeSet<Vec<String>> = current
-            .managed
-            .iter()
-            .filter(|m| !mine(m))
-            .flat_map(|m| m.fields.iter().cloned())
-            .collect();
-        let mut object = current.object.clone();
-        for p in previously
-            .difference(&fields)
-            .filter(|p| !others.contains(*p))
-        {
-            remove_at(&mut object, p);
-        }
-        for p in &fields {
-            if let Some(v) = value_at(&config, p) {
-                set_at(&mut object, p, v.clone());
-            }
-        }
-        let mut managed = current.managed.clone();
-        for m in &mut managed {
-            if mine(m) {
-                m.fields = fields.clone();
-            } else {
-                m.fields.retain(|p| !conflicts.iter().any(|(c, _)| c == p));
-            }
-        }
-        if !managed.iter().any(mine) {
-            managed.push(Managed {
-                manager: manager.to_owned(),
-                operation: "Apply",
-                subresource: true,
-                time: now(),
-                fields,
-            });
-        }
-        managed.retain(|m| !m.fields.is_empty());
-        Ok(self.commit(r, ns, name, manager, "Apply", current, object, managed))
+        self.apply_fields(r, ns, name, manager, current, &config, fields, force, true)
     }
 
     fn delete(

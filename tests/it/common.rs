@@ -23,6 +23,26 @@ use tokio_rustls::client::TlsStream;
 
 pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data");
 
+/// A path inside the repository.
+pub fn repo_path(rel: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+/// Runs every gator Suite under `rel` (as `palisade verify` does) and fails on any failed case.
+pub fn passing_suites(
+    rel: &str,
+    options: &palisade::policy::EngineOptions,
+) -> Vec<palisade::cli::verify::CaseResult> {
+    let results = palisade::cli::verify::run_path(&repo_path(rel), options).unwrap();
+    let failures: Vec<String> = results
+        .iter()
+        .filter(|r| matches!(r.outcome, palisade::cli::verify::Outcome::Fail(_)))
+        .map(|r| r.to_string())
+        .collect();
+    assert!(failures.is_empty(), "{rel}: {failures:#?}");
+    results
+}
+
 pub fn fixture(name: &str) -> Vec<u8> {
     let path = Path::new(FIXTURES).join(name);
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))

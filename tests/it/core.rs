@@ -16,12 +16,6 @@ use serde_json::json;
 
 use crate::common::*;
 
-const ROOT: &str = env!("CARGO_MANIFEST_DIR");
-
-fn path(rel: &str) -> PathBuf {
-    Path::new(ROOT).join(rel)
-}
-
 #[test]
 fn every_suite_passes_on_the_interpreter_too() {
     // The interpreter reads data.inventory through a different mechanism than the VM; the
@@ -31,7 +25,7 @@ fn every_suite_passes_on_the_interpreter_too() {
         ..EngineOptions::default()
     };
     for dir in ["tests/data/gatekeeper", "tests/data/zero-trust"] {
-        let results = suite::run_path(&path(dir), &interpreter).unwrap();
+        let results = suite::run_path(&repo_path(dir), &interpreter).unwrap();
         let failures: Vec<String> = results
             .iter()
             .filter(|r| matches!(r.outcome, Outcome::Fail(_)))
@@ -45,13 +39,13 @@ fn every_suite_passes_on_the_interpreter_too() {
 /// The default bundle and the default-deny required by it, served from files.
 fn file_sources(dir: &Path, vm: bool) -> (FileSources, PathBuf) {
     let inventory = dir.join("inventory.yaml");
-    std::fs::copy(path("tests/data/mutation/namespaces.yaml"), &inventory).unwrap();
+    std::fs::copy(repo_path("tests/data/mutation/namespaces.yaml"), &inventory).unwrap();
     let options = EngineOptions {
         vm,
         ..EngineOptions::default()
     };
     let sources = FileSources::load(
-        &path("policies"),
+        &repo_path("policies"),
         options,
         vec![inventory.clone()],
         Arc::new(Metrics::new()),
@@ -81,7 +75,7 @@ fn an_inventory_change_recompiles_nothing_and_changes_the_decision() {
         let mut text = std::fs::read_to_string(&inventory_file).unwrap();
         text.push_str("\n---\n");
         text.push_str(
-            &std::fs::read_to_string(path("tests/data/guides/default-deny.yaml")).unwrap(),
+            &std::fs::read_to_string(repo_path("tests/data/guides/default-deny.yaml")).unwrap(),
         );
         std::fs::write(&inventory_file, text).unwrap();
         assert!(sources.reload(), "the changed inventory was not loaded");
@@ -117,17 +111,17 @@ async fn palisade_test_and_the_webhook_decide_alike() {
     ];
     let arg = inventory
         .iter()
-        .map(|p| path(p).display().to_string())
+        .map(|p| repo_path(p).display().to_string())
         .collect::<Vec<_>>()
         .join(",");
-    let policies = path("policies").display().to_string();
+    let policies = repo_path("policies").display().to_string();
     let server = TestServer::start(&["--policies", &policies, "--inventory", &arg]).await;
     let client = server.client();
 
-    let bundle = load_bundle(&path("policies"), &EngineOptions::default()).unwrap();
+    let bundle = load_bundle(&repo_path("policies"), &EngineOptions::default()).unwrap();
     let objects: Vec<_> = inventory
         .iter()
-        .flat_map(|p| files::read_path(&path(p)).unwrap())
+        .flat_map(|p| files::read_path(&repo_path(p)).unwrap())
         .map(|d| d.value)
         .collect();
     let mut compared = 0;

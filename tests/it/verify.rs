@@ -1,31 +1,19 @@
 //! gator Suites under tests/data/gatekeeper, run through the same code as `palisade verify`, and the
 //! `palisade verify` / `palisade test` commands themselves.
 
-use std::path::Path;
 use std::process::Command;
 
+use crate::common::{passing_suites, repo_path};
 use palisade::bundle::Bundle;
 use palisade::cli::verify::{self as suite, Outcome, Summary};
 use palisade::policy::EngineOptions;
 use palisade::sources::files as source;
 
 const BIN: &str = env!("CARGO_BIN_EXE_palisade");
-const ROOT: &str = env!("CARGO_MANIFEST_DIR");
-
-fn path(rel: &str) -> std::path::PathBuf {
-    Path::new(ROOT).join(rel)
-}
 
 #[test]
 fn every_suite_under_tests_gatekeeper_passes() {
-    let results =
-        suite::run_path(&path("tests/data/gatekeeper"), &EngineOptions::default()).unwrap();
-    let failures: Vec<String> = results
-        .iter()
-        .filter(|r| matches!(r.outcome, Outcome::Fail(_)))
-        .map(|r| r.to_string())
-        .collect();
-    assert!(failures.is_empty(), "{failures:#?}");
+    let results = passing_suites("tests/data/gatekeeper", &EngineOptions::default());
     let summary = Summary::of(&results);
     assert_eq!(
         summary,
@@ -45,13 +33,11 @@ fn opa_parity_suites_pass_on_the_vm_and_the_interpreter() {
             vm,
             ..EngineOptions::default()
         };
-        let results = suite::run_path(&path("tests/data/gatekeeper/opa-parity"), &options).unwrap();
-        let failures: Vec<String> = results
-            .iter()
-            .filter(|r| !matches!(r.outcome, Outcome::Pass))
-            .map(|r| r.to_string())
-            .collect();
-        assert!(failures.is_empty(), "vm={vm}: {failures:#?}");
+        let results = passing_suites("tests/data/gatekeeper/opa-parity", &options);
+        assert!(
+            results.iter().all(|r| matches!(r.outcome, Outcome::Pass)),
+            "vm={vm}: a case was skipped"
+        );
         assert_eq!(results.len(), 17, "vm={vm}");
     }
 }
@@ -59,7 +45,7 @@ fn opa_parity_suites_pass_on_the_vm_and_the_interpreter() {
 #[test]
 fn wrong_expectations_are_reported_case_by_case() {
     let results = suite::run_path(
-        &path("tests/data/gatekeeper-failing"),
+        &repo_path("tests/data/gatekeeper-failing"),
         &EngineOptions::default(),
     )
     .unwrap();
@@ -91,7 +77,7 @@ fn wrong_expectations_are_reported_case_by_case() {
 fn verify_command_prints_a_line_per_case_and_a_summary() {
     let ok = Command::new(BIN)
         .arg("verify")
-        .arg(path("tests/data/gatekeeper"))
+        .arg(repo_path("tests/data/gatekeeper"))
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&ok.stdout);
@@ -108,7 +94,7 @@ fn verify_command_prints_a_line_per_case_and_a_summary() {
 
     let bad = Command::new(BIN)
         .arg("verify")
-        .arg(path("tests/data/gatekeeper-failing/suite.yaml"))
+        .arg(repo_path("tests/data/gatekeeper-failing/suite.yaml"))
         .output()
         .unwrap();
     assert_eq!(bad.status.code(), Some(1));
@@ -145,8 +131,8 @@ fn a_malformed_suite_is_a_clear_error() {
 }
 
 fn load_pair(template: &str, constraint: &str) -> String {
-    let mut docs = source::read_file(&path(template)).unwrap();
-    docs.extend(source::read_file(&path(constraint)).unwrap());
+    let mut docs = source::read_file(&repo_path(template)).unwrap();
+    docs.extend(source::read_file(&repo_path(constraint)).unwrap());
     Bundle::from_documents(docs, &EngineOptions::default())
         .unwrap_err()
         .to_string()
@@ -181,9 +167,12 @@ fn invalid_bundles_say_which_file_document_rule_and_line() {
 
     // A sprintf short of arguments loads (as in Gatekeeper), with a warning that names it.
     let parity = "tests/data/gatekeeper/opa-parity";
-    let mut docs = source::read_file(&path(&format!("{parity}/short-sprintf.yaml"))).unwrap();
+    let mut docs = source::read_file(&repo_path(&format!("{parity}/short-sprintf.yaml"))).unwrap();
     docs.extend(
-        source::read_file(&path(&format!("{parity}/short-sprintf-constraint.yaml"))).unwrap(),
+        source::read_file(&repo_path(&format!(
+            "{parity}/short-sprintf-constraint.yaml"
+        )))
+        .unwrap(),
     );
     let bundle = Bundle::from_documents(docs, &EngineOptions::default()).unwrap();
     let warnings: Vec<String> = bundle.warnings().iter().map(|w| w.to_string()).collect();
@@ -232,7 +221,7 @@ fn bundle() -> tempfile::TempDir {
     for t in ["required-labels", "allowed-repos"] {
         for f in ["template.yaml", "constraint.yaml"] {
             std::fs::copy(
-                path(&format!("tests/data/gatekeeper/{t}/{f}")),
+                repo_path(&format!("tests/data/gatekeeper/{t}/{f}")),
                 dir.path().join(format!("{t}-{f}")),
             )
             .unwrap();
@@ -248,11 +237,11 @@ fn test_command_groups_violations_and_exits_1_on_deny() {
         .args(["test", "--policies"])
         .arg(bundle.path())
         .arg("-f")
-        .arg(path(
+        .arg(repo_path(
             "tests/data/gatekeeper/required-labels/samples/unowned.yaml",
         ))
         .arg("-f")
-        .arg(path("tests/data/gatekeeper/allowed-repos/samples"))
+        .arg(repo_path("tests/data/gatekeeper/allowed-repos/samples"))
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -280,7 +269,7 @@ fn test_command_groups_violations_and_exits_1_on_deny() {
         .args(["test", "-o", "json", "--policies"])
         .arg(bundle.path())
         .arg("-f")
-        .arg(path(
+        .arg(repo_path(
             "tests/data/gatekeeper/allowed-repos/samples/trusted.yaml",
         ))
         .output()
@@ -297,7 +286,7 @@ fn test_command_reads_standard_input_and_uses_the_objects_as_inventory() {
     let bundle = tempfile::tempdir().unwrap();
     for f in ["template.yaml", "constraint.yaml"] {
         std::fs::copy(
-            path(&format!("tests/data/gatekeeper/default-deny/{f}")),
+            repo_path(&format!("tests/data/gatekeeper/default-deny/{f}")),
             bundle.path().join(f),
         )
         .unwrap();
@@ -318,11 +307,11 @@ fn test_command_reads_standard_input_and_uses_the_objects_as_inventory() {
             .unwrap();
         child.wait_with_output().unwrap()
     };
-    let pod = std::fs::read_to_string(path(
+    let pod = std::fs::read_to_string(repo_path(
         "tests/data/gatekeeper/default-deny/samples/pod-in-payments.yaml",
     ))
     .unwrap();
-    let policy = std::fs::read_to_string(path(
+    let policy = std::fs::read_to_string(repo_path(
         "tests/data/gatekeeper/default-deny/inventory/payments-default-deny.yaml",
     ))
     .unwrap();

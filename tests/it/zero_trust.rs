@@ -1,39 +1,26 @@
 //! The zero-trust bundle in policies/: its Suites, the zero-trust guides' NetworkPolicies, and the
 //! whole flow over HTTPS as the API server drives it.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::common::*;
 use base64::Engine as _;
 use palisade::bundle::Bundle;
 use palisade::cli::test as objects;
-use palisade::cli::verify::{self as suite, Expect, Outcome};
+use palisade::cli::verify::{self as suite, Expect};
 use palisade::policy::{Action, EngineOptions};
 use palisade::sources::{bundle::load_bundle, files as source};
 use serde_json::{Value, json};
 
-const ROOT: &str = env!("CARGO_MANIFEST_DIR");
-
-fn path(rel: &str) -> PathBuf {
-    Path::new(ROOT).join(rel)
-}
-
 #[test]
 fn every_zero_trust_suite_passes() {
-    let results =
-        suite::run_path(&path("tests/data/zero-trust"), &EngineOptions::default()).unwrap();
-    let failures: Vec<String> = results
-        .iter()
-        .filter(|r| matches!(r.outcome, Outcome::Fail(_)))
-        .map(|r| r.to_string())
-        .collect();
-    assert!(failures.is_empty(), "{failures:#?}");
+    let results = passing_suites("tests/data/zero-trust", &EngineOptions::default());
     assert_eq!(results.len(), 57);
 }
 
 #[test]
 fn every_policy_has_three_allowed_and_three_disallowed_cases() {
-    let suites = suite::find_suites(&path("tests/data/zero-trust")).unwrap();
+    let suites = suite::find_suites(&repo_path("tests/data/zero-trust")).unwrap();
     let mut templates = std::collections::BTreeSet::new();
     for file in suites {
         for test in suite::parse_suite(&file).unwrap().tests {
@@ -51,7 +38,7 @@ fn every_policy_has_three_allowed_and_three_disallowed_cases() {
             templates.insert(test.template.canonicalize().unwrap());
         }
     }
-    let bundle: Vec<PathBuf> = std::fs::read_dir(path("policies/zero-trust"))
+    let bundle: Vec<PathBuf> = std::fs::read_dir(repo_path("policies/zero-trust"))
         .unwrap()
         .map(|e| {
             e.unwrap()
@@ -67,13 +54,13 @@ fn every_policy_has_three_allowed_and_three_disallowed_cases() {
 }
 
 fn default_bundle() -> Bundle {
-    load_bundle(&path("policies"), &EngineOptions::default()).unwrap()
+    load_bundle(&repo_path("policies"), &EngineOptions::default()).unwrap()
 }
 
 fn check(files: &[&str]) -> Vec<objects::Report> {
     let mut docs = Vec::new();
     for f in files {
-        docs.extend(source::read_path(&path(&format!("tests/data/guides/{f}"))).unwrap());
+        docs.extend(source::read_path(&repo_path(&format!("tests/data/guides/{f}"))).unwrap());
     }
     objects::check(&default_bundle(), docs, Vec::new()).unwrap()
 }
@@ -155,7 +142,7 @@ fn broken_variants_are_rejected_with_what_to_fix() {
 }
 
 async fn server() -> TestServer {
-    let p = |rel: &str| path(rel).display().to_string();
+    let p = |rel: &str| repo_path(rel).display().to_string();
     let inventory = format!(
         "{},{}",
         p("tests/data/mutation/namespaces.yaml"),
@@ -238,11 +225,11 @@ async fn a_plain_pod_is_admitted_only_where_a_default_deny_exists() {
 async fn the_inventory_is_reloaded_like_the_bundle() {
     let inventory = tempfile::tempdir().unwrap();
     std::fs::copy(
-        path("tests/data/mutation/namespaces.yaml"),
+        repo_path("tests/data/mutation/namespaces.yaml"),
         inventory.path().join("namespaces.yaml"),
     )
     .unwrap();
-    let policies = path("policies").display().to_string();
+    let policies = repo_path("policies").display().to_string();
     let dir = inventory.path().display().to_string();
     let server = TestServer::start(&["--policies", &policies, "--inventory", &dir]).await;
     let client = server.client();
@@ -250,7 +237,7 @@ async fn the_inventory_is_reloaded_like_the_bundle() {
 
     // The default-deny appears, as a ConfigMap update would bring it.
     std::fs::copy(
-        path("tests/data/guides/default-deny.yaml"),
+        repo_path("tests/data/guides/default-deny.yaml"),
         inventory.path().join("default-deny.yaml"),
     )
     .unwrap();
