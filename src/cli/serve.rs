@@ -335,6 +335,7 @@ fn wire_cluster(
     } = served;
     let bundle = sources.bundle();
     readiness.set_inventory_synced(false);
+    readiness.set_cluster_policies_listed(false);
     let kinds = kube_cluster::inventory::synced_kinds(&bundle.load());
     let namespaces_synced = kinds.contains(&SyncKind::namespace());
     // Reviews wait for the feed and the generator only where what they wait for is watched: a
@@ -360,7 +361,7 @@ fn wire_cluster(
         client.clone(),
         bundle,
         sources.inventory(),
-        readiness,
+        readiness.clone(),
         metrics.clone(),
     );
 
@@ -382,6 +383,7 @@ fn wire_cluster(
         sources: sources.clone(),
         identity: lease.identity.clone(),
         own_namespace: lease.namespace.clone(),
+        readiness: readiness.clone(),
     };
     let mut elector = Elector::new(client.clone(), lease);
     let releaser = elector.releaser();

@@ -38,8 +38,9 @@ pub struct Auditor {
     pub synced: Vec<SyncKind>,
     pub scope: Scope,
     pub metrics: Arc<Metrics>,
-    /// The audit waits for the feed's first complete list: before it, namespaces would be
-    /// missing and every namespaced object would fail closed.
+    /// The audit waits for the feed's first complete list (before it, namespaces would be
+    /// missing and every namespaced object would fail closed) and for the cluster's policies
+    /// (before them, its reports would miss their constraints).
     pub readiness: Arc<crate::runtime::server::Readiness>,
 }
 
@@ -94,8 +95,10 @@ impl Auditor {
         let mut said = Said::default();
         loop {
             let settings = self.decider.load().config().audit.clone();
-            if !self.readiness.inventory_synced() {
-                tracing::debug!("audit waits for the inventory to be listed");
+            if !self.readiness.inventory_synced() || !self.readiness.cluster_policies_listed() {
+                tracing::debug!(
+                    "audit waits for the inventory and the cluster's policies to be listed"
+                );
                 tokio::time::sleep(std::time::Duration::from_millis(500)).await;
                 continue;
             }

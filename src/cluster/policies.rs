@@ -4,7 +4,7 @@
 //! removes it with the template, and writes this replica's `status.byPod` entry on each, as
 //! Gatekeeper does.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,6 +20,7 @@ use tokio::task::AbortHandle;
 use super::inventory::{RetryBackoff, typed};
 use crate::bundle::cluster::{CONFIG_GROUP, ClusterPolicies, Tracked};
 use crate::bundle::{CONSTRAINTS_GROUP, MUTATIONS_GROUP, TEMPLATES_GROUP};
+use crate::runtime::server::Readiness;
 use crate::sources::bundle::FileSources;
 
 /// The field manager of the constraint CRDs.
@@ -91,6 +92,9 @@ pub struct PolicyFeed {
     pub identity: String,
     /// Where Gatekeeper's `Config` is read (named `config`).
     pub own_namespace: String,
+    /// Not ready until every watched kind, and the constraints of every template listed then,
+    /// has been listed once: a replica must not admit before it knows the cluster's policies.
+    pub readiness: Arc<Readiness>,
 }
 
 impl PolicyFeed {
@@ -114,11 +118,19 @@ impl PolicyFeed {
         // What this replica last applied: CRD specs by kind, statuses by object.
         let mut crds: HashMap<String, Value> = HashMap::new();
         let mut written: HashMap<String, Value> = HashMap::new();
+        // Kinds listed at least once (a kind whose CRD is missing counts: none of it exists).
+        let mut listed: HashSet<Watched> = HashSet::new();
+        let mut ready = false;
         while let Some(first) = rx.recv().await {
             let mut batch = vec![first];
             let deadline = tokio::time::Instant::now() + BATCH_WINDOW;
             while let Ok(Some(u)) = tokio::time::timeout_at(deadline, rx.recv()).await {
                 batch.push(u);
+            }
+            for update in &batch {
+                if let Update::Listed(w, _) = update {
+                    listed.insert(w.clone());
+                }
             }
             let sources = self.sources.clone();
             let applied = tokio::task::spawn_blocking(move || {
@@ -138,6 +150,16 @@ impl PolicyFeed {
             .await;
             let Ok(state) = applied else { continue };
             self.sync_crds(&state, &mut crds, &mut watchers, &tx).await;
+            // Checked after sync_crds, which starts the watches of new templates' constraints.
+            if !ready && watchers.keys().all(|w| listed.contains(w)) {
+                ready = true;
+                self.readiness.set_cluster_policies_listed(true);
+                tracing::info!(
+                    templates = state.templates().count(),
+                    constraints = state.constraints().count(),
+                    "the policies applied to the cluster are listed"
+                );
+            }
             self.write_statuses(&state, &crds, &mut written).await;
         }
         for (_, handle) in watchers {

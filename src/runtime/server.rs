@@ -51,6 +51,9 @@ pub struct Readiness {
     draining: AtomicBool,
     /// The cluster feed has not listed every synced kind yet.
     inventory_pending: AtomicBool,
+    /// The policies applied to the cluster (templates, each template's constraints, mutators,
+    /// Config) have not all been listed yet.
+    cluster_policies_pending: AtomicBool,
 }
 
 impl Readiness {
@@ -68,6 +71,16 @@ impl Readiness {
     pub fn inventory_synced(&self) -> bool {
         !self.inventory_pending.load(Ordering::Acquire)
     }
+    /// Whether the policy feed has listed the cluster's policies once (files-only: always).
+    /// Set once at start-up: a template added later does not take a ready replica out.
+    pub fn set_cluster_policies_listed(&self, listed: bool) {
+        self.cluster_policies_pending
+            .store(!listed, Ordering::Release);
+    }
+    /// Whether the cluster's policies have been listed (files-only: always).
+    pub fn cluster_policies_listed(&self) -> bool {
+        !self.cluster_policies_pending.load(Ordering::Acquire)
+    }
     pub fn set_draining(&self) {
         self.draining.store(true, Ordering::Release);
     }
@@ -81,6 +94,8 @@ impl Readiness {
             Err("policies not loaded")
         } else if self.inventory_pending.load(Ordering::Acquire) {
             Err("the cluster inventory is not listed yet")
+        } else if self.cluster_policies_pending.load(Ordering::Acquire) {
+            Err("the policies applied to the cluster are not listed yet")
         } else {
             Ok(())
         }

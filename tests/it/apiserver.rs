@@ -399,6 +399,8 @@ struct Store {
     /// Watches from a resourceVersion at or below this get 410 Expired.
     compacted: u64,
     failing_tokens: HashSet<String>,
+    /// `(group, plural)` of kinds every client is forbidden, as by missing RBAC.
+    forbidden: HashSet<(String, String)>,
     /// CRD groups installed so far (see [`CRD_GROUPS`]).
     installed: HashSet<&'static str>,
     /// Kinds defined by the CustomResourceDefinitions stored, with their schemas.
@@ -467,6 +469,7 @@ impl ApiServer {
                 history_limit: 100_000,
                 compacted: 100,
                 failing_tokens: HashSet::new(),
+                forbidden: HashSet::new(),
                 installed: HashSet::new(),
                 defined: Vec::new(),
             }),
@@ -568,6 +571,18 @@ impl ApiServer {
             store.failing_tokens.insert(token.to_owned());
         } else {
             store.failing_tokens.remove(token);
+        }
+    }
+
+    /// Makes every request on `group`/`plural` fail with 403 Forbidden, as a missing RBAC rule
+    /// does (or stop failing).
+    pub fn forbid(&self, group: &str, plural: &str, forbid: bool) {
+        let key = (group.to_owned(), plural.to_owned());
+        let mut store = self.shared.store.lock().unwrap();
+        if forbid {
+            store.forbidden.insert(key);
+        } else {
+            store.forbidden.remove(&key);
         }
     }
 
@@ -1685,6 +1700,39 @@ async fn dispatch(
         Route::Object(t) => t,
     };
     let requested = target.resource;
+    let forbidden = (requested.group.to_owned(), requested.plural.to_owned());
+    if shared.store.lock().unwrap().forbidden.contains(&forbidden) {
+        // The real server's wording.
+        let verb = match (&method, &target.name) {
+            (&Method::GET, None) if watching => "watch",
+            (&Method::GET, None) => "list",
+            (&Method::GET, Some(_)) => "get",
+            (&Method::POST, _) => "create",
+            (&Method::PUT, _) => "update",
+            (&Method::PATCH, _) => "patch",
+            (&Method::DELETE, _) => "delete",
+            _ => "access",
+        };
+        let scope = if target.namespace.is_empty() {
+            "at the cluster scope".to_owned()
+        } else {
+            format!("in the namespace \"{}\"", target.namespace)
+        };
+        let what = if requested.group.is_empty() {
+            requested.plural.to_owned()
+        } else {
+            format!("{}.{}", requested.plural, requested.group)
+        };
+        return error(ApiError::new(
+            403,
+            "Forbidden",
+            format!(
+                "{what} is forbidden: User \"system:serviceaccount:palisade-system:palisade\" cannot {verb} resource \"{}\" in API group \"{}\" {scope}",
+                requested.plural, requested.group
+            ),
+            json!({"group": requested.group, "kind": requested.plural}),
+        ));
+    }
     let r = requested.stored();
     let target = Target {
         resource: r,

@@ -297,6 +297,21 @@ const LEASE_FLAGS: [&str; 6] = [
 
 /// `palisade serve` with the default bundle, connected to `api` with `token` as its identity.
 async fn palisade(api: &ApiServer, token: &str, extra: &[&str]) -> TestServer {
+    let server = start_palisade(api, token, extra).await;
+    let ready = eventually(Duration::from_secs(10), || async {
+        http_get(server.health, "/readyz").await.0 == 200
+    })
+    .await;
+    assert!(
+        ready,
+        "palisade did not become ready: {:?}",
+        http_get(server.health, "/readyz").await
+    );
+    server
+}
+
+/// Starts Palisade on the stand-in without waiting for it to be ready.
+async fn start_palisade(api: &ApiServer, token: &str, extra: &[&str]) -> TestServer {
     // Palisade runs in its own namespace, which holds its Lease.
     let _ = api.create(namespace("palisade-system", json!({})));
     let kubeconfig = api.kubeconfig(token).display().to_string();
@@ -316,17 +331,7 @@ async fn palisade(api: &ApiServer, token: &str, extra: &[&str]) -> TestServer {
     ];
     args.extend_from_slice(&LEASE_FLAGS);
     args.extend_from_slice(extra);
-    let server = TestServer::start(&args).await;
-    let ready = eventually(Duration::from_secs(10), || async {
-        http_get(server.health, "/readyz").await.0 == 200
-    })
-    .await;
-    assert!(
-        ready,
-        "palisade did not become ready: {:?}",
-        http_get(server.health, "/readyz").await
-    );
-    server
+    TestServer::start(&args).await
 }
 
 fn namespace(name: &str, labels: Value) -> Value {
@@ -1266,4 +1271,91 @@ async fn policies_applied_with_kubectl_are_enforced_and_reported() {
     assert!(gone, "the CRD or the enforcement outlived the template");
     a.stop().await;
     b.stop().await;
+}
+
+/// Against the API stand-in: a replica is not ready until it has listed the policies applied
+/// to the cluster, the constraints of every template included, so that its first admitted
+/// review already enforces them; a kind it may not read keeps it unready, saying why.
+#[tokio::test]
+async fn a_replica_is_ready_only_once_it_knows_the_cluster_policies() {
+    let api = ApiServer::start().await;
+    install_gatekeeper_crds(&api);
+    api.create(namespace("payments", json!({}))).unwrap();
+    api.apply(
+        "kubectl",
+        banned_label_template("k8sbannedlabel", "K8sBannedLabel", ""),
+        false,
+    )
+    .unwrap();
+    // A first replica creates the constraint CRD; the constraint is applied with kubectl.
+    let a = palisade(&api, "replica-a", &["--generate-default-deny", "false"]).await;
+    let defined = eventually(Duration::from_secs(10), || async {
+        api.defined("constraints.gatekeeper.sh", "k8sbannedlabel", "v1beta1")
+            .is_some()
+    })
+    .await;
+    assert!(defined, "no constraint CRD");
+    api.apply(
+        "kubectl",
+        json!({"apiVersion": "constraints.gatekeeper.sh/v1beta1", "kind": "K8sBannedLabel",
+               "metadata": {"name": "no-banned"},
+               "spec": {"match": {"kinds": [{"apiGroups": [""], "kinds": ["Pod"]}]},
+                        "parameters": {"label": "banned"}}}),
+        false,
+    )
+    .unwrap();
+    let denies = |server: &TestServer| {
+        let server = server.client();
+        async move {
+            let body = edited_review("validate-create-pod.json", |r| {
+                r["request"]["object"]["metadata"]["labels"]["banned"] = json!("yes");
+            });
+            let answer = server.review(Proto::Http2, "/validate", &body).await;
+            answer["allowed"] == false
+                && answer["status"]["message"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("[no-banned] label banned is banned")
+        }
+    };
+    assert!(
+        eventually(Duration::from_secs(5), || denies(&a)).await,
+        "the first replica does not enforce the constraint"
+    );
+
+    // A second replica that may not read this kind of constraint stays unready, and says why.
+    assert!(a.stop().await);
+    let path = "/apis/constraints.gatekeeper.sh/v1beta1/k8sbannedlabel";
+    let asked = || api.requests().iter().filter(|r| r.contains(path)).count();
+    let before = asked();
+    api.forbid("constraints.gatekeeper.sh", "k8sbannedlabel", true);
+    let b = start_palisade(&api, "replica-b", &["--generate-default-deny", "false"]).await;
+    let why = "not ready: the policies applied to the cluster are not listed yet";
+    let waiting = eventually(Duration::from_secs(10), || async {
+        http_get(b.health, "/readyz").await == (503, format!("{why}\n"))
+    })
+    .await;
+    assert!(waiting, "{:?}", http_get(b.health, "/readyz").await);
+    // Its watch keeps retrying; it stays unready meanwhile.
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(http_get(b.health, "/readyz").await.0, 503);
+    }
+    let retried = asked() - before;
+    assert!(
+        retried >= 2,
+        "the forbidden list is not retried: {retried} requests"
+    );
+
+    // Allowed again: ready, and the very first review it answers enforces the constraint.
+    api.forbid("constraints.gatekeeper.sh", "k8sbannedlabel", false);
+    let ready = eventually(Duration::from_secs(10), || async {
+        http_get(b.health, "/readyz").await.0 == 200
+    })
+    .await;
+    assert!(ready, "{:?}", http_get(b.health, "/readyz").await);
+    assert!(
+        denies(&b).await,
+        "ready before it enforces the cluster's constraint"
+    );
 }
