@@ -16,6 +16,7 @@
 //! audit:
 //!   interval: 60s
 //!   maxResultsPerReport: 1000
+//!   constraintViolationsLimit: 20
 //! ```
 //!
 //! Nothing here can be changed by a tenant: namespaces are matched by name, never by a label or
@@ -142,6 +143,9 @@ pub struct Audit {
     pub interval: Duration,
     /// Results listed in one PolicyReport; the summary still counts every one.
     pub max_results_per_report: usize,
+    /// Violations listed in a cluster constraint's `status.violations` (Gatekeeper's
+    /// `--constraint-violations-limit`); `status.totalViolations` counts every one.
+    pub constraint_violations_limit: usize,
     /// Objects asked for per list call when a kind is not in the inventory.
     pub page_size: u32,
 }
@@ -152,6 +156,7 @@ impl Default for Audit {
             enabled: true,
             interval: Duration::from_secs(60),
             max_results_per_report: 1000,
+            constraint_violations_limit: 20,
             page_size: 500,
         }
     }

@@ -271,6 +271,64 @@ pub fn text(findings: &[Finding], coverage: Option<&Coverage>) -> String {
     out
 }
 
+/// The audit's part of a constraint's `status`, as Gatekeeper's audit writes it:
+/// `auditTimestamp`, `totalViolations` (every violation) and `violations` (at most `limit`,
+/// deny first, then in object order, so that an unchanged cluster gives an unchanged list).
+/// One entry per `(kind, name)` in `constraints`, with 0 violations where none was found.
+pub fn constraint_statuses<'a>(
+    constraints: impl IntoIterator<Item = (&'a str, &'a str)>,
+    findings: &[Finding],
+    limit: usize,
+    timestamp: &str,
+) -> Vec<(String, String, Value)> {
+    let mut found: BTreeMap<(&str, &str), Vec<(&ObjectRef, &Violation)>> = BTreeMap::new();
+    for f in findings {
+        for v in &f.violations {
+            found
+                .entry((v.constraint_kind.as_str(), v.constraint.as_str()))
+                .or_default()
+                .push((&f.object, v));
+        }
+    }
+    constraints
+        .into_iter()
+        .map(|(kind, name)| {
+            let mut all = found.remove(&(kind, name)).unwrap_or_default();
+            all.sort_by(|(a, va), (b, vb)| {
+                (va.action != Action::Deny, a, &va.message).cmp(&(
+                    vb.action != Action::Deny,
+                    b,
+                    &vb.message,
+                ))
+            });
+            let listed: Vec<Value> = all
+                .iter()
+                .take(limit)
+                .map(|(object, v)| {
+                    let mut entry = json!({
+                        "enforcementAction": v.action.as_str(),
+                        "group": object.group,
+                        "version": object.version,
+                        "kind": object.kind,
+                        "name": object.name,
+                        "message": v.message,
+                    });
+                    if !object.namespace.is_empty() {
+                        entry["namespace"] = json!(object.namespace);
+                    }
+                    entry
+                })
+                .collect();
+            let status = json!({
+                "auditTimestamp": timestamp,
+                "totalViolations": all.len(),
+                "violations": listed,
+            });
+            (kind.to_owned(), name.to_owned(), status)
+        })
+        .collect()
+}
+
 /// A violation as the JSON outputs of `palisade test` and `palisade audit` show it.
 pub fn violation_json(v: &Violation) -> Value {
     json!({
@@ -468,6 +526,67 @@ mod tests {
             },
             uid: Some(format!("uid-{name}")),
             violations,
+        }
+    }
+
+    #[test]
+    fn constraint_statuses_count_every_violation_and_list_a_capped_stable_few() {
+        let mut cluster_scoped = finding("", "node-1", vec![violation("c1", Action::Warn)]);
+        cluster_scoped.object.kind = "Node".into();
+        let findings = [
+            finding("b", "p2", vec![violation("c1", Action::Dryrun)]),
+            finding(
+                "a",
+                "p1",
+                vec![violation("c1", Action::Deny), violation("c2", Action::Deny)],
+            ),
+            cluster_scoped,
+            finding("a", "p3", vec![violation("c1", Action::Deny)]),
+        ];
+        let statuses = constraint_statuses(
+            [("K", "c1"), ("K", "c2"), ("K", "quiet"), ("Other", "c1")],
+            &findings,
+            3,
+            "2026-11-22T10:00:00Z",
+        );
+        let names: Vec<(&str, &str)> = statuses
+            .iter()
+            .map(|(k, n, _)| (k.as_str(), n.as_str()))
+            .collect();
+        assert_eq!(
+            names,
+            [("K", "c1"), ("K", "c2"), ("K", "quiet"), ("Other", "c1")]
+        );
+        let c1 = &statuses[0].2;
+        assert_eq!(c1["totalViolations"], 4, "every violation is counted");
+        assert_eq!(c1["auditTimestamp"], "2026-11-22T10:00:00Z");
+        let listed: Vec<(&str, &str)> = c1["violations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| {
+                (
+                    v["name"].as_str().unwrap(),
+                    v["enforcementAction"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        // Capped at 3: deny first, then by object (cluster-scoped before namespaced).
+        assert_eq!(listed, [("p1", "deny"), ("p3", "deny"), ("node-1", "warn")]);
+        assert_eq!(
+            c1["violations"][0],
+            json!({"enforcementAction": "deny", "group": "", "version": "v1", "kind": "Pod",
+                   "namespace": "a", "name": "p1", "message": "c1 says no"})
+        );
+        assert!(
+            c1["violations"][2].get("namespace").is_none(),
+            "a cluster-scoped object has no namespace: {}",
+            c1["violations"][2]
+        );
+        assert_eq!(statuses[1].2["totalViolations"], 1);
+        for quiet in [&statuses[2].2, &statuses[3].2] {
+            assert_eq!(quiet["totalViolations"], 0);
+            assert_eq!(quiet["violations"], json!([]));
         }
     }
 

@@ -13,7 +13,7 @@ use std::time::Instant;
 use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
 };
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::audit::{self, Presented, report};
 use crate::bundle::{Bundle, SyncKind};
@@ -184,6 +184,22 @@ impl Auditor {
             now.unix_timestamp(),
         );
         let published = self.publish(&reports, said).await?;
+        let timestamp = now
+            .replace_nanosecond(0)
+            .unwrap_or(now)
+            .format(&time::format_description::well_known::Rfc3339)?;
+        let statuses = report::constraint_statuses(
+            bundle
+                .policies()
+                .constraints()
+                .iter()
+                .filter(|c| bundle.is_from_cluster(&c.kind, &c.name))
+                .map(|c| (c.kind.as_str(), c.name.as_str())),
+            &evaluated,
+            settings.constraint_violations_limit,
+            &timestamp,
+        );
+        self.write_constraint_statuses(statuses).await;
 
         let metrics = self.metrics.audit();
         metrics.violations.clear();
@@ -266,6 +282,32 @@ impl Auditor {
             }
         }
         Ok(out)
+    }
+
+    /// Writes the audit's results into each cluster constraint's status (server-side apply of
+    /// `/status` as [`FIELD_MANAGER`], beside each replica's `byPod` entry). A constraint that
+    /// cannot be written is logged and retried at the next run; one deleted meanwhile is skipped.
+    async fn write_constraint_statuses(&self, statuses: Vec<(String, String, Value)>) {
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        let mut failed = Vec::new();
+        for (kind, name, status) in statuses {
+            let resource = crate::cluster::policies::constraint_resource(&kind);
+            let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &resource);
+            let body = json!({
+                "apiVersion": resource.api_version,
+                "kind": kind,
+                "metadata": {"name": name},
+                "status": status,
+            });
+            match api.patch_status(&name, &params, &Patch::Apply(&body)).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(error) => failed.push(format!("{kind}/{name}: {error}")),
+            }
+        }
+        if !failed.is_empty() {
+            tracing::warn!(constraints = %failed.join("; "), "cannot write the audit's results into these constraints' status; retried at the next run");
+        }
     }
 
     /// Applies every report (server-side apply, so each run replaces the last) and deletes

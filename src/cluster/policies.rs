@@ -264,10 +264,8 @@ impl PolicyFeed {
             if !c.errors.is_empty() {
                 entry["errors"] = errors_json(&c.errors, "parameter_error");
             }
-            let api: Api<DynamicObject> = Api::all_with(
-                self.client.clone(),
-                &Watched::constraint(c.doc.kind()).resource(),
-            );
+            let api: Api<DynamicObject> =
+                Api::all_with(self.client.clone(), &constraint_resource(c.doc.kind()));
             self.apply_status(
                 &api,
                 &manager,
@@ -350,6 +348,11 @@ fn errors_json(errors: &[String], code: &str) -> Value {
     )
 }
 
+/// The served resource of the constraints of `kind` (in the stored version).
+pub fn constraint_resource(kind: &str) -> ApiResource {
+    Watched::constraint(kind).resource()
+}
+
 fn crd_resource() -> ApiResource {
     let gvk = GroupVersionKind::gvk("apiextensions.k8s.io", "v1", "CustomResourceDefinition");
     ApiResource::from_gvk_with_plural(&gvk, "customresourcedefinitions")
@@ -391,6 +394,23 @@ pub fn constraint_crd(kind: &str, parameters: Option<&Value>, template: &Value) 
                         "x-kubernetes-list-map-keys": ["id"],
                         "items": {"type": "object", "required": ["id"], "properties": {"id": {"type": "string"}}, "x-kubernetes-preserve-unknown-fields": true},
                     },
+                    "auditTimestamp": {"type": "string"},
+                    "totalViolations": {"type": "integer"},
+                    "violations": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "properties": {
+                                "enforcementAction": {"type": "string"},
+                                "group": {"type": "string"},
+                                "version": {"type": "string"},
+                                "kind": {"type": "string"},
+                                "namespace": {"type": "string"},
+                                "name": {"type": "string"},
+                                "message": {"type": "string"},
+                            },
+                        },
+                    },
                 },
             },
         },
@@ -400,6 +420,10 @@ pub fn constraint_crd(kind: &str, parameters: Option<&Value>, template: &Value) 
             "name": name, "served": true, "storage": storage,
             "schema": {"openAPIV3Schema": schema},
             "subresources": {"status": {}},
+            "additionalPrinterColumns": [
+                {"name": "enforcement-action", "type": "string", "jsonPath": ".spec.enforcementAction"},
+                {"name": "total-violations", "type": "integer", "jsonPath": ".status.totalViolations"},
+            ],
         })
     };
     json!({

@@ -1076,6 +1076,17 @@ async fn review_labelled_pod(server: &TestServer) -> Value {
         .await
 }
 
+/// The field managers of an object's `/status`.
+fn status_managers(object: &Value) -> Vec<&str> {
+    object["metadata"]["managedFields"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|m| m["subresource"] == "status")
+        .filter_map(|m| m["manager"].as_str())
+        .collect()
+}
+
 fn by_pod_ids(object: &Value) -> Vec<String> {
     let mut ids: Vec<String> = object["status"]["byPod"]
         .as_array()
@@ -1103,8 +1114,18 @@ async fn policies_applied_with_kubectl_are_enforced_and_reported() {
     // The reviewed Pod's namespace exists: a denial in a namespace not seen yet would be held
     // back by the generation gate until the request's deadline.
     api.create(namespace("payments", json!({}))).unwrap();
-    let a = palisade(&api, "replica-a", &["--generate-default-deny", "false"]).await;
-    let b = palisade(&api, "replica-b", &["--generate-default-deny", "false"]).await;
+    // What already runs: one Pod with the label the constraint will ban, one without.
+    let mut running = audit_pod("payments", "labelled", false);
+    running["metadata"]["labels"] = json!({"banned": "yes"});
+    api.create(running).unwrap();
+    api.create(audit_pod("payments", "plain", false)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(&config, "audit:\n  interval: 1s\n").unwrap();
+    let config = config.display().to_string();
+    let flags = ["--generate-default-deny", "false", "--config", &config];
+    let a = palisade(&api, "replica-a", &flags).await;
+    let b = palisade(&api, "replica-b", &flags).await;
 
     // A template (applied as v1beta1) gets its constraint CRD, with its parameter schema.
     api.apply(
@@ -1140,6 +1161,20 @@ async fn policies_applied_with_kubectl_are_enforced_and_reported() {
         crd["metadata"]["ownerReferences"][0]["name"],
         "k8sbannedlabel"
     );
+    // `kubectl get k8sbannedlabel` shows the action and the audit's count, as with Gatekeeper.
+    let columns: Vec<(&str, &str)> = stored[0]["additionalPrinterColumns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["name"].as_str().unwrap(), c["jsonPath"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        columns,
+        [
+            ("enforcement-action", ".spec.enforcementAction"),
+            ("total-violations", ".status.totalViolations")
+        ]
+    );
 
     // Each replica reports on the template: created, no errors, the generation it saw.
     let reported = eventually(Duration::from_secs(10), || async {
@@ -1154,13 +1189,7 @@ async fn policies_applied_with_kubectl_are_enforced_and_reported() {
         assert_eq!(entry["errors"], json!([]));
         assert_eq!(entry["templateUID"], t["metadata"]["uid"]);
     }
-    let managers: Vec<&str> = t["metadata"]["managedFields"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|m| m["subresource"] == "status")
-        .filter_map(|m| m["manager"].as_str())
-        .collect();
+    let managers = status_managers(&t);
     assert_eq!(
         managers.len(),
         2,
@@ -1219,6 +1248,41 @@ async fn policies_applied_with_kubectl_are_enforced_and_reported() {
     .await;
     assert!(
         status,
+        "{:#}",
+        api.get(&constraints, "", "no-banned").unwrap()["status"]
+    );
+
+    // The leader's audit writes what runs against it into the constraint's status, beside the
+    // replicas' entries, as Gatekeeper's audit does.
+    let audited = eventually(Duration::from_secs(10), || async {
+        api.get(&constraints, "", "no-banned").unwrap()["status"]["totalViolations"] == 1
+    })
+    .await;
+    let c = api.get(&constraints, "", "no-banned").unwrap();
+    assert!(audited, "{:#}", c["status"]);
+    assert_eq!(
+        c["status"]["violations"],
+        json!([{"enforcementAction": "deny", "group": "", "version": "v1", "kind": "Pod",
+                "namespace": "payments", "name": "labelled", "message": "label banned is banned"}])
+    );
+    let stamp = c["status"]["auditTimestamp"].as_str().unwrap_or_default();
+    assert!(
+        time::OffsetDateTime::parse(stamp, &time::format_description::well_known::Rfc3339)
+            .is_ok_and(|t| t.nanosecond() == 0),
+        "auditTimestamp is RFC 3339 in whole seconds: {stamp:?}"
+    );
+    assert_eq!(by_pod_ids(&c), ["replica-a", "replica-b"], "byPod kept");
+    let managers = status_managers(&c);
+    assert!(managers.contains(&"palisade-audit"), "{managers:?}");
+    // The next run sees the Pod fixed.
+    api.delete(&PODS, "payments", "labelled").unwrap();
+    let cleared = eventually(Duration::from_secs(10), || async {
+        let c = api.get(&constraints, "", "no-banned").unwrap();
+        c["status"]["totalViolations"] == 0 && c["status"]["violations"] == json!([])
+    })
+    .await;
+    assert!(
+        cleared,
         "{:#}",
         api.get(&constraints, "", "no-banned").unwrap()["status"]
     );
