@@ -342,10 +342,31 @@ fn errors_json(errors: &[String], code: &str) -> Value {
                 } else {
                     code
                 };
-                json!({"code": code, "message": e})
+                let mut entry = json!({"code": code, "message": e});
+                if let Some(at) = location(e) {
+                    entry["location"] = json!(at);
+                }
+                entry
             })
             .collect(),
     )
+}
+
+/// Where in the Rego an error is, `<file>.rego:<line>[:<col>]`, when the message says so
+/// (regorus' `--> file:line:col` or OPA's leading `file:line:`).
+fn location(message: &str) -> Option<&str> {
+    let at = match message.find("--> ") {
+        Some(i) => &message[i + 4..],
+        None => message,
+    };
+    let end = at.find(|c: char| c.is_whitespace()).unwrap_or(at.len());
+    let candidate = at[..end].trim_end_matches(':');
+    let (file, position) = candidate.split_once(".rego:")?;
+    let numbers_only = !position.is_empty()
+        && position
+            .split(':')
+            .all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    (!file.is_empty() && numbers_only).then_some(candidate)
 }
 
 /// The served resource of the constraints of `kind` (in the stored version).
@@ -511,5 +532,34 @@ async fn watch(
         if tx.send(update).is_err() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_names_its_place_in_the_rego_when_the_message_does() {
+        let regorus = "--> k8sbroken.rego:6:1\n  |\n6 | \n  | ^\nerror: expecting expression";
+        assert_eq!(location(regorus), Some("k8sbroken.rego:6:1"));
+        let opa =
+            "k8sx.rego:12: eval_conflict_error: complete rules must not produce multiple outputs";
+        assert_eq!(location(opa), Some("k8sx.rego:12"));
+        for none in [
+            "spec.crd.spec.names.kind: required",
+            "see k8sx.rego for details",
+            "k8sx.rego:abc: nonsense",
+            ".rego:3: no file",
+        ] {
+            assert_eq!(location(none), None, "{none}");
+        }
+        let errors = errors_json(
+            &[regorus.to_owned(), "spec.targets: required".to_owned()],
+            "ingest_error",
+        );
+        assert_eq!(errors[0]["location"], "k8sbroken.rego:6:1");
+        assert_eq!(errors[0]["code"], "ingest_error");
+        assert!(errors[1].get("location").is_none());
     }
 }

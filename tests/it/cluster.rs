@@ -1303,6 +1303,9 @@ async fn policies_applied_with_kubectl_are_enforced_and_reported() {
                         .as_str()
                         .unwrap_or("")
                         .contains("k8sbroken.rego")
+                    && e["errors"][0]["location"]
+                        .as_str()
+                        .is_some_and(|l| l.starts_with("k8sbroken.rego:"))
             })
     })
     .await;
