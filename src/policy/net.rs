@@ -179,6 +179,93 @@ pub(crate) fn cidr_merge(args: Vec<Value>) -> anyhow::Result<Value> {
     Ok(Value::from(merged))
 }
 
+/// `palisade.ip_coverage(blocks)`: the share of the IPv4 and of the IPv6 address space that
+/// NetworkPolicy `ipBlock`s (`{"cidr": …, "except": […]}`) reach together, as
+/// `{"ipv4": share, "ipv6": share}`, each exactly 1 when every address of the family is reached
+/// (`0.0.0.0/0`, `0.0.0.0/1` with `128.0.0.0/1`, …) and below 1 otherwise. A family is read from
+/// how the CIDR is written, as Kubernetes does: `::/0` reaches no IPv4 address. An `except`
+/// outside its block is ignored (the API server refuses one). Not an OPA builtin: Gatekeeper
+/// cannot run a template that calls it.
+pub(crate) fn ip_coverage(args: Vec<Value>) -> anyhow::Result<Value> {
+    let Some(blocks) = args.first().and_then(|v| v.as_array().ok()) else {
+        return Ok(Value::Undefined);
+    };
+    // Per family: the reached ranges, in the family's own space (IPv4 as 0..2^32).
+    let mut reached: [Vec<(u128, u128)>; 2] = [Vec::new(), Vec::new()];
+    for block in blocks.iter() {
+        let Some(cidr) = string_arg(&block[&Value::from("cidr")]) else {
+            return Ok(Value::Undefined);
+        };
+        let Some(net) = parse_cidr(cidr) else {
+            return Ok(Value::Undefined);
+        };
+        let v6 = cidr.contains(':');
+        let local = |n: &Net| {
+            if v6 {
+                (n.first(), n.last())
+            } else {
+                (n.first() & 0xffff_ffff, n.last() & 0xffff_ffff)
+            }
+        };
+        let (first, last) = local(&net);
+        let mut holes: Vec<(u128, u128)> = Vec::new();
+        if let Ok(excepts) = block[&Value::from("except")].as_array() {
+            for e in excepts.iter() {
+                let Some(text) = string_arg(e) else {
+                    return Ok(Value::Undefined);
+                };
+                let Some(hole) = parse_cidr(text) else {
+                    return Ok(Value::Undefined);
+                };
+                let (a, b) = local(&hole);
+                if text.contains(':') == v6 && first <= a && b <= last {
+                    holes.push((a, b));
+                }
+            }
+        }
+        // The block minus its holes; `from` is the first address not yet placed.
+        let ranges = &mut reached[usize::from(v6)];
+        let mut from = Some(first);
+        for (a, b) in union(holes) {
+            let Some(f) = from else { break };
+            if a > f {
+                ranges.push((f, a - 1));
+            }
+            from = (b < last).then(|| b + 1);
+        }
+        if let Some(f) = from {
+            ranges.push((f, last));
+        }
+    }
+    let share = |ranges: &[(u128, u128)], bits: u32| -> f64 {
+        let merged = union(ranges.to_vec());
+        let max = if bits == 128 { u128::MAX } else { (1u128 << bits) - 1 };
+        if merged == [(0, max)] {
+            return 1.0;
+        }
+        let count: u128 = merged.iter().map(|(a, b)| b - a + 1).sum();
+        let share = count as f64 / 2f64.powi(bits as i32);
+        share.min(1.0 - f64::EPSILON)
+    };
+    let mut out = std::collections::BTreeMap::new();
+    out.insert(Value::from("ipv4"), Value::from(share(&reached[0], 32)));
+    out.insert(Value::from("ipv6"), Value::from(share(&reached[1], 128)));
+    Ok(Value::from(out))
+}
+
+/// Sorted, disjoint ranges covering what `ranges` cover (touching ranges joined).
+fn union(mut ranges: Vec<(u128, u128)>) -> Vec<(u128, u128)> {
+    ranges.sort_unstable();
+    let mut out: Vec<(u128, u128)> = Vec::with_capacity(ranges.len());
+    for (a, b) in ranges {
+        match out.last_mut() {
+            Some(last) if a <= last.1.saturating_add(1) => last.1 = last.1.max(b),
+            _ => out.push((a, b)),
+        }
+    }
+    out
+}
+
 fn merge(mut nets: Vec<Net>) -> Vec<Net> {
     loop {
         nets.sort_by_key(|n| (n.first(), n.last()));
@@ -311,5 +398,76 @@ mod tests {
             cidr_merge(vec![Value::from("10.0.0.0/8")]).unwrap(),
             Value::Undefined
         );
+    }
+}
+
+#[cfg(test)]
+mod coverage_tests {
+    use super::*;
+
+    fn coverage(blocks: serde_json::Value) -> (f64, f64) {
+        let out = ip_coverage(vec![Value::from(blocks)]).unwrap();
+        let get = |k: &str| out[&Value::from(k)].as_f64().unwrap();
+        (get("ipv4"), get("ipv6"))
+    }
+
+    #[test]
+    fn every_spelling_of_all_addresses_is_exactly_one() {
+        use serde_json::json;
+        assert_eq!(coverage(json!([{"cidr": "0.0.0.0/0"}])), (1.0, 0.0));
+        assert_eq!(coverage(json!([{"cidr": "::/0"}])), (0.0, 1.0));
+        assert_eq!(
+            coverage(json!([{"cidr": "0.0.0.0/1"}, {"cidr": "128.0.0.0/1"}])),
+            (1.0, 0.0)
+        );
+        // A hole filled by another block.
+        assert_eq!(
+            coverage(json!([{"cidr": "0.0.0.0/0", "except": ["10.0.0.0/8"]}, {"cidr": "10.0.0.0/8"}])),
+            (1.0, 0.0)
+        );
+        assert_eq!(
+            coverage(json!([{"cidr": "::/1"}, {"cidr": "8000::/1"}, {"cidr": "10.0.0.0/8"}])),
+            (1.0 / 256.0, 1.0)
+        );
+    }
+
+    #[test]
+    fn excepts_and_partial_ranges_are_below_one() {
+        use serde_json::json;
+        let (v4, v6) = coverage(json!([{"cidr": "0.0.0.0/0", "except": ["169.254.169.254/32"]}]));
+        assert!(v4 < 1.0 && v4 > 0.999_999, "{v4}");
+        assert_eq!(v6, 0.0);
+        assert_eq!(coverage(json!([{"cidr": "0.0.0.0/1"}])), (0.5, 0.0));
+        assert_eq!(
+            coverage(json!([{"cidr": "10.0.0.0/8"}, {"cidr": "10.1.0.0/16"}])),
+            (1.0 / 256.0, 0.0)
+        );
+        let (_, v6) = coverage(json!([{"cidr": "::/0", "except": ["fd00:ec2::254/128"]}]));
+        assert!(v6 < 1.0, "{v6}");
+        // Overlapping holes; a hole at the block's end; an except outside the block is ignored.
+        assert_eq!(
+            coverage(json!([{"cidr": "0.0.0.0/0", "except": ["0.0.0.0/1", "0.0.0.0/2", "192.0.0.0/2", "10.0.0.0/8"]}])),
+            (0.25, 0.0)
+        );
+        assert_eq!(
+            coverage(json!([{"cidr": "10.0.0.0/8", "except": ["11.0.0.0/8", "::/0"]}])),
+            (1.0 / 256.0, 0.0)
+        );
+        assert_eq!(coverage(json!([])), (0.0, 0.0));
+    }
+
+    #[test]
+    fn a_malformed_block_is_undefined() {
+        use serde_json::json;
+        for bad in [
+            json!([{"cidr": "10.0.0.0/33"}]),
+            json!([{"cidr": 7}]),
+            json!([{"except": ["10.0.0.0/8"]}]),
+            json!([{"cidr": "10.0.0.0/8", "except": ["nonsense"]}]),
+        ] {
+            let out = ip_coverage(vec![Value::from(bad.clone())]).unwrap();
+            assert_eq!(out, Value::Undefined, "{bad}");
+        }
+        assert_eq!(ip_coverage(vec![Value::from("x")]).unwrap(), Value::Undefined);
     }
 }

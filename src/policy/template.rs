@@ -494,7 +494,7 @@ impl Template {
 type NetBuiltin = (&'static str, u8, Box<dyn regorus::Extension>);
 
 /// The builtins Palisade adds to regorus (see [`super::net`]).
-fn net_builtins() -> [NetBuiltin; 2] {
+fn net_builtins() -> [NetBuiltin; 3] {
     [
         (
             "net.cidr_intersects",
@@ -502,6 +502,11 @@ fn net_builtins() -> [NetBuiltin; 2] {
             Box::new(super::net::cidr_intersects),
         ),
         ("net.cidr_merge", 1, Box::new(super::net::cidr_merge)),
+        (
+            "palisade.ip_coverage",
+            1,
+            Box::new(super::net::ip_coverage),
+        ),
     ]
 }
 

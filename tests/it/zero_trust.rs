@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 #[test]
 fn every_zero_trust_suite_passes() {
     let results = passing_suites("tests/data/zero-trust", &EngineOptions::default());
-    assert_eq!(results.len(), 57);
+    assert_eq!(results.len(), 82);
 }
 
 #[test]
@@ -67,7 +67,9 @@ fn check(files: &[&str]) -> Vec<objects::Report> {
 
 /// The default bundle is on the request path of every review: every template must run on
 /// regorus' VM (about four times the interpreter's speed), so that no compatibility workaround
-/// quietly moves one to the interpreter.
+/// quietly moves one to the interpreter. The one exception is named: NetworkPolicy hygiene calls
+/// Palisade's `palisade.ip_coverage` builtin, which regorus' VM cannot call, and only
+/// NetworkPolicy reviews (rare next to Pods) pay for it.
 #[test]
 fn every_default_template_runs_on_the_vm() {
     let bundle = default_bundle();
@@ -77,7 +79,7 @@ fn every_default_template_runs_on_the_vm() {
         .filter(|t| !t.on_vm())
         .map(|t| t.name.as_str())
         .collect();
-    assert!(off.is_empty(), "on the interpreter: {off:?}");
+    assert_eq!(off, ["palisadenetworkpolicyhygiene"], "on the interpreter");
     assert!(bundle.policies().templates().count() >= 6);
 }
 
@@ -124,7 +126,7 @@ fn broken_variants_are_rejected_with_what_to_fix() {
         ),
         (
             "broken-namespace-selector-all.yaml",
-            "NetworkPolicy \"allow-from-everywhere\" ingress[0] allows every pod of every namespace on every port (namespaceSelector: {}): select namespaces by kubernetes.io/metadata.name and list ports",
+            "NetworkPolicy \"allow-from-everywhere\" ingress[0] admits every pod of every namespace on every port (its namespaceSelector matches every namespace, or all but a few, like namespaceSelector: {}): name the namespaces with kubernetes.io/metadata.name and the pods with a podSelector",
         ),
     ] {
         let reports = check(&[file]);
