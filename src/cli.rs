@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod certs;
+pub mod netpol;
 pub mod serve;
 pub mod test;
 pub mod verify;
@@ -39,6 +40,9 @@ pub enum Command {
     /// Audit manifests as if created, with the default-deny coverage: a table, JSON, JUnit or
     /// PolicyReports; exits 1 when a deny violation exists, 2 on bad input.
     Audit(audit::AuditArgs),
+    /// Explain NetworkPolicies: what each set of pods may receive and send.
+    #[command(subcommand)]
+    Netpol(netpol::NetpolCommand),
 }
 
 impl Cli {
@@ -50,6 +54,7 @@ impl Cli {
             Command::Verify(args) => args.run(),
             Command::Test(args) => args.run(),
             Command::Audit(args) => args.run(),
+            Command::Netpol(command) => command.run(),
         }
     }
 }

@@ -28,6 +28,7 @@ pub mod inventory;
 pub mod manifest;
 mod matcher;
 pub mod mutation;
+pub mod netpol;
 pub mod object;
 pub mod policy;
 pub mod runtime;

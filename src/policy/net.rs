@@ -239,7 +239,11 @@ pub(crate) fn ip_coverage(args: Vec<Value>) -> anyhow::Result<Value> {
     }
     let share = |ranges: &[(u128, u128)], bits: u32| -> f64 {
         let merged = union(ranges.to_vec());
-        let max = if bits == 128 { u128::MAX } else { (1u128 << bits) - 1 };
+        let max = if bits == 128 {
+            u128::MAX
+        } else {
+            (1u128 << bits) - 1
+        };
         if merged == [(0, max)] {
             return 1.0;
         }
@@ -422,7 +426,9 @@ mod coverage_tests {
         );
         // A hole filled by another block.
         assert_eq!(
-            coverage(json!([{"cidr": "0.0.0.0/0", "except": ["10.0.0.0/8"]}, {"cidr": "10.0.0.0/8"}])),
+            coverage(
+                json!([{"cidr": "0.0.0.0/0", "except": ["10.0.0.0/8"]}, {"cidr": "10.0.0.0/8"}])
+            ),
             (1.0, 0.0)
         );
         assert_eq!(
@@ -446,7 +452,9 @@ mod coverage_tests {
         assert!(v6 < 1.0, "{v6}");
         // Overlapping holes; a hole at the block's end; an except outside the block is ignored.
         assert_eq!(
-            coverage(json!([{"cidr": "0.0.0.0/0", "except": ["0.0.0.0/1", "0.0.0.0/2", "192.0.0.0/2", "10.0.0.0/8"]}])),
+            coverage(
+                json!([{"cidr": "0.0.0.0/0", "except": ["0.0.0.0/1", "0.0.0.0/2", "192.0.0.0/2", "10.0.0.0/8"]}])
+            ),
             (0.25, 0.0)
         );
         assert_eq!(
@@ -468,6 +476,9 @@ mod coverage_tests {
             let out = ip_coverage(vec![Value::from(bad.clone())]).unwrap();
             assert_eq!(out, Value::Undefined, "{bad}");
         }
-        assert_eq!(ip_coverage(vec![Value::from("x")]).unwrap(), Value::Undefined);
+        assert_eq!(
+            ip_coverage(vec![Value::from("x")]).unwrap(),
+            Value::Undefined
+        );
     }
 }

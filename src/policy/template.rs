@@ -502,11 +502,7 @@ fn net_builtins() -> [NetBuiltin; 3] {
             Box::new(super::net::cidr_intersects),
         ),
         ("net.cidr_merge", 1, Box::new(super::net::cidr_merge)),
-        (
-            "palisade.ip_coverage",
-            1,
-            Box::new(super::net::ip_coverage),
-        ),
+        ("palisade.ip_coverage", 1, Box::new(super::net::ip_coverage)),
     ]
 }
 

@@ -7,6 +7,7 @@ mod common;
 mod core;
 mod engine;
 mod mutation;
+mod netpol;
 mod process;
 mod rollout;
 mod server;

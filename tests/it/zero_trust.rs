@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 #[test]
 fn every_zero_trust_suite_passes() {
     let results = passing_suites("tests/data/zero-trust", &EngineOptions::default());
-    assert_eq!(results.len(), 82);
+    assert_eq!(results.len(), 85);
 }
 
 #[test]
@@ -90,8 +90,9 @@ fn the_guides_network_policies_are_admitted_as_written() {
         "allow-dns.yaml",
         "three-tier",
         "external-api.yaml",
+        "database-isolation",
     ]);
-    assert_eq!(reports.len(), 7);
+    assert_eq!(reports.len(), 12);
     for r in &reports {
         let denied: Vec<_> = r
             .violations
