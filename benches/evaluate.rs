@@ -137,6 +137,34 @@ fn bench(c: &mut Criterion) {
     c.bench_function("evaluate/admitted-pod/default-bundle", |b| {
         b.iter(|| evaluate(&default, &zt_inventory, black_box(&admitted)))
     });
+    // NetworkPolicy hygiene runs on the interpreter (it calls palisade.ip_coverage): its cost on
+    // a NetworkPolicy review, against that of the whole default bundle on a Pod.
+    let hygiene = load_bundle(
+        &Path::new(ROOT).join("policies/zero-trust/networkpolicy-hygiene"),
+        &EngineOptions::default(),
+    )
+    .unwrap();
+    let policy = read_path(&Path::new(ROOT).join("tests/data/guides/external-api.yaml"))
+        .unwrap()
+        .remove(0)
+        .value;
+    let netpol_review = admission::decode(
+        &serde_json::to_vec(&serde_json::json!({
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {"uid": "bench", "operation": "CREATE", "namespace": "payments",
+                "name": "allow-external-api", "userInfo": {"username": "bench"},
+                "kind": {"group": "networking.k8s.io", "version": "v1", "kind": "NetworkPolicy"},
+                "resource": {"group": "networking.k8s.io", "version": "v1", "resource": "networkpolicies"},
+                "object": policy}
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    // The external API policy draws three private-range warnings and nothing else.
+    assert_eq!(evaluate(&hygiene, &zt_inventory, &netpol_review), 3);
+    c.bench_function("evaluate/networkpolicy/only-networkpolicy-hygiene", |b| {
+        b.iter(|| evaluate(&hygiene, &zt_inventory, black_box(&netpol_review)))
+    });
     let bundle = test_bundle();
     let set = load_bundle(bundle.path(), &EngineOptions::default()).unwrap();
     let empty = Bundle::default();

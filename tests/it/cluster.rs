@@ -613,7 +613,9 @@ async fn first_apply(api: &ApiServer, server: &TestServer, ns: &str) -> Value {
 #[tokio::test]
 async fn a_namespace_and_its_deployment_applied_together_are_admitted_on_the_first_try() {
     let api = ApiServer::start().await;
-    let server = palisade(&api, "replica-a", &[]).await;
+    // What is tested is that the review waits for the generator, not how fast the generator is
+    // on a loaded machine: a wait well above the default 3 s keeps the whole suite's load out.
+    let server = palisade(&api, "replica-a", &["--generation-wait", "8s"]).await;
     let rsp = first_apply(&api, &server, "fresh").await;
     assert_eq!(rsp["allowed"], true, "{rsp}");
     // It was admitted because the default-deny exists now, not on trust.
