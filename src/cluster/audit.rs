@@ -13,7 +13,7 @@ use std::time::Instant;
 use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
 };
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::audit::{self, Presented, report};
 use crate::bundle::{Bundle, SyncKind};
@@ -288,19 +288,21 @@ impl Auditor {
     /// `/status` as [`FIELD_MANAGER`], beside each replica's `byPod` entry). A constraint that
     /// cannot be written is logged and retried at the next run; one deleted meanwhile is skipped.
     async fn write_constraint_statuses(&self, statuses: Vec<(String, String, Value)>) {
-        let params = PatchParams::apply(FIELD_MANAGER).force();
+        use crate::cluster::policies::{apply_status, constraint_resource};
         let mut failed = Vec::new();
         for (kind, name, status) in statuses {
-            let resource = crate::cluster::policies::constraint_resource(&kind);
+            let resource = constraint_resource(&kind);
             let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &resource);
-            let body = json!({
-                "apiVersion": resource.api_version,
-                "kind": kind,
-                "metadata": {"name": name},
-                "status": status,
-            });
-            match api.patch_status(&name, &params, &Patch::Apply(&body)).await {
-                Ok(_) => {}
+            let applied = apply_status(
+                &api,
+                FIELD_MANAGER,
+                &resource.api_version,
+                &kind,
+                &name,
+                &status,
+            );
+            match applied.await {
+                Ok(()) => {}
                 Err(kube::Error::Api(e)) if e.code == 404 => {}
                 Err(error) => failed.push(format!("{kind}/{name}: {error}")),
             }

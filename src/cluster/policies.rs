@@ -308,21 +308,10 @@ impl PolicyFeed {
         if !errors.is_empty() {
             tracing::warn!(object = %key, errors = %errors.join("; "), "policy from the cluster not served as written; the last good form serves, if any");
         }
-        let body = json!({
-            "apiVersion": object["apiVersion"],
-            "kind": object["kind"],
-            "metadata": {"name": name},
-            "status": status,
-        });
-        match api
-            .patch_status(
-                name,
-                &PatchParams::apply(manager).force(),
-                &Patch::Apply(&body),
-            )
-            .await
-        {
-            Ok(_) => {
+        let api_version = object["apiVersion"].as_str().unwrap_or_default();
+        let kind = object["kind"].as_str().unwrap_or_default();
+        match apply_status(api, manager, api_version, kind, name, &status).await {
+            Ok(()) => {
                 written.insert(key, status);
             }
             Err(error) => {
@@ -367,6 +356,31 @@ fn location(message: &str) -> Option<&str> {
             .split(':')
             .all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
     (!file.is_empty() && numbers_only).then_some(candidate)
+}
+
+/// Applies `status` to the `/status` of `kind`/`name` as `manager` (forced: each manager owns
+/// only the fields it writes, so replicas and the audit never take each other's).
+pub async fn apply_status(
+    api: &Api<DynamicObject>,
+    manager: &str,
+    api_version: &str,
+    kind: &str,
+    name: &str,
+    status: &Value,
+) -> kube::Result<()> {
+    let body = json!({
+        "apiVersion": api_version,
+        "kind": kind,
+        "metadata": {"name": name},
+        "status": status,
+    });
+    api.patch_status(
+        name,
+        &PatchParams::apply(manager).force(),
+        &Patch::Apply(&body),
+    )
+    .await
+    .map(|_| ())
 }
 
 /// The served resource of the constraints of `kind` (in the stored version).

@@ -1089,6 +1089,16 @@ fn status_managers(object: &Value) -> Vec<&str> {
         .collect()
 }
 
+/// Whether the server denies the labelled Pod by the cluster's `no-banned` constraint.
+async fn denies_banned(server: &TestServer) -> bool {
+    let answer = review_labelled_pod(server).await;
+    answer["allowed"] == false
+        && answer["status"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("[no-banned] label banned is banned")
+}
+
 fn by_pod_ids(object: &Value) -> Vec<String> {
     let mut ids: Vec<String> = object["status"]["byPod"]
         .as_array()
@@ -1373,22 +1383,8 @@ async fn a_replica_is_ready_only_once_it_knows_the_cluster_policies() {
         false,
     )
     .unwrap();
-    let denies = |server: &TestServer| {
-        let server = server.client();
-        async move {
-            let body = edited_review("validate-create-pod.json", |r| {
-                r["request"]["object"]["metadata"]["labels"]["banned"] = json!("yes");
-            });
-            let answer = server.review(Proto::Http2, "/validate", &body).await;
-            answer["allowed"] == false
-                && answer["status"]["message"]
-                    .as_str()
-                    .unwrap_or("")
-                    .contains("[no-banned] label banned is banned")
-        }
-    };
     assert!(
-        eventually(Duration::from_secs(5), || denies(&a)).await,
+        eventually(Duration::from_secs(5), || denies_banned(&a)).await,
         "the first replica does not enforce the constraint"
     );
 
@@ -1424,7 +1420,7 @@ async fn a_replica_is_ready_only_once_it_knows_the_cluster_policies() {
     .await;
     assert!(ready, "{:?}", http_get(b.health, "/readyz").await);
     assert!(
-        denies(&b).await,
+        denies_banned(&b).await,
         "ready before it enforces the cluster's constraint"
     );
 }
