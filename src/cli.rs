@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod certs;
+pub mod manifests;
 pub mod netpol;
 pub mod serve;
 pub mod test;
@@ -40,6 +41,9 @@ pub enum Command {
     /// Audit manifests as if created, with the default-deny coverage: a table, JSON, JUnit or
     /// PolicyReports; exits 1 when a deny violation exists, 2 on bad input.
     Audit(audit::AuditArgs),
+    /// Print the webhook configurations for the policy bundle (the kinds and operations its
+    /// constraints and mutators act on), with the caBundle when --ca is given.
+    Manifests(manifests::ManifestsArgs),
     /// Explain NetworkPolicies: what each set of pods may receive and send.
     #[command(subcommand)]
     Netpol(netpol::NetpolCommand),
@@ -55,6 +59,7 @@ impl Cli {
             Command::Test(args) => args.run(),
             Command::Audit(args) => args.run(),
             Command::Netpol(command) => command.run(),
+            Command::Manifests(args) => args.run(),
         }
     }
 }

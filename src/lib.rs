@@ -26,13 +26,14 @@ pub mod config;
 pub mod decide;
 pub mod inventory;
 pub mod manifest;
-mod matcher;
+pub mod matcher;
 pub mod mutation;
 pub mod netpol;
 pub mod object;
 pub mod policy;
 pub mod runtime;
 pub mod sources;
+pub mod webhooks;
 
 use std::process::ExitCode;
 

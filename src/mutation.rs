@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 
 use crate::admission::Review;
 use crate::manifest::Document;
-use crate::matcher::{Match, string_list};
+use crate::matcher::{KindSelector, Match, string_list};
 use crate::object::json_type;
 use location::{Location, Segment, Selector};
 
@@ -75,6 +75,21 @@ pub struct Mutator {
 }
 
 impl Mutator {
+    /// The kinds the mutator can change: its `match.kinds`, else its `applyTo`; an empty list
+    /// means any kind.
+    pub fn kinds(&self) -> Vec<KindSelector> {
+        if !self.matcher.kinds.is_empty() {
+            return self.matcher.kinds.clone();
+        }
+        self.apply_to
+            .iter()
+            .map(|a| KindSelector {
+                api_groups: a.groups.clone(),
+                kinds: a.kinds.clone(),
+            })
+            .collect()
+    }
+
     /// Reads a mutator document; errors name the field.
     pub fn parse(doc: &Document) -> Result<Self, String> {
         let kind = match doc.kind() {

@@ -338,7 +338,7 @@ impl Auditor {
                     if !said.crd_missing {
                         said.crd_missing = true;
                         tracing::warn!(
-                            "the PolicyReport CRDs (wgpolicyk8s.io/v1alpha2) are not installed: apply manifests/policyreport-crds.yaml to get reports; the audit keeps its metrics meanwhile"
+                            "the PolicyReport CRDs (wgpolicyk8s.io/v1alpha2) are not installed: apply manifests/base/policyreport-crds.yaml to get reports; the audit keeps its metrics meanwhile"
                         );
                     }
                     return Ok(0);

@@ -195,7 +195,37 @@ pub struct TemplateSource {
     pub rego: String,
     pub libs: Vec<String>,
     pub rego_v1: bool,
+    /// `spec.targets[0].operations`: what the webhook sends to this template's constraints.
+    pub operations: Vec<String>,
     pub describe: String,
+}
+
+/// The operations a template applies to when its target does not say: Gatekeeper's default.
+pub const DEFAULT_OPERATIONS: [&str; 2] = ["CREATE", "UPDATE"];
+
+/// `spec.targets[0].operations`: admission operations (or `*`), Gatekeeper's default when absent.
+fn target_operations(target: &Value) -> Result<Vec<String>, String> {
+    const FIELD: &str = "spec.targets[0].operations";
+    let listed = string_list(&target["operations"], FIELD)?;
+    if target.get("operations").is_none() {
+        return Ok(DEFAULT_OPERATIONS.map(str::to_owned).to_vec());
+    }
+    if listed.is_empty() {
+        return Err(format!(
+            "{FIELD}: is empty; list CREATE, UPDATE, DELETE or CONNECT (or leave it out for CREATE and UPDATE)"
+        ));
+    }
+    for op in &listed {
+        if !matches!(
+            op.as_str(),
+            "CREATE" | "UPDATE" | "DELETE" | "CONNECT" | "*"
+        ) {
+            return Err(format!(
+                "{FIELD}: {op:?} is not an admission operation; use CREATE, UPDATE, DELETE, CONNECT or *"
+            ));
+        }
+    }
+    Ok(listed)
 }
 
 /// Reads a ConstraintTemplate document; every error names the field.
@@ -252,6 +282,7 @@ pub fn parse(doc: &Document) -> Result<TemplateSource, String> {
         ));
     }
     let (rego, libs, rego_v1) = target_code(target)?;
+    let operations = target_operations(target)?;
     Ok(TemplateSource {
         name: name.to_owned(),
         kind: kind.to_owned(),
@@ -259,6 +290,7 @@ pub fn parse(doc: &Document) -> Result<TemplateSource, String> {
         rego,
         libs,
         rego_v1,
+        operations,
         describe: doc.describe(),
     })
 }
@@ -330,6 +362,8 @@ pub struct Template {
     pub kind: String,
     pub schema: Option<Value>,
     pub describe: String,
+    /// The admission operations its constraints are sent (`spec.targets[0].operations`).
+    pub operations: Vec<String>,
     /// `data.<package>.violation`.
     pub rule: String,
     evaluator: Evaluator,
@@ -457,6 +491,7 @@ impl Template {
             kind: src.kind,
             schema: src.schema,
             describe: src.describe,
+            operations: src.operations,
             rule,
             evaluator,
             timeout: options.eval_timeout,

@@ -25,7 +25,7 @@ pub fn is_manifest(path: &Path) -> bool {
 
 /// Every manifest file under `dir`, recursively, in a stable order. Hidden entries are skipped:
 /// a mounted ConfigMap holds its real files in `..<timestamp>/` directories behind symlinks, and
-/// reading both would load everything twice.
+/// reading both would load everything twice. So is `kustomization.yaml`, which is kustomize's.
 pub fn manifest_files(dir: &Path) -> Result<Vec<PathBuf>, FileError> {
     let mut files = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
@@ -40,7 +40,10 @@ pub fn manifest_files(dir: &Path) -> Result<Vec<PathBuf>, FileError> {
                 source,
             })?;
             let path = entry.path();
-            if entry.file_name().to_string_lossy().starts_with('.') {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            // kustomize's own file, never a Kubernetes object (policies/ has one for manifests/).
+            if name.starts_with('.') || name == "kustomization.yaml" {
                 continue;
             }
             // Follow symlinks: that is how mounted volumes present their files.
@@ -98,6 +101,11 @@ mod tests {
         std::os::unix::fs::symlink("..2026_01_01", dir.path().join("..data")).unwrap();
         std::os::unix::fs::symlink("..data/p.yaml", dir.path().join("p.yaml")).unwrap();
         std::fs::write(dir.path().join("notes.txt"), "ignored").unwrap();
+        std::fs::write(
+            dir.path().join("kustomization.yaml"),
+            "kind: Kustomization\n",
+        )
+        .unwrap();
         let files = manifest_files(dir.path()).unwrap();
         assert_eq!(files, [dir.path().join("p.yaml")]);
     }

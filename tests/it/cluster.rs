@@ -1045,9 +1045,9 @@ async fn the_leader_audits_what_runs_into_policy_reports() {
     );
 }
 
-/// The Gatekeeper CRDs of `manifests/gatekeeper-crds.yaml`, applied as `kubectl apply` would.
+/// The Gatekeeper CRDs of `manifests/base/gatekeeper-crds.yaml`, applied as `kubectl apply` would.
 fn install_gatekeeper_crds(api: &ApiServer) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/gatekeeper-crds.yaml");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/base/gatekeeper-crds.yaml");
     let text = std::fs::read_to_string(path).unwrap();
     for doc in palisade::manifest::parse_str(&text, Path::new("gatekeeper-crds.yaml")).unwrap() {
         api.apply("kubectl", doc.value, false).unwrap();

@@ -545,16 +545,17 @@ async fn policies_and_webhook_configurations_cannot_be_bypassed() {
 /// The ConfigMap that manifests/ ships is a configuration Palisade accepts, and it enforces.
 #[test]
 fn the_shipped_configuration_parses_and_enforces() {
-    let text = std::fs::read_to_string(format!("{ROOT}/manifests/palisade.yaml")).unwrap();
-    let docs =
-        palisade::manifest::parse_str(&text, std::path::Path::new("manifests/palisade.yaml"))
-            .unwrap();
+    let read = |file: &str| {
+        let text = std::fs::read_to_string(format!("{ROOT}/manifests/base/{file}")).unwrap();
+        palisade::manifest::parse_str(&text, std::path::Path::new(file)).unwrap()
+    };
+    let docs = read("config.yaml");
     let config_map = docs
         .iter()
         .find(|d| {
             d.value["kind"] == "ConfigMap" && d.value["metadata"]["name"] == "palisade-config"
         })
-        .expect("manifests/palisade.yaml has no palisade-config ConfigMap");
+        .expect("manifests/base/config.yaml has no palisade-config ConfigMap");
     let config = palisade::config::Config::parse(
         config_map.value["data"]["config.yaml"].as_str().unwrap(),
         "palisade-config",
@@ -562,6 +563,7 @@ fn the_shipped_configuration_parses_and_enforces() {
     .unwrap();
     assert_eq!(config.enforcement, palisade::policy::Action::Deny);
     assert!(config.break_glass.users.is_empty() && config.break_glass.groups.is_empty());
+    let docs = read("deployment.yaml");
     let deployment = docs
         .iter()
         .find(|d| d.value["kind"] == "Deployment")
