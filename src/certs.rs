@@ -89,21 +89,64 @@ impl Certificates {
 
 /// Generates an ECDSA P-256 CA and a serving certificate signed by it.
 pub fn generate(spec: &CertSpec) -> Result<Certificates, CertError> {
+    let days = |d: u32| std::time::Duration::from_secs(u64::from(d) * 86_400);
+    let ca = generate_ca(spec, days(spec.ca_days))?;
+    let serving = issue(spec, &ca, days(spec.cert_days))?;
+    Ok(Certificates {
+        ca_cert_pem: ca.cert_pem,
+        ca_key_pem: ca.key_pem,
+        cert_pem: serving.cert_pem,
+        key_pem: serving.key_pem,
+    })
+}
+
+/// A certificate and its private key, PEM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pair {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+/// Backdated a little so that a node whose clock lags does not reject a fresh certificate.
+const BACKDATE: Duration = Duration::minutes(5);
+
+fn validity(v: std::time::Duration) -> Duration {
+    Duration::seconds(i64::try_from(v.as_secs()).unwrap_or(i64::MAX / 2))
+}
+
+/// A new ECDSA P-256 CA, valid for `valid_for`. Each one has its own serial and creation time
+/// in its name, so that logs and `openssl x509` tell an old CA from its successor.
+pub fn generate_ca(spec: &CertSpec, valid_for: std::time::Duration) -> Result<Pair, CertError> {
     let now = OffsetDateTime::now_utc();
-    // Backdate a little so that a node whose clock lags does not reject a fresh certificate.
-    let not_before = now - Duration::minutes(5);
+    let mut params = CertificateParams::default();
+    params.distinguished_name = name(&format!(
+        "palisade-ca {}.{} {}",
+        spec.service,
+        spec.namespace,
+        now.unix_timestamp()
+    ));
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    params.not_before = now - BACKDATE;
+    params.not_after = now + validity(valid_for);
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+    let key_pem = key.serialize_pem();
+    let ca = CertifiedIssuer::self_signed(params, key)?;
+    Ok(Pair {
+        cert_pem: ca.pem(),
+        key_pem,
+    })
+}
 
-    let mut ca_params = CertificateParams::default();
-    ca_params.distinguished_name =
-        name(&format!("palisade-ca {}.{}", spec.service, spec.namespace));
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    ca_params.not_before = not_before;
-    ca_params.not_after = now + Duration::days(i64::from(spec.ca_days));
-    let ca_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
-    let ca_key_pem = ca_key.serialize_pem();
-    let ca = CertifiedIssuer::self_signed(ca_params, ca_key)?;
-
+/// A serving certificate for the Service's names, signed by `ca`, valid for `valid_for`.
+pub fn issue(
+    spec: &CertSpec,
+    ca: &Pair,
+    valid_for: std::time::Duration,
+) -> Result<Pair, CertError> {
+    let now = OffsetDateTime::now_utc();
+    let ca_key = KeyPair::from_pem(&ca.key_pem)?;
+    let issuer = rcgen::Issuer::from_ca_cert_pem(&ca.cert_pem, ca_key)?;
     let mut params = CertificateParams::default();
     params.distinguished_name = name(&format!("{}.{}.svc", spec.service, spec.namespace));
     params.subject_alt_names = spec
@@ -114,17 +157,101 @@ pub fn generate(spec: &CertSpec) -> Result<Certificates, CertError> {
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     params.use_authority_key_identifier_extension = true;
-    params.not_before = not_before;
-    params.not_after = now + Duration::days(i64::from(spec.cert_days));
+    params.not_before = now - BACKDATE;
+    params.not_after = now + validity(valid_for);
     let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
-    let cert = params.signed_by(&key, &ca)?;
-
-    Ok(Certificates {
-        ca_cert_pem: ca.pem(),
-        ca_key_pem,
+    let cert = params.signed_by(&key, &issuer)?;
+    Ok(Pair {
         cert_pem: cert.pem(),
         key_pem: key.serialize_pem(),
     })
+}
+
+/// What Palisade needs to know of a certificate: when it is valid, and who signed it.
+#[derive(Debug, Clone)]
+pub struct CertInfo {
+    pub der: Vec<u8>,
+    pub subject: String,
+    pub not_before: OffsetDateTime,
+    pub not_after: OffsetDateTime,
+    pub is_ca: bool,
+}
+
+impl CertInfo {
+    /// Time left until it expires (negative once expired).
+    pub fn remaining(&self, now: OffsetDateTime) -> Duration {
+        self.not_after - now
+    }
+
+    /// Whether less than a third of its lifetime is left: the point where it is renewed (as
+    /// cert-manager does by default).
+    pub fn due_for_renewal(&self, now: OffsetDateTime) -> bool {
+        let lifetime = self.not_after - (self.not_before + BACKDATE);
+        self.remaining(now) < lifetime / 3
+    }
+
+    /// Whether `ca` signed this certificate (its signature verifies with the CA's key).
+    pub fn signed_by(&self, ca: &CertInfo) -> bool {
+        let (Ok((_, cert)), Ok((_, ca))) = (
+            x509_parser::parse_x509_certificate(&self.der),
+            x509_parser::parse_x509_certificate(&ca.der),
+        ) else {
+            return false;
+        };
+        cert.verify_signature(Some(ca.public_key())).is_ok()
+    }
+}
+
+/// Every certificate of a PEM text, in order; an error names what is wrong.
+pub fn parse_pem(pem: &str) -> Result<Vec<CertInfo>, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut out = Vec::new();
+    for der in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+        let der = der.map_err(|e| format!("not PEM: {e}"))?;
+        let (_, cert) = x509_parser::parse_x509_certificate(&der)
+            .map_err(|e| format!("not an X.509 certificate: {e}"))?;
+        let validity = cert.validity();
+        out.push(CertInfo {
+            der: der.to_vec(),
+            subject: cert.subject().to_string(),
+            not_before: validity.not_before.to_datetime(),
+            not_after: validity.not_after.to_datetime(),
+            is_ca: cert.is_ca(),
+        });
+    }
+    if out.is_empty() {
+        return Err("no PEM certificate (\"BEGIN CERTIFICATE\")".into());
+    }
+    Ok(out)
+}
+
+/// Whether a private key (PEM) belongs to a certificate.
+pub fn key_matches(cert: &CertInfo, key_pem: &str) -> bool {
+    let Ok(key) = KeyPair::from_pem(key_pem) else {
+        return false;
+    };
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(&cert.der) else {
+        return false;
+    };
+    cert.public_key().subject_public_key.data.as_ref() == key.public_key_raw()
+}
+
+/// The certificates of a PEM text as one PEM text, in order.
+pub fn pem_of(certs: &[&CertInfo]) -> String {
+    certs
+        .iter()
+        .map(|c| {
+            let b64 = base64::engine::general_purpose::STANDARD.encode(&c.der);
+            let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
+            for line in b64.as_bytes().chunks(64) {
+                pem.push_str(&String::from_utf8_lossy(line));
+                pem.push('\n');
+            }
+            pem.push_str("-----END CERTIFICATE-----\n");
+            pem
+        })
+        .collect()
 }
 
 /// Generates a CA and serving pair into `dir` as ca.crt, ca.key, tls.crt and tls.key.

@@ -3,6 +3,7 @@
 //! snapshots, and the leader's work only writes to the cluster.
 
 pub mod audit;
+pub mod certs;
 pub mod generate;
 pub mod inventory;
 pub mod lease;
@@ -55,6 +56,47 @@ pub struct ClusterArgs {
     /// How often the Lease is renewed, or tried for.
     #[arg(long, env = "PALISADE_LEASE_RETRY_PERIOD", default_value = "2s", value_parser = humantime::parse_duration)]
     pub lease_retry_period: Duration,
+}
+
+/// `serve --manage-certs`: the leader keeps the CA, the serving certificate and the caBundles.
+#[derive(Debug, Clone, Args)]
+pub struct CertArgs {
+    /// Create the CA and serving certificate Secrets when missing, keep both webhook
+    /// configurations' caBundle, renew before expiry, and rotate the CA without failing a review
+    /// (leader only). Every replica waits for --tls-cert/--tls-key to appear instead of
+    /// generating development certificates.
+    #[arg(long, env = "PALISADE_MANAGE_CERTS")]
+    pub manage_certs: bool,
+    /// The Secret holding the CA (never mounted by the pods).
+    #[arg(long, env = "PALISADE_CA_SECRET", default_value = "palisade-ca")]
+    pub ca_secret: String,
+    /// The kubernetes.io/tls Secret holding the serving certificate, which the pods mount.
+    #[arg(long, env = "PALISADE_TLS_SECRET", default_value = "palisade-tls")]
+    pub tls_secret: String,
+    /// The name of the ValidatingWebhookConfiguration and MutatingWebhookConfiguration.
+    #[arg(
+        long,
+        env = "PALISADE_WEBHOOK_CONFIGURATION",
+        default_value = "palisade"
+    )]
+    pub webhook_configuration: String,
+    /// The Service the API server calls (named in the serving certificate).
+    #[arg(long, env = "PALISADE_SERVICE", default_value = "palisade")]
+    pub service: String,
+    /// Validity of a new CA; it is rotated with a third of it left.
+    #[arg(long, env = "PALISADE_CA_VALIDITY", default_value = "10y", value_parser = humantime::parse_duration)]
+    pub ca_validity: Duration,
+    /// Validity of a serving certificate; it is renewed with a third of it left.
+    #[arg(long, env = "PALISADE_CERT_VALIDITY", default_value = "1y", value_parser = humantime::parse_duration)]
+    pub cert_validity: Duration,
+    /// How long a new CA is in the caBundle before it signs, and how long the previous one
+    /// stays after: time for the API servers to reload the webhook configurations and for the
+    /// kubelets to update every replica's mounted Secret.
+    #[arg(long, env = "PALISADE_CERT_ROTATION_OVERLAP", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub cert_rotation_overlap: Duration,
+    /// How often the leader checks the certificates.
+    #[arg(long, env = "PALISADE_CERT_CHECK_INTERVAL", default_value = "1m", value_parser = humantime::parse_duration)]
+    pub cert_check_interval: Duration,
 }
 
 /// Where the cluster configuration came from.

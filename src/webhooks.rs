@@ -325,10 +325,10 @@ pub fn resource_of(group: &str, kind: &str) -> String {
     if lower.ends_with('s') {
         return format!("{lower}es");
     }
-    if let Some(stem) = lower.strip_suffix('y') {
-        if !stem.ends_with(['a', 'e', 'i', 'o', 'u']) {
-            return format!("{stem}ies");
-        }
+    if let Some(stem) = lower.strip_suffix('y')
+        && !stem.ends_with(['a', 'e', 'i', 'o', 'u'])
+    {
+        return format!("{stem}ies");
     }
     format!("{lower}s")
 }

@@ -14,9 +14,10 @@ use super::{EvalArgs, LogArgs};
 use crate::bundle::SyncKind;
 use crate::certs::{self, CertSpec};
 use crate::cluster::audit::Auditor;
+use crate::cluster::certs::{CertManager, CertManagerConfig};
 use crate::cluster::generate::Scope;
 use crate::cluster::lease::{Elector, LeaseConfig};
-use crate::cluster::{self as kube_cluster, ClusterArgs, LabelSelector};
+use crate::cluster::{self as kube_cluster, CertArgs, ClusterArgs, LabelSelector};
 use crate::decide::Decider;
 use crate::policy::Action;
 use crate::runtime::logging;
@@ -123,6 +124,8 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub cluster: ClusterArgs,
     #[command(flatten)]
+    pub certs: CertArgs,
+    #[command(flatten)]
     pub log: LogArgs,
 }
 
@@ -171,10 +174,28 @@ impl ServeArgs {
             shutdown_delay,
             drain_timeout,
             cluster,
+            certs: cert_args,
             log: _,
         } = self;
 
-        if !no_dev_certs {
+        let cert_manager = cert_args.manage_certs.then(|| CertManagerConfig {
+            namespace: std::env::var("POD_NAMESPACE")
+                .ok()
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| own_namespace.clone()),
+            ca_secret: cert_args.ca_secret.clone(),
+            tls_secret: cert_args.tls_secret.clone(),
+            webhook_configuration: cert_args.webhook_configuration.clone(),
+            spec: CertSpec::new(&cert_args.service, &own_namespace),
+            ca_validity: cert_args.ca_validity,
+            cert_validity: cert_args.cert_validity,
+            overlap: cert_args.cert_rotation_overlap,
+            interval: cert_args.cert_check_interval,
+        });
+        if let Some(config) = &cert_manager {
+            config.validate().map_err(anyhow::Error::msg)?;
+        }
+        if !no_dev_certs && cert_manager.is_none() {
             ensure_dev_certs(&tls_cert, &tls_key)?;
         }
         let metrics = Arc::new(Metrics::new());
@@ -183,11 +204,14 @@ impl ServeArgs {
             key: tls_key,
             client_ca,
         };
-        let tls = TlsStore::load(paths, metrics.clone()).context(
-            "cannot load the serving certificate (see --tls-cert, --tls-key, --client-ca)",
-        )?;
         let readiness = Arc::new(Readiness::default());
-        readiness.set_certificates_loaded();
+        let tls = if cert_manager.is_some() {
+            // The leader (maybe this replica) writes them; until then, wait unready.
+            TlsStore::load_or_wait(paths, metrics.clone(), readiness.clone())
+        } else {
+            TlsStore::load(paths, metrics.clone()).inspect(|_| readiness.set_certificates_loaded())
+        }
+        .context("cannot load the serving certificate (see --tls-cert, --tls-key, --client-ca)")?;
 
         let inventory_paths_len = inventory.len();
         let sources = Arc::new(FileSources::load(
@@ -255,10 +279,16 @@ impl ServeArgs {
             },
         };
         let scope = Scope { selector, exempt };
+        if cert_manager.is_some() && connection.is_none() {
+            bail!(
+                "--manage-certs keeps the certificates in the cluster, and no cluster is configured: run in a cluster (or give --kubeconfig), or drop --manage-certs"
+            );
+        }
         let wiring = match connection {
             Some(connection) => wire_cluster(
                 connection.client,
                 &cluster,
+                cert_manager,
                 scope,
                 own_namespace,
                 Served {
@@ -323,6 +353,7 @@ struct ClusterWiring {
 fn wire_cluster(
     client: kube::Client,
     cluster: &ClusterArgs,
+    cert_manager: Option<CertManagerConfig>,
     scope: Scope,
     own_namespace: String,
     served: Served<'_>,
@@ -404,10 +435,20 @@ fn wire_cluster(
                         std::future::pending::<()>().await;
                     }
                 };
+                let certificates = async {
+                    match &cert_manager {
+                        Some(config) => {
+                            CertManager::new(client.clone(), config.clone(), metrics.clone())
+                                .run()
+                                .await;
+                        }
+                        None => std::future::pending::<()>().await,
+                    }
+                };
                 tokio::select! {
-                    _ = futures::future::join(generator, auditor.clone().run()) => {}
+                    _ = futures::future::join3(generator, auditor.clone().run(), certificates) => {}
                     _ = led.wait_for(|l| !*l) => {
-                        tracing::info!("default-deny generator and audit stopped: no longer the leader");
+                        tracing::info!("default-deny generator, audit and certificate manager stopped: no longer the leader");
                     }
                 }
             }

@@ -79,6 +79,11 @@ struct FailureLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CertWriteLabels {
+    what: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EndpointLabels {
     endpoint: Endpoint,
 }
@@ -104,6 +109,9 @@ pub struct Metrics {
     tls_reloads: Counter,
     tls_reload_failures: Counter,
     tls_handshake_failures: Counter,
+    tls_expiry: Gauge,
+    /// Certificates and caBundles the leader's certificate manager wrote, by what.
+    cert_writes: Family<CertWriteLabels, Counter>,
     violations: Family<ViolationLabels, Counter>,
     evaluation_failures: Family<FailureLabels, Counter>,
     policy_reloads: Counter,
@@ -346,6 +354,18 @@ impl Metrics {
             "Connections closed before or during the TLS handshake",
             tls_handshake_failures.clone(),
         );
+        let tls_expiry = Gauge::default();
+        registry.register(
+            "tls_certificate_expiry_timestamp_seconds",
+            "When the serving certificate in use expires (Unix time); alert well before it",
+            tls_expiry.clone(),
+        );
+        let cert_writes = Family::<CertWriteLabels, Counter>::default();
+        registry.register(
+            "certificate_manager_writes",
+            "What the leader's certificate manager (serve --manage-certs) wrote: ca (a new CA), serving (a serving certificate), ca_bundle (the webhook configurations' caBundle)",
+            cert_writes.clone(),
+        );
         let violations = Family::<ViolationLabels, Counter>::default();
         registry.register(
             "violations",
@@ -405,6 +425,8 @@ impl Metrics {
             tls_reloads,
             tls_reload_failures,
             tls_handshake_failures,
+            tls_expiry,
+            cert_writes,
         }
     }
 
@@ -431,6 +453,18 @@ impl Metrics {
 
     pub fn tls_reloaded(&self) {
         self.tls_reloads.inc();
+    }
+
+    /// The serving certificate in use expires at this Unix time.
+    pub fn tls_expires_at(&self, unix: i64) {
+        self.tls_expiry.set(unix);
+    }
+
+    /// The certificate manager wrote `what` (`ca`, `serving` or `ca_bundle`).
+    pub fn certificate_written(&self, what: &'static str) {
+        self.cert_writes
+            .get_or_create(&CertWriteLabels { what })
+            .inc();
     }
 
     pub fn tls_reload_failed(&self) {

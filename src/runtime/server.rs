@@ -60,6 +60,9 @@ impl Readiness {
     pub fn set_certificates_loaded(&self) {
         self.certificates.store(true, Ordering::Release);
     }
+    pub fn certificates_loaded(&self) -> bool {
+        self.certificates.load(Ordering::Acquire)
+    }
     pub fn set_policies_loaded(&self) {
         self.policies.store(true, Ordering::Release);
     }

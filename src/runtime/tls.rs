@@ -15,7 +15,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio_rustls::TlsAcceptor;
 
+use crate::certs::CertInfo;
 use crate::runtime::metrics::Metrics;
+use crate::runtime::server::Readiness;
 use crate::sources::hotswap::{HotSwap, Reload};
 use crate::sources::watch::{DirWatcher, parent_dir};
 
@@ -170,6 +172,26 @@ pub struct TlsStore {
     paths: TlsPaths,
     config: HotSwap<ServerConfig>,
     metrics: Arc<Metrics>,
+    /// Told when the first certificate loads, for a store that started without one.
+    readiness: Option<Arc<Readiness>>,
+    /// The serving certificate in use, and when its coming expiry was last logged.
+    leaf: std::sync::Mutex<(Option<CertInfo>, Option<std::time::Instant>)>,
+}
+
+/// How often an expiring certificate is logged again.
+const EXPIRY_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// A resolver with no certificate: handshakes fail until the first certificate is loaded.
+#[derive(Debug)]
+struct NoCertificate;
+
+impl rustls::server::ResolvesServerCert for NoCertificate {
+    fn resolve(
+        &self,
+        _: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        None
+    }
 }
 
 impl TlsStore {
@@ -177,11 +199,95 @@ impl TlsStore {
     pub fn load(paths: TlsPaths, metrics: Arc<Metrics>) -> Result<Self, TlsError> {
         let material = Material::read(&paths)?;
         let config = build(&paths, &material)?;
-        Ok(Self {
+        let store = Self {
             paths,
             config: HotSwap::new(config, Some(material.fingerprint())),
             metrics,
-        })
+            readiness: None,
+            leaf: std::sync::Mutex::new((None, None)),
+        };
+        store.note_leaf(&material);
+        Ok(store)
+    }
+
+    /// Loads the certificate if it is there; if its files do not exist yet (a certificate
+    /// manager is about to write them), starts without one: TLS handshakes fail and
+    /// `readiness` stays false until the files appear and load. Material that exists but does
+    /// not load is still fatal.
+    pub fn load_or_wait(
+        paths: TlsPaths,
+        metrics: Arc<Metrics>,
+        readiness: Arc<Readiness>,
+    ) -> Result<Self, TlsError> {
+        match Self::load(paths.clone(), metrics.clone()) {
+            Ok(store) => {
+                readiness.set_certificates_loaded();
+                Ok(store)
+            }
+            Err(TlsError::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                tracing::info!(cert = %paths.cert.display(), key = %paths.key.display(),
+                    "no serving certificate yet: waiting for it to be written (not ready until then)");
+                let config = ServerConfig::builder_with_provider(provider())
+                    .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+                    .map_err(|source| TlsError::Pair {
+                        cert: paths.cert.clone(),
+                        key: paths.key.clone(),
+                        source,
+                    })?
+                    .with_no_client_auth()
+                    .with_cert_resolver(Arc::new(NoCertificate));
+                Ok(Self {
+                    paths,
+                    config: HotSwap::new(config, None),
+                    metrics,
+                    readiness: Some(readiness),
+                    leaf: std::sync::Mutex::new((None, None)),
+                })
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Records the leaf certificate of freshly loaded material: the expiry metric and log.
+    fn note_leaf(&self, material: &Material) {
+        let leaf = String::from_utf8(material.cert.clone())
+            .ok()
+            .and_then(|pem| crate::certs::parse_pem(&pem).ok())
+            .and_then(|certs| certs.into_iter().next());
+        if let Some(leaf) = &leaf {
+            self.metrics.tls_expires_at(leaf.not_after.unix_timestamp());
+        }
+        let mut guard = self.leaf.lock().unwrap_or_else(|p| p.into_inner());
+        *guard = (leaf, None);
+        drop(guard);
+        self.check_expiry();
+    }
+
+    /// Logs a warning when less than a quarter of the serving certificate's lifetime is left
+    /// (a managed certificate is renewed at a third), again every hour until it is replaced.
+    pub fn check_expiry(&self) {
+        let now = time::OffsetDateTime::now_utc();
+        let mut guard = self.leaf.lock().unwrap_or_else(|p| p.into_inner());
+        let (Some(leaf), last) = &mut *guard else {
+            return;
+        };
+        let lifetime = leaf.not_after - leaf.not_before;
+        let left = leaf.remaining(now);
+        if left >= lifetime / 4 || last.is_some_and(|t| t.elapsed() < EXPIRY_LOG_EVERY) {
+            return;
+        }
+        *last = Some(std::time::Instant::now());
+        let expires = leaf
+            .not_after
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        if left.is_negative() {
+            tracing::error!(cert = %self.paths.cert.display(), %expires,
+                "the serving certificate has EXPIRED: the API server refuses it, so every review fails (failurePolicy decides); replace it now");
+        } else {
+            tracing::warn!(cert = %self.paths.cert.display(), %expires, seconds_left = left.whole_seconds(),
+                "the serving certificate expires soon and has not been renewed");
+        }
     }
 
     /// An acceptor for one new connection, with the configuration current now.
@@ -203,6 +309,22 @@ impl TlsStore {
             Reload::Reloaded => {
                 self.metrics.tls_reloaded();
                 tracing::info!(cert = %self.paths.cert.display(), "serving certificate reloaded");
+                if let Ok(material) = Material::read(&self.paths) {
+                    self.note_leaf(&material);
+                }
+                if let Some(readiness) = &self.readiness {
+                    readiness.set_certificates_loaded();
+                }
+            }
+            Reload::Rejected(TlsError::Read { source, .. })
+                if self
+                    .readiness
+                    .as_ref()
+                    .is_some_and(|r| !r.certificates_loaded())
+                    && source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                // Still waiting for the first certificate: not a failure.
+                return Reload::Unchanged;
             }
             Reload::Rejected(error) => {
                 self.metrics.tls_reload_failed();
@@ -219,7 +341,12 @@ impl TlsStore {
             watcher.changed().await;
             let store = self.clone();
             // File reads and key parsing are blocking work.
-            if let Err(error) = tokio::task::spawn_blocking(move || store.reload()).await {
+            if let Err(error) = tokio::task::spawn_blocking(move || {
+                store.reload();
+                store.check_expiry();
+            })
+            .await
+            {
                 tracing::error!(%error, "certificate reload task failed");
             }
         }

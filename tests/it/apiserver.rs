@@ -3,7 +3,8 @@
 //! No API server can be installed on the build machines, so the cluster-facing code is tested with
 //! the real `kube` client against this in-process imitation. It speaks HTTPS (its own CA, a bearer
 //! token, as a kubeconfig names them) and implements only what Palisade depends on, for
-//! Namespaces, NetworkPolicies, Leases, Pods and PolicyReports, with the real API's semantics where the code relies on
+//! Namespaces, NetworkPolicies, Leases, Pods, Secrets, the webhook configurations and
+//! PolicyReports, with the real API's semantics where the code relies on
 //! them. `cluster::standin_matches_the_real_api_server` replays the answers a real kube-apiserver
 //! v1.25 gave (`tests/data/apiserver/`) against it.
 //!
@@ -148,12 +149,45 @@ pub const CRDS: Resource = Resource {
     storage: "v1",
     status: false,
 };
-const RESOURCES: [Resource; 7] = [
+pub const SECRETS: Resource = Resource {
+    group: "",
+    version: "v1",
+    plural: "secrets",
+    kind: "Secret",
+    namespaced: true,
+    generation: false,
+    storage: "v1",
+    status: false,
+};
+pub const VALIDATING_WEBHOOKS: Resource = Resource {
+    group: "admissionregistration.k8s.io",
+    version: "v1",
+    plural: "validatingwebhookconfigurations",
+    kind: "ValidatingWebhookConfiguration",
+    namespaced: false,
+    generation: false,
+    storage: "v1",
+    status: false,
+};
+pub const MUTATING_WEBHOOKS: Resource = Resource {
+    group: "admissionregistration.k8s.io",
+    version: "v1",
+    plural: "mutatingwebhookconfigurations",
+    kind: "MutatingWebhookConfiguration",
+    namespaced: false,
+    generation: false,
+    storage: "v1",
+    status: false,
+};
+const RESOURCES: [Resource; 10] = [
     CRDS,
     NAMESPACES,
     NETWORK_POLICIES,
     LEASES,
     PODS,
+    SECRETS,
+    VALIDATING_WEBHOOKS,
+    MUTATING_WEBHOOKS,
     POLICY_REPORTS,
     CLUSTER_POLICY_REPORTS,
 ];
@@ -752,6 +786,44 @@ fn identity(r: &Resource, object: &Value) -> Result<(String, String), ApiError> 
     Ok((ns.to_owned(), name.to_owned()))
 }
 
+/// The real server's checks of a Secret that Palisade's writes meet: a `kubernetes.io/tls`
+/// Secret holds `tls.crt` and `tls.key`, and `type` cannot change.
+fn validate_secret(
+    r: &Resource,
+    name: &str,
+    object: &Value,
+    current: Option<&Value>,
+) -> Result<(), ApiError> {
+    if *r != SECRETS {
+        return Ok(());
+    }
+    let invalid = |detail: String| {
+        ApiError::new(
+            422,
+            "Invalid",
+            format!("Secret \"{name}\" is invalid: {detail}"),
+            ApiError::details(r, name),
+        )
+    };
+    let kind = object["type"].as_str().unwrap_or("Opaque");
+    if let Some(current) = current {
+        let was = current["type"].as_str().unwrap_or("Opaque");
+        if was != kind {
+            return Err(invalid(format!(
+                "type: Invalid value: \"{kind}\": field is immutable"
+            )));
+        }
+    }
+    if kind == "kubernetes.io/tls" {
+        for key in ["tls.crt", "tls.key"] {
+            if object["data"].get(key).is_none() {
+                return Err(invalid(format!("data[{key}]: Required value")));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn now() -> String {
     let t = time::OffsetDateTime::now_utc();
     format!(
@@ -985,6 +1057,7 @@ impl Store {
         manager: &str,
         mut object: Value,
     ) -> Result<(Value, Vec<Event>), ApiError> {
+        validate_secret(r, name, &object, None)?;
         if r.namespaced {
             match self
                 .objects
@@ -1081,6 +1154,7 @@ impl Store {
         if !sent_rv.is_empty() && sent_rv != current.object["metadata"]["resourceVersion"] {
             return Err(ApiError::conflict(r, name));
         }
+        validate_secret(r, name, &object, Some(&current.object))?;
         // What the server owns stays the server's.
         for field in [
             "uid",

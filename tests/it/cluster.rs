@@ -312,6 +312,16 @@ async fn palisade(api: &ApiServer, token: &str, extra: &[&str]) -> TestServer {
 
 /// Starts Palisade on the stand-in without waiting for it to be ready.
 async fn start_palisade(api: &ApiServer, token: &str, extra: &[&str]) -> TestServer {
+    start_palisade_in(api, token, tempfile::tempdir().unwrap(), extra).await
+}
+
+/// Palisade connected to the stand-in as the replica `token`, its certificates in `dir`.
+pub(crate) async fn start_palisade_in(
+    api: &ApiServer,
+    token: &str,
+    dir: tempfile::TempDir,
+    extra: &[&str],
+) -> TestServer {
     // Palisade runs in its own namespace, which holds its Lease.
     let _ = api.create(namespace("palisade-system", json!({})));
     let kubeconfig = api.kubeconfig(token).display().to_string();
@@ -331,7 +341,7 @@ async fn start_palisade(api: &ApiServer, token: &str, extra: &[&str]) -> TestSer
     ];
     args.extend_from_slice(&LEASE_FLAGS);
     args.extend_from_slice(extra);
-    TestServer::start(&args).await
+    TestServer::start_in(dir, &args).await
 }
 
 fn namespace(name: &str, labels: Value) -> Value {

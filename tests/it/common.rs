@@ -444,3 +444,23 @@ pub fn validate(
         .unwrap()
         .violations
 }
+
+/// Lays out `dir` as the kubelet does for a Secret or ConfigMap volume: the files in a
+/// `..<version>` directory, `..data` swapped to it atomically (a symlink beside it renamed over
+/// it), and each name a symlink through `..data`.
+pub fn project_files(dir: &Path, version: &str, files: &[(&str, &[u8])]) {
+    let data = dir.join(format!("..{version}"));
+    std::fs::create_dir(&data).unwrap();
+    for (name, bytes) in files {
+        std::fs::write(data.join(name), bytes).unwrap();
+    }
+    let tmp = dir.join("..data_tmp");
+    std::os::unix::fs::symlink(format!("..{version}"), &tmp).unwrap();
+    std::fs::rename(&tmp, dir.join("..data")).unwrap();
+    for (name, _) in files {
+        let link = dir.join(name);
+        if link.symlink_metadata().is_err() {
+            std::os::unix::fs::symlink(format!("..data/{name}"), link).unwrap();
+        }
+    }
+}

@@ -2,6 +2,7 @@
 
 mod apiserver;
 mod audit;
+mod certmanager;
 mod cluster;
 mod common;
 mod core;

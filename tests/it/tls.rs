@@ -76,22 +76,16 @@ async fn client_ca_admits_only_callers_with_a_certificate_from_it() {
     }
 }
 
-/// Lays out `dir` as the kubelet does for a Secret volume and returns the timestamped directory.
+/// Lays out `dir` as the kubelet does for a Secret volume.
 fn project_secret(dir: &Path, version: &str, bundle: &Certificates) {
-    let data = dir.join(format!("..{version}"));
-    std::fs::create_dir(&data).unwrap();
-    std::fs::write(data.join("tls.crt"), &bundle.cert_pem).unwrap();
-    std::fs::write(data.join("tls.key"), &bundle.key_pem).unwrap();
-    // Point ..data at the new version atomically: symlink beside it, then rename over it.
-    let tmp = dir.join("..data_tmp");
-    std::os::unix::fs::symlink(format!("..{version}"), &tmp).unwrap();
-    std::fs::rename(&tmp, dir.join("..data")).unwrap();
-    for file in ["tls.crt", "tls.key"] {
-        let link = dir.join(file);
-        if link.symlink_metadata().is_err() {
-            std::os::unix::fs::symlink(format!("..data/{file}"), link).unwrap();
-        }
-    }
+    project_files(
+        dir,
+        version,
+        &[
+            ("tls.crt", bundle.cert_pem.as_bytes()),
+            ("tls.key", bundle.key_pem.as_bytes()),
+        ],
+    );
 }
 
 fn bundle_with_san(san: &str) -> Certificates {

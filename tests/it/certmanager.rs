@@ -1,0 +1,420 @@
+//! `serve --manage-certs` against the API stand-in (tests/it/apiserver.rs): the leader creates
+//! the CA and serving Secrets, fills in both webhook configurations' caBundle, renews, and rotates
+//! the CA while an "API server" keeps calling over HTTPS with whatever caBundle the
+//! configuration holds at that moment. A fake kubelet projects the serving Secret into the
+//! replica's certificate directory the way a Secret volume is updated (`..data` swap).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use base64::Engine as _;
+use serde_json::Value;
+
+use crate::apiserver::{ApiServer, MUTATING_WEBHOOKS, SECRETS, VALIDATING_WEBHOOKS};
+use crate::cluster::start_palisade_in;
+use crate::common::*;
+
+const NS: &str = "palisade-system";
+const SERVICE_NAME: &str = "palisade.palisade-system.svc";
+
+fn b64(s: &str) -> Vec<u8> {
+    base64::engine::general_purpose::STANDARD
+        .decode(s)
+        .unwrap_or_else(|e| panic!("not base64 ({e}): {s}"))
+}
+
+fn secret_file(secret: &Value, key: &str) -> Vec<u8> {
+    b64(secret["data"][key]
+        .as_str()
+        .unwrap_or_else(|| panic!("no data[{key}] in {secret}")))
+}
+
+/// Applies the webhook configurations of manifests/base/webhooks.yaml, as kubectl would.
+fn apply_webhook_configurations(api: &ApiServer) {
+    let path = repo_path("manifests/base/webhooks.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    for doc in palisade::manifest::parse_str(&text, &path).unwrap() {
+        api.create(doc.value).unwrap();
+    }
+}
+
+/// The caBundle (decoded PEM) of every webhook of both configurations.
+fn ca_bundles(api: &ApiServer) -> Vec<Vec<u8>> {
+    [&VALIDATING_WEBHOOKS, &MUTATING_WEBHOOKS]
+        .into_iter()
+        .flat_map(|r| {
+            let config = api.get(r, "", "palisade").unwrap();
+            config["webhooks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|w| b64(w["clientConfig"]["caBundle"].as_str().unwrap_or("")))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// Copies the serving Secret into `dir` whenever it changes, as the kubelet does for a mounted
+/// Secret (much faster than a kubelet, which the rotation overlap allows for).
+fn fake_kubelet(api: Arc<ApiServer>, dir: std::path::PathBuf) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut seen = String::new();
+        let mut version = 0;
+        loop {
+            if let Ok(secret) = api.get(&SECRETS, NS, "palisade-tls") {
+                let rv = secret["metadata"]["resourceVersion"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_owned();
+                if rv != seen {
+                    version += 1;
+                    let files: Vec<(&str, Vec<u8>)> = ["tls.crt", "tls.key", "ca.crt"]
+                        .into_iter()
+                        .map(|k| (k, secret_file(&secret, k)))
+                        .collect();
+                    let refs: Vec<(&str, &[u8])> =
+                        files.iter().map(|(k, v)| (*k, v.as_slice())).collect();
+                    project_files(&dir, &format!("v{version}"), &refs);
+                    seen = rv;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+}
+
+fn cert_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "--manage-certs",
+        "--cert-check-interval",
+        "200ms",
+        "--generate-default-deny=false",
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
+/// A review as the API server sends it, trusting only `ca_pem` for Palisade's Service name.
+async fn review_trusting(server: &TestServer, ca_pem: &[u8]) -> std::io::Result<HttpResponse> {
+    Client::new(server.https, &[ca_pem])
+        .with_server_name(SERVICE_NAME)
+        .post(
+            Proto::Http2,
+            "/validate",
+            fixture("admission/validate-create-namespace.json"),
+        )
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_creates_the_certificates_and_fills_in_both_ca_bundles() {
+    let api = ApiServer::start().await;
+    apply_webhook_configurations(&api);
+    for bundle in ca_bundles(&api) {
+        assert!(bundle.is_empty(), "the manifests leave caBundle out");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let kubelet = fake_kubelet(api.clone(), dir.path().to_path_buf());
+    let server = start_palisade_in(&api, "palisade-a", dir, &cert_args(&[])).await;
+    // Not ready until the certificate is written and projected.
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            http_get(server.health, "/readyz").await.0 == 200
+        })
+        .await,
+        "never ready: {:?}",
+        http_get(server.health, "/readyz").await
+    );
+
+    let ca = api.get(&SECRETS, NS, "palisade-ca").unwrap();
+    let tls = api.get(&SECRETS, NS, "palisade-tls").unwrap();
+    assert_eq!(tls["type"], "kubernetes.io/tls");
+    let ca_pem = secret_file(&ca, "ca.crt");
+    assert!(!secret_file(&ca, "ca.key").is_empty());
+    assert_eq!(
+        secret_file(&tls, "ca.crt"),
+        ca_pem,
+        "the serving Secret carries the bundle"
+    );
+    assert!(
+        ca["metadata"]["annotations"]["palisade.dev/ca-trusted-since"].is_string(),
+        "{ca}"
+    );
+    // Both configurations trust exactly the CA, in every webhook.
+    for bundle in ca_bundles(&api) {
+        assert_eq!(bundle, ca_pem);
+    }
+    // The API server's view: only that CA, the Service's DNS name, over HTTP/2.
+    let rsp = review_trusting(&server, &ca_pem).await.unwrap();
+    assert_eq!(rsp.status, 200);
+    // A client trusting another CA is refused: the certificate really comes from this CA.
+    let other = palisade::certs::generate(&palisade::certs::CertSpec::new("palisade", NS)).unwrap();
+    assert!(
+        review_trusting(&server, other.ca_cert_pem.as_bytes())
+            .await
+            .is_err()
+    );
+
+    let metrics = server.metrics().await;
+    assert_eq!(
+        metric(
+            &metrics,
+            "palisade_certificate_manager_writes_total{what=\"serving\"}"
+        ),
+        Some(1.0)
+    );
+    let served =
+        palisade::certs::parse_pem(std::str::from_utf8(&secret_file(&tls, "tls.crt")).unwrap())
+            .unwrap()
+            .remove(0);
+    assert_eq!(
+        metric(
+            &metrics,
+            "palisade_tls_certificate_expiry_timestamp_seconds"
+        ),
+        Some(served.not_after.unix_timestamp() as f64)
+    );
+
+    // A new leader finds everything in place and writes nothing.
+    let versions = |api: &ApiServer| {
+        [
+            api.get(&SECRETS, NS, "palisade-ca").unwrap()["metadata"]["resourceVersion"].clone(),
+            api.get(&SECRETS, NS, "palisade-tls").unwrap()["metadata"]["resourceVersion"].clone(),
+            api.get(&VALIDATING_WEBHOOKS, "", "palisade").unwrap()["metadata"]["resourceVersion"]
+                .clone(),
+        ]
+    };
+    let before = versions(&api);
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["tls.crt", "tls.key", "ca.crt"] {
+        std::fs::copy(server.dir.path().join(f), dir.path().join(f)).unwrap();
+    }
+    assert!(server.stop().await);
+    let again = start_palisade_in(&api, "palisade-b", dir, &cert_args(&[])).await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            metric(&again.metrics().await, "palisade_leader").unwrap_or(0.0) == 1.0
+        })
+        .await
+    );
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        versions(&api),
+        before,
+        "a second leader must not rewrite valid certificates"
+    );
+    kubelet.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expiring_serving_certificate_is_renewed_and_picked_up() {
+    let api = ApiServer::start().await;
+    apply_webhook_configurations(&api);
+    let dir = tempfile::tempdir().unwrap();
+    let kubelet = fake_kubelet(api.clone(), dir.path().to_path_buf());
+    // Renewed with a third of its life (6 s) left: 4 s after it was issued.
+    let server = start_palisade_in(
+        &api,
+        "palisade-a",
+        dir,
+        &cert_args(&["--cert-validity", "6s", "--cert-rotation-overlap", "1s"]),
+    )
+    .await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            http_get(server.health, "/readyz").await.0 == 200
+        })
+        .await
+    );
+    let first = api.get(&SECRETS, NS, "palisade-tls").unwrap();
+    let first_cert = secret_file(&first, "tls.crt");
+    let ca_pem = secret_file(&api.get(&SECRETS, NS, "palisade-ca").unwrap(), "ca.crt");
+    let renewed = eventually(Duration::from_secs(8), || async {
+        secret_file(&api.get(&SECRETS, NS, "palisade-tls").unwrap(), "tls.crt") != first_cert
+    })
+    .await;
+    assert!(renewed, "the serving certificate was not renewed");
+    let parse = |pem: &[u8]| {
+        palisade::certs::parse_pem(std::str::from_utf8(pem).unwrap())
+            .unwrap()
+            .remove(0)
+    };
+    let old = parse(&first_cert);
+    let new = parse(&secret_file(
+        &api.get(&SECRETS, NS, "palisade-tls").unwrap(),
+        "tls.crt",
+    ));
+    assert!(new.not_after > old.not_after);
+    assert!(
+        time::OffsetDateTime::now_utc() < old.not_after,
+        "renewed only after the old one expired"
+    );
+    let ca = parse(&ca_pem);
+    assert!(new.signed_by(&ca), "renewal keeps the CA");
+    // The replica serves the new one: the expiry metric follows it.
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            metric(
+                &server.metrics().await,
+                "palisade_tls_certificate_expiry_timestamp_seconds",
+            )
+            .is_some_and(|t| t as i64 >= new.not_after.unix_timestamp())
+        })
+        .await
+    );
+    assert_eq!(review_trusting(&server, &ca_pem).await.unwrap().status, 200);
+    kubelet.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ca_rotation_fails_no_review() {
+    let api = ApiServer::start().await;
+    apply_webhook_configurations(&api);
+    let dir = tempfile::tempdir().unwrap();
+    let kubelet = fake_kubelet(api.clone(), dir.path().to_path_buf());
+    // The CA lives 9 s: rotated at 6 s; the serving certificate moves to it 1 s later and the
+    // old CA leaves the bundle 1 s after that, before it expires at 9 s.
+    let server = Arc::new(
+        start_palisade_in(
+            &api,
+            "palisade-a",
+            dir,
+            &cert_args(&[
+                "--ca-validity",
+                "9s",
+                "--cert-validity",
+                "9s",
+                "--cert-rotation-overlap",
+                "1s",
+            ]),
+        )
+        .await,
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            http_get(server.health, "/readyz").await.0 == 200
+        })
+        .await
+    );
+    let first_ca = secret_file(&api.get(&SECRETS, NS, "palisade-ca").unwrap(), "ca.crt");
+
+    // The "API server": one review after another, each trusting the caBundle of the
+    // ValidatingWebhookConfiguration as it is at that moment.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (sent, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let max_cas = Arc::new(AtomicUsize::new(0));
+    let caller = {
+        let (api, server, stop) = (api.clone(), server.clone(), stop.clone());
+        let (sent, failed, max_cas) = (sent.clone(), failed.clone(), max_cas.clone());
+        tokio::spawn(async move {
+            let mut failures = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let bundle = ca_bundles(&api).remove(0);
+                let cas = palisade::certs::parse_pem(std::str::from_utf8(&bundle).unwrap())
+                    .map_or(0, |c| c.len());
+                max_cas.fetch_max(cas, Ordering::Relaxed);
+                sent.fetch_add(1, Ordering::Relaxed);
+                match review_trusting(&server, &bundle).await {
+                    Ok(rsp) if rsp.status == 200 => {}
+                    other => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                        failures.push(format!("{:?}", other.map(|r| r.status)));
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            failures
+        })
+    };
+    // Rotation done: a new CA, alone in the bundle.
+    let rotated = eventually(Duration::from_secs(15), || async {
+        let ca = secret_file(&api.get(&SECRETS, NS, "palisade-ca").unwrap(), "ca.crt");
+        let bundles = ca_bundles(&api);
+        ca != first_ca && bundles.iter().all(|b| *b == ca)
+    })
+    .await;
+    // Keep calling a little after the old CA is gone.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let failures = caller.await.unwrap();
+    assert!(
+        rotated,
+        "the CA was not rotated and the old one not retired"
+    );
+    assert!(
+        sent.load(Ordering::Relaxed) > 100,
+        "too few reviews to show anything: {}",
+        sent.load(Ordering::Relaxed)
+    );
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "reviews failed during the CA rotation: {failures:?}"
+    );
+    assert_eq!(
+        max_cas.load(Ordering::Relaxed),
+        2,
+        "the bundle must hold both CAs during the rotation"
+    );
+
+    // The replica serves a certificate from the new CA.
+    let ca = secret_file(&api.get(&SECRETS, NS, "palisade-ca").unwrap(), "ca.crt");
+    assert_eq!(review_trusting(&server, &ca).await.unwrap().status, 200);
+    assert!(
+        review_trusting(&server, &first_ca).await.is_err(),
+        "still served by the old CA"
+    );
+    kubelet.abort();
+}
+
+#[tokio::test]
+async fn manage_certs_needs_a_cluster_and_sane_timings() {
+    install_crypto();
+    for (args, expect) in [
+        (vec!["--manage-certs"], "no cluster is configured"),
+        (
+            vec!["--manage-certs", "--cert-validity", "20y"],
+            "must not exceed --ca-validity",
+        ),
+        (
+            vec![
+                "--manage-certs",
+                "--ca-validity",
+                "1h",
+                "--cert-validity",
+                "5m",
+                "--cert-rotation-overlap",
+                "10m",
+            ],
+            "under a sixth of --ca-validity",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut all = vec![
+            "palisade",
+            "serve",
+            "--no-cluster",
+            "--listen",
+            "127.0.0.1:0",
+            "--health-listen",
+            "127.0.0.1:0",
+        ];
+        let cert = dir.path().join("tls.crt").display().to_string();
+        let key = dir.path().join("tls.key").display().to_string();
+        all.extend(["--tls-cert", &cert, "--tls-key", &key]);
+        all.extend(args);
+        use clap::Parser;
+        let palisade::cli::Command::Serve(serve) =
+            palisade::cli::Cli::try_parse_from(&all).unwrap().command
+        else {
+            unreachable!()
+        };
+        let err = serve.load().await.err().expect("must refuse").to_string();
+        assert!(err.contains(expect), "{all:?}: {err}");
+        assert!(
+            !dir.path().join("tls.crt").exists(),
+            "no development certificate may be written with --manage-certs"
+        );
+    }
+}
