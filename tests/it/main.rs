@@ -6,6 +6,7 @@ mod certmanager;
 mod cluster;
 mod common;
 mod core;
+mod deploy;
 mod engine;
 mod mutation;
 mod netpol;

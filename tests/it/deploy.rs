@@ -1,0 +1,726 @@
+//! manifests/: rendered with `kubectl kustomize` (base and every overlay), checked against the
+//! Kubernetes OpenAPI schemas with `kubernetes-validate`, and checked for the properties a
+//! fail-closed webhook depends on. `.ci/run` installs both tools when they are missing.
+//! Also: the webhook rules agree with the bundle, and the committed webhooks.yaml is what
+//! `palisade manifests` prints.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::Command;
+
+use clap::Parser;
+use serde_json::{Value, json};
+
+use crate::common::repo_path;
+
+const BIN: &str = env!("CARGO_BIN_EXE_palisade");
+/// The oldest Kubernetes the manifests are checked against.
+const KUBERNETES_VERSION: &str = "1.30.0";
+
+fn tool(name: &str) -> String {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {name}")])
+        .output()
+        .unwrap();
+    assert!(
+        found.status.success(),
+        "{name} is not installed: .ci/run installs it (kubectl from Debian's kubernetes-client, kubernetes-validate from PyPI)"
+    );
+    String::from_utf8(found.stdout).unwrap().trim().to_owned()
+}
+
+/// `kubectl kustomize <dir>`: its text and its objects.
+fn render(dir: &str) -> (String, Vec<Value>) {
+    let out = Command::new(tool("kubectl"))
+        .args(["kustomize", &repo_path(dir).display().to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "kubectl kustomize {dir}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let objects = palisade::manifest::parse_str(&text, Path::new(dir))
+        .unwrap()
+        .into_iter()
+        .map(|d| d.value)
+        .collect();
+    (text, objects)
+}
+
+/// Validates with kubernetes-validate (strict: unknown fields are errors); returns the kinds it
+/// has no schema for (those CRDs define), which the caller checks by hand.
+fn validate_schemas(dir: &str, (text, objects): &(String, Vec<Value>)) -> BTreeSet<String> {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), text).unwrap();
+    let out = Command::new(tool("kubernetes-validate"))
+        .args(["--strict", "-k", KUBERNETES_VERSION])
+        .arg(file.path())
+        .output()
+        .unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && !report.contains("ERROR"),
+        "{dir} does not validate against Kubernetes {KUBERNETES_VERSION}:\n{report}"
+    );
+    let passed = report.matches(" passed for resource ").count();
+    let unknown: BTreeSet<String> = report
+        .lines()
+        .filter_map(|l| l.split("Couldn't find schema for kind ").nth(1))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(
+        passed + report.matches("Couldn't find schema").count(),
+        objects.len(),
+        "{dir}: not every object was checked:\n{report}"
+    );
+    unknown
+}
+
+fn find<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    objects
+        .iter()
+        .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name}"))
+}
+
+fn of_kind<'a>(objects: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    objects.iter().filter(|o| o["kind"] == kind).collect()
+}
+
+fn container(objects: &[Value]) -> &Value {
+    &find(objects, "Deployment", "palisade")["spec"]["template"]["spec"]["containers"][0]
+}
+
+/// The Deployment's args, parsed by Palisade's own command line: every flag exists.
+fn serve_args(objects: &[Value]) -> palisade::cli::ServeArgs {
+    let mut argv = vec!["palisade".to_owned()];
+    argv.extend(
+        container(objects)["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_owned()),
+    );
+    match palisade::cli::Cli::try_parse_from(&argv) {
+        Ok(palisade::cli::Cli {
+            command: palisade::cli::Command::Serve(args),
+        }) => *args,
+        Ok(_) => panic!("the Deployment does not run serve: {argv:?}"),
+        Err(e) => panic!("the Deployment's args do not parse: {e}"),
+    }
+}
+
+#[test]
+fn the_base_renders_validates_and_is_fail_safe() {
+    let rendered = render("manifests");
+    assert!(
+        validate_schemas("manifests", &rendered).is_empty(),
+        "every kind of the base has a Kubernetes schema"
+    );
+    let objects = &rendered.1;
+
+    // Namespace: labelled as Palisade asks of others.
+    let ns = find(objects, "Namespace", "palisade-system");
+    assert_eq!(ns["metadata"]["labels"]["network-policy"], "zero-trust");
+    assert_eq!(
+        ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"],
+        "restricted"
+    );
+
+    // Webhooks.
+    let serve = serve_args(objects);
+    for kind in [
+        "ValidatingWebhookConfiguration",
+        "MutatingWebhookConfiguration",
+    ] {
+        let config = find(objects, kind, "palisade");
+        for hook in config["webhooks"].as_array().unwrap() {
+            assert_eq!(hook["admissionReviewVersions"], json!(["v1"]), "{kind}");
+            assert_eq!(hook["sideEffects"], "None", "{kind}");
+            assert_eq!(hook["failurePolicy"], "Fail", "{kind}");
+            assert_eq!(hook["matchPolicy"], "Equivalent", "{kind}");
+            let timeout = hook["timeoutSeconds"].as_u64().unwrap();
+            assert!(
+                (2..=10).contains(&timeout) && serve.request_timeout.as_secs() < timeout,
+                "{kind}: timeoutSeconds {timeout} must be a few seconds and above --request-timeout {:?}, so that Palisade answers (504) before the API server gives up",
+                serve.request_timeout
+            );
+            assert_eq!(
+                hook["namespaceSelector"],
+                json!({"matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "NotIn",
+                    "values": ["kube-system", "palisade-system"]}]}),
+                "{kind}"
+            );
+            assert!(
+                hook["clientConfig"].get("caBundle").is_none(),
+                "{kind}: the base leaves caBundle to --manage-certs"
+            );
+            assert_eq!(hook["clientConfig"]["service"]["name"], "palisade");
+            assert_eq!(hook["clientConfig"]["service"]["port"], 443);
+            if kind == "MutatingWebhookConfiguration" {
+                assert_eq!(hook["reinvocationPolicy"], "IfNeeded");
+            }
+        }
+    }
+
+    // Deployment.
+    let deployment = find(objects, "Deployment", "palisade");
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(deployment["spec"]["replicas"], 3);
+    assert_eq!(
+        deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"],
+        0
+    );
+    let spread = pod["topologySpreadConstraints"].as_array().unwrap();
+    assert!(
+        spread
+            .iter()
+            .any(|s| s["topologyKey"] == "kubernetes.io/hostname"
+                && s["labelSelector"]["matchLabels"]
+                    == deployment["spec"]["selector"]["matchLabels"]),
+        "replicas must spread across nodes"
+    );
+    let priority = find(
+        objects,
+        "PriorityClass",
+        pod["priorityClassName"].as_str().unwrap(),
+    );
+    assert!(priority["value"].as_i64().unwrap() >= 1_000_000_000);
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(pod["securityContext"]["runAsUser"], 65532);
+    assert_eq!(
+        pod["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
+    let c = container(objects);
+    let sc = &c["securityContext"];
+    assert_eq!(sc["allowPrivilegeEscalation"], false);
+    assert_eq!(sc["readOnlyRootFilesystem"], true);
+    assert_eq!(sc["capabilities"]["drop"], json!(["ALL"]));
+    assert!(sc.get("privileged").is_none() && sc["capabilities"].get("add").is_none());
+    for bound in ["requests", "limits"] {
+        for resource in ["cpu", "memory"] {
+            assert!(
+                c["resources"][bound][resource].is_string(),
+                "resources.{bound}.{resource} is missing"
+            );
+        }
+    }
+    let port = |name: &str| {
+        c["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("no container port {name}"))["containerPort"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!(port("https"), u64::from(serve.listen.port()));
+    assert_eq!(port("metrics"), u64::from(serve.health_listen.port()));
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
+    for probe in ["readinessProbe", "livenessProbe"] {
+        assert_eq!(c[probe]["httpGet"]["port"], "metrics", "{probe}");
+    }
+    assert!(
+        serve.certs.manage_certs,
+        "the base manages its certificates"
+    );
+    // The TLS Secret is mounted as a directory (no subPath) where --tls-cert points.
+    let mount = c["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "tls")
+        .unwrap();
+    assert!(
+        mount.get("subPath").is_none(),
+        "a subPath mount never sees rotation"
+    );
+    assert_eq!(
+        Path::new(mount["mountPath"].as_str().unwrap()),
+        serve.tls_cert.parent().unwrap()
+    );
+    let tls_volume = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "tls")
+        .unwrap();
+    assert_eq!(
+        tls_volume["secret"]["secretName"],
+        serve.certs.tls_secret.as_str()
+    );
+    // The bundle comes from the generated ConfigMap, mounted where --policies points.
+    let policies_volume = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "policies")
+        .unwrap();
+    let bundle_name = policies_volume["configMap"]["name"].as_str().unwrap();
+    assert!(
+        bundle_name.starts_with("palisade-policies-"),
+        "kustomize's hash suffix: {bundle_name}"
+    );
+    // Drain: grace covers the shutdown delay and the drain timeout.
+    let grace = pod["terminationGracePeriodSeconds"].as_u64().unwrap();
+    assert!(
+        serve.shutdown_delay.as_secs() >= 1
+            && grace > (serve.shutdown_delay + serve.drain_timeout).as_secs(),
+        "terminationGracePeriodSeconds {grace} must exceed --shutdown-delay + --drain-timeout"
+    );
+    let env: BTreeSet<&str> = c["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert!(env.contains("POD_NAME") && env.contains("POD_NAMESPACE"));
+
+    // PodDisruptionBudget: keeps two of three.
+    let pdb = find(objects, "PodDisruptionBudget", "palisade");
+    assert_eq!(pdb["spec"]["minAvailable"], 2);
+    assert_eq!(
+        pdb["spec"]["selector"]["matchLabels"],
+        deployment["spec"]["selector"]["matchLabels"]
+    );
+
+    // Service: 443 → https, and a port named metrics.
+    let service = find(objects, "Service", "palisade");
+    let ports = service["spec"]["ports"].as_array().unwrap();
+    assert!(
+        ports
+            .iter()
+            .any(|p| p["port"] == 443 && p["targetPort"] == "https")
+    );
+    assert!(
+        ports
+            .iter()
+            .any(|p| p["name"] == "metrics" && p["targetPort"] == "metrics")
+    );
+    assert_eq!(
+        service["spec"]["selector"],
+        deployment["spec"]["selector"]["matchLabels"]
+    );
+
+    // NetworkPolicies: a default deny, then only the webhook's ports in and the API server
+    // and DNS out.
+    let deny = find(objects, "NetworkPolicy", "default-deny-all");
+    assert_eq!(deny["metadata"]["namespace"], "palisade-system");
+    assert_eq!(deny["spec"]["podSelector"], json!({}));
+    assert_eq!(deny["spec"]["policyTypes"], json!(["Ingress", "Egress"]));
+    assert!(deny["spec"].get("ingress").is_none() && deny["spec"].get("egress").is_none());
+    let mut ingress_ports = BTreeSet::new();
+    let mut egress_ports = BTreeSet::new();
+    for policy in of_kind(objects, "NetworkPolicy") {
+        for rule in policy["spec"]["ingress"].as_array().into_iter().flatten() {
+            for p in rule["ports"]
+                .as_array()
+                .expect("every ingress rule names ports")
+            {
+                ingress_ports.insert(p["port"].as_u64().unwrap());
+            }
+        }
+        for rule in policy["spec"]["egress"].as_array().into_iter().flatten() {
+            assert!(rule.get("to").is_some(), "egress rules name their peers");
+            for p in rule["ports"]
+                .as_array()
+                .expect("every egress rule names ports")
+            {
+                egress_ports.insert(p["port"].as_u64().unwrap());
+            }
+        }
+    }
+    assert_eq!(
+        ingress_ports,
+        BTreeSet::from([port("https"), port("metrics")])
+    );
+    assert_eq!(egress_ports, BTreeSet::from([53, 443, 6443]));
+
+    // RBAC: nothing cluster-wide on Secrets, no wildcard verbs, Secret access by name.
+    for role in of_kind(objects, "ClusterRole")
+        .into_iter()
+        .chain(of_kind(objects, "Role"))
+    {
+        for rule in role["rules"].as_array().unwrap() {
+            assert!(
+                !rule["verbs"].as_array().unwrap().contains(&json!("*")),
+                "{rule}"
+            );
+            assert!(
+                !rule["apiGroups"].as_array().unwrap().contains(&json!("*")),
+                "{rule}"
+            );
+            let secrets = rule["resources"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("secrets"));
+            if secrets {
+                assert_eq!(role["kind"], "Role", "Secrets only in Palisade's namespace");
+                let verbs = rule["verbs"].as_array().unwrap();
+                assert!(
+                    verbs == &vec![json!("create")] || rule.get("resourceNames").is_some(),
+                    "Secrets are read and written by name: {rule}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn the_bundle_configmap_holds_every_policy_file_and_palisade_admits_its_own_manifests() {
+    let (text, objects) = render("manifests");
+    let objects = &objects;
+    let bundle = of_kind(objects, "ConfigMap")
+        .into_iter()
+        .find(|c| {
+            c["metadata"]["name"]
+                .as_str()
+                .unwrap()
+                .starts_with("palisade-policies-")
+        })
+        .unwrap();
+    let files = palisade::sources::files::manifest_files(&repo_path("policies")).unwrap();
+    let mut expected = BTreeMap::new();
+    for file in files {
+        let rel = file.strip_prefix(repo_path("policies")).unwrap();
+        expected.insert(
+            rel.display().to_string().replace('/', "."),
+            std::fs::read_to_string(&file).unwrap(),
+        );
+    }
+    let got: BTreeMap<String, String> = bundle["data"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
+        .collect();
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        expected.keys().collect::<Vec<_>>(),
+        "policies/kustomization.yaml must list every policy file"
+    );
+    assert_eq!(got, expected);
+
+    // Palisade's own objects pass its own bundle: no deny (the webhook's public ingress is in
+    // publicIngressNamespaces; its egress to the API server's private address is advice).
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), text).unwrap();
+    let out = Command::new(BIN)
+        .args(["audit", "-o", "json", "--policies"])
+        .arg(repo_path("policies"))
+        .arg("-f")
+        .arg(file.path())
+        .output()
+        .unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let denials: Vec<String> = report["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|o| {
+            o["violations"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|v| v["enforcementAction"] == "deny")
+                .map(move |v| format!("{} {}: {}", o["kind"], o["name"], v["message"]))
+        })
+        .collect();
+    assert!(denials.is_empty(), "{denials:#?}");
+    assert!(out.status.success());
+    assert_eq!(report["coverage"]["ratio"], 1.0);
+}
+
+#[test]
+fn the_overlays_render_validate_and_change_what_they_say() {
+    // dryrun-rollout: every constraint capped at dryrun through the environment.
+    let rendered = render("manifests/overlays/dryrun-rollout");
+    let objects = &rendered.1;
+    assert!(validate_schemas("dryrun-rollout", &rendered).is_empty());
+    let env = &container(objects)["env"];
+    assert!(
+        env.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["name"] == "PALISADE_ENFORCEMENT" && e["value"] == "dryrun"),
+        "{env}"
+    );
+    // The variable is the --enforcement flag's.
+    let help = Command::new(BIN)
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    let flag = &help[help
+        .find("--enforcement <ENFORCEMENT>")
+        .expect("no --enforcement")..];
+    assert!(
+        flag[..flag.find("\n\n      --").unwrap_or(flag.len())]
+            .contains("[env: PALISADE_ENFORCEMENT=]"),
+        "--enforcement is not read from PALISADE_ENFORCEMENT"
+    );
+
+    // cert-manager: a Certificate for the mounted Secret, injected into both webhooks;
+    // Palisade no longer writes certificates and may not touch Secrets.
+    let rendered = render("manifests/overlays/cert-manager");
+    let objects = &rendered.1;
+    assert_eq!(
+        validate_schemas("cert-manager", &rendered),
+        BTreeSet::from(["Certificate".to_owned(), "Issuer".to_owned()])
+    );
+    let serve = serve_args(objects);
+    assert!(!serve.certs.manage_certs && serve.no_dev_certs);
+    let serving = of_kind(objects, "Certificate")
+        .into_iter()
+        .find(|c| c["spec"]["secretName"] == "palisade-tls")
+        .expect("a Certificate writes the mounted Secret");
+    let dns: Vec<&str> = serving["spec"]["dnsNames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_str().unwrap())
+        .collect();
+    assert!(dns.contains(&"palisade.palisade-system.svc"), "{dns:?}");
+    let issuer = find(
+        objects,
+        "Issuer",
+        serving["spec"]["issuerRef"]["name"].as_str().unwrap(),
+    );
+    let ca = find(objects, "Certificate", "palisade-ca");
+    assert_eq!(ca["spec"]["isCA"], true);
+    assert_eq!(issuer["spec"]["ca"]["secretName"], ca["spec"]["secretName"]);
+    for kind in [
+        "ValidatingWebhookConfiguration",
+        "MutatingWebhookConfiguration",
+    ] {
+        assert_eq!(
+            find(objects, kind, "palisade")["metadata"]["annotations"]["cert-manager.io/inject-ca-from"],
+            format!(
+                "palisade-system/{}",
+                serving["metadata"]["name"].as_str().unwrap()
+            ),
+            "{kind}"
+        );
+    }
+    let pod = &find(objects, "Deployment", "palisade")["spec"]["template"]["spec"];
+    let tls = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "tls")
+        .unwrap();
+    assert_eq!(
+        tls["secret"]["optional"], false,
+        "pods wait for cert-manager's Secret"
+    );
+    for role in of_kind(objects, "Role")
+        .into_iter()
+        .chain(of_kind(objects, "ClusterRole"))
+    {
+        let text = role["rules"].to_string();
+        assert!(!text.contains("secrets"), "{text}");
+        assert!(!text.contains("webhookconfigurations"), "{text}");
+    }
+
+    // prometheus: a ServiceMonitor on the Service's metrics port.
+    let rendered = render("manifests/overlays/prometheus");
+    let objects = &rendered.1;
+    assert_eq!(
+        validate_schemas("prometheus", &rendered),
+        BTreeSet::from(["ServiceMonitor".to_owned()])
+    );
+    let monitor = find(objects, "ServiceMonitor", "palisade");
+    let service = find(objects, "Service", "palisade");
+    assert_eq!(
+        monitor["spec"]["selector"]["matchLabels"],
+        service["metadata"]["labels"]
+    );
+    assert_eq!(monitor["spec"]["endpoints"][0]["port"], "metrics");
+    assert_eq!(monitor["spec"]["endpoints"][0]["path"], "/metrics");
+}
+
+#[test]
+fn webhooks_yaml_is_what_palisade_manifests_prints() {
+    let committed = std::fs::read_to_string(repo_path("manifests/base/webhooks.yaml")).unwrap();
+    let out = Command::new(BIN)
+        .args(["manifests", "--policies"])
+        .arg(repo_path("policies"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        committed,
+        "manifests/base/webhooks.yaml is stale: run `cargo run -- manifests > manifests/base/webhooks.yaml`"
+    );
+}
+
+/// (apiGroup, resource, operation) triples a webhook configuration sends.
+fn sent(config: &Value) -> BTreeSet<(String, String, String)> {
+    let mut out = BTreeSet::new();
+    for hook in config["webhooks"].as_array().unwrap() {
+        for rule in hook["rules"].as_array().unwrap() {
+            assert_eq!(rule["apiVersions"], json!(["*"]));
+            for g in rule["apiGroups"].as_array().unwrap() {
+                for r in rule["resources"].as_array().unwrap() {
+                    for o in rule["operations"].as_array().unwrap() {
+                        out.insert((
+                            g.as_str().unwrap().to_owned(),
+                            r.as_str().unwrap().to_owned(),
+                            o.as_str().unwrap().to_owned(),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn webhook_rules_send_exactly_what_the_bundle_acts_on() {
+    let text = std::fs::read_to_string(repo_path("manifests/base/webhooks.yaml")).unwrap();
+    let docs = palisade::manifest::parse_str(&text, Path::new("webhooks.yaml")).unwrap();
+    let config = |kind: &str| {
+        docs.iter()
+            .find(|d| d.value["kind"] == kind)
+            .unwrap()
+            .value
+            .clone()
+    };
+    let bundle = palisade::sources::bundle::load_bundle(
+        &repo_path("policies"),
+        &palisade::policy::EngineOptions::default(),
+    )
+    .unwrap();
+
+    // What the constraints match, with their templates' operations.
+    let mut needed = BTreeSet::new();
+    for constraint in bundle.policies().constraints() {
+        let template = bundle
+            .policies()
+            .templates()
+            .find(|t| t.kind == constraint.kind)
+            .unwrap();
+        for selector in &constraint.matcher.kinds {
+            for group in &selector.api_groups {
+                for kind in &selector.kinds {
+                    for op in &template.operations {
+                        needed.insert((
+                            group.clone(),
+                            palisade::webhooks::resource_of(group, kind),
+                            op.clone(),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(sent(&config("ValidatingWebhookConfiguration")), needed);
+    // By hand, for the default bundle: deletions only where a template judges them (the
+    // protected default-deny), and every workload kind, so that pods cannot dodge the checks
+    // through a controller.
+    let deletes: Vec<_> = needed.iter().filter(|(_, _, o)| o == "DELETE").collect();
+    assert_eq!(
+        deletes,
+        [&(
+            "networking.k8s.io".to_owned(),
+            "networkpolicies".to_owned(),
+            "DELETE".to_owned()
+        )]
+    );
+    for (group, resource) in [
+        ("", "pods"),
+        ("", "namespaces"),
+        ("apps", "deployments"),
+        ("apps", "statefulsets"),
+        ("apps", "daemonsets"),
+        ("apps", "replicasets"),
+        ("batch", "jobs"),
+        ("batch", "cronjobs"),
+        ("networking.k8s.io", "networkpolicies"),
+    ] {
+        for op in ["CREATE", "UPDATE"] {
+            assert!(
+                needed.contains(&(group.into(), resource.into(), op.into())),
+                "{group}/{resource} {op}"
+            );
+        }
+    }
+
+    // Mutators: Pods, on CREATE only.
+    let mut mutated = BTreeSet::new();
+    for mutator in bundle.mutators().list() {
+        for selector in mutator.kinds() {
+            for group in &selector.api_groups {
+                for kind in &selector.kinds {
+                    mutated.insert((group.clone(), palisade::webhooks::resource_of(group, kind)));
+                }
+            }
+        }
+    }
+    assert_eq!(
+        mutated,
+        BTreeSet::from([(String::new(), "pods".to_owned())])
+    );
+    assert_eq!(
+        sent(&config("MutatingWebhookConfiguration")),
+        BTreeSet::from([(String::new(), "pods".to_owned(), "CREATE".to_owned())])
+    );
+}
+
+#[test]
+fn palisade_manifests_fills_in_the_ca_bundle_and_names_a_bad_ca_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = palisade::certs::generate_into(
+        dir.path(),
+        &palisade::certs::CertSpec::new("palisade", "palisade-system"),
+        false,
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["manifests", "--policies"])
+        .arg(repo_path("policies"))
+        .arg("--ca")
+        .arg(dir.path().join("ca.crt"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let docs = palisade::manifest::parse_str(&text, Path::new("out")).unwrap();
+    assert_eq!(docs.len(), 2);
+    for doc in docs {
+        for hook in doc.value["webhooks"].as_array().unwrap() {
+            assert_eq!(hook["clientConfig"]["caBundle"], certs.ca_bundle());
+        }
+    }
+    std::fs::write(dir.path().join("bad.crt"), "not a certificate").unwrap();
+    let out = Command::new(BIN)
+        .args(["manifests", "--policies"])
+        .arg(repo_path("policies"))
+        .arg("--ca")
+        .arg(dir.path().join("bad.crt"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.crt") && err.contains("no PEM certificate"),
+        "{err}"
+    );
+}
