@@ -1,4 +1,8 @@
-# Build: docker build -t palisade .
+# Palisade's image: docker build -t palisade:0.1.0 .
+#
+# Stage 1 builds in the official Rust image, from the locked dependency versions. CI (.ci/run)
+# runs this stage's `cargo build` line as written here, so a change that breaks it fails CI even
+# though no container engine runs there.
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
@@ -7,12 +11,15 @@ COPY src ./src
 COPY benches ./benches
 RUN cargo build --release --locked --bin palisade
 
-# Run as an unprivileged user on a minimal base; the bundled policies ship in the image.
+# Stage 2: distroless (glibc, CA certificates, no shell, no package manager), non-root. Only the
+# binary and the default policies. The working directory belongs to the nonroot user, so that a
+# bare `docker run palisade:0.1.0` can write its development certificates there.
 FROM gcr.io/distroless/cc-debian12:nonroot
-WORKDIR /palisade
-COPY --from=build /src/target/release/palisade /usr/local/bin/palisade
-COPY policies ./policies
+COPY --from=build /src/target/release/palisade /palisade
+COPY policies /policies
+ENV PALISADE_POLICIES=/policies
+WORKDIR /home/nonroot
 USER 65532:65532
 EXPOSE 8443 8080
-ENTRYPOINT ["/usr/local/bin/palisade"]
-CMD ["serve", "--no-dev-certs", "--tls-cert", "/certs/tls.crt", "--tls-key", "/certs/tls.key", "--log-format", "json"]
+ENTRYPOINT ["/palisade"]
+CMD ["serve"]
