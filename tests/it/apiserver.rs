@@ -435,6 +435,9 @@ struct Store {
     failing_tokens: HashSet<String>,
     /// `(group, plural)` of kinds every client is forbidden, as by missing RBAC.
     forbidden: HashSet<(String, String)>,
+    /// The rules every client is held to: those of Palisade's ServiceAccount in
+    /// manifests/base/rbac.yaml, unless a test lifts them.
+    rbac: Option<Rbac>,
     /// CRD groups installed so far (see [`CRD_GROUPS`]).
     installed: HashSet<&'static str>,
     /// Kinds defined by the CustomResourceDefinitions stored, with their schemas.
@@ -504,6 +507,7 @@ impl ApiServer {
                 compacted: 100,
                 failing_tokens: HashSet::new(),
                 forbidden: HashSet::new(),
+                rbac: Some(Rbac::from_manifests()),
                 installed: HashSet::new(),
                 defined: Vec::new(),
             }),
@@ -618,6 +622,12 @@ impl ApiServer {
         } else {
             store.forbidden.remove(&key);
         }
+    }
+
+    /// Lifts (or restores) the RBAC rules of manifests/base/rbac.yaml for every client, for a
+    /// test that plays another client than Palisade.
+    pub fn enforce_rbac(&self, enforce: bool) {
+        self.shared.store.lock().unwrap().rbac = enforce.then(Rbac::from_manifests);
     }
 
     /// Installs the CRDs of `group` (one of [`CRD_GROUPS`]): its kinds are served from now on.
@@ -784,6 +794,111 @@ fn identity(r: &Resource, object: &Value) -> Result<(String, String), ApiError> 
         ""
     };
     Ok((ns.to_owned(), name.to_owned()))
+}
+
+/// One RBAC PolicyRule; `namespace` is the Role's, empty for a ClusterRole's.
+#[derive(Debug, Clone)]
+struct RbacRule {
+    namespace: String,
+    groups: Vec<String>,
+    resources: Vec<String>,
+    names: Vec<String>,
+    verbs: Vec<String>,
+}
+
+/// The rules bound to Palisade's ServiceAccount, evaluated as the real authorizer does:
+/// allowed when any rule matches (group, resource or `*` / `<x>/status` forms, verb, and for
+/// named rules the object's name; a create has no name, so a named rule never allows it).
+/// Discovery is allowed to everyone, as by the default system:discovery role.
+#[derive(Debug, Clone)]
+pub struct Rbac {
+    rules: Vec<RbacRule>,
+}
+
+impl Rbac {
+    fn from_manifests() -> Self {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/base/rbac.yaml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let docs = palisade::manifest::parse_str(&text, &path).unwrap();
+        let bound = |kind: &str, name: &str| {
+            docs.iter().any(|d| {
+                let b = &d.value;
+                b["kind"] == format!("{kind}Binding")
+                    && b["roleRef"]["kind"] == kind
+                    && b["roleRef"]["name"] == name
+                    && b["subjects"].as_array().unwrap().iter().any(|s| {
+                        s["kind"] == "ServiceAccount"
+                            && s["name"] == "palisade"
+                            && s["namespace"] == "palisade-system"
+                    })
+            })
+        };
+        let strings = |v: &Value| -> Vec<String> {
+            v.as_array()
+                .into_iter()
+                .flatten()
+                .map(|s| s.as_str().unwrap().to_owned())
+                .collect()
+        };
+        let mut rules = Vec::new();
+        for doc in &docs {
+            let role = &doc.value;
+            let kind = role["kind"].as_str().unwrap_or("");
+            if !matches!(kind, "ClusterRole" | "Role")
+                || !bound(kind, role["metadata"]["name"].as_str().unwrap())
+            {
+                continue;
+            }
+            let namespace = if kind == "Role" {
+                role["metadata"]["namespace"].as_str().unwrap().to_owned()
+            } else {
+                String::new()
+            };
+            for rule in role["rules"].as_array().unwrap() {
+                rules.push(RbacRule {
+                    namespace: namespace.clone(),
+                    groups: strings(&rule["apiGroups"]),
+                    resources: strings(&rule["resources"]),
+                    names: strings(&rule["resourceNames"]),
+                    verbs: strings(&rule["verbs"]),
+                });
+            }
+        }
+        assert!(
+            !rules.is_empty(),
+            "no rules bound to palisade in {}",
+            path.display()
+        );
+        Self { rules }
+    }
+
+    fn allows(
+        &self,
+        verb: &str,
+        group: &str,
+        resource: &str,
+        namespace: &str,
+        name: Option<&str>,
+    ) -> bool {
+        let any = |list: &[String], item: &str| list.iter().any(|x| x == "*" || x == item);
+        let resource_matches = |list: &[String]| {
+            list.iter().any(|r| {
+                r == "*"
+                    || r == resource
+                    || r.strip_prefix("*/")
+                        .is_some_and(|sub| resource.split_once('/').is_some_and(|(_, s)| s == sub))
+            })
+        };
+        self.rules.iter().any(|rule| {
+            (rule.namespace.is_empty() || rule.namespace == namespace)
+                && any(&rule.groups, group)
+                && resource_matches(&rule.resources)
+                && any(&rule.verbs, verb)
+                && (rule.names.is_empty()
+                    || name.is_some_and(|n| rule.names.iter().any(|x| x == n)))
+        })
+    }
 }
 
 /// The real server's checks of a Secret that Palisade's writes meet: a `kubernetes.io/tls`
@@ -1775,18 +1890,37 @@ async fn dispatch(
     };
     let requested = target.resource;
     let forbidden = (requested.group.to_owned(), requested.plural.to_owned());
-    if shared.store.lock().unwrap().forbidden.contains(&forbidden) {
+    let verb = match (&method, &target.name) {
+        (&Method::GET, None) if watching => "watch",
+        (&Method::GET, None) => "list",
+        (&Method::GET, Some(_)) => "get",
+        (&Method::POST, _) => "create",
+        (&Method::PUT, _) => "update",
+        (&Method::PATCH, _) => "patch",
+        (&Method::DELETE, None) => "deletecollection",
+        (&Method::DELETE, Some(_)) => "delete",
+        _ => "access",
+    };
+    let resource = if target.status {
+        format!("{}/status", requested.plural)
+    } else {
+        requested.plural.to_owned()
+    };
+    let denied = {
+        let store = shared.store.lock().unwrap();
+        store.forbidden.contains(&forbidden)
+            || store.rbac.as_ref().is_some_and(|rbac| {
+                !rbac.allows(
+                    verb,
+                    requested.group,
+                    &resource,
+                    &target.namespace,
+                    target.name.as_deref(),
+                )
+            })
+    };
+    if denied {
         // The real server's wording.
-        let verb = match (&method, &target.name) {
-            (&Method::GET, None) if watching => "watch",
-            (&Method::GET, None) => "list",
-            (&Method::GET, Some(_)) => "get",
-            (&Method::POST, _) => "create",
-            (&Method::PUT, _) => "update",
-            (&Method::PATCH, _) => "patch",
-            (&Method::DELETE, _) => "delete",
-            _ => "access",
-        };
         let scope = if target.namespace.is_empty() {
             "at the cluster scope".to_owned()
         } else {
@@ -1801,8 +1935,8 @@ async fn dispatch(
             403,
             "Forbidden",
             format!(
-                "{what} is forbidden: User \"system:serviceaccount:palisade-system:palisade\" cannot {verb} resource \"{}\" in API group \"{}\" {scope}",
-                requested.plural, requested.group
+                "{what} is forbidden: User \"system:serviceaccount:palisade-system:palisade\" cannot {verb} resource \"{resource}\" in API group \"{}\" {scope}",
+                requested.group
             ),
             json!({"group": requested.group, "kind": requested.plural}),
         ));

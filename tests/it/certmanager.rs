@@ -418,3 +418,76 @@ async fn manage_certs_needs_a_cluster_and_sane_timings() {
         );
     }
 }
+
+/// The stand-in holds every client to manifests/base/rbac.yaml, so each cluster test shows that
+/// Palisade's calls are allowed there; this shows the rules bite where they should.
+#[tokio::test]
+async fn the_stand_in_holds_palisade_to_its_rbac() {
+    use k8s_openapi::api::core::v1::{Pod, Secret};
+    use kube::api::{Api, ListParams, PostParams};
+    let api = ApiServer::start().await;
+    api.create(
+        serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}),
+    )
+    .unwrap();
+    let client = crate::cluster::kube_client(&api, "palisade-a").await;
+    let code = |r: Result<_, kube::Error>| match r {
+        Ok(_) => 200,
+        Err(kube::Error::Api(e)) => e.code,
+        Err(e) => panic!("{e}"),
+    };
+    let in_own: Api<Secret> = Api::namespaced(client.clone(), NS);
+    let elsewhere: Api<Secret> = Api::namespaced(client.clone(), "default");
+    // Its two Secrets, by name, in its own namespace only.
+    assert_eq!(code(in_own.get("palisade-tls").await.map(|_| ())), 404);
+    assert_eq!(code(in_own.get("someone-elses").await.map(|_| ())), 403);
+    assert_eq!(
+        code(in_own.list(&ListParams::default()).await.map(|_| ())),
+        403
+    );
+    assert_eq!(code(elsewhere.get("palisade-tls").await.map(|_| ())), 403);
+    let secret: Secret = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "palisade-tls", "namespace": NS}, "type": "Opaque"}))
+    .unwrap();
+    assert_eq!(
+        code(
+            in_own
+                .create(&PostParams::default(), &secret)
+                .await
+                .map(|_| ())
+        ),
+        200
+    );
+    assert_eq!(
+        code(
+            elsewhere
+                .create(&PostParams::default(), &secret)
+                .await
+                .map(|_| ())
+        ),
+        403
+    );
+    // The audit lists pods; it never reads one, nor writes any.
+    let pods: Api<Pod> = Api::all(client.clone());
+    assert_eq!(
+        code(pods.list(&ListParams::default()).await.map(|_| ())),
+        200
+    );
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    assert_eq!(code(pods.get("x").await.map(|_| ())), 403);
+    // The webhook configurations: only Palisade's, get and update.
+    let resource = kube::api::ApiResource {
+        group: "admissionregistration.k8s.io".into(),
+        version: "v1".into(),
+        api_version: "admissionregistration.k8s.io/v1".into(),
+        kind: "ValidatingWebhookConfiguration".into(),
+        plural: "validatingwebhookconfigurations".into(),
+    };
+    let hooks: Api<kube::api::DynamicObject> = Api::all_with(client, &resource);
+    assert_eq!(code(hooks.get("palisade").await.map(|_| ())), 404);
+    assert_eq!(code(hooks.get("gatekeeper").await.map(|_| ())), 403);
+    assert_eq!(
+        code(hooks.list(&ListParams::default()).await.map(|_| ())),
+        403
+    );
+}
