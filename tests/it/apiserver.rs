@@ -39,11 +39,20 @@
 //!   real server does. Unlike the real one, CRDs are Established at once and objects are not
 //!   validated against their schema.
 //!
+//! - Secrets (a `kubernetes.io/tls` one needs tls.crt and tls.key; `type` is immutable) and
+//!   Validating/MutatingWebhookConfigurations (get, update with optimistic concurrency);
+//! - authorisation: every request is held to the RBAC rules manifests/base/rbac.yaml binds to
+//!   Palisade's ServiceAccount (as the real authorizer reads them: groups, resources and
+//!   `*/status` forms, verbs, resourceNames; discovery always allowed), with the real 403
+//!   wording, so every cluster test shows that the shipped RBAC allows what Palisade does. A
+//!   test that plays an administrator lifts it with `enforce_rbac(false)`.
+//!
 //! Not implemented, because Palisade does not use them: other label selectors, label selectors on
 //! watches, and field selectors (refused with 400, so that a test would notice), strategic-merge
-//! and JSON patches (415), generateName, admission, authorisation (any bearer token is a cluster
-//! admin), PUT on `/status`, kinds other than Namespaces, NetworkPolicies, Leases, Pods, the
-//! PolicyReports, CRDs and the kinds CRDs define.
+//! and JSON patches (415), generateName, admission, authentication (any bearer token is
+//! Palisade's ServiceAccount), PUT on `/status`, kinds other than Namespaces, NetworkPolicies,
+//! Leases, Pods, Secrets, the webhook configurations, the PolicyReports, CRDs and the kinds CRDs
+//! define.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::net::SocketAddr;
