@@ -114,13 +114,21 @@ fn validity(v: std::time::Duration) -> Duration {
     Duration::seconds(i64::try_from(v.as_secs()).unwrap_or(i64::MAX / 2))
 }
 
-/// A new ECDSA P-256 CA, valid for `valid_for`. Each one has its own serial and creation time
-/// in its name, so that logs and `openssl x509` tell an old CA from its successor.
+/// A new ECDSA P-256 CA, valid for `valid_for`. Each one has its creation time and a key
+/// fingerprint in its name, so that logs and `openssl x509` tell an old CA from its successor.
 pub fn generate_ca(spec: &CertSpec, valid_for: std::time::Duration) -> Result<Pair, CertError> {
     let now = OffsetDateTime::now_utc();
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+    // The creation time and a fingerprint of the key tell CAs made in the same second apart.
+    let fingerprint = {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        key.public_key_raw().hash(&mut h);
+        h.finish() & 0xffff_ffff
+    };
     let mut params = CertificateParams::default();
     params.distinguished_name = name(&format!(
-        "palisade-ca {}.{} {}",
+        "palisade-ca {}.{} {} {fingerprint:08x}",
         spec.service,
         spec.namespace,
         now.unix_timestamp()
@@ -129,7 +137,6 @@ pub fn generate_ca(spec: &CertSpec, valid_for: std::time::Duration) -> Result<Pa
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     params.not_before = now - BACKDATE;
     params.not_after = now + validity(valid_for);
-    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
     let key_pem = key.serialize_pem();
     let ca = CertifiedIssuer::self_signed(params, key)?;
     Ok(Pair {
@@ -400,6 +407,52 @@ mod tests {
             bundle
                 .ca_cert_pem
                 .starts_with("-----BEGIN CERTIFICATE-----")
+        );
+    }
+
+    #[test]
+    fn issued_certificates_verify_against_their_ca_only_and_match_their_key() {
+        let spec = CertSpec::new("palisade", "palisade-system");
+        let ca = generate_ca(&spec, std::time::Duration::from_secs(3600)).unwrap();
+        let other = generate_ca(&spec, std::time::Duration::from_secs(3600)).unwrap();
+        let leaf = issue(&spec, &ca, std::time::Duration::from_secs(600)).unwrap();
+        let parse = |pem: &str| parse_pem(pem).unwrap().remove(0);
+        let (ca_info, other_info, leaf_info) = (
+            parse(&ca.cert_pem),
+            parse(&other.cert_pem),
+            parse(&leaf.cert_pem),
+        );
+        assert!(ca_info.is_ca && !leaf_info.is_ca);
+        assert!(leaf_info.signed_by(&ca_info));
+        assert!(!leaf_info.signed_by(&other_info), "same name, other key");
+        assert_ne!(
+            ca_info.subject, other_info.subject,
+            "each CA names itself apart"
+        );
+        assert!(key_matches(&leaf_info, &leaf.key_pem));
+        assert!(!key_matches(&leaf_info, &ca.key_pem));
+        let lifetime = leaf_info.not_after - leaf_info.not_before;
+        assert_eq!(lifetime.whole_seconds(), 600 + BACKDATE.whole_seconds());
+        // Two in one PEM come back in order, byte for byte.
+        let both = pem_of(&[&ca_info, &other_info]);
+        let back = parse_pem(&both).unwrap();
+        assert_eq!(back.len(), 2);
+        assert_eq!(back[0].der, ca_info.der);
+        assert_eq!(back[1].der, other_info.der);
+        assert!(parse_pem("garbage").is_err());
+    }
+
+    #[test]
+    fn renewal_is_due_with_a_third_of_the_lifetime_left() {
+        let spec = CertSpec::new("a", "b");
+        let ca = generate_ca(&spec, std::time::Duration::from_secs(3000)).unwrap();
+        let info = parse_pem(&ca.cert_pem).unwrap().remove(0);
+        let issued = info.not_before + BACKDATE;
+        assert!(!info.due_for_renewal(issued + Duration::seconds(1990)));
+        assert!(info.due_for_renewal(issued + Duration::seconds(2010)));
+        assert!(
+            info.remaining(issued + Duration::seconds(3001))
+                .is_negative()
         );
     }
 }

@@ -491,3 +491,59 @@ async fn the_stand_in_holds_palisade_to_its_rbac() {
         403
     );
 }
+
+/// A CA Secret that does not hold together is left as it is (it may be an operator's): nothing
+/// is issued from it and the replicas stay unready, saying why; deleting it starts over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_ca_secret_is_left_alone_until_deleted() {
+    let api = ApiServer::start().await;
+    apply_webhook_configurations(&api);
+    api.create(
+        serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}),
+    )
+    .unwrap();
+    let spec = palisade::certs::CertSpec::new("palisade", NS);
+    let one = palisade::certs::generate(&spec).unwrap();
+    let two = palisade::certs::generate(&spec).unwrap();
+    let enc = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let broken = api
+        .create(serde_json::json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "palisade-ca", "namespace": NS},
+            "data": {"ca.crt": enc(&one.ca_cert_pem), "ca.key": enc(&two.ca_key_pem)}}))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let kubelet = fake_kubelet(api.clone(), dir.path().to_path_buf());
+    let server = start_palisade_in(&api, "palisade-a", dir, &cert_args(&[])).await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            metric(&server.metrics().await, "palisade_leader").unwrap_or(0.0) == 1.0
+        })
+        .await
+    );
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let kept = api.get(&SECRETS, NS, "palisade-ca").unwrap();
+    assert_eq!(
+        kept["metadata"]["resourceVersion"],
+        broken["metadata"]["resourceVersion"]
+    );
+    assert!(
+        api.get(&SECRETS, NS, "palisade-tls").is_err(),
+        "issued from a broken CA"
+    );
+    assert_eq!(
+        http_get(server.health, "/readyz").await,
+        (503, "not ready: certificates not loaded\n".to_owned())
+    );
+    for bundle in ca_bundles(&api) {
+        assert!(bundle.is_empty(), "a broken CA must not be published");
+    }
+    // Deleted: the leader starts over and the replica turns ready.
+    api.delete(&SECRETS, NS, "palisade-ca").unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            http_get(server.health, "/readyz").await.0 == 200
+        })
+        .await
+    );
+    kubelet.abort();
+}
