@@ -3,8 +3,8 @@
 //! No API server can be installed on the build machines, so the cluster-facing code is tested with
 //! the real `kube` client against this in-process imitation. It speaks HTTPS (its own CA, a bearer
 //! token, as a kubeconfig names them) and implements only what Palisade depends on, for
-//! Namespaces, NetworkPolicies, Leases, Pods, Secrets, the webhook configurations and
-//! PolicyReports, with the real API's semantics where the code relies on
+//! Namespaces, NetworkPolicies, Leases, Pods, the workload kinds (apps, batch), Secrets, the
+//! webhook configurations and PolicyReports, with the real API's semantics where the code relies on
 //! them. `cluster::standin_matches_the_real_api_server` replays the answers a real kube-apiserver
 //! v1.25 gave (`tests/data/apiserver/`) against it.
 //!
@@ -51,8 +51,8 @@
 //! watches, and field selectors (refused with 400, so that a test would notice), strategic-merge
 //! and JSON patches (415), generateName, admission, authentication (any bearer token is
 //! Palisade's ServiceAccount), PUT on `/status`, kinds other than Namespaces, NetworkPolicies,
-//! Leases, Pods, Secrets, the webhook configurations, the PolicyReports, CRDs and the kinds CRDs
-//! define.
+//! Leases, Pods, the workload kinds, Secrets, the webhook configurations, the PolicyReports, CRDs
+//! and the kinds CRDs define.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -188,7 +188,69 @@ pub const MUTATING_WEBHOOKS: Resource = Resource {
     storage: "v1",
     status: false,
 };
-const RESOURCES: [Resource; 10] = [
+/// The workload kinds the audit lists. Unlike the real server, nothing here makes their
+/// pods: a test creates the objects it needs.
+pub const DEPLOYMENTS: Resource = Resource {
+    group: "apps",
+    version: "v1",
+    plural: "deployments",
+    kind: "Deployment",
+    namespaced: true,
+    generation: true,
+    storage: "v1",
+    status: false,
+};
+pub const STATEFULSETS: Resource = Resource {
+    group: "apps",
+    version: "v1",
+    plural: "statefulsets",
+    kind: "StatefulSet",
+    namespaced: true,
+    generation: true,
+    storage: "v1",
+    status: false,
+};
+pub const DAEMONSETS: Resource = Resource {
+    group: "apps",
+    version: "v1",
+    plural: "daemonsets",
+    kind: "DaemonSet",
+    namespaced: true,
+    generation: true,
+    storage: "v1",
+    status: false,
+};
+pub const REPLICASETS: Resource = Resource {
+    group: "apps",
+    version: "v1",
+    plural: "replicasets",
+    kind: "ReplicaSet",
+    namespaced: true,
+    generation: true,
+    storage: "v1",
+    status: false,
+};
+pub const JOBS: Resource = Resource {
+    group: "batch",
+    version: "v1",
+    plural: "jobs",
+    kind: "Job",
+    namespaced: true,
+    generation: true,
+    storage: "v1",
+    status: false,
+};
+pub const CRONJOBS: Resource = Resource {
+    group: "batch",
+    version: "v1",
+    plural: "cronjobs",
+    kind: "CronJob",
+    namespaced: true,
+    generation: true,
+    storage: "v1",
+    status: false,
+};
+const RESOURCES: [Resource; 16] = [
     CRDS,
     NAMESPACES,
     NETWORK_POLICIES,
@@ -197,6 +259,12 @@ const RESOURCES: [Resource; 10] = [
     SECRETS,
     VALIDATING_WEBHOOKS,
     MUTATING_WEBHOOKS,
+    DEPLOYMENTS,
+    STATEFULSETS,
+    DAEMONSETS,
+    REPLICASETS,
+    JOBS,
+    CRONJOBS,
     POLICY_REPORTS,
     CLUSTER_POLICY_REPORTS,
 ];
@@ -633,6 +701,12 @@ impl ApiServer {
         }
     }
 
+    /// What the RBAC rules grant that no request to this server has used.
+    pub fn rbac_unused(&self) -> Vec<String> {
+        let store = self.shared.store.lock().unwrap();
+        store.rbac.as_ref().map(Rbac::unused).unwrap_or_default()
+    }
+
     /// Lifts (or restores) the RBAC rules of manifests/base/rbac.yaml for every client, for a
     /// test that plays another client than Palisade.
     pub fn enforce_rbac(&self, enforce: bool) {
@@ -822,6 +896,8 @@ struct RbacRule {
 #[derive(Debug, Clone)]
 pub struct Rbac {
     rules: Vec<RbacRule>,
+    /// (rule, resource as the rule lists it, verb) that allowed a request.
+    used: BTreeSet<(usize, String, String)>,
 }
 
 impl Rbac {
@@ -879,11 +955,39 @@ impl Rbac {
             "no rules bound to palisade in {}",
             path.display()
         );
-        Self { rules }
+        Self {
+            rules,
+            used: BTreeSet::new(),
+        }
+    }
+
+    /// Every (rule, resource, verb) the rules grant that no request has used, as
+    /// `verb group/resource [names] (in namespace)`.
+    fn unused(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (i, rule) in self.rules.iter().enumerate() {
+            for resource in &rule.resources {
+                for verb in &rule.verbs {
+                    if !self.used.contains(&(i, resource.clone(), verb.clone())) {
+                        let scope = if rule.namespace.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" in {}", rule.namespace)
+                        };
+                        out.push(format!(
+                            "{verb} {}/{resource} {:?}{scope}",
+                            rule.groups.join(","),
+                            rule.names
+                        ));
+                    }
+                }
+            }
+        }
+        out
     }
 
     fn allows(
-        &self,
+        &mut self,
         verb: &str,
         group: &str,
         resource: &str,
@@ -891,22 +995,27 @@ impl Rbac {
         name: Option<&str>,
     ) -> bool {
         let any = |list: &[String], item: &str| list.iter().any(|x| x == "*" || x == item);
-        let resource_matches = |list: &[String]| {
-            list.iter().any(|r| {
-                r == "*"
-                    || r == resource
-                    || r.strip_prefix("*/")
-                        .is_some_and(|sub| resource.split_once('/').is_some_and(|(_, s)| s == sub))
-            })
+        let resource_matches = |r: &String| {
+            r == "*"
+                || r == resource
+                || r.strip_prefix("*/")
+                    .is_some_and(|sub| resource.split_once('/').is_some_and(|(_, s)| s == sub))
         };
-        self.rules.iter().any(|rule| {
-            (rule.namespace.is_empty() || rule.namespace == namespace)
+        let mut allowed = false;
+        for (i, rule) in self.rules.iter().enumerate() {
+            if (rule.namespace.is_empty() || rule.namespace == namespace)
                 && any(&rule.groups, group)
-                && resource_matches(&rule.resources)
                 && any(&rule.verbs, verb)
                 && (rule.names.is_empty()
                     || name.is_some_and(|n| rule.names.iter().any(|x| x == n)))
-        })
+            {
+                for r in rule.resources.iter().filter(|r| resource_matches(r)) {
+                    self.used.insert((i, r.clone(), verb.to_owned()));
+                    allowed = true;
+                }
+            }
+        }
+        allowed
     }
 }
 
@@ -1916,16 +2025,30 @@ async fn dispatch(
         requested.plural.to_owned()
     };
     let denied = {
-        let store = shared.store.lock().unwrap();
+        let mut store = shared.store.lock().unwrap();
+        // A server-side apply that creates its object needs create as well as patch, as on
+        // the real server.
+        let creates = method == Method::PATCH
+            && !target.status
+            && target.name.as_ref().is_some_and(|name| {
+                !store.objects.contains_key(&(
+                    requested.stored(),
+                    target.namespace.clone(),
+                    name.clone(),
+                ))
+            });
+        let verbs: &[&str] = if creates { &[verb, "create"] } else { &[verb] };
         store.forbidden.contains(&forbidden)
-            || store.rbac.as_ref().is_some_and(|rbac| {
-                !rbac.allows(
-                    verb,
-                    requested.group,
-                    &resource,
-                    &target.namespace,
-                    target.name.as_deref(),
-                )
+            || store.rbac.as_mut().is_some_and(|rbac| {
+                !verbs.iter().all(|verb| {
+                    rbac.allows(
+                        verb,
+                        requested.group,
+                        &resource,
+                        &target.namespace,
+                        target.name.as_deref(),
+                    )
+                })
             })
     };
     if denied {

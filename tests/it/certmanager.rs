@@ -31,7 +31,7 @@ fn secret_file(secret: &Value, key: &str) -> Vec<u8> {
 }
 
 /// Applies the webhook configurations of manifests/base/webhooks.yaml, as kubectl would.
-fn apply_webhook_configurations(api: &ApiServer) {
+pub(crate) fn apply_webhook_configurations(api: &ApiServer) {
     let path = repo_path("manifests/base/webhooks.yaml");
     let text = std::fs::read_to_string(&path).unwrap();
     for doc in palisade::manifest::parse_str(&text, &path).unwrap() {
@@ -57,7 +57,10 @@ fn ca_bundles(api: &ApiServer) -> Vec<Vec<u8>> {
 
 /// Copies the serving Secret into `dir` whenever it changes, as the kubelet does for a mounted
 /// Secret (much faster than a kubelet, which the rotation overlap allows for).
-fn fake_kubelet(api: Arc<ApiServer>, dir: std::path::PathBuf) -> tokio::task::JoinHandle<()> {
+pub(crate) fn fake_kubelet(
+    api: Arc<ApiServer>,
+    dir: std::path::PathBuf,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut seen = String::new();
         let mut version = 0;
