@@ -420,4 +420,46 @@ mod tests {
             .unwrap();
         assert!(err.to_string().contains("/nonexistent/tls.crt"), "{err}");
     }
+
+    #[test]
+    fn an_expiring_certificate_is_reported_by_metric_and_warning() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = CertSpec::new("a", "b");
+        let ca = crate::certs::generate_ca(&spec, std::time::Duration::from_secs(3600)).unwrap();
+        let write = |valid: u64| {
+            let leaf =
+                crate::certs::issue(&spec, &ca, std::time::Duration::from_secs(valid)).unwrap();
+            std::fs::write(dir.path().join("tls.crt"), &leaf.cert_pem).unwrap();
+            std::fs::write(dir.path().join("tls.key"), &leaf.key_pem).unwrap();
+            crate::certs::parse_pem(&leaf.cert_pem).unwrap().remove(0)
+        };
+        let paths = TlsPaths {
+            cert: dir.path().join("tls.crt"),
+            key: dir.path().join("tls.key"),
+            client_ca: None,
+        };
+        let warned = |store: &TlsStore| store.leaf.lock().unwrap().1.is_some();
+        // A year left: no warning; the metric holds its expiry.
+        let long = write(365 * 86_400);
+        let metrics = Arc::new(Metrics::new());
+        let store = TlsStore::load(paths, metrics.clone()).unwrap();
+        assert!(!warned(&store));
+        let text = metrics.encode();
+        assert!(
+            text.contains(&format!(
+                "palisade_tls_certificate_expiry_timestamp_seconds {}",
+                long.not_after.unix_timestamp()
+            )),
+            "{text}"
+        );
+        // Swapped for one that ends in a second (backdated 5 minutes, so past three quarters
+        // of its life at once): reloaded, and warned about.
+        let short = write(1);
+        assert!(matches!(store.reload(), Reload::Reloaded));
+        assert!(warned(&store));
+        assert!(metrics.encode().contains(&format!(
+            "palisade_tls_certificate_expiry_timestamp_seconds {}",
+            short.not_after.unix_timestamp()
+        )));
+    }
 }
