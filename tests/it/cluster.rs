@@ -1066,6 +1066,14 @@ fn install_gatekeeper_crds(api: &ApiServer) {
     }
 }
 
+/// The constraint `no-banned` of [`banned_label_template`]'s kind: Pods may not carry `banned`.
+fn no_banned_constraint() -> Value {
+    json!({"apiVersion": "constraints.gatekeeper.sh/v1beta1", "kind": "K8sBannedLabel",
+           "metadata": {"name": "no-banned"},
+           "spec": {"match": {"kinds": [{"apiGroups": [""], "kinds": ["Pod"]}]},
+                    "parameters": {"label": "banned"}}})
+}
+
 fn banned_label_template(name: &str, kind: &str, rego_extra: &str) -> Value {
     json!({
         "apiVersion": "templates.gatekeeper.sh/v1beta1",
@@ -1232,15 +1240,7 @@ async fn policies_applied_with_kubectl_are_enforced_and_reported() {
             .contains("[no-banned]")
     );
     let applied_at = std::time::Instant::now();
-    api.apply(
-        "kubectl",
-        json!({"apiVersion": "constraints.gatekeeper.sh/v1beta1", "kind": "K8sBannedLabel",
-               "metadata": {"name": "no-banned"},
-               "spec": {"match": {"kinds": [{"apiGroups": [""], "kinds": ["Pod"]}]},
-                        "parameters": {"label": "banned"}}}),
-        false,
-    )
-    .unwrap();
+    api.apply("kubectl", no_banned_constraint(), false).unwrap();
     for server in [&a, &b] {
         let enforced = eventually(Duration::from_secs(5), || async {
             review_labelled_pod(server).await["status"]["message"]
@@ -1386,15 +1386,7 @@ async fn a_replica_is_ready_only_once_it_knows_the_cluster_policies() {
     })
     .await;
     assert!(defined, "no constraint CRD");
-    api.apply(
-        "kubectl",
-        json!({"apiVersion": "constraints.gatekeeper.sh/v1beta1", "kind": "K8sBannedLabel",
-               "metadata": {"name": "no-banned"},
-               "spec": {"match": {"kinds": [{"apiGroups": [""], "kinds": ["Pod"]}]},
-                        "parameters": {"label": "banned"}}}),
-        false,
-    )
-    .unwrap();
+    api.apply("kubectl", no_banned_constraint(), false).unwrap();
     assert!(
         eventually(Duration::from_secs(5), || denies_banned(&a)).await,
         "the first replica does not enforce the constraint"
@@ -1504,15 +1496,7 @@ async fn every_permission_the_shipped_rbac_grants_is_used() {
     })
     .await;
     assert!(constraint_crd_served);
-    api.apply(
-        "kubectl",
-        json!({"apiVersion": "constraints.gatekeeper.sh/v1beta1", "kind": "K8sBannedLabel",
-               "metadata": {"name": "no-banned"},
-               "spec": {"match": {"kinds": [{"apiGroups": [""], "kinds": ["Pod"]}]},
-                        "parameters": {"label": "banned"}}}),
-        false,
-    )
-    .unwrap();
+    api.apply("kubectl", no_banned_constraint(), false).unwrap();
     // The audit reports, then a namespace's last violating pod goes and its report with it.
     assert!(
         eventually(Duration::from_secs(10), || async {

@@ -94,6 +94,16 @@ fn of_kind<'a>(objects: &'a [Value], kind: &str) -> Vec<&'a Value> {
     objects.iter().filter(|o| o["kind"] == kind).collect()
 }
 
+/// A pod spec's volume by name.
+fn volume<'a>(pod: &'a Value, name: &str) -> &'a Value {
+    pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == name)
+        .unwrap_or_else(|| panic!("no volume {name}"))
+}
+
 fn container(objects: &[Value]) -> &Value {
     &find(objects, "Deployment", "palisade")["spec"]["template"]["spec"]["containers"][0]
 }
@@ -249,23 +259,13 @@ fn the_base_renders_validates_and_is_fail_safe() {
         Path::new(mount["mountPath"].as_str().unwrap()),
         serve.tls_cert.parent().unwrap()
     );
-    let tls_volume = pod["volumes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| v["name"] == "tls")
-        .unwrap();
+    let tls_volume = volume(pod, "tls");
     assert_eq!(
         tls_volume["secret"]["secretName"],
         serve.certs.tls_secret.as_str()
     );
     // The bundle comes from the generated ConfigMap, mounted where --policies points.
-    let policies_volume = pod["volumes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| v["name"] == "policies")
-        .unwrap();
+    let policies_volume = volume(pod, "policies");
     let bundle_name = policies_volume["configMap"]["name"].as_str().unwrap();
     assert!(
         bundle_name.starts_with("palisade-policies-"),
@@ -514,12 +514,7 @@ fn the_overlays_render_validate_and_change_what_they_say() {
         );
     }
     let pod = &find(objects, "Deployment", "palisade")["spec"]["template"]["spec"];
-    let tls = pod["volumes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| v["name"] == "tls")
-        .unwrap();
+    let tls = volume(pod, "tls");
     assert_eq!(
         tls["secret"]["optional"], false,
         "pods wait for cert-manager's Secret"
