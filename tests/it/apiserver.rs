@@ -190,66 +190,24 @@ pub const MUTATING_WEBHOOKS: Resource = Resource {
 };
 /// The workload kinds the audit lists. Unlike the real server, nothing here makes their
 /// pods: a test creates the objects it needs.
-pub const DEPLOYMENTS: Resource = Resource {
-    group: "apps",
-    version: "v1",
-    plural: "deployments",
-    kind: "Deployment",
-    namespaced: true,
-    generation: true,
-    storage: "v1",
-    status: false,
-};
-pub const STATEFULSETS: Resource = Resource {
-    group: "apps",
-    version: "v1",
-    plural: "statefulsets",
-    kind: "StatefulSet",
-    namespaced: true,
-    generation: true,
-    storage: "v1",
-    status: false,
-};
-pub const DAEMONSETS: Resource = Resource {
-    group: "apps",
-    version: "v1",
-    plural: "daemonsets",
-    kind: "DaemonSet",
-    namespaced: true,
-    generation: true,
-    storage: "v1",
-    status: false,
-};
-pub const REPLICASETS: Resource = Resource {
-    group: "apps",
-    version: "v1",
-    plural: "replicasets",
-    kind: "ReplicaSet",
-    namespaced: true,
-    generation: true,
-    storage: "v1",
-    status: false,
-};
-pub const JOBS: Resource = Resource {
-    group: "batch",
-    version: "v1",
-    plural: "jobs",
-    kind: "Job",
-    namespaced: true,
-    generation: true,
-    storage: "v1",
-    status: false,
-};
-pub const CRONJOBS: Resource = Resource {
-    group: "batch",
-    version: "v1",
-    plural: "cronjobs",
-    kind: "CronJob",
-    namespaced: true,
-    generation: true,
-    storage: "v1",
-    status: false,
-};
+const fn workload(group: &'static str, plural: &'static str, kind: &'static str) -> Resource {
+    Resource {
+        group,
+        version: "v1",
+        plural,
+        kind,
+        namespaced: true,
+        generation: true,
+        storage: "v1",
+        status: false,
+    }
+}
+pub const DEPLOYMENTS: Resource = workload("apps", "deployments", "Deployment");
+pub const STATEFULSETS: Resource = workload("apps", "statefulsets", "StatefulSet");
+pub const DAEMONSETS: Resource = workload("apps", "daemonsets", "DaemonSet");
+pub const REPLICASETS: Resource = workload("apps", "replicasets", "ReplicaSet");
+pub const JOBS: Resource = workload("batch", "jobs", "Job");
+pub const CRONJOBS: Resource = workload("batch", "cronjobs", "CronJob");
 const RESOURCES: [Resource; 16] = [
     CRDS,
     NAMESPACES,
