@@ -2,6 +2,7 @@
 //! `PALISADE_*` variable.
 
 pub mod audit;
+pub mod bench;
 pub mod certs;
 pub mod manifests;
 pub mod netpol;
@@ -41,6 +42,9 @@ pub enum Command {
     /// Audit manifests as if created, with the default-deny coverage: a table, JSON, JUnit or
     /// PolicyReports; exits 1 when a deny violation exists, 2 on bad input.
     Audit(audit::AuditArgs),
+    /// Measure how long the bundle takes to decide objects (like gator bench): reviews per
+    /// second and latency percentiles on 1..K threads, and each matching constraint's cost.
+    Bench(bench::BenchArgs),
     /// Print the webhook configurations for the policy bundle (the kinds and operations its
     /// constraints and mutators act on), with the caBundle when --ca is given.
     Manifests(manifests::ManifestsArgs),
@@ -60,6 +64,7 @@ impl Cli {
             Command::Audit(args) => args.run(),
             Command::Netpol(command) => command.run(),
             Command::Manifests(args) => args.run(),
+            Command::Bench(args) => args.run(),
         }
     }
 }

@@ -260,7 +260,10 @@ pub fn bypassed_constraints(violations: &[Violation]) -> Vec<String> {
 }
 
 /// The Namespace of the object: the review's `namespaceObject`, else the inventory's.
-fn namespace_object<'a>(review: &'a Review, inventory: &'a Inventory) -> Option<&'a Value> {
+pub(crate) fn namespace_object<'a>(
+    review: &'a Review,
+    inventory: &'a Inventory,
+) -> Option<&'a Value> {
     if let Some(given) = review.namespace_object() {
         return Some(given);
     }

@@ -228,6 +228,16 @@ impl Policies {
         &self.constraints
     }
 
+    /// The constraint at `index` alone, with its template: to measure or explain one.
+    pub fn only(&self, index: usize) -> Option<Policies> {
+        let constraint = self.constraints.get(index)?.clone();
+        let template = self.templates.get(&constraint.kind)?.clone();
+        Some(Policies::new(
+            HashMap::from([(constraint.kind.clone(), template)]),
+            vec![constraint],
+        ))
+    }
+
     pub fn templates(&self) -> impl Iterator<Item = &Arc<Template>> {
         self.templates.values()
     }

@@ -2,6 +2,7 @@
 
 mod apiserver;
 mod audit;
+mod bench;
 mod certmanager;
 mod cluster;
 mod common;
