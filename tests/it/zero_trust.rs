@@ -254,3 +254,110 @@ async fn the_inventory_is_reloaded_like_the_bundle() {
     let rsp = create_pod(&client, "payments").await;
     assert_eq!(rsp["allowed"], true, "{rsp}");
 }
+
+/// The pod security template checks a container in one pass first and explains only the
+/// containers that fail it. This pins that shortcut: a hardened container passes, and each
+/// single change to it is caught exactly when it breaks a rule, on Pods and Deployments, in
+/// every container list, on the VM and the interpreter.
+#[test]
+fn pod_security_catches_each_single_change_to_a_hardened_container() {
+    let hardened = json!({"name": "app", "image": "nginx",
+        "resources": {"limits": {"cpu": "1", "memory": "1Gi"}},
+        "securityContext": {"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]},
+            "runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}}});
+    type Change = fn(&mut Value, &mut Value);
+    // (what changes, whether a rule is broken on a Pod, on a workload template)
+    let changes: Vec<(&str, Change, bool, bool)> = vec![
+        ("nothing", |_, _| {}, false, false),
+        ("privileged", |c, _| c["securityContext"]["privileged"] = json!(true), true, true),
+        ("no allowPrivilegeEscalation", |c, _| { c["securityContext"].as_object_mut().unwrap().remove("allowPrivilegeEscalation"); }, true, false),
+        ("allowPrivilegeEscalation", |c, _| c["securityContext"]["allowPrivilegeEscalation"] = json!(true), true, true),
+        ("no runAsNonRoot", |c, _| { c["securityContext"].as_object_mut().unwrap().remove("runAsNonRoot"); }, true, false),
+        ("runAsNonRoot false", |c, _| c["securityContext"]["runAsNonRoot"] = json!(false), true, true),
+        ("UID 0", |c, _| c["securityContext"]["runAsUser"] = json!(0), true, true),
+        ("UID 1000", |c, _| c["securityContext"]["runAsUser"] = json!(1000), false, false),
+        ("pod UID 0", |_, p| p["securityContext"] = json!({"runAsUser": 0}), true, true),
+        ("runAsNonRoot from the pod", |c, p| { c["securityContext"].as_object_mut().unwrap().remove("runAsNonRoot"); p["securityContext"] = json!({"runAsNonRoot": true}); }, false, false),
+        ("runAsNonRoot false from the pod", |c, p| { c["securityContext"].as_object_mut().unwrap().remove("runAsNonRoot"); p["securityContext"] = json!({"runAsNonRoot": false}); }, true, true),
+        ("drops less than ALL", |c, _| c["securityContext"]["capabilities"]["drop"] = json!(["NET_RAW"]), true, false),
+        ("adds SYS_ADMIN", |c, _| c["securityContext"]["capabilities"]["add"] = json!(["SYS_ADMIN"]), true, true),
+        ("adds NET_BIND_SERVICE", |c, _| c["securityContext"]["capabilities"]["add"] = json!(["NET_BIND_SERVICE"]), false, false),
+        ("seccomp Unconfined", |c, _| c["securityContext"]["seccompProfile"] = json!({"type": "Unconfined"}), true, true),
+        ("seccomp Localhost", |c, _| c["securityContext"]["seccompProfile"] = json!({"type": "Localhost", "localhostProfile": "p"}), false, false),
+        ("seccomp without type", |c, _| c["securityContext"]["seccompProfile"] = json!({}), true, false),
+        ("seccomp from the pod", |c, p| { c["securityContext"].as_object_mut().unwrap().remove("seccompProfile"); p["securityContext"] = json!({"seccompProfile": {"type": "RuntimeDefault"}}); }, false, false),
+        ("Unconfined from the pod", |c, p| { c["securityContext"].as_object_mut().unwrap().remove("seccompProfile"); p["securityContext"] = json!({"seccompProfile": {"type": "Unconfined"}}); }, true, true),
+        ("no cpu limit", |c, _| { c["resources"]["limits"].as_object_mut().unwrap().remove("cpu"); }, true, true),
+        ("hostPort 80", |c, _| c["ports"] = json!([{"containerPort": 80, "hostPort": 80}]), true, true),
+        ("hostPort 0", |c, _| c["ports"] = json!([{"containerPort": 80, "hostPort": 0}]), false, false),
+        ("no securityContext", |c, _| { c.as_object_mut().unwrap().remove("securityContext"); }, true, false),
+    ];
+    let bundle_for = |vm: bool| {
+        load_bundle(
+            &repo_path("policies"),
+            &EngineOptions {
+                vm,
+                ..EngineOptions::default()
+            },
+        )
+        .unwrap()
+    };
+    for vm in [true, false] {
+        let bundle = bundle_for(vm);
+        for (what, change, on_pod, on_template) in &changes {
+            for list in ["containers", "initContainers", "ephemeralContainers"] {
+                for kind in ["Pod", "Deployment"] {
+                    let mut c = hardened.clone();
+                    let mut pod = json!({"containers": [hardened.clone()]});
+                    change(&mut c, &mut pod);
+                    c["name"] = json!("changed");
+                    if list == "ephemeralContainers" {
+                        // Ephemeral containers have no resources.
+                        c.as_object_mut().unwrap().remove("resources");
+                    }
+                    match pod[list].as_array_mut() {
+                        Some(l) => l.push(c.clone()),
+                        None => pod[list] = json!([c.clone()]),
+                    }
+                    let object = if kind == "Pod" {
+                        json!({"apiVersion": "v1", "kind": "Pod",
+                               "metadata": {"name": "p", "namespace": "payments"}, "spec": pod})
+                    } else {
+                        json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                               "metadata": {"name": "p", "namespace": "payments"},
+                               "spec": {"template": {"spec": pod}}})
+                    };
+                    let doc = palisade::manifest::Document {
+                        origin: palisade::manifest::Origin {
+                            file: PathBuf::from(what),
+                            document: 1,
+                            item: None,
+                        },
+                        value: object,
+                    };
+                    let reports = objects::check(&bundle, vec![doc], Vec::new()).unwrap();
+                    let found: Vec<&String> = reports[0]
+                        .violations
+                        .iter()
+                        .filter(|v| v.constraint == "pod-security-restricted")
+                        .map(|v| &v.message)
+                        .collect();
+                    let expected = if kind == "Pod" { *on_pod } else { *on_template }
+                        // Ephemeral containers cannot have resources, so none are required.
+                        && !(list == "ephemeralContainers" && *what == "no cpu limit");
+                    assert_eq!(
+                        !found.is_empty(),
+                        expected,
+                        "{what} in {list} of a {kind} (vm: {vm}): {found:?}"
+                    );
+                    // A change to the pod's own securityContext concerns every container.
+                    let pod_level = !pod["securityContext"].is_null();
+                    assert!(
+                        pod_level || found.iter().all(|m| m.contains("\"changed\"")),
+                        "only the changed container is reported: {found:?}"
+                    );
+                }
+            }
+        }
+    }
+}
