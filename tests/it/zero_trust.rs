@@ -265,32 +265,158 @@ fn pod_security_catches_each_single_change_to_a_hardened_container() {
         "resources": {"limits": {"cpu": "1", "memory": "1Gi"}},
         "securityContext": {"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]},
             "runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}}});
-    type Change = fn(&mut Value, &mut Value);
-    // (what changes, whether a rule is broken on a Pod, on a workload template)
-    let changes: Vec<(&str, Change, bool, bool)> = vec![
-        ("nothing", |_, _| {}, false, false),
-        ("privileged", |c, _| c["securityContext"]["privileged"] = json!(true), true, true),
-        ("no allowPrivilegeEscalation", |c, _| { c["securityContext"].as_object_mut().unwrap().remove("allowPrivilegeEscalation"); }, true, false),
-        ("allowPrivilegeEscalation", |c, _| c["securityContext"]["allowPrivilegeEscalation"] = json!(true), true, true),
-        ("no runAsNonRoot", |c, _| { c["securityContext"].as_object_mut().unwrap().remove("runAsNonRoot"); }, true, false),
-        ("runAsNonRoot false", |c, _| c["securityContext"]["runAsNonRoot"] = json!(false), true, true),
-        ("UID 0", |c, _| c["securityContext"]["runAsUser"] = json!(0), true, true),
-        ("UID 1000", |c, _| c["securityContext"]["runAsUser"] = json!(1000), false, false),
-        ("pod UID 0", |_, p| p["securityContext"] = json!({"runAsUser": 0}), true, true),
-        ("runAsNonRoot from the pod", |c, p| { c["securityContext"].as_object_mut().unwrap().remove("runAsNonRoot"); p["securityContext"] = json!({"runAsNonRoot": true}); }, false, false),
-        ("runAsNonRoot false from the pod", |c, p| { c["securityContext"].as_object_mut().unwrap().remove("runAsNonRoot"); p["securityContext"] = json!({"runAsNonRoot": false}); }, true, true),
-        ("drops less than ALL", |c, _| c["securityContext"]["capabilities"]["drop"] = json!(["NET_RAW"]), true, false),
-        ("adds SYS_ADMIN", |c, _| c["securityContext"]["capabilities"]["add"] = json!(["SYS_ADMIN"]), true, true),
-        ("adds NET_BIND_SERVICE", |c, _| c["securityContext"]["capabilities"]["add"] = json!(["NET_BIND_SERVICE"]), false, false),
-        ("seccomp Unconfined", |c, _| c["securityContext"]["seccompProfile"] = json!({"type": "Unconfined"}), true, true),
-        ("seccomp Localhost", |c, _| c["securityContext"]["seccompProfile"] = json!({"type": "Localhost", "localhostProfile": "p"}), false, false),
-        ("seccomp without type", |c, _| c["securityContext"]["seccompProfile"] = json!({}), true, false),
-        ("seccomp from the pod", |c, p| { c["securityContext"].as_object_mut().unwrap().remove("seccompProfile"); p["securityContext"] = json!({"seccompProfile": {"type": "RuntimeDefault"}}); }, false, false),
-        ("Unconfined from the pod", |c, p| { c["securityContext"].as_object_mut().unwrap().remove("seccompProfile"); p["securityContext"] = json!({"seccompProfile": {"type": "Unconfined"}}); }, true, true),
-        ("no cpu limit", |c, _| { c["resources"]["limits"].as_object_mut().unwrap().remove("cpu"); }, true, true),
-        ("hostPort 80", |c, _| c["ports"] = json!([{"containerPort": 80, "hostPort": 80}]), true, true),
-        ("hostPort 0", |c, _| c["ports"] = json!([{"containerPort": 80, "hostPort": 0}]), false, false),
-        ("no securityContext", |c, _| { c.as_object_mut().unwrap().remove("securityContext"); }, true, false),
+    // (what changes, a JSON merge patch of the container (null removes), the pod's own
+    // securityContext, whether a rule is broken on a Pod, on a workload template)
+    let changes: Vec<(&str, Value, Value, bool, bool)> = vec![
+        ("nothing", json!({}), Value::Null, false, false),
+        (
+            "privileged",
+            json!({"securityContext": {"privileged": true}}),
+            Value::Null,
+            true,
+            true,
+        ),
+        (
+            "no allowPrivilegeEscalation",
+            json!({"securityContext": {"allowPrivilegeEscalation": null}}),
+            Value::Null,
+            true,
+            false,
+        ),
+        (
+            "allowPrivilegeEscalation",
+            json!({"securityContext": {"allowPrivilegeEscalation": true}}),
+            Value::Null,
+            true,
+            true,
+        ),
+        (
+            "no runAsNonRoot",
+            json!({"securityContext": {"runAsNonRoot": null}}),
+            Value::Null,
+            true,
+            false,
+        ),
+        (
+            "runAsNonRoot false",
+            json!({"securityContext": {"runAsNonRoot": false}}),
+            Value::Null,
+            true,
+            true,
+        ),
+        (
+            "UID 0",
+            json!({"securityContext": {"runAsUser": 0}}),
+            Value::Null,
+            true,
+            true,
+        ),
+        (
+            "UID 1000",
+            json!({"securityContext": {"runAsUser": 1000}}),
+            Value::Null,
+            false,
+            false,
+        ),
+        ("pod UID 0", json!({}), json!({"runAsUser": 0}), true, true),
+        (
+            "runAsNonRoot from the pod",
+            json!({"securityContext": {"runAsNonRoot": null}}),
+            json!({"runAsNonRoot": true}),
+            false,
+            false,
+        ),
+        (
+            "runAsNonRoot false from the pod",
+            json!({"securityContext": {"runAsNonRoot": null}}),
+            json!({"runAsNonRoot": false}),
+            true,
+            true,
+        ),
+        (
+            "drops less than ALL",
+            json!({"securityContext": {"capabilities": {"drop": ["NET_RAW"]}}}),
+            Value::Null,
+            true,
+            false,
+        ),
+        (
+            "adds SYS_ADMIN",
+            json!({"securityContext": {"capabilities": {"add": ["SYS_ADMIN"]}}}),
+            Value::Null,
+            true,
+            true,
+        ),
+        (
+            "adds NET_BIND_SERVICE",
+            json!({"securityContext": {"capabilities": {"add": ["NET_BIND_SERVICE"]}}}),
+            Value::Null,
+            false,
+            false,
+        ),
+        (
+            "seccomp Unconfined",
+            json!({"securityContext": {"seccompProfile": {"type": "Unconfined"}}}),
+            Value::Null,
+            true,
+            true,
+        ),
+        (
+            "seccomp Localhost",
+            json!({"securityContext": {"seccompProfile": {"type": "Localhost", "localhostProfile": "p"}}}),
+            Value::Null,
+            false,
+            false,
+        ),
+        (
+            "seccomp without type",
+            json!({"securityContext": {"seccompProfile": {"type": null}}}),
+            Value::Null,
+            true,
+            false,
+        ),
+        (
+            "seccomp from the pod",
+            json!({"securityContext": {"seccompProfile": null}}),
+            json!({"seccompProfile": {"type": "RuntimeDefault"}}),
+            false,
+            false,
+        ),
+        (
+            "Unconfined from the pod",
+            json!({"securityContext": {"seccompProfile": null}}),
+            json!({"seccompProfile": {"type": "Unconfined"}}),
+            true,
+            true,
+        ),
+        (
+            "no cpu limit",
+            json!({"resources": {"limits": {"cpu": null}}}),
+            Value::Null,
+            true,
+            true,
+        ),
+        (
+            "hostPort 80",
+            json!({"ports": [{"containerPort": 80, "hostPort": 80}]}),
+            Value::Null,
+            true,
+            true,
+        ),
+        (
+            "hostPort 0",
+            json!({"ports": [{"containerPort": 80, "hostPort": 0}]}),
+            Value::Null,
+            false,
+            false,
+        ),
+        (
+            "no securityContext",
+            json!({"securityContext": null}),
+            Value::Null,
+            true,
+            false,
+        ),
     ];
     let bundle_for = |vm: bool| {
         load_bundle(
@@ -304,12 +430,15 @@ fn pod_security_catches_each_single_change_to_a_hardened_container() {
     };
     for vm in [true, false] {
         let bundle = bundle_for(vm);
-        for (what, change, on_pod, on_template) in &changes {
+        for (what, patch, pod_sc, on_pod, on_template) in &changes {
             for list in ["containers", "initContainers", "ephemeralContainers"] {
                 for kind in ["Pod", "Deployment"] {
                     let mut c = hardened.clone();
+                    json_patch::merge(&mut c, patch);
                     let mut pod = json!({"containers": [hardened.clone()]});
-                    change(&mut c, &mut pod);
+                    if !pod_sc.is_null() {
+                        pod["securityContext"] = pod_sc.clone();
+                    }
                     c["name"] = json!("changed");
                     if list == "ephemeralContainers" {
                         // Ephemeral containers have no resources.
