@@ -3,7 +3,6 @@
 //! on one or more threads, and what each matching constraint costs alone.
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -11,15 +10,13 @@ use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use serde_json::{Value, json};
 
-use super::test::read_inputs;
+use super::test::ObjectArgs;
 use super::verify::review_of;
 use super::{EvalArgs, OutputFormat};
 use crate::admission::{Endpoint, Review};
 use crate::bundle::Bundle;
 use crate::decide::{Decider, namespace_object};
 use crate::inventory::Inventory;
-use crate::sources::bundle::load_bundle;
-use crate::sources::files;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum BenchEndpoint {
@@ -29,16 +26,8 @@ pub enum BenchEndpoint {
 
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
-    /// Objects to decide: a file, a directory, or - for standard input (repeatable); bare
-    /// objects are reviewed as CREATE, AdmissionReviews as they are.
-    #[arg(short = 'f', long = "filename", required = true)]
-    pub inputs: Vec<String>,
-    /// The policy bundle.
-    #[arg(long, env = "PALISADE_POLICIES", default_value = "policies")]
-    pub policies: PathBuf,
-    /// More objects for data.inventory (the objects under test are always included).
-    #[arg(long, value_delimiter = ',')]
-    pub inventory: Vec<PathBuf>,
+    #[command(flatten)]
+    pub objects: ObjectArgs,
     /// Measured decisions of each object, per thread.
     #[arg(short = 'n', long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
     pub iterations: u32,
@@ -120,20 +109,13 @@ struct Subject {
 
 impl BenchArgs {
     pub(crate) fn run(self) -> anyhow::Result<ExitCode> {
-        let bundle = load_bundle(&self.policies, &self.eval.options()).with_context(|| {
-            format!(
-                "cannot load the policy bundle at {}",
-                self.policies.display()
-            )
-        })?;
-        let docs = read_inputs(&self.inputs).map_err(anyhow::Error::msg)?;
+        let (bundle, docs, mut objects) = self.objects.load(&self.eval)?;
         if docs.is_empty() {
             bail!(
                 "no object in {}: give the objects to decide with -f",
-                self.inputs.join(", ")
+                self.objects.inputs.join(", ")
             );
         }
-        let mut objects = files::read_objects(&self.inventory)?;
         objects.extend(
             docs.iter()
                 .filter(|d| d.kind() != "AdmissionReview")

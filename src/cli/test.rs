@@ -22,10 +22,11 @@ use crate::policy::Violation;
 use crate::sources::bundle::load_bundle;
 use crate::sources::files;
 
+/// What `test` and `bench` decide: objects, the bundle, and the inventory.
 #[derive(Debug, Clone, Args)]
-pub struct TestArgs {
+pub struct ObjectArgs {
     /// Objects to evaluate: a file, a directory, or - for standard input (repeatable). YAML or
-    /// JSON, several documents, Lists and AdmissionReviews.
+    /// JSON, several documents, Lists and AdmissionReviews (bare objects are reviewed as CREATE).
     #[arg(short = 'f', long = "filename", required = true)]
     pub inputs: Vec<String>,
     /// The policy bundle.
@@ -35,6 +36,28 @@ pub struct TestArgs {
     /// objects under test are always included).
     #[arg(long, value_delimiter = ',')]
     pub inventory: Vec<PathBuf>,
+}
+
+impl ObjectArgs {
+    /// The bundle (with `eval`'s engine options), the documents, and the inventory objects
+    /// (without the documents).
+    pub fn load(&self, eval: &EvalArgs) -> anyhow::Result<(Bundle, Vec<Document>, Vec<Value>)> {
+        let bundle = load_bundle(&self.policies, &eval.options()).with_context(|| {
+            format!(
+                "cannot load the policy bundle at {}",
+                self.policies.display()
+            )
+        })?;
+        let docs = read_inputs(&self.inputs).map_err(anyhow::Error::msg)?;
+        let inventory = files::read_objects(&self.inventory)?;
+        Ok((bundle, docs, inventory))
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TestArgs {
+    #[command(flatten)]
+    pub objects: ObjectArgs,
     #[arg(short = 'o', long, value_enum, default_value = "text")]
     pub output: OutputFormat,
     #[command(flatten)]
@@ -43,14 +66,7 @@ pub struct TestArgs {
 
 impl TestArgs {
     pub(crate) fn run(self) -> anyhow::Result<ExitCode> {
-        let bundle = load_bundle(&self.policies, &self.eval.options()).with_context(|| {
-            format!(
-                "cannot load the policy bundle at {}",
-                self.policies.display()
-            )
-        })?;
-        let docs = read_inputs(&self.inputs).map_err(anyhow::Error::msg)?;
-        let inventory = files::read_objects(&self.inventory)?;
+        let (bundle, docs, inventory) = self.objects.load(&self.eval)?;
         let reports = check(&bundle, docs, inventory).map_err(anyhow::Error::msg)?;
         match self.output {
             OutputFormat::Text => print!("{}", render_text(&reports)),
