@@ -99,6 +99,14 @@ pub struct CertArgs {
     pub cert_check_interval: Duration,
 }
 
+/// The replica's namespace: `POD_NAMESPACE` (the downward API), else `--own-namespace`.
+pub fn pod_namespace(own_namespace: &str) -> String {
+    std::env::var("POD_NAMESPACE")
+        .ok()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| own_namespace.to_owned())
+}
+
 /// Where the cluster configuration came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {

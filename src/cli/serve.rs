@@ -179,10 +179,7 @@ impl ServeArgs {
         } = self;
 
         let cert_manager = cert_args.manage_certs.then(|| CertManagerConfig {
-            namespace: std::env::var("POD_NAMESPACE")
-                .ok()
-                .filter(|n| !n.is_empty())
-                .unwrap_or_else(|| own_namespace.clone()),
+            namespace: kube_cluster::pod_namespace(&own_namespace),
             ca_secret: cert_args.ca_secret.clone(),
             tls_secret: cert_args.tls_secret.clone(),
             webhook_configuration: cert_args.webhook_configuration.clone(),
@@ -398,10 +395,7 @@ fn wire_cluster(
 
     let lease = LeaseConfig {
         name: cluster.lease_name.clone(),
-        namespace: std::env::var("POD_NAMESPACE")
-            .ok()
-            .filter(|n| !n.is_empty())
-            .unwrap_or(own_namespace),
+        namespace: kube_cluster::pod_namespace(&own_namespace),
         identity: kube_cluster::lease::identity(cluster.pod_name.as_deref()),
         duration: cluster.lease_duration,
         renew_deadline: cluster.lease_renew_deadline,

@@ -298,19 +298,22 @@ impl TlsStore {
     /// Re-reads the material; swaps it in if it changed and loads, keeps the old one otherwise.
     pub fn reload(&self) -> Reload<TlsError> {
         // A read error is a rejection too: the file may be mid-swap.
-        let result = match Material::read(&self.paths) {
-            Ok(material) => self
-                .config
-                .reload(material.fingerprint(), || build(&self.paths, &material)),
-            Err(error) => Reload::Rejected(error),
+        let (result, material) = match Material::read(&self.paths) {
+            Ok(material) => (
+                self.config
+                    .reload(material.fingerprint(), || build(&self.paths, &material)),
+                Some(material),
+            ),
+            Err(error) => (Reload::Rejected(error), None),
         };
         match &result {
             Reload::Unchanged => {}
             Reload::Reloaded => {
                 self.metrics.tls_reloaded();
                 tracing::info!(cert = %self.paths.cert.display(), "serving certificate reloaded");
-                if let Ok(material) = Material::read(&self.paths) {
-                    self.note_leaf(&material);
+                // The material just built, not a second read that may already be newer.
+                if let Some(material) = &material {
+                    self.note_leaf(material);
                 }
                 if let Some(readiness) = &self.readiness {
                     readiness.set_certificates_loaded();
