@@ -379,14 +379,20 @@ fn found(result: regorus::Value) -> Result<Vec<(String, Value)>, String> {
         }
     };
     let mut out = Vec::new();
+    let (msg_key, details_key) = (regorus::Value::from("msg"), regorus::Value::from("details"));
     for item in items {
-        let json = serde_json::to_value(&item).unwrap_or(Value::Null);
-        let message = match &json["msg"] {
-            Value::Null => continue,
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
+        // Read in place: only `details` is converted to JSON, and only when it is there.
+        let message = match &item[&msg_key] {
+            regorus::Value::Undefined | regorus::Value::Null => continue,
+            regorus::Value::String(s) => s.to_string(),
+            other => serde_json::to_value(other)
+                .unwrap_or(Value::Null)
+                .to_string(),
         };
-        let details = json.get("details").cloned().unwrap_or(Value::Null);
+        let details = match &item[&details_key] {
+            regorus::Value::Undefined => Value::Null,
+            d => serde_json::to_value(d).unwrap_or(Value::Null),
+        };
         if !out.iter().any(|(m, d)| *m == message && *d == details) {
             out.push((message, details));
         }

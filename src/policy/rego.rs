@@ -700,6 +700,46 @@ pub(crate) fn multi_valued_rules(src: &str) -> Vec<String> {
         .collect()
 }
 
+/// The lines of comprehensions written inside another comprehension (`{x | y := [t | …]; …}`).
+/// regorus' VM loses every result of the outer comprehension when the inner one's body fails
+/// (docs/regorus-divergences.md, section 5): a set of violations would come out empty, and the
+/// object would be let in. Templates with one run on the interpreter. A comprehension reached
+/// through a function call is not affected, and is not reported.
+pub(crate) fn nested_comprehensions(src: &str) -> Vec<usize> {
+    let masked = mask(src);
+    // Per open bracket: whether it is a comprehension (a `|` at its own depth) and whether a
+    // comprehension is inside it.
+    let mut open: Vec<(usize, bool, bool)> = Vec::new();
+    let mut lines = Vec::new();
+    for (i, &b) in masked.iter().enumerate() {
+        match b {
+            b'[' | b'{' | b'(' => open.push((i, false, false)),
+            b'|' => {
+                if let Some(top) = open.last_mut()
+                    && masked[top.0] != b'('
+                {
+                    top.1 = true;
+                }
+            }
+            b']' | b'}' | b')' => {
+                let Some((at, is_comprehension, holds_one)) = open.pop() else {
+                    continue;
+                };
+                if is_comprehension && holds_one {
+                    lines.push(line_of(&masked, at));
+                }
+                if let Some(parent) = open.last_mut() {
+                    parent.2 |= is_comprehension || holds_one;
+                }
+            }
+            _ => {}
+        }
+    }
+    lines.sort_unstable();
+    lines.dedup();
+    lines
+}
+
 fn is_literal(v: &str) -> bool {
     matches!(v, "true" | "false" | "null")
         || v.parse::<f64>().is_ok()
@@ -921,5 +961,19 @@ mod tests {
     fn rules_with_several_values_are_found() {
         let src = "package t\nx = 1 { input.a }\nx = 2 { input.b }\nsame = true { input.a }\nsame = true { input.b }\nf(a) = y { y := a }\nf(a) = y { y := 2 }\ng(a) { a }\ng(a) { not a }\nh(a) = \"p\" { a }\nh(a) = \"q\" { a }\nv[m] { m := 1 }\nv[m] { m := 2 }\ndefault z = 0\nz = 1 { input.a }\nobj = {\"a\": 1} { input.a }\nobj = {\"a\": 1} { input.b }\nk := 1 { input.a } else := 2 { true }\n";
         assert_eq!(multi_valued_rules(src), ["obj", "x"]);
+    }
+
+    #[test]
+    fn comprehensions_inside_comprehensions_are_found() {
+        let src = "package t\n\
+            a := {x | y := [t | false; t := 1]; some x in [1, 2]}\n\
+            b := [x | some x in input.a[_]; count({t | t := x}) > 0]\n\
+            c := {x | some x in [1, 2]}\n\
+            d contains x if { y := [t | false]; some x in input.a }\n\
+            e := {k: v | some k, v in input.o; v != {\"|\": [1]}}\n\
+            f := {x | x := g(input)}\n\
+            # h := {x | y := [t | false]}\n\
+            i := [x | x := {\"k\": [t | t := 1]}]\n";
+        assert_eq!(nested_comprehensions(src), [2, 3, 9]);
     }
 }
