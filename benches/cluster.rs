@@ -80,6 +80,12 @@ fn report(label: &str, mut latencies: Vec<Duration>) {
 
 #[derive(Parser)]
 struct Args {
+    /// Namespaces listed at start, each with two NetworkPolicies (CI's smoke run uses a few).
+    #[arg(long, default_value_t = NAMESPACES)]
+    namespaces: usize,
+    /// Changes written while reviews flow.
+    #[arg(long, default_value_t = BURST)]
+    burst: usize,
     /// Accepted so that `cargo bench` may pass it.
     #[arg(long)]
     bench: bool,
@@ -87,9 +93,11 @@ struct Args {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let _ = Args::parse();
+    let args = Args::parse();
+    let (namespaces, burst) = (args.namespaces.max(2), args.burst.max(1));
+    let last = format!("ns-{:05}", namespaces - 1);
     let api = ApiServer::start().await;
-    for i in 0..NAMESPACES {
+    for i in 0..namespaces {
         let ns = format!("ns-{i:05}");
         api.create(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": {"security-level": "medium"}}})).unwrap();
         api.create(policy(&ns, "default-deny")).unwrap();
@@ -123,8 +131,8 @@ async fn main() {
     let rss_after = rss_mib();
     println!(
         "listed {} namespaces and {} NetworkPolicies: ready after {:.2} s; RSS {:.0} MiB before Palisade started (the stand-in's copy), {:.0} MiB after (+{:.0} MiB)",
-        NAMESPACES,
-        2 * NAMESPACES,
+        namespaces,
+        2 * namespaces,
         ready.as_secs_f64(),
         rss_before,
         rss_after,
@@ -151,25 +159,26 @@ async fn main() {
     // Burst: 1,000 changes as fast as the stand-in takes them, the last one deleting the
     // default-deny of a probe namespace; reviews keep flowing meanwhile.
     let (tx, rx) = tokio::sync::watch::channel(false);
-    let probe = pod_review("ns-09999");
+    let probe = pod_review(&last);
     let probe_client = server.client();
-    let burst = {
+    let burst_latencies = {
         let server = &server;
         let runs: Vec<_> = (0..4)
             .map(|_| reviews(server, body.clone(), rx.clone()))
             .collect();
         let changes = async {
             let start = Instant::now();
-            for i in 0..BURST - 1 {
+            for i in 0..burst - 1 {
                 api.create(policy(
-                    &format!("ns-{:05}", i % NAMESPACES),
+                    &format!("ns-{:05}", i % namespaces),
                     &format!("burst-{i}"),
                 ))
                 .unwrap();
             }
-            api.delete(&NETWORK_POLICIES, "ns-09999", "default-deny")
+            api.delete(&NETWORK_POLICIES, &last, "default-deny")
                 .unwrap();
             let written = start.elapsed();
+            let mut seen = false;
             while start.elapsed() < Duration::from_secs(30) {
                 let rsp = probe_client.review(Proto::Http2, "/validate", &probe).await;
                 if rsp["status"]["message"]
@@ -177,10 +186,16 @@ async fn main() {
                     .unwrap_or("")
                     .contains("lacks a default-deny")
                 {
+                    seen = true;
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
+            // The smoke run in CI relies on this: a burst that never reaches reviews fails.
+            assert!(
+                seen,
+                "the burst's last change never decided a review within 30 s"
+            );
             let visible = start.elapsed();
             tokio::time::sleep(Duration::from_secs(1)).await;
             tx.send_replace(true);
@@ -188,13 +203,13 @@ async fn main() {
         };
         let (results, (written, visible)) = tokio::join!(futures::future::join_all(runs), changes);
         println!(
-            "burst of {BURST} changes written in {:.0} ms; the last one decided reviews {:.0} ms after the first was written",
+            "burst of {burst} changes written in {:.0} ms; the last one decided reviews {:.0} ms after the first was written",
             written.as_secs_f64() * 1e3,
             visible.as_secs_f64() * 1e3
         );
         results.concat()
     };
-    report("burst", burst);
+    report("burst", burst_latencies);
     let metrics = server.metrics().await;
     println!(
         "inventory objects {:?}, batches {:?}, RSS {:.0} MiB",
@@ -203,4 +218,56 @@ async fn main() {
         rss_mib()
     );
     server.stop().await;
+
+    // The same start in a process of its own: Palisade's memory alone, without the stand-in's
+    // objects and allocations beside it in this process.
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_palisade"))
+        .args([
+            "serve",
+            "--log-level",
+            "warn",
+            "--listen",
+            "127.0.0.1:19543",
+            "--health-listen",
+            "127.0.0.1:19580",
+            "--kubeconfig",
+            &kubeconfig,
+            "--policies",
+            policies,
+            "--generate-default-deny=false",
+            "--own-namespace",
+            "palisade-system",
+        ])
+        .current_dir(dir.path())
+        .spawn()
+        .unwrap();
+    let health: std::net::SocketAddr = "127.0.0.1:19580".parse().unwrap();
+    let start = Instant::now();
+    while common::http_get(health, "/readyz").await.0 != 200 {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the separate palisade never became ready"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap_or_default();
+    let mib = |field: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0)
+    };
+    println!(
+        "palisade in its own process, {} objects listed: ready after {:.2} s, RSS {:.0} MiB, peak {:.0} MiB",
+        3 * namespaces + burst,
+        start.elapsed().as_secs_f64(),
+        mib("VmRSS:"),
+        mib("VmHWM:")
+    );
+    let _ = child.kill();
+    let _ = child.wait();
 }

@@ -53,6 +53,10 @@ struct Args {
     /// Not measured: lets connections and caches settle.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     warmup: Duration,
+    /// The server's process id: its CPU time over the measured window and its peak RSS are
+    /// reported beside the latencies (from /proc; Linux only).
+    #[arg(long)]
+    server_pid: Option<u32>,
     /// Passed by `cargo bench`.
     #[arg(long, hide = true)]
     bench: bool,
@@ -178,6 +182,14 @@ async fn main() -> anyhow::Result<()> {
         latencies: std::sync::Mutex::new(Vec::new()),
     });
 
+    let cpu_at_start = args.server_pid.map(|pid| {
+        let at = shared.measure_from;
+        tokio::spawn(async move {
+            tokio::time::sleep_until(at.into()).await;
+            cpu_seconds(pid)
+        })
+    });
+
     if args.rate == 0 {
         let mut workers = Vec::new();
         for i in 0..args.concurrency {
@@ -211,6 +223,32 @@ async fn main() -> anyhow::Result<()> {
         while tasks.join_next().await.is_some() {}
     }
 
+    let server = match (args.server_pid, cpu_at_start) {
+        (Some(pid), Some(start)) => {
+            let before = start.await?;
+            let after = cpu_seconds(pid);
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            let kib = |field: &str| -> u64 {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix(field))
+                    .and_then(|v| v.split_whitespace().next()?.parse().ok())
+                    .unwrap_or(0)
+            };
+            let reviews = shared.latencies.lock().map(|l| l.len()).unwrap_or(0).max(1);
+            match (before, after) {
+                (Some(b), Some(a)) => format!(
+                    " server_cpu={:.2}s server_cpu_per_review={:.1}us server_rss={}MiB server_peak_rss={}MiB",
+                    a - b,
+                    (a - b) * 1e6 / reviews as f64,
+                    kib("VmRSS:") / 1024,
+                    kib("VmHWM:") / 1024,
+                ),
+                _ => format!(" server_pid={pid}: not readable"),
+            }
+        }
+        _ => String::new(),
+    };
     let mut lat = shared
         .latencies
         .lock()
@@ -226,7 +264,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let secs = args.duration.as_secs_f64();
     println!(
-        "mode={} proto={} connections={} reviews={} errors={} throughput={:.0}/s p50={:.3}ms p90={:.3}ms p99={:.3}ms p99.9={:.3}ms max={:.3}ms",
+        "mode={} proto={} connections={} reviews={} errors={} throughput={:.0}/s p50={:.3}ms p90={:.3}ms p99={:.3}ms p99.9={:.3}ms max={:.3}ms{}",
         if args.rate == 0 {
             format!("closed(concurrency={})", args.concurrency)
         } else {
@@ -242,6 +280,18 @@ async fn main() -> anyhow::Result<()> {
         pct(0.99),
         pct(0.999),
         lat.last().map_or(0.0, |&m| f64::from(m) / 1000.0),
+        server,
     );
     Ok(())
+}
+
+/// User plus system CPU time of a process, from /proc/PID/stat (in USER_HZ, 100 per second on
+/// Linux whatever the kernel's tick).
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces; the fields after its closing parenthesis do not.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
 }

@@ -145,6 +145,7 @@ impl FileSources {
 
     /// Re-reads whatever changed on disk. Returns whether anything new is served.
     pub fn reload(&self) -> bool {
+        let started = std::time::Instant::now();
         let bundle = self
             .files
             .reload(fingerprint(std::slice::from_ref(&self.policies)), || {
@@ -164,7 +165,8 @@ impl FileSources {
                 self.remerge();
                 let constraints = self.bundle.load().policies().constraints().len();
                 self.metrics.policy_reloaded(constraints);
-                tracing::info!(path = %self.policies.display(), constraints, "policy bundle reloaded");
+                tracing::info!(path = %self.policies.display(), constraints,
+                    seconds = started.elapsed().as_secs_f64(), "policy bundle reloaded");
             }
             Reload::Rejected(error) => {
                 self.metrics.policy_reload_failed();

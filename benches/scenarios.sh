@@ -1,0 +1,214 @@
+#!/bin/sh
+# Issue 14's load scenarios, the way BENCHMARKS.md measures: `palisade serve` pinned to core 0,
+# the load generator (benches/load.rs) pinned to core 1, HTTPS with the development CA.
+#
+#   cargo build --release && cargo build --release --bench load
+#   benches/scenarios.sh [--quick] [ratio latency nonmatching fifty mutate memory reload]
+#
+# Without names, every scenario runs. --quick runs each for a fraction of a second: CI's smoke
+# run, which proves the scenarios still work (every review answered, every figure present) and
+# measures nothing. Each result line starts with the scenario's name; BENCHMARKS.md records them.
+set -eu
+cd "$(dirname "$0")/.."
+
+DUR=10s WARM=2s RATE_FIFTY=1000
+if [ "${1:-}" = "--quick" ]; then
+  DUR=1s WARM=200ms RATE_FIFTY=200
+  shift
+fi
+SCENARIOS=${*:-ratio latency nonmatching fifty mutate memory reload}
+
+BIN=target/release/palisade
+LOAD=$(ls -t target/release/deps/load-* 2>/dev/null | grep -v '\.d$' | head -1 || true)
+if [ ! -x "$BIN" ] || [ -z "$LOAD" ]; then
+  echo "build first: cargo build --release && cargo build --release --bench load" >&2
+  exit 2
+fi
+# Two cores: server on one, load on the other. One core: both share it (figures not comparable).
+if [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then
+  PIN_SERVER="taskset -c 0" PIN_LOAD="taskset -c 1"
+else
+  PIN_SERVER="" PIN_LOAD=""
+fi
+
+WORK=$(mktemp -d)
+PID=""
+stop_server() {
+  if [ -n "$PID" ]; then
+    kill "$PID" 2>/dev/null || true
+    wait "$PID" 2>/dev/null || true
+    PID=""
+  fi
+}
+trap 'stop_server; rm -rf "$WORK"' EXIT INT TERM
+
+INV=tests/data/mutation/namespaces.yaml,tests/data/guides/default-deny.yaml
+ADMITTED=tests/data/bench/admitted-pod.json
+MUTATE_BODY=tests/data/bench/mutate-pod-5-containers.json
+PORT=19443 HEALTH=19080
+
+# The bundles: empty; the default one; the default one plus 100 constraints of kinds that never
+# match a Pod; 50 templates matching a Pod, copies of the bundle's three Pod templates under new
+# kinds, with a constraint each.
+mkdir -p "$WORK/empty" "$WORK/nonmatching" "$WORK/fifty"
+cp -r policies/. "$WORK/nonmatching/"
+python3 - "$WORK" <<'EOF'
+import sys, re, pathlib
+work = pathlib.Path(sys.argv[1])
+labels = pathlib.Path("policies/zero-trust/namespace-labels/constraint.yaml").read_text()
+out = []
+for i in range(100):
+    doc = labels.replace("name: namespace-zero-trust-labels", f"name: unmatched-{i:03d}")
+    doc = doc.replace("kinds: [Namespace]", f"kinds: [ConfigMap{i:03d}]")
+    out.append(doc)
+(work / "nonmatching" / "zero-trust" / "unmatched.yaml").write_text("---\n".join(out))
+sources = ["pod-security", "default-deny-required", "mutual-tls"]
+for i in range(50):
+    src = sources[i % 3]
+    d = pathlib.Path("policies/zero-trust") / src
+    t = (d / "template.yaml").read_text()
+    c = (d / "constraint.yaml").read_text()
+    name = re.search(r"^  name: (\S+)", t, re.M).group(1)
+    kind = re.search(r"kind: (Palisade\w+)", t).group(1)
+    t = t.replace(f"name: {name}", f"name: {name}{i}").replace(f"kind: {kind}", f"kind: {kind}{i}")
+    t = t.replace(f"package {name}", f"package {name}{i}")
+    c = re.sub(r"^kind: .*$", f"kind: {kind}{i}", c, flags=re.M)
+    c = re.sub(r"^  name: (\S+)", rf"  name: \g<1>-{i}", c, count=1, flags=re.M)
+    (work / "fifty" / f"t{i:02d}.yaml").write_text(t + "---\n" + c)
+EOF
+
+start_server() { # bundle, then extra serve arguments
+  serve_bundle=$1
+  shift
+  $PIN_SERVER "$BIN" serve --log-level info --listen 127.0.0.1:$PORT --health-listen 127.0.0.1:$HEALTH \
+    --log-format json --policies "$serve_bundle" --inventory "$INV" "$@" >"$WORK/server.log" 2>&1 &
+  PID=$!
+  tries=0
+  until curl -sf "http://127.0.0.1:$HEALTH/readyz" >/dev/null 2>&1; do
+    tries=$((tries + 1))
+    if [ $tries -gt 300 ] || ! kill -0 "$PID" 2>/dev/null; then
+      echo "palisade serve did not become ready:" >&2
+      cat "$WORK/server.log" >&2
+      exit 1
+    fi
+    sleep 0.1
+  done
+}
+
+load() { # label, then load generator arguments; prints the result line and checks it
+  label=$1
+  shift
+  line=$($PIN_LOAD "$LOAD" --addr 127.0.0.1:$PORT --duration "$DUR" --warmup "$WARM" \
+    --server-pid "$PID" "$@")
+  echo "$label $line"
+  case "$line" in
+  *" errors=0 "*) ;;
+  *)
+    echo "$label: reviews failed" >&2
+    exit 1
+    ;;
+  esac
+  case "$line" in
+  *server_cpu_per_review=*) ;;
+  *)
+    echo "$label: no server figures" >&2
+    exit 1
+    ;;
+  esac
+  LAST=$line
+}
+
+field() { # name, line: the number after name=
+  echo "$2" | tr ' ' '\n' | sed -n "s/^$1=\([0-9.]*\).*/\1/p"
+}
+
+rss_mib() {
+  awk '/^VmRSS:/ {print int($2 / 1024)}' "/proc/$PID/status"
+}
+
+MAX_DEFAULT=""
+for scenario in $SCENARIOS; do
+  case $scenario in
+  ratio)
+    for bundle in empty default; do
+      [ "$bundle" = empty ] && dir="$WORK/empty" || dir=policies
+      start_server "$dir"
+      load "ratio $bundle h2" --body "$ADMITTED" --concurrency 32
+      [ "$bundle" = default ] && MAX_DEFAULT=$(field throughput "$LAST")
+      load "ratio $bundle http1" --body "$ADMITTED" --concurrency 32 --proto http1
+      stop_server
+    done
+    ;;
+  latency)
+    # At half of the default bundle's closed-loop maximum (measured by `ratio` in this run).
+    if [ -z "$MAX_DEFAULT" ]; then
+      start_server policies
+      load "latency max" --body "$ADMITTED" --concurrency 32
+      MAX_DEFAULT=$(field throughput "$LAST")
+      stop_server
+    fi
+    rate=$(echo "$MAX_DEFAULT" | awk '{printf "%d", $1 / 2}')
+    for bundle in empty default; do
+      [ "$bundle" = empty ] && dir="$WORK/empty" || dir=policies
+      start_server "$dir"
+      load "latency $bundle rate=$rate" --body "$ADMITTED" --rate "$rate"
+      stop_server
+    done
+    ;;
+  nonmatching)
+    start_server "$WORK/nonmatching"
+    load "nonmatching +100 constraints h2" --body "$ADMITTED" --concurrency 32
+    stop_server
+    ;;
+  fifty)
+    start_server "$WORK/fifty"
+    load "fifty templates rate=$RATE_FIFTY" --body "$ADMITTED" --rate "$RATE_FIFTY"
+    stop_server
+    ;;
+  mutate)
+    start_server policies
+    load "mutate 5 containers h2" --body "$MUTATE_BODY" --path "/mutate?timeout=5s" --concurrency 32
+    stop_server
+    ;;
+  memory)
+    for bundle in empty default; do
+      [ "$bundle" = empty ] && dir="$WORK/empty" || dir=policies
+      start_server "$dir"
+      sleep 1
+      echo "memory $bundle idle_rss=$(rss_mib)MiB"
+      stop_server
+    done
+    ;;
+  reload)
+    # The 50-template bundle rewritten every second under load: every rewrite is a reload, which
+    # compiles the 50 templates off the request path.
+    cp -r "$WORK/fifty" "$WORK/reloading"
+    start_server "$WORK/reloading" --policy-poll-interval 200ms
+    (
+      i=0
+      while kill -0 "$PID" 2>/dev/null; do
+        sleep 1
+        i=$((i + 1))
+        echo "# rewrite $i" >>"$WORK/reloading/t01.yaml"
+      done
+    ) &
+    toggler=$!
+    load "reload every 1s, fifty templates rate=$RATE_FIFTY" --body "$ADMITTED" --rate "$RATE_FIFTY"
+    kill $toggler 2>/dev/null || true
+    reloads=$(grep -c "policy bundle reloaded" "$WORK/server.log" || true)
+    slowest=$(grep "policy bundle reloaded" "$WORK/server.log" | sed -n 's/.*"seconds":\([0-9.e-]*\).*/\1/p' | sort -g | tail -1)
+    rejected=$(grep -c "policy bundle rejected" "$WORK/server.log" || true)
+    echo "reload reloads=$reloads rejected=$rejected slowest=${slowest:-none}s"
+    stop_server
+    if [ "$reloads" -eq 0 ] || [ "$rejected" -ne 0 ]; then
+      echo "reload: the bundle was not reloaded cleanly" >&2
+      cat "$WORK/server.log" >&2
+      exit 1
+    fi
+    ;;
+  *)
+    echo "unknown scenario $scenario" >&2
+    exit 2
+    ;;
+  esac
+done
