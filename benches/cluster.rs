@@ -244,11 +244,20 @@ async fn main() {
         .unwrap();
     let health: std::net::SocketAddr = "127.0.0.1:19580".parse().unwrap();
     let start = Instant::now();
-    while common::http_get(health, "/readyz").await.0 != 200 {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "the separate palisade never became ready"
-        );
+    loop {
+        // The health port opens a moment after the process starts.
+        let listening = tokio::net::TcpStream::connect(health).await.is_ok();
+        if listening && common::http_get(health, "/readyz").await.0 == 200 {
+            break;
+        }
+        if start.elapsed() > Duration::from_secs(60) || child.try_wait().unwrap().is_some() {
+            let why = if listening {
+                common::http_get(health, "/readyz").await.1
+            } else {
+                "its health port never opened".to_owned()
+            };
+            panic!("the separate palisade never became ready: {why}");
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -3,20 +3,22 @@
 # the load generator (benches/load.rs) pinned to core 1, HTTPS with the development CA.
 #
 #   cargo build --release && cargo build --release --bench load
-#   benches/scenarios.sh [--quick] [ratio latency nonmatching fifty mutate memory reload]
+#   benches/scenarios.sh [--quick] [scenario...]
 #
-# Without names, every scenario runs. --quick runs each for a fraction of a second: CI's smoke
+# Scenarios: ratio latency nonmatching fifty mutate memory inventory reload. Without names,
+# every scenario runs. --quick runs each for a fraction of a second: CI's smoke
 # run, which proves the scenarios still work (every review answered, every figure present) and
 # measures nothing. Each result line starts with the scenario's name; BENCHMARKS.md records them.
 set -eu
 cd "$(dirname "$0")/.."
 
-DUR=10s WARM=2s RATE_FIFTY=1000
+DUR=10s WARM=2s RATE_FIFTY=1000 INVENTORY_NAMESPACES=10000
 if [ "${1:-}" = "--quick" ]; then
   DUR=1s WARM=200ms RATE_FIFTY=200
+  INVENTORY_NAMESPACES=100
   shift
 fi
-SCENARIOS=${*:-ratio latency nonmatching fifty mutate memory reload}
+SCENARIOS=${*:-ratio latency nonmatching fifty mutate memory inventory reload}
 
 BIN=target/release/palisade
 LOAD=$(ls -t target/release/deps/load-* 2>/dev/null | grep -v '\.d$' | head -1 || true)
@@ -178,6 +180,42 @@ for scenario in $SCENARIOS; do
       echo "memory $bundle idle_rss=$(rss_mib)MiB"
       stop_server
     done
+    ;;
+  inventory)
+    # Inventory files of $INVENTORY_NAMESPACES namespaces, each with a default-deny and an allow
+    # NetworkPolicy, as the API server returns them (uid, resourceVersion, timestamps): the
+    # process's RSS once loaded, and reviews against it.
+    python3 - "$WORK/inventory.json" "$INVENTORY_NAMESPACES" <<'EOF'
+import sys, json
+path, n = sys.argv[1], int(sys.argv[2])
+items = []
+def meta(ns_index, name, extra):
+    m = {"name": name, "uid": f"6f0c8a52-{ns_index:04x}-4c1e-9a43-{len(items):012x}",
+         "resourceVersion": str(100000 + len(items)), "creationTimestamp": "2026-11-22T10:00:00Z"}
+    m.update(extra)
+    return m
+for i in range(n):
+    ns = f"ns-{i:05d}"
+    items.append({"apiVersion": "v1", "kind": "Namespace", "metadata": meta(i, ns, {"labels": {
+        "kubernetes.io/metadata.name": ns, "security-level": "medium", "network-policy": "zero-trust"}}),
+        "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}})
+    items.append({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": meta(i, "default-deny", {"namespace": ns, "generation": 1}),
+        "spec": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}})
+    items.append({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": meta(i, "allow-web", {"namespace": ns, "generation": 1}),
+        "spec": {"podSelector": {"matchLabels": {"app": "web"}}, "policyTypes": ["Ingress"],
+                 "ingress": [{"ports": [{"protocol": "TCP", "port": 8080}]}]}})
+json.dump({"apiVersion": "v1", "kind": "List", "items": items}, open(path, "w"))
+EOF
+    INV_SAVED=$INV
+    INV="$INV,$WORK/inventory.json"
+    start_server policies
+    sleep 1
+    echo "inventory objects=$((3 * INVENTORY_NAMESPACES)) rss=$(rss_mib)MiB peak=$(awk '/^VmHWM:/ {print int($2 / 1024)}' "/proc/$PID/status")MiB"
+    load "inventory reviews h2" --body "$ADMITTED" --concurrency 32
+    stop_server
+    INV=$INV_SAVED
     ;;
   reload)
     # The 50-template bundle rewritten every second under load: every rewrite is a reload, which

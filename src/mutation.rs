@@ -296,14 +296,20 @@ impl Mutator {
 
 /// One concrete step of a path: an object field or a list index.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Step {
-    Key(String),
+enum Step<'a> {
+    /// Borrowed from the mutator's location: expanding a path allocates no key.
+    Key(&'a str),
     Index(usize),
 }
 
 /// Concrete paths the location reaches. Fields may be missing (they are created); list
 /// selectors only reach elements that exist.
-fn expand(node: Option<&Value>, segments: &[Segment], prefix: Vec<Step>, out: &mut Vec<Vec<Step>>) {
+fn expand<'a>(
+    node: Option<&Value>,
+    segments: &'a [Segment],
+    prefix: Vec<Step<'a>>,
+    out: &mut Vec<Vec<Step<'a>>>,
+) {
     let Some((first, rest)) = segments.split_first() else {
         out.push(prefix);
         return;
@@ -312,7 +318,7 @@ fn expand(node: Option<&Value>, segments: &[Segment], prefix: Vec<Step>, out: &m
         Segment::Field(key) => {
             let child = node.and_then(|n| n.get(key));
             let mut next = prefix;
-            next.push(Step::Key(key.clone()));
+            next.push(Step::Key(key));
             expand(child, rest, next, out);
         }
         Segment::List { key, value } => {
@@ -339,17 +345,17 @@ fn expand(node: Option<&Value>, segments: &[Segment], prefix: Vec<Step>, out: &m
     }
 }
 
-fn lookup<'a>(mut node: &'a Value, path: &[Step]) -> Option<&'a Value> {
+fn lookup<'a>(mut node: &'a Value, path: &[Step<'_>]) -> Option<&'a Value> {
     for step in path {
         node = match step {
-            Step::Key(k) => node.get(k)?,
+            Step::Key(k) => node.get(*k)?,
             Step::Index(i) => node.get(*i)?,
         };
     }
     Some(node)
 }
 
-fn describe_path(path: &[Step]) -> String {
+fn describe_path(path: &[Step<'_>]) -> String {
     let mut s = String::new();
     for step in path {
         match step {
@@ -366,7 +372,7 @@ fn describe_path(path: &[Step]) -> String {
 }
 
 /// The container at `path`, creating missing (or null) objects along the way.
-fn parent_mut<'a>(object: &'a mut Value, path: &[Step]) -> Result<&'a mut Value, String> {
+fn parent_mut<'a>(object: &'a mut Value, path: &[Step<'_>]) -> Result<&'a mut Value, String> {
     let mut node = object;
     for (depth, step) in path.iter().enumerate() {
         node = match step {
@@ -381,7 +387,10 @@ fn parent_mut<'a>(object: &'a mut Value, path: &[Step]) -> Result<&'a mut Value,
                         describe_path(&path[..depth])
                     )
                 })?;
-                map.entry(k.clone()).or_insert(Value::Null)
+                if !map.contains_key(*k) {
+                    map.insert((*k).to_owned(), Value::Null);
+                }
+                map.get_mut(*k).ok_or("a field just set is missing")?
             }
             Step::Index(i) => node.get_mut(*i).ok_or_else(|| {
                 format!(
@@ -396,7 +405,7 @@ fn parent_mut<'a>(object: &'a mut Value, path: &[Step]) -> Result<&'a mut Value,
 
 fn set(
     object: &mut Value,
-    path: &[Step],
+    path: &[Step<'_>],
     value: &Value,
     only_if_absent: bool,
 ) -> Result<bool, String> {
@@ -411,7 +420,7 @@ fn set(
     Ok(true)
 }
 
-fn merge(object: &mut Value, path: &[Step], values: &[Value]) -> Result<bool, String> {
+fn merge(object: &mut Value, path: &[Step<'_>], values: &[Value]) -> Result<bool, String> {
     let slot = parent_mut(object, path)?;
     if slot.is_null() {
         *slot = Value::Array(Vec::new());
@@ -430,7 +439,7 @@ fn merge(object: &mut Value, path: &[Step], values: &[Value]) -> Result<bool, St
     Ok(changed)
 }
 
-fn prune(object: &mut Value, path: &[Step], values: &[Value]) -> bool {
+fn prune(object: &mut Value, path: &[Step<'_>], values: &[Value]) -> bool {
     let Some(list) = lookup(object, path).and_then(Value::as_array) else {
         return false;
     };
