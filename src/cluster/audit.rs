@@ -170,10 +170,12 @@ impl Auditor {
         let count = objects.len();
         let evaluated = {
             let (decider, bundle, inventory) = (decider.clone(), bundle.clone(), inventory.clone());
-            tokio::task::spawn_blocking(move || {
+            // Behind reviews when they need the core.
+            crate::runtime::in_background("audit", move || {
                 audit::evaluate(&decider, &bundle, &inventory, objects, Presented::AsTheyAre)
             })
-            .await?
+            .await
+            .map_err(|e| anyhow::anyhow!("audit evaluation failed: {e}"))?
         };
         let coverage = audit::coverage(&namespaces, &policies, &self.scope);
         let now = time::OffsetDateTime::now_utc();

@@ -189,7 +189,7 @@ impl Evaluator {
 /// (registers, rule cache, evaluated values), and a VM is handed out to one run at a time: it
 /// leaves the pool for the run and comes back only if the run returned, so a panic drops it.
 /// The pool holds the program it was loaded with, so a reloaded bundle's programs never meet an
-/// old VM; it is bounded, and cleared when full.
+/// old VM; it is bounded: when full, the VMs of replaced programs leave first, then all.
 const VM_POOL_SIZE: usize = 128;
 
 thread_local! {
@@ -223,7 +223,11 @@ fn give_back_vm(program: &Arc<Program>, mut vm: RegoVM) {
     VM_POOL.with(|pool| {
         let mut pool = pool.borrow_mut();
         if pool.len() >= VM_POOL_SIZE {
-            pool.clear();
+            // First drop the VMs of programs nobody else holds (a bundle since replaced).
+            pool.retain(|(p, _)| Arc::strong_count(p) > 1);
+            if pool.len() >= VM_POOL_SIZE {
+                pool.clear();
+            }
         }
         pool.push((program.clone(), vm));
     });
@@ -859,6 +863,29 @@ mod tests {
             .evaluate(input, &Inventory::default(), Duration::from_secs(1))
             .unwrap();
         assert!(out.to_json_str().unwrap().contains("privileged"), "{out:?}");
+    }
+
+    #[test]
+    fn a_pooled_vm_carries_nothing_from_one_evaluation_to_the_next() {
+        // Rules are cached within a run (`bad` below); the next run on the same thread gets the
+        // VM back from the pool and must start clean.
+        let t = compile(&template(
+            "package k8stest\nbad { input.review.bad }\nviolation[{\"msg\": \"m\"}] { bad }",
+        ))
+        .unwrap();
+        assert!(t.on_vm());
+        let run = |bad: bool| {
+            let input =
+                regorus::Value::from(serde_json::json!({"review": {"bad": bad}, "parameters": {}}));
+            let out = t
+                .evaluate(input, &Inventory::default(), Duration::from_secs(1))
+                .unwrap();
+            out.to_json_str().unwrap().contains("\"m\"")
+        };
+        assert_eq!(
+            [run(true), run(false), run(true), run(false)],
+            [true, false, true, false]
+        );
     }
 
     #[test]

@@ -205,8 +205,11 @@ impl FileSources {
         loop {
             watcher.changed().await;
             let sources = self.clone();
-            // Compiling templates is CPU work: keep it off the request path.
-            if let Err(error) = tokio::task::spawn_blocking(move || sources.reload()).await {
+            // Compiling templates is CPU work: keep it off the request path, and behind reviews
+            // when they need the core.
+            if let Err(error) =
+                crate::runtime::in_background("reload", move || sources.reload()).await
+            {
                 tracing::error!(%error, "policy reload task failed");
             }
         }
