@@ -218,4 +218,83 @@ async fn main() {
         rss_mib()
     );
     server.stop().await;
+
+    // The same start in a process of its own: Palisade's memory alone, without the stand-in's
+    // objects and allocations beside it in this process.
+    let free_port = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+    };
+    let (listen, health) = (free_port(), free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let child = ChildGuard(
+        std::process::Command::new(env!("CARGO_BIN_EXE_palisade"))
+            .args(["serve", "--log-level", "warn", "--listen"])
+            .arg(listen.to_string())
+            .arg("--health-listen")
+            .arg(health.to_string())
+            .args([
+                "--kubeconfig",
+                &kubeconfig,
+                "--policies",
+                policies,
+                "--generate-default-deny=false",
+                "--own-namespace",
+                "palisade-system",
+            ])
+            .current_dir(dir.path())
+            .spawn()
+            .unwrap(),
+    );
+    let start = Instant::now();
+    loop {
+        // The health port opens a moment after the process starts.
+        let listening = tokio::net::TcpStream::connect(health).await.is_ok();
+        if listening && common::http_get(health, "/readyz").await.0 == 200 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the separate palisade never became ready"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let ready = start.elapsed();
+    let mib = |field: &str| {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", child.0.id())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0)
+    };
+    // As leader it also runs the first audit, which lists and evaluates the objects again.
+    let mut samples = Vec::new();
+    for after in [0, 2, 5, 10] {
+        tokio::time::sleep_until((start + ready + Duration::from_secs(after)).into()).await;
+        samples.push(format!(
+            "{:.0} MiB at +{after} s (peak so far {:.0})",
+            mib("VmRSS:"),
+            mib("VmHWM:")
+        ));
+    }
+    println!(
+        "palisade in its own process, {} objects listed: ready after {:.2} s; RSS {}; peak {:.0} MiB",
+        3 * namespaces + burst,
+        ready.as_secs_f64(),
+        samples.join(", "),
+        mib("VmHWM:")
+    );
+}
+
+/// Kills the child however the bench ends, so that no server outlives it.
+struct ChildGuard(std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

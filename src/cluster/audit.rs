@@ -147,12 +147,25 @@ impl Auditor {
                     .map(|k| (k.group.clone(), k.kind.clone())),
             );
         }
-        let mut objects = Vec::new();
+        // One kind at a time: its objects are listed (or read from the inventory), evaluated,
+        // and dropped before the next kind's, so the audit holds one kind's objects and the
+        // findings, not every object of every kind at once.
         let page_size = settings.page_size;
+        let mut evaluated = Vec::new();
+        let mut count = 0;
         for (group, kind) in &wanted {
-            objects.extend(
-                self.objects(&inventory, group, kind, page_size, said)
-                    .await?,
+            let objects = self
+                .objects(&inventory, group, kind, page_size, said)
+                .await?;
+            count += objects.len();
+            let (decider, bundle, inventory) = (decider.clone(), bundle.clone(), inventory.clone());
+            // Behind reviews when they need the core.
+            evaluated.extend(
+                crate::runtime::in_background("audit", move || {
+                    audit::evaluate(&decider, &bundle, &inventory, objects, Presented::AsTheyAre)
+                })
+                .await
+                .map_err(|e| anyhow::anyhow!("audit evaluation failed: {e}"))?,
             );
         }
         let namespaces = self
@@ -167,16 +180,6 @@ impl Auditor {
                 said,
             )
             .await?;
-        let count = objects.len();
-        let evaluated = {
-            let (decider, bundle, inventory) = (decider.clone(), bundle.clone(), inventory.clone());
-            // Behind reviews when they need the core.
-            crate::runtime::in_background("audit", move || {
-                audit::evaluate(&decider, &bundle, &inventory, objects, Presented::AsTheyAre)
-            })
-            .await
-            .map_err(|e| anyhow::anyhow!("audit evaluation failed: {e}"))?
-        };
         let coverage = audit::coverage(&namespaces, &policies, &self.scope);
         let now = time::OffsetDateTime::now_utc();
         let reports = report::policy_reports(
@@ -185,7 +188,7 @@ impl Auditor {
             settings.max_results_per_report,
             now.unix_timestamp(),
         );
-        let published = self.publish(&reports, said).await?;
+        let published = self.publish(&reports, page_size, said).await?;
         let timestamp = now
             .replace_nanosecond(0)
             .unwrap_or(now)
@@ -317,7 +320,12 @@ impl Auditor {
     /// Applies every report (server-side apply, so each run replaces the last) and deletes
     /// Palisade's reports in namespaces that have none any more. Returns how many were written;
     /// 0 when the CRDs are missing (said once).
-    async fn publish(&self, reports: &[Value], said: &mut Said) -> anyhow::Result<usize> {
+    async fn publish(
+        &self,
+        reports: &[Value],
+        page_size: u32,
+        said: &mut Said,
+    ) -> anyhow::Result<usize> {
         let namespaced = report_resource("PolicyReport", "policyreports");
         let cluster = report_resource("ClusterPolicyReport", "clusterpolicyreports");
         let params = PatchParams::apply(FIELD_MANAGER).force();
@@ -352,23 +360,32 @@ impl Auditor {
             said.crd_missing = false;
             tracing::info!("the PolicyReport CRDs are installed: reports are published");
         }
+        // The reports of namespaces that no longer have one, read a page at a time (a cluster
+        // has one report per namespace): only their names are kept.
         let all: Api<DynamicObject> = Api::all_with(self.client.clone(), &namespaced);
         let selector = format!("{}={}", report::MANAGED_BY.0, report::MANAGED_BY.1);
-        for old in all
-            .list(&ListParams::default().labels(&selector))
-            .await?
-            .items
-        {
-            let ns = old.metadata.namespace.clone().unwrap_or_default();
-            let name = old.metadata.name.clone().unwrap_or_default();
-            if !kept.contains(&ns) {
-                let api: Api<DynamicObject> =
-                    Api::namespaced_with(self.client.clone(), &ns, &namespaced);
-                match api.delete(&name, &DeleteParams::default()).await {
-                    Ok(_) => {}
-                    Err(kube::Error::Api(e)) if e.code == 404 => {}
-                    Err(e) => return Err(e.into()),
-                }
+        let mut params = ListParams::default()
+            .labels(&selector)
+            .limit(page_size.max(1));
+        let mut stale = Vec::new();
+        loop {
+            let page = all.list(&params).await?;
+            stale.extend(page.items.into_iter().filter_map(|old| {
+                let ns = old.metadata.namespace.unwrap_or_default();
+                (!kept.contains(&ns)).then(|| (ns, old.metadata.name.unwrap_or_default()))
+            }));
+            match page.metadata.continue_.filter(|c| !c.is_empty()) {
+                Some(token) => params = params.continue_token(&token),
+                None => break,
+            }
+        }
+        for (ns, name) in stale {
+            let api: Api<DynamicObject> =
+                Api::namespaced_with(self.client.clone(), &ns, &namespaced);
+            match api.delete(&name, &DeleteParams::default()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => return Err(e.into()),
             }
         }
         Ok(written)

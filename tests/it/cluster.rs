@@ -1048,6 +1048,19 @@ async fn the_leader_audits_what_runs_into_policy_reports() {
         "{:?}",
         api.get(&POLICY_REPORTS, "shop", "palisade-audit")
     );
+    let report_pages = api
+        .requests()
+        .iter()
+        .filter(|r| {
+            r.starts_with("GET /apis/wgpolicyk8s.io/v1alpha2/policyreports?")
+                && r.contains("limit=2")
+        })
+        .count();
+    assert!(
+        report_pages >= 1,
+        "the audit's own reports are listed in pages (of 2 here) too: {:?}",
+        api.requests()
+    );
     let shop = api.get(&POLICY_REPORTS, "shop", "palisade-audit").unwrap();
     assert_eq!(shop["results"], json!([]));
     assert_eq!(
