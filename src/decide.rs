@@ -287,7 +287,8 @@ fn mutate(bundle: &Bundle, review: &Review, namespace: Option<&Value>) -> Respon
     match bundle.mutators().mutate(review, namespace) {
         Ok(mutated) => {
             let mut response = Response::allow();
-            response.patch = mutated.map(|object| json_patch::diff(review.object(), &object));
+            response.patch =
+                mutated.map(|object| crate::mutation::patch::diff(review.object(), &object));
             response
         }
         Err(error) => {
