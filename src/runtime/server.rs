@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -389,12 +389,12 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
         .into_response()
 }
 
-async fn validate(State(app): State<Arc<App>>, body: Body) -> Response {
-    review(app, Endpoint::Validate, body).await
+async fn validate(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
+    review(app, Endpoint::Validate, &headers, body).await
 }
 
-async fn mutate(State(app): State<Arc<App>>, body: Body) -> Response {
-    review(app, Endpoint::Mutate, body).await
+async fn mutate(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
+    review(app, Endpoint::Mutate, &headers, body).await
 }
 
 /// A request we cannot answer with an AdmissionReview. The body is a `Status` like the API
@@ -419,14 +419,14 @@ impl IntoResponse for HttpError {
 }
 
 #[tracing::instrument(name = "review", skip_all, fields(endpoint = endpoint.as_str()))]
-async fn review(app: Arc<App>, endpoint: Endpoint, body: Body) -> Response {
+async fn review(app: Arc<App>, endpoint: Endpoint, headers: &HeaderMap, body: Body) -> Response {
     let start = Instant::now();
     // Dropped however this future ends, including when the client goes away mid-review.
     let _in_flight = app.metrics.in_flight();
     let deadline = start + app.limits.request_timeout;
     let result = tokio::time::timeout_at(
         tokio::time::Instant::from_std(deadline),
-        answer(&app, endpoint, body, deadline),
+        answer(&app, endpoint, headers, body, deadline),
     )
     .await
     .unwrap_or(Err(Failure::Timeout));
@@ -445,6 +445,10 @@ async fn review(app: Arc<App>, endpoint: Endpoint, body: Body) -> Response {
         Err(Failure::Invalid(error)) => {
             tracing::info!(status = error.status.as_u16(), error = %error.message, "rejected request");
             (ReviewResult::Invalid, error.into_response())
+        }
+        Err(Failure::TooLarge(error, unread)) => {
+            tracing::info!(status = error.status.as_u16(), error = %error.message, "rejected request");
+            (ReviewResult::Invalid, answered_before_read(error, unread))
         }
         Err(Failure::Timeout) => {
             tracing::warn!(timeout = ?app.limits.request_timeout, "review timed out; the webhook failurePolicy applies");
@@ -466,23 +470,26 @@ async fn review(app: Arc<App>, endpoint: Endpoint, body: Body) -> Response {
 /// Why a review gets no AdmissionReview answer.
 enum Failure {
     Invalid(HttpError),
+    /// The body is over the limit; the rest of it, unread, goes with the answer.
+    TooLarge(HttpError, Body),
     Timeout,
 }
 
 async fn answer(
     app: &App,
     endpoint: Endpoint,
+    headers: &HeaderMap,
     body: Body,
     deadline: Instant,
 ) -> Result<(ReviewResult, Vec<u8>), Failure> {
-    // Waiting for a permit counts against the request timeout, so overload surfaces as 504.
-    // The semaphore is never closed, so acquiring only ever waits.
+    let bytes = read_body(headers, body, app.limits.max_body_bytes).await?;
+    // The concurrency slot is taken once the body is complete: a slow uploader holds a
+    // connection, not a slot that evaluations wait for. Waiting for a permit counts against
+    // the request timeout, so overload surfaces as 504. The semaphore is never closed, so
+    // acquiring only ever waits.
     let Ok(_permit) = app.permits.acquire().await else {
         return Err(Failure::Timeout);
     };
-    let bytes = read_body(body, app.limits.max_body_bytes)
-        .await
-        .map_err(Failure::Invalid)?;
     let review = admission::decode(&bytes).map_err(|e| {
         Failure::Invalid(HttpError {
             status: StatusCode::BAD_REQUEST,
@@ -517,25 +524,117 @@ async fn answer(
     Ok((outcome, decision.response.encode(uid)))
 }
 
-async fn read_body(body: Body, limit: usize) -> Result<Bytes, HttpError> {
+/// The whole body, up to `limit` bytes. Past the limit (by its Content-Length, before reading
+/// anything, or while reading) the answer is 413 with the unread rest of the body.
+async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, Failure> {
     use http_body_util::BodyExt as _;
-    match http_body_util::Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e)
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            Err(HttpError {
+    let too_large = |body: Body| {
+        Failure::TooLarge(
+            HttpError {
                 status: StatusCode::PAYLOAD_TOO_LARGE,
                 message: format!(
                     "request body exceeds {limit} bytes; raise --max-body-bytes if such objects are expected"
                 ),
+            },
+            body,
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large(body));
+    }
+    let mut body = body;
+    let mut collected = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            Failure::Invalid(HttpError {
+                status: StatusCode::BAD_REQUEST,
+                message: format!("cannot read request body: {e}"),
             })
+        })?;
+        if let Ok(data) = frame.into_data() {
+            if collected.len() + data.len() > limit {
+                return Err(too_large(body));
+            }
+            collected.extend_from_slice(&data);
         }
-        Err(e) => Err(HttpError {
-            status: StatusCode::BAD_REQUEST,
-            message: format!("cannot read request body: {e}"),
+    }
+    Ok(Bytes::from(collected))
+}
+
+/// An error answered before the request body was read to its end. The unread body is kept
+/// until the answer has been sent, then read and discarded for a bounded while
+/// ([`DRAIN_BYTES`], [`DRAIN_TIME`]), so that a client still uploading sees its request end
+/// normally and reads the answer (curl, for one, reports a reset stream as an error). Past
+/// the bound, HTTP/2 ends the request stream with RST_STREAM NO_ERROR after the complete
+/// response: "stop sending, here is the answer" (RFC 9113, section 8.1). Dropped before the
+/// answer is sent, the stream would be cancelled first and the client would see no status at
+/// all. HTTP/1.1 closes the connection after the answer.
+fn answered_before_read(error: HttpError, unread: Body) -> Response {
+    let (parts, body) = error.into_response().into_parts();
+    Response::from_parts(
+        parts,
+        Body::new(HoldUntilSent {
+            answer: body,
+            unread: Some(unread),
         }),
+    )
+}
+
+/// How much of an oversized body is read and discarded after the answer, at most.
+const DRAIN_BYTES: usize = 64 * 1024 * 1024;
+const DRAIN_TIME: Duration = Duration::from_secs(10);
+
+/// A response body that owns the request's unread body until it is dropped itself, which
+/// the server does once the response is sent.
+struct HoldUntilSent {
+    answer: Body,
+    unread: Option<Body>,
+}
+
+impl Drop for HoldUntilSent {
+    fn drop(&mut self) {
+        let (Some(mut unread), Ok(runtime)) =
+            (self.unread.take(), tokio::runtime::Handle::try_current())
+        else {
+            return;
+        };
+        runtime.spawn(async move {
+            use http_body_util::BodyExt as _;
+            let drain = async {
+                let mut read = 0;
+                while let Some(Ok(frame)) = unread.frame().await {
+                    read += frame.data_ref().map_or(0, |d| d.len());
+                    if read > DRAIN_BYTES {
+                        break;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
+        });
+    }
+}
+
+impl http_body::Body for HoldUntilSent {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+        std::pin::Pin::new(&mut self.answer).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.answer.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.answer.size_hint()
     }
 }
 

@@ -60,6 +60,122 @@ async fn expect_error(client: &Client, proto: Proto, body: Vec<u8>, status: u16,
 }
 
 #[tokio::test]
+async fn an_oversized_body_gets_its_413_on_both_protocols_without_being_read() {
+    // Far past HTTP/2's initial flow-control window (64 KiB): the server must answer before the
+    // client has sent it all, on HTTP/2 too, where the API server calls.
+    let server = TestServer::start(&["--max-body-bytes", "16384"]).await;
+    let client = server.client();
+    let big = vec![b'x'; 8 * 1024 * 1024];
+    for proto in [Proto::Http1, Proto::Http2] {
+        let started = std::time::Instant::now();
+        expect_error(&client, proto, big.clone(), 413, "--max-body-bytes").await;
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "{proto:?}: answered within the request timeout"
+        );
+    }
+    // The connection and the server still serve reviews.
+    for proto in [Proto::Http1, Proto::Http2] {
+        let rsp = client
+            .review(
+                proto,
+                "/validate",
+                &fixture("admission/validate-create-pod.json"),
+            )
+            .await;
+        assert!(rsp["allowed"].is_boolean(), "{proto:?}: {rsp}");
+    }
+}
+
+#[tokio::test]
+async fn a_slow_uploader_does_not_hold_an_evaluation_slot() {
+    // One slot: a client that sends half a review and stalls must not keep the next review
+    // waiting. The slot is taken once the body is complete.
+    let server = TestServer::start(&["--max-concurrent", "1", "--request-timeout", "10s"]).await;
+    let tls = server.client().connect(Proto::Http2).await.unwrap();
+    let (h2, connection) = h2::client::handshake(tls).await.unwrap();
+    tokio::spawn(connection);
+    let mut h2 = h2.ready().await.unwrap();
+    let request = http::Request::post("https://localhost/validate")
+        .header("content-type", "application/json")
+        .body(())
+        .unwrap();
+    let (stalled, mut upload) = h2.send_request(request, false).unwrap();
+    let review = fixture("admission/validate-create-pod.json");
+    let half = bytes::Bytes::copy_from_slice(&review[..review.len() / 2]);
+    send_chunk(&mut upload, &half, false).await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+
+    let client = server.client();
+    let started = std::time::Instant::now();
+    let rsp = client.review(Proto::Http1, "/validate", &review).await;
+    assert!(rsp["allowed"].is_boolean(), "{rsp}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(4),
+        "the review waited {:?} behind the stalled upload",
+        started.elapsed()
+    );
+    drop((stalled, upload));
+}
+
+/// Sends one chunk once the server has made room for it (HTTP/2 flow control).
+async fn send_chunk(upload: &mut h2::SendStream<bytes::Bytes>, chunk: &bytes::Bytes, end: bool) {
+    upload.reserve_capacity(chunk.len());
+    let capacity = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        std::future::poll_fn(|cx| upload.poll_capacity(cx)),
+    )
+    .await
+    .expect("the server makes room for the upload");
+    assert!(
+        matches!(capacity, Some(Ok(n)) if n > 0),
+        "the server stopped reading: {capacity:?}"
+    );
+    upload.send_data(chunk.clone(), end).unwrap();
+}
+
+#[tokio::test]
+async fn an_http2_upload_past_the_limit_ends_normally_after_its_413() {
+    // Without a Content-Length, the server learns the size by reading. It answers 413 at the
+    // limit, and the client, still uploading, must neither lose the answer nor have its
+    // stream cancelled (curl reports a cancelled stream as an error with no status): the
+    // server reads the rest and discards it.
+    let server = TestServer::start(&["--max-body-bytes", "16384"]).await;
+    let tls = server.client().connect(Proto::Http2).await.unwrap();
+    let (h2, connection) = h2::client::handshake(tls).await.unwrap();
+    tokio::spawn(connection);
+    let mut h2 = h2.ready().await.unwrap();
+    let request = http::Request::post("https://localhost/validate")
+        .header("content-type", "application/json")
+        .body(())
+        .unwrap();
+    let (response, mut upload) = h2.send_request(request, false).unwrap();
+    let chunk = bytes::Bytes::from(vec![b'x'; 16 * 1024]);
+    for _ in 0..4 {
+        send_chunk(&mut upload, &chunk, false).await;
+    }
+    let response = tokio::time::timeout(std::time::Duration::from_secs(10), response)
+        .await
+        .expect("answered")
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    // 2 MiB more, far past the 64 KiB window: each chunk needs the server to read the last.
+    for i in 0..128 {
+        send_chunk(&mut upload, &chunk, i == 127).await;
+    }
+    let mut body = response.into_body();
+    let mut text = Vec::new();
+    while let Some(data) = body.data().await {
+        text.extend_from_slice(&data.unwrap());
+    }
+    assert!(
+        String::from_utf8_lossy(&text).contains("--max-body-bytes"),
+        "{}",
+        String::from_utf8_lossy(&text)
+    );
+}
+
+#[tokio::test]
 async fn rejects_bodies_that_are_not_admission_reviews() {
     let server = TestServer::start(&["--max-body-bytes", "16384"]).await;
     let client = server.client();
@@ -267,25 +383,58 @@ async fn health_readiness_and_metrics_are_served_on_the_plain_port() {
 
 #[tokio::test]
 async fn reviews_beyond_the_concurrency_limit_wait_for_a_slot() {
-    let server = TestServer::start(&["--max-concurrent", "1", "--request-timeout", "10s"]).await;
+    // The only slot is held by an evaluation that runs to its --eval-timeout (a template that
+    // loops over 10^12 pairs for the pod named "slow"); a second review waits for it.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("slow.yaml"),
+        "apiVersion: templates.gatekeeper.sh/v1\nkind: ConstraintTemplate\nmetadata: {name: k8sslow}\nspec:\n  crd: {spec: {names: {kind: K8sSlow}}}\n  targets:\n  - target: admission.k8s.gatekeeper.sh\n    rego: |\n      package k8sslow\n      violation[{\"msg\": \"slow\"}] {\n        input.review.object.metadata.name == \"slow\"\n        numbers.range(1, 1000000)[i]\n        numbers.range(1, 1000000)[j]\n        i + j < 0\n      }\n---\napiVersion: constraints.gatekeeper.sh/v1beta1\nkind: K8sSlow\nmetadata: {name: slow}\n",
+    )
+    .unwrap();
+    let policies = dir.path().display().to_string();
+    let server = TestServer::start(&[
+        "--max-concurrent",
+        "1",
+        "--request-timeout",
+        "20s",
+        "--eval-timeout",
+        "3s",
+        "--policies",
+        &policies,
+    ])
+    .await;
     let client = server.client();
     let body = fixture("admission/validate-create-pod.json");
-    let slow = start_slow_review(&client, &body, 10).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut slow: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    slow["request"]["object"]["metadata"]["name"] = "slow".into();
+    let slow = tokio::spawn({
+        let client = client.clone();
+        let slow = serde_json::to_vec(&slow).unwrap();
+        async move { client.post(Proto::Http2, "/validate", slow).await.unwrap() }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
 
     let queued = tokio::spawn({
         let client = client.clone();
         let body = body.clone();
         async move { client.post(Proto::Http2, "/validate", body).await.unwrap() }
     });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
     assert!(
         !queued.is_finished(),
         "a second review ran while the only slot was taken"
     );
 
-    let (status, _) = finish_slow_review(slow, &body[10..]).await;
-    assert_eq!(status, 200);
+    let slow = tokio::time::timeout(Duration::from_secs(15), slow)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(slow.status, 200);
+    assert!(
+        String::from_utf8_lossy(&slow.body).contains("policy evaluation failed"),
+        "the slow template ran to its timeout: {}",
+        String::from_utf8_lossy(&slow.body)
+    );
     let queued = tokio::time::timeout(Duration::from_secs(5), queued)
         .await
         .unwrap()
