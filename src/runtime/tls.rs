@@ -181,6 +181,13 @@ pub struct TlsStore {
 /// How often an expiring certificate is logged again.
 const EXPIRY_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
 
+/// How long before its expiry a certificate living `lifetime` is warned about: 30 days, or a
+/// third of its lifetime when that is shorter (a day-long certificate is not always "expiring").
+fn warn_before(lifetime: time::Duration) -> time::Duration {
+    let third: time::Duration = lifetime / 3;
+    third.min(time::Duration::days(30))
+}
+
 /// A resolver with no certificate: handshakes fail until the first certificate is loaded.
 #[derive(Debug)]
 struct NoCertificate;
@@ -263,8 +270,10 @@ impl TlsStore {
         self.check_expiry();
     }
 
-    /// Logs a warning when less than a quarter of the serving certificate's lifetime is left
-    /// (a managed certificate is renewed at a third), again every hour until it is replaced.
+    /// Logs a warning from 30 days before the serving certificate expires (from a third of its
+    /// lifetime before, for one that lives less than 90 days), again every hour until it is
+    /// replaced. A managed certificate is renewed with a third of its life left, so the warning
+    /// means a renewal is late.
     pub fn check_expiry(&self) {
         let now = time::OffsetDateTime::now_utc();
         let mut guard = self.leaf.lock().unwrap_or_else(|p| p.into_inner());
@@ -273,7 +282,7 @@ impl TlsStore {
         };
         let lifetime = leaf.not_after - leaf.not_before;
         let left = leaf.remaining(now);
-        if left >= lifetime / 4 || last.is_some_and(|t| t.elapsed() < EXPIRY_LOG_EVERY) {
+        if left >= warn_before(lifetime) || last.is_some_and(|t| t.elapsed() < EXPIRY_LOG_EVERY) {
             return;
         }
         *last = Some(std::time::Instant::now());
@@ -425,6 +434,15 @@ mod tests {
     }
 
     #[test]
+    fn expiry_is_warned_about_30_days_ahead_or_a_third_of_a_short_life() {
+        use time::Duration as D;
+        assert_eq!(warn_before(D::days(365)), D::days(30));
+        assert_eq!(warn_before(D::days(90)), D::days(30));
+        assert_eq!(warn_before(D::days(30)), D::days(10));
+        assert_eq!(warn_before(D::hours(24)), D::hours(8));
+    }
+
+    #[test]
     fn an_expiring_certificate_is_reported_by_metric_and_warning() {
         let dir = tempfile::tempdir().unwrap();
         let spec = CertSpec::new("a", "b");
@@ -455,8 +473,8 @@ mod tests {
             )),
             "{text}"
         );
-        // Swapped for one that ends in a second (backdated 5 minutes, so past three quarters
-        // of its life at once): reloaded, and warned about.
+        // Swapped for one that ends in a second (backdated 5 minutes, so past two thirds of
+        // its life at once): reloaded, and warned about.
         let short = write(1);
         assert!(matches!(store.reload(), Reload::Reloaded));
         assert!(warned(&store));
