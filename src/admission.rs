@@ -215,6 +215,16 @@ impl Review {
         &self.json["oldObject"]
     }
 
+    /// The object under review, to change in place (the mutators' working copy of a review).
+    pub(crate) fn object_mut(&mut self) -> &mut Value {
+        &mut self.json["object"]
+    }
+
+    /// The object under review, taken out of it.
+    pub(crate) fn into_object(mut self) -> Value {
+        self.json["object"].take()
+    }
+
     /// The Namespace object the API server sent with the review, if any.
     pub fn namespace_object(&self) -> Option<&Value> {
         Some(&self.json["namespaceObject"]).filter(|v| v.is_object())

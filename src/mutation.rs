@@ -477,32 +477,40 @@ impl Mutators {
 
     /// The mutated object, or `None` when nothing changes. `namespace` is the object's
     /// Namespace for namespaceSelectors.
+    ///
+    /// As in Gatekeeper, every pass asks each mutator whether it matches the object as the
+    /// mutators before it left it: a label that one mutator sets can bring the object into
+    /// another's `match.labelSelector` (or take it out), in the same pass when that mutator
+    /// comes later, in the next one otherwise.
     pub fn mutate(
         &self,
         review: &Review,
         namespace: Option<&Value>,
     ) -> Result<Option<Value>, String> {
-        let mut applicable = Vec::new();
-        for m in &self.list {
-            if !m.applies_to(review) {
-                continue;
-            }
-            match m.matcher.matches(review, namespace) {
-                Ok(true) => applicable.push(m),
-                Ok(false) => {}
-                Err(e) => return Err(format!("{} {}: {e}", m.kind.as_str(), m.name)),
+        let candidates: Vec<&Mutator> = self.list.iter().filter(|m| m.applies_to(review)).collect();
+        let matches = |m: &Mutator, review: &Review| {
+            m.matcher
+                .matches(review, namespace)
+                .map_err(|e| format!("{} {}: {e}", m.kind.as_str(), m.name))
+        };
+        // Nothing can change an object that no mutator matches as it is.
+        let mut any = false;
+        for m in &candidates {
+            if matches(m, review)? {
+                any = true;
+                break;
             }
         }
-        if applicable.is_empty() {
+        if !any {
             return Ok(None);
         }
-        let mut object = review.object().clone();
+        let mut working = review.clone();
         let mut still_changing = Vec::new();
         let mut changed = false;
         for _ in 0..MAX_ITERATIONS {
             still_changing.clear();
-            for m in &applicable {
-                if m.apply(&mut object)? {
+            for m in &candidates {
+                if matches(m, &working)? && m.apply(working.object_mut())? {
                     still_changing.push(format!("{} {}", m.kind.as_str(), m.name));
                 }
             }
@@ -510,7 +518,7 @@ impl Mutators {
                 // A mutator reports a change only when a value differs, and changes that undo
                 // each other never converge: no deep comparison with the original is needed.
                 // (Were the object equal anyway, its patch would be empty, and none is sent.)
-                return Ok(changed.then_some(object));
+                return Ok(changed.then(|| working.into_object()));
             }
             changed = true;
         }
@@ -773,6 +781,31 @@ mod tests {
             err.contains("Assign a") && err.contains("spec.securityContext: it is a string"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_label_set_by_one_mutator_brings_the_object_into_anothers_match() {
+        // The Assign sorts before the AssignMetadata (kind order) and matches only pods
+        // labelled team=payments, which the AssignMetadata adds: Gatekeeper re-matches every
+        // mutator on the object as mutated so far, so the Assign applies in the second pass.
+        let yaml = "apiVersion: mutations.gatekeeper.sh/v1\nkind: Assign\nmetadata: {name: payments-seccomp}\nspec:\n  applyTo: [{groups: [\"\"], kinds: [Pod], versions: [v1]}]\n  match:\n    labelSelector: {matchLabels: {team: payments}}\n  location: spec.securityContext.seccompProfile.type\n  parameters: {assign: {value: RuntimeDefault}}\n---\napiVersion: mutations.gatekeeper.sh/v1\nkind: AssignMetadata\nmetadata: {name: team-label}\nspec:\n  location: metadata.labels.team\n  parameters: {assign: {value: payments}}\n";
+        let m = mutators(yaml);
+        assert_eq!(
+            m.list()[0].name,
+            "payments-seccomp",
+            "the Assign comes first"
+        );
+        let mutated = run(&m, &pod(json!({"containers": [{"name": "a"}]}))).unwrap();
+        assert_eq!(mutated["metadata"]["labels"]["team"], "payments");
+        assert_eq!(
+            mutated["spec"]["securityContext"]["seccompProfile"]["type"], "RuntimeDefault",
+            "{mutated}"
+        );
+        // And a label another mutator removes from the match: a pod already labelled
+        // team=other is never relabelled (AssignMetadata only adds), so the Assign stays off.
+        let mut labelled = pod(json!({"containers": [{"name": "a"}]}));
+        labelled.object_mut()["metadata"]["labels"] = json!({"team": "other"});
+        assert!(run(&m, &labelled).is_none());
     }
 
     #[test]
