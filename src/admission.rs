@@ -73,6 +73,13 @@ pub enum DecodeError {
     NoRequest,
     #[error("AdmissionReview request.uid is empty: the response must echo it")]
     EmptyUid,
+    #[error(
+        "AdmissionReview request.{field} is {found}, expected the object under review (a mapping): the API server sends request.object on CREATE and UPDATE, request.oldObject on DELETE"
+    )]
+    NotAnObject {
+        field: &'static str,
+        found: &'static str,
+    },
 }
 
 /// The typed part of an AdmissionRequest. Read from the JSON without copying the objects, which
@@ -125,6 +132,18 @@ impl Review {
         }
         if envelope.operation == Operation::Delete && json["object"].is_null() {
             json["object"] = json["oldObject"].clone();
+        }
+        // Policies read these as objects; anything else would read as "no field set", which
+        // lets the object in. CONNECT carries an options object, or none.
+        for field in ["object", "oldObject"] {
+            let value = &json[field];
+            let required = field == "object" && envelope.operation != Operation::Connect;
+            if !(value.is_object() || (value.is_null() && !required)) {
+                return Err(DecodeError::NotAnObject {
+                    field,
+                    found: crate::object::json_type(value),
+                });
+            }
         }
         let object = &json["object"];
         let or_object = |given: Option<String>, field: &str| match given {

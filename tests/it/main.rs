@@ -9,6 +9,7 @@ mod common;
 mod core;
 mod deploy;
 mod engine;
+mod hostile;
 mod mutation;
 mod netpol;
 mod process;
