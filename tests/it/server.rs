@@ -92,15 +92,7 @@ async fn a_slow_uploader_does_not_hold_an_evaluation_slot() {
     // One slot: a client that sends half a review and stalls must not keep the next review
     // waiting. The slot is taken once the body is complete.
     let server = TestServer::start(&["--max-concurrent", "1", "--request-timeout", "10s"]).await;
-    let tls = server.client().connect(Proto::Http2).await.unwrap();
-    let (h2, connection) = h2::client::handshake(tls).await.unwrap();
-    tokio::spawn(connection);
-    let mut h2 = h2.ready().await.unwrap();
-    let request = http::Request::post("https://localhost/validate")
-        .header("content-type", "application/json")
-        .body(())
-        .unwrap();
-    let (stalled, mut upload) = h2.send_request(request, false).unwrap();
+    let (stalled, mut upload) = open_upload(&server).await;
     let review = fixture("admission/validate-create-pod.json");
     let half = bytes::Bytes::copy_from_slice(&review[..review.len() / 2]);
     send_chunk(&mut upload, &half, false).await;
@@ -116,6 +108,21 @@ async fn a_slow_uploader_does_not_hold_an_evaluation_slot() {
         started.elapsed()
     );
     drop((stalled, upload));
+}
+
+/// A `/validate` request over a raw HTTP/2 stream whose body the test sends piece by piece.
+async fn open_upload(
+    server: &TestServer,
+) -> (h2::client::ResponseFuture, h2::SendStream<bytes::Bytes>) {
+    let tls = server.client().connect(Proto::Http2).await.unwrap();
+    let (h2, connection) = h2::client::handshake(tls).await.unwrap();
+    tokio::spawn(connection);
+    let mut h2 = h2.ready().await.unwrap();
+    let request = http::Request::post("https://localhost/validate")
+        .header("content-type", "application/json")
+        .body(())
+        .unwrap();
+    h2.send_request(request, false).unwrap()
 }
 
 /// Sends one chunk once the server has made room for it (HTTP/2 flow control).
@@ -141,15 +148,7 @@ async fn an_http2_upload_past_the_limit_ends_normally_after_its_413() {
     // stream cancelled (curl reports a cancelled stream as an error with no status): the
     // server reads the rest and discards it.
     let server = TestServer::start(&["--max-body-bytes", "16384"]).await;
-    let tls = server.client().connect(Proto::Http2).await.unwrap();
-    let (h2, connection) = h2::client::handshake(tls).await.unwrap();
-    tokio::spawn(connection);
-    let mut h2 = h2.ready().await.unwrap();
-    let request = http::Request::post("https://localhost/validate")
-        .header("content-type", "application/json")
-        .body(())
-        .unwrap();
-    let (response, mut upload) = h2.send_request(request, false).unwrap();
+    let (response, mut upload) = open_upload(&server).await;
     let chunk = bytes::Bytes::from(vec![b'x'; 16 * 1024]);
     for _ in 0..4 {
         send_chunk(&mut upload, &chunk, false).await;
