@@ -22,13 +22,31 @@ use serde_json::{Value, json};
 const NAMESPACES: usize = 10_000;
 const BURST: usize = 1_000;
 
-fn rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+/// A memory field (`VmRSS:`, `VmHWM:`) of /proc/`process`/status, in MiB.
+fn status_mib(process: &str, field: &str) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{process}/status")).unwrap_or_default();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<f64>().ok())
         .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn rss_mib() -> f64 {
+    status_mib("self", "VmRSS:")
+}
+
+/// The cluster flags of both Palisades of this bench (in this process, and in its own).
+fn cluster_args<'a>(kubeconfig: &'a str, policies: &'a str) -> [&'a str; 7] {
+    [
+        "--kubeconfig",
+        kubeconfig,
+        "--policies",
+        policies,
+        "--generate-default-deny=false",
+        "--own-namespace",
+        "palisade-system",
+    ]
 }
 
 fn policy(ns: &str, name: &str) -> Value {
@@ -113,16 +131,7 @@ async fn main() {
     let kubeconfig = api.kubeconfig("bench").display().to_string();
     let policies = concat!(env!("CARGO_MANIFEST_DIR"), "/policies");
     let start = Instant::now();
-    let server = TestServer::start(&[
-        "--kubeconfig",
-        &kubeconfig,
-        "--policies",
-        policies,
-        "--generate-default-deny=false",
-        "--own-namespace",
-        "palisade-system",
-    ])
-    .await;
+    let server = TestServer::start(&cluster_args(&kubeconfig, policies)).await;
     while common::http_get(server.health, "/readyz").await.0 != 200 {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -234,15 +243,7 @@ async fn main() {
             .arg(listen.to_string())
             .arg("--health-listen")
             .arg(health.to_string())
-            .args([
-                "--kubeconfig",
-                &kubeconfig,
-                "--policies",
-                policies,
-                "--generate-default-deny=false",
-                "--own-namespace",
-                "palisade-system",
-            ])
+            .args(cluster_args(&kubeconfig, policies))
             .current_dir(dir.path())
             .spawn()
             .unwrap(),
@@ -261,15 +262,8 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let ready = start.elapsed();
-    let mib = |field: &str| {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", child.0.id())).unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(field))
-            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<f64>().ok())
-            .map_or(0.0, |kb| kb / 1024.0)
-    };
+    let pid = child.0.id().to_string();
+    let mib = |field: &str| status_mib(&pid, field);
     // As leader it also runs the first audit, which lists and evaluates the objects again.
     let mut samples = Vec::new();
     for after in [0, 2, 5, 10] {
