@@ -188,11 +188,9 @@ pub fn judge(
     review: &Review,
     now: OffsetDateTime,
 ) -> Verdict {
-    // A bare object (CLI, audit) has no requester: the API server always names one.
-    let Some(operation) = review
-        .operation()
-        .filter(|_| !review.user().username.is_empty())
-    else {
+    // A bare object (CLI, audit) has no requester. A review always has one; one that names
+    // nobody is an unknown requester, never an authorised one.
+    let Some(operation) = review.operation() else {
         return Verdict::Absent;
     };
     if !matches!(operation, Operation::Create | Operation::Update) {
@@ -623,7 +621,13 @@ mod tests {
             judge(&config(), "", &Review::from_object(object.clone()), now()),
             Verdict::Absent
         );
-        let delete = review("DELETE", object.clone(), object, "mallory", &[]);
+        let delete = review("DELETE", object.clone(), object.clone(), "mallory", &[]);
         assert_eq!(judge(&config(), "", &delete, now()), Verdict::Absent);
+        // A review naming no requester is an unknown one, not a bare object.
+        let nobody = review("CREATE", object, Value::Null, "", &[]);
+        assert!(matches!(
+            judge(&config(), "", &nobody, now()),
+            Verdict::Refused(why) if why.starts_with("this requester may not add")
+        ));
     }
 }

@@ -24,6 +24,8 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod decide;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod inventory;
 pub mod manifest;
 pub mod matcher;

@@ -297,7 +297,9 @@ impl App {
     }
 
     /// Every use of break-glass leaves a warn-level log line and a metric; so does a refused
-    /// attempt to set the annotations.
+    /// attempt to set the annotations. A dry-run request (`kubectl --dry-run=server`) is
+    /// answered as the real one would be and logged with `dry_run=true`, but admits nothing,
+    /// so it is not counted as a use.
     fn record_break_glass(&self, review: &Review, decision: &Decision) {
         use crate::breakglass::Verdict;
         use crate::runtime::metrics::BreakGlassLabels;
@@ -318,8 +320,12 @@ impl App {
                     expires = %used.expires,
                     owner = used.owner.as_deref().unwrap_or_default(),
                     constraints = ?bypassed,
+                    dry_run = review.dry_run(),
                     "break-glass used: admitted despite deny violations"
                 );
+                if review.dry_run() {
+                    return;
+                }
                 let count = |constraint: String| {
                     metrics
                         .break_glass

@@ -1,5 +1,6 @@
 //! All integration tests, in one binary: one link of the library instead of eight.
 
+mod abuse;
 mod apiserver;
 mod audit;
 mod bench;
@@ -9,6 +10,7 @@ mod common;
 mod core;
 mod deploy;
 mod engine;
+mod fuzz;
 mod hostile;
 mod mutation;
 mod netpol;

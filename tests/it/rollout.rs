@@ -11,7 +11,7 @@ const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
 /// The default bundle, the mutation tests' namespaces (payments has a default-deny, shop has
 /// none) and a configuration file that the test can rewrite.
-async fn start(config: &str, extra: &[&str]) -> (TestServer, PathBuf) {
+pub(crate) async fn start(config: &str, extra: &[&str]) -> (TestServer, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let config_dir = dir.path().join("config");
     std::fs::create_dir(&config_dir).unwrap();
@@ -38,7 +38,12 @@ async fn start(config: &str, extra: &[&str]) -> (TestServer, PathBuf) {
 
 /// The captured Pod review (no securityContext, no limits: the default bundle denies it) in
 /// `namespace`, sent by `user`.
-fn pod_review(namespace: &str, user: &str, groups: &[&str], annotations: Value) -> Value {
+pub(crate) fn pod_review(
+    namespace: &str,
+    user: &str,
+    groups: &[&str],
+    annotations: Value,
+) -> Value {
     let mut review: Value =
         serde_json::from_slice(&fixture("admission/validate-create-pod.json")).unwrap();
     in_namespace(&mut review, namespace);
@@ -49,7 +54,7 @@ fn pod_review(namespace: &str, user: &str, groups: &[&str], annotations: Value) 
     review
 }
 
-async fn send(client: &Client, path: &str, review: &Value) -> Value {
+pub(crate) async fn send(client: &Client, path: &str, review: &Value) -> Value {
     client
         .review(Proto::Http2, path, &serde_json::to_vec(review).unwrap())
         .await
@@ -83,7 +88,7 @@ fn expiry(ahead: Duration) -> String {
         .unwrap()
 }
 
-fn glass(reason: &str, ahead: Duration) -> Value {
+pub(crate) fn glass(reason: &str, ahead: Duration) -> Value {
     json!({"palisade.dev/break-glass": reason, "palisade.dev/break-glass-expires": expiry(ahead)})
 }
 
@@ -262,7 +267,8 @@ async fn a_broken_configuration_is_reported_and_the_last_good_one_keeps_serving(
     );
 }
 
-const BREAK_GLASS: &str = "breakGlass:\n  users: [alice]\n  groups: [sre-oncall]\n  maxTTL: 4h\n";
+pub(crate) const BREAK_GLASS: &str =
+    "breakGlass:\n  users: [alice]\n  groups: [sre-oncall]\n  maxTTL: 4h\n";
 
 #[tokio::test]
 async fn an_authorised_break_glass_admits_a_privileged_pod_as_written() {

@@ -1,0 +1,17 @@
+//! `palisade::fuzzing::Harness::review`: see src/fuzzing.rs.
+#![no_main]
+
+use std::path::Path;
+use std::sync::LazyLock;
+
+use libfuzzer_sys::fuzz_target;
+use palisade::fuzzing::Harness;
+
+static HARNESS: LazyLock<Harness> = LazyLock::new(|| {
+    match Harness::from_repository(&Path::new(env!("CARGO_MANIFEST_DIR")).join("..")) {
+        Ok(h) => h,
+        Err(e) => panic!("the fuzz harness cannot start: {e:#}"),
+    }
+});
+
+fuzz_target!(|data: &[u8]| HARNESS.review(data));
