@@ -93,6 +93,41 @@ pub struct EvalArgs {
     /// What runs the templates.
     #[arg(long, env = "PALISADE_ENGINE", value_enum, default_value = "vm")]
     pub engine: EvalEngine,
+    /// Most memory one template may allocate evaluating one review on the VM (a Kubernetes
+    /// quantity: 128Mi, 1Gi; 0 for no limit); past it the constraint reports a violation (fail
+    /// closed). Interpreted templates are bounded by `serve --memory-limit` only.
+    #[arg(long, env = "PALISADE_EVAL_MEMORY_LIMIT", default_value = "128Mi", value_parser = parse_quantity)]
+    pub eval_memory_limit: u64,
+}
+
+/// A byte count written as Kubernetes writes memory: `134217728`, `128Mi`, `1Gi`, `500M`.
+pub fn parse_quantity(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, suffix) = text.split_at(split);
+    let unit: u64 = match suffix {
+        "" => 1,
+        "k" | "K" => 1000,
+        "M" => 1000_u64.pow(2),
+        "G" => 1000_u64.pow(3),
+        "T" => 1000_u64.pow(4),
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "Ti" => 1 << 40,
+        other => {
+            return Err(format!(
+                "{text:?}: unknown unit {other:?}; write bytes, or a quantity such as 128Mi or 1Gi"
+            ));
+        }
+    };
+    let n: u64 = digits.parse().map_err(|_| {
+        format!("{text:?} is not a byte count; write bytes, or a quantity such as 128Mi or 1Gi")
+    })?;
+    n.checked_mul(unit)
+        .ok_or_else(|| format!("{text:?} is too large"))
 }
 
 impl EvalArgs {
@@ -100,6 +135,7 @@ impl EvalArgs {
         crate::policy::EngineOptions {
             eval_timeout: self.eval_timeout,
             vm: self.engine == EvalEngine::Vm,
+            eval_memory: std::num::NonZeroU64::new(self.eval_memory_limit),
         }
     }
 }

@@ -2,10 +2,10 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-// Reviews allocate many small, short-lived values (JSON and policy-engine trees); mimalloc
-// handles that pattern markedly faster than the system allocator (see BENCHMARKS.md).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+// The global allocator is regorus' mimalloc (its `allocator-memory-limits` feature declares
+// it): reviews allocate many small, short-lived values, which mimalloc handles markedly faster
+// than the system allocator (see BENCHMARKS.md), and its allocation counters are what bound a
+// policy's memory (`--eval-memory-limit`, `--memory-limit`).
 
 fn main() -> ExitCode {
     // One process-wide provider, so that every rustls user agrees on the crypto.

@@ -17,7 +17,7 @@ use crate::inventory::Inventory;
 use crate::manifest::Document;
 use crate::matcher::Match;
 use crate::object::to_regorus;
-pub use template::{EngineOptions, EvalError, Template};
+pub use template::{DEFAULT_EVAL_MEMORY, EngineOptions, EvalError, Template, set_memory_ceiling};
 
 /// What a constraint does with a violation. Also the cluster-wide and per-namespace enforcement
 /// of the configuration file, which caps every constraint's action.
@@ -132,6 +132,9 @@ pub enum FailureKind {
     Panic,
     /// Whether the constraint applies could not be decided (a namespace that is not known).
     Match,
+    /// The template allocated past `--eval-memory-limit`, or the process reached
+    /// `--memory-limit`.
+    Memory,
 }
 
 impl FailureKind {
@@ -141,6 +144,7 @@ impl FailureKind {
             FailureKind::Engine => "engine",
             FailureKind::Panic => "panic",
             FailureKind::Match => "match",
+            FailureKind::Memory => "memory",
         }
     }
 }
@@ -151,6 +155,7 @@ impl From<&EvalError> for FailureKind {
             EvalError::Timeout(_) => FailureKind::Timeout,
             EvalError::Engine(_) => FailureKind::Engine,
             EvalError::Panic => FailureKind::Panic,
+            EvalError::Memory(_) => FailureKind::Memory,
         }
     }
 }

@@ -95,6 +95,13 @@ pub struct ServeArgs {
     /// Palisade's own namespace, always exempt so that it can never lock itself out.
     #[arg(long, env = "PALISADE_NAMESPACE", default_value = "palisade-system")]
     pub own_namespace: String,
+    /// Ceiling on the memory Palisade allocates: past it, every policy evaluation stops and its
+    /// constraint reports a violation (fail closed), so that a runaway policy costs reviews a
+    /// denial rather than the process an out-of-memory kill. A Kubernetes quantity (640Mi),
+    /// `auto` for 90% of the container's memory limit (cgroup `memory.max`; none without one),
+    /// or `none`.
+    #[arg(long, env = "PALISADE_MEMORY_LIMIT", default_value = "auto", value_parser = parse_memory_limit)]
+    pub memory_limit: MemoryLimit,
     /// Largest accepted request body, in bytes; larger bodies get HTTP 413.
     #[arg(long, env = "PALISADE_MAX_BODY_BYTES", default_value_t = 8 * 1024 * 1024)]
     pub max_body_bytes: usize,
@@ -165,6 +172,7 @@ impl ServeArgs {
             audit_interval,
             exempt_namespaces,
             own_namespace,
+            memory_limit,
             max_body_bytes,
             header_timeout,
             request_timeout,
@@ -194,6 +202,19 @@ impl ServeArgs {
         }
         if !no_dev_certs && cert_manager.is_none() {
             ensure_dev_certs(&tls_cert, &tls_key)?;
+        }
+        let ceiling = memory_limit.resolve();
+        crate::policy::set_memory_ceiling(ceiling);
+        match ceiling {
+            Some(bytes) => tracing::info!(
+                memory_limit_mib = bytes >> 20,
+                eval_memory_limit_mib = eval.eval_memory_limit >> 20,
+                "policy evaluations stop past these memory limits"
+            ),
+            None => tracing::info!(
+                eval_memory_limit_mib = eval.eval_memory_limit >> 20,
+                "no process memory ceiling (--memory-limit: none, or auto without a cgroup memory limit)"
+            ),
         }
         let metrics = Arc::new(Metrics::new());
         let paths = TlsPaths {
@@ -536,5 +557,81 @@ async fn wait_for_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// `--memory-limit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemoryLimit {
+    /// 90% of the cgroup's memory limit, if there is one.
+    Auto,
+    None,
+    Bytes(u64),
+}
+
+fn parse_memory_limit(text: &str) -> Result<MemoryLimit, String> {
+    match text.trim() {
+        "auto" => Ok(MemoryLimit::Auto),
+        "none" | "0" => Ok(MemoryLimit::None),
+        other => crate::cli::parse_quantity(other).map(MemoryLimit::Bytes),
+    }
+}
+
+impl MemoryLimit {
+    /// The ceiling in bytes, reading the cgroup for `auto`.
+    pub fn resolve(self) -> Option<u64> {
+        match self {
+            MemoryLimit::Auto => cgroup_memory_limit().map(|max| max / 10 * 9),
+            MemoryLimit::None => None,
+            MemoryLimit::Bytes(n) => Some(n),
+        }
+    }
+}
+
+/// The memory limit of this process's cgroup (v2 `memory.max`, else v1
+/// `memory.limit_in_bytes`), if one is set.
+fn cgroup_memory_limit() -> Option<u64> {
+    let read = |path: &str| std::fs::read_to_string(path).ok();
+    let text = read("/sys/fs/cgroup/memory.max")
+        .or_else(|| read("/sys/fs/cgroup/memory/memory.limit_in_bytes"))?;
+    // "max" (v2), or v1's page-rounded i64::MAX, mean no limit.
+    text.trim().parse::<u64>().ok().filter(|&n| n < 1 << 62)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::parse_quantity;
+
+    #[test]
+    fn memory_quantities_are_read_as_kubernetes_writes_them() {
+        assert_eq!(parse_quantity("134217728"), Ok(128 << 20));
+        assert_eq!(parse_quantity("128Mi"), Ok(128 << 20));
+        assert_eq!(parse_quantity("1Gi"), Ok(1 << 30));
+        assert_eq!(parse_quantity("500M"), Ok(500_000_000));
+        assert_eq!(parse_quantity("0"), Ok(0));
+        let err = parse_quantity("128MB").unwrap_err();
+        assert!(
+            err.contains("unknown unit \"MB\"") && err.contains("128Mi"),
+            "{err}"
+        );
+        assert!(
+            parse_quantity("Mi")
+                .unwrap_err()
+                .contains("not a byte count")
+        );
+        assert!(
+            parse_quantity("99999999999Ti")
+                .unwrap_err()
+                .contains("too large")
+        );
+        assert_eq!(parse_memory_limit("auto"), Ok(MemoryLimit::Auto));
+        assert_eq!(parse_memory_limit("none"), Ok(MemoryLimit::None));
+        assert_eq!(
+            parse_memory_limit("640Mi"),
+            Ok(MemoryLimit::Bytes(640 << 20))
+        );
+        assert_eq!(MemoryLimit::Bytes(7).resolve(), Some(7));
+        assert_eq!(MemoryLimit::None.resolve(), None);
     }
 }

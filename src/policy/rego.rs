@@ -740,6 +740,237 @@ pub(crate) fn nested_comprehensions(src: &str) -> Vec<usize> {
     lines
 }
 
+/// One module for [`recursion`]: its file name for messages, its package (`data.k8sx`) and its
+/// source after the rewrites.
+pub(crate) struct Module<'a> {
+    pub file: &'a str,
+    pub package: &'a str,
+    pub src: &'a str,
+}
+
+/// The first rule or function that reaches itself, as OPA reports it at compile time
+/// (`rego_recursion_error: rule data.p.f is recursive: data.p.f -> data.p.g -> data.p.f`).
+/// OPA refuses such modules; regorus evaluates them until the stack overflows, which aborts the
+/// whole process, so they must never load.
+///
+/// The references are read from the source: an identifier naming a rule of the same package
+/// (unless the rule declares a local of that name with `:=`, `some`, `every` or as a function
+/// parameter), a `data.<package>.<rule>` path, or `<import>.<rule>` through an import. Fields
+/// (`input.f`, `x.f`) are not references.
+pub(crate) fn recursion(modules: &[Module<'_>]) -> Option<String> {
+    use std::collections::{BTreeMap, BTreeSet};
+    // Per rule (`data.pkg.name`): where it is defined, and the rules its definitions reference.
+    let mut rules: BTreeMap<String, (String, BTreeSet<String>)> = BTreeMap::new();
+    /// One definition's text after the rule name, to read its references from.
+    struct Body {
+        rule: String,
+        package: String,
+        text: Vec<u8>,
+        imports: BTreeMap<String, String>,
+    }
+    let mut bodies: Vec<Body> = Vec::new();
+    for m in modules {
+        let masked = mask(m.src);
+        let mut imports = BTreeMap::new();
+        let mut current: Option<String> = None;
+        let heads = rule_heads(&masked);
+        for (n, &(start, head_end)) in heads.iter().enumerate() {
+            let end = heads.get(n + 1).map_or(masked.len(), |h| h.0);
+            let head = std::str::from_utf8(&masked[start..head_end]).unwrap_or("");
+            if head.starts_with("package ") {
+                continue;
+            }
+            if let Some(rest) = head.strip_prefix("import ") {
+                let mut words = rest.split_whitespace();
+                let path = words.next().unwrap_or("");
+                if let Some(target) = path.strip_prefix("data.") {
+                    let alias = match (words.next(), words.next()) {
+                        (Some("as"), Some(a)) => a.to_owned(),
+                        _ => path.rsplit('.').next().unwrap_or("").to_owned(),
+                    };
+                    imports.insert(alias, format!("data.{target}"));
+                }
+                continue;
+            }
+            let name_at = head.strip_prefix("default ").map_or(0, |_| 8);
+            let name: String = if head.starts_with("else") {
+                match &current {
+                    Some(c) => c.clone(),
+                    None => continue,
+                }
+            } else {
+                let rest = &head[name_at..];
+                let len = rest
+                    .bytes()
+                    .position(|c| !(is_ident(c) || c == b'.'))
+                    .unwrap_or(rest.len());
+                let name = &rest[..len];
+                if name.is_empty() {
+                    continue;
+                }
+                format!("{}.{}", m.package, name.split('.').next().unwrap_or(name))
+            };
+            current = Some(name.clone());
+            let line = line_of(&masked, start);
+            rules
+                .entry(name.clone())
+                .or_insert_with(|| (format!("{}:{line}", m.file), BTreeSet::new()));
+            let skip = if head.starts_with("else") {
+                4
+            } else {
+                name_at + name.rsplit('.').next().map_or(0, str::len)
+            };
+            bodies.push(Body {
+                rule: name,
+                package: m.package.to_owned(),
+                text: masked[start + skip..end].to_vec(),
+                imports: imports.clone(),
+            });
+        }
+    }
+    let known: BTreeSet<String> = rules.keys().cloned().collect();
+    for b in &bodies {
+        let refs = references(&b.text, &b.package, &b.imports, &known);
+        if let Some((_, r)) = rules.get_mut(&b.rule) {
+            r.extend(refs);
+        }
+    }
+    // Depth-first search for a cycle, in a stable order.
+    fn visit(
+        at: &str,
+        rules: &BTreeMap<String, (String, BTreeSet<String>)>,
+        path: &mut Vec<String>,
+        done: &mut BTreeSet<String>,
+    ) -> Option<Vec<String>> {
+        if let Some(i) = path.iter().position(|p| p == at) {
+            let mut cycle = path[i..].to_vec();
+            cycle.push(at.to_owned());
+            return Some(cycle);
+        }
+        if done.contains(at) {
+            return None;
+        }
+        path.push(at.to_owned());
+        for next in rules.get(at).map(|r| &r.1).into_iter().flatten() {
+            if let Some(cycle) = visit(next, rules, path, done) {
+                return Some(cycle);
+            }
+        }
+        path.pop();
+        done.insert(at.to_owned());
+        None
+    }
+    let mut done = BTreeSet::new();
+    for name in rules.keys() {
+        if let Some(cycle) = visit(name, &rules, &mut Vec::new(), &mut done) {
+            let at = rules.get(&cycle[0]).map(|r| r.0.as_str()).unwrap_or("");
+            return Some(format!(
+                "{at}: rego_recursion_error: rule {} is recursive: {}; Rego rules and functions may not call themselves, directly or through others",
+                cycle[0],
+                cycle.join(" -> ")
+            ));
+        }
+    }
+    None
+}
+
+/// The rules (of `known`) that a masked rule body references.
+fn references(
+    body: &[u8],
+    package: &str,
+    imports: &std::collections::BTreeMap<String, String>,
+    known: &std::collections::BTreeSet<String>,
+) -> Vec<String> {
+    // Identifiers with their offsets, and whether a `.` comes right before them.
+    let mut tokens: Vec<(usize, &str, bool)> = Vec::new();
+    let mut i = 0;
+    while i < body.len() {
+        if is_ident(body[i]) && !(i > 0 && is_ident(body[i - 1])) {
+            let start = i;
+            while i < body.len() && is_ident(body[i]) {
+                i += 1;
+            }
+            let dotted = start > 0 && body[start - 1] == b'.';
+            if !body[start].is_ascii_digit() {
+                tokens.push((
+                    start,
+                    std::str::from_utf8(&body[start..i]).unwrap_or(""),
+                    dotted,
+                ));
+            }
+        } else {
+            i += 1;
+        }
+    }
+    // Locals: function parameters, `x :=`, `some x, y`, `every k, v`.
+    let mut locals = std::collections::BTreeSet::new();
+    if let Some(open) = body.iter().position(|b| !b.is_ascii_whitespace())
+        && body[open] == b'('
+        && let Some(close) = closing(body, open)
+    {
+        for &(at, t, _) in &tokens {
+            if at > open && at < close {
+                locals.insert(t);
+            }
+        }
+    }
+    for (n, &(at, t, dotted)) in tokens.iter().enumerate() {
+        let end = at + t.len();
+        if !dotted && (body[end..].starts_with(b" :=") || body[end..].starts_with(b":=")) {
+            locals.insert(t);
+        }
+        if matches!(t, "some" | "every") && !dotted {
+            // The names declared, up to `in` or the end of the statement.
+            let stop = body[end..]
+                .iter()
+                .position(|b| *b == b'\n' || *b == b';')
+                .map_or(body.len(), |p| end + p);
+            for &(_, v, _) in tokens[n + 1..]
+                .iter()
+                .take_while(|(a, v, _)| *a < stop && *v != "in")
+            {
+                locals.insert(v);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for (n, &(at, t, dotted)) in tokens.iter().enumerate() {
+        if dotted {
+            continue;
+        }
+        // A path through `data.` or an import: the longest known rule it names.
+        let base = if t == "data" {
+            Some("data".to_owned())
+        } else {
+            imports.get(t).cloned()
+        };
+        if let Some(mut path) = base {
+            let mut end = at + t.len();
+            for &(a, seg, d) in &tokens[n + 1..] {
+                if !d || a != end + 1 {
+                    break;
+                }
+                path.push('.');
+                path.push_str(seg);
+                end = a + seg.len();
+                if known.contains(&path) {
+                    out.push(path.clone());
+                    break;
+                }
+            }
+            continue;
+        }
+        if locals.contains(t) {
+            continue;
+        }
+        let full = format!("{package}.{t}");
+        if known.contains(&full) {
+            out.push(full);
+        }
+    }
+    out
+}
+
 fn is_literal(v: &str) -> bool {
     matches!(v, "true" | "false" | "null")
         || v.parse::<f64>().is_ok()
@@ -975,5 +1206,81 @@ mod tests {
             # h := {x | y := [t | false]}\n\
             i := [x | x := {\"k\": [t | t := 1]}]\n";
         assert_eq!(nested_comprehensions(src), [2, 3, 9]);
+    }
+
+    fn recursion_in(modules: &[(&str, &str)]) -> Option<String> {
+        let mods: Vec<(String, String, &str)> = modules
+            .iter()
+            .enumerate()
+            .map(|(i, (pkg, src))| (format!("m{i}.rego"), format!("data.{pkg}"), *src))
+            .collect();
+        let list: Vec<Module<'_>> = mods
+            .iter()
+            .map(|(file, package, src)| Module { file, package, src })
+            .collect();
+        recursion(&list)
+    }
+
+    #[test]
+    fn recursion_through_rules_functions_libs_and_imports_is_found() {
+        let direct = recursion_in(&[("p", "package p\n\nf(x) = y { y := f(x) }\n")]).unwrap();
+        assert_eq!(
+            direct,
+            "m0.rego:3: rego_recursion_error: rule data.p.f is recursive: data.p.f -> data.p.f; Rego rules and functions may not call themselves, directly or through others"
+        );
+        let mutual = recursion_in(&[("p", "package p\n\na { b }\n\nb { c }\nc { a }\n")]).unwrap();
+        assert!(
+            mutual.contains("data.p.a -> data.p.b -> data.p.c -> data.p.a"),
+            "{mutual}"
+        );
+        // Through a lib by its data path, and back through an import alias.
+        let libs = recursion_in(&[
+            (
+                "p",
+                "package p\n\nimport data.lib.h as helpers\n\nv { helpers.g }\nf { v }\n",
+            ),
+            ("lib.h", "package lib.h\n\ng { data.p.f }\n"),
+        ])
+        .unwrap();
+        assert!(
+            libs.contains("data.lib.h.g -> data.p.f -> data.p.v -> data.lib.h.g"),
+            "{libs}"
+        );
+        // In an else branch.
+        let els = recursion_in(&[(
+            "p",
+            "package p\n\nf(x) = 1 { x > 1 } else = y { y := f(x) }\n",
+        )]);
+        assert!(els.is_some());
+    }
+
+    #[test]
+    fn locals_fields_and_strings_are_not_references() {
+        for src in [
+            // A parameter, a := local, and some/every names shadow the rule of the same name.
+            "package p\n\nf(f) = y { y := f }\n",
+            "package p\n\nx { x := 1; x > 0 }\n",
+            "package p\n\nimport future.keywords.in\n\nc { some c in input.cs }\n",
+            "package p\n\nimport future.keywords.every\n\nk { every k, v in input.m { v > k } }\n",
+            // Fields and strings.
+            "package p\n\nname { input.review.name }\n",
+            "package p\n\nmsg { m := sprintf(\"msg %v\", [msg2]) }\nmsg2 := 1\n",
+            // Calling another rule that does not come back.
+            "package p\n\nf(x) = g(x)\ng(x) = x\n",
+            "package p\n\nviolation[{\"msg\": msg}] { msg := \"violation\" }\n",
+        ] {
+            assert_eq!(recursion_in(&[("p", src)]), None, "{src}");
+        }
+        // The Gatekeeper library idiom: helpers in a lib, called from the template.
+        assert_eq!(
+            recursion_in(&[
+                (
+                    "p",
+                    "package p\n\nviolation[{\"msg\": m}] { data.lib.h.has(input.x); m := \"x\" }\n"
+                ),
+                ("lib.h", "package lib.h\n\nhas(x) { x != null }\n"),
+            ]),
+            None
+        );
     }
 }

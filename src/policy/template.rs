@@ -2,7 +2,7 @@
 //! of the moment handed in beside the input (never compiled into the template).
 
 use std::cell::RefCell;
-use std::num::NonZeroU32;
+use std::num::{NonZeroU32, NonZeroU64};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,15 +30,30 @@ pub struct EngineOptions {
     /// Run templates on regorus' compiled VM (RVM) where it compiles them; the interpreter
     /// otherwise, or for all templates when false.
     pub vm: bool,
+    /// Most memory one template may allocate while evaluating one review, on the VM (the
+    /// interpreter is bounded by the process-wide ceiling only, [`set_memory_ceiling`]).
+    pub eval_memory: Option<NonZeroU64>,
 }
+
+/// The default `eval_memory`: far above what a template allocates on a large review with a
+/// 30,000-object inventory (regorus shares the values it reads instead of copying them).
+pub const DEFAULT_EVAL_MEMORY: u64 = 128 * 1024 * 1024;
 
 impl Default for EngineOptions {
     fn default() -> Self {
         Self {
             eval_timeout: Duration::from_secs(1),
             vm: true,
+            eval_memory: NonZeroU64::new(DEFAULT_EVAL_MEMORY),
         }
     }
+}
+
+/// Sets the process-wide ceiling on allocated memory past which every evaluation stops and
+/// fails closed, so that one runaway policy costs its reviews a denial instead of the whole
+/// process an out-of-memory kill. `None` lifts it.
+pub fn set_memory_ceiling(bytes: Option<u64>) {
+    regorus::set_global_memory_limit(bytes);
 }
 
 fn timer(limit: Duration) -> ExecutionTimerConfig {
@@ -53,6 +68,9 @@ fn timer(limit: Duration) -> ExecutionTimerConfig {
 pub enum EvalError {
     #[error("exceeded time limit of {0:?}")]
     Timeout(Duration),
+    /// What was allocated past which limit, for the message.
+    #[error("{0}")]
+    Memory(String),
     #[error("{0}")]
     Engine(String),
     #[error("the policy engine panicked")]
@@ -147,6 +165,7 @@ impl Evaluator {
         input: regorus::Value,
         inventory: Option<&Inventory>,
         limit: Duration,
+        memory: Option<NonZeroU64>,
     ) -> Result<regorus::Value, EvalError> {
         match self {
             Evaluator::Interpreter(prepared) => {
@@ -155,19 +174,33 @@ impl Evaluator {
                 engine.set_input(input);
                 let _scope = inventory.map(InventoryScope::enter);
                 engine.eval_rule(rule.to_owned()).map_err(|e| {
-                    // Inside a function call regorus re-raises the limit error as text.
-                    if e.downcast_ref::<regorus::LimitError>().is_some()
-                        || e.to_string().contains("execution exceeded time limit")
-                    {
-                        EvalError::Timeout(limit)
-                    } else {
-                        engine_error(e)
+                    match e.downcast_ref::<regorus::LimitError>() {
+                        Some(regorus::LimitError::MemoryLimitExceeded { usage, limit }) => {
+                            ceiling_error(*usage, *limit)
+                        }
+                        Some(_) => EvalError::Timeout(limit),
+                        // Inside a function call regorus re-raises the limit error as text.
+                        None => {
+                            let text = e.to_string();
+                            if text.contains("execution exceeded time limit") {
+                                EvalError::Timeout(limit)
+                            } else if text.contains("exceeded memory limit") {
+                                EvalError::Memory(format!(
+                                    "stopped at Palisade's memory ceiling (--memory-limit): {text}"
+                                ))
+                            } else {
+                                engine_error(e)
+                            }
+                        }
                     }
                 })
             }
             Evaluator::Vm(program) => {
                 let mut vm = take_vm(program);
                 vm.set_execution_timer_config(Some(timer(limit)));
+                vm.set_memory_budget_config(
+                    memory.map(|limit| regorus::MemoryBudgetConfig { limit }),
+                );
                 if let Some(inventory) = inventory {
                     vm.set_data(inventory.data().clone())
                         .map_err(engine_error)?;
@@ -175,6 +208,16 @@ impl Evaluator {
                 vm.set_input(input);
                 let result = vm.execute_entry_point_by_name(rule).map_err(|e| match e {
                     VmError::TimeLimitExceeded { .. } => EvalError::Timeout(limit),
+                    VmError::MemoryBudgetExceeded { usage, budget, .. } => {
+                        EvalError::Memory(format!(
+                            "allocated {} of the {} one evaluation may (--eval-memory-limit)",
+                            mib(usage),
+                            mib(budget)
+                        ))
+                    }
+                    VmError::MemoryLimitExceeded { usage, limit, .. } => {
+                        ceiling_error(usage, limit)
+                    }
                     e => engine_error(e),
                 });
                 give_back_vm(program, vm);
@@ -182,6 +225,19 @@ impl Evaluator {
             }
         }
     }
+}
+
+/// The process went past `--memory-limit` while this evaluation ran.
+fn ceiling_error(usage: u64, limit: u64) -> EvalError {
+    EvalError::Memory(format!(
+        "stopped at Palisade's memory ceiling: {} allocated, {} allowed (--memory-limit)",
+        mib(usage),
+        mib(limit)
+    ))
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
 
 /// VMs kept per thread for reuse, one per program: creating and loading a VM costs about as
@@ -416,6 +472,8 @@ pub struct Template {
     evaluator: Evaluator,
     /// Longest evaluation of one review.
     timeout: Duration,
+    /// Most memory one evaluation may allocate (on the VM).
+    memory: Option<NonZeroU64>,
     uses_inventory: bool,
     /// What loads but differs from what the author may expect, e.g. a sprintf short of
     /// arguments.
@@ -449,6 +507,7 @@ impl Template {
         let mut multi_valued = Vec::new();
         let mut nested = Vec::new();
         let mut registered = Vec::new();
+        let mut loaded: Vec<(String, String, String)> = Vec::new();
         for (i, (what, code)) in modules {
             let file = if i == 0 {
                 format!("{}.rego", src.name)
@@ -489,8 +548,9 @@ impl Template {
                 }
             }
             let pkg = engine
-                .add_policy(file.clone(), code)
+                .add_policy(file.clone(), code.clone())
                 .map_err(|e| format!("{}", e).trim().to_owned())?;
+            loaded.push((file.clone(), pkg.clone(), code));
             if what == "rego" {
                 package = pkg;
             } else if !pkg.starts_with("data.lib.") && pkg != "data.lib" {
@@ -499,6 +559,13 @@ impl Template {
                     pkg.trim_start_matches("data.")
                 ));
             }
+        }
+        let modules: Vec<rego::Module<'_>> = loaded
+            .iter()
+            .map(|(file, package, src)| rego::Module { file, package, src })
+            .collect();
+        if let Some(recursion) = rego::recursion(&modules) {
+            return Err(recursion);
         }
         let rule = format!("{package}.violation");
         let uses_inventory = std::iter::once(&src.rego)
@@ -554,6 +621,7 @@ impl Template {
             rule,
             evaluator,
             timeout: options.eval_timeout,
+            memory: options.eval_memory,
             uses_inventory,
             warnings,
         })
@@ -579,7 +647,8 @@ impl Template {
     ) -> Result<regorus::Value, EvalError> {
         let inventory = self.uses_inventory.then_some(inventory);
         std::panic::catch_unwind(AssertUnwindSafe(|| {
-            self.evaluator.eval(&self.rule, input, inventory, limit)
+            self.evaluator
+                .eval(&self.rule, input, inventory, limit, self.memory)
         }))
         .unwrap_or(Err(EvalError::Panic))
     }
@@ -630,6 +699,7 @@ fn compile_vm(
         input,
         uses_inventory.then_some(&inventory),
         Duration::from_secs(1),
+        None,
     ) {
         Ok(_) => Some(program),
         Err(error) => {

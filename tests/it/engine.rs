@@ -75,6 +75,7 @@ fn sets(timeout: Duration) -> Vec<Bundle> {
             let options = EngineOptions {
                 eval_timeout: timeout,
                 vm,
+                ..EngineOptions::default()
             };
             let set = Bundle::from_documents(docs, &options).unwrap();
             for t in set.policies().templates() {
@@ -169,4 +170,91 @@ fn a_template_the_vm_cannot_compile_runs_on_the_interpreter_and_still_fails_clos
         violations[0].message
     );
     assert!(evaluate(&set, &object(json!({"n": 2}))).is_empty());
+}
+
+/// Builds n² strings: a few kilobytes for the warm-up, gigabytes for n = 100,000.
+pub(crate) const HOG: &str = r#"
+apiVersion: templates.gatekeeper.sh/v1
+kind: ConstraintTemplate
+metadata: {name: k8shog}
+spec:
+  crd: {spec: {names: {kind: K8sHog}}}
+  targets:
+    - target: admission.k8s.gatekeeper.sh
+      rego: |
+        package k8shog
+
+        violation[{"msg": msg}] {
+          n := object.get(input.review.object.spec, "n", 3)
+          all := [s | i := numbers.range(1, n)[_]; j := numbers.range(1, n)[_]; s := sprintf("%v-%v-%v", [i, j, input.review.object.metadata])]
+          count(all) < 0
+          msg := "never"
+        }
+---
+apiVersion: constraints.gatekeeper.sh/v1beta1
+kind: K8sHog
+metadata: {name: hog}
+"#;
+
+#[test]
+fn a_template_allocating_past_the_memory_limit_is_a_violation() {
+    let docs = parse_str(HOG, Path::new("hog.yaml")).unwrap();
+    let options = EngineOptions {
+        eval_timeout: Duration::from_secs(30),
+        eval_memory: std::num::NonZeroU64::new(32 << 20),
+        ..EngineOptions::default()
+    };
+    let set = Bundle::from_documents(docs, &options).unwrap();
+    assert!(set.policies().templates().all(|t| t.on_vm()));
+    let violations = evaluate(&set, &object(json!({"n": 100_000})));
+    assert_eq!(violations.len(), 1, "{violations:?}");
+    let v = &violations[0];
+    assert_eq!(v.failure, Some(FailureKind::Memory), "{}", v.message);
+    assert_eq!(v.action, Action::Deny);
+    assert!(
+        v.message
+            .starts_with("policy evaluation failed: allocated ")
+            && v.message
+                .ends_with("of the 32.0 MiB one evaluation may (--eval-memory-limit)"),
+        "{}",
+        v.message
+    );
+    // The next review on the same thread (and pooled VM) is judged normally.
+    assert!(evaluate(&set, &object(json!({"n": 3}))).is_empty());
+}
+
+#[test]
+fn a_template_that_recurses_is_refused_when_the_bundle_loads() {
+    for (name, rego) in [
+        (
+            "function",
+            "package k8srec\n\nf(x) = y { y := f(x) }\n\nviolation[{\"msg\": m}] { m := f(input.review.object.metadata.name) }\n",
+        ),
+        (
+            "rules",
+            "package k8srec\n\na { b }\n\nb { a }\n\nviolation[{\"msg\": \"x\"}] { a }\n",
+        ),
+    ] {
+        let yaml = format!(
+            "apiVersion: templates.gatekeeper.sh/v1\nkind: ConstraintTemplate\nmetadata: {{name: k8srec}}\nspec:\n  crd: {{spec: {{names: {{kind: K8sRec}}}}}}\n  targets:\n    - target: admission.k8s.gatekeeper.sh\n      rego: |\n{}",
+            rego.lines()
+                .map(|l| format!("        {l}\n"))
+                .collect::<String>()
+        );
+        let docs = parse_str(&yaml, Path::new("rec.yaml")).unwrap();
+        for vm in [true, false] {
+            let options = EngineOptions {
+                vm,
+                ..EngineOptions::default()
+            };
+            let err = Bundle::from_documents(docs.clone(), &options)
+                .expect_err(&format!("a recursive {name} loaded (vm: {vm})"));
+            let text = err.to_string();
+            assert!(
+                text.contains("ConstraintTemplate \"k8srec\"")
+                    && text.to_lowercase().contains("recursi"),
+                "{name}: {text}"
+            );
+        }
+    }
 }

@@ -31,8 +31,14 @@ async fn spawn_serve(cwd: &Path, extra: &[&str]) -> Running {
             "127.0.0.1:0",
         ])
         .args(["--log-format", "json"])
-        .arg("--policies")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/policies"))
+        .args(if extra.contains(&"--policies") {
+            vec![]
+        } else {
+            vec![
+                "--policies",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/policies"),
+            ]
+        })
         .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -334,4 +340,76 @@ async fn break_glass_and_dryrun_leave_structured_log_lines() {
         err.contains("bad.yaml: breakGlass.maxTTL: ") && err.contains("like 90s, 15m or 24h"),
         "{err}"
     );
+}
+
+/// The highest resident set size of a process so far, in MiB.
+fn peak_rss_mib(child: &Child) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id().unwrap())).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kib / 1024
+}
+
+#[tokio::test]
+async fn a_runaway_policy_is_stopped_at_the_memory_ceiling_and_other_reviews_flow() {
+    install_crypto();
+    let cwd = tempfile::tempdir().unwrap();
+    std::fs::write(cwd.path().join("hog.yaml"), crate::engine::HOG).unwrap();
+    // The interpreter has no per-evaluation budget: the process-wide ceiling stops it.
+    let mut running = spawn_serve(
+        cwd.path(),
+        &[
+            "--policies",
+            "hog.yaml",
+            "--engine",
+            "interpreter",
+            "--memory-limit",
+            "64Mi",
+            "--eval-timeout",
+            "60s",
+            "--request-timeout",
+            "60s",
+        ],
+    )
+    .await;
+    let ca = std::fs::read(cwd.path().join("certs/ca.crt")).unwrap();
+    let client = Client::new(running.https, &[&ca]);
+    let hog = edited_review("validate-create-pod.json", |v| {
+        v["request"]["object"]["spec"]["n"] = serde_json::json!(100_000);
+    });
+    let plain = fixture("admission/validate-create-pod.json");
+    let (rsp, other) = tokio::join!(
+        client.review(Proto::Http2, "/validate", &hog),
+        client.review(Proto::Http1, "/validate", &plain),
+    );
+    assert_eq!(other["allowed"], true, "{other}");
+    assert_eq!(rsp["allowed"], false, "{rsp}");
+    let message = rsp["status"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("[hog] policy evaluation failed: stopped at Palisade's memory ceiling")
+            && message.contains("(--memory-limit)"),
+        "{message}"
+    );
+    // What the runaway held is given back: the next reviews are judged normally.
+    for proto in [Proto::Http1, Proto::Http2] {
+        let rsp = client.review(proto, "/validate", &plain).await;
+        assert_eq!(rsp["allowed"], true, "{rsp}");
+    }
+    let peak = peak_rss_mib(&running.child);
+    assert!(peak < 256, "peak RSS {peak} MiB with a 64 MiB ceiling");
+    let metrics = http_get(running.health, "/metrics").await.1;
+    assert_eq!(
+        metric(
+            &metrics,
+            "palisade_evaluation_failures_total{kind=\"memory\"}"
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+    sigterm(&running.child);
+    running.child.wait().await.unwrap();
+    let _ = running.logs.try_recv();
 }
