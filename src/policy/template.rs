@@ -178,7 +178,11 @@ impl Evaluator {
                         Some(regorus::LimitError::MemoryLimitExceeded { usage, limit }) => {
                             ceiling_error(*usage, *limit)
                         }
-                        Some(_) => EvalError::Timeout(limit),
+                        Some(regorus::LimitError::TimeLimitExceeded { .. }) => {
+                            EvalError::Timeout(limit)
+                        }
+                        // A compiled regex past regorus' size limit: the policy's error.
+                        Some(other) => engine_error(other),
                         // Inside a function call regorus re-raises the limit error as text.
                         None => {
                             let text = e.to_string();

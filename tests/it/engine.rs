@@ -130,7 +130,12 @@ fn an_evaluation_error_is_a_violation() {
             violations[0].message,
             "policy evaluation failed: k8sconflict.rego:5: eval_conflict_error: complete rules must not produce multiple outputs"
         );
-        assert_eq!(violations[0].failure, Some(FailureKind::Engine));
+        assert_eq!(
+            violations[0].failure,
+            Some(FailureKind::Engine),
+            "{}",
+            violations[0].message
+        );
     }
 }
 
@@ -256,5 +261,95 @@ fn a_template_that_recurses_is_refused_when_the_bundle_loads() {
                 "{name}: {text}"
             );
         }
+    }
+}
+
+/// Patterns that make a backtracking matcher take exponential time on a near-miss, and one whose
+/// compiled form is enormous. The template reads the pattern, the glob and the name from the
+/// object, as a policy reading a constraint's parameters or a tenant's labels would.
+const PATTERNS: &str = r#"
+apiVersion: templates.gatekeeper.sh/v1
+kind: ConstraintTemplate
+metadata: {name: k8spatterns}
+spec:
+  crd: {spec: {names: {kind: K8sPatterns}}}
+  targets:
+    - target: admission.k8s.gatekeeper.sh
+      rego: |
+        package k8spatterns
+
+        violation[{"msg": "regex"}] {
+          p := input.review.object.spec.regex
+          regex.match(p, input.review.object.spec.name)
+        }
+
+        violation[{"msg": "glob"}] {
+          g := input.review.object.spec.glob
+          glob.match(g, [], input.review.object.spec.name)
+        }
+---
+apiVersion: constraints.gatekeeper.sh/v1beta1
+kind: K8sPatterns
+metadata: {name: patterns}
+"#;
+
+#[test]
+fn regexes_and_globs_that_would_backtrack_are_decided_in_linear_time() {
+    // 20 s is far beyond what a linear matcher needs even in a debug build, and far below what a
+    // backtracking one would (2^40000 steps): a timeout failure here means backtracking.
+    let options = EngineOptions {
+        eval_timeout: Duration::from_secs(20),
+        ..EngineOptions::default()
+    };
+    for vm in [true, false] {
+        let docs = parse_str(PATTERNS, Path::new("patterns.yaml")).unwrap();
+        let set = Bundle::from_documents(
+            docs,
+            &EngineOptions {
+                vm,
+                ..options.clone()
+            },
+        )
+        .unwrap();
+        let near_miss = format!("{}!", "a".repeat(40_000));
+        for (regex, glob) in [
+            ("^(a+)+$", "*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*b"),
+            ("^(a|aa)+$", "a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*[!a!]"),
+            ("^(a|a?)+$", "**************************b"),
+        ] {
+            let violations = evaluate(
+                &set,
+                &object(json!({"regex": regex, "glob": glob, "name": near_miss})),
+            );
+            assert!(
+                violations.is_empty(),
+                "{regex} / {glob} (vm: {vm}): {violations:?}"
+            );
+        }
+        // The same patterns still match what they should.
+        let violations = evaluate(
+            &set,
+            &object(json!({"regex": "^(a+)+$", "glob": "*a*b", "name": "aaab"})),
+        );
+        let messages: Vec<&str> = violations.iter().map(|v| v.message.as_str()).collect();
+        assert_eq!(messages, ["glob"], "vm: {vm}");
+        // A pattern whose compiled form is too large is an error of the constraint, not an
+        // allocation without bound.
+        let violations = evaluate(
+            &set,
+            &object(json!({"regex": "((((a{100}){100}){100}){100})", "glob": "x", "name": "a"})),
+        );
+        assert_eq!(violations.len(), 1, "vm: {vm}: {violations:?}");
+        assert_eq!(
+            violations[0].failure,
+            Some(FailureKind::Engine),
+            "{}",
+            violations[0].message
+        );
+        assert!(
+            violations[0].message.contains("size limit"),
+            "{}",
+            violations[0].message
+        );
     }
 }
