@@ -112,6 +112,12 @@ pub struct ServeArgs {
     /// webhook's failurePolicy applies. Keep it below the webhook's timeoutSeconds.
     #[arg(long, env = "PALISADE_REQUEST_TIMEOUT", default_value = "4s", value_parser = humantime::parse_duration)]
     pub request_timeout: Duration,
+    /// A connection that has received nothing for this long is closed: a client that connects
+    /// and goes quiet (before or between requests) does not hold it for ever. HTTP/2 clients
+    /// answer the server's keep-alive pings (every 30 s) and stay. At least the header timeout
+    /// plus the request timeout, so that no review is cut short.
+    #[arg(long, env = "PALISADE_IDLE_TIMEOUT", default_value = "90s", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Duration,
     /// Reviews evaluated at once; further ones wait, within the request timeout.
     #[arg(long, env = "PALISADE_MAX_CONCURRENT", default_value_t = 512)]
     pub max_concurrent: usize,
@@ -176,6 +182,7 @@ impl ServeArgs {
             max_body_bytes,
             header_timeout,
             request_timeout,
+            idle_timeout,
             max_concurrent,
             eval_inline_budget,
             eval_threads,
@@ -186,6 +193,13 @@ impl ServeArgs {
             log: _,
         } = self;
 
+        if idle_timeout < header_timeout + request_timeout {
+            anyhow::bail!(
+                "--idle-timeout {} is shorter than --header-timeout plus --request-timeout ({}): a review could be cut short; raise it",
+                humantime::format_duration(idle_timeout),
+                humantime::format_duration(header_timeout + request_timeout)
+            );
+        }
         let cert_manager = cert_args.manage_certs.then(|| CertManagerConfig {
             namespace: kube_cluster::pod_namespace(&own_namespace),
             ca_secret: cert_args.ca_secret.clone(),
@@ -288,6 +302,7 @@ impl ServeArgs {
             max_body_bytes,
             header_timeout,
             request_timeout,
+            idle_timeout,
             max_concurrent,
             inline_budget: eval_inline_budget,
             eval_threads: if eval_threads == 0 {

@@ -34,6 +34,8 @@ pub struct Limits {
     pub max_body_bytes: usize,
     pub header_timeout: Duration,
     pub request_timeout: Duration,
+    /// A connection that has received nothing for this long is closed.
+    pub idle_timeout: Duration,
     pub max_concurrent: usize,
     /// Evaluation time a review may take on an I/O thread; a review that needs more moves to
     /// the blocking pool, so that slow policies never stall other connections.
@@ -787,6 +789,80 @@ struct Connections {
     service: Router,
     metrics: Arc<Metrics>,
     handshake_timeout: Duration,
+    idle_timeout: Duration,
+}
+
+/// A connection's stream, noting when it last received bytes, for the idle timeout.
+struct Watched<S> {
+    inner: S,
+    started: Instant,
+    /// Milliseconds from `started` to the last read that returned data.
+    last_read: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Watched<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            let now = self.started.elapsed().as_millis() as u64;
+            self.last_read
+                .store(now, std::sync::atomic::Ordering::Relaxed);
+        }
+        polled
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Watched<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+/// Resolves once nothing has been received for `limit`.
+async fn idle_for(started: Instant, last_read: &std::sync::atomic::AtomicU64, limit: Duration) {
+    loop {
+        let last = Duration::from_millis(last_read.load(std::sync::atomic::Ordering::Relaxed));
+        let quiet = started.elapsed().saturating_sub(last);
+        if quiet >= limit {
+            return;
+        }
+        tokio::time::sleep(limit - quiet).await;
+    }
 }
 
 impl Connections {
@@ -809,6 +885,7 @@ impl Connections {
             service: admission_router(app.clone()),
             metrics: app.metrics.clone(),
             handshake_timeout: app.limits.header_timeout,
+            idle_timeout: app.limits.idle_timeout,
         }
     }
 
@@ -822,6 +899,7 @@ impl Connections {
         let watcher = graceful.watcher();
         let metrics = self.metrics.clone();
         let handshake_timeout = self.handshake_timeout;
+        let idle_timeout = self.idle_timeout;
         tokio::spawn(async move {
             let stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
                 Ok(Ok(stream)) => stream,
@@ -836,11 +914,25 @@ impl Connections {
                     return;
                 }
             };
+            let started = Instant::now();
+            let last_read = Arc::new(std::sync::atomic::AtomicU64::new(0));
+            let stream = Watched {
+                inner: stream,
+                started,
+                last_read: last_read.clone(),
+            };
             let conn = builder
                 .serve_connection(TokioIo::new(stream), service)
                 .into_owned();
-            if let Err(error) = watcher.watch(conn).await {
-                tracing::debug!(%peer, %error, "connection ended with an error");
+            // Nothing received for the idle timeout, which outlasts any request's own limits:
+            // no review is in flight, and the connection is dropped.
+            tokio::select! {
+                served = watcher.watch(conn) => if let Err(error) = served {
+                    tracing::debug!(%peer, %error, "connection ended with an error");
+                },
+                () = idle_for(started, &last_read, idle_timeout) => {
+                    tracing::debug!(%peer, ?idle_timeout, "closing an idle connection");
+                }
             }
         });
     }

@@ -7,6 +7,7 @@ mod bench;
 mod certmanager;
 mod cluster;
 mod common;
+mod connections;
 mod core;
 mod deploy;
 mod engine;

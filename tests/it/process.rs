@@ -240,6 +240,18 @@ async fn serve_refuses_bad_start_up_input_with_a_message_naming_it() {
     assert!(err.contains("certs/missing.key"), "{err}");
     let err = run(&["--log-level", "palisade=loud"]);
     assert!(err.contains("--log-level"), "{err}");
+    let err = run(&["--idle-timeout", "3s", "--request-timeout", "4s"]);
+    assert!(
+        err.contains(
+            "--idle-timeout 3s is shorter than --header-timeout plus --request-timeout (9s)"
+        ),
+        "{err}"
+    );
+    let err = run(&["--memory-limit", "lots"]);
+    assert!(
+        err.contains("--memory-limit") && err.contains("128Mi"),
+        "{err}"
+    );
     std::fs::remove_file(dir.path().join("certs/tls.key")).unwrap();
     let err = run(&[]);
     assert!(err.contains("its key certs/tls.key does not"), "{err}");

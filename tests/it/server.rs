@@ -111,7 +111,7 @@ async fn a_slow_uploader_does_not_hold_an_evaluation_slot() {
 }
 
 /// A `/validate` request over a raw HTTP/2 stream whose body the test sends piece by piece.
-async fn open_upload(
+pub(crate) async fn open_upload(
     server: &TestServer,
 ) -> (h2::client::ResponseFuture, h2::SendStream<bytes::Bytes>) {
     let tls = server.client().connect(Proto::Http2).await.unwrap();
@@ -126,7 +126,11 @@ async fn open_upload(
 }
 
 /// Sends one chunk once the server has made room for it (HTTP/2 flow control).
-async fn send_chunk(upload: &mut h2::SendStream<bytes::Bytes>, chunk: &bytes::Bytes, end: bool) {
+pub(crate) async fn send_chunk(
+    upload: &mut h2::SendStream<bytes::Bytes>,
+    chunk: &bytes::Bytes,
+    end: bool,
+) {
     upload.reserve_capacity(chunk.len());
     let capacity = tokio::time::timeout(
         std::time::Duration::from_secs(5),
