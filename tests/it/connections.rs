@@ -132,7 +132,7 @@ async fn clients_resetting_mid_body_free_their_connection_and_no_slot() {
         tls.write_all(head.as_bytes()).await.unwrap();
         tls.write_all(&body[..body.len() / 2]).await.unwrap();
         tls.flush().await.unwrap();
-        tls.get_ref().0.set_linger(Some(Duration::ZERO)).unwrap();
+        tls.get_ref().0.set_zero_linger().unwrap();
         drop(tls);
         // HTTP/2: half the body, then RST_STREAM.
         let (response, mut upload) = open_upload(&server).await;
