@@ -126,7 +126,7 @@ impl Review {
     /// Gatekeeper presents it to policies.
     pub fn from_request_json(mut json: Value) -> Result<Self, DecodeError> {
         let envelope: Envelope = serde_path_to_error::deserialize(&json)
-            .map_err(|e| DecodeError::Request(e.to_string()))?;
+            .map_err(|e| DecodeError::Request(without_values(&e.to_string())))?;
         if envelope.uid.is_empty() {
             return Err(DecodeError::EmptyUid);
         }
@@ -254,6 +254,42 @@ impl Review {
     pub(crate) fn set_old_object(&mut self, old: Value) {
         self.json["oldObject"] = old;
     }
+}
+
+/// A serde error message without the values it quotes (`invalid type: string "…", expected a
+/// boolean` becomes `invalid type: string, expected a boolean`): an answer or a log line must not
+/// echo what a request carried, which may be a Secret's data.
+fn without_values(message: &str) -> String {
+    let mut out = message.to_owned();
+    for marker in ["invalid type: ", "invalid value: ", "unknown variant "] {
+        let Some(at) = out.find(marker) else {
+            continue;
+        };
+        let from = at + marker.len();
+        let Some(to) = out.rfind(", expected ").filter(|&to| to >= from) else {
+            continue;
+        };
+        let quoted = &out[from..to];
+        let kind = if marker == "unknown variant " {
+            ""
+        } else {
+            [
+                "string",
+                "integer",
+                "floating point",
+                "boolean",
+                "char",
+                "map",
+                "sequence",
+            ]
+            .into_iter()
+            .find(|k| quoted.starts_with(k))
+            .unwrap_or("value")
+        };
+        out = format!("{}{}{}", &out[..from], kind, &out[to..]);
+        out = out.replace("unknown variant , expected", "unknown variant, expected");
+    }
+    out
 }
 
 /// Parses and checks an AdmissionReview body.
@@ -497,5 +533,30 @@ mod tests {
         assert!(rsp.get("patchType").is_none());
         assert!(rsp.get("patch").is_none());
         assert!(rsp.get("status").is_none());
+    }
+
+    #[test]
+    fn decode_errors_name_the_field_but_never_echo_its_value() {
+        let cases = [
+            (
+                r#"{"uid":"u","kind":{"group":"","version":"v1","kind":"Secret"},"operation":"CREATE","dryRun":"hunter2","object":{}}"#,
+                "dryRun: invalid type: string, expected a boolean",
+            ),
+            (
+                r#"{"uid":"u","kind":{"group":"","version":"v1","kind":"Secret"},"operation":"hunter2","object":{}}"#,
+                "operation: unknown variant, expected one of",
+            ),
+            (
+                r#"{"uid":4242,"kind":{"group":"","version":"v1","kind":"Secret"},"operation":"CREATE","object":{}}"#,
+                "uid: invalid type: integer, expected a string",
+            ),
+        ];
+        for (request, expected) in cases {
+            let err = Review::from_request_json(serde_json::from_str(request).unwrap())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(expected), "{err}");
+            assert!(!err.contains("hunter2") && !err.contains("4242"), "{err}");
+        }
     }
 }

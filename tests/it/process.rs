@@ -425,3 +425,126 @@ async fn a_runaway_policy_is_stopped_at_the_memory_ceiling_and_other_reviews_flo
     running.child.wait().await.unwrap();
     let _ = running.logs.try_recv();
 }
+
+#[tokio::test]
+async fn nothing_secret_reaches_the_logs_or_error_responses() {
+    install_crypto();
+    let cwd = tempfile::tempdir().unwrap();
+    // Dryrun in "shop", so that violations there are logged with their messages.
+    std::fs::write(
+        cwd.path().join("config.yaml"),
+        "namespaces:\n  - names: [shop]\n    enforcement: dryrun\n",
+    )
+    .unwrap();
+    // The bundle, and a template that matches Secrets (one whose message quotes the data
+    // would leak it by its author's choice; this one names the object).
+    std::fs::create_dir(cwd.path().join("policies")).unwrap();
+    std::os::unix::fs::symlink(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/policies/zero-trust"),
+        cwd.path().join("policies/zero-trust"),
+    )
+    .unwrap();
+    std::fs::write(
+        cwd.path().join("policies/secret-owner.yaml"),
+        "apiVersion: templates.gatekeeper.sh/v1\nkind: ConstraintTemplate\nmetadata: {name: k8ssecretowner}\nspec:\n  crd: {spec: {names: {kind: K8sSecretOwner}}}\n  targets:\n    - target: admission.k8s.gatekeeper.sh\n      rego: |\n        package k8ssecretowner\n        violation[{\"msg\": msg}] {\n          not input.review.object.metadata.labels.owner\n          msg := sprintf(\"Secret %v has no owner label\", [input.review.object.metadata.name])\n        }\n---\napiVersion: constraints.gatekeeper.sh/v1beta1\nkind: K8sSecretOwner\nmetadata: {name: secret-owner}\nspec:\n  match:\n    kinds: [{apiGroups: [\"\"], kinds: [Secret]}]\n",
+    )
+    .unwrap();
+    let mut running = spawn_serve(
+        cwd.path(),
+        &[
+            "--policies",
+            "policies",
+            "--config",
+            "config.yaml",
+            "--log-level",
+            "trace",
+        ],
+    )
+    .await;
+    let ca = std::fs::read(cwd.path().join("certs/ca.crt")).unwrap();
+    let client = Client::new(running.https, &[&ca]);
+    const PLAIN: &str = "hunter2-s3cr3t-value";
+    let encoded = base64::engine::general_purpose::STANDARD.encode(PLAIN);
+    let secret = serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "db", "namespace": "shop", "annotations": {
+            "kubectl.kubernetes.io/last-applied-configuration":
+                format!("{{\"stringData\":{{\"password\":\"{PLAIN}\"}}}}")}},
+        "type": "Opaque",
+        "data": {"password": encoded},
+        "stringData": {"password": PLAIN},
+    });
+    let review = |edit: &dyn Fn(&mut serde_json::Value)| {
+        edited_review("validate-create-pod.json", |v| {
+            in_namespace(v, "shop");
+            v["request"]["kind"] =
+                serde_json::json!({"group": "", "version": "v1", "kind": "Secret"});
+            v["request"]["resource"] =
+                serde_json::json!({"group": "", "version": "v1", "resource": "secrets"});
+            v["request"]["name"] = serde_json::json!("db");
+            v["request"]["object"] = secret.clone();
+            edit(v);
+        })
+    };
+    let mut bodies = Vec::new();
+    for path in ["/validate", "/mutate"] {
+        for proto in [Proto::Http1, Proto::Http2] {
+            let rsp = client.post(proto, path, review(&|_| {})).await.unwrap();
+            assert_eq!(rsp.status, 200);
+            bodies.push(rsp.body);
+            // Broken reviews carrying the secret: a wrong type, a truncated body, an UPDATE
+            // whose old object is not an object.
+            let broken = [
+                review(&|v| v["request"]["uid"] = serde_json::json!(42)),
+                review(&|_| {})[..600].to_vec(),
+                review(&|v| {
+                    v["request"]["operation"] = serde_json::json!("UPDATE");
+                    v["request"]["oldObject"] = serde_json::json!(PLAIN);
+                }),
+                review(&|v| v["request"]["dryRun"] = serde_json::json!(PLAIN)),
+            ];
+            for body in broken {
+                let rsp = client.post(proto, path, body).await.unwrap();
+                assert_eq!(rsp.status, 400, "{}", String::from_utf8_lossy(&rsp.body));
+                bodies.push(rsp.body);
+            }
+        }
+    }
+    sigterm(&running.child);
+    running.child.wait().await.unwrap();
+    let mut logs = Vec::new();
+    while let Some(line) = running.logs.recv().await {
+        logs.push(line);
+    }
+    assert!(
+        logs.iter().any(|l| l.contains("dryrun violation")),
+        "the Secret was not evaluated: no dryrun violation was logged"
+    );
+    let key = std::fs::read_to_string(cwd.path().join("certs/tls.key")).unwrap();
+    let key_lines: Vec<&str> = key
+        .lines()
+        .filter(|l| !l.starts_with("-----") && l.len() > 16)
+        .collect();
+    assert!(!key_lines.is_empty());
+    for line in &logs {
+        for leak in [PLAIN, encoded.as_str(), "PRIVATE KEY"] {
+            assert!(!line.contains(leak), "{leak:?} in a log line: {line}");
+        }
+        for k in &key_lines {
+            assert!(!line.contains(k), "key material in a log line: {line}");
+        }
+    }
+    for body in &bodies {
+        let text = String::from_utf8_lossy(body);
+        for leak in [PLAIN, encoded.as_str()] {
+            assert!(!text.contains(leak), "{leak:?} in an answer: {text}");
+        }
+        // No internal detail: no source paths, panics or Rust type names.
+        for internal in [".rs:", "panicked", "palisade::", "serde_json::"] {
+            assert!(
+                !text.contains(internal),
+                "{internal:?} in an answer: {text}"
+            );
+        }
+    }
+}
