@@ -176,18 +176,40 @@ impl Harness {
 
     /// One of the real reviews, changed by `data`, through [`Harness::review`].
     pub fn review_variant(&self, data: &[u8]) {
+        if let Some(body) = self
+            .variant(data)
+            .and_then(|review| serde_json::to_vec(&review).ok())
+        {
+            self.review(&body);
+        }
+    }
+
+    /// The review [`Harness::review_variant`] makes of `data`: the reproducer of a finding.
+    pub fn variant(&self, data: &[u8]) -> Option<Value> {
         if data.is_empty() || data.len() > MAX_INPUT {
-            return;
+            return None;
         }
         let mut review = self.seeds[usize::from(data[0]) % self.seeds.len()].clone();
         let mut edits = Edits { data: &data[1..] };
         while !edits.data.is_empty() {
             edits.apply(&mut review);
         }
-        if let Ok(body) = serde_json::to_vec(&review) {
-            self.review(&body);
-        }
+        Some(review)
     }
+}
+
+/// Installs a panic hook in front of the one in place (libFuzzer's, which aborts): a panic of
+/// regorus while it evaluates a template is caught by Palisade and fails the constraint closed,
+/// which is an answer, not a finding (docs/regorus-divergences.md lists the known ones). Any
+/// other panic goes on to the previous hook.
+pub fn tolerate_policy_engine_panics() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if crate::policy::in_policy_engine() {
+            return;
+        }
+        previous(info);
+    }));
 }
 
 /// A property that must hold for every input does not: the fuzzer records the input.

@@ -17,7 +17,9 @@ use crate::inventory::Inventory;
 use crate::manifest::Document;
 use crate::matcher::Match;
 use crate::object::to_regorus;
-pub use template::{DEFAULT_EVAL_MEMORY, EngineOptions, EvalError, Template, set_memory_ceiling};
+pub use template::{
+    DEFAULT_EVAL_MEMORY, EngineOptions, EvalError, Template, in_policy_engine, set_memory_ceiling,
+};
 
 /// What a constraint does with a violation. Also the cluster-wide and per-namespace enforcement
 /// of the configuration file, which caps every constraint's action.

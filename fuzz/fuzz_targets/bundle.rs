@@ -3,4 +3,7 @@
 
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| palisade::fuzzing::bundle(data));
+fuzz_target!(
+    init: palisade::fuzzing::tolerate_policy_engine_panics(),
+    |data: &[u8]| palisade::fuzzing::bundle(data)
+);

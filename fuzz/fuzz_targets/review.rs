@@ -14,4 +14,7 @@ static HARNESS: LazyLock<Harness> = LazyLock::new(|| {
     }
 });
 
-fuzz_target!(|data: &[u8]| HARNESS.review(data));
+fuzz_target!(
+    init: palisade::fuzzing::tolerate_policy_engine_panics(),
+    |data: &[u8]| HARNESS.review(data)
+);

@@ -650,12 +650,39 @@ impl Template {
         limit: Duration,
     ) -> Result<regorus::Value, EvalError> {
         let inventory = self.uses_inventory.then_some(inventory);
+        let _inside = InEngine::enter();
         std::panic::catch_unwind(AssertUnwindSafe(|| {
             self.evaluator
                 .eval(&self.rule, input, inventory, limit, self.memory)
         }))
         .unwrap_or(Err(EvalError::Panic))
     }
+}
+
+thread_local! {
+    static IN_ENGINE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Marks this thread as evaluating a template until dropped.
+struct InEngine(bool);
+
+impl InEngine {
+    fn enter() -> Self {
+        Self(IN_ENGINE.with(|f| f.replace(true)))
+    }
+}
+
+impl Drop for InEngine {
+    fn drop(&mut self) {
+        IN_ENGINE.with(|f| f.set(self.0));
+    }
+}
+
+/// Whether this thread is evaluating a template, where a panic of regorus is caught and fails
+/// the constraint closed. A panic hook (the fuzz targets') can tell such a panic from one that
+/// is a bug of Palisade's.
+pub fn in_policy_engine() -> bool {
+    IN_ENGINE.with(std::cell::Cell::get)
 }
 
 type NetBuiltin = (&'static str, u8, Box<dyn regorus::Extension>);

@@ -140,3 +140,48 @@ async fn an_update_at_the_api_servers_size_limit_is_decided() {
         .await;
     assert!(rsp["allowed"].is_boolean(), "{rsp}");
 }
+
+/// regorus panics formatting a number next to f64::MAX (a policy's `object.get` on it does),
+/// found by the review_variant fuzz target (fuzz/regressions/review_variant/). The panic is
+/// caught: the constraint fails closed, saying so, and the server goes on.
+#[tokio::test]
+async fn a_policy_engine_panic_fails_the_constraint_closed_and_the_server_goes_on() {
+    let policies = concat!(env!("CARGO_MANIFEST_DIR"), "/policies");
+    let server = TestServer::start(&["--policies", policies]).await;
+    let mut r: Value =
+        serde_json::from_slice(&fixture("admission/validate-update-namespace.json")).unwrap();
+    r["request"]["object"]["metadata"] = json!(f64::MAX);
+    for proto in [Proto::Http1, Proto::Http2] {
+        let (status, json) = status_and_json(&server, proto, serde_json::to_vec(&r).unwrap()).await;
+        assert_eq!(status, 200, "{json}");
+        let rsp = &json["response"];
+        assert_eq!(rsp["allowed"], false, "{rsp}");
+        let message = rsp["status"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("policy evaluation failed: the policy engine panicked"),
+            "{message}"
+        );
+    }
+    let (status, json) = status_and_json(
+        &server,
+        Proto::Http2,
+        fixture("admission/validate-update-namespace.json"),
+    )
+    .await;
+    // The captured update is judged on its labels, as before.
+    assert_eq!(status, 200);
+    let message = json["response"]["status"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("[namespace-zero-trust-labels] namespace \"payments\" lacks label"),
+        "{json}"
+    );
+    let metrics = server.metrics().await;
+    assert_eq!(
+        crate::common::metric(
+            &metrics,
+            "palisade_evaluation_failures_total{kind=\"panic\"}"
+        ),
+        Some(2.0),
+        "{metrics}"
+    );
+}
