@@ -481,11 +481,13 @@ mod tests {
     }
 
     #[test]
-    fn a_bad_operation_names_the_field_and_the_value() {
+    fn a_bad_operation_names_the_field_and_the_values_expected() {
         let body = POD.replace("\"CREATE\"", "\"EXPLODE\"");
         let err = decode(body.as_bytes()).unwrap_err().to_string();
         assert!(
-            err.contains("operation") && err.contains("EXPLODE"),
+            err.contains("operation: unknown variant, expected one of")
+                && err.contains("CREATE")
+                && !err.contains("EXPLODE"),
             "{err}"
         );
     }

@@ -38,12 +38,23 @@ pub(crate) struct ParseError {
     pub reason: String,
 }
 
+/// A name as the parser reads it back: bare when it can be, else double-quoted with only `"` and
+/// `\` escaped (the parser's only escapes; Rust's `{:?}` would also write `\t` or `\u{..}`,
+/// which do not parse).
 fn quote_if_needed(s: &str) -> String {
     if !s.is_empty() && s.chars().all(is_bare) {
-        s.to_owned()
-    } else {
-        format!("{s:?}")
+        return s.to_owned();
     }
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        if matches!(c, '"' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+    out
 }
 
 impl fmt::Display for Location {

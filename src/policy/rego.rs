@@ -740,6 +740,31 @@ pub(crate) fn nested_comprehensions(src: &str) -> Vec<usize> {
     lines
 }
 
+/// Deepest nesting of `[` and `{` that a template may use. regorus' parser takes time
+/// exponential in it (docs/regorus-divergences.md, section 9): about 0.1 s at 12 levels, 2 s at
+/// 16, years at 40; templates in the wild nest 5 to 8 deep.
+pub(crate) const MAX_NESTING: usize = 12;
+
+/// The first place where `[` and `{` nest deeper than [`MAX_NESTING`], as (depth, line); an
+/// unclosed bracket counts as open to the end, as the parser sees it.
+pub(crate) fn too_deep(src: &str) -> Option<(usize, usize)> {
+    let masked = mask(src);
+    let mut depth = 0usize;
+    for (i, &b) in masked.iter().enumerate() {
+        match b {
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_NESTING {
+                    return Some((depth, line_of(&masked, i)));
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    None
+}
+
 /// One module for [`recursion`]: its file name for messages, its package (`data.k8sx`) and its
 /// source after the rewrites.
 pub(crate) struct Module<'a> {
@@ -1282,5 +1307,24 @@ mod tests {
             ]),
             None
         );
+    }
+
+    #[test]
+    fn nesting_past_the_limit_is_found_with_its_line() {
+        let ok = format!("package p\nx := {}1{}\n", "[".repeat(11), "]".repeat(11));
+        assert_eq!(too_deep(&ok), None);
+        let deep = format!("package p\n\nx := {}1{}\n", "[{".repeat(7), "}]".repeat(7));
+        assert_eq!(too_deep(&deep), Some((13, 3)));
+        // Unclosed, as a fuzzer wrote it; brackets in strings and comments do not count.
+        assert_eq!(
+            too_deep(&format!("package p\nx := f({}\n", "[".repeat(13))),
+            Some((13, 2))
+        );
+        let quoted = format!(
+            "package p\n# {}\nx := \"{}\"\n",
+            "[".repeat(20),
+            "{".repeat(20)
+        );
+        assert_eq!(too_deep(&quoted), None);
     }
 }

@@ -518,6 +518,12 @@ impl Template {
             } else {
                 format!("{}.libs[{}].rego", src.name, i - 1)
             };
+            if let Some((depth, line)) = rego::too_deep(code) {
+                return Err(format!(
+                    "{file}:{line}: brackets nest {depth} deep; at most {} are accepted, since regorus parses deeper nesting in exponential time: move the inner part into a helper rule or function",
+                    rego::MAX_NESTING
+                ));
+            }
             if let Some(call) = rego::forbidden_calls(code).first() {
                 return Err(format!(
                     "{file}:{}: calls {}, which reaches the network; templates may not",

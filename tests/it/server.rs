@@ -241,7 +241,7 @@ async fn rejects_bodies_that_are_not_admission_reviews() {
             proto,
             with(&|v| v["request"]["operation"] = "EXPLODE".into()),
             400,
-            "EXPLODE",
+            "operation: unknown variant, expected one of `CREATE`",
         )
         .await;
         let big = with(&|v| {
