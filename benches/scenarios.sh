@@ -5,8 +5,9 @@
 #   cargo build --release && cargo build --release --bench load
 #   benches/scenarios.sh [--quick] [scenario...]
 #
-# Scenarios: ratio latency nonmatching fifty mutate memory inventory reload. Without names,
-# every scenario runs. --quick runs each for a fraction of a second: CI's smoke
+# Scenarios: ratio latency nonmatching fifty mutate memory inventory reload, and soak (issue 15's
+# 30-minute soak, SOAK_MINUTES to change it), which runs only when named. Without names, every
+# scenario but soak runs. --quick runs each for a fraction of a second: CI's smoke
 # run, which proves the scenarios still work (every review answered, every figure present) and
 # measures nothing. Each result line starts with the scenario's name; BENCHMARKS.md records them.
 set -eu
@@ -246,6 +247,34 @@ EOF
       cat "$WORK/server.log" >&2
       exit 1
     fi
+    ;;
+  soak)
+    # Issue 15's soak, run only when named: SOAK_MINUTES (30) one-minute windows back to back at
+    # half the default bundle's closed-loop maximum, each line with the window's latencies and
+    # errors and the server's RSS, open files and threads afterwards. The figures should be flat.
+    start_server policies
+    load "soak max" --body "$ADMITTED" --concurrency 32
+    rate=$(field throughput "$LAST" | awk '{printf "%d", $1 / 2}')
+    minutes=${SOAK_MINUTES:-30}
+    window=60s
+    [ "$DUR" = 1s ] && window=1s
+    i=1
+    while [ "$i" -le "$minutes" ]; do
+      line=$($PIN_LOAD "$LOAD" --addr 127.0.0.1:$PORT --duration "$window" --warmup 0s \
+        --server-pid "$PID" --body "$ADMITTED" --rate "$rate")
+      fds=$(ls "/proc/$PID/fd" | wc -l)
+      threads=$(awk '/^Threads:/ {print $2}' "/proc/$PID/status")
+      echo "soak minute=$i rate=$rate fds=$fds threads=$threads $line"
+      case "$line" in
+      *" errors=0 "*) ;;
+      *)
+        echo "soak: reviews failed in minute $i" >&2
+        exit 1
+        ;;
+      esac
+      i=$((i + 1))
+    done
+    stop_server
     ;;
   *)
     echo "unknown scenario $scenario" >&2
