@@ -25,6 +25,18 @@ async fn closed_by_server<S: AsyncReadExt + Unpin>(mut stream: S, within: Durati
     .is_ok()
 }
 
+/// How many of `streams` the server has not closed within `within`.
+async fn still_open<S: AsyncReadExt + Unpin>(
+    streams: impl IntoIterator<Item = S>,
+    within: Duration,
+) -> usize {
+    futures::future::join_all(streams.into_iter().map(|s| closed_by_server(s, within)))
+        .await
+        .into_iter()
+        .filter(|closed| !closed)
+        .count()
+}
+
 async fn review_is_answered(client: &Client) {
     let body = fixture("admission/validate-create-pod.json");
     for proto in [Proto::Http1, Proto::Http2] {
@@ -85,29 +97,18 @@ async fn idle_half_open_and_stalled_connections_are_closed_while_reviews_go_on()
     review_is_answered(&client).await;
 
     let within = Duration::from_secs(15);
-    let results = futures::future::join_all(
-        silent
-            .into_iter()
-            .chain(half_hello)
-            .map(|s| closed_by_server(s, within)),
-    )
-    .await;
-    let open = results.iter().filter(|closed| !**closed).count();
+    let open = still_open(silent.into_iter().chain(half_hello), within).await;
     assert_eq!(
         open, 0,
         "{open} half-open TLS connections still open after {within:?}"
     );
     // HTTP/2's preface is never sent on the idle HTTP/2 connections either.
-    let results =
-        futures::future::join_all(idle.into_iter().map(|s| closed_by_server(s, within))).await;
-    let open = results.iter().filter(|closed| !**closed).count();
+    let open = still_open(idle, within).await;
     assert_eq!(
         open, 0,
         "{open} idle connections still open after {within:?}"
     );
-    let results =
-        futures::future::join_all(stalled.into_iter().map(|s| closed_by_server(s, within))).await;
-    let open = results.iter().filter(|closed| !**closed).count();
+    let open = still_open(stalled, within).await;
     assert_eq!(
         open, 0,
         "{open} connections with unfinished headers still open"
