@@ -425,14 +425,18 @@ impl Edits<'_> {
     }
 }
 
+/// The input as text, when it is UTF-8 and within [`MAX_INPUT`].
+fn text(data: &[u8]) -> Option<&str> {
+    (data.len() <= MAX_INPUT)
+        .then(|| std::str::from_utf8(data).ok())
+        .flatten()
+}
+
 /// The location parser and mutators on arbitrary objects. The input is text: a location on
 /// the first line, the mutator's kind on the second (`Assign`, `AssignMetadata`, `ModifySet`),
 /// its `spec.parameters` as JSON on the third, and the object as JSON after them.
 pub fn mutation(data: &[u8]) {
-    if data.len() > MAX_INPUT {
-        return;
-    }
-    let Ok(text) = std::str::from_utf8(data) else {
+    let Some(text) = text(data) else {
         return;
     };
     let mut lines = text.splitn(4, '\n');
@@ -485,10 +489,7 @@ pub fn mutation(data: &[u8]) {
 
 /// The bundle loader on arbitrary YAML, then the bundle's policies on a Pod and a Namespace.
 pub fn bundle(data: &[u8]) {
-    if data.len() > MAX_INPUT {
-        return;
-    }
-    let Ok(text) = std::str::from_utf8(data) else {
+    let Some(text) = text(data) else {
         return;
     };
     let Ok(docs) = parse_str(text, Path::new("fuzz.yaml")) else {
@@ -520,10 +521,7 @@ pub fn bundle(data: &[u8]) {
 /// second (checked against [`reference_glob`]), then a YAML mapping with `match` (a constraint's
 /// `spec.match`), `selector` (a label selector), `object` and `namespace`.
 pub fn matching(data: &[u8]) {
-    if data.len() > MAX_INPUT {
-        return;
-    }
-    let Ok(text) = std::str::from_utf8(data) else {
+    let Some(text) = text(data) else {
         return;
     };
     let mut lines = text.splitn(3, '\n');
