@@ -229,14 +229,21 @@ EOF
     (
       i=0
       while kill -0 "$PID" 2>/dev/null; do
-        sleep 1
         i=$((i + 1))
         echo "# rewrite $i" >>"$WORK/reloading/t01.yaml"
+        sleep 1
       done
     ) &
     toggler=$!
     load "reload every 1s, fifty templates rate=$rate" --body "$ADMITTED" --rate "$rate"
     kill $toggler 2>/dev/null || true
+    # A short (--quick) load can end before the first reload's compilation does: wait for it,
+    # up to 20 s, rather than count a reload still in flight as a failure.
+    tries=0
+    until grep -q "policy bundle re" "$WORK/server.log" || [ $tries -ge 200 ]; do
+      tries=$((tries + 1))
+      sleep 0.1
+    done
     reloads=$(grep -c "policy bundle reloaded" "$WORK/server.log" || true)
     slowest=$(grep "policy bundle reloaded" "$WORK/server.log" | sed -n 's/.*"seconds":\([0-9.e-]*\).*/\1/p' | sort -g | tail -1)
     rejected=$(grep -c "policy bundle rejected" "$WORK/server.log" || true)
