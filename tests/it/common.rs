@@ -244,6 +244,9 @@ impl Client {
         };
         config.alpn_protocols = vec![proto.alpn().to_vec()];
         let tcp = TcpStream::connect(self.addr).await?;
+        // As Go's net package does for the API server: without it, the client's second small
+        // handshake write waits for a delayed ACK (up to 200 ms on Linux).
+        tcp.set_nodelay(true)?;
         let name = ServerName::try_from(self.server_name.clone()).unwrap();
         TlsConnector::from(Arc::new(config))
             .connect(name, tcp)
