@@ -10,6 +10,7 @@ mod common;
 mod connections;
 mod core;
 mod deploy;
+mod differential;
 mod engine;
 mod fuzz;
 mod hostile;
