@@ -89,6 +89,10 @@ impl Readiness {
     pub fn set_draining(&self) {
         self.draining.store(true, Ordering::Release);
     }
+    /// Shutdown has begun (SIGTERM): unready, still serving for the shutdown delay.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
     /// `Ok` when ready, otherwise what is missing.
     pub fn check(&self) -> Result<(), &'static str> {
         if self.draining.load(Ordering::Acquire) {
@@ -363,7 +367,32 @@ pub fn admission_router(app: Arc<App>) -> Router {
     Router::new()
         .route("/validate", post(validate))
         .route("/mutate", post(mutate))
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            close_when_draining,
+        ))
         .with_state(app)
+}
+
+/// Once shutdown has begun, every HTTP/1.1 answer says `Connection: close`, so that a client
+/// retires each keep-alive connection after its answer instead of sending its next review on a
+/// connection the drain is about to close (a request written as the server closes an idle
+/// connection is lost, and the API server does not resend a POST). HTTP/2 clients get a GOAWAY
+/// instead, which tells them which streams were not processed.
+async fn close_when_draining(
+    State(app): State<Arc<App>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let http1 = request.version() < axum::http::Version::HTTP_2;
+    let mut response = next.run(request).await;
+    if http1 && app.readiness.is_draining() {
+        response.headers_mut().insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("close"),
+        );
+    }
+    response
 }
 
 /// /healthz, /readyz and /metrics.

@@ -138,6 +138,14 @@ impl TestServer {
         Client::new(self.https, &[&self.ca()])
     }
 
+    /// Begins the shutdown (as SIGTERM does) without waiting for it: with `--shutdown-delay`,
+    /// the server is unready and still serving for the delay.
+    pub fn begin_stop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+
     /// Stops accepting and drains; returns whether every connection finished in time.
     pub async fn stop(mut self) -> bool {
         if let Some(tx) = self.stop.take() {
@@ -193,6 +201,7 @@ pub struct HttpResponse {
     pub status: u16,
     pub body: Vec<u8>,
     pub version: hyper::Version,
+    pub headers: hyper::HeaderMap,
 }
 
 impl HttpResponse {
@@ -290,6 +299,7 @@ impl Client {
         };
         let status = rsp.status().as_u16();
         let version = rsp.version();
+        let headers = rsp.headers().clone();
         let body = rsp
             .into_body()
             .collect()
@@ -301,6 +311,7 @@ impl Client {
             status,
             body,
             version,
+            headers,
         })
     }
 
