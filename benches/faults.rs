@@ -1,16 +1,19 @@
 //! Faults under load (issue 15). Palisade runs as its own process (two for the SIGTERM fault),
 //! and a load generator in this process sends captured AdmissionReviews at a steady rate — half
-//! the capacity it measured first — while one fault is injected again and again. Every answer is
+//! the server's capacity, measured first — while one fault is injected again and again. Every answer is
 //! checked against the one the library's `Decider` gives for the same review with the good
 //! bundle and the same inventory: a failed review (no answer, not 200, not a review) and a wrong
 //! decision (any other `response`) are counted apart, and the run fails unless both are zero.
 //!
 //! The faults:
+//! - `none`: the same load without a fault, the control: a failure here is the machine's or the
+//!   tool's, not a fault's.
 //! - `cert`: the serving certificate rotated every second through the `..data` symlink, the way
 //!   the kubelet updates a Secret volume (the old version's directory removed after each swap);
 //!   the client opens new connections all the time, so that handshakes meet every certificate.
-//! - `bundle`: the policy bundle, laid out as a ConfigMap volume, swapped every second between the
-//!   good bundle and the same with a template whose Rego does not compile.
+//! - `bundle`: the policy bundle, laid out as a ConfigMap volume, swapped every second to a version
+//!   with a template whose Rego does not compile, then to a new good version (a comment differs,
+//!   so the server rebuilds it).
 //! - `api`: Palisade on the live inventory of the tests' stand-in API server (in this process),
 //!   whose watches are dropped every second, whose history is compacted (410 Gone on resume), and
 //!   which is stopped for a second and restarted every five; after the load, one change must
