@@ -2,6 +2,11 @@
 
 pub(crate) mod net;
 pub(crate) mod rego;
+
+/// Rego source with the contents of strings and comments blanked (for tools that read Rego, such
+/// as the differential test's v0 to v1 conversion).
+#[doc(hidden)]
+pub use rego::mask as mask_rego_source;
 pub(crate) mod schema;
 pub mod template;
 

@@ -10,7 +10,7 @@ pub(crate) const NETWORK_BUILTINS: [&str; 2] = ["http.send", "net.lookup_ip_addr
 
 /// The source with string contents and comments replaced by spaces. Quotes stay, so a string is
 /// still visibly a value. Byte offsets are unchanged.
-pub(crate) fn mask(src: &str) -> Vec<u8> {
+pub fn mask(src: &str) -> Vec<u8> {
     let bytes = src.as_bytes();
     let mut out = bytes.to_vec();
     let mut i = 0;

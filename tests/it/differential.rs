@@ -264,48 +264,6 @@ impl Drop for Oracle {
 // ---------------------------------------------------------------------------------------------
 // Rego v0 as OPA 1.x reads it
 
-/// The source with the contents of strings and comments blanked (same length), so that what
-/// looks like code inside them is never read as code.
-fn mask(src: &str) -> Vec<u8> {
-    let b = src.as_bytes();
-    let mut out = b.to_vec();
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'#' => {
-                while i < b.len() && b[i] != b'\n' {
-                    out[i] = b' ';
-                    i += 1;
-                }
-            }
-            b'"' => {
-                i += 1;
-                while i < b.len() && b[i] != b'"' && b[i] != b'\n' {
-                    if b[i] == b'\\' && i + 1 < b.len() {
-                        out[i] = b' ';
-                        i += 1;
-                    }
-                    out[i] = b' ';
-                    i += 1;
-                }
-                i += 1;
-            }
-            b'`' => {
-                i += 1;
-                while i < b.len() && b[i] != b'`' {
-                    if b[i] != b'\n' {
-                        out[i] = b' ';
-                    }
-                    i += 1;
-                }
-                i += 1;
-            }
-            _ => i += 1,
-        }
-    }
-    out
-}
-
 fn ident_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_'
 }
@@ -338,7 +296,7 @@ fn byte_before(m: &[u8], end: usize) -> Option<u8> {
 /// OPA's line numbers are the template's. Anything else v1 refuses makes OPA refuse the module,
 /// and the test says so.
 pub fn to_v1(src: &str) -> String {
-    let m = mask(src);
+    let m = palisade::policy::mask_rego_source(src);
     // Edits as (position, bytes removed, text inserted), applied from the end.
     let mut edits: Vec<(usize, usize, &str)> = Vec::new();
     let mut depth = 0usize;
