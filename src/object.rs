@@ -143,7 +143,12 @@ fn convert(v: &Value, keys: &mut KeyTable) -> regorus::Value {
         Value::Number(n) => match (n.as_i64(), n.as_u64()) {
             (Some(i), _) => regorus::Value::from(i),
             (None, Some(u)) => regorus::Value::from(u),
-            _ => regorus::Value::from(n.as_f64().unwrap_or(f64::NAN)),
+            // -0 (Go's encoder writes a negative zero so) is 0, as OPA prints and compares it;
+            // regorus would print "-0".
+            _ => match n.as_f64() {
+                Some(0.0) => regorus::Value::from(0u64),
+                f => regorus::Value::from(f.unwrap_or(f64::NAN)),
+            },
         },
         Value::String(s) => regorus::Value::from(s.as_str()),
         Value::Array(items) => regorus::Value::from(
@@ -164,6 +169,15 @@ fn convert(v: &Value, keys: &mut KeyTable) -> regorus::Value {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_negative_zero_reaches_policies_as_zero() {
+        let v: Value = serde_json::from_str(r#"{"a": -0, "b": -0.0, "c": 0.5}"#).unwrap();
+        let r = to_regorus(&v);
+        assert_eq!(r["a"].to_json_str().unwrap(), "0");
+        assert_eq!(r["b"].to_json_str().unwrap(), "0");
+        assert_eq!(r["c"].to_json_str().unwrap(), "0.5");
+    }
 
     #[test]
     fn reads_core_and_grouped_objects() {

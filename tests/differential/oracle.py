@@ -5,7 +5,7 @@ on stdout.
 
   {"op": "load", "modules": {"name.rego": "source", ...}, "data": {...}}
       -> {"ok": true} | {"error": "..."}          (a new engine: the modules and data.inventory)
-  {"op": "eval", "path": "pkg.violation", "inputs": [input, ...]}
+  {"op": "eval", "path": "pkg.violation", "inputs": ["input as JSON text", ...]}
       -> {"results": [{"value": [...]} | {"undefined": true} | {"error": "..."}, ...]}
 
 Install OPA as tests/differential/install-opa does (the wheel says Python 3.14; it runs on 3.11).
@@ -16,10 +16,18 @@ import json
 import sys
 
 try:
+    import opa_bindings.engine
     from opa_bindings import OpaEngine, OpaError, OpaUndefinedError
 except ImportError as e:  # pragma: no cover - reported to the Rust side as a clear error
     print(json.dumps({"error": f"OPA is not installed ({e}): run tests/differential/install-opa"}), flush=True)
     sys.exit(3)
+
+
+# An input arrives as the JSON text the API server would send and goes to OPA as it is: OPA keeps
+# a number's text and prints it back in messages, so a round trip through Python's json (which
+# writes 0.00001 as 1e-05) would change what OPA answers.
+_encode_input = opa_bindings.engine._encode_input
+opa_bindings.engine._encode_input = lambda value: value if isinstance(value, bytes) else _encode_input(value)
 
 
 class Undefined(Exception):
@@ -123,9 +131,9 @@ def main():
                 answer = {"error": str(e)}
         elif op == "eval":
             results = []
-            for value in request["inputs"]:
+            for text in request["inputs"]:
                 try:
-                    results.append({"value": engine.eval_document(request["path"], value)})
+                    results.append({"value": engine.eval_document(request["path"], text.encode("utf-8"))})
                 except OpaUndefinedError:
                     results.append({"undefined": True})
                 except OpaError as e:
