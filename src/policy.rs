@@ -3,6 +3,9 @@
 pub(crate) mod net;
 pub(crate) mod rego;
 
+/// In masked Rego, the offset of the bracket that closes the one at `open`.
+#[doc(hidden)]
+pub use rego::closing as closing_rego_bracket;
 /// Rego source with the contents of strings and comments blanked (for tools that read Rego, such
 /// as the differential test's v0 to v1 conversion).
 #[doc(hidden)]

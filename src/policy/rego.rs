@@ -610,7 +610,7 @@ fn classify(t: &str) -> Term {
 }
 
 /// The offset of the bracket that closes the one at `open`.
-fn closing(b: &[u8], open: usize) -> Option<usize> {
+pub fn closing(b: &[u8], open: usize) -> Option<usize> {
     let mut depth = 0;
     for (i, &c) in b.iter().enumerate().skip(open) {
         match c {

@@ -365,7 +365,8 @@ pub fn to_v1(src: &str) -> String {
                 .all(|b| *b == b' ' || *b == b'\t');
             if at_line_start
                 && !matches!(&m[s..i], b"default" | b"import" | b"package")
-                && let Some(close) = closing(&m, i)
+                && let Some(close) =
+                    palisade::policy::closing_rego_bracket(&m, i).filter(|&c| m[c] == b']')
             {
                 let after = m[close + 1..]
                     .iter()
@@ -406,24 +407,6 @@ pub fn to_v1(src: &str) -> String {
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
-}
-
-/// The `]` closing the `[` at `open`.
-fn closing(m: &[u8], open: usize) -> Option<usize> {
-    let mut depth = 0usize;
-    for (i, &b) in m.iter().enumerate().skip(open) {
-        match b {
-            b'[' | b'{' | b'(' => depth += 1,
-            b']' | b'}' | b')' => {
-                depth -= 1;
-                if depth == 0 {
-                    return (b == b']').then_some(i);
-                }
-            }
-            _ => {}
-        }
-    }
-    None
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1139,20 +1122,17 @@ fn shrink(
 
 /// Palisade's two engines for a template, or why it does not load.
 fn palisade_engines(source: &TemplateSource) -> Result<Vec<(String, Evaluator)>, String> {
-    let vm = Template::compile(
-        source.clone(),
-        &EngineOptions {
-            vm: true,
-            ..EngineOptions::default()
-        },
-    )?;
-    let interpreter = Template::compile(
-        source.clone(),
-        &EngineOptions {
-            vm: false,
-            ..EngineOptions::default()
-        },
-    )?;
+    let compile = |vm| {
+        Template::compile(
+            source.clone(),
+            &EngineOptions {
+                vm,
+                ..EngineOptions::default()
+            },
+        )
+    };
+    let vm = compile(true)?;
+    let interpreter = compile(false)?;
     // A template Palisade moves off the VM (docs/regorus-divergences.md) is compared once.
     let mut engines = vec![("interpreter".to_owned(), Evaluator::Palisade(interpreter))];
     if vm.on_vm() {
