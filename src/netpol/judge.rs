@@ -1,0 +1,958 @@
+//! What a NetworkPolicy change adds to its namespace's reachability: the facts admission judges.
+//!
+//! The namespace after the change is its policies from the inventory with the reviewed one in
+//! place (added, replaced, or gone on DELETE). No pods are needed: the pods a policy selects are
+//! every label set its podSelector admits, split by which other policies select them too
+//! ([`super::space`]). Because policies only add to what an isolated pod may do, the worst pods
+//! are those selected by as many policies as can select one pod together; every measure below
+//! is taken over those, for the pods the reviewed policy selects, and only where one of the
+//! reviewed policy's rules takes part, so a change is judged by what it adds, and a policy that
+//! was admitted is not blamed for one that comes later.
+//!
+//! Measures, per direction:
+//! - the share of the public IPv4 and IPv6 internet that may reach the pods (ingress), counted
+//!   over every rule of every policy selecting them;
+//! - the most ports one peer (an address, or a pod in some namespace) is open on, per protocol,
+//!   as the union of every rule that matches that peer; a named port counts as one port;
+//! - whether every namespace a tenant can create is reached: a namespaceSelector that matches a
+//!   namespace with a fresh name, no labels but the ones the bundle requires of every namespace
+//!   (`Universe`), for each allowed value of those; pod labels are the tenant's to write, so any
+//!   podSelector that some pod can meet counts;
+//! - which of the constraint's metadata addresses, and private ranges, the reviewed policy's
+//!   egress reaches (every spelling: IPv4-mapped and NAT64 IPv6 blocks are IPv4);
+//! - on DELETE or UPDATE, pods the old policy isolated that nothing isolates any more.
+//!
+//! Not judged: an ipBlock that covers the cluster's own pod network (Palisade does not know it).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::ip::{Family, IpSet};
+use super::model::{
+    Direction, Labels, NAME_LABEL, Namespaces, Peer, Policy, PortEntry, PortMatch, Protocol, Rule,
+    selector_text,
+};
+use super::space::{self, BUDGET, Bits, Domain, FRESH, Space, TooComplex};
+use crate::matcher::{LabelSelector, Operator, Requirement};
+
+/// What every namespace carries, because the bundle requires it: label key to its allowed
+/// values (empty: any value).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Universe {
+    pub required: BTreeMap<String, Vec<String>>,
+}
+
+impl Universe {
+    /// Adds what a constraint requires of every namespace. Understood: `PalisadeNamespaceLabels`
+    /// (`labels[].key`, `allowedValues`) and the gatekeeper-library's `K8sRequiredLabels`
+    /// (`labels[].key`; its `allowedRegex` is read as any value).
+    pub fn require_from(&mut self, kind: &str, parameters: &Value) {
+        if kind != "PalisadeNamespaceLabels" && kind != "K8sRequiredLabels" {
+            return;
+        }
+        for l in parameters["labels"].as_array().into_iter().flatten() {
+            let Some(key) = l["key"].as_str() else {
+                continue;
+            };
+            let allowed: Vec<String> = if kind == "PalisadeNamespaceLabels" {
+                l["allowedValues"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            let entry = self.required.entry(key.to_owned()).or_default();
+            // Two constraints on one key: a namespace meets both.
+            if entry.is_empty() {
+                *entry = allowed;
+            } else if !allowed.is_empty() {
+                entry.retain(|v| allowed.contains(v));
+            }
+        }
+    }
+}
+
+/// The change under review.
+#[derive(Debug, Clone)]
+pub struct Change {
+    pub namespace: String,
+    /// The policy after the change (`None` on DELETE).
+    pub new: Option<Arc<Policy>>,
+    /// The policy before it (UPDATE and DELETE).
+    pub old: Option<Arc<Policy>>,
+}
+
+/// The parameter-free findings of one change, computed once per review.
+#[derive(Debug, Clone, Default)]
+pub struct Analysis {
+    error: Option<String>,
+    policy: String,
+    public: Vec<PublicFinding>,
+    ports: Vec<PortFinding>,
+    every_namespace: Vec<NamespaceFinding>,
+    unisolated: Vec<Unisolated>,
+    /// The reviewed policy's egress rules: what each reaches, and the reach of each ipBlock.
+    egress: Vec<EgressRule>,
+}
+
+/// A reviewed egress rule: where it is, what it reaches, and what each of its ipBlocks reaches.
+#[derive(Debug, Clone)]
+struct EgressRule {
+    place: String,
+    reach: IpSet,
+    blocks: Vec<(String, IpSet)>,
+}
+
+/// The peer open on the most ports: how many, whether every port, the rules open to it (by
+/// index) and the peer.
+type Worst = (u32, bool, Vec<usize>, String);
+
+#[derive(Debug, Clone, Serialize)]
+struct PublicFinding {
+    family: &'static str,
+    share: f64,
+    /// The share as a person reads it: `100%`, `75%`, `0.4%`.
+    percent: String,
+    pods: String,
+    /// Some rule has no `from`: every source.
+    every: bool,
+    rules: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct PortFinding {
+    direction: &'static str,
+    protocol: &'static str,
+    count: u32,
+    all: bool,
+    ports: String,
+    pods: String,
+    peer: String,
+    rules: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct NamespaceFinding {
+    direction: &'static str,
+    pods: String,
+    ports: String,
+    rules: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct Unisolated {
+    direction: &'static str,
+    pods: String,
+}
+
+fn complex(what: &str) -> String {
+    format!(
+        "the namespace's NetworkPolicies are too intricate to judge {what} within {BUDGET} steps (too many distinct label combinations): select pods and namespaces by fewer distinct labels"
+    )
+}
+
+impl Analysis {
+    /// Judges `change` against `others`: the namespace's other policies, as the inventory holds
+    /// them (an `Err` is one that could not be read: the change is then not judged, and the
+    /// error says which).
+    pub fn new(
+        change: &Change,
+        others: &[(String, Arc<Result<Policy, String>>)],
+        universe: &Universe,
+    ) -> Self {
+        let reviewed = change.new.as_ref().or(change.old.as_ref());
+        let mut out = Analysis {
+            policy: reviewed.map(|p| p.name.clone()).unwrap_or_default(),
+            ..Self::default()
+        };
+        let mut after: Vec<Arc<Policy>> = Vec::new();
+        for (name, p) in others {
+            if Some(name.as_str()) == reviewed.map(|r| r.name.as_str()) {
+                continue;
+            }
+            match p.as_ref() {
+                Ok(p) => after.push(Arc::new(p.clone())),
+                Err(e) => {
+                    out.error = Some(format!(
+                        "NetworkPolicy {}/{name} in the inventory cannot be read ({e}), so this namespace's reachability cannot be judged: fix or delete that policy",
+                        change.namespace
+                    ));
+                    return out;
+                }
+            }
+        }
+        if let Some(new) = &change.new {
+            after.push(new.clone());
+            if let Err(e) = out.judge_new(new, &after, universe) {
+                out.error = Some(complex(&format!("what {:?} adds ({e:?})", new.name)));
+                return out;
+            }
+        }
+        if let Some(old) = &change.old
+            && let Err(e) = out.judge_unisolation(old, &after)
+        {
+            out.error = Some(complex(&format!(
+                "what removing {:?} opens ({e:?})",
+                old.name
+            )));
+        }
+        out
+    }
+
+    fn judge_new(
+        &mut self,
+        new: &Arc<Policy>,
+        after: &[Arc<Policy>],
+        universe: &Universe,
+    ) -> Result<(), TooComplex> {
+        let mut budget = BUDGET;
+        let reviewed = after.len() - 1;
+        for rule in new.egress.iter().flatten() {
+            let blocks = rule
+                .peers
+                .iter()
+                .flatten()
+                .filter_map(|p| match p {
+                    Peer::Block {
+                        cidr,
+                        except,
+                        reach,
+                    } => Some((block_text(cidr, except), reach.clone())),
+                    Peer::Pods { .. } => None,
+                })
+                .chain(
+                    rule.peers
+                        .is_none()
+                        .then(|| ("every destination".to_owned(), IpSet::everything())),
+                )
+                .collect();
+            self.egress.push(EgressRule {
+                place: rule.place(),
+                reach: rule.reach(),
+                blocks,
+            });
+        }
+        let classes = maximal_classes(after, &new.pod_selector, reviewed, &mut budget)?;
+        for direction in Direction::BOTH {
+            if new.rules(direction).is_none_or(<[Rule]>::is_empty) {
+                continue;
+            }
+            for (class, _labels) in &classes {
+                let rules: Vec<(usize, &Rule)> = class
+                    .iter()
+                    .filter_map(|i| Some((i, after[i].rules(direction)?)))
+                    .flat_map(|(i, rs)| rs.iter().map(move |r| (i, r)))
+                    .collect();
+                let pods = class_text(after, class);
+                if direction == Direction::Ingress {
+                    self.public_ingress(after, reviewed, &rules, &pods);
+                }
+                self.ports(after, reviewed, direction, &rules, &pods, &mut budget)?;
+                self.namespaces(
+                    after,
+                    reviewed,
+                    direction,
+                    &rules,
+                    &pods,
+                    universe,
+                    &mut budget,
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    fn public_ingress(
+        &mut self,
+        after: &[Arc<Policy>],
+        reviewed: usize,
+        rules: &[(usize, &Rule)],
+        pods: &str,
+    ) {
+        let public = IpSet::public();
+        let adds = rules
+            .iter()
+            .any(|(i, r)| *i == reviewed && r.reach().intersects(&public));
+        if !adds {
+            return;
+        }
+        let reach = rules
+            .iter()
+            .fold(IpSet::empty(), |acc, (_, r)| acc.union(&r.reach()));
+        let (v4, v6) = reach.public_share();
+        let every = rules.iter().any(|(_, r)| r.peers.is_none());
+        let names: Vec<String> = rules
+            .iter()
+            .filter(|(_, r)| r.reach().intersects(&public))
+            .map(|(i, r)| rule_name(&after[*i], r))
+            .collect();
+        for (family, share) in [(Family::V4, v4), (Family::V6, v6)] {
+            if share == 0.0 {
+                continue;
+            }
+            match self.public.iter_mut().find(|f| f.family == family.name()) {
+                Some(f) if f.share >= share => {}
+                Some(f) => {
+                    *f = PublicFinding {
+                        family: family.name(),
+                        share,
+                        percent: percent(share),
+                        pods: pods.to_owned(),
+                        every,
+                        rules: names.clone(),
+                    }
+                }
+                None => self.public.push(PublicFinding {
+                    family: family.name(),
+                    share,
+                    percent: percent(share),
+                    pods: pods.to_owned(),
+                    every,
+                    rules: names.clone(),
+                }),
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn ports(
+        &mut self,
+        after: &[Arc<Policy>],
+        reviewed: usize,
+        direction: Direction,
+        rules: &[(usize, &Rule)],
+        pods: &str,
+        budget: &mut usize,
+    ) -> Result<(), TooComplex> {
+        for protocol in Protocol::ALL {
+            let best = worst_peer(after, reviewed, rules, protocol, budget)?;
+            let Some((count, all, members, peer)) = best else {
+                continue;
+            };
+            let finding = PortFinding {
+                direction: direction.field(),
+                protocol: protocol.name(),
+                count,
+                all,
+                ports: ports_text(rules, &members, protocol),
+                pods: pods.to_owned(),
+                peer,
+                rules: members
+                    .iter()
+                    .map(|&m| rule_name(&after[rules[m].0], rules[m].1))
+                    .collect(),
+            };
+            match self
+                .ports
+                .iter_mut()
+                .find(|f| f.direction == finding.direction && f.protocol == finding.protocol)
+            {
+                Some(f) if f.count >= finding.count => {}
+                Some(f) => *f = finding,
+                None => self.ports.push(finding),
+            }
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn namespaces(
+        &mut self,
+        after: &[Arc<Policy>],
+        reviewed: usize,
+        direction: Direction,
+        rules: &[(usize, &Rule)],
+        pods: &str,
+        universe: &Universe,
+        budget: &mut usize,
+    ) -> Result<(), TooComplex> {
+        if self
+            .every_namespace
+            .iter()
+            .any(|f| f.direction == direction.field())
+        {
+            return Ok(());
+        }
+        // Items: each rule's peers that can hold pods of other namespaces.
+        let mut items: Vec<Vec<Requirement>> = Vec::new();
+        let mut owner: Vec<usize> = Vec::new();
+        for (n, (_, rule)) in rules.iter().enumerate() {
+            match &rule.peers {
+                None => {
+                    items.push(Vec::new());
+                    owner.push(n);
+                }
+                Some(peers) => {
+                    for p in peers {
+                        if let Peer::Pods {
+                            namespaces: Namespaces::Selected(ns),
+                            pods,
+                        } = p
+                            && space::satisfiable(&pods.requirements)
+                        {
+                            items.push(ns.requirements.clone());
+                            owner.push(n);
+                        }
+                    }
+                }
+            }
+        }
+        if items.is_empty() {
+            return Ok(());
+        }
+        // The namespaces a tenant can make: a fresh name, each required label with an allowed
+        // value, and no other label.
+        let mut domain: BTreeMap<String, Domain> = BTreeMap::new();
+        for item in &items {
+            for r in item {
+                domain
+                    .entry(r.key.clone())
+                    .or_insert(Domain::Only(vec![None]));
+            }
+        }
+        for (key, allowed) in &universe.required {
+            let values: Vec<Option<String>> = if allowed.is_empty() {
+                let mut named: Vec<Option<String>> = items
+                    .iter()
+                    .flatten()
+                    .filter(|r| &r.key == key)
+                    .flat_map(|r| r.values.iter().cloned().map(Some))
+                    .collect();
+                named.push(Some(FRESH.to_owned()));
+                named
+            } else {
+                allowed.iter().cloned().map(Some).collect()
+            };
+            domain.insert(key.clone(), Domain::Only(values));
+        }
+        domain.insert(
+            NAME_LABEL.to_owned(),
+            Domain::Only(vec![Some(FRESH.to_owned())]),
+        );
+        let space = Space::new(&items, &[], &domain);
+        let mut every = true;
+        let mut open = vec![false; items.len()];
+        space.walk(budget, &mut |alive, labels| {
+            if labels.is_some() {
+                let mut any = false;
+                for i in alive.iter() {
+                    open[i] = true;
+                    any = true;
+                }
+                every &= any;
+            }
+            true
+        })?;
+        let adds = open
+            .iter()
+            .zip(&owner)
+            .any(|(o, &n)| *o && rules[n].0 == reviewed);
+        if !every || !adds {
+            return Ok(());
+        }
+        let mut members: Vec<usize> = open
+            .iter()
+            .zip(&owner)
+            .filter(|(o, _)| **o)
+            .map(|(_, n)| *n)
+            .collect();
+        members.dedup();
+        self.every_namespace.push(NamespaceFinding {
+            direction: direction.field(),
+            pods: pods.to_owned(),
+            ports: members
+                .iter()
+                .map(|&m| rule_ports_text(rules[m].1))
+                .collect::<Vec<_>>()
+                .join("; "),
+            rules: members
+                .iter()
+                .map(|&m| rule_name(&after[rules[m].0], rules[m].1))
+                .collect(),
+        });
+        Ok(())
+    }
+
+    /// Pods the old policy isolated in a direction that no policy isolates after the change.
+    fn judge_unisolation(&mut self, old: &Policy, after: &[Arc<Policy>]) -> Result<(), TooComplex> {
+        let mut budget = BUDGET;
+        for direction in Direction::BOTH {
+            if !old.isolates(direction) {
+                continue;
+            }
+            let items: Vec<Vec<Requirement>> = after
+                .iter()
+                .filter(|p| p.isolates(direction))
+                .map(|p| p.pod_selector.requirements.clone())
+                .collect();
+            let space = Space::new(&items, &old.pod_selector.requirements, &BTreeMap::new());
+            let mut open: Option<Labels> = None;
+            space.walk(&mut budget, &mut |alive, labels| {
+                if open.is_some() {
+                    return false;
+                }
+                if let Some(labels) = labels
+                    && alive.iter().next().is_none()
+                {
+                    open = Some(labels.clone());
+                }
+                true
+            })?;
+            if let Some(labels) = open {
+                self.unisolated.push(Unisolated {
+                    direction: direction.field(),
+                    pods: labels_text(&labels, "every pod"),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The facts a template reads as `input.palisade.reachability`, with the constraint's
+    /// `metadataAddresses` and `privateRanges` looked up in the reviewed policy's egress.
+    pub fn facts(&self, parameters: &Value) -> Value {
+        let mut error = self.error.clone();
+        let mut ranges = |field: &str| -> Vec<(String, IpSet)> {
+            parameters[field]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|v| {
+                    let text = v.as_str().unwrap_or_default();
+                    match super::ip::Cidr::parse(text) {
+                        Ok(c) => Some((text.to_owned(), IpSet::of(c))),
+                        Err(e) => {
+                            error.get_or_insert(format!("parameters.{field}: {e}"));
+                            None
+                        }
+                    }
+                })
+                .collect()
+        };
+        let metadata = ranges("metadataAddresses");
+        let private = ranges("privateRanges");
+        let public = IpSet::public();
+        let mut metadata_found = Vec::new();
+        let mut private_found = Vec::new();
+        for EgressRule {
+            place: rule,
+            reach,
+            blocks,
+        } in &self.egress
+        {
+            for (address, set) in &metadata {
+                if reach.intersects(set) {
+                    metadata_found.push(serde_json::json!({"rule": rule, "address": address}));
+                }
+            }
+            for (block, reach) in blocks {
+                if !reach.intersects(&public) {
+                    continue;
+                }
+                for (range, set) in &private {
+                    if reach.intersects(set) {
+                        private_found.push(
+                            serde_json::json!({"rule": rule, "block": block, "range": range}),
+                        );
+                    }
+                }
+            }
+        }
+        serde_json::json!({
+            "error": error,
+            "policy": self.policy,
+            "publicIngress": self.public,
+            "ports": self.ports,
+            "everyNamespace": self.every_namespace,
+            "metadata": metadata_found,
+            "privateRanges": private_found,
+            "unisolated": self.unisolated,
+        })
+    }
+}
+
+/// The sets of policies that select one pod together, among those selecting a pod `selector`
+/// selects, keeping only the largest (no other contains them). `reviewed` is always in.
+fn maximal_classes(
+    after: &[Arc<Policy>],
+    selector: &LabelSelector,
+    reviewed: usize,
+    budget: &mut usize,
+) -> Result<Vec<(Bits, Labels)>, TooComplex> {
+    let items: Vec<Vec<Requirement>> = after
+        .iter()
+        .map(|p| p.pod_selector.requirements.clone())
+        .collect();
+    let space = Space::new(&items, &selector.requirements, &BTreeMap::new());
+    let all = space.combinations(budget)?;
+    let mut keep: Vec<(Bits, Labels)> = Vec::new();
+    for (bits, labels) in &all {
+        if !bits.has(reviewed) {
+            continue;
+        }
+        if all
+            .iter()
+            .any(|(other, _)| other != bits && bits.is_subset(other))
+        {
+            continue;
+        }
+        keep.push((bits.clone(), labels.clone()));
+    }
+    Ok(keep)
+}
+
+/// For one protocol, the peer open on the most ports among peers some reviewed rule matches:
+/// (count, every port, the rules open to it, the peer).
+fn worst_peer(
+    after: &[Arc<Policy>],
+    reviewed: usize,
+    rules: &[(usize, &Rule)],
+    protocol: Protocol,
+    budget: &mut usize,
+) -> Result<Option<Worst>, TooComplex> {
+    let ports: Vec<PortSet> = rules
+        .iter()
+        .map(|(_, r)| PortSet::of(r.ports.as_deref(), protocol))
+        .collect();
+    let is_reviewed: Vec<bool> = rules.iter().map(|(i, _)| *i == reviewed).collect();
+    if !is_reviewed
+        .iter()
+        .zip(&ports)
+        .any(|(r, p)| *r && !p.is_empty())
+    {
+        return Ok(None);
+    }
+    let mut best: Option<Worst> = None;
+    let consider = |members: Vec<usize>, peer: String, best: &mut Option<Worst>| {
+        if !members
+            .iter()
+            .any(|&m| is_reviewed[m] && !ports[m].is_empty())
+        {
+            return;
+        }
+        let union = members
+            .iter()
+            .fold(PortSet::default(), |acc, &m| acc.union(&ports[m]));
+        let count = union.count();
+        if best.as_ref().is_none_or(|b| count > b.0) {
+            let members = members
+                .into_iter()
+                .filter(|&m| !ports[m].is_empty())
+                .collect();
+            *best = Some((count, union.all(), members, peer));
+        }
+    };
+    // Addresses: split at every boundary of every block.
+    let reaches: Vec<IpSet> = rules.iter().map(|(_, r)| r.reach()).collect();
+    let mut cuts = Vec::new();
+    for reach in &reaches {
+        reach.cuts(&mut cuts);
+    }
+    for family in [Family::V4, Family::V6] {
+        cuts.push((family, 0));
+    }
+    cuts.sort_unstable();
+    cuts.dedup();
+    for (n, &(family, first)) in cuts.iter().enumerate() {
+        let last = match cuts.get(n + 1) {
+            Some(&(f, next)) if f == family => next - 1,
+            _ => IpSet::max_of(family),
+        };
+        let piece = IpSet::range(family, first, last);
+        let members: Vec<usize> = reaches
+            .iter()
+            .enumerate()
+            .filter(|(_, reach)| reach.contains(&piece))
+            .map(|(m, _)| m)
+            .collect();
+        if !members.is_empty() {
+            let cidrs = piece.cidrs();
+            let peer = if cidrs.len() > 2 {
+                format!(
+                    "{}, {} and {} more ranges",
+                    cidrs[0],
+                    cidrs[1],
+                    cidrs.len() - 2
+                )
+            } else {
+                cidrs.join(", ")
+            };
+            consider(members, peer, &mut best);
+        }
+    }
+    // Pods: namespace labels (`ns:`) and pod labels (`pod:`) in one space.
+    let mut items: Vec<Vec<Requirement>> = Vec::new();
+    let mut owner: Vec<usize> = Vec::new();
+    for (m, (i, r)) in rules.iter().enumerate() {
+        match &r.peers {
+            None => {
+                items.push(Vec::new());
+                owner.push(m);
+            }
+            Some(peers) => {
+                for p in peers {
+                    if let Peer::Pods { namespaces, pods } = p {
+                        let mut reqs = space::prefixed("pod:", &pods.requirements);
+                        match namespaces {
+                            Namespaces::Own => reqs.push(Requirement {
+                                key: format!("ns:{NAME_LABEL}"),
+                                operator: Operator::In,
+                                values: vec![after[*i].namespace.clone()],
+                            }),
+                            Namespaces::Selected(s) => {
+                                reqs.extend(space::prefixed("ns:", &s.requirements))
+                            }
+                        }
+                        items.push(reqs);
+                        owner.push(m);
+                    }
+                }
+            }
+        }
+    }
+    if !items.is_empty() {
+        let space = Space::new(&items, &[], &BTreeMap::new());
+        let members_of = |alive: &Bits| -> Vec<usize> {
+            let mut members: Vec<usize> = alive.iter().map(|i| owner[i]).collect();
+            members.dedup();
+            members.sort_unstable();
+            members.dedup();
+            members
+        };
+        let mut found: Option<Worst> = best.clone();
+        space.walk(budget, &mut |alive, labels| {
+            let members = members_of(alive);
+            if !members
+                .iter()
+                .any(|&m| is_reviewed[m] && !ports[m].is_empty())
+            {
+                return false;
+            }
+            match labels {
+                None => {
+                    // The most these pods could be open on, whatever the remaining labels.
+                    let bound = members
+                        .iter()
+                        .fold(PortSet::default(), |acc, &m| acc.union(&ports[m]))
+                        .count();
+                    found.as_ref().is_none_or(|b| bound > b.0)
+                }
+                Some(labels) => {
+                    consider(members, peer_text(labels), &mut found);
+                    true
+                }
+            }
+        })?;
+        best = found;
+    }
+    Ok(best)
+}
+
+/// The ports of one protocol a rule opens: ranges and named ports.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct PortSet {
+    ranges: Vec<(u16, u16)>,
+    named: Vec<String>,
+}
+
+impl PortSet {
+    fn of(entries: Option<&[PortEntry]>, protocol: Protocol) -> Self {
+        let mut set = PortSet::default();
+        match entries {
+            None => set.ranges.push((1, 65535)),
+            Some(entries) => {
+                for e in entries.iter().filter(|e| e.protocol == protocol) {
+                    match &e.port {
+                        PortMatch::All => set.ranges.push((1, 65535)),
+                        PortMatch::Range(a, b) => set.ranges.push((*a, *b)),
+                        PortMatch::Named(n) => set.named.push(n.clone()),
+                    }
+                }
+            }
+        }
+        set.normalise();
+        set
+    }
+
+    fn normalise(&mut self) {
+        self.ranges.sort_unstable();
+        let mut out: Vec<(u16, u16)> = Vec::new();
+        for &(a, b) in &self.ranges {
+            match out.last_mut() {
+                Some(last) if u32::from(a) <= u32::from(last.1) + 1 => last.1 = last.1.max(b),
+                _ => out.push((a, b)),
+            }
+        }
+        self.ranges = out;
+        self.named.sort();
+        self.named.dedup();
+    }
+
+    fn union(&self, other: &Self) -> Self {
+        let mut set = PortSet {
+            ranges: self.ranges.iter().chain(&other.ranges).copied().collect(),
+            named: self.named.iter().chain(&other.named).cloned().collect(),
+        };
+        set.normalise();
+        set
+    }
+
+    fn is_empty(&self) -> bool {
+        self.ranges.is_empty() && self.named.is_empty()
+    }
+
+    fn all(&self) -> bool {
+        self.ranges == [(1, 65535)]
+    }
+
+    /// Ports open: each range's width, plus one per named port, at most 65535.
+    fn count(&self) -> u32 {
+        let numbers: u32 = self
+            .ranges
+            .iter()
+            .map(|(a, b)| u32::from(*b) - u32::from(*a) + 1)
+            .sum();
+        (numbers + self.named.len() as u32).min(65535)
+    }
+
+    fn text(&self, protocol: Protocol) -> String {
+        let p = protocol.name();
+        let mut parts: Vec<String> = self
+            .ranges
+            .iter()
+            .map(|(a, b)| {
+                if a == b {
+                    format!("{p} {a}")
+                } else {
+                    format!("{p} {a}-{b}")
+                }
+            })
+            .collect();
+        parts.extend(self.named.iter().map(|n| format!("{p} {n}")));
+        parts.join(", ")
+    }
+}
+
+fn ports_text(rules: &[(usize, &Rule)], members: &[usize], protocol: Protocol) -> String {
+    let union = members.iter().fold(PortSet::default(), |acc, &m| {
+        acc.union(&PortSet::of(rules[m].1.ports.as_deref(), protocol))
+    });
+    if union.all() {
+        format!("every {} port", protocol.name())
+    } else {
+        union.text(protocol)
+    }
+}
+
+fn rule_ports_text(rule: &Rule) -> String {
+    match &rule.ports {
+        None => "every port".to_owned(),
+        Some(p) => p
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+    }
+}
+
+fn rule_name(policy: &Policy, rule: &Rule) -> String {
+    format!("{:?} {}", policy.name, rule.place())
+}
+
+fn block_text(cidr: &str, except: &[String]) -> String {
+    if except.is_empty() {
+        cidr.to_owned()
+    } else {
+        format!("{cidr} except {}", except.join(", "))
+    }
+}
+
+fn percent(share: f64) -> String {
+    let p = share * 100.0;
+    if share >= 1.0 {
+        "100%".to_owned()
+    } else if p >= 99.95 {
+        "99.9%".to_owned()
+    } else if p >= 1.0 {
+        format!("{p:.0}%")
+    } else {
+        format!("{p:.2}%")
+    }
+}
+
+/// The pods of a class: the labels its policies require together, e.g. `pods app=web`.
+fn class_text(after: &[Arc<Policy>], class: &Bits) -> String {
+    let mut reqs = Vec::new();
+    for i in class.iter() {
+        reqs.extend(after[i].pod_selector.requirements.iter().cloned());
+    }
+    let text = selector_text(&LabelSelector { requirements: reqs }, "");
+    if text.is_empty() {
+        "every pod".to_owned()
+    } else {
+        format!("pods {text}")
+    }
+}
+
+fn labels_text(labels: &Labels, empty: &str) -> String {
+    let parts: Vec<String> = labels
+        .iter()
+        .filter(|&(_, v)| v != FRESH)
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    if parts.is_empty() {
+        empty.to_owned()
+    } else {
+        format!("pods {}", parts.join(","))
+    }
+}
+
+/// A pod peer from a label set of the `ns:`/`pod:` space.
+fn peer_text(labels: &Labels) -> String {
+    let part = |prefix: &str| -> Vec<String> {
+        labels
+            .iter()
+            .filter_map(|(k, v)| {
+                let k = k.strip_prefix(prefix)?;
+                Some(if v == FRESH {
+                    format!("{k}=<any other value>")
+                } else {
+                    format!("{k}={v}")
+                })
+            })
+            .collect()
+    };
+    let pods = part("pod:");
+    let ns = part("ns:");
+    let pods = if pods.is_empty() {
+        "any pod".to_owned()
+    } else {
+        format!("pods {}", pods.join(","))
+    };
+    let name = labels.get(&format!("ns:{NAME_LABEL}"));
+    let place = match name {
+        Some(n) if n != FRESH => format!("in namespace {n}"),
+        _ => {
+            let others: Vec<&String> = ns.iter().filter(|l| !l.starts_with(NAME_LABEL)).collect();
+            if others.is_empty() {
+                "in any namespace".to_owned()
+            } else {
+                format!(
+                    "in namespaces labelled {}",
+                    others
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                )
+            }
+        }
+    };
+    format!("{pods} {place}")
+}

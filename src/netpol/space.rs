@@ -1,0 +1,315 @@
+//! Label spaces: what combinations of label selectors one object can meet at once.
+//!
+//! A selector only tells apart the values it names, so every label set behaves like one built
+//! from, per key, "absent", one of the values some selector names, or one value none names (a
+//! fresh one). Walking those choices key by key visits every distinct way objects can be
+//! selected, without knowing any object. The walk is memoised on what is still possible and
+//! bounded by a budget: past it the caller gets [`TooComplex`] and fails closed.
+
+use std::collections::{BTreeMap, HashSet};
+
+use super::model::{Labels, requirement_holds};
+use crate::matcher::Requirement;
+
+/// A value no selector names (label values cannot hold control characters).
+pub(crate) const FRESH: &str = "\u{1}other";
+
+/// How many states one walk may visit.
+pub const BUDGET: usize = 200_000;
+
+/// The walk would visit more than [`BUDGET`] states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TooComplex;
+
+/// A set of item indexes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct Bits(Vec<u64>);
+
+impl Bits {
+    pub(crate) fn full(n: usize) -> Self {
+        let mut words = vec![u64::MAX; n.div_ceil(64)];
+        if !n.is_multiple_of(64)
+            && let Some(last) = words.last_mut()
+        {
+            *last = (1u64 << (n % 64)) - 1;
+        }
+        Bits(words)
+    }
+
+    pub(crate) fn has(&self, i: usize) -> bool {
+        self.0.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0)
+    }
+
+    fn clear(&mut self, i: usize) {
+        if let Some(w) = self.0.get_mut(i / 64) {
+            *w &= !(1 << (i % 64));
+        }
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = usize> + '_ {
+        self.0.iter().enumerate().flat_map(|(w, bits)| {
+            (0..64)
+                .filter(move |b| bits & (1 << b) != 0)
+                .map(move |b| w * 64 + b)
+        })
+    }
+
+    pub(crate) fn is_subset(&self, other: &Bits) -> bool {
+        self.0.iter().zip(&other.0).all(|(a, b)| a & !b == 0)
+    }
+}
+
+/// Items (conjunctions of requirements) over one label space.
+pub(crate) struct Space {
+    keys: Vec<String>,
+    /// Per key, the values an object may have there (`None`: the label is absent).
+    options: Vec<Vec<Option<String>>>,
+    /// Per key, the items' requirements on it.
+    by_key: Vec<Vec<(usize, Requirement)>>,
+    items: usize,
+}
+
+/// What a key may hold, when not absent, any named value or a fresh one.
+pub(crate) enum Domain {
+    /// Exactly these (e.g. the allowed values of a label every namespace must carry).
+    Only(Vec<Option<String>>),
+}
+
+impl Space {
+    /// `items[i]` holds when all its requirements hold; `must` must hold for every object
+    /// considered; `domain` restricts keys (others are [`Domain::Any`]).
+    pub(crate) fn new(
+        items: &[Vec<Requirement>],
+        must: &[Requirement],
+        domain: &BTreeMap<String, Domain>,
+    ) -> Self {
+        let mut named: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        let mut uses: BTreeMap<&str, usize> = BTreeMap::new();
+        for r in items.iter().flatten().chain(must) {
+            let values = named.entry(&r.key).or_default();
+            values.extend(r.values.iter().map(String::as_str));
+            *uses.entry(&r.key).or_default() += 1;
+        }
+        for k in domain.keys() {
+            named.entry(k).or_default();
+        }
+        // Keys most items depend on first: the walk splits where it matters.
+        let mut keys: Vec<&str> = named.keys().copied().collect();
+        keys.sort_by_key(|k| std::cmp::Reverse(uses.get(k).copied().unwrap_or(0)));
+        let index: BTreeMap<&str, usize> = keys.iter().enumerate().map(|(i, k)| (*k, i)).collect();
+        let options = keys
+            .iter()
+            .map(|k| {
+                let mut opts: Vec<Option<String>> = match domain.get(*k) {
+                    Some(Domain::Only(v)) => v.clone(),
+                    None => {
+                        let mut values: Vec<&str> = named[k].clone();
+                        values.sort_unstable();
+                        values.dedup();
+                        std::iter::once(None)
+                            .chain(values.into_iter().map(|v| Some(v.to_owned())))
+                            .chain(std::iter::once(Some(FRESH.to_owned())))
+                            .collect()
+                    }
+                };
+                opts.retain(|o| {
+                    must.iter()
+                        .filter(|r| r.key == *k)
+                        .all(|r| requirement_holds(r, o.as_deref()))
+                });
+                opts
+            })
+            .collect();
+        let mut by_key = vec![Vec::new(); keys.len()];
+        for (i, item) in items.iter().enumerate() {
+            for r in item {
+                if let Some(&k) = index.get(r.key.as_str()) {
+                    by_key[k].push((i, r.clone()));
+                }
+            }
+        }
+        Self {
+            keys: keys.into_iter().map(str::to_owned).collect(),
+            options,
+            by_key,
+            items: items.len(),
+        }
+    }
+
+    /// Walks every distinct state: `visit(alive, labels)` is called at each node, with
+    /// `labels` only at the leaves (one full label set, with the fresh value as [`FRESH`]);
+    /// returning false at an inner node skips what lies under it.
+    pub(crate) fn walk(
+        &self,
+        budget: &mut usize,
+        visit: &mut dyn FnMut(&Bits, Option<&Labels>) -> bool,
+    ) -> Result<(), TooComplex> {
+        if self.options.iter().any(Vec::is_empty) {
+            return Ok(()); // `must` cannot be met: no object
+        }
+        let mut seen: HashSet<(usize, Bits)> = HashSet::new();
+        let mut choice: Vec<usize> = vec![0; self.keys.len()];
+        self.step(
+            0,
+            Bits::full(self.items),
+            &mut choice,
+            &mut seen,
+            budget,
+            visit,
+        )
+    }
+
+    fn step(
+        &self,
+        depth: usize,
+        alive: Bits,
+        choice: &mut Vec<usize>,
+        seen: &mut HashSet<(usize, Bits)>,
+        budget: &mut usize,
+        visit: &mut dyn FnMut(&Bits, Option<&Labels>) -> bool,
+    ) -> Result<(), TooComplex> {
+        if *budget == 0 {
+            return Err(TooComplex);
+        }
+        *budget -= 1;
+        if depth == self.keys.len() {
+            let labels: Labels = self
+                .keys
+                .iter()
+                .zip(choice.iter())
+                .zip(&self.options)
+                .filter_map(|((k, &c), opts)| Some((k.clone(), opts[c].clone()?)))
+                .collect();
+            visit(&alive, Some(&labels));
+            return Ok(());
+        }
+        if !visit(&alive, None) {
+            return Ok(());
+        }
+        for (c, value) in self.options[depth].iter().enumerate() {
+            let mut next = alive.clone();
+            for (item, r) in &self.by_key[depth] {
+                if next.has(*item) && !requirement_holds(r, value.as_deref()) {
+                    next.clear(*item);
+                }
+            }
+            // Past this key, only what is alive matters: a state seen before adds nothing.
+            if !seen.insert((depth + 1, next.clone())) {
+                continue;
+            }
+            choice[depth] = c;
+            self.step(depth + 1, next, choice, seen, budget, visit)?;
+        }
+        Ok(())
+    }
+
+    /// The distinct sets of items that some object meets, each with one such object's labels.
+    pub(crate) fn combinations(
+        &self,
+        budget: &mut usize,
+    ) -> Result<Vec<(Bits, Labels)>, TooComplex> {
+        let mut out: BTreeMap<Bits, Labels> = BTreeMap::new();
+        self.walk(budget, &mut |alive, labels| {
+            if let Some(labels) = labels {
+                out.entry(alive.clone()).or_insert_with(|| labels.clone());
+            }
+            true
+        })?;
+        Ok(out.into_iter().collect())
+    }
+}
+
+/// Whether some label set meets every requirement of `reqs`.
+pub(crate) fn satisfiable(reqs: &[Requirement]) -> bool {
+    let space = Space::new(&[], reqs, &BTreeMap::new());
+    !space.options.iter().any(Vec::is_empty)
+}
+
+/// `reqs` with every key prefixed (to put namespace and pod labels in one space).
+pub(crate) fn prefixed(prefix: &str, reqs: &[Requirement]) -> Vec<Requirement> {
+    reqs.iter()
+        .map(|r| Requirement {
+            key: format!("{prefix}{}", r.key),
+            ..r.clone()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::matcher::Operator;
+
+    fn req(key: &str, op: Operator, values: &[&str]) -> Requirement {
+        Requirement {
+            key: key.into(),
+            operator: op,
+            values: values.iter().map(|v| (*v).to_owned()).collect(),
+        }
+    }
+
+    #[test]
+    fn combinations_are_the_ways_objects_can_be_selected() {
+        use Operator::*;
+        let items = vec![
+            vec![],                         // every object
+            vec![req("app", In, &["a"])],   // app=a
+            vec![req("app", In, &["b"])],   // app=b
+            vec![req("tier", Exists, &[])], // tier
+        ];
+        let space = Space::new(&items, &[], &BTreeMap::new());
+        let combos = space.combinations(&mut BUDGET.clone()).unwrap();
+        let sets: Vec<Vec<usize>> = combos.iter().map(|(b, _)| b.iter().collect()).collect();
+        // app: absent/a/b/other x tier: absent/present, and app=a,b never together.
+        assert_eq!(sets.len(), 6, "{sets:?}");
+        assert!(!sets.iter().any(|s| s.contains(&1) && s.contains(&2)));
+        for (bits, labels) in &combos {
+            for (i, item) in items.iter().enumerate() {
+                let holds = item
+                    .iter()
+                    .all(|r| requirement_holds(r, labels.get(&r.key).map(String::as_str)));
+                assert_eq!(holds, bits.has(i), "{labels:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn must_restricts_the_objects() {
+        use Operator::*;
+        let items = vec![
+            vec![req("app", In, &["a"])],
+            vec![req("app", NotIn, &["a"])],
+        ];
+        let space = Space::new(&items, &[req("app", In, &["a"])], &BTreeMap::new());
+        let combos = space.combinations(&mut BUDGET.clone()).unwrap();
+        assert_eq!(combos.len(), 1);
+        assert_eq!(combos[0].0.iter().collect::<Vec<_>>(), [0]);
+    }
+
+    #[test]
+    fn unsatisfiable_selectors_are_recognised() {
+        use Operator::*;
+        assert!(!satisfiable(&[
+            req("a", In, &["x"]),
+            req("a", DoesNotExist, &[])
+        ]));
+        assert!(!satisfiable(&[
+            req("a", In, &["x"]),
+            req("a", NotIn, &["x"])
+        ]));
+        assert!(satisfiable(&[
+            req("a", NotIn, &["x"]),
+            req("a", Exists, &[])
+        ]));
+    }
+
+    #[test]
+    fn a_walk_past_the_budget_says_so() {
+        use Operator::*;
+        let items: Vec<Vec<Requirement>> = (0..40)
+            .map(|i| vec![req(&format!("k{i}"), Exists, &[])])
+            .collect();
+        let space = Space::new(&items, &[], &BTreeMap::new());
+        assert_eq!(space.combinations(&mut 1000), Err(TooComplex));
+    }
+}
