@@ -7,11 +7,12 @@
 //! changes, sharing every untouched subtree with the previous one, so a change costs the same
 //! whatever the number of templates, and touches only the maps on the changed object's path.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use serde_json::Value;
 
+use crate::netpol;
 use crate::object::{ObjectRef, to_regorus};
 
 /// The annotation `kubectl apply` writes: a second copy of the object, which no policy needs.
@@ -31,8 +32,14 @@ pub struct Inventory {
     data: regorus::Value,
     /// Namespaces by name, for namespaceSelectors.
     namespaces: Arc<HashMap<String, Arc<Value>>>,
+    /// NetworkPolicies read into the model, by namespace and name: read once when they arrive,
+    /// so a review of a NetworkPolicy judges its namespace without reading them again.
+    network_policies: Arc<HashMap<String, Arc<NetworkPolicies>>>,
     len: usize,
 }
+
+/// One namespace's NetworkPolicies, by name; an `Err` is one the model could not read.
+pub type NetworkPolicies = BTreeMap<String, Arc<Result<netpol::Policy, String>>>;
 
 impl std::fmt::Debug for Inventory {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -57,6 +64,7 @@ impl Default for Inventory {
         Self {
             data,
             namespaces: Arc::default(),
+            network_policies: Arc::default(),
             len: 0,
         }
     }
@@ -97,6 +105,12 @@ impl Inventory {
             }
         }
         let value = to_regorus(&object);
+        if is_network_policy(&id) {
+            let policy = netpol::Policy::parse(&object, &id.namespace);
+            let by_ns = Arc::make_mut(&mut self.network_policies);
+            let policies = by_ns.entry(id.namespace.clone()).or_default();
+            Arc::make_mut(policies).insert(id.name.clone(), Arc::new(policy));
+        }
         if id.is_namespace() {
             Arc::make_mut(&mut self.namespaces).insert(id.name.clone(), Arc::new(object));
         }
@@ -114,6 +128,15 @@ impl Inventory {
         }
         if id.is_namespace() {
             Arc::make_mut(&mut self.namespaces).remove(&id.name);
+        }
+        if is_network_policy(id) {
+            let by_ns = Arc::make_mut(&mut self.network_policies);
+            if let Some(policies) = by_ns.get_mut(&id.namespace) {
+                Arc::make_mut(policies).remove(&id.name);
+                if policies.is_empty() {
+                    by_ns.remove(&id.namespace);
+                }
+            }
         }
         if let Some(by_name) = self.by_name_mut(id, false)
             && by_name.remove(&id.name.as_str().into()).is_some()
@@ -226,6 +249,11 @@ impl Inventory {
         out
     }
 
+    /// The NetworkPolicies of `namespace`, read into the model.
+    pub fn network_policies(&self, namespace: &str) -> Option<&Arc<NetworkPolicies>> {
+        self.network_policies.get(namespace)
+    }
+
     /// `{"inventory": …}`, the data document of every evaluation.
     pub fn data(&self) -> &regorus::Value {
         &self.data
@@ -238,6 +266,10 @@ impl Inventory {
     pub fn len(&self) -> usize {
         self.len
     }
+}
+
+fn is_network_policy(id: &ObjectRef) -> bool {
+    id.group == "networking.k8s.io" && id.kind == "NetworkPolicy" && !id.namespace.is_empty()
 }
 
 #[cfg(test)]

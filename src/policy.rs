@@ -197,6 +197,8 @@ pub struct Policies {
     /// Constraint indexes by object kind, and those that apply to any kind.
     by_kind: HashMap<String, Vec<usize>>,
     any_kind: Vec<usize>,
+    /// What the bundle requires of every namespace, for the NetworkPolicy model.
+    universe: Arc<crate::netpol::Universe>,
 }
 
 impl fmt::Debug for Policies {
@@ -218,7 +220,9 @@ impl Policies {
         constraints.sort_by(|a, b| (&a.kind, &a.name).cmp(&(&b.kind, &b.name)));
         let mut by_kind: HashMap<String, Vec<usize>> = HashMap::new();
         let mut any_kind = Vec::new();
+        let mut universe = crate::netpol::Universe::default();
         for (i, c) in constraints.iter().enumerate() {
+            universe.require_from(&c.kind, &c.parameters);
             match c.matcher.indexed_kinds() {
                 Some(kinds) => {
                     for k in kinds {
@@ -236,7 +240,13 @@ impl Policies {
             constraints,
             by_kind,
             any_kind,
+            universe: Arc::new(universe),
         }
+    }
+
+    /// What the bundle requires of every namespace (its namespace-label constraints).
+    pub fn universe(&self) -> &crate::netpol::Universe {
+        &self.universe
     }
 
     pub fn constraints(&self) -> &[Constraint] {
@@ -284,6 +294,7 @@ impl Policies {
         candidates.sort_unstable();
 
         let mut input_review: Option<regorus::Value> = None;
+        let mut reachability: Option<crate::netpol::Analysis> = None;
         let mut violations = Vec::new();
         for c in candidates
             .into_iter()
@@ -320,7 +331,13 @@ impl Policies {
             let review_value = input_review
                 .get_or_insert_with(|| review_value(review, namespace))
                 .clone();
-            let input = input(review_value, &c.parameters_value);
+            let mut input = input(review_value, &c.parameters_value);
+            if template.uses_reachability() && crate::netpol::judge::is_network_policy(review) {
+                let analysis = reachability.get_or_insert_with(|| {
+                    crate::netpol::judge::analyse(review, inventory, &self.universe)
+                });
+                add_reachability(&mut input, analysis.facts(&c.parameters));
+            }
             match template.evaluate(input, inventory, limit) {
                 Ok(result) => match found(result) {
                     Ok(found) => {
@@ -378,6 +395,18 @@ fn input(review: regorus::Value, parameters: &regorus::Value) -> regorus::Value 
     input.insert(regorus::Value::from("review"), review);
     input.insert(regorus::Value::from("parameters"), parameters.clone());
     regorus::Value::from(input)
+}
+
+/// Adds the NetworkPolicy model's facts to `input` as `input.palisade.reachability`.
+fn add_reachability(input: &mut regorus::Value, facts: Value) {
+    let mut palisade = std::collections::BTreeMap::new();
+    palisade.insert(regorus::Value::from("reachability"), to_regorus(&facts));
+    if let Ok(map) = input.as_object_mut() {
+        map.insert(
+            regorus::Value::from("palisade"),
+            regorus::Value::from(palisade),
+        );
+    }
 }
 
 /// The violations of a template's result: entries with a `msg`, as Gatekeeper keeps them.

@@ -36,6 +36,8 @@ use super::model::{
     selector_text,
 };
 use super::space::{self, BUDGET, Bits, Domain, FRESH, Space, TooComplex};
+use crate::admission::{Operation, Review};
+use crate::inventory::Inventory;
 use crate::matcher::{LabelSelector, Operator, Requirement};
 
 /// What every namespace carries, because the bundle requires it: label key to its allowed
@@ -76,6 +78,58 @@ impl Universe {
             }
         }
     }
+}
+
+/// Whether `review` is of a NetworkPolicy (networking.k8s.io).
+pub fn is_network_policy(review: &Review) -> bool {
+    let id = review.object_ref();
+    id.group == "networking.k8s.io" && id.kind == "NetworkPolicy"
+}
+
+/// Judges the NetworkPolicy change under review against its namespace in `inventory`.
+/// A review without an operation (the CLI, the audit) is judged as a CREATE.
+pub fn analyse(review: &Review, inventory: &Inventory, universe: &Universe) -> Analysis {
+    let namespace = review.object_ref().namespace.clone();
+    let read = |v: &Value| Policy::parse(v, &namespace).map(Arc::new);
+    let change = match review.operation() {
+        Some(Operation::Delete) => match read(review.object()) {
+            Ok(old) => Ok(Change {
+                namespace: namespace.clone(),
+                new: None,
+                old: Some(old),
+            }),
+            // What is gone cannot open anything, and what the API server holds was valid.
+            Err(_) => return Analysis::default(),
+        },
+        Some(Operation::Update) => read(review.object()).map(|new| Change {
+            namespace: namespace.clone(),
+            new: Some(new),
+            old: read(review.old_object()).ok(),
+        }),
+        _ => read(review.object()).map(|new| Change {
+            namespace: namespace.clone(),
+            new: Some(new),
+            old: None,
+        }),
+    };
+    let change = match change {
+        Ok(c) => c,
+        Err(e) => {
+            return Analysis {
+                error: Some(format!(
+                    "NetworkPolicy {:?} cannot be judged: {e}",
+                    review.object_ref().name
+                )),
+                policy: review.object_ref().name.clone(),
+                ..Analysis::default()
+            };
+        }
+    };
+    let others: Vec<(String, Arc<Result<Policy, String>>)> = inventory
+        .network_policies(&namespace)
+        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        .unwrap_or_default();
+    Analysis::new(&change, &others, universe)
 }
 
 /// The change under review.
@@ -128,7 +182,8 @@ struct PublicFinding {
 #[derive(Debug, Clone, Serialize)]
 struct PortFinding {
     direction: &'static str,
-    protocol: &'static str,
+    /// One protocol, or several that are each open on every port to the same peer.
+    protocol: String,
     count: u32,
     all: bool,
     ports: String,
@@ -143,6 +198,9 @@ struct NamespaceFinding {
     pods: String,
     ports: String,
     rules: Vec<String>,
+    /// Only rules without from/to reach every namespace (they reach every source, the internet
+    /// included, which a grant of public ingress allows).
+    unlisted: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -337,7 +395,7 @@ impl Analysis {
             };
             let finding = PortFinding {
                 direction: direction.field(),
-                protocol: protocol.name(),
+                protocol: protocol.name().to_owned(),
                 count,
                 all,
                 ports: ports_text(rules, &members, protocol),
@@ -463,7 +521,9 @@ impl Analysis {
             .map(|(_, n)| *n)
             .collect();
         members.dedup();
+        let unlisted = members.iter().all(|&m| rules[m].1.peers.is_none());
         self.every_namespace.push(NamespaceFinding {
+            unlisted,
             direction: direction.field(),
             pods: pods.to_owned(),
             ports: members
@@ -564,11 +624,28 @@ impl Analysis {
                 }
             }
         }
+        // A peer open on every port of several protocols is one finding.
+        let mut ports: Vec<PortFinding> = Vec::new();
+        for f in &self.ports {
+            match ports.iter_mut().find(|p| {
+                p.all
+                    && f.all
+                    && p.direction == f.direction
+                    && p.pods == f.pods
+                    && p.peer == f.peer
+                    && p.rules == f.rules
+            }) {
+                Some(p) => {
+                    p.protocol = format!("{}/{}", p.protocol, f.protocol);
+                }
+                None => ports.push(f.clone()),
+            }
+        }
         serde_json::json!({
             "error": error,
             "policy": self.policy,
             "publicIngress": self.public,
-            "ports": self.ports,
+            "ports": ports,
             "everyNamespace": self.every_namespace,
             "metadata": metadata_found,
             "privateRanges": private_found,

@@ -83,6 +83,9 @@ thread_local! {
     static INVENTORY: RefCell<regorus::Value> = const { RefCell::new(regorus::Value::Undefined) };
 }
 
+/// Where a template reads the NetworkPolicy model's facts.
+pub const REACHABILITY: &str = "input.palisade.reachability";
+
 const INVENTORY_EXTENSION: &str = "__palisade_inventory";
 
 /// Makes `data.inventory` of an interpreter template read the current evaluation's inventory.
@@ -479,6 +482,8 @@ pub struct Template {
     /// Most memory one evaluation may allocate (on the VM).
     memory: Option<NonZeroU64>,
     uses_inventory: bool,
+    /// Reads `input.palisade.reachability`, the NetworkPolicy model's facts.
+    uses_reachability: bool,
     /// What loads but differs from what the author may expect, e.g. a sprintf short of
     /// arguments.
     pub warnings: Vec<String>,
@@ -581,6 +586,9 @@ impl Template {
         let uses_inventory = std::iter::once(&src.rego)
             .chain(&src.libs)
             .any(|code| code.contains("data.inventory"));
+        let uses_reachability = std::iter::once(&src.rego)
+            .chain(&src.libs)
+            .any(|code| code.contains(REACHABILITY));
         warm_up(&mut engine, &rule)?;
         let program = if options.vm && multi_valued.is_empty() && nested.is_empty() {
             compile_vm(&engine, &rule, &src.name, uses_inventory)
@@ -633,8 +641,15 @@ impl Template {
             timeout: options.eval_timeout,
             memory: options.eval_memory,
             uses_inventory,
+            uses_reachability,
             warnings,
         })
+    }
+
+    /// Whether the template reads `input.palisade.reachability`: a NetworkPolicy review then
+    /// carries the model's facts (see [`crate::netpol::judge`]).
+    pub fn uses_reachability(&self) -> bool {
+        self.uses_reachability
     }
 
     /// Whether the template runs on the VM.

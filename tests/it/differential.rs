@@ -926,7 +926,27 @@ fn input_of(review: &Value, parameters: &Value, inventory: &Inventory) -> Value 
     {
         map.insert("namespaceObject".into(), object.clone());
     }
-    json!({"review": review, "parameters": parameters})
+    let mut input = json!({"review": review, "parameters": parameters});
+    // A NetworkPolicy review carries the model's facts, as Palisade adds them (and as OPA then
+    // reads them): the template's judgement of them is what is compared.
+    if review["kind"]["kind"] == "NetworkPolicy"
+        && let Ok(r) = palisade::admission::Review::from_request_json(review.clone())
+    {
+        let analysis = palisade::netpol::judge::analyse(&r, inventory, &universe());
+        input["palisade"] = json!({"reachability": analysis.facts(parameters)});
+    }
+    input
+}
+
+/// What the default bundle requires of every namespace (its namespace-label constraint).
+fn universe() -> palisade::netpol::Universe {
+    let mut u = palisade::netpol::Universe::default();
+    for d in read_docs(&repo_path(
+        "policies/zero-trust/namespace-labels/constraint.yaml",
+    )) {
+        u.require_from(d.kind(), &d.value["spec"]["parameters"]);
+    }
+    u
 }
 
 /// The OPA modules of a template: each module converted to v1 unless it is v1 already.

@@ -16,6 +16,7 @@ mod fuzz;
 mod hostile;
 mod mutation;
 mod netpol;
+mod netpol_attacks;
 mod netpol_e2e;
 mod process;
 mod rollout;
