@@ -333,10 +333,14 @@ impl Policies {
                 .clone();
             let mut input = input(review_value, &c.parameters_value);
             if template.uses_reachability() && crate::netpol::judge::is_network_policy(review) {
-                let analysis = reachability.get_or_insert_with(|| {
-                    crate::netpol::judge::analyse(review, inventory, &self.universe)
-                });
-                add_reachability(&mut input, analysis.facts(&c.parameters));
+                if reachability.is_none() {
+                    let analysis =
+                        crate::netpol::judge::analyse(review, inventory, &self.universe, deadline)?;
+                    reachability = Some(analysis);
+                }
+                if let Some(analysis) = &reachability {
+                    add_reachability(&mut input, analysis.facts(&c.parameters));
+                }
             }
             match template.evaluate(input, inventory, limit) {
                 Ok(result) => match found(result) {

@@ -61,10 +61,10 @@ impl World {
 
     /// A namespace's labels: those of its Namespace object, or only its name label when the
     /// input does not hold it.
-    pub fn namespace_labels(&self, name: &str) -> Labels {
+    pub fn namespace_labels(&self, name: &str) -> std::borrow::Cow<'_, Labels> {
         match self.namespaces.get(name) {
-            Some(ns) => ns.labels.clone(),
-            None => Namespace::new(name, Labels::new()).labels,
+            Some(ns) => std::borrow::Cow::Borrowed(&ns.labels),
+            None => std::borrow::Cow::Owned(Namespace::new(name, Labels::new()).labels),
         }
     }
 

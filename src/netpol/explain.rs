@@ -15,7 +15,7 @@ use super::model::{
     Direction, Labels, NAME_LABEL, Namespaces, Peer, Pod, Policy, PortEntry, PortMatch, Rule,
     selector_text, selects,
 };
-use super::space::{self, BUDGET, Space};
+use super::space::{self, BUDGET, Budget, Space};
 use crate::matcher::{LabelSelector, Operator, Requirement};
 
 /// What to explain.
@@ -72,7 +72,7 @@ pub struct Allow {
     pub rule: String,
     /// Every peer, the internet included (the rule has no from/to).
     pub every_peer: bool,
-    pub peers: Vec<PeerView>,
+    pub peers: Arc<Vec<PeerView>>,
     pub ports: Ports,
 }
 
@@ -162,10 +162,11 @@ pub fn explain(world: &World, filter: &Filter) -> Vec<Explanation> {
         .collect()
 }
 
-/// Peers resolved against the input's pods, once per peer.
+/// Each rule's peers, resolved against the input once, and every namespace the input names.
 #[derive(Default)]
 struct Resolved {
-    matched: BTreeMap<(usize, Direction, usize, usize), Arc<Vec<String>>>,
+    peers: BTreeMap<(usize, Direction, usize), Arc<Vec<PeerView>>>,
+    namespaces: Option<Vec<String>>,
 }
 
 fn explain_namespace(
@@ -228,7 +229,7 @@ fn explain_namespace(
         .map(|(_, p)| p.pod_selector.requirements.clone())
         .collect();
     let space = Space::new(&items, &[], &BTreeMap::new());
-    let combos = match space.combinations(&mut BUDGET.clone()) {
+    let combos = match space.combinations(&mut Budget::new(None)) {
         Ok(c) => c,
         Err(_) => {
             out.error = Some(format!(
@@ -267,10 +268,31 @@ fn explain_namespace(
             (true, false) => "other pods".to_owned(),
             (false, _) => format!("pods {text}"),
         };
+        // A label a selector only requires to exist gets a value no selector names.
         let labels: Labels = labels
             .iter()
-            .filter(|(_, v)| *v != space::FRESH)
-            .map(|(k, v)| (k.clone(), v.clone()))
+            .map(|(k, v)| {
+                if v != space::FRESH {
+                    return (k.clone(), v.clone());
+                }
+                let named: Vec<&String> = items
+                    .iter()
+                    .flatten()
+                    .filter(|r| &r.key == k)
+                    .flat_map(|r| &r.values)
+                    .collect();
+                let fresh = (1..)
+                    .map(|n| {
+                        if n == 1 {
+                            "other".to_owned()
+                        } else {
+                            format!("other-{n}")
+                        }
+                    })
+                    .find(|c| !named.contains(&c))
+                    .unwrap_or_default();
+                (k.clone(), fresh)
+            })
             .collect();
         out.entries.push(entry(
             world, subject, labels, &selected, excluding, None, cache,
@@ -333,53 +355,27 @@ fn allow(
     cache: &mut Resolved,
 ) -> Allow {
     let r = RuleRef::of(policy, rule);
-    let peers = rule
-        .peers
-        .iter()
-        .flatten()
-        .enumerate()
-        .map(|(n, peer)| match peer {
-            Peer::Block {
-                cidr,
-                except,
-                reach,
-            } => PeerView::Cidr {
-                cidr: cidr.clone(),
-                except: except.clone(),
-                addresses: reach.cidrs(),
-            },
-            Peer::Pods { namespaces, pods } => {
-                let matched = (!world.pods.is_empty()).then(|| {
-                    cache
-                        .matched
-                        .entry((index, rule.direction, rule.index, n))
-                        .or_insert_with(|| {
-                            Arc::new(
-                                world
-                                    .pods
-                                    .iter()
-                                    .filter(|p| {
-                                        super::eval::peer_matches(
-                                            world,
-                                            &policy.namespace,
-                                            peer,
-                                            &super::eval::Endpoint::Pod(p),
-                                        )
-                                    })
-                                    .map(Pod::id)
-                                    .collect(),
-                            )
-                        })
-                        .clone()
-                });
-                PeerView::Pods {
-                    namespaces: namespaces_view(world, &policy.namespace, namespaces),
-                    pods: selector_text(pods, ""),
-                    matched,
-                }
-            }
-        })
-        .collect();
+    let key = (index, rule.direction, rule.index);
+    let peers = match cache.peers.get(&key) {
+        Some(p) => p.clone(),
+        None => {
+            let names = cache.namespaces.get_or_insert_with(|| {
+                let mut all: Vec<String> = world
+                    .namespaces
+                    .keys()
+                    .chain(world.policies.iter().map(|p| &p.namespace))
+                    .chain(world.pods.iter().map(|p| &p.namespace))
+                    .cloned()
+                    .collect();
+                all.sort();
+                all.dedup();
+                all
+            });
+            let peers = Arc::new(peer_views(world, policy, rule, names));
+            cache.peers.insert(key, peers.clone());
+            peers
+        }
+    };
     // Named ports of an ingress rule resolve against the pod itself.
     let resolve_on = (rule.direction == Direction::Ingress)
         .then_some(pod)
@@ -393,7 +389,54 @@ fn allow(
     }
 }
 
-fn namespaces_view(world: &World, own: &str, namespaces: &Namespaces) -> NamespacesView {
+fn peer_views(world: &World, policy: &Policy, rule: &Rule, names: &[String]) -> Vec<PeerView> {
+    rule.peers
+        .iter()
+        .flatten()
+        .map(|peer| match peer {
+            Peer::Block {
+                cidr,
+                except,
+                reach,
+            } => PeerView::Cidr {
+                cidr: cidr.clone(),
+                except: except.clone(),
+                addresses: reach.cidrs(),
+            },
+            Peer::Pods { namespaces, pods } => {
+                let matched = (!world.pods.is_empty()).then(|| {
+                    Arc::new(
+                        world
+                            .pods
+                            .iter()
+                            .filter(|p| {
+                                super::eval::peer_matches(
+                                    world,
+                                    &policy.namespace,
+                                    peer,
+                                    &super::eval::Endpoint::Pod(p),
+                                )
+                            })
+                            .map(Pod::id)
+                            .collect(),
+                    )
+                });
+                PeerView::Pods {
+                    namespaces: namespaces_view(world, &policy.namespace, namespaces, names),
+                    pods: selector_text(pods, ""),
+                    matched,
+                }
+            }
+        })
+        .collect()
+}
+
+fn namespaces_view(
+    world: &World,
+    own: &str,
+    namespaces: &Namespaces,
+    names: &[String],
+) -> NamespacesView {
     match namespaces {
         Namespaces::Own => NamespacesView {
             own: Some(own.to_owned()),
@@ -403,11 +446,8 @@ fn namespaces_view(world: &World, own: &str, namespaces: &Namespaces) -> Namespa
             known: vec![own.to_owned()],
         },
         Namespaces::Selected(s) => {
-            let mut known: Vec<String> = world
-                .namespaces
-                .keys()
-                .chain(world.policies.iter().map(|p| &p.namespace))
-                .chain(world.pods.iter().map(|p| &p.namespace))
+            let mut known: Vec<String> = names
+                .iter()
                 .filter(|n| selects(s, &world.namespace_labels(n)))
                 .cloned()
                 .collect();
@@ -665,7 +705,7 @@ pub fn write_text(
                         rows.push([dir.into(), who.into(), ports, place]);
                         continue;
                     }
-                    for p in &a.peers {
+                    for p in a.peers.iter() {
                         rows.push([dir.into(), p.text(), ports.clone(), place.clone()]);
                     }
                 }

@@ -35,10 +35,12 @@ use super::model::{
     Direction, Labels, NAME_LABEL, Namespaces, Peer, Policy, PortEntry, PortMatch, Protocol, Rule,
     selector_text,
 };
-use super::space::{self, BUDGET, Bits, Domain, FRESH, Space, TooComplex};
+use super::space::{self, BUDGET, Bits, Budget, Domain, FRESH, Space, Stop};
 use crate::admission::{Operation, Review};
 use crate::inventory::Inventory;
 use crate::matcher::{LabelSelector, Operator, Requirement};
+use crate::policy::OutOfTime;
+use std::time::Instant;
 
 /// What every namespace carries, because the bundle requires it: label key to its allowed
 /// values (empty: any value).
@@ -88,7 +90,12 @@ pub fn is_network_policy(review: &Review) -> bool {
 
 /// Judges the NetworkPolicy change under review against its namespace in `inventory`.
 /// A review without an operation (the CLI, the audit) is judged as a CREATE.
-pub fn analyse(review: &Review, inventory: &Inventory, universe: &Universe) -> Analysis {
+pub fn analyse(
+    review: &Review,
+    inventory: &Inventory,
+    universe: &Universe,
+    deadline: Option<Instant>,
+) -> Result<Analysis, OutOfTime> {
     let namespace = review.object_ref().namespace.clone();
     let read = |v: &Value| Policy::parse(v, &namespace).map(Arc::new);
     let change = match review.operation() {
@@ -99,7 +106,7 @@ pub fn analyse(review: &Review, inventory: &Inventory, universe: &Universe) -> A
                 old: Some(old),
             }),
             // What is gone cannot open anything, and what the API server holds was valid.
-            Err(_) => return Analysis::default(),
+            Err(_) => return Ok(Analysis::default()),
         },
         Some(Operation::Update) => read(review.object()).map(|new| Change {
             namespace: namespace.clone(),
@@ -115,21 +122,18 @@ pub fn analyse(review: &Review, inventory: &Inventory, universe: &Universe) -> A
     let change = match change {
         Ok(c) => c,
         Err(e) => {
-            return Analysis {
-                error: Some(format!(
-                    "NetworkPolicy {:?} cannot be judged: {e}",
-                    review.object_ref().name
-                )),
+            return Ok(Analysis {
+                error: Some(format!("it cannot be judged: {e}")),
                 policy: review.object_ref().name.clone(),
                 ..Analysis::default()
-            };
+            });
         }
     };
     let others: Vec<(String, Arc<Result<Policy, String>>)> = inventory
         .network_policies(&namespace)
         .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
         .unwrap_or_default();
-    Analysis::new(&change, &others, universe)
+    Analysis::new(&change, &others, universe, deadline)
 }
 
 /// The change under review.
@@ -211,7 +215,7 @@ struct Unisolated {
 
 fn complex(what: &str) -> String {
     format!(
-        "the namespace's NetworkPolicies are too intricate to judge {what} within {BUDGET} steps (too many distinct label combinations): select pods and namespaces by fewer distinct labels"
+        "the namespace's NetworkPolicies are too intricate to judge {what} within {BUDGET} steps (too many distinct label combinations or address ranges): select pods and namespaces by fewer distinct labels, or merge ranges"
     )
 }
 
@@ -219,57 +223,70 @@ impl Analysis {
     /// Judges `change` against `others`: the namespace's other policies, as the inventory holds
     /// them (an `Err` is one that could not be read: the change is then not judged, and the
     /// error says which).
+    ///
+    /// Past `deadline` it gives up with [`OutOfTime`]; past its step budget it reports that it
+    /// could not judge (the template then fails closed).
     pub fn new(
         change: &Change,
         others: &[(String, Arc<Result<Policy, String>>)],
         universe: &Universe,
-    ) -> Self {
+        deadline: Option<Instant>,
+    ) -> Result<Self, OutOfTime> {
         let reviewed = change.new.as_ref().or(change.old.as_ref());
         let mut out = Analysis {
             policy: reviewed.map(|p| p.name.clone()).unwrap_or_default(),
             ..Self::default()
         };
-        let mut after: Vec<Arc<Policy>> = Vec::new();
+        let mut after: Vec<&Policy> = Vec::with_capacity(others.len() + 1);
         for (name, p) in others {
             if Some(name.as_str()) == reviewed.map(|r| r.name.as_str()) {
                 continue;
             }
             match p.as_ref() {
-                Ok(p) => after.push(Arc::new(p.clone())),
+                Ok(p) => after.push(p),
                 Err(e) => {
                     out.error = Some(format!(
                         "NetworkPolicy {}/{name} in the inventory cannot be read ({e}), so this namespace's reachability cannot be judged: fix or delete that policy",
                         change.namespace
                     ));
-                    return out;
+                    return Ok(out);
                 }
             }
         }
+        let mut budget = Budget::new(deadline);
+        let stopped = |what: String, stop: Stop, out: &mut Analysis| match stop {
+            Stop::OutOfTime => Err(OutOfTime),
+            Stop::TooComplex => {
+                out.error = Some(complex(&what));
+                Ok(())
+            }
+        };
         if let Some(new) = &change.new {
-            after.push(new.clone());
-            if let Err(e) = out.judge_new(new, &after, universe) {
-                out.error = Some(complex(&format!("what {:?} adds ({e:?})", new.name)));
-                return out;
+            after.push(new);
+            if let Err(stop) = out.judge_new(new, &after, universe, &mut budget) {
+                stopped(format!("what {:?} adds", new.name), stop, &mut out)?;
+                return Ok(out);
             }
         }
         if let Some(old) = &change.old
-            && let Err(e) = out.judge_unisolation(old, &after)
+            && let Err(stop) = out.judge_unisolation(old, &after, &mut budget)
         {
-            out.error = Some(complex(&format!(
-                "what removing {:?} opens ({e:?})",
-                old.name
-            )));
+            stopped(
+                format!("what changing {:?} opens", old.name),
+                stop,
+                &mut out,
+            )?;
         }
-        out
+        Ok(out)
     }
 
     fn judge_new(
         &mut self,
-        new: &Arc<Policy>,
-        after: &[Arc<Policy>],
+        new: &Policy,
+        after: &[&Policy],
         universe: &Universe,
-    ) -> Result<(), TooComplex> {
-        let mut budget = BUDGET;
+        budget: &mut Budget,
+    ) -> Result<(), Stop> {
         let reviewed = after.len() - 1;
         for rule in new.egress.iter().flatten() {
             let blocks = rule
@@ -296,14 +313,35 @@ impl Analysis {
                 blocks,
             });
         }
-        let classes = maximal_classes(after, &new.pod_selector, reviewed, &mut budget)?;
+        let classes = maximal_classes(after, &new.pod_selector, reviewed, budget)?;
         for direction in Direction::BOTH {
             if new.rules(direction).is_none_or(<[Rule]>::is_empty) {
                 continue;
             }
-            for (class, _labels) in &classes {
+            // Only policies with rules in this direction tell classes apart here.
+            let mut projected: Vec<Vec<usize>> = classes
+                .iter()
+                .map(|(class, _)| {
+                    class
+                        .iter()
+                        .filter(|&i| after[i].rules(direction).is_some_and(|r| !r.is_empty()))
+                        .collect()
+                })
+                .collect();
+            projected.sort();
+            projected.dedup();
+            let projected: Vec<&Vec<usize>> = projected
+                .iter()
+                .filter(|c| {
+                    !projected
+                        .iter()
+                        .any(|o| o.len() > c.len() && c.iter().all(|i| o.contains(i)))
+                })
+                .collect();
+            for class in projected {
                 let rules: Vec<(usize, &Rule)> = class
                     .iter()
+                    .copied()
                     .filter_map(|i| Some((i, after[i].rules(direction)?)))
                     .flat_map(|(i, rs)| rs.iter().map(move |r| (i, r)))
                     .collect();
@@ -311,16 +349,8 @@ impl Analysis {
                 if direction == Direction::Ingress {
                     self.public_ingress(after, reviewed, &rules, &pods);
                 }
-                self.ports(after, reviewed, direction, &rules, &pods, &mut budget)?;
-                self.namespaces(
-                    after,
-                    reviewed,
-                    direction,
-                    &rules,
-                    &pods,
-                    universe,
-                    &mut budget,
-                )?;
+                self.ports(after, reviewed, direction, &rules, &pods, budget)?;
+                self.namespaces(after, reviewed, direction, &rules, &pods, universe, budget)?;
             }
         }
         Ok(())
@@ -328,7 +358,7 @@ impl Analysis {
 
     fn public_ingress(
         &mut self,
-        after: &[Arc<Policy>],
+        after: &[&Policy],
         reviewed: usize,
         rules: &[(usize, &Rule)],
         pods: &str,
@@ -336,19 +366,19 @@ impl Analysis {
         let public = IpSet::public();
         let adds = rules
             .iter()
-            .any(|(i, r)| *i == reviewed && r.reach().intersects(&public));
+            .any(|(i, r)| *i == reviewed && r.reach.intersects(&public));
         if !adds {
             return;
         }
         let reach = rules
             .iter()
-            .fold(IpSet::empty(), |acc, (_, r)| acc.union(&r.reach()));
+            .fold(IpSet::empty(), |acc, (_, r)| acc.union(&r.reach));
         let (v4, v6) = reach.public_share();
         let every = rules.iter().any(|(_, r)| r.peers.is_none());
         let names: Vec<String> = rules
             .iter()
-            .filter(|(_, r)| r.reach().intersects(&public))
-            .map(|(i, r)| rule_name(&after[*i], r))
+            .filter(|(_, r)| r.reach.intersects(&public))
+            .map(|(i, r)| rule_name(after[*i], r))
             .collect();
         for (family, share) in [(Family::V4, v4), (Family::V6, v6)] {
             if share == 0.0 {
@@ -381,14 +411,29 @@ impl Analysis {
     #[allow(clippy::too_many_arguments)]
     fn ports(
         &mut self,
-        after: &[Arc<Policy>],
+        after: &[&Policy],
         reviewed: usize,
         direction: Direction,
         rules: &[(usize, &Rule)],
         pods: &str,
-        budget: &mut usize,
-    ) -> Result<(), TooComplex> {
+        budget: &mut Budget,
+    ) -> Result<(), Stop> {
         for protocol in Protocol::ALL {
+            // No peer of these rules can be open on more ports than all their ports together.
+            let known = self
+                .ports
+                .iter()
+                .find(|f| f.direction == direction.field() && f.protocol == protocol.name())
+                .map_or(0, |f| f.count);
+            let bound = rules
+                .iter()
+                .fold(PortSet::default(), |acc, (_, r)| {
+                    acc.union(&PortSet::of(r.ports.as_deref(), protocol))
+                })
+                .count();
+            if known > 0 && bound <= known {
+                continue;
+            }
             let best = worst_peer(after, reviewed, rules, protocol, budget)?;
             let Some((count, all, members, peer)) = best else {
                 continue;
@@ -403,7 +448,7 @@ impl Analysis {
                 peer,
                 rules: members
                     .iter()
-                    .map(|&m| rule_name(&after[rules[m].0], rules[m].1))
+                    .map(|&m| rule_name(after[rules[m].0], rules[m].1))
                     .collect(),
             };
             match self
@@ -422,14 +467,14 @@ impl Analysis {
     #[allow(clippy::too_many_arguments)]
     fn namespaces(
         &mut self,
-        after: &[Arc<Policy>],
+        after: &[&Policy],
         reviewed: usize,
         direction: Direction,
         rules: &[(usize, &Rule)],
         pods: &str,
         universe: &Universe,
-        budget: &mut usize,
-    ) -> Result<(), TooComplex> {
+        budget: &mut Budget,
+    ) -> Result<(), Stop> {
         if self
             .every_namespace
             .iter()
@@ -533,17 +578,32 @@ impl Analysis {
                 .join("; "),
             rules: members
                 .iter()
-                .map(|&m| rule_name(&after[rules[m].0], rules[m].1))
+                .map(|&m| rule_name(after[rules[m].0], rules[m].1))
                 .collect(),
         });
         Ok(())
     }
 
     /// Pods the old policy isolated in a direction that no policy isolates after the change.
-    fn judge_unisolation(&mut self, old: &Policy, after: &[Arc<Policy>]) -> Result<(), TooComplex> {
-        let mut budget = BUDGET;
+    fn judge_unisolation(
+        &mut self,
+        old: &Policy,
+        after: &[&Policy],
+        budget: &mut Budget,
+    ) -> Result<(), Stop> {
         for direction in Direction::BOTH {
             if !old.isolates(direction) {
+                continue;
+            }
+            // A policy that selects every pod the old one did (its requirements are among the
+            // old one's, an empty selector above all) keeps them isolated.
+            if after.iter().any(|p| {
+                p.isolates(direction)
+                    && p.pod_selector
+                        .requirements
+                        .iter()
+                        .all(|r| old.pod_selector.requirements.contains(r))
+            }) {
                 continue;
             }
             let items: Vec<Vec<Requirement>> = after
@@ -553,7 +613,7 @@ impl Analysis {
                 .collect();
             let space = Space::new(&items, &old.pod_selector.requirements, &BTreeMap::new());
             let mut open: Option<Labels> = None;
-            space.walk(&mut budget, &mut |alive, labels| {
+            space.walk(budget, &mut |alive, labels| {
                 if open.is_some() {
                     return false;
                 }
@@ -657,11 +717,11 @@ impl Analysis {
 /// The sets of policies that select one pod together, among those selecting a pod `selector`
 /// selects, keeping only the largest (no other contains them). `reviewed` is always in.
 fn maximal_classes(
-    after: &[Arc<Policy>],
+    after: &[&Policy],
     selector: &LabelSelector,
     reviewed: usize,
-    budget: &mut usize,
-) -> Result<Vec<(Bits, Labels)>, TooComplex> {
+    budget: &mut Budget,
+) -> Result<Vec<(Bits, Labels)>, Stop> {
     let items: Vec<Vec<Requirement>> = after
         .iter()
         .map(|p| p.pod_selector.requirements.clone())
@@ -687,12 +747,12 @@ fn maximal_classes(
 /// For one protocol, the peer open on the most ports among peers some reviewed rule matches:
 /// (count, every port, the rules open to it, the peer).
 fn worst_peer(
-    after: &[Arc<Policy>],
+    after: &[&Policy],
     reviewed: usize,
     rules: &[(usize, &Rule)],
     protocol: Protocol,
-    budget: &mut usize,
-) -> Result<Option<Worst>, TooComplex> {
+    budget: &mut Budget,
+) -> Result<Option<Worst>, Stop> {
     let ports: Vec<PortSet> = rules
         .iter()
         .map(|(_, r)| PortSet::of(r.ports.as_deref(), protocol))
@@ -706,7 +766,8 @@ fn worst_peer(
         return Ok(None);
     }
     let mut best: Option<Worst> = None;
-    let consider = |members: Vec<usize>, peer: String, best: &mut Option<Worst>| {
+    // The peer's text is made only for a new worst.
+    let consider = |members: Vec<usize>, peer: &dyn Fn() -> String, best: &mut Option<Worst>| {
         if !members
             .iter()
             .any(|&m| is_reviewed[m] && !ports[m].is_empty())
@@ -722,45 +783,55 @@ fn worst_peer(
                 .into_iter()
                 .filter(|&m| !ports[m].is_empty())
                 .collect();
-            *best = Some((count, union.all(), members, peer));
+            *best = Some((count, union.all(), members, peer()));
         }
     };
-    // Addresses: split at every boundary of every block.
-    let reaches: Vec<IpSet> = rules.iter().map(|(_, r)| r.reach()).collect();
-    let mut cuts = Vec::new();
-    for reach in &reaches {
-        reach.cuts(&mut cuts);
-    }
+    // Addresses: one sweep over every range of every rule; between two boundaries the same
+    // rules apply.
     for family in [Family::V4, Family::V6] {
-        cuts.push((family, 0));
-    }
-    cuts.sort_unstable();
-    cuts.dedup();
-    for (n, &(family, first)) in cuts.iter().enumerate() {
-        let last = match cuts.get(n + 1) {
-            Some(&(f, next)) if f == family => next - 1,
-            _ => IpSet::max_of(family),
-        };
-        let piece = IpSet::range(family, first, last);
-        let members: Vec<usize> = reaches
-            .iter()
-            .enumerate()
-            .filter(|(_, reach)| reach.contains(&piece))
-            .map(|(m, _)| m)
-            .collect();
-        if !members.is_empty() {
-            let cidrs = piece.cidrs();
-            let peer = if cidrs.len() > 2 {
-                format!(
-                    "{}, {} and {} more ranges",
-                    cidrs[0],
-                    cidrs[1],
-                    cidrs.len() - 2
-                )
-            } else {
-                cidrs.join(", ")
+        let mut events: Vec<(u128, bool, usize)> = Vec::new();
+        for (m, (_, r)) in rules.iter().enumerate() {
+            for &(a, b) in r.reach.ranges(family) {
+                events.push((a, true, m));
+                if b < IpSet::max_of(family) {
+                    events.push((b + 1, false, m));
+                }
+            }
+        }
+        events.sort_unstable();
+        let mut active = vec![0u32; rules.len()];
+        let mut n = 0;
+        while n < events.len() {
+            let at = events[n].0;
+            while n < events.len() && events[n].0 == at {
+                let (_, open, m) = events[n];
+                if open {
+                    active[m] += 1;
+                } else {
+                    active[m] -= 1;
+                }
+                n += 1;
+            }
+            budget.spend(1)?;
+            let members: Vec<usize> = (0..rules.len()).filter(|&m| active[m] > 0).collect();
+            if members.is_empty() {
+                continue;
+            }
+            let last = events.get(n).map_or(IpSet::max_of(family), |e| e.0 - 1);
+            let peer = || {
+                let cidrs = IpSet::range(family, at, last).cidrs();
+                if cidrs.len() > 2 {
+                    format!(
+                        "{}, {} and {} more ranges",
+                        cidrs[0],
+                        cidrs[1],
+                        cidrs.len() - 2
+                    )
+                } else {
+                    cidrs.join(", ")
+                }
             };
-            consider(members, peer, &mut best);
+            consider(members, &peer, &mut best);
         }
     }
     // Pods: namespace labels (`ns:`) and pod labels (`pod:`) in one space.
@@ -821,7 +892,7 @@ fn worst_peer(
                     found.as_ref().is_none_or(|b| bound > b.0)
                 }
                 Some(labels) => {
-                    consider(members, peer_text(labels), &mut found);
+                    consider(members, &|| peer_text(labels), &mut found);
                     true
                 }
             }
@@ -964,9 +1035,9 @@ fn percent(share: f64) -> String {
 }
 
 /// The pods of a class: the labels its policies require together, e.g. `pods app=web`.
-fn class_text(after: &[Arc<Policy>], class: &Bits) -> String {
+fn class_text(after: &[&Policy], class: &[usize]) -> String {
     let mut reqs = Vec::new();
-    for i in class.iter() {
+    for &i in class {
         reqs.extend(after[i].pod_selector.requirements.iter().cloned());
     }
     let text = selector_text(&LabelSelector { requirements: reqs }, "");

@@ -161,6 +161,8 @@ pub struct Rule {
     pub peers: Option<Vec<Peer>>,
     /// `None`: no `ports`, or an empty list: every port of every protocol.
     pub ports: Option<Vec<PortEntry>>,
+    /// Every address its ipBlocks reach (everything when it has no peers), worked out once.
+    pub reach: IpSet,
 }
 
 impl Rule {
@@ -171,12 +173,22 @@ impl Rule {
 
     /// Every address its ipBlocks reach (everything when it has no peers).
     pub fn reach(&self) -> IpSet {
-        match &self.peers {
+        self.reach.clone()
+    }
+
+    fn reach_of(peers: Option<&[Peer]>) -> IpSet {
+        match peers {
             None => IpSet::everything(),
-            Some(peers) => peers.iter().fold(IpSet::empty(), |acc, p| match p {
-                Peer::Block { reach, .. } => acc.union(reach),
-                Peer::Pods { .. } => acc,
-            }),
+            Some(peers) => {
+                let blocks: Vec<&IpSet> = peers
+                    .iter()
+                    .filter_map(|p| match p {
+                        Peer::Block { reach, .. } => Some(reach),
+                        Peer::Pods { .. } => None,
+                    })
+                    .collect();
+                IpSet::union_all(&blocks)
+            }
         }
     }
 }
@@ -323,6 +335,7 @@ fn parse_rule(r: &Value, direction: Direction, index: usize) -> Result<Rule, Str
     Ok(Rule {
         direction,
         index,
+        reach: Rule::reach_of(peers.as_deref()),
         peers,
         ports,
     })

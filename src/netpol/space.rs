@@ -7,6 +7,7 @@
 //! bounded by a budget: past it the caller gets [`TooComplex`] and fails closed.
 
 use std::collections::{BTreeMap, HashSet};
+use std::time::Instant;
 
 use super::model::{Labels, requirement_holds};
 use crate::matcher::Requirement;
@@ -14,12 +15,44 @@ use crate::matcher::Requirement;
 /// A value no selector names (label values cannot hold control characters).
 pub(crate) const FRESH: &str = "\u{1}other";
 
-/// How many states one walk may visit.
+/// How many steps (states of a walk, pieces of an address sweep) one judgement may take.
 pub const BUDGET: usize = 200_000;
 
-/// The walk would visit more than [`BUDGET`] states.
+/// Why a judgement stopped before its end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TooComplex;
+pub enum Stop {
+    /// It would take more than [`BUDGET`] steps.
+    TooComplex,
+    /// Its deadline passed.
+    OutOfTime,
+}
+
+/// Steps left, and the time by which the judgement must end.
+#[derive(Debug, Clone, Copy)]
+pub struct Budget {
+    steps: usize,
+    deadline: Option<Instant>,
+}
+
+impl Budget {
+    pub fn new(deadline: Option<Instant>) -> Self {
+        Self {
+            steps: BUDGET,
+            deadline,
+        }
+    }
+
+    /// Takes `n` steps; the clock is read every 1,024 steps or so.
+    pub(crate) fn spend(&mut self, n: usize) -> Result<(), Stop> {
+        let before = self.steps;
+        self.steps = self.steps.checked_sub(n).ok_or(Stop::TooComplex)?;
+        if before / 1024 != self.steps / 1024 && self.deadline.is_some_and(|d| Instant::now() >= d)
+        {
+            return Err(Stop::OutOfTime);
+        }
+        Ok(())
+    }
+}
 
 /// A set of item indexes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -141,9 +174,9 @@ impl Space {
     /// returning false at an inner node skips what lies under it.
     pub(crate) fn walk(
         &self,
-        budget: &mut usize,
+        budget: &mut Budget,
         visit: &mut dyn FnMut(&Bits, Option<&Labels>) -> bool,
-    ) -> Result<(), TooComplex> {
+    ) -> Result<(), Stop> {
         if self.options.iter().any(Vec::is_empty) {
             return Ok(()); // `must` cannot be met: no object
         }
@@ -165,13 +198,10 @@ impl Space {
         alive: Bits,
         choice: &mut Vec<usize>,
         seen: &mut HashSet<(usize, Bits)>,
-        budget: &mut usize,
+        budget: &mut Budget,
         visit: &mut dyn FnMut(&Bits, Option<&Labels>) -> bool,
-    ) -> Result<(), TooComplex> {
-        if *budget == 0 {
-            return Err(TooComplex);
-        }
-        *budget -= 1;
+    ) -> Result<(), Stop> {
+        budget.spend(1)?;
         if depth == self.keys.len() {
             let labels: Labels = self
                 .keys
@@ -204,10 +234,7 @@ impl Space {
     }
 
     /// The distinct sets of items that some object meets, each with one such object's labels.
-    pub(crate) fn combinations(
-        &self,
-        budget: &mut usize,
-    ) -> Result<Vec<(Bits, Labels)>, TooComplex> {
+    pub(crate) fn combinations(&self, budget: &mut Budget) -> Result<Vec<(Bits, Labels)>, Stop> {
         let mut out: BTreeMap<Bits, Labels> = BTreeMap::new();
         self.walk(budget, &mut |alive, labels| {
             if let Some(labels) = labels {
@@ -258,7 +285,7 @@ mod tests {
             vec![req("tier", Exists, &[])], // tier
         ];
         let space = Space::new(&items, &[], &BTreeMap::new());
-        let combos = space.combinations(&mut BUDGET.clone()).unwrap();
+        let combos = space.combinations(&mut Budget::new(None)).unwrap();
         let sets: Vec<Vec<usize>> = combos.iter().map(|(b, _)| b.iter().collect()).collect();
         // app: absent/a/b/other x tier: absent/present, and app=a,b never together.
         assert_eq!(sets.len(), 6, "{sets:?}");
@@ -281,7 +308,7 @@ mod tests {
             vec![req("app", NotIn, &["a"])],
         ];
         let space = Space::new(&items, &[req("app", In, &["a"])], &BTreeMap::new());
-        let combos = space.combinations(&mut BUDGET.clone()).unwrap();
+        let combos = space.combinations(&mut Budget::new(None)).unwrap();
         assert_eq!(combos.len(), 1);
         assert_eq!(combos[0].0.iter().collect::<Vec<_>>(), [0]);
     }
@@ -310,6 +337,10 @@ mod tests {
             .map(|i| vec![req(&format!("k{i}"), Exists, &[])])
             .collect();
         let space = Space::new(&items, &[], &BTreeMap::new());
-        assert_eq!(space.combinations(&mut 1000), Err(TooComplex));
+        let mut budget = Budget::new(None);
+        budget.steps = 1000;
+        assert_eq!(space.combinations(&mut budget), Err(Stop::TooComplex));
+        let mut budget = Budget::new(Some(Instant::now()));
+        assert_eq!(space.combinations(&mut budget), Err(Stop::OutOfTime));
     }
 }

@@ -122,6 +122,9 @@ pub struct App {
     readiness: Arc<Readiness>,
     permits: Semaphore,
     eval_pool: Arc<Semaphore>,
+    /// NetworkPolicy reviews, which the model judges over the whole namespace: their own
+    /// threads, half the pool's, so that one tenant's large policies never hold up the rest.
+    model_pool: Arc<Semaphore>,
     gate: Option<GenerationGate>,
 }
 
@@ -180,6 +183,7 @@ impl App {
     ) -> Arc<Self> {
         let permits = Semaphore::new(limits.max_concurrent.max(1));
         let eval_pool = Arc::new(Semaphore::new(limits.eval_threads.max(1)));
+        let model_pool = Arc::new(Semaphore::new((limits.eval_threads / 2).max(1)));
         Arc::new(Self {
             decider,
             bundle,
@@ -189,6 +193,7 @@ impl App {
             readiness,
             permits,
             eval_pool,
+            model_pool,
             gate,
         })
     }
@@ -248,6 +253,20 @@ impl App {
         let decider = self.decider.load();
         let bundle = self.bundle.load();
         let inventory = self.inventory.load();
+        // A NetworkPolicy is judged with every policy of its namespace: never on an I/O thread,
+        // never on the pool other reviews use.
+        if endpoint == Endpoint::Validate && crate::netpol::judge::is_network_policy(&review) {
+            let _slot = self.model_pool.clone().acquire_owned().await.ok()?;
+            return tokio::task::spawn_blocking(move || {
+                decider
+                    .decide(&bundle, &inventory, endpoint, &review, Some(deadline))
+                    .ok()
+                    .map(|decision| (decision, review))
+            })
+            .await
+            .ok()
+            .flatten();
+        }
         let inline_deadline = (Instant::now() + self.limits.inline_budget).min(deadline);
         if let Ok(decision) = decider.decide(
             &bundle,

@@ -932,7 +932,7 @@ fn input_of(review: &Value, parameters: &Value, inventory: &Inventory) -> Value 
     if review["kind"]["kind"] == "NetworkPolicy"
         && let Ok(r) = palisade::admission::Review::from_request_json(review.clone())
     {
-        let analysis = palisade::netpol::judge::analyse(&r, inventory, &universe());
+        let analysis = palisade::netpol::judge::analyse(&r, inventory, &universe(), None).unwrap();
         input["palisade"] = json!({"reachability": analysis.facts(parameters)});
     }
     input
