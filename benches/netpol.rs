@@ -178,6 +178,9 @@ fn review(count: usize, n: usize) {
             false,
         ),
     ] {
+        if std::env::var("NETPOL_CASE").is_ok_and(|c| !label.starts_with(c.as_str())) {
+            continue;
+        }
         let decide = || {
             decider
                 .decide(&bundle, &inventory, Endpoint::Validate, &review, None)

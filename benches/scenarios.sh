@@ -5,7 +5,7 @@
 #   cargo build --release && cargo build --release --bench load
 #   benches/scenarios.sh [--quick] [scenario...]
 #
-# Scenarios: ratio latency nonmatching fifty mutate memory inventory reload, and soak (issue 15's
+# Scenarios: ratio latency nonmatching fifty mutate memory inventory reload netpol, and soak (issue 15's
 # 30-minute soak, SOAK_MINUTES to change it), which runs only when named. Without names, every
 # scenario but soak runs. --quick runs each for a fraction of a second: CI's smoke
 # run, which proves the scenarios still work (every review answered, every figure present) and
@@ -19,7 +19,7 @@ if [ "${1:-}" = "--quick" ]; then
   INVENTORY_NAMESPACES=100
   shift
 fi
-SCENARIOS=${*:-ratio latency nonmatching fifty mutate memory inventory reload}
+SCENARIOS=${*:-ratio latency nonmatching fifty mutate memory inventory reload netpol}
 
 BIN=target/release/palisade
 LOAD=$(ls -t target/release/deps/load-* 2>/dev/null | grep -v '\.d$' | head -1 || true)
@@ -254,6 +254,54 @@ EOF
       cat "$WORK/server.log" >&2
       exit 1
     fi
+    ;;
+  netpol)
+    # Issue 27: one tenant floods the webhook with large NetworkPolicies (a namespace of 100
+    # policies of 64 ipBlocks with 8 excepts each, and more of them under review), while Pod
+    # reviews of other tenants arrive at a fixed rate. NetworkPolicy reviews are judged on
+    # their own threads: the Pods' latency during the flood is compared with the same rate
+    # alone, in the same run.
+    python3 - "$WORK" <<'EOF'
+import sys, json, pathlib
+work = pathlib.Path(sys.argv[1])
+def policy(name, i):
+    peers = [{"ipBlock": {"cidr": f"10.{i % 250}.{p}.0/24",
+                          "except": [f"10.{i % 250}.{p}.{16 * e}/28" for e in range(8)]}} for p in range(64)]
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": name, "namespace": "tenant"},
+            "spec": {"podSelector": {}, "policyTypes": ["Egress"],
+                     "egress": [{"to": peers, "ports": [{"protocol": "TCP", "port": 443}]}]}}
+items = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "tenant", "labels": {
+    "kubernetes.io/metadata.name": "tenant", "security-level": "low", "network-policy": "zero-trust"}}}]
+items += [policy(f"big-{i:03d}", i) for i in range(100)]
+json.dump({"apiVersion": "v1", "kind": "List", "items": items}, open(work / "tenant.json", "w"))
+review = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+    "uid": "flood", "operation": "CREATE", "namespace": "tenant", "name": "big-new",
+    "kind": {"group": "networking.k8s.io", "version": "v1", "kind": "NetworkPolicy"},
+    "resource": {"group": "networking.k8s.io", "version": "v1", "resource": "networkpolicies"},
+    "userInfo": {"username": "tenant"}, "object": policy("big-new", 200)}}
+json.dump(review, open(work / "flood-review.json", "w"))
+EOF
+    INV_SAVED=$INV
+    INV="$INV,$WORK/tenant.json"
+    start_server policies
+    rate=$RATE_FIFTY
+    load "netpol pods alone rate=$rate" --body "$ADMITTED" --rate "$rate"
+    $PIN_LOAD "$LOAD" --addr 127.0.0.1:$PORT --duration "$DUR" --warmup "$WARM" \
+      --body "$WORK/flood-review.json" --concurrency 8 --connections 2 >"$WORK/flood.out" &
+    flood=$!
+    load "netpol pods during the flood rate=$rate" --body "$ADMITTED" --rate "$rate"
+    wait $flood
+    echo "netpol flood of NetworkPolicy reviews $(cat "$WORK/flood.out")"
+    case "$(cat "$WORK/flood.out")" in
+    *" errors=0 "*) ;;
+    *)
+      echo "netpol: the flood's reviews failed" >&2
+      exit 1
+      ;;
+    esac
+    stop_server
+    INV=$INV_SAVED
     ;;
   soak)
     # Issue 15's soak, run only when named: SOAK_MINUTES (30) one-minute windows back to back at

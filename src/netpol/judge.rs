@@ -38,7 +38,7 @@ use super::model::{
 use super::space::{self, BUDGET, Bits, Budget, Domain, FRESH, Space, Stop};
 use crate::admission::{Operation, Review};
 use crate::inventory::Inventory;
-use crate::matcher::{LabelSelector, Operator, Requirement};
+use crate::matcher::{LabelSelector, Requirement};
 use crate::policy::OutOfTime;
 use std::time::Instant;
 
@@ -434,7 +434,7 @@ impl Analysis {
             if known > 0 && bound <= known {
                 continue;
             }
-            let best = worst_peer(after, reviewed, rules, protocol, budget)?;
+            let best = worst_peer(reviewed, rules, protocol, budget)?;
             let Some((count, all, members, peer)) = best else {
                 continue;
             };
@@ -747,7 +747,6 @@ fn maximal_classes(
 /// For one protocol, the peer open on the most ports among peers some reviewed rule matches:
 /// (count, every port, the rules open to it, the peer).
 fn worst_peer(
-    after: &[&Policy],
     reviewed: usize,
     rules: &[(usize, &Rule)],
     protocol: Protocol,
@@ -835,33 +834,16 @@ fn worst_peer(
         }
     }
     // Pods: namespace labels (`ns:`) and pod labels (`pod:`) in one space.
-    let mut items: Vec<Vec<Requirement>> = Vec::new();
+    let mut items: Vec<&[Requirement]> = Vec::new();
     let mut owner: Vec<usize> = Vec::new();
-    for (m, (i, r)) in rules.iter().enumerate() {
-        match &r.peers {
-            None => {
-                items.push(Vec::new());
-                owner.push(m);
-            }
-            Some(peers) => {
-                for p in peers {
-                    if let Peer::Pods { namespaces, pods } = p {
-                        let mut reqs = space::prefixed("pod:", &pods.requirements);
-                        match namespaces {
-                            Namespaces::Own => reqs.push(Requirement {
-                                key: format!("ns:{NAME_LABEL}"),
-                                operator: Operator::In,
-                                values: vec![after[*i].namespace.clone()],
-                            }),
-                            Namespaces::Selected(s) => {
-                                reqs.extend(space::prefixed("ns:", &s.requirements))
-                            }
-                        }
-                        items.push(reqs);
-                        owner.push(m);
-                    }
-                }
-            }
+    for (m, (_, r)) in rules.iter().enumerate() {
+        if r.peers.is_none() {
+            items.push(&[]);
+            owner.push(m);
+        }
+        for reqs in &r.pod_peers {
+            items.push(reqs);
+            owner.push(m);
         }
     }
     if !items.is_empty() {

@@ -163,6 +163,9 @@ pub struct Rule {
     pub ports: Option<Vec<PortEntry>>,
     /// Every address its ipBlocks reach (everything when it has no peers), worked out once.
     pub reach: IpSet,
+    /// Each pod peer as requirements on one label space: `ns:<key>` for the namespace's labels
+    /// (its own namespace by name when it has no namespaceSelector), `pod:<key>` for the pod's.
+    pub pod_peers: Vec<Vec<Requirement>>,
 }
 
 impl Rule {
@@ -277,7 +280,7 @@ impl Policy {
                 Value::Array(list) => list
                     .iter()
                     .enumerate()
-                    .map(|(i, r)| parse_rule(r, direction, i))
+                    .map(|(i, r)| parse_rule(r, direction, i, &namespace))
                     .collect(),
                 _ => Err(format!("spec.{field}: must be a list of rules")),
             }
@@ -304,7 +307,12 @@ fn selector(v: &Value, at: &str) -> Result<LabelSelector, String> {
     }
 }
 
-fn parse_rule(r: &Value, direction: Direction, index: usize) -> Result<Rule, String> {
+fn parse_rule(
+    r: &Value,
+    direction: Direction,
+    index: usize,
+    namespace: &str,
+) -> Result<Rule, String> {
     let at = format!("spec.{}[{index}]", direction.field());
     if !r.is_object() && !r.is_null() {
         return Err(format!("{at}: must be a mapping (a rule)"));
@@ -332,13 +340,42 @@ fn parse_rule(r: &Value, direction: Direction, index: usize) -> Result<Rule, Str
         ),
         _ => return Err(format!("{at}.ports: must be a list of ports")),
     };
+    let pod_peers = peers
+        .iter()
+        .flatten()
+        .filter_map(|p| match p {
+            Peer::Pods { namespaces, pods } => {
+                let mut reqs = prefixed("pod:", &pods.requirements);
+                match namespaces {
+                    Namespaces::Own => reqs.push(Requirement {
+                        key: format!("ns:{NAME_LABEL}"),
+                        operator: Operator::In,
+                        values: vec![namespace.to_owned()],
+                    }),
+                    Namespaces::Selected(s) => reqs.extend(prefixed("ns:", &s.requirements)),
+                }
+                Some(reqs)
+            }
+            Peer::Block { .. } => None,
+        })
+        .collect();
     Ok(Rule {
         direction,
         index,
         reach: Rule::reach_of(peers.as_deref()),
+        pod_peers,
         peers,
         ports,
     })
+}
+
+fn prefixed(prefix: &str, reqs: &[Requirement]) -> Vec<Requirement> {
+    reqs.iter()
+        .map(|r| Requirement {
+            key: format!("{prefix}{}", r.key),
+            ..r.clone()
+        })
+        .collect()
 }
 
 fn parse_peer(p: &Value, at: &str) -> Result<Peer, String> {

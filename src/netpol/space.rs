@@ -12,6 +12,9 @@ use std::time::Instant;
 use super::model::{Labels, requirement_holds};
 use crate::matcher::Requirement;
 
+/// States already walked: a fast hash, the keys are ours.
+type Seen = HashSet<(usize, Bits), foldhash::fast::FixedState>;
+
 /// A value no selector names (label values cannot hold control characters).
 pub(crate) const FRESH: &str = "\u{1}other";
 
@@ -73,10 +76,19 @@ impl Bits {
         self.0.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0)
     }
 
-    fn clear(&mut self, i: usize) {
+    pub(crate) fn empty(n: usize) -> Self {
+        Bits(vec![0; n.div_ceil(64)])
+    }
+
+    fn set(&mut self, i: usize) {
         if let Some(w) = self.0.get_mut(i / 64) {
-            *w &= !(1 << (i % 64));
+            *w |= 1 << (i % 64);
         }
+    }
+
+    /// These, less `other`'s.
+    fn without(&self, other: &Bits) -> Bits {
+        Bits(self.0.iter().zip(&other.0).map(|(a, b)| a & !b).collect())
     }
 
     pub(crate) fn iter(&self) -> impl Iterator<Item = usize> + '_ {
@@ -97,8 +109,8 @@ pub(crate) struct Space {
     keys: Vec<String>,
     /// Per key, the values an object may have there (`None`: the label is absent).
     options: Vec<Vec<Option<String>>>,
-    /// Per key, the items' requirements on it.
-    by_key: Vec<Vec<(usize, Requirement)>>,
+    /// Per key and option, the items that option rules out.
+    fails: Vec<Vec<Bits>>,
     items: usize,
 }
 
@@ -110,15 +122,16 @@ pub(crate) enum Domain {
 
 impl Space {
     /// `items[i]` holds when all its requirements hold; `must` must hold for every object
-    /// considered; `domain` restricts keys (others are [`Domain::Any`]).
-    pub(crate) fn new(
-        items: &[Vec<Requirement>],
+    /// considered; `domain` restricts keys (others may be absent, any named value or a fresh
+    /// one).
+    pub(crate) fn new<I: AsRef<[Requirement]>>(
+        items: &[I],
         must: &[Requirement],
         domain: &BTreeMap<String, Domain>,
     ) -> Self {
         let mut named: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
         let mut uses: BTreeMap<&str, usize> = BTreeMap::new();
-        for r in items.iter().flatten().chain(must) {
+        for r in items.iter().flat_map(AsRef::as_ref).chain(must) {
             let values = named.entry(&r.key).or_default();
             values.extend(r.values.iter().map(String::as_str));
             *uses.entry(&r.key).or_default() += 1;
@@ -130,7 +143,7 @@ impl Space {
         let mut keys: Vec<&str> = named.keys().copied().collect();
         keys.sort_by_key(|k| std::cmp::Reverse(uses.get(k).copied().unwrap_or(0)));
         let index: BTreeMap<&str, usize> = keys.iter().enumerate().map(|(i, k)| (*k, i)).collect();
-        let options = keys
+        let options: Vec<Vec<Option<String>>> = keys
             .iter()
             .map(|k| {
                 let mut opts: Vec<Option<String>> = match domain.get(*k) {
@@ -153,18 +166,26 @@ impl Space {
                 opts
             })
             .collect();
-        let mut by_key = vec![Vec::new(); keys.len()];
+        let mut fails: Vec<Vec<Bits>> = options
+            .iter()
+            .map(|opts| vec![Bits::empty(items.len()); opts.len()])
+            .collect();
         for (i, item) in items.iter().enumerate() {
-            for r in item {
-                if let Some(&k) = index.get(r.key.as_str()) {
-                    by_key[k].push((i, r.clone()));
+            for r in item.as_ref() {
+                let Some(&k) = index.get(r.key.as_str()) else {
+                    continue;
+                };
+                for (o, value) in options[k].iter().enumerate() {
+                    if !requirement_holds(r, value.as_deref()) {
+                        fails[k][o].set(i);
+                    }
                 }
             }
         }
         Self {
             keys: keys.into_iter().map(str::to_owned).collect(),
             options,
-            by_key,
+            fails,
             items: items.len(),
         }
     }
@@ -180,7 +201,7 @@ impl Space {
         if self.options.iter().any(Vec::is_empty) {
             return Ok(()); // `must` cannot be met: no object
         }
-        let mut seen: HashSet<(usize, Bits)> = HashSet::new();
+        let mut seen: Seen = HashSet::default();
         let mut choice: Vec<usize> = vec![0; self.keys.len()];
         self.step(
             0,
@@ -197,7 +218,7 @@ impl Space {
         depth: usize,
         alive: Bits,
         choice: &mut Vec<usize>,
-        seen: &mut HashSet<(usize, Bits)>,
+        seen: &mut Seen,
         budget: &mut Budget,
         visit: &mut dyn FnMut(&Bits, Option<&Labels>) -> bool,
     ) -> Result<(), Stop> {
@@ -216,13 +237,8 @@ impl Space {
         if !visit(&alive, None) {
             return Ok(());
         }
-        for (c, value) in self.options[depth].iter().enumerate() {
-            let mut next = alive.clone();
-            for (item, r) in &self.by_key[depth] {
-                if next.has(*item) && !requirement_holds(r, value.as_deref()) {
-                    next.clear(*item);
-                }
-            }
+        for (c, fails) in self.fails[depth].iter().enumerate() {
+            let next = alive.without(fails);
             // Past this key, only what is alive matters: a state seen before adds nothing.
             if !seen.insert((depth + 1, next.clone())) {
                 continue;
@@ -248,18 +264,8 @@ impl Space {
 
 /// Whether some label set meets every requirement of `reqs`.
 pub(crate) fn satisfiable(reqs: &[Requirement]) -> bool {
-    let space = Space::new(&[], reqs, &BTreeMap::new());
+    let space = Space::new::<Vec<Requirement>>(&[], reqs, &BTreeMap::new());
     !space.options.iter().any(Vec::is_empty)
-}
-
-/// `reqs` with every key prefixed (to put namespace and pod labels in one space).
-pub(crate) fn prefixed(prefix: &str, reqs: &[Requirement]) -> Vec<Requirement> {
-    reqs.iter()
-        .map(|r| Requirement {
-            key: format!("{prefix}{}", r.key),
-            ..r.clone()
-        })
-        .collect()
 }
 
 #[cfg(test)]
