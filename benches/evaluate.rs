@@ -137,8 +137,8 @@ fn bench(c: &mut Criterion) {
     c.bench_function("evaluate/admitted-pod/default-bundle", |b| {
         b.iter(|| evaluate(&default, &zt_inventory, black_box(&admitted)))
     });
-    // NetworkPolicy hygiene runs on the interpreter (it calls palisade.ip_coverage): its cost on
-    // a NetworkPolicy review, against that of the whole default bundle on a Pod.
+    // NetworkPolicy hygiene: the model's facts for the review (over its namespace in the
+    // inventory) and the template on the VM, against the whole default bundle on a Pod.
     let hygiene = load_bundle(
         &Path::new(ROOT).join("policies/zero-trust/networkpolicy-hygiene"),
         &EngineOptions::default(),
