@@ -847,7 +847,19 @@ fn worst_peer(
         }
     }
     if !items.is_empty() {
-        let space = Space::new(&items, &[], &BTreeMap::new());
+        // Every namespace carries its name label: a peer namespace always has one.
+        let name_key = format!("ns:{NAME_LABEL}");
+        let mut names: Vec<Option<String>> = items
+            .iter()
+            .flat_map(|i| i.iter())
+            .filter(|r| r.key == name_key)
+            .flat_map(|r| r.values.iter().cloned().map(Some))
+            .collect();
+        names.sort();
+        names.dedup();
+        names.push(Some(FRESH.to_owned()));
+        let domain = BTreeMap::from([(name_key, Domain::Only(names))]);
+        let space = Space::new(&items, &[], &domain);
         let members_of = |alive: &Bits| -> Vec<usize> {
             let mut members: Vec<usize> = alive.iter().map(|i| owner[i]).collect();
             members.dedup();
@@ -1085,4 +1097,148 @@ fn peer_text(labels: &Labels) -> String {
         }
     };
     format!("{pods} {place}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn policy(name: &str, spec: Value) -> Arc<Policy> {
+        Arc::new(
+            Policy::parse(
+                &json!({"metadata": {"name": name, "namespace": "ns"}, "spec": spec}),
+                "ns",
+            )
+            .unwrap(),
+        )
+    }
+
+    fn facts(new: &Arc<Policy>, others: &[&Arc<Policy>], universe: &Universe) -> Value {
+        let others: Vec<(String, Arc<Result<Policy, String>>)> = others
+            .iter()
+            .map(|p| (p.name.clone(), Arc::new(Ok((***p).clone()))))
+            .collect();
+        let change = Change {
+            namespace: "ns".into(),
+            new: Some(new.clone()),
+            old: None,
+        };
+        Analysis::new(&change, &others, universe, None)
+            .unwrap()
+            .facts(&json!({}))
+    }
+
+    #[test]
+    fn the_universe_takes_the_labels_every_namespace_must_carry() {
+        let mut u = Universe::default();
+        u.require_from(
+            "PalisadeNamespaceLabels",
+            &json!({"labels": [{"key": "level", "allowedValues": ["high", "low"]}]}),
+        );
+        u.require_from(
+            "K8sRequiredLabels",
+            &json!({"labels": [{"key": "owner", "allowedRegex": "^t-"}]}),
+        );
+        u.require_from("SomethingElse", &json!({"labels": [{"key": "ignored"}]}));
+        // Two constraints on one key: a namespace meets both.
+        u.require_from(
+            "PalisadeNamespaceLabels",
+            &json!({"labels": [{"key": "level", "allowedValues": ["low", "mid"]}]}),
+        );
+        assert_eq!(u.required["level"], ["low"]);
+        assert!(u.required["owner"].is_empty(), "any value");
+        assert!(!u.required.contains_key("ignored"));
+    }
+
+    // A selector on a label every namespace must carry, with every allowed value, is every
+    // namespace; with some of them, it is not.
+    #[test]
+    fn every_namespace_is_judged_under_the_required_labels() {
+        let mut u = Universe::default();
+        u.require_from(
+            "PalisadeNamespaceLabels",
+            &json!({"labels": [{"key": "level", "allowedValues": ["high", "low"]}]}),
+        );
+        let from = |values: Value| {
+            policy(
+                "p",
+                json!({"podSelector": {}, "ingress": [{"from": [{"namespaceSelector": {"matchExpressions": [{"key": "level", "operator": "In", "values": values}]}}], "ports": [{"port": 80}]}]}),
+            )
+        };
+        let every = |f: &Value| f["everyNamespace"].as_array().unwrap().len();
+        assert_eq!(every(&facts(&from(json!(["high", "low"])), &[], &u)), 1);
+        assert_eq!(every(&facts(&from(json!(["high"])), &[], &u)), 0);
+        assert_eq!(
+            every(&facts(&from(json!(["high"])), &[], &Universe::default())),
+            0,
+            "without the requirement, a namespace may lack the label"
+        );
+    }
+
+    // A policy is judged by what it adds: an earlier policy's path is not its finding.
+    #[test]
+    fn a_finding_needs_the_reviewed_policy_to_take_part() {
+        let wide = policy(
+            "wide",
+            json!({"podSelector": {}, "ingress": [{"from": [{"ipBlock": {"cidr": "0.0.0.0/0"}}], "ports": [{"port": 443}]}]}),
+        );
+        let narrow = policy(
+            "narrow",
+            json!({"podSelector": {}, "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "api"}}}], "ports": [{"port": 8080}]}]}),
+        );
+        let f = facts(&narrow, &[&wide], &Universe::default());
+        assert_eq!(f["publicIngress"], json!([]), "{f}");
+        let f = facts(&wide, &[&narrow], &Universe::default());
+        assert_eq!(f["publicIngress"][0]["percent"], "100%", "{f}");
+    }
+
+    #[test]
+    fn a_policy_that_cannot_be_read_in_the_namespace_fails_the_judgement() {
+        let new = policy("p", json!({"podSelector": {}}));
+        let others = vec![("broken".to_owned(), Arc::new(Err("spec: bad".to_owned())))];
+        let change = Change {
+            namespace: "ns".into(),
+            new: Some(new),
+            old: None,
+        };
+        let f = Analysis::new(&change, &others, &Universe::default(), None)
+            .unwrap()
+            .facts(&json!({}));
+        assert!(f["error"].as_str().unwrap().contains("ns/broken"), "{f}");
+    }
+
+    #[test]
+    fn a_judgement_past_its_deadline_is_out_of_time() {
+        let p = policy(
+            "p",
+            json!({"podSelector": {}, "ingress": [{"from": [{"podSelector": {"matchExpressions": [{"key": "a", "operator": "Exists"}]}}], "ports": [{"port": 80}]}]}),
+        );
+        let change = Change {
+            namespace: "ns".into(),
+            new: Some(p),
+            old: None,
+        };
+        let past = Some(Instant::now() - std::time::Duration::from_secs(1));
+        // The clock is read every 1,024 steps: a small judgement may finish first, which is fine;
+        // a large one must stop.
+        let many: Vec<(String, Arc<Result<Policy, String>>)> = (0..40)
+            .map(|i| {
+                let p = policy(
+                    &format!("k{i}"),
+                    json!({"podSelector": {"matchExpressions": [{"key": format!("k{i}"), "operator": "Exists"}]}, "ingress": [{"ports": [{"port": 1000 + i}]}]}),
+                );
+                (p.name.clone(), Arc::new(Ok((*p).clone())))
+            })
+            .collect();
+        assert!(Analysis::new(&change, &many, &Universe::default(), past).is_err());
+        // Without a deadline, the same judgement runs into its step budget and says so.
+        let f = Analysis::new(&change, &many, &Universe::default(), None)
+            .unwrap()
+            .facts(&json!({}));
+        assert!(
+            f["error"].as_str().unwrap().contains("too intricate"),
+            "{f}"
+        );
+    }
 }
