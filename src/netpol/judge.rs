@@ -424,14 +424,14 @@ impl Analysis {
                 .ports
                 .iter()
                 .find(|f| f.direction == direction.field() && f.protocol == protocol.name())
-                .map_or(0, |f| f.count);
+                .map_or((0, false), |f| (f.count, f.all));
             let bound = rules
                 .iter()
                 .fold(PortSet::default(), |acc, (_, r)| {
                     acc.union(&PortSet::of(r.ports.as_deref(), protocol))
                 })
                 .count();
-            if known > 0 && bound <= known {
+            if known.0 > 0 && (bound < known.0 || (bound == known.0 && known.1)) {
                 continue;
             }
             let best = worst_peer(reviewed, rules, protocol, budget)?;
@@ -456,7 +456,7 @@ impl Analysis {
                 .iter_mut()
                 .find(|f| f.direction == finding.direction && f.protocol == finding.protocol)
             {
-                Some(f) if f.count >= finding.count => {}
+                Some(f) if (f.count, f.all) >= (finding.count, finding.all) => {}
                 Some(f) => *f = finding,
                 None => self.ports.push(finding),
             }
@@ -777,7 +777,11 @@ fn worst_peer(
             .iter()
             .fold(PortSet::default(), |acc, &m| acc.union(&ports[m]));
         let count = union.count();
-        if best.as_ref().is_none_or(|b| count > b.0) {
+        // On a tie, a peer open on every port is the worse one.
+        if best
+            .as_ref()
+            .is_none_or(|b| (count, union.all()) > (b.0, b.1))
+        {
             let members = members
                 .into_iter()
                 .filter(|&m| !ports[m].is_empty())
@@ -883,7 +887,9 @@ fn worst_peer(
                         .iter()
                         .fold(PortSet::default(), |acc, &m| acc.union(&ports[m]))
                         .count();
-                    found.as_ref().is_none_or(|b| bound > b.0)
+                    found
+                        .as_ref()
+                        .is_none_or(|b| bound > b.0 || (bound == b.0 && !b.1))
                 }
                 Some(labels) => {
                     consider(members, &|| peer_text(labels), &mut found);

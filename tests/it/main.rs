@@ -18,6 +18,7 @@ mod mutation;
 mod netpol;
 mod netpol_attacks;
 mod netpol_e2e;
+mod netpol_judge_props;
 mod netpol_props;
 mod process;
 mod rollout;
