@@ -269,7 +269,7 @@ impl Inventory {
 }
 
 fn is_network_policy(id: &ObjectRef) -> bool {
-    id.group == "networking.k8s.io" && id.kind == "NetworkPolicy" && !id.namespace.is_empty()
+    id.group == "networking.k8s.io" && id.kind == "NetworkPolicy"
 }
 
 #[cfg(test)]

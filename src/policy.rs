@@ -222,7 +222,7 @@ impl Policies {
         let mut any_kind = Vec::new();
         let mut universe = crate::netpol::Universe::default();
         for (i, c) in constraints.iter().enumerate() {
-            universe.require_from(&c.kind, &c.parameters);
+            universe.require_from_constraint(c);
             match c.matcher.indexed_kinds() {
                 Some(kinds) => {
                     for k in kinds {

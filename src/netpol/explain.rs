@@ -228,8 +228,10 @@ fn explain_namespace(
         .iter()
         .map(|(_, p)| p.pod_selector.requirements.clone())
         .collect();
-    let space = Space::new(&items, &[], &BTreeMap::new());
-    let combos = match space.combinations(&mut Budget::new(None)) {
+    let mut budget = Budget::new(None);
+    let combos = match Space::new(&items, &[], &BTreeMap::new(), &mut budget)
+        .and_then(|space| space.combinations(&mut budget))
+    {
         Ok(c) => c,
         Err(_) => {
             out.error = Some(format!(

@@ -1,7 +1,7 @@
 //! Sets of addresses, for `ipBlock`s. IPv4 and IPv6 are kept apart, as Kubernetes reads a block
 //! by how its CIDR is written (`::/0` is no IPv4 address), with one exception: a block inside the
-//! IPv4-mapped prefix `::ffff:0:0/96`, or inside NAT64's well-known prefix `64:ff9b::/96`, is
-//! IPv4 written as IPv6. The API server accepts such blocks and a CNI may unmap them, so they are
+//! IPv4-mapped prefix `::ffff:0:0/96`, inside NAT64's well-known prefix `64:ff9b::/96`, or inside
+//! the deprecated IPv4-compatible `::/96`, is IPv4 written as IPv6. The API server accepts such blocks and a CNI may unmap them, so they are
 //! judged as the IPv4 addresses they carry: `::ffff:0:0/96` is all of IPv4 and
 //! `::ffff:169.254.169.254/128` is the metadata address.
 
@@ -90,7 +90,8 @@ impl Cidr {
         let first = addr & !host;
         let last = first | host;
         if family == Family::V6 {
-            for base in [MAPPED, NAT64] {
+            // IPv4-compatible (`::a.b.c.d`, deprecated), IPv4-mapped and NAT64's well-known prefix.
+            for base in [0, MAPPED, NAT64] {
                 if first >> 32 == base >> 32 && last >> 32 == base >> 32 {
                     return Ok(Cidr {
                         family: Family::V4,
@@ -141,6 +142,13 @@ impl IpSet {
         let mut set = Self::of(c);
         for e in except {
             let x = Cidr::parse(e)?;
+            // An IPv4 block with an except written as IPv6 (`::ffff:169.254.169.254/128`), or
+            // the other way round: a CNI that does not unmap would not except anything.
+            if e.contains(':') != cidr.contains(':') {
+                return Err(format!(
+                    "except {e:?} is not written in the same family as the cidr {cidr:?}: write both as IPv4 (or both as IPv6), as the CNI matches them"
+                ));
+            }
             if x.family != c.family || x.first < c.first || x.last > c.last {
                 return Err(format!(
                     "except {e:?} is not inside the cidr {cidr:?}: each except must be a range within the block"
@@ -352,7 +360,7 @@ pub fn addr_key(addr: IpAddr) -> (Family, u128) {
         IpAddr::V4(v4) => (Family::V4, u128::from(u32::from(v4))),
         IpAddr::V6(v6) => {
             let a = u128::from(v6);
-            if a >> 32 == MAPPED >> 32 || a >> 32 == NAT64 >> 32 {
+            if a >> 32 == 0 || a >> 32 == MAPPED >> 32 || a >> 32 == NAT64 >> 32 {
                 (Family::V4, a & V4_MAX)
             } else {
                 (Family::V6, a)
@@ -444,6 +452,10 @@ mod tests {
         assert!(IpSet::block("10.0.0.0/8", &["11.0.0.0/8".into()]).is_err());
         assert!(IpSet::block("10.0.0.0/8", &["fd00::/8".into()]).is_err());
         assert!(IpSet::block("0.0.0.0/0", &["010.0.0.0/8".into()]).is_err());
+        // The API server accepts an IPv4 block with a mapped except; a CNI may not unmap it.
+        let e = IpSet::block("0.0.0.0/0", &["::ffff:169.254.169.254/128".into()]).unwrap_err();
+        assert!(e.contains("same family"), "{e}");
+        assert!(IpSet::block("::ffff:0:0/96", &["169.254.169.254/32".into()]).is_err());
     }
 
     #[test]

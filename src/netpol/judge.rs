@@ -43,16 +43,24 @@ use crate::policy::OutOfTime;
 use std::time::Instant;
 
 /// What every namespace carries, because the bundle requires it: label key to its allowed
-/// values (empty: any value).
+/// values.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Universe {
-    pub required: BTreeMap<String, Vec<String>>,
+    pub required: BTreeMap<String, Allowed>,
+}
+
+/// The values a required label may have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Allowed {
+    Any,
+    /// Only these (none at all when two constraints contradict each other).
+    Values(Vec<String>),
 }
 
 impl Universe {
-    /// Adds what a constraint requires of every namespace. Understood: `PalisadeNamespaceLabels`
-    /// (`labels[].key`, `allowedValues`) and the gatekeeper-library's `K8sRequiredLabels`
-    /// (`labels[].key`; its `allowedRegex` is read as any value).
+    /// Adds what a constraint that applies to every namespace requires of them. Understood:
+    /// `PalisadeNamespaceLabels` (`labels[].key`, `allowedValues`) and the gatekeeper-library's
+    /// `K8sRequiredLabels` (`labels[].key`; its `allowedRegex` is read as any value).
     pub fn require_from(&mut self, kind: &str, parameters: &Value) {
         if kind != "PalisadeNamespaceLabels" && kind != "K8sRequiredLabels" {
             return;
@@ -61,23 +69,45 @@ impl Universe {
             let Some(key) = l["key"].as_str() else {
                 continue;
             };
-            let allowed: Vec<String> = if kind == "PalisadeNamespaceLabels" {
-                l["allowedValues"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|v| v.as_str().map(str::to_owned))
-                    .collect()
+            let values: Vec<String> = l["allowedValues"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect();
+            let allowed = if kind == "PalisadeNamespaceLabels" && !values.is_empty() {
+                Allowed::Values(values)
             } else {
-                Vec::new()
+                Allowed::Any
             };
-            let entry = self.required.entry(key.to_owned()).or_default();
             // Two constraints on one key: a namespace meets both.
-            if entry.is_empty() {
-                *entry = allowed;
-            } else if !allowed.is_empty() {
-                entry.retain(|v| allowed.contains(v));
-            }
+            let entry = self.required.entry(key.to_owned()).or_insert(Allowed::Any);
+            *entry = match (&*entry, allowed) {
+                (Allowed::Any, a) => a,
+                (a, Allowed::Any) => a.clone(),
+                (Allowed::Values(a), Allowed::Values(b)) => {
+                    Allowed::Values(a.iter().filter(|v| b.contains(v)).cloned().collect())
+                }
+            };
+        }
+    }
+
+    /// As [`Universe::require_from`], for a constraint of the bundle: only one that applies to
+    /// every Namespace (all but some excluded by name) says what every namespace carries.
+    pub fn require_from_constraint(&mut self, constraint: &crate::policy::Constraint) {
+        let m = &constraint.matcher;
+        let every_namespace = m.namespaces.is_empty()
+            && m.label_selector.is_none()
+            && m.namespace_selector.is_none()
+            && m.name.is_none()
+            && (m.kinds.is_empty()
+                || m.kinds.iter().any(|k| {
+                    (k.api_groups.is_empty()
+                        || k.api_groups.iter().any(|g| g.is_empty() || g == "*"))
+                        && k.kinds.iter().any(|k| k == "Namespace" || k == "*")
+                }));
+        if every_namespace {
+            self.require_from(&constraint.kind, &constraint.parameters);
         }
     }
 }
@@ -98,20 +128,26 @@ pub fn analyse(
 ) -> Result<Analysis, OutOfTime> {
     let namespace = review.object_ref().namespace.clone();
     let read = |v: &Value| Policy::parse(v, &namespace).map(Arc::new);
+    // The version that goes away only matters for what it isolated: read that much of it even
+    // when the rest is past the model's limits.
+    let read_old =
+        |v: &Value| read(v).or_else(|_| Policy::parse_isolation(v, &namespace).map(Arc::new));
     let change = match review.operation() {
-        Some(Operation::Delete) => match read(review.object()) {
-            Ok(old) => Ok(Change {
-                namespace: namespace.clone(),
-                new: None,
-                old: Some(old),
-            }),
-            // What is gone cannot open anything, and what the API server holds was valid.
-            Err(_) => return Ok(Analysis::default()),
-        },
-        Some(Operation::Update) => read(review.object()).map(|new| Change {
+        Some(Operation::Delete) => read_old(review.object()).map(|old| Change {
             namespace: namespace.clone(),
-            new: Some(new),
-            old: read(review.old_object()).ok(),
+            new: None,
+            old: Some(old),
+        }),
+        Some(Operation::Update) => read(review.object()).and_then(|new| {
+            let old = match review.old_object() {
+                Value::Null => None,
+                v => Some(read_old(v)?),
+            };
+            Ok(Change {
+                namespace: namespace.clone(),
+                new: Some(new),
+                old,
+            })
         }),
         _ => read(review.object()).map(|new| Change {
             namespace: namespace.clone(),
@@ -520,7 +556,9 @@ impl Analysis {
             }
         }
         for (key, allowed) in &universe.required {
-            let values: Vec<Option<String>> = if allowed.is_empty() {
+            let values: Vec<Option<String>> = if let Allowed::Values(allowed) = allowed {
+                allowed.iter().cloned().map(Some).collect()
+            } else {
                 let mut named: Vec<Option<String>> = items
                     .iter()
                     .flatten()
@@ -529,8 +567,6 @@ impl Analysis {
                     .collect();
                 named.push(Some(FRESH.to_owned()));
                 named
-            } else {
-                allowed.iter().cloned().map(Some).collect()
             };
             domain.insert(key.clone(), Domain::Only(values));
         }
@@ -538,7 +574,7 @@ impl Analysis {
             NAME_LABEL.to_owned(),
             Domain::Only(vec![Some(FRESH.to_owned())]),
         );
-        let space = Space::new(&items, &[], &domain);
+        let space = Space::new(&items, &[], &domain, budget)?;
         let mut every = true;
         let mut open = vec![false; items.len()];
         space.walk(budget, &mut |alive, labels| {
@@ -611,7 +647,12 @@ impl Analysis {
                 .filter(|p| p.isolates(direction))
                 .map(|p| p.pod_selector.requirements.clone())
                 .collect();
-            let space = Space::new(&items, &old.pod_selector.requirements, &BTreeMap::new());
+            let space = Space::new(
+                &items,
+                &old.pod_selector.requirements,
+                &BTreeMap::new(),
+                budget,
+            )?;
             let mut open: Option<Labels> = None;
             space.walk(budget, &mut |alive, labels| {
                 if open.is_some() {
@@ -726,20 +767,21 @@ fn maximal_classes(
         .iter()
         .map(|p| p.pod_selector.requirements.clone())
         .collect();
-    let space = Space::new(&items, &selector.requirements, &BTreeMap::new());
-    let all = space.combinations(budget)?;
+    let space = Space::new(&items, &selector.requirements, &BTreeMap::new(), budget)?;
+    let mut all: Vec<(Bits, Labels)> = space
+        .combinations(budget)?
+        .into_iter()
+        .filter(|(bits, _)| bits.has(reviewed))
+        .collect();
+    // Largest first: a set is kept unless one kept before holds it.
+    all.sort_by_key(|(bits, _)| std::cmp::Reverse(bits.count()));
     let mut keep: Vec<(Bits, Labels)> = Vec::new();
-    for (bits, labels) in &all {
-        if !bits.has(reviewed) {
+    for (bits, labels) in all {
+        budget.spend(keep.len() + 1)?;
+        if keep.iter().any(|(k, _)| bits.is_subset(k)) {
             continue;
         }
-        if all
-            .iter()
-            .any(|(other, _)| other != bits && bits.is_subset(other))
-        {
-            continue;
-        }
-        keep.push((bits.clone(), labels.clone()));
+        keep.push((bits, labels));
     }
     Ok(keep)
 }
@@ -802,21 +844,25 @@ fn worst_peer(
             }
         }
         events.sort_unstable();
-        let mut active = vec![0u32; rules.len()];
+        // The rules whose ranges cover the current piece, with how many of their ranges do.
+        let mut active: BTreeMap<usize, u32> = BTreeMap::new();
         let mut n = 0;
         while n < events.len() {
             let at = events[n].0;
             while n < events.len() && events[n].0 == at {
                 let (_, open, m) = events[n];
                 if open {
-                    active[m] += 1;
-                } else {
-                    active[m] -= 1;
+                    *active.entry(m).or_default() += 1;
+                } else if let Some(c) = active.get_mut(&m) {
+                    *c -= 1;
+                    if *c == 0 {
+                        active.remove(&m);
+                    }
                 }
                 n += 1;
             }
-            budget.spend(1)?;
-            let members: Vec<usize> = (0..rules.len()).filter(|&m| active[m] > 0).collect();
+            budget.spend(1 + active.len())?;
+            let members: Vec<usize> = active.keys().copied().collect();
             if members.is_empty() {
                 continue;
             }
@@ -863,7 +909,7 @@ fn worst_peer(
         names.dedup();
         names.push(Some(FRESH.to_owned()));
         let domain = BTreeMap::from([(name_key, Domain::Only(names))]);
-        let space = Space::new(&items, &[], &domain);
+        let space = Space::new(&items, &[], &domain, budget)?;
         let members_of = |alive: &Bits| -> Vec<usize> {
             let mut members: Vec<usize> = alive.iter().map(|i| owner[i]).collect();
             members.dedup();
@@ -1152,8 +1198,14 @@ mod tests {
             "PalisadeNamespaceLabels",
             &json!({"labels": [{"key": "level", "allowedValues": ["low", "mid"]}]}),
         );
-        assert_eq!(u.required["level"], ["low"]);
-        assert!(u.required["owner"].is_empty(), "any value");
+        assert_eq!(u.required["level"], Allowed::Values(vec!["low".into()]));
+        assert_eq!(u.required["owner"], Allowed::Any);
+        // Contradicting constraints leave no value, not any value.
+        u.require_from(
+            "PalisadeNamespaceLabels",
+            &json!({"labels": [{"key": "level", "allowedValues": ["high"]}]}),
+        );
+        assert_eq!(u.required["level"], Allowed::Values(vec![]));
         assert!(!u.required.contains_key("ignored"));
     }
 

@@ -14,8 +14,9 @@ use crate::matcher::{LabelSelector, Operator, Requirement};
 pub const NAME_LABEL: &str = "kubernetes.io/metadata.name";
 
 /// The most a NetworkPolicy may hold, counted before anything is evaluated. Far above what
-/// real policies need (the largest published allow-lists have a few hundred ranges), they bound
-/// the time one review can take. Past any of them a policy is refused with the limit's name.
+/// real policies need (the largest published allow-lists have a few hundred ranges). Past any of
+/// them a policy is refused with the limit's name. A namespace may hold any number of policies:
+/// what bounds a judgement over them is the step budget and the deadline (`space::Budget`).
 pub mod limits {
     /// Ingress plus egress rules.
     pub const RULES: usize = 128;
@@ -296,6 +297,34 @@ impl Policy {
             ingress: ingress_type.then_some(ingress),
             egress: egress_type.then_some(egress),
         })
+    }
+}
+
+impl Policy {
+    /// Only what a policy isolates: its podSelector and policyTypes (after defaulting), without
+    /// its rules. For a policy the model cannot read in full (past a limit) that goes away: what
+    /// its removal opens can still be judged.
+    pub fn parse_isolation(v: &Value, default_namespace: &str) -> Result<Self, String> {
+        let mut stripped = v.clone();
+        if let Some(spec) = stripped["spec"].as_object_mut() {
+            for d in Direction::BOTH {
+                if let Some(rules) = spec.get_mut(d.field()).and_then(Value::as_array_mut) {
+                    // Keep whether there are egress rules (policyTypes defaulting reads it).
+                    let n = rules.len().min(1);
+                    *rules = vec![Value::Object(Default::default()); n];
+                }
+            }
+        }
+        let mut p = Policy::parse(&stripped, default_namespace)?;
+        for d in Direction::BOTH {
+            if let Some(rules) = match d {
+                Direction::Ingress => p.ingress.as_mut(),
+                Direction::Egress => p.egress.as_mut(),
+            } {
+                rules.clear();
+            }
+        }
+        Ok(p)
     }
 }
 

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::Instant;
 
 use super::model::{Labels, requirement_holds};
-use crate::matcher::Requirement;
+use crate::matcher::{Operator, Requirement};
 
 /// States already walked: a fast hash, the keys are ours.
 type Seen = HashSet<(usize, Bits), foldhash::fast::FixedState>;
@@ -72,6 +72,10 @@ impl Bits {
         Bits(words)
     }
 
+    pub(crate) fn count(&self) -> u32 {
+        self.0.iter().map(|w| w.count_ones()).sum()
+    }
+
     pub(crate) fn has(&self, i: usize) -> bool {
         self.0.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0)
     }
@@ -128,7 +132,8 @@ impl Space {
         items: &[I],
         must: &[Requirement],
         domain: &BTreeMap<String, Domain>,
-    ) -> Self {
+        budget: &mut Budget,
+    ) -> Result<Self, Stop> {
         let mut named: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
         let mut uses: BTreeMap<&str, usize> = BTreeMap::new();
         for r in items.iter().flat_map(AsRef::as_ref).chain(must) {
@@ -170,24 +175,83 @@ impl Space {
             .iter()
             .map(|opts| vec![Bits::empty(items.len()); opts.len()])
             .collect();
+        // Where each option sits, by value (`None`: absent).
+        let positions: Vec<
+            std::collections::HashMap<Option<&str>, usize, foldhash::fast::FixedState>,
+        > = options
+            .iter()
+            .map(|opts| {
+                opts.iter()
+                    .enumerate()
+                    .map(|(o, v)| (v.as_deref(), o))
+                    .collect()
+            })
+            .collect();
         for (i, item) in items.iter().enumerate() {
             for r in item.as_ref() {
                 let Some(&k) = index.get(r.key.as_str()) else {
                     continue;
                 };
-                for (o, value) in options[k].iter().enumerate() {
-                    if !requirement_holds(r, value.as_deref()) {
-                        fails[k][o].set(i);
+                // In and DoesNotExist mark every other option; NotIn and Exists only theirs.
+                budget.spend(match r.operator {
+                    Operator::In | Operator::DoesNotExist => options[k].len() + r.values.len(),
+                    Operator::NotIn | Operator::Exists => r.values.len() + 1,
+                })?;
+                let named = || {
+                    r.values
+                        .iter()
+                        .filter_map(|v| positions[k].get(&Some(v.as_str())))
+                };
+                let absent = positions[k].get(&None).copied();
+                match r.operator {
+                    // Fails everywhere but on its values.
+                    Operator::In => {
+                        let keep: Vec<usize> = named().copied().collect();
+                        for o in (0..options[k].len()).filter(|o| !keep.contains(o)) {
+                            fails[k][o].set(i);
+                        }
+                    }
+                    // Fails on its values only.
+                    Operator::NotIn => {
+                        for &o in named() {
+                            fails[k][o].set(i);
+                        }
+                    }
+                    Operator::Exists => {
+                        if let Some(o) = absent {
+                            fails[k][o].set(i);
+                        }
+                    }
+                    Operator::DoesNotExist => {
+                        for o in (0..options[k].len()).filter(|o| Some(*o) != absent) {
+                            fails[k][o].set(i);
+                        }
                     }
                 }
             }
         }
-        Self {
+        // Options that rule out the same items are one option: keep the first of each.
+        let mut options = options;
+        for (opts, fails) in options.iter_mut().zip(fails.iter_mut()) {
+            let mut seen: HashSet<&Bits, foldhash::fast::FixedState> = HashSet::default();
+            let keep: Vec<bool> = fails.iter().map(|f| seen.insert(f)).collect();
+            let mut n = 0;
+            opts.retain(|_| {
+                n += 1;
+                keep[n - 1]
+            });
+            let mut n = 0;
+            fails.retain(|_| {
+                n += 1;
+                keep[n - 1]
+            });
+        }
+        Ok(Self {
             keys: keys.into_iter().map(str::to_owned).collect(),
             options,
             fails,
             items: items.len(),
-        }
+        })
     }
 
     /// Walks every distinct state: `visit(alive, labels)` is called at each node, with
@@ -237,6 +301,8 @@ impl Space {
         if !visit(&alive, None) {
             return Ok(());
         }
+        // Each option costs a pass over the items.
+        budget.spend(self.fails[depth].len())?;
         for (c, fails) in self.fails[depth].iter().enumerate() {
             let next = alive.without(fails);
             // Past this key, only what is alive matters: a state seen before adds nothing.
@@ -264,7 +330,11 @@ impl Space {
 
 /// Whether some label set meets every requirement of `reqs`.
 pub(crate) fn satisfiable(reqs: &[Requirement]) -> bool {
-    let space = Space::new::<Vec<Requirement>>(&[], reqs, &BTreeMap::new());
+    let Ok(space) =
+        Space::new::<Vec<Requirement>>(&[], reqs, &BTreeMap::new(), &mut Budget::new(None))
+    else {
+        return true;
+    };
     !space.options.iter().any(Vec::is_empty)
 }
 
@@ -290,7 +360,7 @@ mod tests {
             vec![req("app", In, &["b"])],   // app=b
             vec![req("tier", Exists, &[])], // tier
         ];
-        let space = Space::new(&items, &[], &BTreeMap::new());
+        let space = Space::new(&items, &[], &BTreeMap::new(), &mut Budget::new(None)).unwrap();
         let combos = space.combinations(&mut Budget::new(None)).unwrap();
         let sets: Vec<Vec<usize>> = combos.iter().map(|(b, _)| b.iter().collect()).collect();
         // app: absent/a/b/other x tier: absent/present, and app=a,b never together.
@@ -313,7 +383,13 @@ mod tests {
             vec![req("app", In, &["a"])],
             vec![req("app", NotIn, &["a"])],
         ];
-        let space = Space::new(&items, &[req("app", In, &["a"])], &BTreeMap::new());
+        let space = Space::new(
+            &items,
+            &[req("app", In, &["a"])],
+            &BTreeMap::new(),
+            &mut Budget::new(None),
+        )
+        .unwrap();
         let combos = space.combinations(&mut Budget::new(None)).unwrap();
         assert_eq!(combos.len(), 1);
         assert_eq!(combos[0].0.iter().collect::<Vec<_>>(), [0]);
@@ -342,7 +418,7 @@ mod tests {
         let items: Vec<Vec<Requirement>> = (0..40)
             .map(|i| vec![req(&format!("k{i}"), Exists, &[])])
             .collect();
-        let space = Space::new(&items, &[], &BTreeMap::new());
+        let space = Space::new(&items, &[], &BTreeMap::new(), &mut Budget::new(None)).unwrap();
         let mut budget = Budget::new(None);
         budget.steps = 1000;
         assert_eq!(space.combinations(&mut budget), Err(Stop::TooComplex));

@@ -256,8 +256,11 @@ impl App {
         // A NetworkPolicy is judged with every policy of its namespace: never on an I/O thread,
         // never on the pool other reviews use.
         if endpoint == Endpoint::Validate && crate::netpol::judge::is_network_policy(&review) {
-            let _slot = self.model_pool.clone().acquire_owned().await.ok()?;
+            // The permit goes with the work: a request that times out does not free it while its
+            // thread still runs.
+            let slot = self.model_pool.clone().acquire_owned().await.ok()?;
             return tokio::task::spawn_blocking(move || {
+                let _slot = slot;
                 decider
                     .decide(&bundle, &inventory, endpoint, &review, Some(deadline))
                     .ok()
@@ -279,9 +282,10 @@ impl App {
         }
         // Over budget: the same decision, with the same snapshots, where it cannot stall I/O.
         // Waiting for a pool thread counts against the request timeout.
-        let _slot = self.eval_pool.clone().acquire_owned().await.ok()?;
+        let slot = self.eval_pool.clone().acquire_owned().await.ok()?;
         tracing::debug!(uid = review.uid(), budget = ?self.limits.inline_budget, "review moved to the blocking pool");
         tokio::task::spawn_blocking(move || {
+            let _slot = slot;
             decider
                 .decide(&bundle, &inventory, endpoint, &review, Some(deadline))
                 .ok()

@@ -550,3 +550,131 @@ fn an_unreadable_policy_in_the_inventory_fails_the_namespace_closed() {
         ],
     );
 }
+
+// Found in review (issue 27): each of these was admitted, or ran for seconds.
+
+#[test]
+fn an_ipv4_block_with_an_except_written_as_ipv6_is_refused() {
+    // The API server accepts it (its check unmaps), but a CNI that does not unmap excepts
+    // nothing: the metadata address stays reachable.
+    let p = policy(
+        "mapped-except",
+        json!({"podSelector": {}, "policyTypes": ["Egress"],
+        "egress": [{"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["::ffff:169.254.169.254/128"]}}], "ports": [{"port": 443}]}]}),
+    );
+    assert_denied(
+        &denied(&p, &[]),
+        &[
+            "cannot be judged",
+            "is not written in the same family as the cidr",
+        ],
+    );
+    let p = ingress_from_blocks("mapped-half", &[]);
+    let mut p = p;
+    p["spec"]["ingress"][0]["from"] =
+        json!([{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["::ffff:0.0.0.0/97"]}}]);
+    assert_denied(&denied(&p, &[]), &["is not written in the same family"]);
+}
+
+#[test]
+fn the_ipv4_compatible_spelling_of_the_metadata_address_is_the_metadata_address() {
+    let p = policy(
+        "compat",
+        json!({"podSelector": {}, "policyTypes": ["Egress"], "egress": [{"to": [{"ipBlock": {"cidr": "::a9fe:a9fe/128"}}], "ports": [{"port": 80}]}]}),
+    );
+    assert_denied(
+        &denied(&p, &[]),
+        &["reaches the cloud metadata address 169.254.169.254/32"],
+    );
+}
+
+#[test]
+fn removing_a_policy_past_the_limits_is_still_judged_for_what_it_isolated() {
+    // 129 rules: the API server accepts it, the model reads only what it isolates.
+    let rules: Vec<Value> = (0..129).map(|_| json!({"from": [{"podSelector": {"matchLabels": {"app": "api"}}}], "ports": [{"port": 5432}]})).collect();
+    let big = policy(
+        "db-only",
+        json!({"podSelector": {"matchLabels": {"app": "db"}}, "policyTypes": ["Ingress"], "ingress": rules}),
+    );
+    let mut narrowed = big.clone();
+    narrowed["spec"]["podSelector"] = json!({"matchLabels": {"app": "nothing"}});
+    narrowed["spec"]["ingress"] = json!([]);
+    let alone = Inventory::from_objects(vec![big.clone()]);
+    let d: Vec<String> = validate(bundle(), &alone, &review("UPDATE", &narrowed, Some(&big)))
+        .into_iter()
+        .filter(|v| v.action == Action::Deny)
+        .map(|v| v.message)
+        .collect();
+    assert_denied(&d, &["no policy isolates pods app=db for ingress"]);
+}
+
+#[test]
+fn only_a_constraint_on_every_namespace_says_what_every_namespace_carries() {
+    // Constraints scoped to some namespaces narrow nothing: the default constraint still says
+    // every namespace is high, medium or low.
+    let mut docs: Vec<palisade::manifest::Document> =
+        files::read_path(&repo_path("policies")).unwrap();
+    for (name, glob, value) in [("dev", "dev-*", "low"), ("prod", "prod-*", "high")] {
+        docs.push(palisade::manifest::Document::from_cluster(json!({
+            "apiVersion": "constraints.gatekeeper.sh/v1beta1", "kind": "PalisadeNamespaceLabels",
+            "metadata": {"name": format!("{name}-levels")},
+            "spec": {"match": {"kinds": [{"apiGroups": [""], "kinds": ["Namespace"]}], "namespaces": [glob]},
+                "parameters": {"labels": [{"key": "security-level", "allowedValues": [value]}]}}})));
+    }
+    let scoped = Bundle::from_documents(docs, &EngineOptions::default()).unwrap();
+    let p = from_namespaces(
+        "levels",
+        json!({"matchExpressions": [{"key": "security-level", "operator": "In", "values": ["high", "medium", "low"]}]}),
+    );
+    let d: Vec<String> = validate(&scoped, &inventory(&[]), &review("CREATE", &p, None))
+        .into_iter()
+        .filter(|v| v.action == Action::Deny)
+        .map(|v| v.message)
+        .collect();
+    assert_denied(&d, &["pods of every namespace"]);
+}
+
+#[test]
+fn policies_without_a_namespace_are_judged_together_offline() {
+    // `palisade test` on a kustomize base: no metadata.namespace.
+    let mut a = ingress_from_blocks("q0", &["0.0.0.0/2"]);
+    let mut b = ingress_from_blocks("q1", &["64.0.0.0/2"]);
+    for p in [&mut a, &mut b] {
+        p["metadata"].as_object_mut().unwrap().remove("namespace");
+    }
+    let docs = vec![
+        palisade::manifest::Document::from_cluster(a),
+        palisade::manifest::Document::from_cluster(b),
+    ];
+    let reports = palisade::cli::test::check(bundle(), docs, Vec::new()).unwrap();
+    let denied = reports
+        .iter()
+        .flat_map(|r| &r.violations)
+        .filter(|v| v.action == Action::Deny && v.message.contains("of the public IPv4 internet"))
+        .count();
+    assert!(denied >= 1, "{reports:?}");
+}
+
+#[test]
+fn namespaces_that_combine_too_many_ways_fail_closed() {
+    // Sixteen policies, each selecting pods by a label of its own: 65,536 sets of pods.
+    let others: Vec<Value> = (0..16)
+        .map(|i| policy(&format!("k{i}"), json!({"podSelector": {"matchExpressions": [{"key": format!("k{i}"), "operator": "Exists"}]}, "policyTypes": ["Ingress"]})))
+        .collect();
+    let p = ports_from(
+        "any",
+        json!({"podSelector": {"matchLabels": {"app": "x"}}}),
+        &[(80, 80)],
+    );
+    let mut p = p;
+    p["spec"]["podSelector"] = json!({});
+    assert_denied(&denied(&p, &others), &["too intricate to judge"]);
+    // Forty policies each excluding 64 values of one key: judged, not refused.
+    let wide: Vec<Value> = (0..40)
+        .map(|i| {
+            let values: Vec<String> = (0..64).map(|v| format!("v{i}-{v}")).collect();
+            policy(&format!("w{i}"), json!({"podSelector": {"matchExpressions": [{"key": "k", "operator": "NotIn", "values": values}]}, "policyTypes": ["Ingress"]}))
+        })
+        .collect();
+    assert_admitted(&denied(&p, &wide));
+}
