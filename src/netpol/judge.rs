@@ -132,7 +132,14 @@ pub fn analyse(
     // when the rest is past the model's limits.
     let read_old =
         |v: &Value| read(v).or_else(|_| Policy::parse_isolation(v, &namespace).map(Arc::new));
+    // A namespace being deleted deletes its policies through admission, and its pods with
+    // them: what the last policies isolated goes away anyway, and refusing would leave the
+    // namespace stuck in Terminating.
+    let terminating = inventory.namespace(&namespace).is_some_and(|ns| {
+        !ns["metadata"]["deletionTimestamp"].is_null() || ns["status"]["phase"] == "Terminating"
+    });
     let change = match review.operation() {
+        Some(Operation::Delete) if terminating => return Ok(Analysis::default()),
         Some(Operation::Delete) => read_old(review.object()).map(|old| Change {
             namespace: namespace.clone(),
             new: None,

@@ -678,3 +678,30 @@ fn namespaces_that_combine_too_many_ways_fail_closed() {
         .collect();
     assert_admitted(&denied(&p, &wide));
 }
+
+#[test]
+fn a_namespace_being_deleted_may_delete_its_policies() {
+    // Without a default-deny, deleting the only policy that isolates app=db opens it, unless the
+    // namespace itself is going away (its deletion deletes every policy through admission).
+    let only = policy(
+        "only",
+        json!({"podSelector": {"matchLabels": {"app": "db"}}, "policyTypes": ["Ingress"]}),
+    );
+    let live = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "payments"}, "status": {"phase": "Active"}});
+    let mut ending = live.clone();
+    ending["metadata"]["deletionTimestamp"] = json!("2026-12-04T10:00:00Z");
+    ending["status"]["phase"] = json!("Terminating");
+    let decide = |ns: &Value| -> Vec<String> {
+        let inv = Inventory::from_objects(vec![ns.clone(), only.clone()]);
+        validate(bundle(), &inv, &review("DELETE", &only, None))
+            .into_iter()
+            .filter(|v| v.action == Action::Deny)
+            .map(|v| v.message)
+            .collect()
+    };
+    assert_denied(
+        &decide(&live),
+        &["no policy isolates pods app=db for ingress"],
+    );
+    assert_admitted(&decide(&ending));
+}
