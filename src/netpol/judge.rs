@@ -468,13 +468,13 @@ impl Analysis {
                 .iter()
                 .find(|f| f.direction == direction.field() && f.protocol == protocol.name())
                 .map_or((0, false), |f| (f.count, f.all));
-            let bound = rules
-                .iter()
-                .fold(PortSet::default(), |acc, (_, r)| {
-                    acc.union(&PortSet::of(r.ports.as_deref(), protocol))
-                })
-                .count();
-            if known.0 > 0 && (bound < known.0 || (bound == known.0 && known.1)) {
+            let union = rules.iter().fold(PortSet::default(), |acc, (_, r)| {
+                acc.union(&PortSet::of(r.ports.as_deref(), protocol))
+            });
+            let bound = union.count();
+            // A tie only matters when these rules could open every port where the known worst
+            // does not.
+            if known.0 > 0 && (bound < known.0 || (bound == known.0 && (known.1 || !union.all()))) {
                 continue;
             }
             let best = worst_peer(reviewed, rules, protocol, budget)?;
@@ -936,13 +936,13 @@ fn worst_peer(
             match labels {
                 None => {
                     // The most these pods could be open on, whatever the remaining labels.
-                    let bound = members
+                    let union = members
                         .iter()
-                        .fold(PortSet::default(), |acc, &m| acc.union(&ports[m]))
-                        .count();
+                        .fold(PortSet::default(), |acc, &m| acc.union(&ports[m]));
+                    let bound = union.count();
                     found
                         .as_ref()
-                        .is_none_or(|b| bound > b.0 || (bound == b.0 && !b.1))
+                        .is_none_or(|b| bound > b.0 || (bound == b.0 && !b.1 && union.all()))
                 }
                 Some(labels) => {
                     consider(members, &|| peer_text(labels), &mut found);

@@ -175,18 +175,27 @@ impl Space {
             .iter()
             .map(|opts| vec![Bits::empty(items.len()); opts.len()])
             .collect();
-        // Where each option sits, by value (`None`: absent).
-        let positions: Vec<
-            std::collections::HashMap<Option<&str>, usize, foldhash::fast::FixedState>,
-        > = options
+        // Where each option sits, by value (`None`: absent): a map for keys with many values,
+        // a scan for the rest (most keys have a handful).
+        type Map<'v> =
+            std::collections::HashMap<Option<&'v str>, usize, foldhash::fast::FixedState>;
+        let maps: Vec<Option<Map<'_>>> = options
             .iter()
             .map(|opts| {
-                opts.iter()
-                    .enumerate()
-                    .map(|(o, v)| (v.as_deref(), o))
-                    .collect()
+                (opts.len() > 16).then(|| {
+                    opts.iter()
+                        .enumerate()
+                        .map(|(o, v)| (v.as_deref(), o))
+                        .collect()
+                })
             })
             .collect();
+        let position = |k: usize, value: Option<&str>| -> Option<usize> {
+            match &maps[k] {
+                Some(map) => map.get(&value).copied(),
+                None => options[k].iter().position(|o| o.as_deref() == value),
+            }
+        };
         for (i, item) in items.iter().enumerate() {
             for r in item.as_ref() {
                 let Some(&k) = index.get(r.key.as_str()) else {
@@ -200,20 +209,20 @@ impl Space {
                 let named = || {
                     r.values
                         .iter()
-                        .filter_map(|v| positions[k].get(&Some(v.as_str())))
+                        .filter_map(|v| position(k, Some(v.as_str())))
                 };
-                let absent = positions[k].get(&None).copied();
+                let absent = position(k, None);
                 match r.operator {
                     // Fails everywhere but on its values.
                     Operator::In => {
-                        let keep: Vec<usize> = named().copied().collect();
+                        let keep: Vec<usize> = named().collect();
                         for o in (0..options[k].len()).filter(|o| !keep.contains(o)) {
                             fails[k][o].set(i);
                         }
                     }
                     // Fails on its values only.
                     Operator::NotIn => {
-                        for &o in named() {
+                        for o in named() {
                             fails[k][o].set(i);
                         }
                     }
@@ -231,8 +240,12 @@ impl Space {
             }
         }
         // Options that rule out the same items are one option: keep the first of each.
+        drop(maps);
         let mut options = options;
         for (opts, fails) in options.iter_mut().zip(fails.iter_mut()) {
+            if opts.len() <= 2 {
+                continue;
+            }
             let mut seen: HashSet<&Bits, foldhash::fast::FixedState> = HashSet::default();
             let keep: Vec<bool> = fails.iter().map(|f| seen.insert(f)).collect();
             let mut n = 0;
