@@ -280,7 +280,7 @@ fn pieces(world: &World, set: &IpSet) -> Vec<(String, IpAddr)> {
     for p in &world.policies {
         for d in netpol::Direction::BOTH {
             for r in p.rules(d).unwrap_or_default() {
-                r.reach().cuts(&mut cuts);
+                r.reach.cuts(&mut cuts);
             }
         }
     }

@@ -251,9 +251,9 @@ impl IpSet {
     }
 
     /// The public internet of both families.
-    pub fn public() -> Self {
+    pub fn public() -> &'static Self {
         static PUBLIC: std::sync::OnceLock<IpSet> = std::sync::OnceLock::new();
-        PUBLIC.get_or_init(Self::make_public).clone()
+        PUBLIC.get_or_init(Self::make_public)
     }
 
     fn make_public() -> Self {
@@ -275,7 +275,7 @@ impl IpSet {
     /// reaches all of it, below 1.0 otherwise.
     pub fn public_share(&self) -> (f64, f64) {
         let public = Self::public();
-        let reached = self.intersect(&public);
+        let reached = self.intersect(public);
         let share = |family: Family| {
             let size = |s: &IpSet| -> f64 {
                 s.ranges(family)
@@ -283,7 +283,7 @@ impl IpSet {
                     .map(|&(a, b)| (b - a) as f64 + 1.0)
                     .sum()
             };
-            let all = size(&public);
+            let all = size(public);
             let got = reached.ranges(family);
             if got == public.ranges(family) {
                 1.0

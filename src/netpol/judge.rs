@@ -352,7 +352,7 @@ impl Analysis {
                 .collect();
             self.egress.push(EgressRule {
                 place: rule.place(),
-                reach: rule.reach(),
+                reach: rule.reach.clone(),
                 blocks,
             });
         }
@@ -409,7 +409,7 @@ impl Analysis {
         let public = IpSet::public();
         let adds = rules
             .iter()
-            .any(|(i, r)| *i == reviewed && r.reach.intersects(&public));
+            .any(|(i, r)| *i == reviewed && r.reach.intersects(public));
         if !adds {
             return;
         }
@@ -420,34 +420,27 @@ impl Analysis {
         let every = rules.iter().any(|(_, r)| r.peers.is_none());
         let names: Vec<String> = rules
             .iter()
-            .filter(|(_, r)| r.reach.intersects(&public))
+            .filter(|(_, r)| r.reach.intersects(public))
             .map(|(i, r)| rule_name(after[*i], r))
             .collect();
         for (family, share) in [(Family::V4, v4), (Family::V6, v6)] {
             if share == 0.0 {
                 continue;
             }
-            match self.public.iter_mut().find(|f| f.family == family.name()) {
-                Some(f) if f.share >= share => {}
-                Some(f) => {
-                    *f = PublicFinding {
-                        family: family.name(),
-                        share,
-                        percent: percent(share),
-                        pods: pods.to_owned(),
-                        every,
-                        rules: names.clone(),
-                    }
-                }
-                None => self.public.push(PublicFinding {
-                    family: family.name(),
-                    share,
-                    percent: percent(share),
-                    pods: pods.to_owned(),
-                    every,
-                    rules: names.clone(),
-                }),
-            }
+            let finding = PublicFinding {
+                family: family.name(),
+                share,
+                percent: percent(share),
+                pods: pods.to_owned(),
+                every,
+                rules: names.clone(),
+            };
+            keep_worst(
+                &mut self.public,
+                finding,
+                |a, b| a.family == b.family,
+                |f| f.share,
+            );
         }
     }
 
@@ -494,15 +487,12 @@ impl Analysis {
                     .map(|&m| rule_name(after[rules[m].0], rules[m].1))
                     .collect(),
             };
-            match self
-                .ports
-                .iter_mut()
-                .find(|f| f.direction == finding.direction && f.protocol == finding.protocol)
-            {
-                Some(f) if (f.count, f.all) >= (finding.count, finding.all) => {}
-                Some(f) => *f = finding,
-                None => self.ports.push(finding),
-            }
+            keep_worst(
+                &mut self.ports,
+                finding,
+                |a, b| a.direction == b.direction && a.protocol == b.protocol,
+                |f| (f.count, f.all),
+            );
         }
         Ok(())
     }
@@ -720,7 +710,7 @@ impl Analysis {
                 }
             }
             for (block, reach) in blocks {
-                if !reach.intersects(&public) {
+                if !reach.intersects(public) {
                     continue;
                 }
                 for (range, set) in &private {
@@ -759,6 +749,21 @@ impl Analysis {
             "privateRanges": private_found,
             "unisolated": self.unisolated,
         })
+    }
+}
+
+/// Keeps `finding` in `list`, unless the entry about the same thing (`same`) is already at
+/// least as bad (`badness`).
+fn keep_worst<T, B: PartialOrd>(
+    list: &mut Vec<T>,
+    finding: T,
+    same: impl Fn(&T, &T) -> bool,
+    badness: impl Fn(&T) -> B,
+) {
+    match list.iter_mut().find(|f| same(f, &finding)) {
+        Some(f) if badness(f) >= badness(&finding) => {}
+        Some(f) => *f = finding,
+        None => list.push(finding),
     }
 }
 

@@ -175,11 +175,6 @@ impl Rule {
         format!("{}[{}]", self.direction.field(), self.index)
     }
 
-    /// Every address its ipBlocks reach (everything when it has no peers).
-    pub fn reach(&self) -> IpSet {
-        self.reach.clone()
-    }
-
     fn reach_of(peers: Option<&[Peer]>) -> IpSet {
         match peers {
             None => IpSet::everything(),
@@ -230,16 +225,7 @@ impl Policy {
     /// error names the field and what to fix.
     pub fn parse(v: &Value, default_namespace: &str) -> Result<Self, String> {
         check_size(v)?;
-        let name = v["metadata"]["name"]
-            .as_str()
-            .filter(|n| !n.is_empty())
-            .ok_or("metadata.name: required")?
-            .to_owned();
-        let namespace = v["metadata"]["namespace"]
-            .as_str()
-            .filter(|n| !n.is_empty())
-            .unwrap_or(default_namespace)
-            .to_owned();
+        let (name, namespace) = identity(v, default_namespace)?;
         let spec = &v["spec"];
         if !spec.is_object() {
             return Err("spec: required (a NetworkPolicy needs spec.podSelector)".into());
@@ -326,6 +312,19 @@ impl Policy {
         }
         Ok(p)
     }
+}
+
+/// An object's name (required) and namespace (`default_namespace` when it names none).
+fn identity(v: &Value, default_namespace: &str) -> Result<(String, String), String> {
+    let name = v["metadata"]["name"]
+        .as_str()
+        .filter(|n| !n.is_empty())
+        .ok_or("metadata.name: required")?;
+    let namespace = v["metadata"]["namespace"]
+        .as_str()
+        .filter(|n| !n.is_empty())
+        .unwrap_or(default_namespace);
+    Ok((name.to_owned(), namespace.to_owned()))
 }
 
 /// A selector; `null` or absent is the empty selector (everything).
@@ -733,16 +732,7 @@ pub struct Pod {
 impl Pod {
     /// Reads a Pod; `default_namespace` when it names none.
     pub fn of(v: &Value, default_namespace: &str) -> Result<Self, String> {
-        let name = v["metadata"]["name"]
-            .as_str()
-            .filter(|n| !n.is_empty())
-            .ok_or("metadata.name: required")?
-            .to_owned();
-        let namespace = v["metadata"]["namespace"]
-            .as_str()
-            .filter(|n| !n.is_empty())
-            .unwrap_or(default_namespace)
-            .to_owned();
+        let (name, namespace) = identity(v, default_namespace)?;
         let labels = labels_of(v, "metadata.labels")?;
         let mut ips = Vec::new();
         let mut push_ip = |s: &Value, at: &str| -> Result<(), String> {

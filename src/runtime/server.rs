@@ -255,35 +255,29 @@ impl App {
         let inventory = self.inventory.load();
         // A NetworkPolicy is judged with every policy of its namespace: never on an I/O thread,
         // never on the pool other reviews use.
-        if endpoint == Endpoint::Validate && crate::netpol::judge::is_network_policy(&review) {
-            // The permit goes with the work: a request that times out does not free it while its
-            // thread still runs.
-            let slot = self.model_pool.clone().acquire_owned().await.ok()?;
-            return tokio::task::spawn_blocking(move || {
-                let _slot = slot;
-                decider
-                    .decide(&bundle, &inventory, endpoint, &review, Some(deadline))
-                    .ok()
-                    .map(|decision| (decision, review))
-            })
-            .await
-            .ok()
-            .flatten();
-        }
-        let inline_deadline = (Instant::now() + self.limits.inline_budget).min(deadline);
-        if let Ok(decision) = decider.decide(
-            &bundle,
-            &inventory,
-            endpoint,
-            &review,
-            Some(inline_deadline),
-        ) {
-            return Some((decision, review));
-        }
-        // Over budget: the same decision, with the same snapshots, where it cannot stall I/O.
-        // Waiting for a pool thread counts against the request timeout.
-        let slot = self.eval_pool.clone().acquire_owned().await.ok()?;
-        tracing::debug!(uid = review.uid(), budget = ?self.limits.inline_budget, "review moved to the blocking pool");
+        let pool = if endpoint == Endpoint::Validate
+            && crate::netpol::judge::is_network_policy(&review)
+        {
+            &self.model_pool
+        } else {
+            let inline_deadline = (Instant::now() + self.limits.inline_budget).min(deadline);
+            if let Ok(decision) = decider.decide(
+                &bundle,
+                &inventory,
+                endpoint,
+                &review,
+                Some(inline_deadline),
+            ) {
+                return Some((decision, review));
+            }
+            // Over budget: the same decision, with the same snapshots, where it cannot stall
+            // I/O.
+            tracing::debug!(uid = review.uid(), budget = ?self.limits.inline_budget, "review moved to the blocking pool");
+            &self.eval_pool
+        };
+        // Waiting for a pool thread counts against the request timeout. The permit goes with the
+        // work: a request that times out does not free it while its thread still runs.
+        let slot = pool.clone().acquire_owned().await.ok()?;
         tokio::task::spawn_blocking(move || {
             let _slot = slot;
             decider

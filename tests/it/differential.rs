@@ -36,7 +36,7 @@ use palisade::policy::template::{TemplateSource, parse as parse_template};
 use palisade::policy::{EngineOptions, Template};
 use serde_json::{Value, json};
 
-use crate::common::repo_path;
+use crate::common::{Rng, repo_path};
 
 // ---------------------------------------------------------------------------------------------
 // Settings
@@ -542,27 +542,6 @@ fn subjects(roots: &[PathBuf]) -> Vec<Subject> {
 
 // ---------------------------------------------------------------------------------------------
 // Variations
-
-/// SplitMix64: small, seeded, the same on every machine.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len())]
-    }
-}
 
 const STRINGS: &[&str] = &[
     "",

@@ -333,62 +333,25 @@ fn query_names_the_policies_that_decide() {
     text.push_str(pods);
     std::fs::write(&file, text).unwrap();
     let f = file.to_str().unwrap();
-    let (code, out, err) = cli(&[
-        "query",
-        "-f",
-        f,
-        "--from",
-        "payments/api",
-        "--to",
-        "8.8.8.8",
-        "--port",
-        "443",
-    ]);
+    let query = |from: &str, to: &str, port: &str| {
+        cli(&["query", "-f", f, "--from", from, "--to", to, "--port", port])
+    };
+    let (code, out, err) = query("payments/api", "8.8.8.8", "443");
     assert_eq!(code, Some(0), "{out}{err}");
     assert!(
         out.contains("allowed by payments/allow-external-api egress[0]"),
         "{out}"
     );
-    let (code, out, _) = cli(&[
-        "query",
-        "-f",
-        f,
-        "--from",
-        "payments/api",
-        "--to",
-        "169.254.169.254",
-        "--port",
-        "443",
-    ]);
+    let (code, out, _) = query("payments/api", "169.254.169.254", "443");
     assert_eq!(code, Some(1), "{out}");
     assert!(
         out.contains("isolated by default-deny-all, allow-external-api"),
         "{out}"
     );
     // A range is allowed only when every address of it is.
-    let (code, out, _) = cli(&[
-        "query",
-        "-f",
-        f,
-        "--from",
-        "payments/api",
-        "--to",
-        "169.254.0.0/16",
-        "--port",
-        "443",
-    ]);
+    let (code, out, _) = query("payments/api", "169.254.0.0/16", "443");
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("169.254.169.254/32: denied"), "{out}");
-    let (code, out, _) = cli(&[
-        "query",
-        "-f",
-        f,
-        "--from",
-        "payments/web",
-        "--to",
-        "payments/api",
-        "--port",
-        "8080",
-    ]);
+    let (code, out, _) = query("payments/web", "payments/api", "8080");
     assert_eq!(code, Some(1), "{out}");
 }

@@ -27,31 +27,7 @@ use palisade::netpol::judge::{Analysis, Change, Universe};
 use palisade::netpol::model::Policy;
 use serde_json::{Map, Value, json};
 
-/// splitmix64: small, deterministic, and good enough to spread the choices.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    /// True `n` times in `d`.
-    fn chance(&mut self, n: usize, d: usize) -> bool {
-        self.below(d) < n
-    }
-
-    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
-        items[self.below(items.len())]
-    }
-}
+use crate::common::Rng;
 
 const NAMESPACE: &str = "ns1";
 const NAME_LABEL: &str = "kubernetes.io/metadata.name";
@@ -131,7 +107,7 @@ fn selector_gen(rng: &mut Rng, keys: &Keys) -> Value {
     let mut labels = Map::new();
     for _ in 0..rng.below(2) {
         let k = rng.below(keys.len());
-        labels.insert(keys[k].0.into(), json!(rng.pick(named(k))));
+        labels.insert(keys[k].0.into(), json!(rng.choose(named(k))));
     }
     if !labels.is_empty() || rng.chance(1, 8) {
         sel.insert("matchLabels".into(), Value::Object(labels));
@@ -139,9 +115,11 @@ fn selector_gen(rng: &mut Rng, keys: &Keys) -> Value {
     let exprs: Vec<Value> = (0..rng.below(3))
         .map(|_| {
             let k = rng.below(keys.len());
-            let op = rng.pick(&["In", "NotIn", "Exists", "DoesNotExist"]);
+            let op = rng.choose(&["In", "NotIn", "Exists", "DoesNotExist"]);
             if matches!(op, "In" | "NotIn") {
-                let mut vs: Vec<&str> = (0..1 + rng.below(2)).map(|_| rng.pick(named(k))).collect();
+                let mut vs: Vec<&str> = (0..1 + rng.below(2))
+                    .map(|_| rng.choose(named(k)))
+                    .collect();
                 vs.dedup();
                 json!({"key": keys[k].0, "operator": op, "values": vs})
             } else {
@@ -158,7 +136,7 @@ fn selector_gen(rng: &mut Rng, keys: &Keys) -> Value {
 fn policy_gen(rng: &mut Rng, name: &str, reviewed: bool) -> Value {
     let mut spec = Map::new();
     spec.insert("podSelector".into(), selector_gen(rng, POD_KEYS));
-    let types: Option<&[&str]> = rng.pick(&[
+    let types: Option<&[&str]> = rng.choose(&[
         None,
         None,
         Some(&[][..]),
@@ -227,7 +205,7 @@ fn peer_gen(rng: &mut Rng) -> Value {
             "podSelector": selector_gen(rng, POD_KEYS),
         }),
         _ => {
-            let (cidr, excepts) = rng.pick(BLOCKS);
+            let (cidr, excepts) = rng.choose(BLOCKS);
             let mut block = json!({"cidr": cidr});
             if !excepts.is_empty() && rng.chance(1, 2) {
                 let chosen: Vec<&str> = excepts
@@ -244,21 +222,21 @@ fn peer_gen(rng: &mut Rng) -> Value {
 
 fn port_gen(rng: &mut Rng) -> Value {
     let mut entry = Map::new();
-    if let Some(p) = rng.pick(&[None, None, Some("TCP"), Some("UDP"), Some("SCTP")]) {
+    if let Some(p) = rng.choose(&[None, None, Some("TCP"), Some("UDP"), Some("SCTP")]) {
         entry.insert("protocol".into(), json!(p));
     }
     match rng.below(20) {
         0..3 => {}
         3..10 => {
-            entry.insert("port".into(), json!(rng.pick(&PORTS)));
+            entry.insert("port".into(), json!(rng.choose(&PORTS)));
         }
         10..15 => {
-            let (a, b) = rng.pick(&RANGES);
+            let (a, b) = rng.choose(&RANGES);
             entry.insert("port".into(), json!(a));
             entry.insert("endPort".into(), json!(b));
         }
         _ => {
-            entry.insert("port".into(), json!(rng.pick(&NAMED)));
+            entry.insert("port".into(), json!(rng.choose(&NAMED)));
         }
     }
     Value::Object(entry)

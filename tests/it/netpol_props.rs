@@ -23,31 +23,7 @@ use palisade::netpol::explain::{self, Filter};
 use palisade::netpol::{self, Endpoint, Protocol, World};
 use serde_json::{Map, Value, json};
 
-/// splitmix64: small, deterministic, and good enough to spread the choices.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    /// True `n` times in `d`.
-    fn chance(&mut self, n: usize, d: usize) -> bool {
-        self.below(d) < n
-    }
-
-    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
-        items[self.below(items.len())]
-    }
-}
+use crate::common::Rng;
 
 const NAMESPACES: [&str; 3] = ["a", "b", "c"];
 const PORTS: [u16; 6] = [53, 80, 443, 8080, 8081, 9000];
@@ -108,7 +84,7 @@ fn cluster_gen(rng: &mut Rng) -> Cluster {
             let mut labels = Map::new();
             for key in ["team", "env"] {
                 if rng.chance(2, 3) {
-                    labels.insert(key.into(), json!(rng.pick(&["x", "y", "z"])));
+                    labels.insert(key.into(), json!(rng.choose(&["x", "y", "z"])));
                 }
             }
             json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": labels}})
@@ -132,16 +108,16 @@ fn cluster_gen(rng: &mut Rng) -> Cluster {
 /// Mostly `a` and `b`, so that pods meet the policies of their namespace often; `c` often has
 /// none.
 fn namespace_gen(rng: &mut Rng) -> &'static str {
-    rng.pick(&["a", "a", "b", "b", "c"])
+    rng.choose(&["a", "a", "b", "b", "c"])
 }
 
 fn pod_gen(rng: &mut Rng, i: usize, ip: u8) -> Value {
     let mut labels = Map::new();
     if rng.chance(3, 4) {
-        labels.insert("app".into(), json!(rng.pick(&["web", "db", "cache"])));
+        labels.insert("app".into(), json!(rng.choose(&["web", "db", "cache"])));
     }
     if rng.chance(1, 2) {
-        labels.insert("tier".into(), json!(rng.pick(&["front", "back"])));
+        labels.insert("tier".into(), json!(rng.choose(&["front", "back"])));
     }
     // Names are unique in a pod; the same name means different ports on different pods.
     let mut ports = Vec::new();
@@ -151,7 +127,7 @@ fn pod_gen(rng: &mut Rng, i: usize, ip: u8) -> Value {
         ("metrics", &[(9000, "TCP"), (9000, "SCTP")]),
     ] {
         if rng.chance(1, 2) {
-            let (port, proto) = rng.pick(choices);
+            let (port, proto) = rng.choose(choices);
             let mut p = json!({"name": name, "containerPort": port});
             if !proto.is_empty() {
                 p["protocol"] = json!(proto);
@@ -188,18 +164,18 @@ fn selector_gen(rng: &mut Rng, vocabulary: &[(&str, &[&str])]) -> Value {
     }
     let mut labels = Map::new();
     for _ in 0..rng.below(3) {
-        let (key, values) = rng.pick(vocabulary);
-        labels.insert(key.into(), json!(rng.pick(values)));
+        let (key, values) = rng.choose(vocabulary);
+        labels.insert(key.into(), json!(rng.choose(values)));
     }
     if !labels.is_empty() || rng.chance(1, 8) {
         sel.insert("matchLabels".into(), Value::Object(labels));
     }
     let exprs: Vec<Value> = (0..rng.below(3))
         .map(|_| {
-            let (key, values) = rng.pick(vocabulary);
-            let op = rng.pick(&["In", "NotIn", "Exists", "DoesNotExist"]);
+            let (key, values) = rng.choose(vocabulary);
+            let op = rng.choose(&["In", "NotIn", "Exists", "DoesNotExist"]);
             if matches!(op, "In" | "NotIn") {
-                let mut vs: Vec<&str> = (0..1 + rng.below(2)).map(|_| rng.pick(values)).collect();
+                let mut vs: Vec<&str> = (0..1 + rng.below(2)).map(|_| rng.choose(values)).collect();
                 vs.dedup();
                 json!({"key": key, "operator": op, "values": vs})
             } else {
@@ -219,7 +195,7 @@ fn policy_gen(rng: &mut Rng, i: usize) -> Value {
         "podSelector".into(),
         selector_gen(rng, &POD_SELECTOR_VOCABULARY),
     );
-    let types: Option<&[&str]> = rng.pick(&[
+    let types: Option<&[&str]> = rng.choose(&[
         None,
         None,
         Some(&[][..]),
@@ -305,7 +281,7 @@ fn cidr_text(addr: u32, prefix: u32) -> String {
 }
 
 fn block_gen(rng: &mut Rng) -> Value {
-    let prefix = rng.pick(&[0, 8, 16, 23, 24, 24, 25, 26, 28, 30, 32]);
+    let prefix = rng.choose(&[0, 8, 16, 23, 24, 24, 25, 26, 28, 30, 32]);
     let base = u32::from(address_gen(rng)) & mask(prefix);
     let mut block = json!({"cidr": cidr_text(base, prefix)});
     if prefix < 32 && rng.chance(1, 2) {
@@ -313,7 +289,7 @@ fn block_gen(rng: &mut Rng) -> Value {
         // around an address the queries use when it falls inside.
         let except: Vec<String> = (0..1 + rng.below(2))
             .map(|_| {
-                let inner = rng.pick(&[1, 2, 4, 6, 8, 32]).min(32 - prefix);
+                let inner = rng.choose(&[1, 2, 4, 6, 8, 32]).min(32 - prefix);
                 let want = u32::from(address_gen(rng));
                 let at = if want & mask(prefix) == base {
                     want
@@ -330,24 +306,24 @@ fn block_gen(rng: &mut Rng) -> Value {
 
 fn port_gen(rng: &mut Rng) -> Value {
     let mut entry = Map::new();
-    if let Some(p) = rng.pick(&[None, None, Some("TCP"), Some("UDP"), Some("SCTP")]) {
+    if let Some(p) = rng.choose(&[None, None, Some("TCP"), Some("UDP"), Some("SCTP")]) {
         entry.insert("protocol".into(), json!(p));
     }
     match rng.below(20) {
         0..4 => {}
         4..11 => {
-            entry.insert("port".into(), json!(rng.pick(&PORTS)));
+            entry.insert("port".into(), json!(rng.choose(&PORTS)));
         }
         11..13 => {
-            let start = rng.pick(&[50u16, 53, 80, 443, 8000, 8080]);
-            let end = start.saturating_add(rng.pick(&[0, 1, 27, 400, 1000]));
+            let start = rng.choose(&[50u16, 53, 80, 443, 8000, 8080]);
+            let end = start.saturating_add(rng.choose(&[0, 1, 27, 400, 1000]));
             entry.insert("port".into(), json!(start));
             entry.insert("endPort".into(), json!(end));
         }
         _ => {
             entry.insert(
                 "port".into(),
-                json!(rng.pick(&["http", "dns", "metrics", "grpc"])),
+                json!(rng.choose(&["http", "dns", "metrics", "grpc"])),
             );
         }
     }
@@ -668,8 +644,8 @@ fn query_gen(rng: &mut Rng, cluster: &Cluster) -> Query {
         6..8 => (Some(pod(rng)), None),
         _ => (None, Some(pod(rng))),
     };
-    let mut port = rng.pick(&PORTS);
-    let mut protocol = rng.pick(&[Protocol::Tcp, Protocol::Tcp, Protocol::Udp, Protocol::Sctp]);
+    let mut port = rng.choose(&PORTS);
+    let mut protocol = rng.choose(&[Protocol::Tcp, Protocol::Tcp, Protocol::Udp, Protocol::Sctp]);
     // Often a port the destination pod names, so that named ports decide something.
     let named: Vec<&Value> = to
         .into_iter()
@@ -678,7 +654,7 @@ fn query_gen(rng: &mut Rng, cluster: &Cluster) -> Query {
         .filter(|p| p.get("name").is_some())
         .collect();
     if !named.is_empty() && rng.chance(1, 2) {
-        let p = rng.pick(&named);
+        let p = rng.choose(&named);
         port = p["containerPort"].as_u64().unwrap() as u16;
         protocol = Protocol::parse(p["protocol"].as_str().unwrap_or("TCP")).unwrap();
     }
