@@ -244,6 +244,12 @@ impl Review {
         self.json["object"].take()
     }
 
+    /// The subresource under review (`ephemeralcontainers` for `pods/ephemeralcontainers`);
+    /// empty for the resource itself.
+    pub fn sub_resource(&self) -> &str {
+        self.json["subResource"].as_str().unwrap_or_default()
+    }
+
     /// The Namespace object the API server sent with the review, if any.
     pub fn namespace_object(&self) -> Option<&Value> {
         Some(&self.json["namespaceObject"]).filter(|v| v.is_object())

@@ -3,20 +3,27 @@
 //!
 //! An object annotated with `palisade.dev/break-glass: <reason>` and
 //! `palisade.dev/break-glass-expires: <RFC 3339 time>` is admitted despite deny violations, and
-//! not mutated, only when the requester is on the configured allow-list (empty by default), the
-//! reason is not empty, the expiry is in the future and within `breakGlass.maxTTL`, and the object
-//! is not one that Palisade's own safety depends on. Anything else is judged normally, and the
-//! answer says why the annotation was ignored.
+//! not mutated, only when an allow-listed person (empty by default) approved exactly what it
+//! holds, the reason has a visible character, the expiry is in the future and within
+//! `breakGlass.maxTTL`, and the object is not one that Palisade's own safety depends on.
 //!
-//! A requester who is not on the allow-list may neither add nor change the annotations, on an
-//! object or on a workload's pod template, so an annotation present on an object always means an
-//! authorised person put it there. The one exception are the controllers that copy a workload's
-//! template into the objects they create (the ReplicaSet controller makes pods from a
-//! ReplicaSet): the pods of an authorised Deployment carry the annotation, and are admitted when
-//! a trusted controller creates them and a workload owns them.
+//! - A requester who is not on the allow-list may neither add nor change the annotations, on an
+//!   object or on a workload's pod template. The exception are the controllers that copy a
+//!   workload's template into the objects they create (the ReplicaSet controller makes pods
+//!   from a ReplicaSet).
+//! - An allow-listed person's request is the approval: /mutate seals it into a grant
+//!   ([`grant`]) over the pod spec (or, for other kinds, the object), the approver, the reason
+//!   and the expiry. Anyone else's request, a controller's included, is honoured only while
+//!   that grant still verifies against what the request holds. An update by anyone else that
+//!   keeps the annotations but changes what was approved is refused.
+//! - Objects Palisade's safety depends on are refused break-glass, judged from the old object
+//!   as well as the new one, so dropping the label that marks a generated policy in the same
+//!   request does not help.
 //!
 //! Keys are compared exactly: a key in another case, with a look-alike character, or anywhere but
 //! the object's (or its pod template's) `metadata.annotations` is not a break-glass annotation.
+
+pub mod grant;
 
 use serde_json::Value;
 use time::OffsetDateTime;
@@ -24,36 +31,11 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::admission::{Operation, Review};
 use crate::config::BreakGlass;
+use crate::podpaths::{self, PodPath};
+pub use grant::{GRANT, GrantKeys};
 
 pub const REASON: &str = "palisade.dev/break-glass";
 pub const EXPIRES: &str = "palisade.dev/break-glass-expires";
-
-/// Kinds whose pod template carries annotations into the pods (or workloads) they create, and
-/// where that template is.
-const TEMPLATES: [(&str, &str, &[&str]); 7] = [
-    ("apps", "Deployment", &["spec", "template"]),
-    ("apps", "StatefulSet", &["spec", "template"]),
-    ("apps", "DaemonSet", &["spec", "template"]),
-    ("apps", "ReplicaSet", &["spec", "template"]),
-    ("batch", "Job", &["spec", "template"]),
-    (
-        "batch",
-        "CronJob",
-        &["spec", "jobTemplate", "spec", "template"],
-    ),
-    ("", "ReplicationController", &["spec", "template"]),
-];
-
-/// Owners whose controllers create objects from a template.
-const WORKLOAD_OWNERS: [(&str, &str); 7] = [
-    ("apps/v1", "Deployment"),
-    ("apps/v1", "ReplicaSet"),
-    ("apps/v1", "StatefulSet"),
-    ("apps/v1", "DaemonSet"),
-    ("batch/v1", "Job"),
-    ("batch/v1", "CronJob"),
-    ("v1", "ReplicationController"),
-];
 
 /// What break-glass means for one review.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,8 +46,34 @@ pub enum Verdict {
     Honoured(Use),
     /// Present but not honoured; the object is judged normally. Why, for the user.
     Ignored(String),
-    /// The requester may not add or change the annotations: the request is denied.
-    Refused(String),
+    /// The request is denied: what kind of refusal (for the metric) and why.
+    Refused(Refusal, String),
+}
+
+/// Why a request with break-glass annotations is denied outright.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Refusal {
+    /// A requester not on the allow-list added or changed the annotations.
+    NotAllowed,
+    /// A requester not on the allow-list changed what an allow-listed person approved and kept
+    /// the annotations.
+    ChangesApproved,
+    /// The reason has no visible character.
+    NoReason,
+    /// The object is one Palisade's own safety depends on.
+    Protected,
+}
+
+impl Refusal {
+    /// The metric's label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::NotAllowed => "not-allowed",
+            Refusal::ChangesApproved => "changes-approved",
+            Refusal::NoReason => "no-reason",
+            Refusal::Protected => "protected",
+        }
+    }
 }
 
 /// One honoured use, for the warning, the audit annotations, the log line and the metric.
@@ -73,10 +81,15 @@ pub enum Verdict {
 pub struct Use {
     /// Who sent the request.
     pub user: String,
+    /// The allow-listed person who approved it: the requester, or the one the grant names.
+    pub approver: String,
     pub reason: String,
     pub expires: String,
     /// For a controller creating a workload's object: the owner, `ReplicaSet/web-5d8f`.
     pub owner: Option<String>,
+    /// The grant /mutate stamps, when the requester is the approver: where (a JSON pointer to
+    /// the annotations holding the reason) and its value.
+    pub stamp: Option<(String, String)>,
 }
 
 /// The annotations at one place of an object.
@@ -84,6 +97,7 @@ pub struct Use {
 struct Pair<'a> {
     reason: Option<&'a str>,
     expires: Option<&'a str>,
+    grant: Option<&'a str>,
 }
 
 impl<'a> Pair<'a> {
@@ -93,37 +107,42 @@ impl<'a> Pair<'a> {
         Self {
             reason: get(REASON),
             expires: get(EXPIRES),
+            grant: get(GRANT),
         }
     }
 
     fn is_empty(&self) -> bool {
         self.reason.is_none() && self.expires.is_none()
     }
+
+    /// The annotations a requester may not add or change (the grant verifies itself).
+    fn same_annotations(&self, other: &Self) -> bool {
+        self.reason == other.reason && self.expires == other.expires
+    }
 }
 
-fn template_path(review: &Review) -> Option<&'static [&'static str]> {
+fn pod_path(review: &Review) -> Option<&'static PodPath> {
     let object = review.object_ref();
-    TEMPLATES
-        .iter()
-        .find(|(g, k, _)| *g == object.group && *k == object.kind)
-        .map(|(_, _, path)| *path)
+    podpaths::of_kind(&object.group, &object.kind)
 }
 
-fn at_path<'v>(value: &'v Value, path: &[&str]) -> Option<&'v Value> {
-    path.iter()
-        .try_fold(value, |v, key| v.get(key))
-        .filter(|v| !v.is_null())
-}
-
-/// The pairs of `object`: its own metadata, then its pod template's.
-fn pairs<'v>(object: &'v Value, template: Option<&[&str]>) -> [Pair<'v>; 2] {
-    let template_metadata = template
-        .and_then(|path| at_path(object, path))
+/// The pairs of `object`: its own metadata, then its pod template's (none for a Pod, whose own
+/// metadata is its template's).
+fn pairs<'v>(object: &'v Value, path: Option<&PodPath>) -> [Pair<'v>; 2] {
+    let template_metadata = path
+        .filter(|p| !p.template.is_empty())
+        .and_then(|p| p.template_of(object))
         .map(|t| &t["metadata"]);
     [
         Pair::at(object.get("metadata")),
         Pair::at(template_metadata),
     ]
+}
+
+/// What an approval of `object` covers.
+fn content(object: &Value, path: Option<&PodPath>) -> Value {
+    let spec = path.and_then(|p| p.template_of(object)).map(|t| &t["spec"]);
+    grant::approved_content(object, spec)
 }
 
 /// The workload that controls the object, as `Kind/name`, if any.
@@ -133,9 +152,10 @@ fn workload_owner(object: &Value) -> Option<String> {
         .iter()
         .find(|o| {
             o["controller"] == true
-                && WORKLOAD_OWNERS.iter().any(|(api_version, kind)| {
-                    o["apiVersion"] == *api_version && o["kind"] == *kind
-                })
+                && podpaths::is_owner(
+                    o["apiVersion"].as_str().unwrap_or_default(),
+                    o["kind"].as_str().unwrap_or_default(),
+                )
         })
         .map(|o| {
             format!(
@@ -146,7 +166,8 @@ fn workload_owner(object: &Value) -> Option<String> {
         })
 }
 
-/// Why an object may never be admitted by break-glass, if it is such an object.
+/// Why an object may never be admitted by break-glass, if it is such an object: judged from
+/// the object and from the object it replaces.
 fn protected(review: &Review, own_namespace: &str) -> Option<String> {
     let object = review.object_ref();
     let ns = object.effective_namespace();
@@ -156,19 +177,24 @@ fn protected(review: &Review, own_namespace: &str) -> Option<String> {
         ));
     }
     let group = object.group.as_str();
+    let either = |test: &dyn Fn(&Value) -> bool| {
+        test(review.object()) || (review.old_object().is_object() && test(review.old_object()))
+    };
     let what = if group == "admissionregistration.k8s.io" {
         Some("webhook and admission configurations")
     } else if group == "gatekeeper.sh" || group.ends_with(".gatekeeper.sh") {
         Some("policies (templates, constraints, mutators, the Config)")
     } else if group == "apiextensions.k8s.io"
-        && review.object()["spec"]["group"]
-            .as_str()
-            .is_some_and(|g| g.ends_with("gatekeeper.sh"))
+        && either(&|o| {
+            o["spec"]["group"]
+                .as_str()
+                .is_some_and(|g| g.ends_with("gatekeeper.sh"))
+        })
     {
         Some("the definitions of policy kinds")
     } else if object.kind == "NetworkPolicy"
         && group == "networking.k8s.io"
-        && review.object()["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "palisade"
+        && either(&|o| o["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "palisade")
     {
         Some("the NetworkPolicies Palisade generates")
     } else if group == "rbac.authorization.k8s.io" && object.name.starts_with("palisade") {
@@ -181,10 +207,39 @@ fn protected(review: &Review, own_namespace: &str) -> Option<String> {
     })
 }
 
-/// Judges the break-glass annotations of one review at time `now`.
+/// Whether a reason says anything a person can read: at least one character that is not
+/// white space, a control character or a default-ignorable code point (zero-width spaces and
+/// joiners, bidirectional marks, variation selectors, fillers, tags).
+pub fn is_visible(reason: &str) -> bool {
+    reason
+        .chars()
+        .any(|c| !c.is_whitespace() && !c.is_control() && !is_default_ignorable(c))
+}
+
+/// Unicode's Default_Ignorable_Code_Point (DerivedCoreProperties.txt), plus the Braille blank,
+/// which renders as nothing.
+fn is_default_ignorable(c: char) -> bool {
+    matches!(c as u32,
+        0x00AD | 0x034F | 0x061C | 0x115F..=0x1160 | 0x17B4..=0x17B5 | 0x180B..=0x180F
+        | 0x200B..=0x200F | 0x202A..=0x202E | 0x2060..=0x206F | 0x2800 | 0x3164
+        | 0xFE00..=0xFE0F | 0xFEFF | 0xFFA0 | 0xFFF0..=0xFFF8 | 0x1BCA0..=0x1BCA3
+        | 0x1D173..=0x1D17A | 0xE0000..=0xE0FFF)
+}
+
+fn who(user: &str) -> &str {
+    if user.is_empty() {
+        "this requester"
+    } else {
+        user
+    }
+}
+
+/// Judges the break-glass annotations of one review at time `now`; grants are made and checked
+/// with `keys`.
 pub fn judge(
     config: &BreakGlass,
     own_namespace: &str,
+    keys: &GrantKeys,
     review: &Review,
     now: OffsetDateTime,
 ) -> Verdict {
@@ -198,63 +253,51 @@ pub fn judge(
     }
     let user = review.user();
     let authorised = config.allows(user);
-    let template = template_path(review);
-    let new = pairs(review.object(), template);
-    let old = pairs(review.old_object(), template);
+    let trusted = config.is_trusted_controller(user);
+    let path = pod_path(review);
+    let new = pairs(review.object(), path);
+    let old = pairs(review.old_object(), path);
 
     // Adding or changing an annotation is the allow-list's alone. Removing one is always fine.
-    // Trusted controllers copy templates that were judged when their workload was admitted.
+    // Trusted controllers copy templates, whose grants they cannot forge.
     let changed = new
         .iter()
         .zip(&old)
-        .any(|(n, o)| !n.is_empty() && (operation == Operation::Create || n != o));
-    if changed && !authorised && !config.is_trusted_controller(user) {
-        return Verdict::Refused(format!(
-            "{} may not add or change the {REASON} annotations: only the users and groups named in breakGlass.users and breakGlass.groups of Palisade's configuration may",
-            if user.username.is_empty() {
-                "this requester"
-            } else {
-                user.username.as_str()
-            }
-        ));
+        .any(|(n, o)| !n.is_empty() && (operation == Operation::Create || !n.same_annotations(o)));
+    if changed && !authorised && !trusted {
+        return Verdict::Refused(
+            Refusal::NotAllowed,
+            format!(
+                "{} may not add or change the {REASON} annotations: only the users and groups named in breakGlass.users and breakGlass.groups of Palisade's configuration may",
+                who(&user.username)
+            ),
+        );
     }
 
-    let Some(pair) = new.iter().find(|p| p.reason.is_some()) else {
+    let Some(index) = new.iter().position(|p| p.reason.is_some()) else {
         return if new.iter().any(|p| p.expires.is_some()) {
             Verdict::Ignored(format!("{EXPIRES} is set without {REASON}"))
         } else {
             Verdict::Absent
         };
     };
-    let owner = if authorised {
-        None
-    } else if config.is_trusted_controller(user) {
-        match workload_owner(review.object()) {
-            Some(owner) => Some(owner),
-            None => {
-                return Verdict::Ignored(format!(
-                    "{} is a trusted controller, but no workload owns this object",
-                    user.username
-                ));
-            }
-        }
-    } else {
-        return Verdict::Ignored(format!(
-            "{} is not on the break-glass allow-list (breakGlass.users, breakGlass.groups)",
-            if user.username.is_empty() {
-                "the requester"
-            } else {
-                user.username.as_str()
-            }
-        ));
-    };
+    let pair = &new[index];
     if let Some(why) = protected(review, own_namespace) {
-        return Verdict::Ignored(why);
+        return Verdict::Refused(
+            Refusal::Protected,
+            format!("{why}; remove the {REASON} annotations"),
+        );
     }
-    let reason = pair.reason.unwrap_or_default().trim();
-    if reason.is_empty() {
-        return Verdict::Ignored(format!("{REASON} gives no reason"));
+    let raw_reason = pair.reason.unwrap_or_default();
+    if !is_visible(raw_reason) {
+        return Verdict::Refused(
+            Refusal::NoReason,
+            format!(
+                "{REASON} gives no reason anyone can read (only white space or invisible characters): write what the emergency is, such as an incident number"
+            ),
+        );
     }
+    let reason = raw_reason.trim();
     let max = config.max_ttl;
     let Some(expires_text) = pair.expires else {
         return Verdict::Ignored(format!(
@@ -277,12 +320,87 @@ pub fn judge(
             humantime::format_duration(max)
         ));
     }
-    Verdict::Honoured(Use {
-        user: user.username.clone(),
-        reason: reason.to_owned(),
-        expires: expires_text.to_owned(),
-        owner,
-    })
+
+    let namespace = review.object_ref().effective_namespace();
+    let approved = content(review.object(), path);
+    fn sealed<'a>(
+        namespace: &'a str,
+        approver: &'a str,
+        reason: &'a str,
+        expires: &'a str,
+        content: &'a Value,
+    ) -> grant::Sealed<'a> {
+        grant::Sealed {
+            namespace,
+            approver,
+            reason,
+            expires,
+            content,
+        }
+    }
+    let sealed = |approver| sealed(namespace, approver, raw_reason, expires_text, &approved);
+    let honoured = |approver: String, stamp: Option<(String, String)>| {
+        Verdict::Honoured(Use {
+            user: user.username.clone(),
+            approver,
+            reason: reason.to_owned(),
+            expires: expires_text.to_owned(),
+            owner: if authorised {
+                None
+            } else {
+                workload_owner(review.object())
+            },
+            stamp,
+        })
+    };
+    if authorised {
+        // The request is the approval; /mutate seals it for whoever comes next.
+        let stamp = keys.grant(&sealed(&user.username)).map(|g| {
+            let at = if index == 0 {
+                "/metadata/annotations".to_owned()
+            } else {
+                let mut at: String = path
+                    .map(|p| p.template.iter().map(|k| format!("/{k}")).collect())
+                    .unwrap_or_default();
+                at.push_str("/metadata/annotations");
+                at
+            };
+            (at, g)
+        });
+        return honoured(user.username.clone(), stamp);
+    }
+    let checked = match pair.grant {
+        None => Err(grant::Invalid::Missing),
+        Some(g) => keys.verify(g, &sealed("")),
+    };
+    match checked {
+        Ok(approver) => honoured(approver, None),
+        Err(invalid) if trusted => Verdict::Ignored(format!(
+            "{} is a trusted controller, but {invalid}",
+            user.username
+        )),
+        Err(invalid) => {
+            let old_path = path;
+            let had = old.iter().any(|p| p.reason.is_some());
+            if operation == Operation::Update
+                && had
+                && content(review.old_object(), old_path) != approved
+            {
+                Verdict::Refused(
+                    Refusal::ChangesApproved,
+                    format!(
+                        "{} may not change what was approved under break-glass and keep the {REASON} annotations ({invalid}): remove the annotations to have the change judged by the policies, or ask someone on the break-glass allow-list to apply it",
+                        who(&user.username)
+                    ),
+                )
+            } else {
+                Verdict::Ignored(format!(
+                    "{} is not on the break-glass allow-list (breakGlass.users, breakGlass.groups), and {invalid}",
+                    who(&user.username)
+                ))
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -291,6 +409,10 @@ mod tests {
     use serde_json::json;
 
     const NOW: &str = "2026-11-22T12:00:00Z";
+
+    fn keys() -> std::sync::Arc<GrantKeys> {
+        GrantKeys::from_secret(b"test serving key")
+    }
 
     fn now() -> OffsetDateTime {
         OffsetDateTime::parse(NOW, &Rfc3339).unwrap()
@@ -331,6 +453,7 @@ mod tests {
         judge(
             &config(),
             "palisade-system",
+            &keys(),
             &review("CREATE", object, Value::Null, user, &[]),
             now(),
         )
@@ -342,18 +465,27 @@ mod tests {
             pod(annotated("INC-42 debugging", "2026-11-22T16:00:00Z")),
             "alice",
         );
+        let Verdict::Honoured(used) = v else {
+            panic!("{v:?}")
+        };
+        let (at, grant) = used.stamp.clone().expect("a grant to stamp");
         assert_eq!(
-            v,
-            Verdict::Honoured(Use {
+            used,
+            Use {
                 user: "alice".into(),
+                approver: "alice".into(),
                 reason: "INC-42 debugging".into(),
                 expires: "2026-11-22T16:00:00Z".into(),
-                owner: None
-            })
+                owner: None,
+                stamp: Some((at.clone(), grant.clone())),
+            }
         );
+        assert_eq!(at, "/metadata/annotations");
+        assert!(grant.starts_with("v1.YWxpY2U."), "{grant}");
         let by_group = judge(
             &config(),
             "",
+            &keys(),
             &review(
                 "CREATE",
                 pod(annotated("x", "2026-11-22T13:00:00+01:00")),
@@ -370,6 +502,7 @@ mod tests {
         let by_group = judge(
             &config(),
             "",
+            &keys(),
             &review(
                 "CREATE",
                 pod(annotated("x", "2026-11-22T14:00:00+01:00")),
@@ -390,6 +523,7 @@ mod tests {
         let v = judge(
             &BreakGlass::default(),
             "",
+            &keys(),
             &review(
                 "CREATE",
                 pod(annotated("x", "2026-11-22T13:00:00Z")),
@@ -400,7 +534,7 @@ mod tests {
             now(),
         );
         assert!(
-            matches!(v, Verdict::Refused(ref m) if m.contains("breakGlass.users")),
+            matches!(v, Verdict::Refused(_, ref m) if m.contains("breakGlass.users")),
             "{v:?}"
         );
     }
@@ -409,13 +543,14 @@ mod tests {
     fn an_unauthorised_user_may_not_add_or_change_the_annotations() {
         let v = judge_create(pod(annotated("x", "2026-11-22T13:00:00Z")), "mallory");
         assert!(
-            matches!(v, Verdict::Refused(ref m) if m.starts_with("mallory may not add")),
+            matches!(v, Verdict::Refused(_, ref m) if m.starts_with("mallory may not add")),
             "{v:?}"
         );
         // Adding the annotation to an existing object.
         let v = judge(
             &config(),
             "",
+            &keys(),
             &review(
                 "UPDATE",
                 pod(annotated("x", "2026-11-22T13:00:00Z")),
@@ -425,11 +560,12 @@ mod tests {
             ),
             now(),
         );
-        assert!(matches!(v, Verdict::Refused(_)), "{v:?}");
+        assert!(matches!(v, Verdict::Refused(..)), "{v:?}");
         // Changing the expiry of an authorised one.
         let v = judge(
             &config(),
             "",
+            &keys(),
             &review(
                 "UPDATE",
                 pod(annotated("x", "2026-11-22T18:00:00Z")),
@@ -439,12 +575,13 @@ mod tests {
             ),
             now(),
         );
-        assert!(matches!(v, Verdict::Refused(_)), "{v:?}");
+        assert!(matches!(v, Verdict::Refused(..)), "{v:?}");
         // Leaving an authorised annotation as it is: judged normally, not refused.
         let same = pod(annotated("x", "2026-11-22T13:00:00Z"));
         let v = judge(
             &config(),
             "",
+            &keys(),
             &review("UPDATE", same.clone(), same, "mallory", &[]),
             now(),
         );
@@ -456,6 +593,7 @@ mod tests {
         let v = judge(
             &config(),
             "",
+            &keys(),
             &review(
                 "UPDATE",
                 pod(json!({})),
@@ -485,6 +623,7 @@ mod tests {
         let v = judge(
             &config(),
             "",
+            &keys(),
             &review(
                 "UPDATE",
                 deployment(annotations.clone()),
@@ -494,44 +633,203 @@ mod tests {
             ),
             now(),
         );
-        assert!(matches!(v, Verdict::Refused(_)), "{v:?}");
+        assert!(matches!(v, Verdict::Refused(..)), "{v:?}");
         let cron = json!({"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "c", "namespace": "shop"},
             "spec": {"jobTemplate": {"spec": {"template": {"metadata": {"annotations": annotations}}}}}});
-        assert!(matches!(judge_create(cron, "mallory"), Verdict::Refused(_)));
+        assert!(matches!(
+            judge_create(cron, "mallory"),
+            Verdict::Refused(..)
+        ));
     }
 
     #[test]
-    fn pods_of_a_workload_are_admitted_when_a_trusted_controller_creates_them() {
+    fn pods_of_a_workload_are_honoured_only_with_the_grant_of_what_was_approved() {
         let controller = "system:serviceaccount:kube-system:replicaset-controller";
-        let mut owned = pod(annotated("INC-7", "2026-11-22T13:00:00Z"));
+        let annotations = annotated("INC-7", "2026-11-22T13:00:00Z");
+        // alice applies a Deployment; /mutate stamps the grant into its pod template.
+        let approved = stamped(deployment(annotations.clone()), "alice");
+        let template = &approved["spec"]["template"];
+        assert!(template["metadata"]["annotations"][GRANT].is_string());
+        // The ReplicaSet controller makes a pod of the template, as Kubernetes does: the
+        // template's metadata and spec, an owner, the service account token volume.
+        let mut owned = json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": template["metadata"].clone(), "spec": template["spec"].clone()});
+        owned["metadata"]["name"] = json!("web-5d8f-x1");
+        owned["metadata"]["namespace"] = json!("shop");
         owned["metadata"]["ownerReferences"] = json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-5d8f", "uid": "1", "controller": true}]);
+        owned["spec"]["volumes"] = json!([{"name": "kube-api-access-abcde", "projected": {"sources": [{"serviceAccountToken": {"path": "token"}}]}}]);
+        owned["spec"]["containers"][0]["volumeMounts"] = json!([{"name": "kube-api-access-abcde", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount", "readOnly": true}]);
         let v = judge_create(owned.clone(), controller);
         assert!(
-            matches!(v, Verdict::Honoured(Use { ref owner, .. }) if owner.as_deref() == Some("ReplicaSet/web-5d8f")),
+            matches!(v, Verdict::Honoured(Use { ref owner, ref approver, ref stamp, .. })
+                if owner.as_deref() == Some("ReplicaSet/web-5d8f") && approver == "alice" && stamp.is_none()),
             "{v:?}"
         );
         // Not from a controller identity: the requester is judged as a person.
         assert!(matches!(
             judge_create(owned.clone(), "mallory"),
-            Verdict::Refused(_)
+            Verdict::Refused(Refusal::NotAllowed, _)
         ));
-        // Unowned, or owned by something that is not a workload: judged normally.
-        let unowned = pod(annotated("INC-7", "2026-11-22T13:00:00Z"));
+        // A pod that is not what was approved: the grant does not hold, judged normally.
+        for (path, value) in [
+            (
+                "/spec/containers/0/securityContext",
+                json!({"privileged": true}),
+            ),
+            ("/spec/containers/0/image", json!("evil")),
+            ("/spec/hostPID", json!(true)),
+            ("/metadata/namespace", json!("prod")),
+            (
+                "/metadata/annotations/palisade.dev~1break-glass",
+                json!("INC-8"),
+            ),
+        ] {
+            let mut other = owned.clone();
+            match other.pointer_mut(path) {
+                Some(slot) => *slot = value,
+                None => other["spec"][path.rsplit('/').next().unwrap()] = value,
+            }
+            let v = judge_create(other, controller);
+            assert!(
+                matches!(v, Verdict::Ignored(ref w) if w.contains("does not match")),
+                "{path}: {v:?}"
+            );
+        }
+        // No grant at all (annotations written before grants, or copied by hand).
+        let mut bare = owned.clone();
+        bare["metadata"]["annotations"]
+            .as_object_mut()
+            .unwrap()
+            .remove(GRANT);
         assert!(
-            matches!(judge_create(unowned, controller), Verdict::Ignored(ref w) if w.contains("no workload owns"))
+            matches!(judge_create(bare, controller), Verdict::Ignored(ref w) if w.contains("no break-glass grant"))
         );
-        let mut not_controller = owned.clone();
-        not_controller["metadata"]["ownerReferences"][0]["controller"] = json!(false);
-        assert!(matches!(
-            judge_create(not_controller, controller),
-            Verdict::Ignored(_)
-        ));
         // The expiry still holds for the pods.
         let mut late = owned;
         late["metadata"]["annotations"][EXPIRES] = json!("2026-11-22T11:00:00Z");
         assert!(
             matches!(judge_create(late, controller), Verdict::Ignored(ref w) if w.contains("expired"))
         );
+    }
+
+    /// The object as /mutate leaves it for `user`: with the grant, when break-glass is honoured.
+    fn stamped(mut object: Value, user: &str) -> Value {
+        if let Verdict::Honoured(Use {
+            stamp: Some((at, grant)),
+            ..
+        }) = judge_create(object.clone(), user)
+        {
+            object.pointer_mut(&at).unwrap()[GRANT] = json!(grant);
+        }
+        object
+    }
+
+    fn judge_update(new: Value, old: Value, user: &str) -> Verdict {
+        judge(
+            &config(),
+            "",
+            &keys(),
+            &review("UPDATE", new, old, user, &[]),
+            now(),
+        )
+    }
+
+    #[test]
+    fn an_update_by_anyone_else_keeps_the_approval_only_for_what_was_approved() {
+        let annotations = annotated("INC-7", "2026-11-22T13:00:00Z");
+        let approved = stamped(deployment(annotations), "alice");
+        // Scaling keeps the pod spec: still what alice approved.
+        let mut scaled = approved.clone();
+        scaled["spec"]["replicas"] = json!(5);
+        let v = judge_update(scaled, approved.clone(), "mallory");
+        assert!(
+            matches!(v, Verdict::Honoured(Use { ref approver, ref user, .. }) if approver == "alice" && user == "mallory"),
+            "{v:?}"
+        );
+        // Another image or securityContext with the annotations byte for byte: refused.
+        for (path, value) in [
+            (
+                "/spec/template/spec/containers/0/image",
+                json!("nginx:evil"),
+            ),
+            (
+                "/spec/template/spec/containers/0/securityContext",
+                json!({"privileged": true}),
+            ),
+            (
+                "/spec/template/spec/volumes",
+                json!([{"name": "root", "hostPath": {"path": "/"}}]),
+            ),
+        ] {
+            let mut changed = approved.clone();
+            match changed.pointer_mut(path) {
+                Some(slot) => *slot = value,
+                None => changed["spec"]["template"]["spec"]["volumes"] = value,
+            }
+            let v = judge_update(changed.clone(), approved.clone(), "mallory");
+            assert!(
+                matches!(v, Verdict::Refused(Refusal::ChangesApproved, ref m) if m.starts_with("mallory may not change what was approved")),
+                "{path}: {v:?}"
+            );
+            // A trusted controller's update of the same is not honoured either.
+            let v = judge_update(
+                changed.clone(),
+                approved.clone(),
+                "system:serviceaccount:kube-system:deployment-controller",
+            );
+            assert!(matches!(v, Verdict::Ignored(_)), "{v:?}");
+            // alice may change it: her request is a new approval, with a new grant.
+            let v = judge_update(changed, approved.clone(), "alice");
+            assert!(
+                matches!(v, Verdict::Honoured(Use { stamp: Some(_), .. })),
+                "{v:?}"
+            );
+        }
+        // Changing the spec and dropping the annotations: judged normally, no break-glass.
+        let mut dropped = approved.clone();
+        dropped["spec"]["template"]["metadata"]["annotations"] = json!({});
+        dropped["spec"]["template"]["spec"]["containers"][0]["image"] = json!("x");
+        assert_eq!(
+            judge_update(dropped, approved.clone(), "mallory"),
+            Verdict::Absent
+        );
+        // A grant someone else made elsewhere does not move with the annotations.
+        let mut moved = approved.clone();
+        moved["metadata"]["namespace"] = json!("prod");
+        let mut old = moved.clone();
+        old["spec"]["template"]["metadata"]["annotations"]
+            .as_object_mut()
+            .unwrap()
+            .remove(GRANT);
+        let v = judge_update(moved, old, "mallory");
+        assert!(
+            matches!(v, Verdict::Ignored(ref w) if w.contains("does not match")),
+            "{v:?}"
+        );
+    }
+
+    #[test]
+    fn a_reason_must_have_a_visible_character() {
+        for reason in [
+            "",
+            "   ",
+            "\u{200B}",
+            "\u{200B}\u{200C}\u{200D}\u{2060}\u{FEFF}",
+            "\t\n\u{00A0}\u{3000}",
+            "\u{E0041}\u{E0042}",
+            "\u{2800}",
+            "\u{115F}\u{3164}",
+            "\u{202E}\u{200F}",
+        ] {
+            let v = judge_create(pod(annotated(reason, "2026-11-22T13:00:00Z")), "alice");
+            assert!(
+                matches!(v, Verdict::Refused(Refusal::NoReason, ref m) if m.contains("no reason anyone can read")),
+                "{reason:?}: {v:?}"
+            );
+        }
+        for reason in ["x", "\u{200B}INC-1", "é", "事故"] {
+            assert!(is_visible(reason), "{reason:?}");
+        }
     }
 
     #[test]
@@ -543,7 +841,6 @@ mod tests {
                 annotated("x", "2026-11-23T12:00:01Z"),
                 "further ahead than breakGlass.maxTTL (1day)",
             ),
-            (annotated("   ", "2026-11-22T13:00:00Z"), "gives no reason"),
             (annotated("x", "tomorrow"), "not an RFC 3339 time"),
             (json!({REASON: "x"}), "is missing"),
             (json!({EXPIRES: "2026-11-22T13:00:00Z"}), "without"),
@@ -594,7 +891,7 @@ mod tests {
         let mut own = pod(annotations.clone());
         own["metadata"]["namespace"] = json!("palisade-system");
         assert!(
-            matches!(judge_create(own, "alice"), Verdict::Ignored(ref w) if w.contains("own namespace palisade-system"))
+            matches!(judge_create(own, "alice"), Verdict::Refused(Refusal::Protected, ref w) if w.contains("own namespace palisade-system"))
         );
         let cases = [
             json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration", "metadata": {"name": "palisade", "annotations": annotations}}),
@@ -607,27 +904,60 @@ mod tests {
         for object in cases {
             let v = judge_create(object.clone(), "alice");
             assert!(
-                matches!(v, Verdict::Ignored(ref w) if w.contains("cannot be admitted by break-glass")),
+                matches!(v, Verdict::Refused(Refusal::Protected, ref w) if w.contains("cannot be admitted by break-glass")),
                 "{}: {v:?}",
                 object["kind"]
             );
         }
+        // Judged from the old object too: the same request may not drop the label that marks a
+        // generated policy, or move a CRD out of the policy group.
+        let generated = json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": "default-deny-all", "namespace": "shop",
+                "labels": {"app.kubernetes.io/managed-by": "palisade"}},
+            "spec": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}});
+        let mut relabelled = generated.clone();
+        relabelled["metadata"]["labels"] = json!({});
+        relabelled["metadata"]["annotations"] = annotations.clone();
+        relabelled["spec"]["policyTypes"] = json!(["Ingress"]);
+        let v = judge_update(relabelled, generated, "alice");
+        assert!(
+            matches!(v, Verdict::Refused(Refusal::Protected, ref w) if w.contains("NetworkPolicies Palisade generates")),
+            "{v:?}"
+        );
+        let crd = json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": "k8srequiredlabels.constraints.gatekeeper.sh"}, "spec": {"group": "constraints.gatekeeper.sh"}});
+        let mut moved = crd.clone();
+        moved["spec"]["group"] = json!("example.com");
+        moved["metadata"]["annotations"] = annotations;
+        assert!(matches!(
+            judge_update(moved, crd, "alice"),
+            Verdict::Refused(Refusal::Protected, _)
+        ));
     }
 
     #[test]
     fn bare_objects_and_deletions_have_no_break_glass() {
         let object = pod(annotated("x", "2026-11-22T13:00:00Z"));
         assert_eq!(
-            judge(&config(), "", &Review::from_object(object.clone()), now()),
+            judge(
+                &config(),
+                "",
+                &keys(),
+                &Review::from_object(object.clone()),
+                now()
+            ),
             Verdict::Absent
         );
         let delete = review("DELETE", object.clone(), object.clone(), "mallory", &[]);
-        assert_eq!(judge(&config(), "", &delete, now()), Verdict::Absent);
+        assert_eq!(
+            judge(&config(), "", &keys(), &delete, now()),
+            Verdict::Absent
+        );
         // A review naming no requester is an unknown one, not a bare object.
         let nobody = review("CREATE", object, Value::Null, "", &[]);
         assert!(matches!(
-            judge(&config(), "", &nobody, now()),
-            Verdict::Refused(why) if why.starts_with("this requester may not add")
+            judge(&config(), "", &keys(), &nobody, now()),
+            Verdict::Refused(_, why) if why.starts_with("this requester may not add")
         ));
     }
 }

@@ -31,6 +31,8 @@ pub struct Decider {
     /// Where break-glass never applies.
     own_namespace: String,
     config: Arc<Config>,
+    /// What break-glass grants are made and checked with.
+    grant_keys: Arc<breakglass::GrantKeys>,
 }
 
 /// A decision and what it was made from.
@@ -60,6 +62,12 @@ impl Decider {
     /// Palisade's own namespace, where break-glass never applies (it is also exempt).
     pub fn with_own_namespace(mut self, namespace: &str) -> Self {
         namespace.clone_into(&mut self.own_namespace);
+        self
+    }
+
+    /// Break-glass grants are made and checked with `keys` (the serving key's, in `serve`).
+    pub fn with_grant_keys(mut self, keys: Arc<breakglass::GrantKeys>) -> Self {
+        self.grant_keys = keys;
         self
     }
 
@@ -117,6 +125,7 @@ impl Decider {
         let glass = breakglass::judge(
             &self.config.break_glass,
             &self.own_namespace,
+            &self.grant_keys,
             review,
             time::OffsetDateTime::now_utc(),
         );
@@ -126,12 +135,16 @@ impl Decider {
                 let response = match &glass {
                     // Mutation is safe, so it follows the modes only where it is turned off.
                     _ if !mode.mutation => Response::allow(),
-                    // An emergency pod runs as written.
+                    // An emergency pod runs as written, with the grant that seals what its
+                    // approver approved.
                     Verdict::Honoured(used) => {
                         let mut response = Response::allow();
                         response
                             .audit_annotations
                             .insert("break-glass-user".into(), used.user.clone());
+                        if let Some((at, grant)) = &used.stamp {
+                            response.patch = Some(stamp_patch(review.object(), at, grant));
+                        }
                         response
                     }
                     _ => mutate(bundle, review, namespace),
@@ -139,7 +152,7 @@ impl Decider {
                 (response, Vec::new())
             }
             Endpoint::Validate => {
-                if let Verdict::Refused(why) = &glass {
+                if let Verdict::Refused(_, why) = &glass {
                     return Ok(Decision {
                         response: Response::deny(why.clone()),
                         violations: Vec::new(),
@@ -166,6 +179,16 @@ impl Decider {
             break_glass: glass,
         })
     }
+}
+
+/// The JSON patch that puts `grant` into the annotations at `at` (a JSON pointer), unless it is
+/// there already.
+fn stamp_patch(object: &Value, at: &str, grant: &str) -> json_patch::Patch {
+    let mut stamped = object.clone();
+    if let Some(annotations) = stamped.pointer_mut(at).and_then(Value::as_object_mut) {
+        annotations.insert(breakglass::GRANT.to_owned(), Value::from(grant));
+    }
+    crate::mutation::patch::diff(object, &stamped)
 }
 
 /// Records the dryrun violations in the audit annotation, within its size bound.
@@ -213,12 +236,17 @@ fn apply_break_glass(response: &mut Response, violations: &[Violation], glass: &
             response.warnings.insert(
                 0,
                 format!(
-                    "break-glass by {}{}: {} (reason: {}; expires {})",
-                    used.user,
+                    "break-glass by {}{}{}: {} (reason: {}; expires {})",
+                    used.approver,
                     used.owner
                         .as_ref()
                         .map(|o| format!(" for {o}"))
                         .unwrap_or_default(),
+                    if used.user == used.approver {
+                        String::new()
+                    } else {
+                        format!(", requested by {}", used.user)
+                    },
                     if bypassed.is_empty() {
                         "no constraint was bypassed".to_owned()
                     } else {
@@ -230,6 +258,7 @@ fn apply_break_glass(response: &mut Response, violations: &[Violation], glass: &
             );
             let notes = &mut response.audit_annotations;
             notes.insert("break-glass-user".into(), used.user.clone());
+            notes.insert("break-glass-approver".into(), used.approver.clone());
             notes.insert("break-glass-reason".into(), used.reason.clone());
             notes.insert("break-glass-expires".into(), used.expires.clone());
             notes.insert("break-glass-constraints".into(), bypassed.join(","));
@@ -244,7 +273,7 @@ fn apply_break_glass(response: &mut Response, violations: &[Violation], glass: &
             }
             response.warnings.push(note);
         }
-        Verdict::Absent | Verdict::Refused(_) => {}
+        Verdict::Absent | Verdict::Refused(..) => {}
     }
 }
 
@@ -287,8 +316,19 @@ fn mutate(bundle: &Bundle, review: &Review, namespace: Option<&Value>) -> Respon
     match bundle.mutators().mutate(review, namespace) {
         Ok(mutated) => {
             let mut response = Response::allow();
-            response.patch =
-                mutated.map(|object| crate::mutation::patch::diff(review.object(), &object));
+            response.patch = mutated.map(|object| {
+                let mut patch = crate::mutation::patch::diff(review.object(), &object);
+                // Through `pods/ephemeralcontainers` only the ephemeral containers may change
+                // (the API server drops the rest): the patch says what takes effect.
+                if review.sub_resource() == "ephemeralcontainers" {
+                    patch.0.retain(|op| {
+                        let path = op.path().to_string();
+                        path == "/spec/ephemeralContainers"
+                            || path.starts_with("/spec/ephemeralContainers/")
+                    });
+                }
+                patch
+            });
             response
         }
         Err(error) => {

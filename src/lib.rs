@@ -32,6 +32,7 @@ pub mod matcher;
 pub mod mutation;
 pub mod netpol;
 pub mod object;
+pub mod podpaths;
 pub mod policy;
 pub mod runtime;
 pub mod sources;

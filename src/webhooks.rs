@@ -9,6 +9,10 @@
 //!   and UPDATE, except Pods on CREATE only: a Pod's spec cannot change after creation, so a
 //!   mutation of a running Pod's update would make the API server refuse that update.
 //!
+//! - Both: every kind and subresource that carries a pod spec ([`crate::podpaths`]), whatever
+//!   the bundle holds: break-glass is judged and its grants stamped there, and a pod path that
+//!   no webhook sees is a way around every pod policy.
+//!
 //! Kinds become resources through the table of the built-in kinds, else Kubernetes' own guess
 //! (lower case, plural), which is what CRDs use unless they name their plural otherwise.
 
@@ -18,6 +22,7 @@ use serde_json::{Value, json};
 
 use crate::bundle::Bundle;
 use crate::matcher::KindSelector;
+use crate::podpaths::POD_PATHS;
 
 /// The namespaces a webhook never sees, besides Palisade's own.
 pub const EXCLUDED_NAMESPACES: [&str; 1] = ["kube-system"];
@@ -107,6 +112,11 @@ impl Rules {
         }
     }
 
+    fn insert_ops(&mut self, group: &str, resource: &str, ops: &[&str]) {
+        let ops: BTreeSet<String> = ops.iter().map(|o| (*o).to_owned()).collect();
+        self.insert(group, resource, &ops);
+    }
+
     fn insert(&mut self, group: &str, resource: &str, ops: &BTreeSet<String>) {
         self.by_group
             .entry(group.to_owned())
@@ -136,12 +146,16 @@ impl Rules {
         }
         let mut rules = Vec::new();
         for (group, mut resources) in self.by_group {
+            // `*` names every resource of the group but no subresource: those stay.
             if let Some(all) = resources.get("*").cloned() {
-                let ops = resources.values().fold(all, |mut acc, ops| {
+                let (subresources, plain): (BTreeMap<_, _>, BTreeMap<_, _>) =
+                    resources.into_iter().partition(|(r, _)| r.contains('/'));
+                let ops = plain.values().fold(all, |mut acc, ops| {
                     acc.extend(ops.iter().cloned());
                     acc
                 });
-                resources = BTreeMap::from([("*".to_owned(), ops)]);
+                resources = subresources;
+                resources.insert("*".to_owned(), ops);
             }
             let mut by_ops: BTreeMap<Vec<String>, Vec<String>> = BTreeMap::new();
             for (resource, ops) in resources {
@@ -179,6 +193,9 @@ pub fn validating_rules(bundle: &Bundle) -> Vec<Rule> {
             .find(|t| t.kind == constraint.kind)
             .map_or(&default[..], |t| &t.operations[..]);
         rules.add(&constraint.matcher.kinds, operations);
+    }
+    for path in &POD_PATHS {
+        rules.insert_ops(path.group, path.resource, path.validate);
     }
     rules.into_rules()
 }
@@ -222,6 +239,10 @@ pub fn mutating_rules(bundle: &Bundle) -> Vec<Rule> {
         if kinds.is_empty() {
             rules.add(&[], &create_update);
         }
+    }
+    // Every pod path, mutators or not: break-glass grants are stamped here.
+    for path in &POD_PATHS {
+        rules.insert_ops(path.group, path.resource, path.mutate);
     }
     rules.into_rules()
 }

@@ -269,7 +269,9 @@ impl ServeArgs {
                     enforcement,
                     audit_interval,
                 },
-                Decider::new(exempt.clone()).with_own_namespace(&own_namespace),
+                Decider::new(exempt.clone())
+                    .with_own_namespace(&own_namespace)
+                    .with_grant_keys(tls.grant_keys()),
                 metrics.clone(),
             )
             .context("cannot load the configuration (see --config)")?,

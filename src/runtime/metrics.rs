@@ -127,28 +127,35 @@ pub struct Metrics {
 #[derive(Default)]
 pub struct RolloutMetrics {
     pub break_glass: Family<BreakGlassLabels, Counter>,
-    pub break_glass_refused: Counter,
+    pub break_glass_refused: Family<BreakGlassRefusedLabels, Counter>,
     pub config_reloads: Counter,
     pub config_reload_failures: Counter,
     pub config_last_reload_ok: Gauge,
 }
 
+/// No user name: who used break-glass is in the log line of each use, not in a label that
+/// every reader of the metrics sees (and that grows a series per person).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BreakGlassLabels {
-    pub user: String,
     pub constraint: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BreakGlassRefusedLabels {
+    /// `not-allowed`, `changes-approved`, `no-reason` or `protected`.
+    pub reason: String,
 }
 
 impl RolloutMetrics {
     fn register(&self, registry: &mut Registry) {
         registry.register(
             "break_glass",
-            "Reviews admitted by break-glass, by requester and bypassed constraint (constraint=\"\" when none was bypassed)",
+            "Reviews admitted by break-glass, by bypassed constraint (constraint=\"\" when none was bypassed); who, in the log",
             self.break_glass.clone(),
         );
         registry.register(
             "break_glass_refused",
-            "Requests denied because a requester not on the break-glass allow-list added or changed the annotations",
+            "Requests with break-glass annotations denied, by why: not-allowed (a requester not on the allow-list added or changed them), changes-approved (kept them on a changed spec), no-reason (no visible character), protected (an object Palisade's safety depends on)",
             self.break_glass_refused.clone(),
         );
         registry.register(

@@ -325,7 +325,7 @@ impl App {
     /// so it is not counted as a use.
     fn record_break_glass(&self, review: &Review, decision: &Decision) {
         use crate::breakglass::Verdict;
-        use crate::runtime::metrics::BreakGlassLabels;
+        use crate::runtime::metrics::{BreakGlassLabels, BreakGlassRefusedLabels};
         let object = review.object_ref();
         let metrics = self.metrics.rollout();
         match &decision.break_glass {
@@ -334,6 +334,7 @@ impl App {
                 tracing::warn!(
                     uid = review.uid(),
                     user = %used.user,
+                    approver = %used.approver,
                     groups = ?review.user().groups,
                     operation = review.operation().map(|o| o.as_str()).unwrap_or_default(),
                     kind = %object.kind,
@@ -352,10 +353,7 @@ impl App {
                 let count = |constraint: String| {
                     metrics
                         .break_glass
-                        .get_or_create(&BreakGlassLabels {
-                            user: used.user.clone(),
-                            constraint,
-                        })
+                        .get_or_create(&BreakGlassLabels { constraint })
                         .inc();
                 };
                 if bypassed.is_empty() {
@@ -365,10 +363,15 @@ impl App {
                     count(constraint);
                 }
             }
-            Verdict::Refused(why) => {
-                metrics.break_glass_refused.inc();
-                tracing::warn!(uid = review.uid(), user = %review.user().username, %object, %why,
-                    "break-glass annotations refused");
+            Verdict::Refused(refusal, why) => {
+                metrics
+                    .break_glass_refused
+                    .get_or_create(&BreakGlassRefusedLabels {
+                        reason: refusal.as_str().to_owned(),
+                    })
+                    .inc();
+                tracing::warn!(uid = review.uid(), user = %review.user().username, %object,
+                    refusal = refusal.as_str(), %why, "break-glass annotations refused");
             }
             Verdict::Ignored(why) => {
                 tracing::info!(uid = review.uid(), user = %review.user().username, %object, %why,

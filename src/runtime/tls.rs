@@ -176,6 +176,8 @@ pub struct TlsStore {
     readiness: Option<Arc<Readiness>>,
     /// The serving certificate in use, and when its coming expiry was last logged.
     leaf: std::sync::Mutex<(Option<CertInfo>, Option<std::time::Instant>)>,
+    /// Break-glass grant keys, derived from the serving key: rotated with it.
+    grant_keys: Arc<crate::breakglass::GrantKeys>,
 }
 
 /// How often an expiring certificate is logged again.
@@ -212,6 +214,7 @@ impl TlsStore {
             metrics,
             readiness: None,
             leaf: std::sync::Mutex::new((None, None)),
+            grant_keys: Arc::default(),
         };
         store.note_leaf(&material);
         Ok(store)
@@ -249,14 +252,23 @@ impl TlsStore {
                     metrics,
                     readiness: Some(readiness),
                     leaf: std::sync::Mutex::new((None, None)),
+                    grant_keys: Arc::default(),
                 })
             }
             Err(error) => Err(error),
         }
     }
 
-    /// Records the leaf certificate of freshly loaded material: the expiry metric and log.
+    /// The keys break-glass grants are made and checked with: derived from the serving key
+    /// loaded last, and the one before it.
+    pub fn grant_keys(&self) -> Arc<crate::breakglass::GrantKeys> {
+        self.grant_keys.clone()
+    }
+
+    /// Records freshly loaded material: the grant key derived from its private key, the leaf
+    /// certificate's expiry metric and log.
     fn note_leaf(&self, material: &Material) {
+        self.grant_keys.install(&material.key);
         let leaf = String::from_utf8(material.cert.clone())
             .ok()
             .and_then(|pem| crate::certs::parse_pem(&pem).ok())

@@ -126,10 +126,13 @@ async fn break_glass_trusts_only_the_exact_identity_the_api_server_names() {
     }
     let metrics = server.metrics().await;
     assert_eq!(
-        metric(&metrics, "palisade_break_glass_refused_total"),
+        metric(
+            &metrics,
+            "palisade_break_glass_refused_total{reason=\"not-allowed\"}"
+        ),
         Some(9.0)
     );
-    assert_eq!(metric(&metrics, "palisade_break_glass_total"), None);
+    assert_eq!(metric_total(&metrics, "palisade_break_glass_total"), None);
 
     // The identity the API server names, user or group, is honoured, including an impersonated
     // one (the API server has authorised the impersonation and does not say who asked).
@@ -203,11 +206,14 @@ async fn dry_run_requests_are_judged_as_real_ones() {
     assert_eq!(rsp["auditAnnotations"]["break-glass-user"], "alice");
     let metrics = server.metrics().await;
     assert_eq!(
-        metric(&metrics, "palisade_break_glass_refused_total"),
+        metric(
+            &metrics,
+            "palisade_break_glass_refused_total{reason=\"not-allowed\"}"
+        ),
         Some(1.0)
     );
     assert_eq!(
-        metric(&metrics, "palisade_break_glass_total"),
+        metric_total(&metrics, "palisade_break_glass_total"),
         None,
         "{metrics}"
     );

@@ -173,6 +173,21 @@ pub fn metric(text: &str, series: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
+/// The sum of every series of a metric family (any labels), `None` when it has none.
+pub fn metric_total(text: &str, family: &str) -> Option<f64> {
+    text.lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix(family)?;
+            let value = if rest.starts_with('{') {
+                rest.rsplit_once("} ")?.1
+            } else {
+                rest.strip_prefix(' ')?
+            };
+            value.parse::<f64>().ok()
+        })
+        .reduce(|a, b| a + b)
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Proto {
     Http1,

@@ -626,7 +626,22 @@ fn webhook_rules_send_exactly_what_the_bundle_acts_on() {
             }
         }
     }
-    assert_eq!(sent(&config("ValidatingWebhookConfiguration")), needed);
+    // And every way a pod spec enters the cluster, whatever the bundle holds.
+    let pod_paths = |mutate: bool| -> BTreeSet<(String, String, String)> {
+        palisade::podpaths::POD_PATHS
+            .iter()
+            .flat_map(|p| {
+                let ops = if mutate { p.mutate } else { p.validate };
+                ops.iter()
+                    .map(|op| (p.group.to_owned(), p.resource.to_owned(), (*op).to_owned()))
+            })
+            .collect()
+    };
+    let validated = sent(&config("ValidatingWebhookConfiguration"));
+    assert_eq!(
+        validated,
+        needed.union(&pod_paths(false)).cloned().collect()
+    );
     // By hand, for the default bundle: deletions only where a template judges them (the
     // protected default-deny), and every workload kind, so that pods cannot dodge the checks
     // through a controller.
@@ -641,6 +656,8 @@ fn webhook_rules_send_exactly_what_the_bundle_acts_on() {
     );
     for (group, resource) in [
         ("", "pods"),
+        ("", "replicationcontrollers"),
+        ("", "podtemplates"),
         ("", "namespaces"),
         ("apps", "deployments"),
         ("apps", "statefulsets"),
@@ -652,11 +669,17 @@ fn webhook_rules_send_exactly_what_the_bundle_acts_on() {
     ] {
         for op in ["CREATE", "UPDATE"] {
             assert!(
-                needed.contains(&(group.into(), resource.into(), op.into())),
+                validated.contains(&(group.into(), resource.into(), op.into())),
                 "{group}/{resource} {op}"
             );
         }
     }
+    // `kubectl debug` goes through a subresource that `pods` does not match.
+    assert!(validated.contains(&(
+        String::new(),
+        "pods/ephemeralcontainers".into(),
+        "UPDATE".into()
+    )));
 
     // Mutators: Pods, on CREATE only.
     let mut mutated = BTreeSet::new();
@@ -673,10 +696,75 @@ fn webhook_rules_send_exactly_what_the_bundle_acts_on() {
         mutated,
         BTreeSet::from([(String::new(), "pods".to_owned())])
     );
-    assert_eq!(
-        sent(&config("MutatingWebhookConfiguration")),
-        BTreeSet::from([(String::new(), "pods".to_owned(), "CREATE".to_owned())])
-    );
+    let mutating = sent(&config("MutatingWebhookConfiguration"));
+    assert_eq!(mutating, pod_paths(true));
+    assert!(mutating.contains(&(String::new(), "pods".into(), "CREATE".into())));
+    assert!(!mutating.contains(&(String::new(), "pods".into(), "UPDATE".into())));
+
+    // Break-glass trusts no owner that the webhooks do not review: every kind whose controller
+    // it trusts to copy a template is sent to both, on CREATE and UPDATE.
+    let candidates = [
+        ("v1", "ReplicationController"),
+        ("v1", "PodTemplate"),
+        ("v1", "Pod"),
+        ("apps/v1", "ReplicaSet"),
+        ("apps/v1", "Deployment"),
+        ("apps/v1", "StatefulSet"),
+        ("apps/v1", "DaemonSet"),
+        ("batch/v1", "Job"),
+        ("batch/v1", "CronJob"),
+        ("apps.openshift.io/v1", "DeploymentConfig"),
+        ("argoproj.io/v1alpha1", "Rollout"),
+    ];
+    let trusted: Vec<_> = candidates
+        .iter()
+        .filter(|(v, k)| palisade::podpaths::is_owner(v, k))
+        .collect();
+    assert_eq!(trusted.len(), 7, "{trusted:?}");
+    for (api_version, kind) in trusted {
+        let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
+        let resource = palisade::webhooks::resource_of(group, kind);
+        for op in ["CREATE", "UPDATE"] {
+            let key = (group.to_owned(), resource.clone(), op.to_owned());
+            assert!(
+                validated.contains(&key),
+                "trusted but not reviewed: {key:?}"
+            );
+            assert!(mutating.contains(&key), "trusted but not mutated: {key:?}");
+        }
+    }
+}
+
+/// The kinds the shipped pod policies judge are the pod paths' kinds: a kind that carries a
+/// pod spec and that the pod security constraint does not match is a way around it.
+#[test]
+fn the_pod_policies_judge_every_kind_that_carries_a_pod_spec() {
+    let bundle = palisade::sources::bundle::load_bundle(
+        &repo_path("policies"),
+        &palisade::policy::EngineOptions::default(),
+    )
+    .unwrap();
+    let expected: BTreeSet<(String, String)> = palisade::podpaths::kinds()
+        .into_iter()
+        .map(|(g, k)| (g.to_owned(), k.to_owned()))
+        .collect();
+    for name in ["pod-security-restricted"] {
+        let constraint = bundle
+            .policies()
+            .constraints()
+            .iter()
+            .find(|c| c.name == name)
+            .unwrap_or_else(|| panic!("no constraint {name}"));
+        let mut judged = BTreeSet::new();
+        for selector in &constraint.matcher.kinds {
+            for group in &selector.api_groups {
+                for kind in &selector.kinds {
+                    judged.insert((group.clone(), kind.clone()));
+                }
+            }
+        }
+        assert_eq!(judged, expected, "{name}");
+    }
 }
 
 #[test]

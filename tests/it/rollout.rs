@@ -304,19 +304,31 @@ async fn an_authorised_break_glass_admits_a_privileged_pod_as_written() {
             .contains("PalisadePodSecurity/pod-security-restricted"),
         "{notes}"
     );
-    // Not mutated: the emergency pod runs as written.
+    // Not mutated: the emergency pod runs as written; /mutate only stamps the grant.
     let mutated = send(&client, "/mutate", &review).await;
     assert_eq!(mutated["allowed"], true);
-    assert!(mutated.get("patch").is_none(), "{mutated}");
+    let patch = decoded_patch(&mutated);
+    assert_eq!(patch.len(), 1, "{patch:?}");
+    assert_eq!(patch[0]["op"], "add");
+    assert_eq!(
+        patch[0]["path"],
+        "/metadata/annotations/palisade.dev~1break-glass-grant"
+    );
+    assert!(patch[0]["value"].as_str().unwrap().starts_with("v1."));
     // A member of an allowed group may too.
     let by_group = pod_review("payments", "bob", &["sre-oncall"], annotations.clone());
     assert_eq!(send(&client, "/validate", &by_group).await["allowed"], true);
+    // Counted by constraint; who used it is in the log, never in a metric label.
     let metrics = server.metrics().await;
     assert!(
         metric(
             &metrics,
-            "palisade_break_glass_total{user=\"alice\",constraint=\"PalisadePodSecurity/pod-security-restricted\"}"
-        ) == Some(1.0),
+            "palisade_break_glass_total{constraint=\"PalisadePodSecurity/pod-security-restricted\"}"
+        ) == Some(2.0),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("alice") && !metrics.contains("bob"),
         "{metrics}"
     );
 
@@ -339,7 +351,7 @@ async fn an_authorised_break_glass_admits_a_privileged_pod_as_written() {
     assert_eq!(
         metric(
             &server.metrics().await,
-            "palisade_break_glass_refused_total"
+            "palisade_break_glass_refused_total{reason=\"not-allowed\"}"
         ),
         Some(1.0)
     );
@@ -406,40 +418,160 @@ async fn unauthorised_users_cannot_plant_the_annotation_on_objects_or_templates(
     assert_eq!(rsp["allowed"], true, "{rsp}");
 }
 
+/// The JSON patch of a /mutate answer, decoded.
+pub(crate) fn decoded_patch(rsp: &Value) -> Vec<Value> {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(
+            rsp["patch"]
+                .as_str()
+                .unwrap_or_else(|| panic!("no patch: {rsp}")),
+        )
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+/// `review` after /mutate, its patch applied as the API server applies it.
+pub(crate) async fn mutated(client: &Client, review: &Value) -> Value {
+    let rsp = send(client, "/mutate", review).await;
+    assert_eq!(rsp["allowed"], true, "{rsp}");
+    let mut review = review.clone();
+    if rsp.get("patch").is_some() {
+        let patch: json_patch::Patch =
+            serde_json::from_value(Value::Array(decoded_patch(&rsp))).unwrap();
+        json_patch::patch(&mut review["request"]["object"], &patch).unwrap();
+    }
+    review
+}
+
+/// alice's privileged Deployment with break-glass on its pod template, as the API server sends it.
+pub(crate) fn glass_deployment(user: &str, annotations: Value) -> Value {
+    let mut review: Value =
+        serde_json::from_slice(&fixture("admission/validate-create-deployment.json")).unwrap();
+    in_namespace(&mut review, "shop");
+    review["request"]["userInfo"] = json!({"username": user, "groups": []});
+    let template = &mut review["request"]["object"]["spec"]["template"];
+    template["metadata"]["annotations"] = annotations;
+    template["spec"]["containers"][0]["securityContext"] = json!({"privileged": true});
+    review
+}
+
+/// A pod the ReplicaSet controller makes of `deployment`'s template, as Kubernetes makes it.
+pub(crate) fn controller_pod(deployment: &Value) -> Value {
+    let template = &deployment["request"]["object"]["spec"]["template"];
+    let mut review = pod_review(
+        "shop",
+        "system:serviceaccount:kube-system:replicaset-controller",
+        &["system:serviceaccounts"],
+        json!({}),
+    );
+    let pod = &mut review["request"]["object"];
+    pod["metadata"] = template["metadata"].clone();
+    pod["metadata"]["name"] = json!("web-5d8f9c-x2l4q");
+    pod["metadata"]["namespace"] = json!("shop");
+    pod["metadata"]["ownerReferences"] = json!([{
+        "apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-5d8f9c", "uid": "3f1c", "controller": true, "blockOwnerDeletion": true}]);
+    pod["metadata"]["labels"]["pod-template-hash"] = json!("5d8f9c");
+    pod["spec"] = template["spec"].clone();
+    // What the API server adds on its way: the service account token, scheduling defaults.
+    pod["spec"]["serviceAccountName"] = json!("default");
+    pod["spec"]["enableServiceLinks"] = json!(true);
+    pod["spec"]["volumes"] = json!([{"name": "kube-api-access-7xq2m", "projected": {"sources": [{"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}}]}}]);
+    pod["spec"]["containers"][0]["volumeMounts"] = json!([{"name": "kube-api-access-7xq2m", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount", "readOnly": true}]);
+    pod["spec"]["tolerations"] = json!([{"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}]);
+    review
+}
+
 #[tokio::test]
-async fn a_break_glass_deployments_pods_are_admitted_from_the_replicaset_controller() {
+async fn a_break_glass_deployments_pods_are_honoured_only_as_approved() {
     let (server, _) = start(BREAK_GLASS, &[]).await;
     let client = server.client();
-    let controller = "system:serviceaccount:kube-system:replicaset-controller";
-    let mut owned = pod_review(
-        "shop",
-        controller,
-        &["system:serviceaccounts"],
-        glass("INC-9", Duration::from_secs(600)),
+    let annotations = glass("INC-9", Duration::from_secs(600));
+    // alice applies it: /mutate seals her approval into the template, /validate admits it.
+    let deployment = mutated(&client, &glass_deployment("alice", annotations)).await;
+    let grant = &deployment["request"]["object"]["spec"]["template"]["metadata"]["annotations"]["palisade.dev/break-glass-grant"];
+    assert!(grant.as_str().unwrap().starts_with("v1."), "{deployment}");
+    assert_eq!(
+        send(&client, "/validate", &deployment).await["allowed"],
+        true
     );
-    owned["request"]["object"]["metadata"]["ownerReferences"] = json!([{
-        "apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-5d8f9c", "uid": "3f1c", "controller": true, "blockOwnerDeletion": true}]);
+
+    // Its pods, from the ReplicaSet controller, are honoured under alice's approval.
+    let owned = controller_pod(&deployment);
     let rsp = send(&client, "/validate", &owned).await;
     assert_eq!(rsp["allowed"], true, "{rsp}");
     assert_eq!(
         rsp["auditAnnotations"]["break-glass-owner"],
         "ReplicaSet/web-5d8f9c"
     );
-    assert!(rsp["warnings"][0].as_str().unwrap().starts_with(&format!(
-        "break-glass by {controller} for ReplicaSet/web-5d8f9c"
-    )));
+    assert!(
+        rsp["warnings"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("break-glass by alice for ReplicaSet/web-5d8f9c"),
+        "{rsp}"
+    );
 
-    // An unowned pod from a controller identity is judged normally, and the answer says why.
-    let mut unowned = owned.clone();
-    unowned["request"]["object"]["metadata"]
-        .as_object_mut()
+    // A pod that is not the approved one (changed in the ReplicaSet, by hand or by a mutating
+    // webhook) is judged normally, and the answer says why.
+    let mut other = owned.clone();
+    other["request"]["object"]["spec"]["volumes"]
+        .as_array_mut()
         .unwrap()
-        .remove("ownerReferences");
-    let rsp = send(&client, "/validate", &unowned).await;
+        .push(json!({"name": "root", "hostPath": {"path": "/"}}));
+    let rsp = send(&client, "/validate", &other).await;
     assert_eq!(rsp["allowed"], false);
     let message = rsp["status"]["message"].as_str().unwrap();
     assert!(message.contains("[pod-security-restricted]"), "{message}");
-    assert!(message.ends_with("(palisade.dev/break-glass ignored: system:serviceaccount:kube-system:replicaset-controller is a trusted controller, but no workload owns this object)"), "{message}");
+    assert!(
+        message.contains("trusted controller, but its break-glass grant does not match"),
+        "{message}"
+    );
+
+    // Annotations copied without a grant (a template written before grants, or by a
+    // controller no allow-listed person approved) are not honoured either.
+    let mut ungranted = owned.clone();
+    ungranted["request"]["object"]["metadata"]["annotations"]
+        .as_object_mut()
+        .unwrap()
+        .remove("palisade.dev/break-glass-grant");
+    let rsp = send(&client, "/validate", &ungranted).await;
+    assert_eq!(rsp["allowed"], false);
+    assert!(
+        rsp["status"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("carries no break-glass grant"),
+        "{rsp}"
+    );
+
+    // Anyone who may update the Deployment but is not on the list: scaling keeps the approval,
+    // a new image with the annotations byte for byte is refused, and counted.
+    let mut update = deployment.clone();
+    update["request"]["operation"] = json!("UPDATE");
+    update["request"]["userInfo"] =
+        json!({"username": "mallory", "groups": ["system:authenticated"]});
+    update["request"]["oldObject"] = deployment["request"]["object"].clone();
+    update["request"]["object"]["spec"]["replicas"] = json!(3);
+    let rsp = send(&client, "/validate", &update).await;
+    assert_eq!(rsp["allowed"], true, "{rsp}");
+    update["request"]["object"]["spec"]["template"]["spec"]["containers"][0]["image"] =
+        json!("registry.example.com/miner:latest");
+    let mutated_update = mutated(&client, &update).await;
+    let rsp = send(&client, "/validate", &mutated_update).await;
+    assert_eq!(rsp["allowed"], false, "{rsp}");
+    let message = rsp["status"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("mallory may not change what was approved under break-glass"),
+        "{message}"
+    );
+    assert_eq!(
+        metric(
+            &server.metrics().await,
+            "palisade_break_glass_refused_total{reason=\"changes-approved\"}"
+        ),
+        Some(1.0)
+    );
 }
 
 #[tokio::test]
@@ -461,7 +593,6 @@ async fn expired_distant_reasonless_and_look_alike_annotations_do_not_bypass() {
             glass("x", Duration::from_secs(5 * 3600)),
             Some("further ahead than breakGlass.maxTTL (4h)"),
         ),
-        (glass("", Duration::from_secs(600)), Some("gives no reason")),
         (
             json!({"Palisade.dev/Break-Glass": "x", "palisade.dev/break-glass-expires": expires}),
             Some("without"),
@@ -489,6 +620,33 @@ async fn expired_distant_reasonless_and_look_alike_annotations_do_not_bypass() {
             assert!(message.contains(why), "{annotations}: {message}");
         }
     }
+    // A reason nobody can read is refused outright, for anyone, and counted.
+    for reason in ["", " \t", "\u{200B}", "\u{200B}\u{2060}\u{FEFF}\u{200D}"] {
+        let rsp = send(
+            &client,
+            "/validate",
+            &pod_review(
+                "payments",
+                "alice",
+                &[],
+                glass(reason, Duration::from_secs(600)),
+            ),
+        )
+        .await;
+        assert_eq!(rsp["allowed"], false, "{reason:?}: {rsp}");
+        let message = rsp["status"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("gives no reason anyone can read"),
+            "{reason:?}: {message}"
+        );
+    }
+    assert_eq!(
+        metric(
+            &server.metrics().await,
+            "palisade_break_glass_refused_total{reason=\"no-reason\"}"
+        ),
+        Some(4.0)
+    );
     // The key on a nested object is not the object's annotation.
     let mut nested = pod_review("payments", "alice", &[], json!({}));
     nested["request"]["object"]["spec"]["containers"][0]["env"] =
@@ -504,7 +662,7 @@ async fn expired_distant_reasonless_and_look_alike_annotations_do_not_bypass() {
         "{rsp}"
     );
     assert_eq!(
-        metric(&server.metrics().await, "palisade_break_glass_total"),
+        metric_total(&server.metrics().await, "palisade_break_glass_total"),
         None
     );
 }
@@ -541,7 +699,6 @@ async fn policies_and_webhook_configurations_cannot_be_bypassed() {
     let rsp = send(&server.client(), "/validate", &review).await;
     assert_eq!(rsp["allowed"], false, "{rsp}");
     let message = rsp["status"]["message"].as_str().unwrap();
-    assert!(message.contains("[webhooks-need-an-owner]"), "{message}");
     assert!(
         message.contains("webhook and admission configurations cannot be admitted by break-glass"),
         "{message}"

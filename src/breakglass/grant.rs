@@ -1,0 +1,544 @@
+//! Break-glass grants: what an allow-listed person approved, sealed so that nobody else can
+//! change it and keep the approval.
+//!
+//! When an allow-listed person's request is honoured, /mutate stamps
+//! `palisade.dev/break-glass-grant: v1.<approver>.<tag>` beside the break-glass annotations. The
+//! tag is an HMAC-SHA256 over the namespace, the approver, the reason, the expiry and what was
+//! approved: for a kind that carries a pod spec, that pod spec; for any other kind, the object
+//! without its metadata and status, plus its labels. A later request by anyone else is honoured
+//! only if the tag still verifies, so a change to the spec voids it; the pods a controller
+//! copies from an approved template carry the grant and verify against their own spec.
+//!
+//! A controller's pod is not its template byte for byte: Kubernetes adds to pods what no
+//! template holds. Those fields are left out of what a grant covers, on both sides, and only
+//! those (see [`approved_pod_spec`]); none of them is one that the Pod Security Standards judge.
+//!
+//! The key is derived (HKDF-SHA256) from the serving certificate's private key, which every
+//! replica mounts from the Secret that only Palisade reads, so it is shared without another
+//! secret to distribute and rotates with the certificates. The previous key still verifies after
+//! a rotation, so grants survive one; a grant older than that has to be approved again.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ring::{digest, hkdf, hmac};
+use serde_json::{Map, Value};
+
+pub const GRANT: &str = "palisade.dev/break-glass-grant";
+const VERSION: &str = "v1";
+const CONTEXT: &[u8] = b"palisade.dev/break-glass-grant v1";
+
+/// The keys grants are made and checked with: the newest first, then the one before it.
+#[derive(Default)]
+pub struct GrantKeys {
+    keys: ArcSwap<Vec<Key>>,
+}
+
+impl std::fmt::Debug for GrantKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "GrantKeys({} keys)", self.keys.load().len())
+    }
+}
+
+struct Key {
+    /// SHA-256 of the secret it was derived from: tells a new secret from a reload.
+    source: digest::Digest,
+    key: hmac::Key,
+}
+
+struct HmacLen;
+
+impl hkdf::KeyType for HmacLen {
+    fn len(&self) -> usize {
+        digest::SHA256_OUTPUT_LEN
+    }
+}
+
+impl GrantKeys {
+    /// No key: no grant is made and none verifies (the CLI, which has no requesters anyway).
+    pub fn none() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// Keys from one secret (tests, benchmarks).
+    pub fn from_secret(secret: &[u8]) -> Arc<Self> {
+        let keys = Self::default();
+        keys.install(secret);
+        Arc::new(keys)
+    }
+
+    /// Makes the key derived from `secret` the newest; the newest before it stays for checking.
+    /// The same secret again changes nothing.
+    pub fn install(&self, secret: &[u8]) {
+        let source = digest::digest(&digest::SHA256, secret);
+        let current = self.keys.load();
+        if current
+            .first()
+            .is_some_and(|k| k.source.as_ref() == source.as_ref())
+        {
+            return;
+        }
+        let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, CONTEXT).extract(secret);
+        let mut bytes = [0u8; digest::SHA256_OUTPUT_LEN];
+        // Expanding 32 bytes from SHA-256 cannot fail (the limit is 255 blocks).
+        if prk
+            .expand(&[b"hmac-sha256"], HmacLen)
+            .and_then(|okm| okm.fill(&mut bytes))
+            .is_err()
+        {
+            return;
+        }
+        let key = Key {
+            source,
+            key: hmac::Key::new(hmac::HMAC_SHA256, &bytes),
+        };
+        let mut next = vec![key];
+        if let Some(previous) = current.first() {
+            next.push(Key {
+                source: previous.source,
+                key: previous.key.clone(),
+            });
+        }
+        self.keys.store(Arc::new(next));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.load().is_empty()
+    }
+
+    /// The grant for `sealed`, with the newest key.
+    pub fn grant(&self, sealed: &Sealed<'_>) -> Option<String> {
+        let keys = self.keys.load();
+        let key = keys.first()?;
+        let tag = hmac::sign(&key.key, &sealed.message());
+        Some(format!(
+            "{VERSION}.{}.{}",
+            URL_SAFE_NO_PAD.encode(sealed.approver),
+            URL_SAFE_NO_PAD.encode(tag.as_ref())
+        ))
+    }
+
+    /// The approver a grant names, if it is a grant for what `sealed` holds (its approver is
+    /// taken from the grant).
+    pub fn verify(&self, grant: &str, sealed: &Sealed<'_>) -> Result<String, Invalid> {
+        let mut parts = grant.split('.');
+        let (Some(VERSION), Some(approver), Some(tag), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(Invalid::Malformed);
+        };
+        let approver = URL_SAFE_NO_PAD
+            .decode(approver)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .filter(|a| !a.is_empty())
+            .ok_or(Invalid::Malformed)?;
+        let tag = URL_SAFE_NO_PAD
+            .decode(tag)
+            .map_err(|_| Invalid::Malformed)?;
+        let keys = self.keys.load();
+        if keys.is_empty() {
+            return Err(Invalid::NoKey);
+        }
+        let message = Sealed {
+            approver: &approver,
+            ..*sealed
+        }
+        .message();
+        if keys
+            .iter()
+            .any(|k| hmac::verify(&k.key, &message, &tag).is_ok())
+        {
+            Ok(approver)
+        } else {
+            Err(Invalid::Mismatch)
+        }
+    }
+}
+
+/// Why a grant does not hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Invalid {
+    Missing,
+    Malformed,
+    NoKey,
+    /// Made for another spec, reason, expiry, namespace or approver, or with a key older than
+    /// the previous one.
+    Mismatch,
+}
+
+impl std::fmt::Display for Invalid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Invalid::Missing => "it carries no break-glass grant (an allow-listed person must apply it)",
+            Invalid::Malformed => "its break-glass grant is malformed",
+            Invalid::NoKey => "this Palisade has no key to check break-glass grants with",
+            Invalid::Mismatch => {
+                "its break-glass grant does not match: the spec, reason or expiry changed since an allow-listed person approved it"
+            }
+        })
+    }
+}
+
+/// What a grant seals.
+#[derive(Debug, Clone, Copy)]
+pub struct Sealed<'a> {
+    pub namespace: &'a str,
+    pub approver: &'a str,
+    pub reason: &'a str,
+    pub expires: &'a str,
+    /// [`approved_content`] of the object.
+    pub content: &'a Value,
+}
+
+impl Sealed<'_> {
+    fn message(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(256);
+        out.extend_from_slice(CONTEXT);
+        let mut content = Vec::new();
+        canonical(self.content, &mut content);
+        for field in [
+            self.namespace.as_bytes(),
+            self.approver.as_bytes(),
+            self.reason.as_bytes(),
+            self.expires.as_bytes(),
+            &content,
+        ] {
+            out.extend_from_slice(&(field.len() as u64).to_be_bytes());
+            out.extend_from_slice(field);
+        }
+        out
+    }
+}
+
+/// What an approval covers: for a kind that carries a pod spec, that spec
+/// ([`approved_pod_spec`]); for another kind, the object without `metadata` and `status`, and
+/// its labels.
+pub fn approved_content(object: &Value, pod_spec: Option<&Value>) -> Value {
+    if let Some(spec) = pod_spec {
+        return approved_pod_spec(spec);
+    }
+    let mut rest = object.as_object().cloned().unwrap_or_default();
+    rest.remove("metadata");
+    rest.remove("status");
+    serde_json::json!({
+        "object": rest,
+        "labels": object["metadata"]["labels"],
+    })
+}
+
+/// A pod spec without what Kubernetes itself adds to a pod made from a template, so that a
+/// controller's pod and its template compare equal, and nothing else:
+/// - the service account token volume (`kube-api-access-*`, projected) and its mounts, and the
+///   service account name `default` it fills in;
+/// - the node-condition tolerations (`node.kubernetes.io/*`) that DefaultTolerationSeconds and
+///   the DaemonSet controller add;
+/// - scheduling results and settings: `nodeName`, `priority`, `preemptionPolicy`, `overhead`,
+///   a StatefulSet pod's `hostname` and `subdomain`, the required node affinity a DaemonSet
+///   pod is pinned with;
+/// - container `resources` (LimitRanger's defaults, requests copied from limits);
+/// - a StatefulSet's claim volumes (`persistentVolumeClaim`);
+/// - a Pod's own defaults: `enableServiceLinks: true`, and `hostPort` equal to the
+///   `containerPort` on the host network.
+pub fn approved_pod_spec(spec: &Value) -> Value {
+    let Some(spec) = spec.as_object() else {
+        return spec.clone();
+    };
+    let mut spec = spec.clone();
+    for field in [
+        "nodeName",
+        "priority",
+        "preemptionPolicy",
+        "overhead",
+        "hostname",
+        "subdomain",
+        "serviceAccount",
+    ] {
+        spec.remove(field);
+    }
+    if spec.get("enableServiceLinks") == Some(&Value::Bool(true)) {
+        spec.remove("enableServiceLinks");
+    }
+    if spec
+        .get("serviceAccountName")
+        .is_none_or(|n| n.is_null() || n == "")
+    {
+        spec.insert("serviceAccountName".into(), Value::from("default"));
+    }
+    retain(&mut spec, "tolerations", |t| {
+        !t["key"]
+            .as_str()
+            .is_some_and(|k| k.starts_with("node.kubernetes.io/"))
+    });
+    let added = |v: &Value| {
+        let name = v["name"].as_str().unwrap_or_default();
+        (name.starts_with("kube-api-access-") && v.get("projected").is_some())
+            || v.get("persistentVolumeClaim").is_some()
+    };
+    let dropped: Vec<String> = spec
+        .get("volumes")
+        .and_then(Value::as_array)
+        .map(|vs| {
+            vs.iter()
+                .filter(|v| added(v))
+                .filter_map(|v| v["name"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    retain(&mut spec, "volumes", |v| !added(v));
+    if let Some(affinity) = spec.get_mut("affinity").and_then(Value::as_object_mut) {
+        if let Some(node) = affinity
+            .get_mut("nodeAffinity")
+            .and_then(Value::as_object_mut)
+        {
+            node.remove("requiredDuringSchedulingIgnoredDuringExecution");
+            if node.is_empty() {
+                affinity.remove("nodeAffinity");
+            }
+        }
+        if affinity.is_empty() {
+            spec.remove("affinity");
+        }
+    }
+    let host_network = spec.get("hostNetwork") == Some(&Value::Bool(true));
+    for list in ["containers", "initContainers", "ephemeralContainers"] {
+        let Some(containers) = spec.get_mut(list).and_then(Value::as_array_mut) else {
+            continue;
+        };
+        for container in containers.iter_mut().filter_map(Value::as_object_mut) {
+            container.remove("resources");
+            retain(container, "volumeMounts", |m| {
+                !m["name"]
+                    .as_str()
+                    .is_some_and(|n| dropped.iter().any(|d| d == n))
+            });
+            if host_network
+                && let Some(ports) = container.get_mut("ports").and_then(Value::as_array_mut)
+            {
+                for port in ports.iter_mut().filter_map(Value::as_object_mut) {
+                    if port.get("hostPort").is_some()
+                        && port.get("hostPort") == port.get("containerPort")
+                    {
+                        port.remove("hostPort");
+                    }
+                }
+            }
+        }
+    }
+    Value::Object(spec)
+}
+
+/// Keeps the entries of the list at `field` that `keep` accepts; an emptied list goes.
+fn retain(map: &mut Map<String, Value>, field: &str, keep: impl Fn(&Value) -> bool) {
+    let Some(list) = map.get_mut(field).and_then(Value::as_array_mut) else {
+        return;
+    };
+    let before = list.len();
+    list.retain(|v| keep(v));
+    if list.is_empty() && before > 0 {
+        map.remove(field);
+    }
+}
+
+/// JSON with object keys sorted and no whitespace: one text for one value, whatever order the
+/// API server or a client wrote its keys in.
+fn canonical(value: &Value, out: &mut Vec<u8>) {
+    match value {
+        Value::Object(map) => {
+            out.push(b'{');
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort_unstable();
+            for (i, key) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                canonical(&Value::from(key.as_str()), out);
+                out.push(b':');
+                canonical(&map[key], out);
+            }
+            out.push(b'}');
+        }
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                canonical(item, out);
+            }
+            out.push(b']');
+        }
+        scalar => out.extend_from_slice(scalar.to_string().as_bytes()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn sealed<'a>(content: &'a Value, reason: &'a str) -> Sealed<'a> {
+        Sealed {
+            namespace: "shop",
+            approver: "alice",
+            reason,
+            expires: "2026-11-22T13:00:00Z",
+            content,
+        }
+    }
+
+    #[test]
+    fn a_grant_verifies_for_what_it_sealed_and_nothing_else() {
+        let keys = GrantKeys::from_secret(b"serving key one");
+        let spec = json!({"containers": [{"name": "c", "image": "busybox"}]});
+        let grant = keys.grant(&sealed(&spec, "INC-1")).unwrap();
+        assert!(grant.starts_with("v1.YWxpY2U."), "{grant}");
+        assert_eq!(
+            keys.verify(&grant, &sealed(&spec, "INC-1")),
+            Ok("alice".into())
+        );
+        let other = json!({"containers": [{"name": "c", "image": "busybox:evil"}]});
+        assert_eq!(
+            keys.verify(&grant, &sealed(&other, "INC-1")),
+            Err(Invalid::Mismatch)
+        );
+        assert_eq!(
+            keys.verify(&grant, &sealed(&spec, "INC-2")),
+            Err(Invalid::Mismatch)
+        );
+        let mut elsewhere = sealed(&spec, "INC-1");
+        elsewhere.namespace = "prod";
+        assert_eq!(keys.verify(&grant, &elsewhere), Err(Invalid::Mismatch));
+        // The approver is sealed: naming someone else in the grant breaks it.
+        let forged = grant.replacen("YWxpY2U", &URL_SAFE_NO_PAD.encode("bob"), 1);
+        assert_eq!(
+            keys.verify(&forged, &sealed(&spec, "INC-1")),
+            Err(Invalid::Mismatch)
+        );
+        for broken in [
+            "",
+            "v1",
+            "v2.YWxpY2U.AAAA",
+            "v1.YWxpY2U",
+            "v1..AAAA",
+            "v1.YWxpY2U.!!",
+            "v1.a.b.c",
+        ] {
+            assert!(
+                keys.verify(broken, &sealed(&spec, "INC-1")).is_err(),
+                "{broken:?}"
+            );
+        }
+        // Another key (another cluster, or two rotations later) does not verify it.
+        let stranger = GrantKeys::from_secret(b"serving key two");
+        assert_eq!(
+            stranger.verify(&grant, &sealed(&spec, "INC-1")),
+            Err(Invalid::Mismatch)
+        );
+        assert_eq!(
+            GrantKeys::none().verify(&grant, &sealed(&spec, "INC-1")),
+            Err(Invalid::NoKey)
+        );
+        assert!(GrantKeys::none().grant(&sealed(&spec, "INC-1")).is_none());
+    }
+
+    #[test]
+    fn key_order_does_not_matter_and_the_previous_key_still_verifies() {
+        let keys = GrantKeys::from_secret(b"one");
+        let a = json!({"b": 1, "a": [true, null, "x"]});
+        let b: Value = serde_json::from_str(r#"{"a":[true,null,"x"],"b":1}"#).unwrap();
+        let grant = keys.grant(&sealed(&a, "r")).unwrap();
+        assert!(keys.verify(&grant, &sealed(&b, "r")).is_ok());
+        keys.install(b"one");
+        assert!(
+            keys.verify(&grant, &sealed(&a, "r")).is_ok(),
+            "a reload is no rotation"
+        );
+        keys.install(b"two");
+        assert!(
+            keys.verify(&grant, &sealed(&a, "r")).is_ok(),
+            "one rotation back"
+        );
+        let newer = keys.grant(&sealed(&a, "r")).unwrap();
+        assert_ne!(newer, grant);
+        keys.install(b"three");
+        assert_eq!(
+            keys.verify(&grant, &sealed(&a, "r")),
+            Err(Invalid::Mismatch)
+        );
+        assert!(keys.verify(&newer, &sealed(&a, "r")).is_ok());
+    }
+
+    #[test]
+    fn a_controllers_pod_compares_equal_to_its_template_and_nothing_else_is_left_out() {
+        let template = json!({
+            "containers": [{"name": "c", "image": "nginx", "resources": {"limits": {"cpu": "1"}},
+                "securityContext": {"privileged": true}}],
+            "volumes": [{"name": "data", "emptyDir": {}}],
+            "tolerations": [{"key": "dedicated", "operator": "Exists"}],
+        });
+        let mut pod = template.clone();
+        pod["nodeName"] = json!("node-1");
+        pod["priority"] = json!(0);
+        pod["enableServiceLinks"] = json!(true);
+        pod["serviceAccountName"] = json!("default");
+        pod["serviceAccount"] = json!("default");
+        pod["containers"][0]["resources"]["requests"] = json!({"cpu": "1"});
+        pod["containers"][0]["volumeMounts"] = json!([{"name": "kube-api-access-x1", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"}]);
+        pod["volumes"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"name": "kube-api-access-x1", "projected": {"sources": []}}));
+        pod["tolerations"].as_array_mut().unwrap().push(json!({"key": "node.kubernetes.io/not-ready", "effect": "NoExecute", "tolerationSeconds": 300}));
+        assert_eq!(approved_pod_spec(&pod), approved_pod_spec(&template));
+
+        // What the Pod Security Standards judge is never left out.
+        for (path, value) in [
+            ("/containers/0/securityContext/privileged", json!(false)),
+            ("/containers/0/image", json!("nginx:other")),
+            (
+                "/volumes/0",
+                json!({"name": "data", "hostPath": {"path": "/"}}),
+            ),
+            (
+                "/tolerations/0/key",
+                json!("node-role.kubernetes.io/control-plane"),
+            ),
+            ("/serviceAccountName", json!("admin")),
+            ("/hostNetwork", json!(true)),
+        ] {
+            let mut changed = template.clone();
+            match changed.pointer_mut(path) {
+                Some(slot) => *slot = value,
+                None => {
+                    changed[path.trim_start_matches('/')] = value;
+                }
+            }
+            assert_ne!(
+                approved_pod_spec(&changed),
+                approved_pod_spec(&template),
+                "{path}"
+            );
+        }
+        // A projected volume named like the token volume is left out only with that name.
+        let mut renamed = template.clone();
+        renamed["volumes"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"name": "tokens", "projected": {"sources": []}}));
+        assert_ne!(approved_pod_spec(&renamed), approved_pod_spec(&template));
+    }
+
+    #[test]
+    fn other_kinds_seal_everything_but_metadata_and_status_and_their_labels() {
+        let ns = json!({"metadata": {"name": "a", "labels": {"x": "1"}, "resourceVersion": "1"}, "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}});
+        let mut later = ns.clone();
+        later["metadata"]["resourceVersion"] = json!("2");
+        later["status"]["phase"] = json!("Terminating");
+        assert_eq!(approved_content(&ns, None), approved_content(&later, None));
+        later["metadata"]["labels"]["x"] = json!("2");
+        assert_ne!(approved_content(&ns, None), approved_content(&later, None));
+    }
+}
