@@ -141,8 +141,7 @@ fn pairs<'v>(object: &'v Value, path: Option<&PodPath>) -> [Pair<'v>; 2] {
 
 /// What an approval of `object` covers.
 fn content(object: &Value, path: Option<&PodPath>) -> Value {
-    let spec = path.and_then(|p| p.template_of(object)).map(|t| &t["spec"]);
-    grant::approved_content(object, spec)
+    grant::approved_content(object, path.and_then(|p| p.template_of(object)))
 }
 
 /// The workload that controls the object, as `Kind/name`, if any.
@@ -785,6 +784,14 @@ mod tests {
                 "{v:?}"
             );
         }
+        // An annotation the Pod Security Standards judge is part of what was approved.
+        let mut unconfined = approved.clone();
+        unconfined["spec"]["template"]["metadata"]["annotations"]["container.apparmor.security.beta.kubernetes.io/c"] =
+            json!("unconfined");
+        assert!(matches!(
+            judge_update(unconfined, approved.clone(), "mallory"),
+            Verdict::Refused(Refusal::ChangesApproved, _)
+        ));
         // Changing the spec and dropping the annotations: judged normally, no break-glass.
         let mut dropped = approved.clone();
         dropped["spec"]["template"]["metadata"]["annotations"] = json!({});

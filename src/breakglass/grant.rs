@@ -4,8 +4,8 @@
 //! When an allow-listed person's request is honoured, /mutate stamps
 //! `palisade.dev/break-glass-grant: v1.<approver>.<tag>` beside the break-glass annotations. The
 //! tag is an HMAC-SHA256 over the namespace, the approver, the reason, the expiry and what was
-//! approved: for a kind that carries a pod spec, that pod spec; for any other kind, the object
-//! without its metadata and status, plus its labels. A later request by anyone else is honoured
+//! approved: for a kind that carries a pod spec, that pod spec and the pod's annotations; for
+//! any other kind, the object without its metadata and status, plus its labels. A later request by anyone else is honoured
 //! only if the tag still verifies, so a change to the spec voids it; the pods a controller
 //! copies from an approved template carry the grant and verify against their own spec.
 //!
@@ -213,12 +213,31 @@ impl Sealed<'_> {
     }
 }
 
-/// What an approval covers: for a kind that carries a pod spec, that spec
-/// ([`approved_pod_spec`]); for another kind, the object without `metadata` and `status`, and
-/// its labels.
-pub fn approved_content(object: &Value, pod_spec: Option<&Value>) -> Value {
-    if let Some(spec) = pod_spec {
-        return approved_pod_spec(spec);
+/// Annotations a pod's approval does not cover: break-glass's own, and those Kubernetes writes
+/// on pods or templates by itself (`kubectl rollout restart`, an indexed Job's pod index).
+const UNSEALED_ANNOTATIONS: [&str; 5] = [
+    super::REASON,
+    super::EXPIRES,
+    GRANT,
+    "kubectl.kubernetes.io/restartedAt",
+    "batch.kubernetes.io/job-completion-index",
+];
+
+/// What an approval covers: for a kind that carries a pod template (`metadata` and `spec`),
+/// the pod spec ([`approved_pod_spec`]) and the pod's annotations, which hold settings the Pod
+/// Security Standards judge (AppArmor) and mesh opt-outs; for another kind, the object without
+/// `metadata` and `status`, and its labels.
+pub fn approved_content(object: &Value, pod_template: Option<&Value>) -> Value {
+    if let Some(template) = pod_template {
+        let mut annotations = template["metadata"]["annotations"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        annotations.retain(|k, _| !UNSEALED_ANNOTATIONS.contains(&k.as_str()));
+        return serde_json::json!({
+            "spec": approved_pod_spec(&template["spec"]),
+            "annotations": annotations,
+        });
     }
     let mut rest = object.as_object().cloned().unwrap_or_default();
     rest.remove("metadata");
@@ -529,6 +548,28 @@ mod tests {
             .unwrap()
             .push(json!({"name": "tokens", "projected": {"sources": []}}));
         assert_ne!(approved_pod_spec(&renamed), approved_pod_spec(&template));
+    }
+
+    #[test]
+    fn a_pods_annotations_are_sealed_but_break_glass_and_kubernetes_own_are_not() {
+        let template = json!({"metadata": {"annotations": {"a": "1", "palisade.dev/break-glass": "x"}},
+            "spec": {"containers": [{"name": "c", "image": "i"}]}});
+        let sealed = approved_content(&json!({}), Some(&template));
+        let mut restarted = template.clone();
+        restarted["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"] = json!("now");
+        restarted["metadata"]["annotations"][GRANT] = json!("v1.x.y");
+        assert_eq!(approved_content(&json!({}), Some(&restarted)), sealed);
+        let mut unconfined = template.clone();
+        unconfined["metadata"]["annotations"]["container.apparmor.security.beta.kubernetes.io/c"] =
+            json!("unconfined");
+        assert_ne!(approved_content(&json!({}), Some(&unconfined)), sealed);
+        let mut relabelled = template;
+        relabelled["metadata"]["labels"] = json!({"mtls": "off"});
+        assert_eq!(
+            approved_content(&json!({}), Some(&relabelled)),
+            sealed,
+            "labels are not sealed"
+        );
     }
 
     #[test]

@@ -400,6 +400,45 @@ mod tests {
     }
 
     #[test]
+    fn break_glass_grants_are_keyed_by_the_serving_key_and_survive_one_rotation() {
+        use crate::breakglass::grant::Sealed;
+        let content = serde_json::json!({"containers": []});
+        let sealed = Sealed {
+            namespace: "shop",
+            approver: "alice",
+            reason: "INC-1",
+            expires: "2026-01-01T00:00:00Z",
+            content: &content,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let stranger = store(elsewhere.path());
+        let store = store(dir.path());
+        let grant = store.grant_keys().grant(&sealed).unwrap();
+        // Another replica mounting the same Secret checks it.
+        let paths = TlsPaths {
+            cert: dir.path().join("tls.crt"),
+            key: dir.path().join("tls.key"),
+            client_ca: None,
+        };
+        let replica = TlsStore::load(paths, Arc::new(Metrics::new())).unwrap();
+        assert!(replica.grant_keys().verify(&grant, &sealed).is_ok());
+        // Another installation does not.
+        assert!(stranger.grant_keys().verify(&grant, &sealed).is_err());
+        // A half-written rotation (new certificate, old key) changes no key; the whole one does,
+        // and the previous key still checks what it made.
+        let other = crate::certs::generate(&CertSpec::new("c", "d")).unwrap();
+        std::fs::write(dir.path().join("tls.crt"), &other.cert_pem).unwrap();
+        assert!(matches!(store.reload(), Reload::Rejected(_)));
+        assert_eq!(store.grant_keys().grant(&sealed).unwrap(), grant);
+        std::fs::write(dir.path().join("tls.key"), &other.key_pem).unwrap();
+        assert!(matches!(store.reload(), Reload::Reloaded));
+        let newer = store.grant_keys().grant(&sealed).unwrap();
+        assert_ne!(newer, grant);
+        assert!(store.grant_keys().verify(&grant, &sealed).is_ok());
+    }
+
+    #[test]
     fn mismatched_key_is_rejected_once_and_the_old_config_kept() {
         let dir = tempfile::tempdir().unwrap();
         let store = store(dir.path());
