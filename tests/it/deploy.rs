@@ -748,7 +748,7 @@ fn the_pod_policies_judge_every_kind_that_carries_a_pod_spec() {
         .into_iter()
         .map(|(g, k)| (g.to_owned(), k.to_owned()))
         .collect();
-    for name in ["pod-security-restricted"] {
+    for name in ["pod-security-restricted", "workloads-need-default-deny"] {
         let constraint = bundle
             .policies()
             .constraints()
