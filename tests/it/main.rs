@@ -20,6 +20,7 @@ mod netpol_attacks;
 mod netpol_e2e;
 mod netpol_judge_props;
 mod netpol_props;
+mod pod_security;
 mod process;
 mod rollout;
 mod server;
