@@ -361,14 +361,19 @@ async fn baseline_pass_fixtures_break_only_restricted_controls() {
     assert_eq!(pass.len(), 11);
     let (server, _bundle) = server(true).await;
     let client = server.client();
+    // The messages of the controls restricted adds to baseline, and nothing else.
     let restricted_only = [
-        "only NET_BIND_SERVICE may be added",
-        "volume",
-        "runAsNonRoot",
-        "runAsUser",
-        "seccomp",
-        "privilege escalation",
-        "drop all capabilities",
+        "; only NET_BIND_SERVICE may be added",
+        "does not drop all capabilities",
+        ": the Pod Security Standards allow only configMap",
+        "does not set runAsNonRoot",
+        "may run as root",
+        "sets securityContext.runAsNonRoot: false",
+        "runs as UID 0",
+        "sets securityContext.runAsUser: 0",
+        "allows privilege escalation",
+        "does not set allowPrivilegeEscalation",
+        "has no seccomp profile",
     ];
     let mut admitted = 0;
     for (name, pod) in &pass {
