@@ -21,6 +21,7 @@ mod netpol_e2e;
 mod netpol_judge_props;
 mod netpol_props;
 mod pod_paths;
+mod pod_security;
 mod process;
 mod rollout;
 mod server;

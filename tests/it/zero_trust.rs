@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 #[test]
 fn every_zero_trust_suite_passes() {
     let results = passing_suites("tests/data/zero-trust", &EngineOptions::default());
-    assert_eq!(results.len(), 87);
+    assert_eq!(results.len(), 94);
 }
 
 #[test]
@@ -254,8 +254,8 @@ async fn the_inventory_is_reloaded_like_the_bundle() {
     assert_eq!(rsp["allowed"], true, "{rsp}");
 }
 
-/// The pod security template checks a container in one pass first and explains only the
-/// containers that fail it. This pins that shortcut: a hardened container passes, and each
+/// The pod security template checks a container (and the pod's own fields) in one pass first and
+/// explains only the containers that fail it. This pins that shortcut: a hardened container passes, and each
 /// single change to it is caught exactly when it breaks a rule, on Pods and Deployments, in
 /// every container list, on the VM and the interpreter.
 #[test]
@@ -415,6 +415,104 @@ fn pod_security_catches_each_single_change_to_a_hardened_container() {
             Value::Null,
             true,
             false,
+        ),
+        (
+            "procMount Unmasked",
+            json!({"securityContext": {"procMount": "Unmasked"}}),
+            Value::Null,
+            true,
+            true,
+        ),
+        (
+            "procMount Default",
+            json!({"securityContext": {"procMount": "Default"}}),
+            Value::Null,
+            false,
+            false,
+        ),
+        (
+            "SELinux type spc_t",
+            json!({"securityContext": {"seLinuxOptions": {"type": "spc_t"}}}),
+            Value::Null,
+            true,
+            true,
+        ),
+        (
+            "SELinux user",
+            json!({"securityContext": {"seLinuxOptions": {"user": "system_u"}}}),
+            Value::Null,
+            true,
+            true,
+        ),
+        (
+            "SELinux level and container_t",
+            json!({"securityContext": {"seLinuxOptions": {"type": "container_t", "level": "s0:c1"}}}),
+            Value::Null,
+            false,
+            false,
+        ),
+        (
+            "AppArmor Unconfined",
+            json!({"securityContext": {"appArmorProfile": {"type": "Unconfined"}}}),
+            Value::Null,
+            true,
+            true,
+        ),
+        (
+            "AppArmor Localhost",
+            json!({"securityContext": {"appArmorProfile": {"type": "Localhost", "localhostProfile": "p"}}}),
+            Value::Null,
+            false,
+            false,
+        ),
+        (
+            "hostProcess",
+            json!({"securityContext": {"windowsOptions": {"hostProcess": true}}}),
+            Value::Null,
+            true,
+            true,
+        ),
+        (
+            "probe on a host",
+            json!({"livenessProbe": {"httpGet": {"host": "10.0.0.1", "port": 80}}}),
+            Value::Null,
+            true,
+            true,
+        ),
+        (
+            "probe without a host",
+            json!({"livenessProbe": {"httpGet": {"path": "/", "port": 80}}}),
+            Value::Null,
+            false,
+            false,
+        ),
+        (
+            "pod SELinux role",
+            json!({}),
+            json!({"seLinuxOptions": {"role": "system_r"}}),
+            true,
+            true,
+        ),
+        (
+            "pod unsafe sysctl",
+            json!({}),
+            json!({"sysctls": [{"name": "kernel.msgmax", "value": "65536"}]}),
+            true,
+            true,
+        ),
+        (
+            "pod safe sysctl",
+            json!({}),
+            json!({"sysctls": [{"name": "kernel.shm_rmid_forced", "value": "1"}]}),
+            false,
+            false,
+        ),
+        (
+            "pod AppArmor Unconfined",
+            json!({}),
+            json!({"appArmorProfile": {"type": "Unconfined"}}),
+            true,
+            true,
         ),
     ];
     let bundle_for = |vm: bool| {
