@@ -63,20 +63,13 @@ async fn server(pss_only: bool) -> (TestServer, tempfile::TempDir) {
     (server, bundle)
 }
 
-/// (group, version, kind, resource) of each kind that carries a pod spec.
+/// (group, version, resource) of each kind that carries a pod spec, from the pod paths' table.
 fn kind_of(kind: &str) -> (&'static str, &'static str, &'static str) {
-    match kind {
-        "Pod" => ("", "v1", "pods"),
-        "ReplicationController" => ("", "v1", "replicationcontrollers"),
-        "PodTemplate" => ("", "v1", "podtemplates"),
-        "Deployment" => ("apps", "v1", "deployments"),
-        "StatefulSet" => ("apps", "v1", "statefulsets"),
-        "DaemonSet" => ("apps", "v1", "daemonsets"),
-        "ReplicaSet" => ("apps", "v1", "replicasets"),
-        "Job" => ("batch", "v1", "jobs"),
-        "CronJob" => ("batch", "v1", "cronjobs"),
-        other => panic!("{other} carries no pod spec"),
-    }
+    palisade::podpaths::POD_PATHS
+        .iter()
+        .find(|p| p.kind == kind && !p.resource.contains('/'))
+        .map(|p| (p.group, p.version, p.resource))
+        .unwrap_or_else(|| panic!("{kind} carries no pod spec"))
 }
 
 /// A captured AdmissionReview around `object`, in namespace payments.
