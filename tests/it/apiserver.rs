@@ -208,7 +208,13 @@ pub const DAEMONSETS: Resource = workload("apps", "daemonsets", "DaemonSet");
 pub const REPLICASETS: Resource = workload("apps", "replicasets", "ReplicaSet");
 pub const JOBS: Resource = workload("batch", "jobs", "Job");
 pub const CRONJOBS: Resource = workload("batch", "cronjobs", "CronJob");
-const RESOURCES: [Resource; 16] = [
+pub const REPLICATION_CONTROLLERS: Resource =
+    workload("", "replicationcontrollers", "ReplicationController");
+pub const POD_TEMPLATES: Resource = Resource {
+    generation: false,
+    ..workload("", "podtemplates", "PodTemplate")
+};
+const RESOURCES: [Resource; 18] = [
     CRDS,
     NAMESPACES,
     NETWORK_POLICIES,
@@ -223,6 +229,8 @@ const RESOURCES: [Resource; 16] = [
     REPLICASETS,
     JOBS,
     CRONJOBS,
+    REPLICATION_CONTROLLERS,
+    POD_TEMPLATES,
     POLICY_REPORTS,
     CLUSTER_POLICY_REPORTS,
 ];

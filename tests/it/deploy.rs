@@ -127,6 +127,78 @@ fn serve_args(objects: &[Value]) -> palisade::cli::ServeArgs {
     }
 }
 
+/// A peer of a NetworkPolicy rule, as the manifests write them.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Peer {
+    /// No `from`/`to`: every source or destination.
+    Any,
+    /// A namespace by kubernetes.io/metadata.name (any pods in it, or those a podSelector names).
+    Namespace(String),
+    /// An ipBlock without excepts.
+    Block(String),
+}
+
+fn peers(rule: &Value, side: &str) -> Vec<Peer> {
+    let Some(list) = rule.get(side) else {
+        return vec![Peer::Any];
+    };
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            if let Some(block) = p.get("ipBlock") {
+                assert!(block.get("except").is_none(), "{p}");
+                Peer::Block(block["cidr"].as_str().unwrap().to_owned())
+            } else {
+                let labels = &p["namespaceSelector"]["matchLabels"];
+                assert_eq!(
+                    labels.as_object().map(|l| l.len()),
+                    Some(1),
+                    "peers name namespaces by kubernetes.io/metadata.name: {p}"
+                );
+                Peer::Namespace(
+                    labels["kubernetes.io/metadata.name"]
+                        .as_str()
+                        .unwrap()
+                        .to_owned(),
+                )
+            }
+        })
+        .collect()
+}
+
+/// (port, peer) of every ingress and egress rule of Palisade's NetworkPolicies, after checking
+/// that a default deny stands behind them.
+#[allow(clippy::type_complexity)]
+fn reach(objects: &[Value]) -> (BTreeSet<(u64, Peer)>, BTreeSet<(u64, Peer)>) {
+    let deny = find(objects, "NetworkPolicy", "default-deny-all");
+    assert_eq!(deny["metadata"]["namespace"], "palisade-system");
+    assert_eq!(deny["spec"]["podSelector"], json!({}));
+    assert_eq!(deny["spec"]["policyTypes"], json!(["Ingress", "Egress"]));
+    assert!(deny["spec"].get("ingress").is_none() && deny["spec"].get("egress").is_none());
+    let mut ingress = BTreeSet::new();
+    let mut egress = BTreeSet::new();
+    for policy in of_kind(objects, "NetworkPolicy") {
+        assert_eq!(policy["metadata"]["namespace"], "palisade-system");
+        for (side, peer_side, into) in [
+            ("ingress", "from", &mut ingress),
+            ("egress", "to", &mut egress),
+        ] {
+            for rule in policy["spec"][side].as_array().into_iter().flatten() {
+                let ports = rule["ports"]
+                    .as_array()
+                    .unwrap_or_else(|| panic!("every {side} rule names ports: {rule}"));
+                for p in ports {
+                    for peer in peers(rule, peer_side) {
+                        into.insert((p["port"].as_u64().unwrap(), peer));
+                    }
+                }
+            }
+        }
+    }
+    (ingress, egress)
+}
+
 #[test]
 fn the_base_renders_validates_and_is_fail_safe() {
     let rendered = render("manifests");
@@ -235,10 +307,15 @@ fn the_base_renders_validates_and_is_fail_safe() {
     };
     assert_eq!(port("https"), u64::from(serve.listen.port()));
     assert_eq!(port("metrics"), u64::from(serve.health_listen.port()));
+    // The probes use the port that serves /healthz and /readyz alone, never /metrics.
+    assert_eq!(
+        Some(port("probes")),
+        serve.probe_listen.map(|a| u64::from(a.port()))
+    );
     assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
     assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
     for probe in ["readinessProbe", "livenessProbe"] {
-        assert_eq!(c[probe]["httpGet"]["port"], "metrics", "{probe}");
+        assert_eq!(c[probe]["httpGet"]["port"], "probes", "{probe}");
     }
     assert!(
         serve.certs.manage_certs,
@@ -319,32 +396,30 @@ fn the_base_renders_validates_and_is_fail_safe() {
     assert_eq!(deny["spec"]["podSelector"], json!({}));
     assert_eq!(deny["spec"]["policyTypes"], json!(["Ingress", "Egress"]));
     assert!(deny["spec"].get("ingress").is_none() && deny["spec"].get("egress").is_none());
-    let mut ingress_ports = BTreeSet::new();
-    let mut egress_ports = BTreeSet::new();
-    for policy in of_kind(objects, "NetworkPolicy") {
-        for rule in policy["spec"]["ingress"].as_array().into_iter().flatten() {
-            for p in rule["ports"]
-                .as_array()
-                .expect("every ingress rule names ports")
-            {
-                ingress_ports.insert(p["port"].as_u64().unwrap());
-            }
-        }
-        for rule in policy["spec"]["egress"].as_array().into_iter().flatten() {
-            assert!(rule.get("to").is_some(), "egress rules name their peers");
-            for p in rule["ports"]
-                .as_array()
-                .expect("every egress rule names ports")
-            {
-                egress_ports.insert(p["port"].as_u64().unwrap());
-            }
-        }
-    }
+    // Who may reach which port, and where Palisade may go.
+    let (ingress, egress) = reach(objects);
     assert_eq!(
-        ingress_ports,
-        BTreeSet::from([port("https"), port("metrics")])
+        ingress,
+        BTreeSet::from([
+            (port("https"), Peer::Any),
+            (port("probes"), Peer::Any),
+            (port("metrics"), Peer::Namespace("monitoring".into())),
+        ]),
+        "the API server and the kubelet reach the webhook and the probes; /metrics only monitoring"
     );
-    assert_eq!(egress_ports, BTreeSet::from([53, 443, 6443]));
+    let api_server: BTreeSet<(u64, Peer)> = [443, 6443]
+        .into_iter()
+        .flat_map(|p| {
+            ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"]
+                .map(|c| (p, Peer::Block(c.into())))
+        })
+        .collect();
+    let dns = (53, Peer::Namespace("kube-system".into()));
+    assert_eq!(
+        egress,
+        api_server.into_iter().chain([dns]).collect(),
+        "out: the API server in the private ranges, and DNS; never the whole internet"
+    );
 
     // RBAC: nothing cluster-wide on Secrets, no wildcard verbs, Secret access by name.
     for role in of_kind(objects, "ClusterRole")
