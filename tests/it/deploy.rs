@@ -840,9 +840,9 @@ fn rule_allows(rule: &Value, ask: &Ask) -> bool {
                 || r == combined
                 || (!ask.subresource.is_empty() && r.strip_prefix("*/") == Some(ask.subresource))
         });
-    let names = rule["resourceNames"].as_array().map_or(true, |names| {
-        !ask.name.is_empty() && names.iter().any(|n| n == ask.name)
-    });
+    let names = rule["resourceNames"]
+        .as_array()
+        .is_none_or(|names| !ask.name.is_empty() && names.iter().any(|n| n == ask.name));
     has("verbs", ask.verb) && has("apiGroups", ask.group) && resource && names
 }
 
