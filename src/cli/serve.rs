@@ -23,7 +23,7 @@ use crate::policy::Action;
 use crate::runtime::logging;
 use crate::runtime::metrics::Metrics;
 use crate::runtime::server::{
-    App, BackgroundTask, GenerationGate, Limits, Readiness, Server, ServerOptions,
+    App, BackgroundTask, GenerationGate, Limits, Readiness, Server, ServerOptions, health_router,
 };
 use crate::runtime::tls::{TlsPaths, TlsStore};
 use crate::sources::bundle::FileSources;
@@ -43,6 +43,12 @@ pub struct ServeArgs {
     /// Address of the plain-HTTP endpoints /healthz, /readyz and /metrics.
     #[arg(long, env = "PALISADE_HEALTH_LISTEN", default_value = "0.0.0.0:8080")]
     pub health_listen: SocketAddr,
+    /// Address of a second plain-HTTP endpoint that serves /healthz and /readyz only, for the
+    /// kubelet's probes: a NetworkPolicy may then leave it open to every source (probes come
+    /// from the node, which some CNIs subject to policy) while /metrics stays reachable only from
+    /// monitoring.
+    #[arg(long, env = "PALISADE_PROBE_LISTEN")]
+    pub probe_listen: Option<SocketAddr>,
     /// PEM certificate chain served to the API server.
     #[arg(long, env = "PALISADE_TLS_CERT", default_value = "certs/tls.crt")]
     pub tls_cert: PathBuf,
@@ -164,6 +170,7 @@ impl ServeArgs {
         let Self {
             listen,
             health_listen,
+            probe_listen,
             tls_cert,
             tls_key,
             client_ca,
@@ -335,6 +342,14 @@ impl ServeArgs {
             )?,
             None => ClusterWiring::default(),
         };
+        let probes = match probe_listen {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr} (--probe-listen)"))?,
+            ),
+            None => None,
+        };
         let app = App::new(
             decider,
             bundle,
@@ -351,12 +366,16 @@ impl ServeArgs {
             drain_timeout,
             cert_poll_interval,
         };
+        let probe_app = app.clone();
         let server = Server::bind(options, app, Arc::new(tls))
             .await
             .with_context(|| format!("cannot listen on {listen} and {health_listen}"))?;
         let mut server = server
             .with_task(sources.watch(policy_poll_interval))
             .with_task(config.watch(policy_poll_interval));
+        if let Some(listener) = probes {
+            server = server.with_task(serve_probes(listener, probe_app));
+        }
         for task in wiring.tasks {
             server = server.with_task(task);
         }
@@ -364,6 +383,25 @@ impl ServeArgs {
             server = server.with_stop_hook(hook);
         }
         Ok(server)
+    }
+}
+
+/// The health router's /healthz and /readyz, and nothing else (no /metrics), until the server
+/// stops its background tasks. /readyz turns 503 when shutdown begins, as on --health-listen.
+async fn serve_probes(listener: tokio::net::TcpListener, app: Arc<App>) {
+    let router = health_router(app).layer(axum::middleware::from_fn(probes_only));
+    if let Err(error) = axum::serve(listener, router).await {
+        tracing::error!(%error, "the probe listener (--probe-listen) stopped");
+    }
+}
+
+async fn probes_only(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    match request.uri().path() {
+        "/healthz" | "/readyz" => next.run(request).await,
+        _ => axum::response::IntoResponse::into_response(axum::http::StatusCode::NOT_FOUND),
     }
 }
 

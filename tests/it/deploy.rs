@@ -127,6 +127,81 @@ fn serve_args(objects: &[Value]) -> palisade::cli::ServeArgs {
     }
 }
 
+/// A peer of a NetworkPolicy rule, as the manifests write them.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Peer {
+    /// No `from`/`to`: every source or destination.
+    Any,
+    /// A namespace by kubernetes.io/metadata.name (any pods in it, or those a podSelector names).
+    Namespace(String),
+    /// An ipBlock: its cidr, and ` except [...]` when it has excepts.
+    Block(String),
+}
+
+fn peers(rule: &Value, side: &str) -> Vec<Peer> {
+    let Some(list) = rule.get(side) else {
+        return vec![Peer::Any];
+    };
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            if let Some(block) = p.get("ipBlock") {
+                let cidr = block["cidr"].as_str().unwrap().to_owned();
+                match block.get("except") {
+                    None => Peer::Block(cidr),
+                    Some(except) => Peer::Block(format!("{cidr} except {except}")),
+                }
+            } else {
+                let labels = &p["namespaceSelector"]["matchLabels"];
+                assert_eq!(
+                    labels.as_object().map(|l| l.len()),
+                    Some(1),
+                    "peers name namespaces by kubernetes.io/metadata.name: {p}"
+                );
+                Peer::Namespace(
+                    labels["kubernetes.io/metadata.name"]
+                        .as_str()
+                        .unwrap()
+                        .to_owned(),
+                )
+            }
+        })
+        .collect()
+}
+
+/// (port, peer) of every ingress and egress rule of Palisade's NetworkPolicies, after checking
+/// that a default deny stands behind them.
+#[allow(clippy::type_complexity)]
+fn reach(objects: &[Value]) -> (BTreeSet<(u64, Peer)>, BTreeSet<(u64, Peer)>) {
+    let deny = find(objects, "NetworkPolicy", "default-deny-all");
+    assert_eq!(deny["metadata"]["namespace"], "palisade-system");
+    assert_eq!(deny["spec"]["podSelector"], json!({}));
+    assert_eq!(deny["spec"]["policyTypes"], json!(["Ingress", "Egress"]));
+    assert!(deny["spec"].get("ingress").is_none() && deny["spec"].get("egress").is_none());
+    let mut ingress = BTreeSet::new();
+    let mut egress = BTreeSet::new();
+    for policy in of_kind(objects, "NetworkPolicy") {
+        assert_eq!(policy["metadata"]["namespace"], "palisade-system");
+        for (side, peer_side, into) in [
+            ("ingress", "from", &mut ingress),
+            ("egress", "to", &mut egress),
+        ] {
+            for rule in policy["spec"][side].as_array().into_iter().flatten() {
+                let ports = rule["ports"]
+                    .as_array()
+                    .unwrap_or_else(|| panic!("every {side} rule names ports: {rule}"));
+                for p in ports {
+                    for peer in peers(rule, peer_side) {
+                        into.insert((p["port"].as_u64().unwrap(), peer));
+                    }
+                }
+            }
+        }
+    }
+    (ingress, egress)
+}
+
 #[test]
 fn the_base_renders_validates_and_is_fail_safe() {
     let rendered = render("manifests");
@@ -235,10 +310,15 @@ fn the_base_renders_validates_and_is_fail_safe() {
     };
     assert_eq!(port("https"), u64::from(serve.listen.port()));
     assert_eq!(port("metrics"), u64::from(serve.health_listen.port()));
+    // The probes use the port that serves /healthz and /readyz alone, never /metrics.
+    assert_eq!(
+        Some(port("probes")),
+        serve.probe_listen.map(|a| u64::from(a.port()))
+    );
     assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
     assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
     for probe in ["readinessProbe", "livenessProbe"] {
-        assert_eq!(c[probe]["httpGet"]["port"], "metrics", "{probe}");
+        assert_eq!(c[probe]["httpGet"]["port"], "probes", "{probe}");
     }
     assert!(
         serve.certs.manage_certs,
@@ -319,32 +399,35 @@ fn the_base_renders_validates_and_is_fail_safe() {
     assert_eq!(deny["spec"]["podSelector"], json!({}));
     assert_eq!(deny["spec"]["policyTypes"], json!(["Ingress", "Egress"]));
     assert!(deny["spec"].get("ingress").is_none() && deny["spec"].get("egress").is_none());
-    let mut ingress_ports = BTreeSet::new();
-    let mut egress_ports = BTreeSet::new();
-    for policy in of_kind(objects, "NetworkPolicy") {
-        for rule in policy["spec"]["ingress"].as_array().into_iter().flatten() {
-            for p in rule["ports"]
-                .as_array()
-                .expect("every ingress rule names ports")
-            {
-                ingress_ports.insert(p["port"].as_u64().unwrap());
-            }
-        }
-        for rule in policy["spec"]["egress"].as_array().into_iter().flatten() {
-            assert!(rule.get("to").is_some(), "egress rules name their peers");
-            for p in rule["ports"]
-                .as_array()
-                .expect("every egress rule names ports")
-            {
-                egress_ports.insert(p["port"].as_u64().unwrap());
-            }
-        }
-    }
+    // Who may reach which port, and where Palisade may go.
+    let (ingress, egress) = reach(objects);
     assert_eq!(
-        ingress_ports,
-        BTreeSet::from([port("https"), port("metrics")])
+        ingress,
+        BTreeSet::from([
+            (port("https"), Peer::Any),
+            (port("probes"), Peer::Any),
+            (port("metrics"), Peer::Namespace("monitoring".into())),
+        ]),
+        "the API server and the kubelet reach the webhook and the probes; /metrics only monitoring"
     );
-    assert_eq!(egress_ports, BTreeSet::from([53, 443, 6443]));
+    let api_server: BTreeSet<(u64, Peer)> = [443, 6443]
+        .into_iter()
+        .flat_map(|p| {
+            [
+                "10.0.0.0/8",
+                "172.16.0.0/12",
+                "192.168.0.0/16",
+                r#"fc00::/7 except ["fd00:ec2::254/128"]"#,
+            ]
+            .map(|c| (p, Peer::Block(c.into())))
+        })
+        .collect();
+    let dns = (53, Peer::Namespace("kube-system".into()));
+    assert_eq!(
+        egress,
+        api_server.into_iter().chain([dns]).collect(),
+        "out: the API server in the private ranges, and DNS; never the whole internet"
+    );
 
     // RBAC: nothing cluster-wide on Secrets, no wildcard verbs, Secret access by name.
     for role in of_kind(objects, "ClusterRole")
@@ -748,7 +831,11 @@ fn the_pod_policies_judge_every_kind_that_carries_a_pod_spec() {
         .into_iter()
         .map(|(g, k)| (g.to_owned(), k.to_owned()))
         .collect();
-    for name in ["pod-security-restricted", "workloads-need-default-deny"] {
+    for name in [
+        "pod-security-restricted",
+        "workloads-need-default-deny",
+        "mutual-tls-in-high-security",
+    ] {
         let constraint = bundle
             .policies()
             .constraints()
@@ -806,4 +893,515 @@ fn palisade_manifests_fills_in_the_ca_bundle_and_names_a_bad_ca_file() {
         err.contains("bad.crt") && err.contains("no PEM certificate"),
         "{err}"
     );
+}
+
+/// One request as the RBAC authorizer sees it (`kubectl auth can-i VERB RESOURCE[/NAME]`).
+struct Ask<'a> {
+    verb: &'a str,
+    group: &'a str,
+    resource: &'a str,
+    subresource: &'a str,
+    name: &'a str,
+    /// "" for a cluster-scoped request.
+    namespace: &'a str,
+}
+
+/// A PolicyRule's match, as Kubernetes' RBAC authorizer does it (rbac/v1 helpers): verbs and
+/// groups by value or "*"; resources by "*", "resource/subresource" or "*/subresource";
+/// resourceNames, when given, only for a request that names one of them.
+fn rule_allows(rule: &Value, ask: &Ask) -> bool {
+    let has = |field: &str, value: &str| {
+        rule[field]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|v| v == "*" || v == value)
+    };
+    let combined = if ask.subresource.is_empty() {
+        ask.resource.to_owned()
+    } else {
+        format!("{}/{}", ask.resource, ask.subresource)
+    };
+    let resource = rule["resources"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .any(|r| {
+            r == "*"
+                || r == combined
+                || (!ask.subresource.is_empty() && r.strip_prefix("*/") == Some(ask.subresource))
+        });
+    let names = rule["resourceNames"]
+        .as_array()
+        .is_none_or(|names| !ask.name.is_empty() && names.iter().any(|n| n == ask.name));
+    has("verbs", ask.verb) && has("apiGroups", ask.group) && resource && names
+}
+
+/// Whether the shipped RBAC lets `namespace/name`'s service account do `ask`: ClusterRoles bound
+/// cluster-wide, and Roles (or ClusterRoles) bound in the request's namespace.
+fn can_i(objects: &[Value], (sa_namespace, sa): (&str, &str), ask: &Ask) -> bool {
+    let bound = |binding: &Value| {
+        binding["subjects"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|s| {
+                s["kind"] == "ServiceAccount" && s["name"] == sa && s["namespace"] == sa_namespace
+            })
+    };
+    let rules_of = |role_ref: &Value, namespace: &str| -> Vec<Value> {
+        let kind = role_ref["kind"].as_str().unwrap();
+        let name = role_ref["name"].as_str().unwrap();
+        objects
+            .iter()
+            .filter(|o| {
+                o["kind"] == kind
+                    && o["metadata"]["name"] == name
+                    && (kind == "ClusterRole" || o["metadata"]["namespace"] == namespace)
+            })
+            .flat_map(|o| o["rules"].as_array().unwrap().clone())
+            .collect()
+    };
+    let mut rules = Vec::new();
+    for binding in of_kind(objects, "ClusterRoleBinding") {
+        if bound(binding) {
+            rules.extend(rules_of(&binding["roleRef"], ""));
+        }
+    }
+    for binding in of_kind(objects, "RoleBinding") {
+        let namespace = binding["metadata"]["namespace"].as_str().unwrap();
+        if bound(binding) && namespace == ask.namespace {
+            rules.extend(rules_of(&binding["roleRef"], namespace));
+        }
+    }
+    rules.iter().any(|r| rule_allows(r, ask))
+}
+
+/// `kubectl auth can-i … --as system:serviceaccount:palisade-system:palisade`, answered from
+/// the shipped ClusterRole and Role: what Palisade needs, and what it does not get.
+#[test]
+fn palisade_can_do_what_it_needs_and_nothing_else() {
+    let (_, objects) = render("manifests");
+    let palisade = ("palisade-system", "palisade");
+    // (verb, group, resource/subresource, name, namespace, allowed)
+    let cases: [(&str, &str, &str, &str, &str, bool); 36] = [
+        // CRDs: create, patch and delete of any name by RBAC (the
+        // ValidatingAdmissionPolicy narrows them to constraints.gatekeeper.sh); nothing else.
+        (
+            "create",
+            "apiextensions.k8s.io",
+            "customresourcedefinitions",
+            "",
+            "",
+            true,
+        ),
+        (
+            "patch",
+            "apiextensions.k8s.io",
+            "customresourcedefinitions",
+            "k8sbannedlabel.constraints.gatekeeper.sh",
+            "",
+            true,
+        ),
+        (
+            "delete",
+            "apiextensions.k8s.io",
+            "customresourcedefinitions",
+            "certificates.cert-manager.io",
+            "",
+            true,
+        ),
+        (
+            "update",
+            "apiextensions.k8s.io",
+            "customresourcedefinitions",
+            "x.example.com",
+            "",
+            false,
+        ),
+        (
+            "get",
+            "apiextensions.k8s.io",
+            "customresourcedefinitions",
+            "x.example.com",
+            "",
+            false,
+        ),
+        (
+            "deletecollection",
+            "apiextensions.k8s.io",
+            "customresourcedefinitions",
+            "",
+            "",
+            false,
+        ),
+        // Workloads: listed for the audit, never changed.
+        ("list", "", "pods", "", "", true),
+        ("list", "", "replicationcontrollers", "", "", true),
+        ("list", "", "podtemplates", "", "", true),
+        ("list", "apps", "deployments", "", "", true),
+        ("delete", "", "pods", "web", "shop", false),
+        ("create", "", "pods", "", "shop", false),
+        (
+            "create",
+            "",
+            "pods/ephemeralcontainers",
+            "web",
+            "shop",
+            false,
+        ),
+        ("get", "", "pods", "web", "shop", false),
+        ("patch", "apps", "deployments", "api", "shop", false),
+        // Secrets: Palisade's two by name in its own namespace; create there; nothing else.
+        (
+            "get",
+            "",
+            "secrets",
+            "palisade-tls",
+            "palisade-system",
+            true,
+        ),
+        (
+            "update",
+            "",
+            "secrets",
+            "palisade-ca",
+            "palisade-system",
+            true,
+        ),
+        ("create", "", "secrets", "", "palisade-system", true),
+        ("get", "", "secrets", "other", "palisade-system", false),
+        ("list", "", "secrets", "", "palisade-system", false),
+        (
+            "delete",
+            "",
+            "secrets",
+            "palisade-tls",
+            "palisade-system",
+            false,
+        ),
+        ("get", "", "secrets", "palisade-tls", "shop", false),
+        ("create", "", "secrets", "", "shop", false),
+        // Its own webhook configurations, by name.
+        (
+            "update",
+            "admissionregistration.k8s.io",
+            "validatingwebhookconfigurations",
+            "palisade",
+            "",
+            true,
+        ),
+        (
+            "update",
+            "admissionregistration.k8s.io",
+            "mutatingwebhookconfigurations",
+            "other",
+            "",
+            false,
+        ),
+        (
+            "delete",
+            "admissionregistration.k8s.io",
+            "validatingwebhookconfigurations",
+            "palisade",
+            "",
+            false,
+        ),
+        (
+            "create",
+            "admissionregistration.k8s.io",
+            "validatingadmissionpolicies",
+            "",
+            "",
+            false,
+        ),
+        // NetworkPolicies: the generated ones, written anywhere; never deleted.
+        (
+            "patch",
+            "networking.k8s.io",
+            "networkpolicies",
+            "default-deny-all",
+            "shop",
+            true,
+        ),
+        (
+            "delete",
+            "networking.k8s.io",
+            "networkpolicies",
+            "default-deny-all",
+            "shop",
+            false,
+        ),
+        // Constraints: read, and status written through the status subresource only.
+        (
+            "patch",
+            "constraints.gatekeeper.sh",
+            "k8sbannedlabel/status",
+            "no-banned",
+            "",
+            true,
+        ),
+        (
+            "patch",
+            "constraints.gatekeeper.sh",
+            "k8sbannedlabel",
+            "no-banned",
+            "",
+            false,
+        ),
+        (
+            "patch",
+            "templates.gatekeeper.sh",
+            "constrainttemplates/status",
+            "k8sbannedlabel",
+            "",
+            true,
+        ),
+        (
+            "patch",
+            "templates.gatekeeper.sh",
+            "constrainttemplates",
+            "k8sbannedlabel",
+            "",
+            false,
+        ),
+        // The Lease in its own namespace only; no escalation.
+        (
+            "update",
+            "coordination.k8s.io",
+            "leases",
+            "palisade",
+            "palisade-system",
+            true,
+        ),
+        (
+            "update",
+            "coordination.k8s.io",
+            "leases",
+            "palisade",
+            "shop",
+            false,
+        ),
+        ("impersonate", "", "users", "admin", "", false),
+    ];
+    for (verb, group, resource, name, namespace, allowed) in cases {
+        let (resource, subresource) = resource.split_once('/').unwrap_or((resource, ""));
+        let ask = Ask {
+            verb,
+            group,
+            resource,
+            subresource,
+            name,
+            namespace,
+        };
+        assert_eq!(
+            can_i(&objects, palisade, &ask),
+            allowed,
+            "can-i {verb} {group}/{resource}/{subresource} {name:?} -n {namespace:?}"
+        );
+        // Nobody else gets anything from Palisade's bindings.
+        assert!(!can_i(&objects, ("palisade-system", "default"), &ask));
+    }
+}
+
+/// The CEL of manifests/base/crd-policy.yaml, evaluated as the API server would on requests
+/// from Palisade's service account and from others (cel-interpreter; the policy uses only
+/// field access, comparisons, null and &&/||, which it implements as Kubernetes' cel-go does).
+#[test]
+fn the_admission_policy_limits_palisades_crds_to_the_constraint_group() {
+    use cel_interpreter::{Context, Program};
+    let (_, objects) = render("manifests");
+    let policy = find(
+        &objects,
+        "ValidatingAdmissionPolicy",
+        "palisade-constraint-crds-only",
+    );
+    let binding = find(
+        &objects,
+        "ValidatingAdmissionPolicyBinding",
+        "palisade-constraint-crds-only",
+    );
+    assert_eq!(binding["spec"]["policyName"], policy["metadata"]["name"]);
+    assert_eq!(binding["spec"]["validationActions"], json!(["Deny"]));
+    assert!(
+        binding["spec"].get("matchResources").is_none(),
+        "the binding narrows nothing"
+    );
+    assert_eq!(policy["spec"]["failurePolicy"], "Fail");
+    // It sees every operation by which RBAC lets Palisade write a CRD.
+    let rules = policy["spec"]["matchConstraints"]["resourceRules"]
+        .as_array()
+        .unwrap();
+    let covered = |group: &str, resource: &str, operation: &str| {
+        rules.iter().any(|r| {
+            let has =
+                |f: &str, v: &str| r[f].as_array().unwrap().iter().any(|x| x == "*" || x == v);
+            has("apiGroups", group)
+                && has("resources", resource)
+                && has("operations", operation)
+                && has("apiVersions", "v1")
+        })
+    };
+    for (verb, operation) in [
+        ("create", "CREATE"),
+        ("update", "UPDATE"),
+        ("patch", "UPDATE"),
+        // A server-side apply (patch) of a CRD that does not exist creates it.
+        ("patch", "CREATE"),
+        ("delete", "DELETE"),
+        ("deletecollection", "DELETE"),
+    ] {
+        let ask = Ask {
+            verb,
+            group: "apiextensions.k8s.io",
+            resource: "customresourcedefinitions",
+            subresource: "",
+            name: "x.example.com",
+            namespace: "",
+        };
+        if can_i(&objects, ("palisade-system", "palisade"), &ask) {
+            assert!(
+                covered(
+                    "apiextensions.k8s.io",
+                    "customresourcedefinitions",
+                    operation
+                ),
+                "{verb}: {operation} is not reviewed"
+            );
+        }
+    }
+
+    let sa = find(&objects, "ServiceAccount", "palisade");
+    let palisade = format!(
+        "system:serviceaccount:{}:{}",
+        sa["metadata"]["namespace"].as_str().unwrap(),
+        sa["metadata"]["name"].as_str().unwrap()
+    );
+    let compile = |expression: &Value| Program::compile(expression.as_str().unwrap()).unwrap();
+    let conditions: Vec<Program> = policy["spec"]["matchConditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| compile(&c["expression"]))
+        .collect();
+    let validations: Vec<Program> = policy["spec"]["validations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| compile(&v["expression"]))
+        .collect();
+    let truth = |program: &Program, context: &Context| match program.execute(context) {
+        Ok(cel_interpreter::Value::Bool(b)) => b,
+        other => panic!("not a bool: {other:?}"),
+    };
+    // Whether the API server admits `operation` of the user on a CRD of `old` / `new` group.
+    let admitted = |user: &str, operation: &str, old: Option<&str>, new: Option<&str>| {
+        let crd = |group: Option<&str>| {
+            group.map_or(Value::Null, |g| {
+                json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+                    "metadata": {"name": format!("things.{g}")},
+                    "spec": {"group": g, "scope": "Namespaced",
+                        "names": {"kind": "Thing", "plural": "things"}, "versions": []}})
+            })
+        };
+        let mut context = Context::default();
+        context
+            .add_variable(
+                "request",
+                json!({"operation": operation, "userInfo": {"username": user}}),
+            )
+            .unwrap();
+        context.add_variable("object", crd(new)).unwrap();
+        context.add_variable("oldObject", crd(old)).unwrap();
+        !conditions.iter().all(|c| truth(c, &context))
+            || validations.iter().all(|v| truth(v, &context))
+    };
+    let constraints = Some("constraints.gatekeeper.sh");
+    let other = Some("cert-manager.io");
+    for (user, operation, old, new, expected) in [
+        (palisade.as_str(), "CREATE", None, constraints, true),
+        (palisade.as_str(), "CREATE", None, other, false),
+        (palisade.as_str(), "UPDATE", constraints, constraints, true),
+        (palisade.as_str(), "UPDATE", other, other, false),
+        (palisade.as_str(), "UPDATE", other, constraints, false),
+        (palisade.as_str(), "UPDATE", constraints, other, false),
+        (palisade.as_str(), "DELETE", constraints, None, true),
+        (palisade.as_str(), "DELETE", other, None, false),
+        // Anyone else is not this policy's business.
+        ("kubernetes-admin", "CREATE", None, other, true),
+        ("kubernetes-admin", "DELETE", other, None, true),
+        (
+            "system:serviceaccount:other:palisade",
+            "DELETE",
+            other,
+            None,
+            true,
+        ),
+    ] {
+        assert_eq!(
+            admitted(user, operation, old, new),
+            expected,
+            "{user} {operation} {old:?} -> {new:?}"
+        );
+    }
+}
+
+/// README, "Deploy": the monitoring namespace and the control plane's addresses are set by an
+/// overlay of the operator's own; this one is the README's, with its path to manifests/.
+#[test]
+fn an_overlay_sets_the_monitoring_namespace_and_the_control_plane() {
+    // kustomize refuses absolute paths to a base: the overlay sits two levels under the repo.
+    std::fs::create_dir_all(repo_path("target")).unwrap();
+    let dir = tempfile::tempdir_in(repo_path("target")).unwrap();
+    std::fs::write(
+        dir.path().join("kustomization.yaml"),
+        r#"apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources:
+  - ../../manifests
+patches:
+  - target: {kind: NetworkPolicy, name: palisade-metrics}
+    patch: |-
+      - op: replace
+        path: /spec/ingress/0/from/0/namespaceSelector/matchLabels/kubernetes.io~1metadata.name
+        value: observability
+  - target: {kind: NetworkPolicy, name: palisade-apiserver}
+    patch: |-
+      - op: replace
+        path: /spec/egress/0/to
+        value:
+          - ipBlock: {cidr: 203.0.113.10/32}
+"#,
+    )
+    .unwrap();
+    let dir_name = dir.path().display().to_string();
+    let rendered = render(&dir_name);
+    assert!(validate_schemas(&dir_name, &rendered).is_empty());
+    let (ingress, egress) = reach(&rendered.1);
+    let metrics: BTreeSet<&Peer> = ingress
+        .iter()
+        .filter(|(p, _)| *p == 8080)
+        .map(|(_, peer)| peer)
+        .collect();
+    assert_eq!(
+        metrics,
+        BTreeSet::from([&Peer::Namespace("observability".into())])
+    );
+    let api: BTreeSet<(u64, Peer)> = egress.into_iter().filter(|(p, _)| *p != 53).collect();
+    assert_eq!(
+        api,
+        [443, 6443]
+            .map(|p| (p, Peer::Block("203.0.113.10/32".into())))
+            .into()
+    );
+    // The README shows the same patches.
+    let readme = std::fs::read_to_string(repo_path("README.md")).unwrap();
+    for line in [
+        "path: /spec/ingress/0/from/0/namespaceSelector/matchLabels/kubernetes.io~1metadata.name",
+        "path: /spec/egress/0/to",
+        "- ipBlock: {cidr: 203.0.113.10/32}",
+    ] {
+        assert!(readme.contains(line), "README lacks {line}");
+    }
 }

@@ -175,13 +175,15 @@ async fn a_policy_engine_panic_fails_the_constraint_closed_and_the_server_goes_o
         message.starts_with("[namespace-zero-trust-labels] namespace \"payments\" lacks label"),
         "{json}"
     );
+    // Two constraints read a Namespace's metadata (namespace-zero-trust-labels and
+    // mutual-tls-namespaces): each panics once per protocol.
     let metrics = server.metrics().await;
     assert_eq!(
         crate::common::metric(
             &metrics,
             "palisade_evaluation_failures_total{kind=\"panic\"}"
         ),
-        Some(2.0),
+        Some(4.0),
         "{metrics}"
     );
 }

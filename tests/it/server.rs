@@ -535,3 +535,32 @@ async fn during_the_shutdown_delay_http1_answers_retire_their_connection() {
     assert_eq!(connection(&h2), None, "no connection header on HTTP/2");
     assert!(server.stop().await, "drained");
 }
+
+/// --probe-listen serves the kubelet's /healthz and /readyz, and nothing else: the manifests
+/// leave it open to every source while /metrics, on --health-listen, is for monitoring only.
+/// /readyz there follows the server's readiness, including the drain.
+#[tokio::test]
+async fn the_probe_port_answers_probes_and_hides_the_metrics() {
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let probes = free.local_addr().unwrap();
+    drop(free);
+    let address = probes.to_string();
+    let mut server =
+        TestServer::start(&["--probe-listen", &address, "--shutdown-delay", "3s"]).await;
+    assert_eq!(http_get(probes, "/healthz").await, (200, "ok\n".into()));
+    assert_eq!(http_get(probes, "/readyz").await, (200, "ok\n".into()));
+    assert_eq!(http_get(probes, "/metrics").await.0, 404);
+    assert_eq!(http_get(probes, "/").await.0, 404);
+    // The metrics are still served where they were.
+    let (status, metrics) = http_get(server.health, "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(metrics.contains("# EOF"), "{metrics}");
+    server.begin_stop();
+    assert!(
+        eventually(Duration::from_secs(2), || async {
+            http_get(probes, "/readyz").await.0 == 503
+        })
+        .await,
+        "the probe port stays ready while draining"
+    );
+}

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 #[test]
 fn every_zero_trust_suite_passes() {
     let results = passing_suites("tests/data/zero-trust", &EngineOptions::default());
-    assert_eq!(results.len(), 94);
+    assert_eq!(results.len(), 141);
 }
 
 #[test]
@@ -586,4 +586,288 @@ fn pod_security_catches_each_single_change_to_a_hardened_container() {
             }
         }
     }
+}
+
+/// /mutate, the patch applied as the API server does, then /validate on the result.
+async fn mutate_then_validate(client: &Client, mut review: Value) -> Value {
+    let rsp = client
+        .review(
+            Proto::Http2,
+            "/mutate",
+            &serde_json::to_vec(&review).unwrap(),
+        )
+        .await;
+    assert_eq!(rsp["allowed"], true, "{rsp}");
+    if let Some(patch) = rsp["patch"].as_str() {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(patch)
+            .unwrap();
+        let patch: json_patch::Patch = serde_json::from_slice(&bytes).unwrap();
+        json_patch::patch(&mut review["request"]["object"], &patch).unwrap();
+    }
+    client
+        .review(
+            Proto::Http2,
+            "/validate",
+            &serde_json::to_vec(&review).unwrap(),
+        )
+        .await
+}
+
+/// A pod in `namespace` that passes every other rule, with `edit` applied to its metadata.
+fn hardened_pod(namespace: &str, edit: impl FnOnce(&mut Value)) -> Value {
+    let mut review: Value =
+        serde_json::from_slice(&fixture("admission/mutate-create-pod.json")).unwrap();
+    in_namespace(&mut review, namespace);
+    review["request"]["object"]["spec"]["containers"][0]["resources"] =
+        json!({"limits": {"cpu": "250m", "memory": "64Mi"}});
+    edit(&mut review["request"]["object"]["metadata"]);
+    review
+}
+
+fn message(rsp: &Value) -> &str {
+    rsp["status"]["message"].as_str().unwrap_or("")
+}
+
+/// Istio injects only on y, yes, true and on, in any case (it lower-cases, and trims nothing).
+/// Every other value of the label or the annotation opts out; the add-only mutator keeps it,
+/// and validation refuses it, naming the fix.
+#[tokio::test]
+async fn every_spelling_of_an_istio_opt_out_is_refused_after_mutation() {
+    let server = server().await;
+    let client = server.client();
+    for value in [
+        "False", "NO", "Off", "0", "n", "disabled", " true", "", "false",
+    ] {
+        for place in ["labels", "annotations"] {
+            let review = hardened_pod("payments", |meta| {
+                meta[place] = json!({"sidecar.istio.io/inject": value});
+            });
+            let rsp = mutate_then_validate(&client, review).await;
+            assert_eq!(rsp["allowed"], false, "{place} {value:?}: {rsp}");
+            let expected = format!(
+                "[mutual-tls-in-high-security] Pod \"web\" turns mutual TLS off with {} sidecar.istio.io/inject: \"{value}\"; namespaces with security-level: high require it: remove sidecar.istio.io/inject or set it to \"true\"",
+                place.trim_end_matches('s')
+            );
+            assert_eq!(message(&rsp), expected, "{place} {value:?}");
+        }
+    }
+    for value in ["true", "YES", "On", "y"] {
+        for place in ["labels", "annotations"] {
+            let review = hardened_pod("payments", |meta| {
+                meta[place] = json!({"sidecar.istio.io/inject": value});
+            });
+            let rsp = mutate_then_validate(&client, review).await;
+            assert_eq!(rsp["allowed"], true, "{place} {value:?}: {rsp}");
+        }
+    }
+}
+
+/// Every annotation that keeps a port, an address range or an interface out of the sidecar or
+/// the Linkerd proxy is refused where mutual TLS is required, and only there.
+#[tokio::test]
+async fn traffic_exclusions_are_refused_where_mutual_tls_is_required() {
+    let server = server().await;
+    let client = server.client();
+    for (key, value) in [
+        ("traffic.sidecar.istio.io/excludeInboundPorts", "*"),
+        (
+            "traffic.sidecar.istio.io/excludeOutboundIPRanges",
+            "0.0.0.0/0",
+        ),
+        ("traffic.sidecar.istio.io/excludeOutboundPorts", "5432"),
+        ("traffic.sidecar.istio.io/excludeInterfaces", "eth1"),
+        ("traffic.sidecar.istio.io/includeInboundPorts", ""),
+        (
+            "traffic.sidecar.istio.io/includeOutboundIPRanges",
+            "10.0.0.0/8",
+        ),
+        ("sidecar.istio.io/interceptionMode", "NONE"),
+        ("config.linkerd.io/skip-inbound-ports", "8080"),
+        ("config.linkerd.io/skip-outbound-ports", "443"),
+        ("config.linkerd.io/skip-subnets", "0.0.0.0/0"),
+        (
+            "config.linkerd.io/default-inbound-policy",
+            "all-unauthenticated",
+        ),
+        ("linkerd.io/inject", "disabled"),
+    ] {
+        let opted_out = format!("turns mutual TLS off with annotation {key}: \"{value}\"");
+        let review = hardened_pod("payments", |meta| {
+            meta["annotations"] = json!({key: value});
+        });
+        let rsp = mutate_then_validate(&client, review).await;
+        assert_eq!(rsp["allowed"], false, "{key}: {rsp}");
+        assert!(message(&rsp).contains(&opted_out), "{key}: {rsp}");
+        // shop (security-level: medium) does not require mutual TLS.
+        let review = hardened_pod("shop", |meta| {
+            meta["annotations"] = json!({key: value});
+        });
+        let rsp = mutate_then_validate(&client, review).await;
+        assert!(!message(&rsp).contains("mutual TLS"), "{key}: {rsp}");
+    }
+    // What keeps every port and address intercepted is admitted.
+    let review = hardened_pod("payments", |meta| {
+        meta["annotations"] = json!({
+            "traffic.sidecar.istio.io/includeInboundPorts": "*",
+            "traffic.sidecar.istio.io/includeOutboundIPRanges": "*",
+            "sidecar.istio.io/interceptionMode": "REDIRECT",
+            "config.linkerd.io/default-inbound-policy": "all-authenticated",
+        });
+    });
+    let rsp = mutate_then_validate(&client, review).await;
+    assert_eq!(rsp["allowed"], true, "{rsp}");
+}
+
+/// The pods a workload creates carry its template's metadata: an opt-out there is refused on
+/// the workload; the template needs no mtls label (the pods get it from /mutate).
+#[tokio::test]
+async fn a_workload_template_that_opts_out_is_refused() {
+    let server = server().await;
+    let client = server.client();
+    let mtls_messages = |rsp: &Value| -> Vec<String> {
+        message(rsp)
+            .lines()
+            .filter(|l| l.starts_with("[mutual-tls-in-high-security]"))
+            .map(str::to_owned)
+            .collect()
+    };
+    let clean = edited_review("validate-create-deployment.json", |_| {});
+    let rsp = client.review(Proto::Http2, "/validate", &clean).await;
+    assert_eq!(mtls_messages(&rsp), Vec::<String>::new(), "{rsp}");
+    let opted_out = edited_review("validate-create-deployment.json", |v| {
+        v["request"]["object"]["spec"]["template"]["metadata"]["annotations"] =
+            json!({"sidecar.istio.io/inject": "Off"});
+    });
+    let rsp = client.review(Proto::Http2, "/validate", &opted_out).await;
+    assert_eq!(rsp["allowed"], false);
+    assert_eq!(
+        mtls_messages(&rsp),
+        vec![
+            "[mutual-tls-in-high-security] Deployment \"api\" turns mutual TLS off with annotation sidecar.istio.io/inject: \"Off\"; namespaces with security-level: high require it: remove sidecar.istio.io/inject or set it to \"true\""
+        ],
+        "{rsp}"
+    );
+}
+
+fn namespace_update(old_labels: Value, new_labels: Value) -> Vec<u8> {
+    edited_review("validate-update-namespace.json", |v| {
+        v["request"]["oldObject"]["metadata"]["labels"] = old_labels;
+        v["request"]["object"]["metadata"]["labels"] = new_labels;
+    })
+}
+
+fn zero_trust_namespace(extra: Value) -> Value {
+    let mut labels = json!({"kubernetes.io/metadata.name": "payments",
+        "network-policy": "zero-trust", "security-level": "high",
+        "pod-security.kubernetes.io/enforce": "restricted"});
+    labels
+        .as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    labels
+}
+
+/// A high-security namespace may not turn injection off, by any label value but enabled, nor
+/// in the same UPDATE that lowers its level (the level it had is what its pods were admitted
+/// under; lowering it is a step of its own, which namespace-labels refuses too).
+#[tokio::test]
+async fn a_namespace_that_requires_mutual_tls_cannot_turn_injection_off() {
+    let server = server().await;
+    let client = server.client();
+    let before = zero_trust_namespace(json!({}));
+    for value in ["disabled", "Enabled", "false", ""] {
+        let rsp = client
+            .review(
+                Proto::Http1,
+                "/validate",
+                &namespace_update(
+                    before.clone(),
+                    zero_trust_namespace(json!({"istio-injection": value})),
+                ),
+            )
+            .await;
+        assert_eq!(rsp["allowed"], false, "{value:?}: {rsp}");
+        assert_eq!(
+            message(&rsp),
+            format!(
+                "[mutual-tls-namespaces] namespace \"payments\" turns mutual TLS off with label istio-injection: \"{value}\"; namespaces with security-level: high require it (lower the level first where that is allowed): set istio-injection to enabled, or remove it and let the pods' sidecar.istio.io/inject label inject"
+            )
+        );
+    }
+    let rsp = client
+        .review(
+            Proto::Http1,
+            "/validate",
+            &namespace_update(
+                before.clone(),
+                zero_trust_namespace(json!({"istio-injection": "enabled"})),
+            ),
+        )
+        .await;
+    assert_eq!(rsp["allowed"], true, "{rsp}");
+    // Lowered and disabled at once: refused by both rules.
+    let rsp = client
+        .review(
+            Proto::Http1,
+            "/validate",
+            &namespace_update(
+                before.clone(),
+                zero_trust_namespace(
+                    json!({"security-level": "low", "istio-injection": "disabled"}),
+                ),
+            ),
+        )
+        .await;
+    assert_eq!(rsp["allowed"], false, "{rsp}");
+    assert!(
+        message(&rsp).contains("[mutual-tls-namespaces] namespace \"payments\" turns mutual TLS off with label istio-injection: \"disabled\"")
+            && message(&rsp).contains("[namespace-zero-trust-labels]"),
+        "{rsp}"
+    );
+    // A medium namespace may.
+    let rsp = client
+        .review(
+            Proto::Http1,
+            "/validate",
+            &namespace_update(
+                zero_trust_namespace(json!({"security-level": "medium"})),
+                zero_trust_namespace(
+                    json!({"security-level": "medium", "istio-injection": "disabled"}),
+                ),
+            ),
+        )
+        .await;
+    assert_eq!(rsp["allowed"], true, "{rsp}");
+}
+
+/// Pods in a high-security namespace whose injection is off would run without a sidecar,
+/// whatever they carry: refused, naming the namespace's setting.
+#[tokio::test]
+async fn pods_in_a_namespace_without_injection_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let inventory = dir.path().join("objects.yaml");
+    std::fs::write(
+        &inventory,
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: payments\n  labels: {kubernetes.io/metadata.name: payments, security-level: high, istio-injection: disabled}\n  annotations: {linkerd.io/inject: disabled}\n",
+    )
+    .unwrap();
+    let inventory = format!(
+        "{},{}",
+        inventory.display(),
+        repo_path("tests/data/guides/default-deny.yaml").display()
+    );
+    let policies = repo_path("policies").display().to_string();
+    let server = TestServer::start(&["--policies", &policies, "--inventory", &inventory]).await;
+    let client = server.client();
+    let rsp = mutate_then_validate(&client, hardened_pod("payments", |_| {})).await;
+    assert_eq!(rsp["allowed"], false, "{rsp}");
+    assert_eq!(
+        message(&rsp).lines().collect::<Vec<_>>(),
+        [
+            "[mutual-tls-in-high-security] Pod \"web\" is in namespace \"payments\", whose annotation linkerd.io/inject: \"disabled\" turns mutual TLS off; namespaces with security-level: high require it: set linkerd.io/inject to enabled, or remove it",
+            "[mutual-tls-in-high-security] Pod \"web\" is in namespace \"payments\", whose label istio-injection: \"disabled\" turns mutual TLS off; namespaces with security-level: high require it: set istio-injection to enabled, or remove it and let the pods' sidecar.istio.io/inject label inject",
+        ],
+        "{rsp}"
+    );
 }
