@@ -967,4 +967,99 @@ mod tests {
             Verdict::Refused(_, why) if why.starts_with("this requester may not add")
         ));
     }
+    // Hostile review (issue 28): a tenant who may update an approved workload, but is not on
+    // the allow-list, changes it where the grant's normalisation of controller-made pods looked
+    // away, and keeps the annotations and the grant.
+
+    fn approved_privileged(template_spec_extra: Value) -> Value {
+        let mut object = deployment(annotated("INC-7", "2026-11-22T13:00:00Z"));
+        let spec = &mut object["spec"]["template"]["spec"];
+        spec["containers"][0]["securityContext"] = json!({"privileged": true});
+        if let Some(extra) = template_spec_extra.as_object() {
+            for (k, v) in extra {
+                spec[k] = v.clone();
+            }
+        }
+        stamped(object, "alice")
+    }
+
+    #[test]
+    fn review_attack_what_the_normalisation_left_out_is_sealed_in_a_template() {
+        let approved = approved_privileged(json!({}));
+        type Change = fn(&mut Value);
+        let changes: [(&str, Change); 8] = [
+            (
+                "her ConfigMap, projected under the token volume's name, over /bin",
+                |t| {
+                    t["spec"]["volumes"] = json!([{"name": "kube-api-access-pwn",
+                    "projected": {"sources": [{"configMap": {"name": "evil", "items": [{"key": "sh", "path": "sh", "mode": 493}]}}]}}]);
+                    t["spec"]["containers"][0]["volumeMounts"] =
+                        json!([{"name": "kube-api-access-pwn", "mountPath": "/bin"}]);
+                },
+            ),
+            ("the token volume's exact shape, mounted over /bin", |t| {
+                t["spec"]["volumes"] = json!([{"name": "kube-api-access-pwn", "projected": {"sources": [
+                    {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}}]}}]);
+                t["spec"]["containers"][0]["volumeMounts"] =
+                    json!([{"name": "kube-api-access-pwn", "mountPath": "/bin", "readOnly": true}]);
+            }),
+            ("her PersistentVolumeClaim over /usr/local/bin", |t| {
+                t["spec"]["volumes"] =
+                    json!([{"name": "data", "persistentVolumeClaim": {"claimName": "mine"}}]);
+                t["spec"]["containers"][0]["volumeMounts"] =
+                    json!([{"name": "data", "mountPath": "/usr/local/bin"}]);
+            }),
+            (
+                "a control-plane node by name, past the scheduler and its taints",
+                |t| {
+                    t["spec"]["nodeName"] = json!("control-plane-1");
+                },
+            ),
+            ("out of the mesh by label", |t| {
+                t["metadata"]["labels"] = json!({"sidecar.istio.io/inject": "false"});
+            }),
+            ("into another NetworkPolicy's or Service's selection", |t| {
+                t["metadata"]["labels"] = json!({"app": "payments"});
+            }),
+            ("a toleration of a taint that is no node condition", |t| {
+                t["spec"]["tolerations"] = json!([{"key": "node.kubernetes.io/dedicated-control-plane",
+                    "operator": "Exists", "effect": "NoSchedule"}]);
+            }),
+            ("a hostname of another pod", |t| {
+                t["spec"]["hostname"] = json!("db-0");
+                t["spec"]["subdomain"] = json!("db");
+            }),
+        ];
+        for (what, change) in changes {
+            let mut changed = approved.clone();
+            change(&mut changed["spec"]["template"]);
+            let v = judge_update(changed.clone(), approved.clone(), "mallory");
+            assert!(
+                matches!(v, Verdict::Refused(Refusal::ChangesApproved, _)),
+                "{what}: {v:?}"
+            );
+            let v = judge_update(
+                changed,
+                approved.clone(),
+                "system:serviceaccount:kube-system:deployment-controller",
+            );
+            assert!(matches!(v, Verdict::Ignored(_)), "{what}: {v:?}");
+        }
+    }
+
+    #[test]
+    fn review_attack_the_token_goes_not_into_a_pod_that_was_approved_without_it() {
+        let approved = approved_privileged(json!({"automountServiceAccountToken": false}));
+        let mut changed = approved.clone();
+        let spec = &mut changed["spec"]["template"]["spec"];
+        spec["volumes"] = json!([{"name": "kube-api-access-x", "projected": {"sources": [
+            {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}}]}}]);
+        spec["containers"][0]["volumeMounts"] = json!([{"name": "kube-api-access-x",
+            "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount", "readOnly": true}]);
+        let v = judge_update(changed, approved, "mallory");
+        assert!(
+            matches!(v, Verdict::Refused(Refusal::ChangesApproved, _)),
+            "{v:?}"
+        );
+    }
 }
