@@ -1062,4 +1062,38 @@ mod tests {
             "{v:?}"
         );
     }
+
+    #[test]
+    #[ignore = "open finding: a template's required node affinity is left out of every grant (a DaemonSet's pods are pinned by their controller), so a tenant can move an approved privileged workload onto other nodes it tolerates"]
+    fn review_attack_required_node_affinity_moves_an_approved_workload() {
+        let approved = approved_privileged(json!({}));
+        let mut changed = approved.clone();
+        changed["spec"]["template"]["spec"]["affinity"] = json!({"nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{
+                "matchExpressions": [{"key": "node-role.kubernetes.io/control-plane", "operator": "Exists"}]}]}}});
+        let v = judge_update(changed, approved, "mallory");
+        assert!(
+            matches!(v, Verdict::Refused(Refusal::ChangesApproved, _)),
+            "{v:?}"
+        );
+    }
+
+    #[test]
+    #[ignore = "open finding: a grant names no object, so in one namespace a tenant may move one approved pod spec, with its grant, into another break-glassed object of the same reason and expiry"]
+    fn review_attack_a_grant_moves_between_objects_of_one_incident() {
+        let approved = approved_privileged(json!({}));
+        // Another object alice approved under the same incident and expiry: an ordinary pod
+        // spec.
+        let mut other = deployment(annotated("INC-7", "2026-11-22T13:00:00Z"));
+        other["metadata"]["name"] = json!("harmless");
+        let other = stamped(other, "alice");
+        // mallory gives it the privileged Deployment's template, grant and all.
+        let mut moved = other.clone();
+        moved["spec"]["template"] = approved["spec"]["template"].clone();
+        let v = judge_update(moved, other, "mallory");
+        assert!(
+            matches!(v, Verdict::Refused(Refusal::ChangesApproved, _)),
+            "{v:?}"
+        );
+    }
 }
