@@ -312,8 +312,11 @@ pub fn judge(
     if expires <= now {
         return Verdict::Ignored(format!("it expired at {expires_text}"));
     }
-    let limit = now + time::Duration::try_from(max).unwrap_or(time::Duration::MAX);
-    if expires > limit {
+    // A maxTTL beyond the calendar (`10000y`) is no limit, not a panic.
+    let limit = time::Duration::try_from(max)
+        .ok()
+        .and_then(|max| now.checked_add(max));
+    if limit.is_some_and(|limit| expires > limit) {
         return Verdict::Ignored(format!(
             "{EXPIRES} {expires_text} is further ahead than breakGlass.maxTTL ({})",
             humantime::format_duration(max)
@@ -1095,5 +1098,52 @@ mod tests {
             matches!(v, Verdict::Refused(Refusal::ChangesApproved, _)),
             "{v:?}"
         );
+    }
+    #[test]
+    fn review_attack_a_max_ttl_beyond_the_calendar_is_no_panic() {
+        for max_ttl in [
+            std::time::Duration::from_secs(400_000 * 365 * 86_400),
+            std::time::Duration::from_secs(u64::MAX),
+        ] {
+            let config = BreakGlass {
+                max_ttl,
+                ..config()
+            };
+            let object = pod(annotated("INC-1", "9999-12-31T23:59:59Z"));
+            let v = judge(
+                &config,
+                "",
+                &keys(),
+                &review("CREATE", object, Value::Null, "alice", &[]),
+                now(),
+            );
+            assert!(matches!(v, Verdict::Honoured(_)), "{v:?}");
+        }
+    }
+
+    #[test]
+    fn review_attack_another_kinds_annotations_are_what_was_approved() {
+        // alice break-glasses an Ingress; mallory adds the annotation ingress-nginx runs as
+        // configuration (the snippet policies forbid) and keeps everything else.
+        let ingress = json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+            "metadata": {"name": "web", "namespace": "shop",
+                "annotations": annotated("INC-7", "2026-11-22T13:00:00Z")},
+            "spec": {"rules": [{"host": "shop.example.com"}]}});
+        let approved = stamped(ingress, "alice");
+        assert!(approved["metadata"]["annotations"][GRANT].is_string());
+        let mut snippet = approved.clone();
+        snippet["metadata"]["annotations"]["nginx.ingress.kubernetes.io/server-snippet"] =
+            json!("location /x { proxy_pass http://169.254.169.254; }");
+        let v = judge_update(snippet, approved.clone(), "mallory");
+        assert!(
+            matches!(v, Verdict::Refused(Refusal::ChangesApproved, _)),
+            "{v:?}"
+        );
+        // What a client records of its own request is no configuration.
+        let mut applied = approved.clone();
+        applied["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"] =
+            json!("{}");
+        let v = judge_update(applied, approved, "mallory");
+        assert!(matches!(v, Verdict::Honoured(_)), "{v:?}");
     }
 }

@@ -5,10 +5,10 @@
 //! `palisade.dev/break-glass-grant: v1.<approver>.<tag>` beside the break-glass annotations. The
 //! tag is an HMAC-SHA256 over the namespace, the approver, the reason, the expiry and what was
 //! approved: for a kind that carries a pod spec, that pod spec and the pod's annotations and
-//! labels; for any other kind, the object without its metadata and status, plus its labels. A
-//! later request by anyone else is honoured only if the tag still verifies, so a change to the
-//! spec voids it; the pods a controller copies from an approved template carry the grant and
-//! verify against their own spec.
+//! labels; for any other kind, the object without its metadata and status, plus its labels and
+//! annotations. A later request by anyone else is honoured only if the tag still verifies, so a
+//! change to the spec voids it; the pods a controller copies from an approved template carry the
+//! grant and verify against their own spec.
 //!
 //! A controller's pod is not its template byte for byte: Kubernetes adds to pods what no
 //! template holds. Those fields are left out of what a grant covers, and only those (see
@@ -226,8 +226,8 @@ const UNSEALED_ANNOTATIONS: [&str; 5] = [
 
 /// What an approval covers: for a kind that carries a pod template (`metadata` and `spec`),
 /// the pod spec ([`approved_pod_spec`]), the pod's annotations, which hold settings the Pod
-/// Security Standards judge (AppArmor) and mesh opt-outs, and its labels; for another kind, the object without
-/// `metadata` and `status`, and its labels.
+/// Security Standards judge (AppArmor) and mesh opt-outs, and its labels; for another kind, the
+/// object without `metadata` and `status`, and its labels and annotations.
 pub fn approved_content(object: &Value, pod_template: Option<&Value>) -> Value {
     if let Some(template) = pod_template {
         let mut annotations = template["metadata"]["annotations"]
@@ -254,9 +254,21 @@ pub fn approved_content(object: &Value, pod_template: Option<&Value>) -> Value {
     let mut rest = object.as_object().cloned().unwrap_or_default();
     rest.remove("metadata");
     rest.remove("status");
+    // Annotations configure other kinds too (an Ingress controller's snippets, a cloud load
+    // balancer's exposure): sealed, but for break-glass's own and a client's record of what it
+    // applied, which configures nothing.
+    let mut annotations = object["metadata"]["annotations"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    annotations.retain(|k, _| {
+        !UNSEALED_ANNOTATIONS.contains(&k.as_str())
+            && k != "kubectl.kubernetes.io/last-applied-configuration"
+    });
     serde_json::json!({
         "object": rest,
         "labels": object["metadata"]["labels"],
+        "annotations": annotations,
     })
 }
 
