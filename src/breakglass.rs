@@ -1067,18 +1067,64 @@ mod tests {
     }
 
     #[test]
-    #[ignore = "open finding: a template's required node affinity is left out of every grant (a DaemonSet's pods are pinned by their controller), so a tenant can move an approved privileged workload onto other nodes it tolerates"]
     fn review_attack_required_node_affinity_moves_an_approved_workload() {
         let approved = approved_privileged(json!({}));
         let mut changed = approved.clone();
         changed["spec"]["template"]["spec"]["affinity"] = json!({"nodeAffinity": {
             "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{
                 "matchExpressions": [{"key": "node-role.kubernetes.io/control-plane", "operator": "Exists"}]}]}}});
-        let v = judge_update(changed, approved, "mallory");
+        let v = judge_update(changed, approved.clone(), "mallory");
         assert!(
             matches!(v, Verdict::Refused(Refusal::ChangesApproved, _)),
             "{v:?}"
         );
+        // Its pods carry the template's affinity and still verify.
+        let controller = "system:serviceaccount:kube-system:replicaset-controller";
+        let mut pinned = approved_privileged(json!({"affinity": {"nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{
+                "matchExpressions": [{"key": "kubernetes.io/os", "operator": "In", "values": ["linux"]}]}]}}}}));
+        pinned["kind"] = json!("ReplicaSet");
+        let template = &pinned["spec"]["template"];
+        let mut pod = json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": template["metadata"].clone(), "spec": template["spec"].clone()});
+        pod["metadata"]["name"] = json!("web-1");
+        pod["metadata"]["namespace"] = json!("shop");
+        assert!(
+            matches!(judge_create(pod.clone(), controller), Verdict::Honoured(_)),
+            "{pod}"
+        );
+        // A DaemonSet's pods are pinned to their node by the controller instead: they verify
+        // against the DaemonSet's grant, whatever its template's affinity.
+        let ds_controller = "system:serviceaccount:kube-system:daemon-set-controller";
+        let mut ds = pinned.clone();
+        ds["kind"] = json!("DaemonSet");
+        ds["spec"]["template"]["metadata"]["annotations"]
+            .as_object_mut()
+            .unwrap()
+            .remove(GRANT);
+        let ds = stamped(ds, "alice");
+        let mut ds_pod = pod.clone();
+        ds_pod["metadata"]["annotations"] =
+            ds["spec"]["template"]["metadata"]["annotations"].clone();
+        ds_pod["spec"]["affinity"] = json!({"nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{
+                "matchFields": [{"key": "metadata.name", "operator": "In", "values": ["node-7"]}]}]}}});
+        assert!(
+            matches!(
+                judge_create(ds_pod.clone(), ds_controller),
+                Verdict::Honoured(_)
+            ),
+            "{ds_pod}"
+        );
+        // The pin is left out of a pod, never out of a ReplicaSet's template.
+        let mut other_pin = pod;
+        other_pin["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+            ["nodeSelectorTerms"][0]["matchFields"] =
+            json!([{"key": "metadata.name", "operator": "In", "values": ["a", "b"]}]);
+        assert!(matches!(
+            judge_create(other_pin, controller),
+            Verdict::Ignored(_)
+        ));
     }
 
     #[test]

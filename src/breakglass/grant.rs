@@ -245,8 +245,11 @@ pub fn approved_content(object: &Value, pod_template: Option<&Value>) -> Value {
         // A Pod is its own template; what only a pod gets (scheduling results) is left out for
         // pods alone, and sealed in templates, where a tenant could write it.
         let pod = std::ptr::eq(object, template).then_some(object);
+        // The DaemonSet controller replaces its pods' required node affinity with the node it
+        // runs each on: a DaemonSet template's cannot be checked on its pods.
+        let daemon_set = object["kind"] == "DaemonSet" && object["apiVersion"] == "apps/v1";
         return serde_json::json!({
-            "spec": approved_pod_spec(&template["spec"], pod),
+            "spec": normalised(&template["spec"], pod, daemon_set),
             "annotations": annotations,
             "labels": labels,
         });
@@ -354,8 +357,10 @@ fn is_token_volume(volume: &Value) -> bool {
 ///   of a node's condition has, with `operator: Exists`) that DefaultTolerationSeconds and the
 ///   DaemonSet controller add;
 /// - scheduling settings admission derives from sealed ones: `priority`, `preemptionPolicy`
-///   (the priority class), `overhead` (the runtime class); the required node affinity a
-///   DaemonSet pod is pinned with;
+///   (the priority class), `overhead` (the runtime class);
+/// - the required node affinity a DaemonSet pod is pinned with (one term matching the node's
+///   name), on a pod; in a template it is sealed, but for a DaemonSet's, whose pods cannot
+///   show it;
 /// - for a Pod only (`pod`), never in a template where a tenant could write them: the
 ///   scheduling result `nodeName`, a StatefulSet pod's `hostname` and `subdomain`, and its
 ///   claim volumes (`persistentVolumeClaim` named `<volume>-<pod>`), not their mounts, which the
@@ -364,6 +369,25 @@ fn is_token_volume(volume: &Value) -> bool {
 /// - a Pod's own defaults: `enableServiceLinks: true`, and `hostPort` equal to the
 ///   `containerPort` on the host network.
 pub fn approved_pod_spec(spec: &Value, pod: Option<&Value>) -> Value {
+    normalised(spec, pod, false)
+}
+
+/// Whether a required node affinity is the one the DaemonSet controller pins a pod with: one
+/// term, matching the node's name.
+fn is_daemon_set_pin(required: &Value) -> bool {
+    let terms = &required["nodeSelectorTerms"];
+    terms.as_array().is_some_and(|t| t.len() == 1)
+        && terms[0].as_object().is_some_and(|t| t.len() == 1)
+        && terms[0]["matchFields"].as_array().is_some_and(|f| {
+            f.len() == 1
+                && f[0]["key"] == "metadata.name"
+                && f[0]["operator"] == "In"
+                && f[0]["values"].as_array().is_some_and(|v| v.len() == 1)
+        })
+}
+
+/// [`approved_pod_spec`], for a DaemonSet's template too (`daemon_set`).
+fn normalised(spec: &Value, pod: Option<&Value>, daemon_set: bool) -> Value {
     let Some(spec) = spec.as_object() else {
         return spec.clone();
     };
@@ -419,7 +443,17 @@ pub fn approved_pod_spec(spec: &Value, pod: Option<&Value>) -> Value {
             .get_mut("nodeAffinity")
             .and_then(Value::as_object_mut)
         {
-            node.remove("requiredDuringSchedulingIgnoredDuringExecution");
+            // On a pod only the DaemonSet controller's pin; in a DaemonSet's template all of
+            // it (its pods cannot show it); in any other template none, a tenant writes it.
+            let left_out = match pod {
+                Some(_) => node
+                    .get("requiredDuringSchedulingIgnoredDuringExecution")
+                    .is_some_and(is_daemon_set_pin),
+                None => daemon_set,
+            };
+            if left_out {
+                node.remove("requiredDuringSchedulingIgnoredDuringExecution");
+            }
             if node.is_empty() {
                 affinity.remove("nodeAffinity");
             }
