@@ -22,6 +22,7 @@ mod netpol_judge_props;
 mod netpol_props;
 mod pod_paths;
 mod process;
+mod review_attacks;
 mod rollout;
 mod server;
 mod tls;
