@@ -3,8 +3,8 @@
 //!
 //! When an allow-listed person's request is honoured, /mutate stamps
 //! `palisade.dev/break-glass-grant: v1.<approver>.<tag>` beside the break-glass annotations. The
-//! tag is an HMAC-SHA256 over the namespace, the approver, the reason, the expiry and what was
-//! approved: for a kind that carries a pod spec, that pod spec and the pod's annotations and
+//! tag is an HMAC-SHA256 over the kind approved, the namespace, the approver, the reason, the
+//! expiry and what was approved: for a kind that carries a pod spec, that pod spec and the pod's annotations and
 //! labels; for any other kind, the object without its metadata and status, plus its labels and
 //! annotations. A later request by anyone else is honoured only if the tag still verifies, so a
 //! change to the spec voids it; the pods a controller copies from an approved template carry the
@@ -165,8 +165,8 @@ pub enum Invalid {
     Missing,
     Malformed,
     NoKey,
-    /// Made for another spec, reason, expiry, namespace or approver, or with a key older than
-    /// the previous one.
+    /// Made for another spec, reason, expiry, namespace, approver or kind, or with a key older
+    /// than the previous one.
     Mismatch,
 }
 
@@ -186,6 +186,10 @@ impl std::fmt::Display for Invalid {
 /// What a grant seals.
 #[derive(Debug, Clone, Copy)]
 pub struct Sealed<'a> {
+    /// The kind of the object approved, `group/Kind` (`/Pod`): an approval of one kind is not
+    /// one of another (a debug Pod's is no DaemonSet's), but for the kinds whose controllers
+    /// copy it ([`crate::breakglass`]).
+    pub kind: &'a str,
     pub namespace: &'a str,
     pub approver: &'a str,
     pub reason: &'a str,
@@ -201,6 +205,7 @@ impl Sealed<'_> {
         let mut content = Vec::new();
         canonical(self.content, &mut content);
         for field in [
+            self.kind.as_bytes(),
             self.namespace.as_bytes(),
             self.approver.as_bytes(),
             self.reason.as_bytes(),
@@ -548,6 +553,7 @@ mod tests {
 
     fn sealed<'a>(content: &'a Value, reason: &'a str) -> Sealed<'a> {
         Sealed {
+            kind: "apps/Deployment",
             namespace: "shop",
             approver: "alice",
             reason,
@@ -578,6 +584,9 @@ mod tests {
         let mut elsewhere = sealed(&spec, "INC-1");
         elsewhere.namespace = "prod";
         assert_eq!(keys.verify(&grant, &elsewhere), Err(Invalid::Mismatch));
+        let mut other_kind = sealed(&spec, "INC-1");
+        other_kind.kind = "apps/DaemonSet";
+        assert_eq!(keys.verify(&grant, &other_kind), Err(Invalid::Mismatch));
         // The approver is sealed: naming someone else in the grant breaks it.
         let forged = grant.replacen("YWxpY2U", &URL_SAFE_NO_PAD.encode("bob"), 1);
         assert_eq!(
