@@ -370,7 +370,8 @@ fn is_token_volume(volume: &Value) -> bool {
 ///   scheduling result `nodeName`, a StatefulSet pod's `hostname` and `subdomain`, and its
 ///   claim volumes (`persistentVolumeClaim` named `<volume>-<pod>`), not their mounts, which the
 ///   template holds;
-/// - container `resources` (LimitRanger's defaults, requests copied from limits);
+/// - container `resources` `limits` and `requests` (LimitRanger's defaults, requests copied
+///   from limits), not the resource claims a container uses;
 /// - a Pod's own defaults: `enableServiceLinks: true`, and `hostPort` equal to the
 ///   `containerPort` on the host network.
 pub fn approved_pod_spec(spec: &Value, pod: Option<&Value>) -> Value {
@@ -473,7 +474,18 @@ fn normalised(spec: &Value, pod: Option<&Value>, daemon_set: bool) -> Value {
             continue;
         };
         for container in containers.iter_mut().filter_map(Value::as_object_mut) {
-            container.remove("resources");
+            // LimitRanger's defaults; which of the pod's resource claims (devices) a
+            // container uses stays sealed.
+            if let Some(resources) = container
+                .get_mut("resources")
+                .and_then(Value::as_object_mut)
+            {
+                resources.remove("limits");
+                resources.remove("requests");
+                if resources.is_empty() {
+                    container.remove("resources");
+                }
+            }
             // Only the token's own mount, where the plugin puts it; a mount of that volume
             // anywhere else is the tenant's.
             retain(container, "volumeMounts", |m| {
@@ -710,6 +722,13 @@ mod tests {
                 "{path}"
             );
         }
+        // A container's resource claims (devices) are sealed, its limits and requests not.
+        let mut claims = template.clone();
+        claims["containers"][0]["resources"]["claims"] = json!([{"name": "gpu"}]);
+        assert_ne!(
+            approved_pod_spec(&claims, None),
+            approved_pod_spec(&template, None)
+        );
         // A projected volume named like the token volume is left out only with that name.
         let mut renamed = template.clone();
         renamed["volumes"]
