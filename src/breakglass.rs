@@ -165,6 +165,28 @@ fn workload_owner(object: &Value) -> Option<String> {
         })
 }
 
+/// The kinds, `group/Kind`, whose approval an object of this kind may carry: its own first (what
+/// an approval of it is sealed as), then those whose controllers make it by copying their
+/// template: a ReplicaSet from a Deployment's, a Job from a CronJob's, a pod from any
+/// workload's. A tenant who moves a grant moves it only within these: a debug Pod's approval
+/// makes no DaemonSet, a Deployment's no DaemonSet either.
+fn approved_as(group: &str, kind: &str) -> Vec<String> {
+    let own = format!("{group}/{kind}");
+    match (group, kind) {
+        ("", "Pod") => std::iter::once(own)
+            .chain(
+                podpaths::POD_PATHS
+                    .iter()
+                    .filter(|p| p.owner)
+                    .map(|p| format!("{}/{}", p.group, p.kind)),
+            )
+            .collect(),
+        ("apps", "ReplicaSet") => vec![own, "apps/Deployment".to_owned()],
+        ("batch", "Job") => vec![own, "batch/CronJob".to_owned()],
+        _ => vec![own],
+    }
+}
+
 /// Why an object may never be admitted by break-glass, if it is such an object: judged from
 /// the object and from the object it replaces.
 fn protected(review: &Review, own_namespace: &str) -> Option<String> {
@@ -312,8 +334,11 @@ pub fn judge(
     if expires <= now {
         return Verdict::Ignored(format!("it expired at {expires_text}"));
     }
-    let limit = now + time::Duration::try_from(max).unwrap_or(time::Duration::MAX);
-    if expires > limit {
+    // A maxTTL beyond the calendar (`10000y`) is no limit, not a panic.
+    let limit = time::Duration::try_from(max)
+        .ok()
+        .and_then(|max| now.checked_add(max));
+    if limit.is_some_and(|limit| expires > limit) {
         return Verdict::Ignored(format!(
             "{EXPIRES} {expires_text} is further ahead than breakGlass.maxTTL ({})",
             humantime::format_duration(max)
@@ -322,7 +347,9 @@ pub fn judge(
 
     let namespace = review.object_ref().effective_namespace();
     let approved = content(review.object(), path);
+    let kinds = approved_as(&review.object_ref().group, &review.object_ref().kind);
     fn sealed<'a>(
+        kind: &'a str,
         namespace: &'a str,
         approver: &'a str,
         reason: &'a str,
@@ -330,6 +357,7 @@ pub fn judge(
         content: &'a Value,
     ) -> grant::Sealed<'a> {
         grant::Sealed {
+            kind,
             namespace,
             approver,
             reason,
@@ -337,7 +365,16 @@ pub fn judge(
             content,
         }
     }
-    let sealed = |approver| sealed(namespace, approver, raw_reason, expires_text, &approved);
+    let sealed = |kind, approver| {
+        sealed(
+            kind,
+            namespace,
+            approver,
+            raw_reason,
+            expires_text,
+            &approved,
+        )
+    };
     let honoured = |approver: String, stamp: Option<(String, String)>| {
         Verdict::Honoured(Use {
             user: user.username.clone(),
@@ -354,7 +391,7 @@ pub fn judge(
     };
     if authorised {
         // The request is the approval; /mutate seals it for whoever comes next.
-        let stamp = keys.grant(&sealed(&user.username)).map(|g| {
+        let stamp = keys.grant(&sealed(&kinds[0], &user.username)).map(|g| {
             let at = if index == 0 {
                 "/metadata/annotations".to_owned()
             } else {
@@ -370,7 +407,11 @@ pub fn judge(
     }
     let checked = match pair.grant {
         None => Err(grant::Invalid::Missing),
-        Some(g) => keys.verify(g, &sealed("")),
+        Some(g) => kinds
+            .iter()
+            .map(|kind| keys.verify(g, &sealed(kind, "")))
+            .reduce(|first, next| first.or(next))
+            .unwrap_or(Err(grant::Invalid::Missing)),
     };
     match checked {
         Ok(approver) => honoured(approver, None),
@@ -966,5 +1007,276 @@ mod tests {
             judge(&config(), "", &keys(), &nobody, now()),
             Verdict::Refused(_, why) if why.starts_with("this requester may not add")
         ));
+    }
+    // Hostile review (issue 28): a tenant who may update an approved workload, but is not on
+    // the allow-list, changes it where the grant's normalisation of controller-made pods looked
+    // away, and keeps the annotations and the grant.
+
+    fn approved_privileged(template_spec_extra: Value) -> Value {
+        let mut object = deployment(annotated("INC-7", "2026-11-22T13:00:00Z"));
+        let spec = &mut object["spec"]["template"]["spec"];
+        spec["containers"][0]["securityContext"] = json!({"privileged": true});
+        if let Some(extra) = template_spec_extra.as_object() {
+            for (k, v) in extra {
+                spec[k] = v.clone();
+            }
+        }
+        stamped(object, "alice")
+    }
+
+    #[test]
+    fn review_attack_what_the_normalisation_left_out_is_sealed_in_a_template() {
+        let approved = approved_privileged(json!({}));
+        type Change = fn(&mut Value);
+        let changes: [(&str, Change); 8] = [
+            (
+                "her ConfigMap, projected under the token volume's name, over /bin",
+                |t| {
+                    t["spec"]["volumes"] = json!([{"name": "kube-api-access-pwn",
+                    "projected": {"sources": [{"configMap": {"name": "evil", "items": [{"key": "sh", "path": "sh", "mode": 493}]}}]}}]);
+                    t["spec"]["containers"][0]["volumeMounts"] =
+                        json!([{"name": "kube-api-access-pwn", "mountPath": "/bin"}]);
+                },
+            ),
+            ("the token volume's exact shape, mounted over /bin", |t| {
+                t["spec"]["volumes"] = json!([{"name": "kube-api-access-pwn", "projected": {"sources": [
+                    {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}}]}}]);
+                t["spec"]["containers"][0]["volumeMounts"] =
+                    json!([{"name": "kube-api-access-pwn", "mountPath": "/bin", "readOnly": true}]);
+            }),
+            ("her PersistentVolumeClaim over /usr/local/bin", |t| {
+                t["spec"]["volumes"] =
+                    json!([{"name": "data", "persistentVolumeClaim": {"claimName": "mine"}}]);
+                t["spec"]["containers"][0]["volumeMounts"] =
+                    json!([{"name": "data", "mountPath": "/usr/local/bin"}]);
+            }),
+            (
+                "a control-plane node by name, past the scheduler and its taints",
+                |t| {
+                    t["spec"]["nodeName"] = json!("control-plane-1");
+                },
+            ),
+            ("out of the mesh by label", |t| {
+                t["metadata"]["labels"] = json!({"sidecar.istio.io/inject": "false"});
+            }),
+            ("into another NetworkPolicy's or Service's selection", |t| {
+                t["metadata"]["labels"] = json!({"app": "payments"});
+            }),
+            ("a toleration of a taint that is no node condition", |t| {
+                t["spec"]["tolerations"] = json!([{"key": "node.kubernetes.io/dedicated-control-plane",
+                    "operator": "Exists", "effect": "NoSchedule"}]);
+            }),
+            ("a hostname of another pod", |t| {
+                t["spec"]["hostname"] = json!("db-0");
+                t["spec"]["subdomain"] = json!("db");
+            }),
+        ];
+        for (what, change) in changes {
+            let mut changed = approved.clone();
+            change(&mut changed["spec"]["template"]);
+            let v = judge_update(changed.clone(), approved.clone(), "mallory");
+            assert!(
+                matches!(v, Verdict::Refused(Refusal::ChangesApproved, _)),
+                "{what}: {v:?}"
+            );
+            let v = judge_update(
+                changed,
+                approved.clone(),
+                "system:serviceaccount:kube-system:deployment-controller",
+            );
+            assert!(matches!(v, Verdict::Ignored(_)), "{what}: {v:?}");
+        }
+    }
+
+    #[test]
+    fn review_attack_the_token_goes_not_into_a_pod_that_was_approved_without_it() {
+        let approved = approved_privileged(json!({"automountServiceAccountToken": false}));
+        let mut changed = approved.clone();
+        let spec = &mut changed["spec"]["template"]["spec"];
+        spec["volumes"] = json!([{"name": "kube-api-access-x", "projected": {"sources": [
+            {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}}]}}]);
+        spec["containers"][0]["volumeMounts"] = json!([{"name": "kube-api-access-x",
+            "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount", "readOnly": true}]);
+        let v = judge_update(changed, approved, "mallory");
+        assert!(
+            matches!(v, Verdict::Refused(Refusal::ChangesApproved, _)),
+            "{v:?}"
+        );
+    }
+
+    #[test]
+    fn review_attack_required_node_affinity_moves_an_approved_workload() {
+        let approved = approved_privileged(json!({}));
+        let mut changed = approved.clone();
+        changed["spec"]["template"]["spec"]["affinity"] = json!({"nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{
+                "matchExpressions": [{"key": "node-role.kubernetes.io/control-plane", "operator": "Exists"}]}]}}});
+        let v = judge_update(changed, approved.clone(), "mallory");
+        assert!(
+            matches!(v, Verdict::Refused(Refusal::ChangesApproved, _)),
+            "{v:?}"
+        );
+        // Its pods carry the template's affinity and still verify.
+        let controller = "system:serviceaccount:kube-system:replicaset-controller";
+        let mut pinned = approved_privileged(json!({"affinity": {"nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{
+                "matchExpressions": [{"key": "kubernetes.io/os", "operator": "In", "values": ["linux"]}]}]}}}}));
+        pinned["kind"] = json!("ReplicaSet");
+        let template = &pinned["spec"]["template"];
+        let mut pod = json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": template["metadata"].clone(), "spec": template["spec"].clone()});
+        pod["metadata"]["name"] = json!("web-1");
+        pod["metadata"]["namespace"] = json!("shop");
+        assert!(
+            matches!(judge_create(pod.clone(), controller), Verdict::Honoured(_)),
+            "{pod}"
+        );
+        // A DaemonSet's pods are pinned to their node by the controller instead: they verify
+        // against the DaemonSet's grant, whatever its template's affinity.
+        let ds_controller = "system:serviceaccount:kube-system:daemon-set-controller";
+        let mut ds = pinned.clone();
+        ds["kind"] = json!("DaemonSet");
+        ds["spec"]["template"]["metadata"]["annotations"]
+            .as_object_mut()
+            .unwrap()
+            .remove(GRANT);
+        let ds = stamped(ds, "alice");
+        let mut ds_pod = pod.clone();
+        ds_pod["metadata"]["annotations"] =
+            ds["spec"]["template"]["metadata"]["annotations"].clone();
+        ds_pod["spec"]["affinity"] = json!({"nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{
+                "matchFields": [{"key": "metadata.name", "operator": "In", "values": ["node-7"]}]}]}}});
+        assert!(
+            matches!(
+                judge_create(ds_pod.clone(), ds_controller),
+                Verdict::Honoured(_)
+            ),
+            "{ds_pod}"
+        );
+        // The pin is left out of a pod, never out of a ReplicaSet's template.
+        let mut other_pin = pod;
+        other_pin["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+            ["nodeSelectorTerms"][0]["matchFields"] =
+            json!([{"key": "metadata.name", "operator": "In", "values": ["a", "b"]}]);
+        assert!(matches!(
+            judge_create(other_pin, controller),
+            Verdict::Ignored(_)
+        ));
+    }
+
+    #[test]
+    #[ignore = "open finding: a grant names no object, so in one namespace a tenant may move one approved pod spec, with its grant, into another break-glassed object of the same kind, reason and expiry"]
+    fn review_attack_a_grant_moves_between_objects_of_one_incident() {
+        let approved = approved_privileged(json!({}));
+        // Another object alice approved under the same incident and expiry: an ordinary pod
+        // spec.
+        let mut other = deployment(annotated("INC-7", "2026-11-22T13:00:00Z"));
+        other["metadata"]["name"] = json!("harmless");
+        let other = stamped(other, "alice");
+        // mallory gives it the privileged Deployment's template, grant and all.
+        let mut moved = other.clone();
+        moved["spec"]["template"] = approved["spec"]["template"].clone();
+        let v = judge_update(moved, other, "mallory");
+        assert!(
+            matches!(v, Verdict::Refused(Refusal::ChangesApproved, _)),
+            "{v:?}"
+        );
+    }
+    #[test]
+    fn review_attack_a_max_ttl_beyond_the_calendar_is_no_panic() {
+        for max_ttl in [
+            std::time::Duration::from_secs(400_000 * 365 * 86_400),
+            std::time::Duration::from_secs(u64::MAX),
+        ] {
+            let config = BreakGlass {
+                max_ttl,
+                ..config()
+            };
+            let object = pod(annotated("INC-1", "9999-12-31T23:59:59Z"));
+            let v = judge(
+                &config,
+                "",
+                &keys(),
+                &review("CREATE", object, Value::Null, "alice", &[]),
+                now(),
+            );
+            assert!(matches!(v, Verdict::Honoured(_)), "{v:?}");
+        }
+    }
+
+    #[test]
+    fn review_attack_another_kinds_annotations_are_what_was_approved() {
+        // alice break-glasses an Ingress; mallory adds the annotation ingress-nginx runs as
+        // configuration (the snippet policies forbid) and keeps everything else.
+        let ingress = json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+            "metadata": {"name": "web", "namespace": "shop",
+                "annotations": annotated("INC-7", "2026-11-22T13:00:00Z")},
+            "spec": {"rules": [{"host": "shop.example.com"}]}});
+        let approved = stamped(ingress, "alice");
+        assert!(approved["metadata"]["annotations"][GRANT].is_string());
+        let mut snippet = approved.clone();
+        snippet["metadata"]["annotations"]["nginx.ingress.kubernetes.io/server-snippet"] =
+            json!("location /x { proxy_pass http://169.254.169.254; }");
+        let v = judge_update(snippet, approved.clone(), "mallory");
+        assert!(
+            matches!(v, Verdict::Refused(Refusal::ChangesApproved, _)),
+            "{v:?}"
+        );
+        // What a client records of its own request is no configuration.
+        let mut applied = approved.clone();
+        applied["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"] =
+            json!("{}");
+        let v = judge_update(applied, approved, "mallory");
+        assert!(matches!(v, Verdict::Honoured(_)), "{v:?}");
+    }
+    #[test]
+    fn review_attack_a_grant_does_not_change_kind() {
+        let annotations = annotated("INC-7", "2026-11-22T13:00:00Z");
+        // alice's debug pod, and her DaemonSet, of one incident.
+        let mut debug = pod(annotations.clone());
+        debug["spec"]["containers"][0]["securityContext"] = json!({"privileged": true});
+        let debug = stamped(debug, "alice");
+        let mut ds = deployment(annotations.clone());
+        ds["kind"] = json!("DaemonSet");
+        let ds = stamped(ds, "alice");
+        // mallory gives the DaemonSet the debug pod's spec and grant: on every node.
+        let mut moved = ds.clone();
+        let template = &mut moved["spec"]["template"];
+        template["metadata"]["annotations"] = debug["metadata"]["annotations"].clone();
+        template["spec"] = debug["spec"].clone();
+        let v = judge_update(moved, ds.clone(), "mallory");
+        assert!(
+            matches!(v, Verdict::Refused(Refusal::ChangesApproved, _)),
+            "{v:?}"
+        );
+        // Or a privileged Deployment's template and grant.
+        let approved = approved_privileged(json!({}));
+        let mut moved = ds.clone();
+        moved["spec"]["template"] = approved["spec"]["template"].clone();
+        let v = judge_update(moved, ds, "mallory");
+        assert!(
+            matches!(v, Verdict::Refused(Refusal::ChangesApproved, _)),
+            "{v:?}"
+        );
+        // What the controllers copy still verifies: a CronJob's Job, the Job's pods.
+        let mut cron = json!({"apiVersion": "batch/v1", "kind": "CronJob",
+            "metadata": {"name": "backup", "namespace": "shop"},
+            "spec": {"schedule": "@hourly", "jobTemplate": {"spec": {"template":
+                approved["spec"]["template"].clone()}}}});
+        cron["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["annotations"] = annotations;
+        let cron = stamped(cron, "alice");
+        let template = cron["spec"]["jobTemplate"]["spec"]["template"].clone();
+        let job = json!({"apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": "backup-1", "namespace": "shop"},
+            "spec": {"template": template.clone()}});
+        let v = judge_create(job, "system:serviceaccount:kube-system:cronjob-controller");
+        assert!(matches!(v, Verdict::Honoured(_)), "{v:?}");
+        let job_pod = json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "backup-1-x", "namespace": "shop",
+                "annotations": template["metadata"]["annotations"].clone()},
+            "spec": template["spec"].clone()});
+        let v = judge_create(job_pod, "system:serviceaccount:kube-system:job-controller");
+        assert!(matches!(v, Verdict::Honoured(_)), "{v:?}");
     }
 }

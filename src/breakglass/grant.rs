@@ -3,15 +3,16 @@
 //!
 //! When an allow-listed person's request is honoured, /mutate stamps
 //! `palisade.dev/break-glass-grant: v1.<approver>.<tag>` beside the break-glass annotations. The
-//! tag is an HMAC-SHA256 over the namespace, the approver, the reason, the expiry and what was
-//! approved: for a kind that carries a pod spec, that pod spec and the pod's annotations; for
-//! any other kind, the object without its metadata and status, plus its labels. A later request by anyone else is honoured
-//! only if the tag still verifies, so a change to the spec voids it; the pods a controller
-//! copies from an approved template carry the grant and verify against their own spec.
+//! tag is an HMAC-SHA256 over the kind approved, the namespace, the approver, the reason, the
+//! expiry and what was approved: for a kind that carries a pod spec, that pod spec and the pod's annotations and
+//! labels; for any other kind, the object without its metadata and status, plus its labels and
+//! annotations. A later request by anyone else is honoured only if the tag still verifies, so a
+//! change to the spec voids it; the pods a controller copies from an approved template carry the
+//! grant and verify against their own spec.
 //!
 //! A controller's pod is not its template byte for byte: Kubernetes adds to pods what no
-//! template holds. Those fields are left out of what a grant covers, on both sides, and only
-//! those (see [`approved_pod_spec`]); none of them is one that the Pod Security Standards judge.
+//! template holds. Those fields are left out of what a grant covers, and only those (see
+//! [`approved_pod_spec`]); none of them is one that the Pod Security Standards judge.
 //!
 //! The key is derived (HKDF-SHA256) from the serving certificate's private key, which every
 //! replica mounts from the Secret that only Palisade reads, so it is shared without another
@@ -164,8 +165,8 @@ pub enum Invalid {
     Missing,
     Malformed,
     NoKey,
-    /// Made for another spec, reason, expiry, namespace or approver, or with a key older than
-    /// the previous one.
+    /// Made for another spec, reason, expiry, namespace, approver or kind, or with a key older
+    /// than the previous one.
     Mismatch,
 }
 
@@ -185,6 +186,10 @@ impl std::fmt::Display for Invalid {
 /// What a grant seals.
 #[derive(Debug, Clone, Copy)]
 pub struct Sealed<'a> {
+    /// The kind of the object approved, `group/Kind` (`/Pod`): an approval of one kind is not
+    /// one of another (a debug Pod's is no DaemonSet's), but for the kinds whose controllers
+    /// copy it ([`crate::breakglass`]).
+    pub kind: &'a str,
     pub namespace: &'a str,
     pub approver: &'a str,
     pub reason: &'a str,
@@ -200,6 +205,7 @@ impl Sealed<'_> {
         let mut content = Vec::new();
         canonical(self.content, &mut content);
         for field in [
+            self.kind.as_bytes(),
             self.namespace.as_bytes(),
             self.approver.as_bytes(),
             self.reason.as_bytes(),
@@ -224,9 +230,9 @@ const UNSEALED_ANNOTATIONS: [&str; 5] = [
 ];
 
 /// What an approval covers: for a kind that carries a pod template (`metadata` and `spec`),
-/// the pod spec ([`approved_pod_spec`]) and the pod's annotations, which hold settings the Pod
-/// Security Standards judge (AppArmor) and mesh opt-outs; for another kind, the object without
-/// `metadata` and `status`, and its labels.
+/// the pod spec ([`approved_pod_spec`]), the pod's annotations, which hold settings the Pod
+/// Security Standards judge (AppArmor) and mesh opt-outs, and its labels; for another kind, the
+/// object without `metadata` and `status`, and its labels and annotations.
 pub fn approved_content(object: &Value, pod_template: Option<&Value>) -> Value {
     if let Some(template) = pod_template {
         let mut annotations = template["metadata"]["annotations"]
@@ -234,48 +240,171 @@ pub fn approved_content(object: &Value, pod_template: Option<&Value>) -> Value {
             .cloned()
             .unwrap_or_default();
         annotations.retain(|k, _| !UNSEALED_ANNOTATIONS.contains(&k.as_str()));
+        // The labels decide the mesh (`sidecar.istio.io/inject`), which NetworkPolicies and
+        // Services select the pod: sealed, but for those a controller adds.
+        let mut labels = template["metadata"]["labels"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        labels.retain(|k, _| !CONTROLLER_LABELS.contains(&k.as_str()));
+        // A Pod is its own template; what only a pod gets (scheduling results) is left out for
+        // pods alone, and sealed in templates, where a tenant could write it.
+        let pod = std::ptr::eq(object, template).then_some(object);
+        // The DaemonSet controller replaces its pods' required node affinity with the node it
+        // runs each on: a DaemonSet template's cannot be checked on its pods.
+        let daemon_set = object["kind"] == "DaemonSet" && object["apiVersion"] == "apps/v1";
         return serde_json::json!({
-            "spec": approved_pod_spec(&template["spec"]),
+            "spec": normalised(&template["spec"], pod, daemon_set),
             "annotations": annotations,
+            "labels": labels,
         });
     }
     let mut rest = object.as_object().cloned().unwrap_or_default();
     rest.remove("metadata");
     rest.remove("status");
+    // Annotations configure other kinds too (an Ingress controller's snippets, a cloud load
+    // balancer's exposure): sealed, but for break-glass's own and a client's record of what it
+    // applied, which configures nothing.
+    let mut annotations = object["metadata"]["annotations"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    annotations.retain(|k, _| {
+        !UNSEALED_ANNOTATIONS.contains(&k.as_str())
+            && k != "kubectl.kubernetes.io/last-applied-configuration"
+    });
     serde_json::json!({
         "object": rest,
         "labels": object["metadata"]["labels"],
+        "annotations": annotations,
     })
+}
+
+/// Labels Kubernetes' controllers and defaulting add to the templates and pods they make.
+const CONTROLLER_LABELS: [&str; 10] = [
+    "pod-template-hash",
+    "controller-revision-hash",
+    "pod-template-generation",
+    "statefulset.kubernetes.io/pod-name",
+    "apps.kubernetes.io/pod-index",
+    "controller-uid",
+    "job-name",
+    "batch.kubernetes.io/controller-uid",
+    "batch.kubernetes.io/job-name",
+    "batch.kubernetes.io/job-completion-index",
+];
+
+/// Where the ServiceAccount admission plugin mounts the token volume.
+const TOKEN_MOUNT_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+/// The node-condition taints that DefaultTolerationSeconds and the DaemonSet controller add
+/// tolerations for.
+const NODE_CONDITION_TAINTS: [&str; 7] = [
+    "node.kubernetes.io/not-ready",
+    "node.kubernetes.io/unreachable",
+    "node.kubernetes.io/disk-pressure",
+    "node.kubernetes.io/memory-pressure",
+    "node.kubernetes.io/pid-pressure",
+    "node.kubernetes.io/unschedulable",
+    "node.kubernetes.io/network-unavailable",
+];
+
+/// Whether `volume` is the service account token volume the ServiceAccount admission plugin
+/// adds: named `kube-api-access-*`, projected from the token, the cluster's CA and the
+/// namespace only. Any other projected volume (a ConfigMap, a Secret, a token for another
+/// audience) is the tenant's, and sealed.
+fn is_token_volume(volume: &Value) -> bool {
+    let name = volume["name"].as_str().unwrap_or_default();
+    let Some(sources) = volume["projected"]["sources"].as_array() else {
+        return false;
+    };
+    let only = |v: &Value, keys: &[&str]| {
+        v.as_object()
+            .is_some_and(|m| m.keys().all(|k| keys.contains(&k.as_str())))
+    };
+    let source_ok = |s: &Value| {
+        if !only(s, &["serviceAccountToken", "configMap", "downwardAPI"])
+            || s.as_object().is_none_or(|m| m.len() != 1)
+        {
+            return false;
+        }
+        if let Some(token) = s.get("serviceAccountToken") {
+            return only(token, &["expirationSeconds", "path"]) && token["path"] == "token";
+        }
+        if let Some(ca) = s.get("configMap") {
+            return only(ca, &["name", "items"])
+                && ca["name"] == "kube-root-ca.crt"
+                && ca["items"].as_array().is_none_or(|items| {
+                    items
+                        .iter()
+                        .all(|i| i == &serde_json::json!({"key": "ca.crt", "path": "ca.crt"}))
+                });
+        }
+        s["downwardAPI"]["items"].as_array().is_some_and(|items| {
+            items
+                .iter()
+                .all(|i| i["fieldRef"]["fieldPath"] == "metadata.namespace")
+        })
+    };
+    name.starts_with("kube-api-access-")
+        && only(volume, &["name", "projected"])
+        && only(&volume["projected"], &["sources", "defaultMode"])
+        && !sources.is_empty()
+        && sources.iter().all(source_ok)
 }
 
 /// A pod spec without what Kubernetes itself adds to a pod made from a template, so that a
 /// controller's pod and its template compare equal, and nothing else:
-/// - the service account token volume (`kube-api-access-*`, projected) and its mounts, and the
-///   service account name `default` it fills in;
-/// - the node-condition tolerations (`node.kubernetes.io/*`) that DefaultTolerationSeconds and
-///   the DaemonSet controller add;
-/// - scheduling results and settings: `nodeName`, `priority`, `preemptionPolicy`, `overhead`,
-///   a StatefulSet pod's `hostname` and `subdomain`, the required node affinity a DaemonSet
-///   pod is pinned with;
-/// - container `resources` (LimitRanger's defaults, requests copied from limits);
-/// - a StatefulSet's claim volumes (`persistentVolumeClaim`);
+/// - the service account token volume (`kube-api-access-*`, projected from the token, the CA
+///   and the namespace only) and its mounts at the service account path, where a pod does not
+///   turn the token off, and the service account name `default` it fills in;
+/// - the node-condition tolerations (`node.kubernetes.io/not-ready` and the others a taint
+///   of a node's condition has, with `operator: Exists`) that DefaultTolerationSeconds and the
+///   DaemonSet controller add;
+/// - scheduling settings admission derives from sealed ones: `priority`, `preemptionPolicy`
+///   (the priority class), `overhead` (the runtime class);
+/// - the required node affinity a DaemonSet pod is pinned with (one term matching the node's
+///   name), on a pod; in a template it is sealed, but for a DaemonSet's, whose pods cannot
+///   show it;
+/// - for a Pod only (`pod`), never in a template where a tenant could write them: the
+///   scheduling result `nodeName`, a StatefulSet pod's `hostname` and `subdomain`, and its
+///   claim volumes (`persistentVolumeClaim` named `<volume>-<pod>`), not their mounts, which the
+///   template holds;
+/// - container `resources` `limits` and `requests` (LimitRanger's defaults, requests copied
+///   from limits), not the resource claims a container uses;
 /// - a Pod's own defaults: `enableServiceLinks: true`, and `hostPort` equal to the
 ///   `containerPort` on the host network.
-pub fn approved_pod_spec(spec: &Value) -> Value {
+pub fn approved_pod_spec(spec: &Value, pod: Option<&Value>) -> Value {
+    normalised(spec, pod, false)
+}
+
+/// Whether a required node affinity is the one the DaemonSet controller pins a pod with: one
+/// term, matching the node's name.
+fn is_daemon_set_pin(required: &Value) -> bool {
+    let terms = &required["nodeSelectorTerms"];
+    terms.as_array().is_some_and(|t| t.len() == 1)
+        && terms[0].as_object().is_some_and(|t| t.len() == 1)
+        && terms[0]["matchFields"].as_array().is_some_and(|f| {
+            f.len() == 1
+                && f[0]["key"] == "metadata.name"
+                && f[0]["operator"] == "In"
+                && f[0]["values"].as_array().is_some_and(|v| v.len() == 1)
+        })
+}
+
+/// [`approved_pod_spec`], for a DaemonSet's template too (`daemon_set`).
+fn normalised(spec: &Value, pod: Option<&Value>, daemon_set: bool) -> Value {
     let Some(spec) = spec.as_object() else {
         return spec.clone();
     };
     let mut spec = spec.clone();
-    for field in [
-        "nodeName",
-        "priority",
-        "preemptionPolicy",
-        "overhead",
-        "hostname",
-        "subdomain",
-        "serviceAccount",
-    ] {
+    for field in ["priority", "preemptionPolicy", "overhead", "serviceAccount"] {
         spec.remove(field);
+    }
+    if pod.is_some() {
+        for field in ["nodeName", "hostname", "subdomain"] {
+            spec.remove(field);
+        }
     }
     if spec.get("enableServiceLinks") == Some(&Value::Bool(true)) {
         spec.remove("enableServiceLinks");
@@ -287,21 +416,29 @@ pub fn approved_pod_spec(spec: &Value) -> Value {
         spec.insert("serviceAccountName".into(), Value::from("default"));
     }
     retain(&mut spec, "tolerations", |t| {
-        !t["key"]
+        let added = t["key"]
             .as_str()
-            .is_some_and(|k| k.starts_with("node.kubernetes.io/"))
+            .is_some_and(|k| NODE_CONDITION_TAINTS.contains(&k))
+            && t["operator"] == "Exists"
+            && t.get("value").is_none_or(|v| v.is_null() || v == "");
+        !added
     });
+    let token_automounted = spec.get("automountServiceAccountToken") != Some(&Value::Bool(false));
+    let pod_name = pod.and_then(|p| p["metadata"]["name"].as_str());
     let added = |v: &Value| {
-        let name = v["name"].as_str().unwrap_or_default();
-        (name.starts_with("kube-api-access-") && v.get("projected").is_some())
-            || v.get("persistentVolumeClaim").is_some()
+        (token_automounted && is_token_volume(v))
+            || pod_name.is_some_and(|pod| {
+                let name = v["name"].as_str().unwrap_or_default();
+                v["persistentVolumeClaim"]["claimName"].as_str()
+                    == Some(format!("{name}-{pod}").as_str())
+            })
     };
-    let dropped: Vec<String> = spec
+    let tokens: Vec<String> = spec
         .get("volumes")
         .and_then(Value::as_array)
         .map(|vs| {
             vs.iter()
-                .filter(|v| added(v))
+                .filter(|v| token_automounted && is_token_volume(v))
                 .filter_map(|v| v["name"].as_str().map(str::to_owned))
                 .collect()
         })
@@ -312,7 +449,17 @@ pub fn approved_pod_spec(spec: &Value) -> Value {
             .get_mut("nodeAffinity")
             .and_then(Value::as_object_mut)
         {
-            node.remove("requiredDuringSchedulingIgnoredDuringExecution");
+            // On a pod only the DaemonSet controller's pin; in a DaemonSet's template all of
+            // it (its pods cannot show it); in any other template none, a tenant writes it.
+            let left_out = match pod {
+                Some(_) => node
+                    .get("requiredDuringSchedulingIgnoredDuringExecution")
+                    .is_some_and(is_daemon_set_pin),
+                None => daemon_set,
+            };
+            if left_out {
+                node.remove("requiredDuringSchedulingIgnoredDuringExecution");
+            }
             if node.is_empty() {
                 affinity.remove("nodeAffinity");
             }
@@ -327,11 +474,29 @@ pub fn approved_pod_spec(spec: &Value) -> Value {
             continue;
         };
         for container in containers.iter_mut().filter_map(Value::as_object_mut) {
-            container.remove("resources");
+            // LimitRanger's defaults; which of the pod's resource claims (devices) a
+            // container uses stays sealed.
+            if let Some(resources) = container
+                .get_mut("resources")
+                .and_then(Value::as_object_mut)
+            {
+                resources.remove("limits");
+                resources.remove("requests");
+                if resources.is_empty() {
+                    container.remove("resources");
+                }
+            }
+            // Only the token's own mount, where the plugin puts it; a mount of that volume
+            // anywhere else is the tenant's.
             retain(container, "volumeMounts", |m| {
-                !m["name"]
+                let token = m["name"]
                     .as_str()
-                    .is_some_and(|n| dropped.iter().any(|d| d == n))
+                    .is_some_and(|n| tokens.iter().any(|t| t == n));
+                let keys_ok = m.as_object().is_some_and(|m| {
+                    m.keys()
+                        .all(|k| ["name", "mountPath", "readOnly"].contains(&k.as_str()))
+                });
+                !(token && keys_ok && m["mountPath"] == TOKEN_MOUNT_PATH && m["readOnly"] == true)
             });
             if host_network
                 && let Some(ports) = container.get_mut("ports").and_then(Value::as_array_mut)
@@ -400,6 +565,7 @@ mod tests {
 
     fn sealed<'a>(content: &'a Value, reason: &'a str) -> Sealed<'a> {
         Sealed {
+            kind: "apps/Deployment",
             namespace: "shop",
             approver: "alice",
             reason,
@@ -430,6 +596,9 @@ mod tests {
         let mut elsewhere = sealed(&spec, "INC-1");
         elsewhere.namespace = "prod";
         assert_eq!(keys.verify(&grant, &elsewhere), Err(Invalid::Mismatch));
+        let mut other_kind = sealed(&spec, "INC-1");
+        other_kind.kind = "apps/DaemonSet";
+        assert_eq!(keys.verify(&grant, &other_kind), Err(Invalid::Mismatch));
         // The approver is sealed: naming someone else in the grant breaks it.
         let forged = grant.replacen("YWxpY2U", &URL_SAFE_NO_PAD.encode("bob"), 1);
         assert_eq!(
@@ -490,6 +659,14 @@ mod tests {
         assert!(keys.verify(&newer, &sealed(&a, "r")).is_ok());
     }
 
+    /// The token volume as the ServiceAccount admission plugin writes it.
+    fn token_volume(name: &str) -> Value {
+        json!({"name": name, "projected": {"defaultMode": 420, "sources": [
+            {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+            {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+            {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}}]}})
+    }
+
     #[test]
     fn a_controllers_pod_compares_equal_to_its_template_and_nothing_else_is_left_out() {
         let template = json!({
@@ -505,13 +682,17 @@ mod tests {
         pod["serviceAccountName"] = json!("default");
         pod["serviceAccount"] = json!("default");
         pod["containers"][0]["resources"]["requests"] = json!({"cpu": "1"});
-        pod["containers"][0]["volumeMounts"] = json!([{"name": "kube-api-access-x1", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"}]);
+        pod["containers"][0]["volumeMounts"] = json!([{"name": "kube-api-access-x1", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount", "readOnly": true}]);
         pod["volumes"]
             .as_array_mut()
             .unwrap()
-            .push(json!({"name": "kube-api-access-x1", "projected": {"sources": []}}));
-        pod["tolerations"].as_array_mut().unwrap().push(json!({"key": "node.kubernetes.io/not-ready", "effect": "NoExecute", "tolerationSeconds": 300}));
-        assert_eq!(approved_pod_spec(&pod), approved_pod_spec(&template));
+            .push(token_volume("kube-api-access-x1"));
+        pod["tolerations"].as_array_mut().unwrap().push(json!({"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}));
+        let object = json!({"metadata": {"name": "web-5d8f-x1"}});
+        assert_eq!(
+            approved_pod_spec(&pod, Some(&object)),
+            approved_pod_spec(&template, None)
+        );
 
         // What the Pod Security Standards judge is never left out.
         for (path, value) in [
@@ -536,18 +717,100 @@ mod tests {
                 }
             }
             assert_ne!(
-                approved_pod_spec(&changed),
-                approved_pod_spec(&template),
+                approved_pod_spec(&changed, None),
+                approved_pod_spec(&template, None),
                 "{path}"
             );
         }
+        // A container's resource claims (devices) are sealed, its limits and requests not.
+        let mut claims = template.clone();
+        claims["containers"][0]["resources"]["claims"] = json!([{"name": "gpu"}]);
+        assert_ne!(
+            approved_pod_spec(&claims, None),
+            approved_pod_spec(&template, None)
+        );
         // A projected volume named like the token volume is left out only with that name.
         let mut renamed = template.clone();
         renamed["volumes"]
             .as_array_mut()
             .unwrap()
             .push(json!({"name": "tokens", "projected": {"sources": []}}));
-        assert_ne!(approved_pod_spec(&renamed), approved_pod_spec(&template));
+        assert_ne!(
+            approved_pod_spec(&renamed, None),
+            approved_pod_spec(&template, None)
+        );
+    }
+
+    #[test]
+    fn only_a_pods_own_scheduling_results_and_claims_are_left_out() {
+        let template = json!({"containers": [{"name": "c", "image": "i",
+            "volumeMounts": [{"name": "data", "mountPath": "/data"}]}]});
+        let mut pod = template.clone();
+        pod["nodeName"] = json!("node-1");
+        pod["hostname"] = json!("web-0");
+        pod["subdomain"] = json!("web");
+        pod["volumes"] =
+            json!([{"name": "data", "persistentVolumeClaim": {"claimName": "data-web-0"}}]);
+        let object = json!({"metadata": {"name": "web-0"}});
+        assert_eq!(
+            approved_pod_spec(&pod, Some(&object)),
+            approved_pod_spec(&template, None)
+        );
+        // In a template, where a tenant writes them, they are sealed.
+        assert_ne!(
+            approved_pod_spec(&pod, None),
+            approved_pod_spec(&template, None)
+        );
+        // A claim not named after the pod is the tenant's.
+        pod["volumes"][0]["persistentVolumeClaim"]["claimName"] = json!("mine");
+        assert_ne!(
+            approved_pod_spec(&pod, Some(&object)),
+            approved_pod_spec(&template, None)
+        );
+        // The token volume only as the plugin writes it, only at its own path, and not where
+        // the pod turns the token off.
+        let with_token = |volume: Value, mount_path: &str, spec: &Value| {
+            let mut spec = spec.clone();
+            spec["volumes"] = json!([volume]);
+            spec["containers"][0]["volumeMounts"] = json!([{"name": "kube-api-access-x",
+                "mountPath": mount_path, "readOnly": true}]);
+            spec
+        };
+        let bare = json!({"containers": [{"name": "c", "image": "i"}]});
+        let token = token_volume("kube-api-access-x");
+        assert_eq!(
+            approved_pod_spec(&with_token(token.clone(), TOKEN_MOUNT_PATH, &bare), None),
+            approved_pod_spec(&bare, None)
+        );
+        assert_ne!(
+            approved_pod_spec(&with_token(token.clone(), "/bin", &bare), None),
+            approved_pod_spec(&bare, None)
+        );
+        let mut secret = token.clone();
+        secret["projected"]["sources"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"secret": {"name": "db"}}));
+        let mut audience = token.clone();
+        audience["projected"]["sources"][0]["serviceAccountToken"]["audience"] = json!("vault");
+        let mut ca = token;
+        ca["projected"]["sources"][1]["configMap"]["items"] =
+            json!([{"key": "payload", "path": "ca.crt"}]);
+        for volume in [secret, audience, ca] {
+            assert_ne!(
+                approved_pod_spec(&with_token(volume, TOKEN_MOUNT_PATH, &bare), None),
+                approved_pod_spec(&bare, None)
+            );
+        }
+        let mut off = bare.clone();
+        off["automountServiceAccountToken"] = json!(false);
+        assert_ne!(
+            approved_pod_spec(
+                &with_token(token_volume("kube-api-access-x"), TOKEN_MOUNT_PATH, &off),
+                None
+            ),
+            approved_pod_spec(&off, None)
+        );
     }
 
     #[test]
@@ -565,10 +828,18 @@ mod tests {
         assert_ne!(approved_content(&json!({}), Some(&unconfined)), sealed);
         let mut relabelled = template;
         relabelled["metadata"]["labels"] = json!({"mtls": "off"});
-        assert_eq!(
+        assert_ne!(
             approved_content(&json!({}), Some(&relabelled)),
             sealed,
-            "labels are not sealed"
+            "labels are sealed"
+        );
+        // But not those the controllers add to what they make.
+        let mut hashed = relabelled.clone();
+        hashed["metadata"]["labels"]["pod-template-hash"] = json!("5d8f");
+        hashed["metadata"]["labels"]["batch.kubernetes.io/controller-uid"] = json!("1");
+        assert_eq!(
+            approved_content(&json!({}), Some(&hashed)),
+            approved_content(&json!({}), Some(&relabelled))
         );
     }
 

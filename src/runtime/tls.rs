@@ -404,6 +404,7 @@ mod tests {
         use crate::breakglass::grant::Sealed;
         let content = serde_json::json!({"containers": []});
         let sealed = Sealed {
+            kind: "/Pod",
             namespace: "shop",
             approver: "alice",
             reason: "INC-1",

@@ -23,6 +23,7 @@ mod netpol_props;
 mod pod_paths;
 mod pod_security;
 mod process;
+mod review_attacks;
 mod rollout;
 mod server;
 mod tls;
