@@ -25,8 +25,9 @@ pub struct PodPath {
     /// The operations that can put a pod spec into the cluster through this resource: what both
     /// webhooks are sent, at least.
     pub validate: &'static [&'static str],
-    /// What the mutating webhook is sent. A Pod's spec cannot change after its creation except
-    /// through the ephemeral containers subresource, so a Pod's update is not mutated.
+    /// What the mutating webhook is sent. A Pod's update is sent only to stamp break-glass
+    /// grants: its spec cannot change after creation except through the ephemeral containers
+    /// subresource, so the mutators do not run on it.
     pub mutate: &'static [&'static str],
     /// Where the pod template (`metadata` and `spec` of the pods to be) is in the object; empty
     /// for a Pod, which is its own template.
@@ -47,7 +48,7 @@ pub const POD_PATHS: [PodPath; 10] = [
         kind: "Pod",
         resource: "pods",
         validate: CREATE_UPDATE,
-        mutate: &["CREATE"],
+        mutate: CREATE_UPDATE,
         template: &[],
         owner: false,
     },

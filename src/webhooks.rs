@@ -10,8 +10,9 @@
 //!   mutation of a running Pod's update would make the API server refuse that update.
 //!
 //! - Both: every kind and subresource that carries a pod spec ([`crate::podpaths`]), whatever
-//!   the bundle holds: break-glass is judged and its grants stamped there, and a pod path that
-//!   no webhook sees is a way around every pod policy.
+//!   the bundle holds (a Pod's UPDATE too, for break-glass grants only: the mutators do not run
+//!   on it), since break-glass is judged and its grants stamped there, and a pod path that no
+//!   webhook sees is a way around every pod policy.
 //!
 //! Kinds become resources through the table of the built-in kinds, else Kubernetes' own guess
 //! (lower case, plural), which is what CRDs use unless they name their plural otherwise.

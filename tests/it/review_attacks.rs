@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use crate::rollout::{
-    BREAK_GLASS, controller_pod, glass, glass_deployment, mutated, pod_review, send, start,
+    BREAK_GLASS, controller_pod, decoded_patch, glass, glass_deployment, mutated, pod_review, send,
+    start,
 };
 use serde_json::{Value, json};
 
@@ -192,7 +193,6 @@ async fn malformed_pod_templates_are_answered_and_never_honoured() {
 /// break-glassed pod gets no new grant: the pod keeps the grant of what was approved before,
 /// and anyone may change it back to that.
 #[tokio::test]
-#[ignore = "open finding: a Pod UPDATE by an allow-listed person is not stamped (no /mutate for Pod UPDATE), so the old grant lets anyone roll the pod back to what was approved before"]
 async fn an_approved_change_of_a_pod_cannot_be_rolled_back_by_anyone_else() {
     let (server, _) = start(BREAK_GLASS, &[]).await;
     let client = server.client();
@@ -207,11 +207,20 @@ async fn an_approved_change_of_a_pod_cannot_be_rolled_back_by_anyone_else() {
     )
     .await;
     assert_eq!(send(&client, "/validate", &created).await["allowed"], true);
-    // alice replaces the image; the API server sends this UPDATE to /validate only.
+    // alice replaces the image; /mutate stamps a new grant (and nothing else: the mutators do
+    // not run on a Pod's update).
     let mut fixed = update_by(&created, "alice", |o| {
         o["spec"]["containers"][0]["image"] = json!("registry.example.com/debug:patched");
     });
     fixed["request"]["userInfo"] = json!({"username": "alice", "groups": []});
+    let rsp = send(&client, "/mutate", &fixed).await;
+    let patch = decoded_patch(&rsp);
+    assert_eq!(patch.len(), 1, "{patch:?}");
+    assert_eq!(
+        patch[0]["path"],
+        "/metadata/annotations/palisade.dev~1break-glass-grant"
+    );
+    let fixed = mutated(&client, &fixed).await;
     assert_eq!(send(&client, "/validate", &fixed).await["allowed"], true);
     // mallory puts the old image back, keeping annotations and the old grant.
     let back = update_by(&fixed, "mallory", |o| {
