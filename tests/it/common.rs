@@ -525,3 +525,42 @@ impl Rng {
         *self.pick(items)
     }
 }
+
+/// The JSON patch of a /mutate answer, decoded; empty when the answer has none.
+pub fn decoded_patch(rsp: &serde_json::Value) -> Vec<serde_json::Value> {
+    use base64::Engine as _;
+    let Some(patch) = rsp["patch"].as_str() else {
+        return Vec::new();
+    };
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(patch)
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+/// `review` after /mutate, its patch applied as the API server applies it, and whether there
+/// was a patch.
+pub async fn mutate(client: &Client, review: &serde_json::Value) -> (serde_json::Value, bool) {
+    let rsp = client
+        .review(
+            Proto::Http2,
+            "/mutate",
+            &serde_json::to_vec(review).unwrap(),
+        )
+        .await;
+    assert_eq!(rsp["allowed"], true, "{rsp}");
+    let ops = decoded_patch(&rsp);
+    let mut review = review.clone();
+    let patched = rsp.get("patch").is_some();
+    if patched {
+        let patch: json_patch::Patch =
+            serde_json::from_value(serde_json::Value::Array(ops)).unwrap();
+        json_patch::patch(&mut review["request"]["object"], &patch).unwrap();
+    }
+    (review, patched)
+}
+
+/// `review` after /mutate, as the API server sends it on to /validate.
+pub async fn mutated(client: &Client, review: &serde_json::Value) -> serde_json::Value {
+    mutate(client, review).await.0
+}

@@ -4,9 +4,7 @@
 use std::time::Duration;
 
 use crate::common::*;
-use crate::rollout::{
-    BREAK_GLASS, controller_pod, decoded_patch, glass, glass_deployment, mutated, send, start,
-};
+use crate::rollout::{BREAK_GLASS, controller_pod, glass, glass_deployment, send, start};
 use serde_json::{Value, json};
 
 /// A running pod in `payments` (security-level high, with a default-deny): created through

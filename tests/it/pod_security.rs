@@ -18,7 +18,6 @@
 use std::path::Path;
 
 use crate::common::*;
-use base64::Engine as _;
 use serde_json::{Value, json};
 
 const FIXTURES: &str = "tests/data/pod-security-admission";
@@ -106,26 +105,8 @@ struct Outcome {
 }
 
 /// /mutate, the patch applied as the API server applies it, then /validate on the result.
-async fn admit(client: &Client, mut review: Value) -> Outcome {
-    let rsp = client
-        .review(
-            Proto::Http2,
-            "/mutate",
-            &serde_json::to_vec(&review).unwrap(),
-        )
-        .await;
-    assert_eq!(rsp["allowed"], true, "{rsp}");
-    let mutated = match rsp["patch"].as_str() {
-        Some(patch) => {
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(patch)
-                .unwrap();
-            let patch: json_patch::Patch = serde_json::from_slice(&bytes).unwrap();
-            json_patch::patch(&mut review["request"]["object"], &patch).unwrap();
-            true
-        }
-        None => false,
-    };
+async fn admit(client: &Client, review: Value) -> Outcome {
+    let (mut review, mutated) = mutate(client, &review).await;
     let rsp = client
         .review(
             Proto::Http2,

@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
+use crate::common::{decoded_patch, mutated};
 use crate::rollout::{
-    BREAK_GLASS, controller_pod, decoded_patch, glass, glass_deployment, mutated, pod_review, send,
-    start,
+    BREAK_GLASS, controller_pod, glass, glass_deployment, pod_review, send, start,
 };
 use serde_json::{Value, json};
 

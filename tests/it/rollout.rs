@@ -418,32 +418,6 @@ async fn unauthorised_users_cannot_plant_the_annotation_on_objects_or_templates(
     assert_eq!(rsp["allowed"], true, "{rsp}");
 }
 
-/// The JSON patch of a /mutate answer, decoded.
-pub(crate) fn decoded_patch(rsp: &Value) -> Vec<Value> {
-    use base64::Engine as _;
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(
-            rsp["patch"]
-                .as_str()
-                .unwrap_or_else(|| panic!("no patch: {rsp}")),
-        )
-        .unwrap();
-    serde_json::from_slice(&bytes).unwrap()
-}
-
-/// `review` after /mutate, its patch applied as the API server applies it.
-pub(crate) async fn mutated(client: &Client, review: &Value) -> Value {
-    let rsp = send(client, "/mutate", review).await;
-    assert_eq!(rsp["allowed"], true, "{rsp}");
-    let mut review = review.clone();
-    if rsp.get("patch").is_some() {
-        let patch: json_patch::Patch =
-            serde_json::from_value(Value::Array(decoded_patch(&rsp))).unwrap();
-        json_patch::patch(&mut review["request"]["object"], &patch).unwrap();
-    }
-    review
-}
-
 /// alice's privileged Deployment with break-glass on its pod template, as the API server sends it.
 pub(crate) fn glass_deployment(user: &str, annotations: Value) -> Value {
     let mut review: Value =

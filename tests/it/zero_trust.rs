@@ -4,7 +4,6 @@
 use std::path::PathBuf;
 
 use crate::common::*;
-use base64::Engine as _;
 use palisade::bundle::Bundle;
 use palisade::cli::test as objects;
 use palisade::cli::verify::{self as suite, Expect};
@@ -186,19 +185,8 @@ pub(crate) async fn create_pod(client: &Client, namespace: &str) -> Value {
     in_namespace(&mut review, namespace);
     review["request"]["object"]["spec"]["containers"][0]["resources"] =
         json!({"limits": {"cpu": "250m", "memory": "64Mi"}});
-    let rsp = client
-        .review(
-            Proto::Http2,
-            "/mutate",
-            &serde_json::to_vec(&review).unwrap(),
-        )
-        .await;
-    assert_eq!(rsp["allowed"], true, "{rsp}");
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(rsp["patch"].as_str().unwrap())
-        .unwrap();
-    let patch: json_patch::Patch = serde_json::from_slice(&bytes).unwrap();
-    json_patch::patch(&mut review["request"]["object"], &patch).unwrap();
+    let (review, patched) = mutate(client, &review).await;
+    assert!(patched, "a plain pod is always mutated");
     client
         .review(
             Proto::Http2,
@@ -589,22 +577,8 @@ fn pod_security_catches_each_single_change_to_a_hardened_container() {
 }
 
 /// /mutate, the patch applied as the API server does, then /validate on the result.
-async fn mutate_then_validate(client: &Client, mut review: Value) -> Value {
-    let rsp = client
-        .review(
-            Proto::Http2,
-            "/mutate",
-            &serde_json::to_vec(&review).unwrap(),
-        )
-        .await;
-    assert_eq!(rsp["allowed"], true, "{rsp}");
-    if let Some(patch) = rsp["patch"].as_str() {
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(patch)
-            .unwrap();
-        let patch: json_patch::Patch = serde_json::from_slice(&bytes).unwrap();
-        json_patch::patch(&mut review["request"]["object"], &patch).unwrap();
-    }
+async fn mutate_then_validate(client: &Client, review: Value) -> Value {
+    let review = mutated(client, &review).await;
     client
         .review(
             Proto::Http2,
