@@ -300,7 +300,9 @@ pub fn judge(
         );
     }
 
-    let Some(index) = new.iter().position(|p| p.reason.is_some()) else {
+    // The pod template's annotations first, when both carry them: they are the ones the
+    // controllers copy into the pods, with their grant.
+    let Some(index) = new.iter().rposition(|p| p.reason.is_some()) else {
         return if new.iter().any(|p| p.expires.is_some()) {
             Verdict::Ignored(format!("{EXPIRES} is set without {REASON}"))
         } else {
@@ -656,6 +658,32 @@ mod tests {
             "metadata": {"name": "web", "namespace": "shop"},
             "spec": {"template": {"metadata": {"annotations": template_annotations},
                 "spec": {"containers": [{"name": "c", "image": "nginx"}]}}}})
+    }
+
+    #[test]
+    fn annotations_on_the_workload_and_its_template_seal_the_template() {
+        // Both carry break-glass: the grant goes where the pods copy it from.
+        let mut both = deployment(annotated("INC-7", "2026-11-22T13:00:00Z"));
+        both["metadata"]["annotations"] = annotated("INC-7 object", "2026-11-22T13:30:00Z");
+        let v = judge_create(both.clone(), "alice");
+        assert!(
+            matches!(v, Verdict::Honoured(Use { ref stamp, ref reason, .. })
+                if reason == "INC-7" && stamp.as_ref().is_some_and(|(at, _)| at == "/spec/template/metadata/annotations")),
+            "{v:?}"
+        );
+        // And a controller's pod of it is honoured.
+        let approved = stamped(both, "alice");
+        let template = &approved["spec"]["template"];
+        let mut pod = json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": template["metadata"].clone(), "spec": template["spec"].clone()});
+        pod["metadata"]["namespace"] = json!("shop");
+        assert!(matches!(
+            judge_create(
+                pod,
+                "system:serviceaccount:kube-system:replicaset-controller"
+            ),
+            Verdict::Honoured(_)
+        ));
     }
 
     #[test]

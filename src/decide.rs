@@ -133,10 +133,10 @@ impl Decider {
         let (response, violations) = match endpoint {
             Endpoint::Mutate => {
                 let response = match &glass {
-                    // Mutation is safe, so it follows the modes only where it is turned off.
-                    _ if !mode.mutation => Response::allow(),
                     // An emergency pod runs as written, with the grant that seals what its
-                    // approver approved.
+                    // approver approved: stamped where mutation is turned off too, since it
+                    // changes nothing the object does, and the pods a controller makes of it
+                    // are honoured only with it.
                     Verdict::Honoured(used) => {
                         let mut response = Response::allow();
                         response
@@ -147,6 +147,8 @@ impl Decider {
                         }
                         response
                     }
+                    // Mutation is safe, so it follows the modes only where it is turned off.
+                    _ if !mode.mutation => Response::allow(),
                     _ => mutate(bundle, review, namespace),
                 };
                 (response, Vec::new())

@@ -265,3 +265,28 @@ async fn the_generated_default_deny_cannot_be_break_glassed_by_dropping_its_labe
         Some(1.0)
     );
 }
+
+/// Where mutation is turned off, an approval is still sealed: the grant changes nothing the
+/// object does, and a controller's pods are honoured only with it.
+#[tokio::test]
+async fn break_glass_is_sealed_where_mutation_is_off() {
+    let config = format!("{BREAK_GLASS}namespaces:\n  - names: [shop]\n    mutation: false\n");
+    let (server, _) = start(&config, &[]).await;
+    let client = server.client();
+    let deployment = mutated(
+        &client,
+        &glass_deployment("alice", glass("INC-12", Duration::from_secs(600))),
+    )
+    .await;
+    let template = &deployment["request"]["object"]["spec"]["template"];
+    assert!(
+        template["metadata"]["annotations"]["palisade.dev/break-glass-grant"].is_string(),
+        "{template}"
+    );
+    // Nothing else was mutated: a plain pod in shop gets no patch.
+    let plain = crate::rollout::pod_review("shop", "dev", &[], json!({}));
+    let (_, patched) = mutate(&client, &plain).await;
+    assert!(!patched);
+    let rsp = send(&client, "/validate", &controller_pod(&deployment)).await;
+    assert_eq!(rsp["allowed"], true, "{rsp}");
+}
