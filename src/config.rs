@@ -271,6 +271,19 @@ impl Config {
                 ),
             ));
         }
+        // A namespace's service accounts: whoever may create pods there may run as any of them.
+        if let Some(g) = glass
+            .groups
+            .iter()
+            .find(|g| g.starts_with("system:serviceaccounts:"))
+        {
+            return Err((
+                "breakGlass.groups".into(),
+                format!(
+                    "{g:?} holds every service account of a namespace, and so anyone who may create pods there: name people's groups, or the one service account in breakGlass.users"
+                ),
+            ));
+        }
         if glass
             .users
             .iter()
@@ -415,6 +428,11 @@ mod tests {
                 "breakGlass:\n  groups: [system:authenticated]\n",
                 "breakGlass.groups",
                 "every user",
+            ),
+            (
+                "breakGlass:\n  groups: [sre, \"system:serviceaccounts:ci\"]\n",
+                "breakGlass.groups",
+                "every service account of a namespace",
             ),
             (
                 "audit:\n  interval: 10ms\n",
