@@ -74,6 +74,10 @@ pub enum DecodeError {
     #[error("AdmissionReview request.uid is empty: the response must echo it")]
     EmptyUid,
     #[error(
+        "AdmissionRequest has neither object nor oldObject: give the object under review as request.object (request.oldObject on DELETE)"
+    )]
+    NoObject,
+    #[error(
         "AdmissionReview request.{field} is {found}, expected the object under review (a mapping): the API server sends request.object on CREATE and UPDATE, request.oldObject on DELETE"
     )]
     NotAnObject {
@@ -124,12 +128,60 @@ pub struct Review {
 impl Review {
     /// Reads an AdmissionRequest's JSON. On DELETE, `object` becomes the old object, as
     /// Gatekeeper presents it to policies.
-    pub fn from_request_json(mut json: Value) -> Result<Self, DecodeError> {
+    pub fn from_request_json(json: Value) -> Result<Self, DecodeError> {
         let envelope: Envelope = serde_path_to_error::deserialize(&json)
             .map_err(|e| DecodeError::Request(without_values(&e.to_string())))?;
         if envelope.uid.is_empty() {
             return Err(DecodeError::EmptyUid);
         }
+        Self::with_envelope(envelope, json)
+    }
+
+    /// Reads an AdmissionRequest written by hand for a test, as gator reads one: `uid` may be
+    /// missing or empty (nothing echoes it), and `kind` may be missing, in which case the
+    /// object's own `apiVersion` and `kind` say what it is (Gatekeeper matches on those) while
+    /// policies see the request's zero-valued `kind`, as gator gives them. The request still
+    /// needs an `object` or `oldObject` and an `operation`. The webhook never reads requests
+    /// this way: the API server always sends both fields.
+    pub fn from_test_request_json(mut json: Value) -> Result<Self, DecodeError> {
+        let Some(request) = json.as_object_mut() else {
+            return Err(DecodeError::Request(format!(
+                "expected a mapping, found {}",
+                crate::object::json_type(&json)
+            )));
+        };
+        if request.get("uid").is_none_or(Value::is_null) {
+            request.insert("uid".into(), Value::from(""));
+        }
+        let given_kind = request.get("kind").is_some_and(|k| !k.is_null());
+        if !given_kind {
+            request.insert(
+                "kind".into(),
+                serde_json::json!({"group": "", "version": "", "kind": ""}),
+            );
+        }
+        let mut envelope: Envelope = serde_path_to_error::deserialize(&json)
+            .map_err(|e| DecodeError::Request(without_values(&e.to_string())))?;
+        if !given_kind {
+            let of = if json["object"].is_object() {
+                &json["object"]
+            } else {
+                &json["oldObject"]
+            };
+            let described = ObjectRef::of(of);
+            envelope.kind = Gvk {
+                group: described.group,
+                version: described.version,
+                kind: described.kind,
+            };
+        }
+        if json["object"].is_null() && json["oldObject"].is_null() {
+            return Err(DecodeError::NoObject);
+        }
+        Self::with_envelope(envelope, json)
+    }
+
+    fn with_envelope(envelope: Envelope, mut json: Value) -> Result<Self, DecodeError> {
         if envelope.operation == Operation::Delete && json["object"].is_null() {
             json["object"] = json["oldObject"].clone();
         }
@@ -431,6 +483,79 @@ mod tests {
 
     fn encoded(rsp: &Response, uid: &str) -> Value {
         serde_json::from_slice(&rsp.encode(uid)).unwrap()
+    }
+
+    /// gator's form of a hand-written request (the gatekeeper-library's update.yaml cases): the
+    /// CLI reads it, the webhook's decoder still refuses it.
+    #[test]
+    fn a_test_request_may_leave_out_uid_and_kind() {
+        let request = serde_json::json!({
+            "operation": "UPDATE",
+            "object": {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": "shop"}},
+            "oldObject": {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": "shop"}},
+        });
+        let review = Review::from_test_request_json(request.clone()).unwrap();
+        let of = review.object_ref();
+        assert_eq!(
+            (of.group.as_str(), of.version.as_str(), of.kind.as_str()),
+            ("apps", "v1", "Deployment")
+        );
+        assert_eq!((of.namespace.as_str(), of.name.as_str()), ("shop", "web"));
+        assert_eq!(review.operation(), Some(Operation::Update));
+        // Policies see what gator gives them: the request's kind, zero-valued.
+        assert_eq!(review.json()["kind"]["kind"], "");
+        assert_eq!(review.uid(), "");
+
+        for strict in [
+            Review::from_request_json(request.clone()),
+            Review::from_request_json({
+                let mut r = request.clone();
+                r["uid"] = "u".into();
+                r
+            }),
+        ] {
+            assert!(strict.is_err(), "the webhook's decoder stays strict");
+        }
+    }
+
+    #[test]
+    fn a_test_request_without_kind_is_read_from_the_old_object_on_delete() {
+        let review = Review::from_test_request_json(serde_json::json!({
+            "operation": "DELETE",
+            "oldObject": {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "n"}},
+        }))
+        .unwrap();
+        assert_eq!(review.object_ref().kind, "Pod");
+        assert_eq!(review.object()["metadata"]["name"], "p");
+        // A given kind is kept, even when the object says otherwise.
+        let review = Review::from_test_request_json(serde_json::json!({
+            "uid": "x", "operation": "CREATE",
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "object": {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "p"}},
+        }))
+        .unwrap();
+        assert_eq!(review.object_ref().kind, "Pod");
+    }
+
+    #[test]
+    fn a_test_request_still_needs_an_object_an_operation_and_a_mapping() {
+        for (request, says) in [
+            (serde_json::json!({"operation": "CREATE"}), "neither object nor oldObject"),
+            (
+                serde_json::json!({"object": {"apiVersion": "v1", "kind": "Pod"}}),
+                "operation",
+            ),
+            (
+                serde_json::json!({"operation": "CREATE", "object": "Pod"}),
+                "request.object is a string",
+            ),
+            (serde_json::json!(["CREATE"]), "expected a mapping"),
+        ] {
+            let error = Review::from_test_request_json(request.clone())
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(says), "{request}: {error}");
+        }
     }
 
     #[test]
