@@ -540,7 +540,10 @@ mod tests {
     #[test]
     fn a_test_request_still_needs_an_object_an_operation_and_a_mapping() {
         for (request, says) in [
-            (serde_json::json!({"operation": "CREATE"}), "neither object nor oldObject"),
+            (
+                serde_json::json!({"operation": "CREATE"}),
+                "neither object nor oldObject",
+            ),
             (
                 serde_json::json!({"object": {"apiVersion": "v1", "kind": "Pod"}}),
                 "operation",

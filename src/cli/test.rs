@@ -27,11 +27,13 @@ use crate::sources::files;
 pub struct ObjectArgs {
     /// Objects to evaluate: a file, a directory, or - for standard input (repeatable). YAML or
     /// JSON, several documents, Lists and AdmissionReviews (bare objects are reviewed as CREATE).
+    /// As with gator, ConstraintTemplates, Constraints and the other Gatekeeper kinds may be
+    /// given here too: they are then the policy bundle (with `--policies` only when it is set).
     #[arg(short = 'f', long = "filename", required = true)]
     pub inputs: Vec<String>,
-    /// The policy bundle.
-    #[arg(long, env = "PALISADE_POLICIES", default_value = "policies")]
-    pub policies: PathBuf,
+    /// The policy bundle [default: policies, unless `-f` gives the policies].
+    #[arg(long, env = "PALISADE_POLICIES")]
+    pub policies: Option<PathBuf>,
     /// More objects for data.inventory: files or directories, repeatable or comma-separated (the
     /// objects under test are always included).
     #[arg(long, value_delimiter = ',')]
@@ -41,14 +43,42 @@ pub struct ObjectArgs {
 impl ObjectArgs {
     /// The bundle (with `eval`'s engine options), the documents, and the inventory objects
     /// (without the documents).
+    ///
+    /// gator's form, `-f templates/ -f constraints/ -f objects/`, works too: the Gatekeeper
+    /// documents among the inputs are the bundle (joined by `--policies` when it is set), the
+    /// rest are the objects. Policies without objects to test are an error.
     pub fn load(&self, eval: &EvalArgs) -> anyhow::Result<(Bundle, Vec<Document>, Vec<Value>)> {
-        let bundle = load_bundle(&self.policies, &eval.options()).with_context(|| {
-            format!(
-                "cannot load the policy bundle at {}",
-                self.policies.display()
-            )
-        })?;
-        let docs = read_inputs(&self.inputs).map_err(anyhow::Error::msg)?;
+        let (policies, docs): (Vec<Document>, Vec<Document>) = read_inputs(&self.inputs)
+            .map_err(anyhow::Error::msg)?
+            .into_iter()
+            .partition(|d| is_gatekeeper_policy(d));
+        let bundle = if policies.is_empty() {
+            let path = self
+                .policies
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("policies"));
+            load_bundle(&path, &eval.options())
+                .with_context(|| format!("cannot load the policy bundle at {}", path.display()))?
+        } else {
+            let mut all = match &self.policies {
+                Some(path) => files::read_path(path).with_context(|| {
+                    format!("cannot read the policy bundle at {}", path.display())
+                })?,
+                None => Vec::new(),
+            };
+            all.extend(policies);
+            let bundle = Bundle::from_documents(all, &eval.options())
+                .context("cannot load the policies given with -f")?;
+            for warning in bundle.warnings() {
+                tracing::warn!(%warning, "policy bundle");
+            }
+            bundle
+        };
+        if docs.is_empty() {
+            anyhow::bail!(
+                "-f gave no objects to test (only policies, or nothing at all): add the objects (a file, a directory or -) with another -f"
+            );
+        }
         let inventory = files::read_objects(&self.inventory)?;
         Ok((bundle, docs, inventory))
     }
@@ -67,6 +97,12 @@ pub struct TestArgs {
 impl TestArgs {
     pub(crate) fn run(self) -> anyhow::Result<ExitCode> {
         let (bundle, docs, inventory) = self.objects.load(&self.eval)?;
+        // A run that tested nothing must not read as "0 violations".
+        if bundle.policies().constraints().is_empty() {
+            anyhow::bail!(
+                "the policy bundle has no constraints, so nothing would be tested: give the Constraints with -f (beside their ConstraintTemplates) or point --policies at a bundle that has them"
+            );
+        }
         let reports = check(&bundle, docs, inventory).map_err(anyhow::Error::msg)?;
         match self.output {
             OutputFormat::Text => print!("{}", render_text(&reports)),
@@ -101,6 +137,12 @@ impl Report {
         };
         crate::object::ObjectRef::of(obj).to_string()
     }
+}
+
+/// Whether a document is part of a Gatekeeper policy bundle (a template, a constraint, a mutator,
+/// an expansion template, a provider, a Config or SyncSet) rather than an object to test.
+fn is_gatekeeper_policy(doc: &Document) -> bool {
+    doc.group().ends_with(".gatekeeper.sh") && doc.group() != "test.gatekeeper.sh"
 }
 
 /// Reads objects from files, directories, or `-` for standard input.

@@ -324,3 +324,56 @@ fn test_command_reads_standard_input_and_uses_the_objects_as_inventory() {
         String::from_utf8_lossy(&with_policy.stdout)
     );
 }
+
+/// gator's form: templates, constraints and objects together under `-f`. The policies given
+/// there are the bundle (the repository's `policies/` is not read), and a run that would test
+/// nothing is an error, never "0 violations".
+#[test]
+fn test_command_takes_templates_and_constraints_under_f_as_gator_does() {
+    let dir = repo_path("tests/data/gatekeeper/allowed-repos");
+    let run = |args: &[&str]| {
+        let mut command = Command::new(BIN);
+        command
+            .current_dir(repo_path(""))
+            .env_remove("PALISADE_POLICIES")
+            .arg("test");
+        for a in args {
+            command.arg("-f").arg(dir.join(a));
+        }
+        let out = command.output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    let (code, stdout, stderr) = run(&["template.yaml", "constraint.yaml", "samples"]);
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert!(
+        stdout.ends_with("2 objects, 2 violations (2 deny, 0 warn, 0 dryrun)\n"),
+        "only the constraint given with -f judges, and the policies are not objects: {stdout}"
+    );
+    assert!(
+        stdout.contains("K8sAllowedRepos/trusted-registries [deny]"),
+        "{stdout}"
+    );
+
+    // Policies and nothing to test.
+    let (code, stdout, stderr) = run(&["template.yaml", "constraint.yaml"]);
+    assert_ne!(code, Some(0), "{stdout}");
+    assert!(stderr.contains("no objects to test"), "{stderr}");
+
+    // A template without its constraint would test nothing.
+    let (code, stdout, stderr) = run(&["template.yaml", "samples"]);
+    assert_ne!(code, Some(0), "{stdout}");
+    assert!(stderr.contains("no constraints"), "{stderr}");
+
+    // A constraint without its template is the bundle's usual error.
+    let (code, _, stderr) = run(&["constraint.yaml", "samples"]);
+    assert_ne!(code, Some(0));
+    assert!(
+        stderr.contains("no ConstraintTemplate defines kind K8sAllowedRepos"),
+        "{stderr}"
+    );
+}
