@@ -15,7 +15,7 @@ use crate::cluster::generate::Scope;
 use crate::decide::Decider;
 use crate::inventory::Inventory;
 use crate::object::ObjectRef;
-use crate::policy::Violation;
+use crate::policy::{Point, Violation};
 
 /// What the audit found on one object.
 #[derive(Debug, Clone)]
@@ -43,7 +43,7 @@ pub fn evaluate(
     objects: impl IntoIterator<Item = Value>,
     presented: Presented,
 ) -> Vec<Finding> {
-    let decider = decider.uncapped();
+    let decider = decider.uncapped().at_point(Point::Audit);
     objects
         .into_iter()
         .filter_map(|object| {

@@ -133,52 +133,106 @@ impl fmt::Display for SyncKind {
     }
 }
 
-/// Reads the syncOnly lists of the `Config` documents. Gatekeeper reads one Config, named
-/// `config`; two Configs, or entries without version or kind, are errors.
+/// The kinds to sync into data.inventory: the `Config`'s `spec.sync.syncOnly` joined with every
+/// `SyncSet`'s `spec.gvks` (Gatekeeper 3.15+ reads both and syncs their union). `None` when the
+/// bundle holds neither. Gatekeeper reads one Config, named `config`; two Configs, or entries
+/// without version or kind, are errors.
 fn sync_only(others: &[Document]) -> Result<Option<Vec<SyncKind>>, BundleError> {
     let configs: Vec<&Document> = others.iter().filter(|d| d.kind() == "Config").collect();
-    let Some(config) = configs.first() else {
+    let sync_sets: Vec<&Document> = others.iter().filter(|d| d.kind() == "SyncSet").collect();
+    if configs.is_empty() && sync_sets.is_empty() {
         return Ok(None);
-    };
-    let fail = |message: String| BundleError {
+    }
+    let fail = |doc: &Document, message: String| BundleError {
         problems: vec![Problem {
-            at: config.describe(),
+            at: doc.describe(),
             message,
         }],
     };
     if configs.len() > 1 {
-        return Err(fail(format!(
-            "a second Config at {}; Gatekeeper reads one Config: merge their spec.sync.syncOnly lists",
-            configs[1].describe()
-        )));
-    }
-    let entries = &config.value["spec"]["sync"]["syncOnly"];
-    let mut kinds: Vec<SyncKind> = Vec::new();
-    let Some(list) = entries.as_array() else {
-        if entries.is_null() {
-            return Ok(Some(kinds));
-        }
         return Err(fail(
-            "spec.sync.syncOnly must be a list of {group, version, kind}".into(),
+            configs[0],
+            format!(
+                "a second Config at {}; Gatekeeper reads one Config: merge their spec.sync.syncOnly lists",
+                configs[1].describe()
+            ),
         ));
-    };
-    for (i, entry) in list.iter().enumerate() {
-        let field = |name: &str| entry.get(name).and_then(|v| v.as_str()).unwrap_or("");
-        let kind = SyncKind {
-            group: field("group").to_owned(),
-            version: field("version").to_owned(),
-            kind: field("kind").to_owned(),
+    }
+    let mut kinds: Vec<SyncKind> = Vec::new();
+    let lists = configs
+        .iter()
+        .map(|d| {
+            (
+                *d,
+                "spec.sync.syncOnly",
+                &d.value["spec"]["sync"]["syncOnly"],
+            )
+        })
+        .chain(
+            sync_sets
+                .iter()
+                .map(|d| (*d, "spec.gvks", &d.value["spec"]["gvks"])),
+        );
+    for (doc, path, entries) in lists {
+        let Some(list) = entries.as_array() else {
+            if entries.is_null() {
+                continue;
+            }
+            return Err(fail(
+                doc,
+                format!("{path} must be a list of {{group, version, kind}}"),
+            ));
         };
-        if kind.version.is_empty() || kind.kind.is_empty() {
-            return Err(fail(format!(
-                "spec.sync.syncOnly[{i}] needs version and kind (group is empty for the core group), e.g. {{group: \"\", version: v1, kind: Namespace}}"
-            )));
-        }
-        if !kinds.contains(&kind) {
-            kinds.push(kind);
+        for (i, entry) in list.iter().enumerate() {
+            let field = |name: &str| entry.get(name).and_then(|v| v.as_str()).unwrap_or("");
+            let kind = SyncKind {
+                group: field("group").to_owned(),
+                version: field("version").to_owned(),
+                kind: field("kind").to_owned(),
+            };
+            if kind.version.is_empty() || kind.kind.is_empty() {
+                return Err(fail(
+                    doc,
+                    format!(
+                        "{path}[{i}] needs version and kind (group is empty for the core group), e.g. {{group: \"\", version: v1, kind: Namespace}}"
+                    ),
+                ));
+            }
+            if !kinds.contains(&kind) {
+                kinds.push(kind);
+            }
         }
     }
     Ok(Some(kinds))
+}
+
+/// What a Config may hold besides `spec.sync`, and why Palisade does not read it: said at load,
+/// never ignored silently.
+fn config_warnings(doc: &Document) -> Vec<String> {
+    let mut warnings = Vec::new();
+    let Some(spec) = doc.value["spec"].as_object() else {
+        return warnings;
+    };
+    for (field, value) in spec {
+        let why = match field.as_str() {
+            "sync" => continue,
+            "match" if value.as_array().is_some_and(|m| !m.is_empty()) => {
+                "spec.match is not read: Palisade exempts namespaces with --exempt-namespace (the webhook and the audit) and the webhook configurations' namespaceSelector; Palisade evaluates these namespaces where Gatekeeper would skip them"
+            }
+            "match" => continue,
+            "validation" => {
+                "spec.validation (traces) is not read: Palisade logs its decisions (--log-level)"
+            }
+            "readiness" => "spec.readiness is not read: Palisade's /readyz reports readiness",
+            _ => "is not a field of Gatekeeper's Config; it is not read",
+        };
+        warnings.push(if why.starts_with("spec.") {
+            why.to_owned()
+        } else {
+            format!("spec.{field} {why}")
+        });
+    }
+    warnings
 }
 
 impl fmt::Debug for Bundle {
@@ -271,8 +325,27 @@ impl Bundle {
                     }
                     Err(message) => problems.push(problem(&doc, message)),
                 },
+                ("connection.gatekeeper.sh", "Connection") => warnings.push(problem(
+                    &doc,
+                    "a Connection exports Gatekeeper's violations (Dapr, disk); Palisade does not read it: it publishes PolicyReports, metrics and decision logs instead".into(),
+                )),
+                ("gvkmanifest.gatekeeper.sh", kind) => problems.push(problem(
+                    &doc,
+                    format!(
+                        "{kind} (gator's schema manifest for kinds it cannot look up) is not supported: Palisade reads objects as they are; remove it from the bundle"
+                    ),
+                )),
                 (group, kind) => match OTHER_GATEKEEPER_KINDS.iter().find(|(g, _)| *g == group) {
-                    Some((_, kinds)) if kinds.contains(&kind) => others.push(doc),
+                    Some((_, kinds)) if kinds.contains(&kind) => {
+                        if kind == "Config" {
+                            warnings.extend(
+                                config_warnings(&doc)
+                                    .into_iter()
+                                    .map(|message| problem(&doc, message)),
+                            );
+                        }
+                        others.push(doc)
+                    }
                     Some((_, kinds)) => {
                         problems.push(problem(&doc, unknown_kind(group, kind, kinds)))
                     }

@@ -13,7 +13,7 @@ use crate::breakglass::{self, Verdict};
 use crate::bundle::Bundle;
 use crate::config::Config;
 use crate::inventory::Inventory;
-use crate::policy::{Action, OutOfTime, Violation};
+use crate::policy::{Action, OutOfTime, Point, Violation};
 
 /// Audit annotation of a review's dryrun violations. The API server prefixes it with the
 /// webhook's name: `validate.palisade.dev/dryrun-violations`.
@@ -33,6 +33,8 @@ pub struct Decider {
     config: Arc<Config>,
     /// What break-glass grants are made and checked with.
     grant_keys: Arc<breakglass::GrantKeys>,
+    /// The enforcement point whose actions apply (scoped constraints): the webhook by default.
+    point: Point,
 }
 
 /// A decision and what it was made from.
@@ -92,9 +94,17 @@ impl Decider {
         &self.config
     }
 
-    /// No namespace is exempt, as in gator.
+    /// The same decider at another enforcement point: the audit's, or gator's for the CLI.
+    pub fn at_point(&self, point: Point) -> Self {
+        Self {
+            point,
+            ..self.clone()
+        }
+    }
+
+    /// No namespace is exempt, and scoped constraints take gator's actions: the CLI's decider.
     pub fn without_exemptions() -> Self {
-        Self::default()
+        Self::default().at_point(Point::Gator)
     }
 
     pub fn is_exempt(&self, review: &Review) -> bool {
@@ -164,7 +174,7 @@ impl Decider {
                 }
                 let mut violations = bundle
                     .policies()
-                    .evaluate(review, namespace, inventory, deadline)?;
+                    .evaluate(self.point, review, namespace, inventory, deadline)?;
                 for v in &mut violations {
                     v.action = v.action.capped(mode.enforcement);
                 }

@@ -510,9 +510,13 @@ pub fn bundle(data: &[u8]) {
     let deadline = || Some(std::time::Instant::now() + options.eval_timeout);
     for review in &reviews {
         // A policy may run out of its time; that is an answer, not a finding.
-        let _ = bundle
-            .policies()
-            .evaluate(review, None, &inventory, deadline());
+        let _ = bundle.policies().evaluate(
+            crate::policy::Point::Validation,
+            review,
+            None,
+            &inventory,
+            deadline(),
+        );
         let _ = bundle.mutators().mutate(review, None);
     }
 }

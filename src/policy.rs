@@ -52,15 +52,18 @@ impl Action {
     /// The weaker of the two: `deny` capped at `warn` warns, and anything capped at `dryrun`
     /// is only recorded.
     pub fn capped(self, cap: Action) -> Action {
-        let strength = |a: Action| match a {
-            Action::Deny => 2,
-            Action::Warn => 1,
-            Action::Dryrun => 0,
-        };
-        if strength(cap) < strength(self) {
+        if cap.strength() < self.strength() {
             cap
         } else {
             self
+        }
+    }
+
+    fn strength(self) -> u8 {
+        match self {
+            Action::Deny => 2,
+            Action::Warn => 1,
+            Action::Dryrun => 0,
         }
     }
 
@@ -80,12 +83,159 @@ impl fmt::Display for Action {
     }
 }
 
+/// Where a constraint is enforced: Gatekeeper's enforcement points, which a constraint with
+/// `enforcementAction: scoped` gives an action each. Palisade's webhook is the validation
+/// point, its audit the audit point, and `palisade verify`/`test` are gator's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Point {
+    #[default]
+    Validation,
+    Audit,
+    Gator,
+}
+
+impl Point {
+    /// Gatekeeper's name of the point.
+    pub fn name(self) -> &'static str {
+        match self {
+            Point::Validation => "validation.gatekeeper.sh",
+            Point::Audit => "audit.gatekeeper.sh",
+            Point::Gator => "gator.gatekeeper.sh",
+        }
+    }
+}
+
+/// The enforcement points a scoped action may name: Gatekeeper's four and `*` (all of them).
+/// `vap.k8s.io` is the API server's ValidatingAdmissionPolicy, which Palisade does not generate:
+/// an action for it alone is accepted, and applies nowhere here.
+const ENFORCEMENT_POINTS: [&str; 5] = [
+    "validation.gatekeeper.sh",
+    "audit.gatekeeper.sh",
+    "gator.gatekeeper.sh",
+    "vap.k8s.io",
+    "*",
+];
+
+/// What a constraint does with a violation, at each enforcement point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enforcement {
+    /// `enforcementAction: deny | warn | dryrun`: the same everywhere.
+    Everywhere(Action),
+    /// `enforcementAction: scoped`: the action at the validation, audit and gator points, or
+    /// `None` where no `scopedEnforcementActions` entry names the point (the constraint is not
+    /// evaluated there, as in Gatekeeper). Where several entries name one point, the strongest
+    /// action applies: a denial already carries the message a warning would.
+    Scoped([Option<Action>; 3]),
+}
+
+impl Enforcement {
+    /// The action at `point`; `None` when the constraint is not enforced there.
+    pub fn at(self, point: Point) -> Option<Action> {
+        match self {
+            Enforcement::Everywhere(action) => Some(action),
+            Enforcement::Scoped(actions) => actions[point as usize],
+        }
+    }
+
+    /// `spec.enforcementAction` as written: `scoped` for a scoped constraint.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Enforcement::Everywhere(action) => action.as_str(),
+            Enforcement::Scoped(_) => "scoped",
+        }
+    }
+
+    /// Reads `spec.enforcementAction` and `spec.scopedEnforcementActions` as Gatekeeper
+    /// validates them; every problem is reported, with the field.
+    fn parse(spec: &Value) -> Result<Self, Vec<String>> {
+        let scoped = &spec["scopedEnforcementActions"];
+        let action = match &spec["enforcementAction"] {
+            Value::Null => "deny",
+            Value::String(s) if s.is_empty() => "deny",
+            Value::String(s) => s.as_str(),
+            other => {
+                return Err(vec![format!(
+                    "spec.enforcementAction: must be a string (deny, warn, dryrun or scoped), found {}",
+                    crate::object::json_type(other)
+                )]);
+            }
+        };
+        if action != "scoped" {
+            let Some(action) = Action::parse(action) else {
+                return Err(vec![format!(
+                    "spec.enforcementAction: {action:?} is not one of deny, warn, dryrun, scoped"
+                )]);
+            };
+            if !scoped.is_null() {
+                return Err(vec![format!(
+                    "spec.scopedEnforcementActions: only read with enforcementAction: scoped, but enforcementAction is {action}; set enforcementAction: scoped, or remove the list"
+                )]);
+            }
+            return Ok(Enforcement::Everywhere(action));
+        }
+        let Some(entries) = scoped.as_array().filter(|a| !a.is_empty()) else {
+            return Err(vec![
+                "spec.scopedEnforcementActions: required with enforcementAction: scoped, e.g. [{action: deny, enforcementPoints: [{name: validation.gatekeeper.sh}]}]".into(),
+            ]);
+        };
+        let mut errors = Vec::new();
+        let mut actions: [Option<Action>; 3] = [None; 3];
+        for (i, entry) in entries.iter().enumerate() {
+            let at = format!("spec.scopedEnforcementActions[{i}]");
+            let action = match entry["action"].as_str().and_then(Action::parse) {
+                Some(a) => Some(a),
+                None => {
+                    errors.push(format!(
+                        "{at}.action: {} is not one of deny, warn, dryrun",
+                        entry["action"]
+                    ));
+                    None
+                }
+            };
+            let points = entry["enforcementPoints"].as_array();
+            let Some(points) = points.filter(|p| !p.is_empty()) else {
+                errors.push(format!(
+                    "{at}.enforcementPoints: required, a list of {{name: <point>}} naming {}",
+                    ENFORCEMENT_POINTS.join(", ")
+                ));
+                continue;
+            };
+            for (j, point) in points.iter().enumerate() {
+                let name = point["name"].as_str().unwrap_or_default();
+                if !ENFORCEMENT_POINTS.contains(&name) {
+                    errors.push(format!(
+                        "{at}.enforcementPoints[{j}].name: {} is not an enforcement point; use one of {}",
+                        point["name"],
+                        ENFORCEMENT_POINTS.join(", ")
+                    ));
+                    continue;
+                }
+                let Some(action) = action else { continue };
+                for p in [Point::Validation, Point::Audit, Point::Gator] {
+                    if name == "*" || name == p.name() {
+                        let slot = &mut actions[p as usize];
+                        *slot = Some(match *slot {
+                            Some(prev) if prev.strength() >= action.strength() => prev,
+                            _ => action,
+                        });
+                    }
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(Enforcement::Scoped(actions))
+        } else {
+            Err(errors)
+        }
+    }
+}
+
 /// A constraint: a template kind applied to matching objects with parameters.
 #[derive(Debug, Clone)]
 pub struct Constraint {
     pub name: String,
     pub kind: String,
-    pub action: Action,
+    pub enforcement: Enforcement,
     pub matcher: Match,
     pub parameters: Value,
     /// `parameters` as a regorus value, converted once at load.
@@ -100,14 +250,7 @@ pub fn parse_constraint(doc: &Document, schema: Option<&Value>) -> Result<Constr
     if name.is_empty() {
         return Err(vec!["metadata.name: required".into()]);
     }
-    let action = match v["spec"]["enforcementAction"].as_str() {
-        None => Action::Deny,
-        Some(s) => Action::parse(s).ok_or_else(|| {
-            vec![format!(
-                "spec.enforcementAction: {s:?} is not one of deny, warn, dryrun"
-            )]
-        })?,
-    };
+    let enforcement = Enforcement::parse(&v["spec"])?;
     let matcher = Match::parse(&v["spec"]["match"], "spec.match").map_err(|e| vec![e])?;
     let parameters = match &v["spec"]["parameters"] {
         Value::Null => Value::Object(Default::default()),
@@ -122,7 +265,7 @@ pub fn parse_constraint(doc: &Document, schema: Option<&Value>) -> Result<Constr
     Ok(Constraint {
         name: name.to_owned(),
         kind: doc.kind().to_owned(),
-        action,
+        enforcement,
         matcher,
         parameters_value: regorus::Value::from(parameters.clone()),
         parameters,
@@ -276,6 +419,7 @@ impl Policies {
     /// not given its full `--eval-timeout`.
     pub fn evaluate(
         &self,
+        point: Point,
         review: &Review,
         namespace: Option<&Value>,
         inventory: &Inventory,
@@ -296,15 +440,17 @@ impl Policies {
         let mut input_review: Option<regorus::Value> = None;
         let mut reachability: Option<crate::netpol::Analysis> = None;
         let mut violations = Vec::new();
-        for c in candidates
+        for (c, action) in candidates
             .into_iter()
             .filter_map(|i| self.constraints.get(i))
+            .filter_map(|c| Some((c, c.enforcement.at(point)?)))
         {
             match c.matcher.matches(review, namespace) {
                 Ok(true) => {}
                 Ok(false) => continue,
                 Err(e) => {
                     violations.push(c.failure(
+                        action,
                         FailureKind::Match,
                         format!("cannot decide whether this constraint applies: {e}"),
                     ));
@@ -313,6 +459,7 @@ impl Policies {
             }
             let Some(template) = self.templates.get(&c.kind) else {
                 violations.push(c.failure(
+                    action,
                     FailureKind::Engine,
                     format!("template for kind {} is not loaded", c.kind),
                 ));
@@ -348,20 +495,24 @@ impl Policies {
                         violations.extend(found.into_iter().map(|(message, details)| Violation {
                             constraint: c.name.clone(),
                             constraint_kind: c.kind.clone(),
-                            action: c.action,
+                            action,
                             message,
                             details,
                             failure: None,
                         }))
                     }
                     Err(message) => violations.push(c.failure(
+                        action,
                         FailureKind::Engine,
                         format!("policy evaluation failed: {message}"),
                     )),
                 },
                 Err(EvalError::Timeout(_)) if limit < template.timeout() => return Err(OutOfTime),
-                Err(e) => violations
-                    .push(c.failure((&e).into(), format!("policy evaluation failed: {e}"))),
+                Err(e) => violations.push(c.failure(
+                    action,
+                    (&e).into(),
+                    format!("policy evaluation failed: {e}"),
+                )),
             }
         }
         Ok(violations)
@@ -369,11 +520,11 @@ impl Policies {
 }
 
 impl Constraint {
-    fn failure(&self, kind: FailureKind, message: String) -> Violation {
+    fn failure(&self, action: Action, kind: FailureKind, message: String) -> Violation {
         Violation {
             constraint: self.name.clone(),
             constraint_kind: self.kind.clone(),
-            action: self.action,
+            action,
             message,
             details: Value::Null,
             failure: Some(kind),

@@ -164,7 +164,8 @@ impl BenchArgs {
         subjects: &[Subject],
         threads: u32,
     ) -> anyhow::Result<Run> {
-        let decider = Decider::without_exemptions();
+        // What the webhook does: its enforcement point, no exempt namespaces.
+        let decider = Decider::without_exemptions().at_point(crate::policy::Point::Validation);
         let decide = |s: &Subject| {
             decider
                 .decide(bundle, inventory, endpoint, &s.review, None)
@@ -245,7 +246,17 @@ impl BenchArgs {
             }
             let evaluate = |s: &Subject| {
                 let ns = namespace_object(&s.review, inventory);
-                std::hint::black_box(alone.evaluate(&s.review, ns, inventory, None).ok());
+                std::hint::black_box(
+                    alone
+                        .evaluate(
+                            crate::policy::Point::Validation,
+                            &s.review,
+                            ns,
+                            inventory,
+                            None,
+                        )
+                        .ok(),
+                );
             };
             for _ in 0..self.warmup {
                 matching.iter().for_each(|s| evaluate(s));

@@ -51,7 +51,7 @@ impl ObjectArgs {
         let (policies, docs): (Vec<Document>, Vec<Document>) = read_inputs(&self.inputs)
             .map_err(anyhow::Error::msg)?
             .into_iter()
-            .partition(|d| is_gatekeeper_policy(d));
+            .partition(is_gatekeeper_policy);
         let bundle = if policies.is_empty() {
             let path = self
                 .policies

@@ -1,0 +1,148 @@
+//! Every kind of Gatekeeper's API groups, put in a bundle: it works (its effect is visible), or it
+//! is refused at load with a message naming it, or (where ignoring it cannot admit anything) a
+//! load warning says what Palisade does instead. Nothing is accepted and silently ignored. The
+//! kinds are Gatekeeper's (its `apis/` directory, v3.21), restated here.
+
+use std::path::Path;
+
+use palisade::bundle::{Bundle, SyncKind};
+use palisade::manifest::parse_str;
+use palisade::policy::EngineOptions;
+
+const TEMPLATE: &str = r#"
+apiVersion: templates.gatekeeper.sh/v1
+kind: ConstraintTemplate
+metadata: {name: k8sdenyall}
+spec:
+  crd: {spec: {names: {kind: K8sDenyAll}}}
+  targets:
+    - target: admission.k8s.gatekeeper.sh
+      rego: |
+        package k8sdenyall
+        violation[{"msg": "denied"}] { true }
+"#;
+
+enum Outcome {
+    /// Loaded, and `effect` sees what it does in the bundle.
+    Works(fn(&Bundle) -> bool),
+    /// Refused: the load error contains the text.
+    Refused(&'static str),
+    /// Loaded with a warning containing the text.
+    Warned(&'static str),
+}
+
+fn load(extra: &str) -> Result<Bundle, String> {
+    let text = format!("{TEMPLATE}---{extra}");
+    let docs = parse_str(&text, Path::new("bundle.yaml")).map_err(|e| e.to_string())?;
+    Bundle::from_documents(docs, &EngineOptions::default()).map_err(|e| e.to_string())
+}
+
+#[test]
+fn every_gatekeeper_kind_works_or_is_refused_or_warned_about() {
+    use Outcome::*;
+    let cases: Vec<(&str, &str, Outcome)> = vec![
+        (
+            "constraints.gatekeeper.sh/K8sDenyAll",
+            "\napiVersion: constraints.gatekeeper.sh/v1beta1\nkind: K8sDenyAll\nmetadata: {name: all}\n",
+            Works(|b| b.policies().constraints().len() == 1),
+        ),
+        (
+            "templates.gatekeeper.sh/ConstraintTemplate (a second one)",
+            "\napiVersion: templates.gatekeeper.sh/v1beta1\nkind: ConstraintTemplate\nmetadata: {name: k8sother}\nspec:\n  crd: {spec: {names: {kind: K8sOther}}}\n  targets: [{target: admission.k8s.gatekeeper.sh, rego: \"package k8sother\\nviolation[{\\\"msg\\\": \\\"x\\\"}] { false }\"}]\n",
+            Works(|b| b.policies().templates().count() == 2),
+        ),
+        (
+            "templates.gatekeeper.sh/Template (no such kind)",
+            "\napiVersion: templates.gatekeeper.sh/v1\nkind: Template\nmetadata: {name: x}\n",
+            Refused("templates.gatekeeper.sh has no kind Template"),
+        ),
+        (
+            "mutations.gatekeeper.sh/Assign",
+            "\napiVersion: mutations.gatekeeper.sh/v1\nkind: Assign\nmetadata: {name: a}\nspec:\n  applyTo: [{groups: [\"\"], kinds: [Pod], versions: [v1]}]\n  location: spec.priority\n  parameters: {assign: {value: 1}}\n",
+            Works(|b| b.mutators().len() == 1),
+        ),
+        (
+            "mutations.gatekeeper.sh/AssignMetadata",
+            "\napiVersion: mutations.gatekeeper.sh/v1\nkind: AssignMetadata\nmetadata: {name: m}\nspec:\n  location: metadata.labels.owner\n  parameters: {assign: {value: platform}}\n",
+            Works(|b| b.mutators().len() == 1),
+        ),
+        (
+            "mutations.gatekeeper.sh/ModifySet",
+            "\napiVersion: mutations.gatekeeper.sh/v1\nkind: ModifySet\nmetadata: {name: s}\nspec:\n  applyTo: [{groups: [\"\"], kinds: [Pod], versions: [v1]}]\n  location: spec.containers[name:*].args\n  parameters: {operation: merge, values: {fromList: [--safe]}}\n",
+            Works(|b| b.mutators().len() == 1),
+        ),
+        (
+            "mutations.gatekeeper.sh/AssignImage",
+            "\napiVersion: mutations.gatekeeper.sh/v1alpha1\nkind: AssignImage\nmetadata: {name: i}\nspec:\n  applyTo: [{groups: [\"\"], kinds: [Pod], versions: [v1]}]\n  location: spec.containers[name:*].image\n  parameters: {assignDomain: registry.example.com}\n",
+            Refused("kind AssignImage is not a supported mutator"),
+        ),
+        (
+            "config.gatekeeper.sh/Config (sync)",
+            "\napiVersion: config.gatekeeper.sh/v1alpha1\nkind: Config\nmetadata: {name: config, namespace: gatekeeper-system}\nspec:\n  sync:\n    syncOnly: [{group: \"\", version: v1, kind: Namespace}]\n",
+            Works(|b| b.sync_only() == Some(&[SyncKind::namespace()][..])),
+        ),
+        (
+            "config.gatekeeper.sh/Config (match)",
+            "\napiVersion: config.gatekeeper.sh/v1alpha1\nkind: Config\nmetadata: {name: config, namespace: gatekeeper-system}\nspec:\n  match: [{excludedNamespaces: [kube-*], processes: [\"*\"]}]\n",
+            Warned("spec.match is not read"),
+        ),
+        (
+            "config.gatekeeper.sh/Config (validation traces)",
+            "\napiVersion: config.gatekeeper.sh/v1alpha1\nkind: Config\nmetadata: {name: config}\nspec:\n  validation: {traces: [{user: alice, kind: {group: \"\", version: v1, kind: Pod}}]}\n",
+            Warned("spec.validation (traces) is not read"),
+        ),
+        (
+            "syncset.gatekeeper.sh/SyncSet",
+            "\napiVersion: syncset.gatekeeper.sh/v1alpha1\nkind: SyncSet\nmetadata: {name: ingresses}\nspec:\n  gvks: [{group: networking.k8s.io, version: v1, kind: Ingress}]\n",
+            Works(|b| {
+                b.sync_only() == Some(&[SyncKind::new("networking.k8s.io", "v1", "Ingress")][..])
+            }),
+        ),
+        (
+            "connection.gatekeeper.sh/Connection",
+            "\napiVersion: connection.gatekeeper.sh/v1alpha1\nkind: Connection\nmetadata: {name: audit}\nspec: {driver: disk, config: {path: /tmp/violations}}\n",
+            Warned("a Connection exports Gatekeeper's violations"),
+        ),
+        (
+            "gvkmanifest.gatekeeper.sh/GVKManifest",
+            "\napiVersion: gvkmanifest.gatekeeper.sh/v1alpha1\nkind: GVKManifest\nmetadata: {name: m}\nspec: {groups: []}\n",
+            Refused("GVKManifest (gator's schema manifest"),
+        ),
+        (
+            "status.gatekeeper.sh/ConstraintPodStatus",
+            "\napiVersion: status.gatekeeper.sh/v1beta1\nkind: ConstraintPodStatus\nmetadata: {name: s}\n",
+            Refused("status.gatekeeper.sh has no kinds a bundle may hold"),
+        ),
+        (
+            "status.gatekeeper.sh/MutatorPodStatus",
+            "\napiVersion: status.gatekeeper.sh/v1beta1\nkind: MutatorPodStatus\nmetadata: {name: s}\n",
+            Refused("status.gatekeeper.sh has no kinds a bundle may hold"),
+        ),
+    ];
+    for (name, doc, outcome) in cases {
+        let loaded = load(doc);
+        match (outcome, loaded) {
+            (Works(effect), Ok(bundle)) => {
+                assert!(effect(&bundle), "{name}: loaded, but without its effect");
+                assert!(
+                    bundle.warnings().is_empty(),
+                    "{name}: {:?}",
+                    bundle.warnings()
+                );
+            }
+            (Refused(says), Err(error)) => {
+                assert!(error.contains(says), "{name}: {error}")
+            }
+            (Warned(says), Ok(bundle)) => {
+                let warnings: Vec<String> =
+                    bundle.warnings().iter().map(|w| w.to_string()).collect();
+                assert!(
+                    warnings.iter().any(|w| w.contains(says)),
+                    "{name}: {warnings:?}"
+                );
+            }
+            (Works(_), Err(e)) | (Warned(_), Err(e)) => panic!("{name}: refused: {e}"),
+            (Refused(says), Ok(_)) => panic!("{name}: loaded, expected a refusal ({says})"),
+        }
+    }
+}
