@@ -90,6 +90,8 @@ pub struct Bundle {
     /// Documents that were ignored, and why.
     warnings: Vec<Problem>,
     sync: Option<Vec<SyncKind>>,
+    /// The namespaces the `Config` takes out of each process (`spec.match`).
+    excluded: Excluded,
     /// `(kind, name)` of the constraints that come from the cluster, whose status Palisade
     /// writes.
     from_cluster: std::collections::HashSet<(String, String)>,
@@ -206,6 +208,120 @@ fn sync_only(others: &[Document]) -> Result<Option<Vec<SyncKind>>, BundleError> 
     Ok(Some(kinds))
 }
 
+/// Whether a `Config` can be served: its `spec.sync.syncOnly` and `spec.match` are valid.
+pub(crate) fn check_config(config: &Document) -> Result<(), BundleError> {
+    sync_only(std::slice::from_ref(config))?;
+    Excluded::parse(&config.value["spec"]["match"])
+        .map_err(|e| BundleError::one(config.describe(), e))?;
+    Ok(())
+}
+
+/// The parts of Gatekeeper that a `Config`'s `spec.match[].processes` may name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Process {
+    /// The validating webhook (`webhook`).
+    Webhook,
+    /// The mutating webhook (`mutation-webhook`).
+    Mutation,
+    /// The audit (`audit`).
+    Audit,
+}
+
+/// The namespaces a `Config` takes out of each process: Gatekeeper's `spec.match`, with its
+/// wildcards (`kube-*`, `*-system`, `*tmp*`). A Namespace object is matched by its own name,
+/// anything else by its namespace.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Excluded {
+    /// Patterns per process, in [`Process`] order.
+    patterns: [Vec<String>; 3],
+}
+
+impl Excluded {
+    fn parse(entries: &serde_json::Value) -> Result<Self, String> {
+        let mut excluded = Excluded::default();
+        if entries.is_null() {
+            return Ok(excluded);
+        }
+        let Some(entries) = entries.as_array() else {
+            return Err(
+                "spec.match must be a list of {excludedNamespaces: [...], processes: [...]}".into(),
+            );
+        };
+        for (i, entry) in entries.iter().enumerate() {
+            let list = |field: &str| -> Result<Vec<String>, String> {
+                let value = &entry[field];
+                let items = match value {
+                    serde_json::Value::Null => return Ok(Vec::new()),
+                    serde_json::Value::Array(items) => items,
+                    _ => return Err(format!("spec.match[{i}].{field} must be a list of strings")),
+                };
+                items
+                    .iter()
+                    .map(|v| {
+                        v.as_str()
+                            .filter(|s| !s.is_empty())
+                            .map(str::to_owned)
+                            .ok_or_else(|| {
+                                format!("spec.match[{i}].{field}: {v} is not a non-empty string")
+                            })
+                    })
+                    .collect()
+            };
+            if let Some(other) = entry.as_object().and_then(|o| {
+                o.keys()
+                    .find(|k| !matches!(k.as_str(), "excludedNamespaces" | "processes"))
+            }) {
+                return Err(format!(
+                    "spec.match[{i}].{other} is not a field of a Config's match entry (excludedNamespaces, processes)"
+                ));
+            }
+            let namespaces = list("excludedNamespaces")?;
+            for process in list("processes")? {
+                let slots: &[usize] = match process.as_str() {
+                    "*" => &[0, 1, 2],
+                    "webhook" => &[0],
+                    "mutation-webhook" => &[1],
+                    "audit" => &[2],
+                    // data.inventory keeps these namespaces' objects: stricter, never looser.
+                    "sync" => &[],
+                    other => {
+                        return Err(format!(
+                            "spec.match[{i}].processes: {other:?} is not one of *, webhook, mutation-webhook, audit, sync"
+                        ));
+                    }
+                };
+                for &slot in slots {
+                    for ns in &namespaces {
+                        if !excluded.patterns[slot].contains(ns) {
+                            excluded.patterns[slot].push(ns.clone());
+                        }
+                    }
+                }
+            }
+        }
+        Ok(excluded)
+    }
+
+    fn excludes(&self, process: Process, ns: &str) -> bool {
+        !ns.is_empty()
+            && self.patterns[process as usize]
+                .iter()
+                .any(|pattern| wildcard_matches(pattern, ns))
+    }
+}
+
+/// Gatekeeper's namespace wildcard: `kube-*` (prefix), `*-system` (suffix), `*tmp*` (contains),
+/// or an exact name.
+fn wildcard_matches(pattern: &str, ns: &str) -> bool {
+    match (pattern.strip_prefix('*'), pattern.strip_suffix('*')) {
+        (Some(_), Some(_)) if pattern.len() >= 2 => ns.contains(&pattern[1..pattern.len() - 1]),
+        (Some(_), Some(_)) => true,
+        (Some(suffix), None) => ns.ends_with(suffix),
+        (None, Some(prefix)) => ns.starts_with(prefix),
+        (None, None) => ns == pattern,
+    }
+}
+
 /// What a Config may hold besides `spec.sync`, and why Palisade does not read it: said at load,
 /// never ignored silently.
 fn config_warnings(doc: &Document) -> Vec<String> {
@@ -216,10 +332,22 @@ fn config_warnings(doc: &Document) -> Vec<String> {
     for (field, value) in spec {
         let why = match field.as_str() {
             "sync" => continue,
-            "match" if value.as_array().is_some_and(|m| !m.is_empty()) => {
-                "spec.match is not read: Palisade exempts namespaces with --exempt-namespace (the webhook and the audit) and the webhook configurations' namespaceSelector; Palisade evaluates these namespaces where Gatekeeper would skip them"
+            "match" => {
+                for entry in value.as_array().into_iter().flatten() {
+                    let processes = entry["processes"].as_array().cloned().unwrap_or_default();
+                    if processes.iter().any(|p| p == "sync") {
+                        warnings.push("spec.match: the sync process is not applied: data.inventory keeps the objects of these namespaces (policies see more than Gatekeeper's would, never less)".to_owned());
+                    }
+                    for ns in entry["excludedNamespaces"].as_array().into_iter().flatten() {
+                        if let Some(pattern) = ns.as_str().filter(|p| p.contains('*')) {
+                            warnings.push(format!(
+                                "spec.match: {pattern:?} excludes every namespace it matches, present and future: whoever may create a namespace so named escapes these processes; list exact names where you can"
+                            ));
+                        }
+                    }
+                }
+                continue;
             }
-            "match" => continue,
             "validation" => {
                 "spec.validation (traces) is not read: Palisade logs its decisions (--log-level)"
             }
@@ -413,12 +541,18 @@ impl Bundle {
         warnings: Vec<Problem>,
     ) -> Result<Self, BundleError> {
         let sync = sync_only(&others)?;
+        let excluded = match others.iter().find(|d| d.kind() == "Config") {
+            Some(config) => Excluded::parse(&config.value["spec"]["match"])
+                .map_err(|e| BundleError::one(config.describe(), e))?,
+            None => Excluded::default(),
+        };
         Ok(Self {
             policies: Policies::new(templates, constraints),
             mutators: Mutators::new(mutators),
             others,
             warnings,
             sync,
+            excluded,
             from_cluster: Default::default(),
         })
     }
@@ -427,6 +561,11 @@ impl Bundle {
     pub fn is_from_cluster(&self, kind: &str, name: &str) -> bool {
         self.from_cluster
             .contains(&(kind.to_owned(), name.to_owned()))
+    }
+
+    /// Whether the `Config`'s `spec.match` takes namespace `ns` out of `process`.
+    pub fn excludes(&self, process: Process, ns: &str) -> bool {
+        self.excluded.excludes(process, ns)
     }
 
     /// The kinds a `Config` asks to sync into data.inventory (`spec.sync.syncOnly`), in its
@@ -463,6 +602,80 @@ mod tests {
     fn load(yaml: &str) -> Result<Bundle, BundleError> {
         let docs = parse_str(yaml, Path::new("b.yaml")).unwrap();
         Bundle::from_documents(docs, &EngineOptions::default())
+    }
+
+    #[test]
+    fn gatekeepers_namespace_wildcards() {
+        for (pattern, ns, matches) in [
+            ("kube-*", "kube-system", true),
+            ("kube-*", "kube-", true),
+            ("kube-*", "kubesystem", false),
+            ("kube-*", "my-kube-system", false),
+            ("*-system", "kube-system", true),
+            ("*-system", "system", false),
+            ("*tmp*", "a-tmp-b", true),
+            ("*tmp*", "tmp", true),
+            ("*tmp*", "tm-p", false),
+            ("*", "anything", true),
+            ("**", "anything", true),
+            ("legacy", "legacy", true),
+            ("legacy", "Legacy", false),
+            ("legacy", "legacy2", false),
+        ] {
+            assert_eq!(wildcard_matches(pattern, ns), matches, "{pattern} {ns}");
+        }
+    }
+
+    #[test]
+    fn a_configs_match_excludes_per_process() {
+        let excluded = Excluded::parse(&serde_json::json!([
+            {"excludedNamespaces": ["legacy"], "processes": ["webhook"]},
+            {"excludedNamespaces": ["batch-*"], "processes": ["audit", "mutation-webhook"]},
+            {"excludedNamespaces": ["everything"], "processes": ["*"]},
+            {"excludedNamespaces": ["synced"], "processes": ["sync"]},
+        ]))
+        .unwrap();
+        let x = |p, ns| excluded.excludes(p, ns);
+        assert!(x(Process::Webhook, "legacy"));
+        assert!(!x(Process::Audit, "legacy") && !x(Process::Mutation, "legacy"));
+        assert!(x(Process::Audit, "batch-1") && x(Process::Mutation, "batch-1"));
+        assert!(!x(Process::Webhook, "batch-1"));
+        for p in [Process::Webhook, Process::Mutation, Process::Audit] {
+            assert!(x(p, "everything"));
+            assert!(
+                !x(p, "synced"),
+                "sync takes nothing out of the webhooks or the audit"
+            );
+            assert!(
+                !x(p, ""),
+                "a cluster-scoped object has no namespace to exclude"
+            );
+        }
+        for (entries, says) in [
+            (
+                serde_json::json!({"excludedNamespaces": ["a"]}),
+                "must be a list",
+            ),
+            (
+                serde_json::json!([{"excludedNamespaces": "a", "processes": ["*"]}]),
+                "spec.match[0].excludedNamespaces must be a list",
+            ),
+            (
+                serde_json::json!([{"excludedNamespaces": ["a"], "processes": ["validation"]}]),
+                "\"validation\" is not one of",
+            ),
+            (
+                serde_json::json!([{"excludedNamespaces": [""], "processes": ["*"]}]),
+                "is not a non-empty string",
+            ),
+            (
+                serde_json::json!([{"excludedNamespace": ["a"], "processes": ["*"]}]),
+                "spec.match[0].excludedNamespace is not a field",
+            ),
+        ] {
+            let error = Excluded::parse(&entries).unwrap_err();
+            assert!(error.contains(says), "{entries}: {error}");
+        }
     }
 
     #[test]

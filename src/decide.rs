@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::admission::{Endpoint, Operation, Response, Review};
 use crate::breakglass::{self, Verdict};
-use crate::bundle::Bundle;
+use crate::bundle::{Bundle, Process};
 use crate::config::Config;
 use crate::inventory::Inventory;
 use crate::policy::{Action, OutOfTime, Point, Violation};
@@ -112,6 +112,19 @@ impl Decider {
         !ns.is_empty() && self.exempt_namespaces.iter().any(|e| e == ns)
     }
 
+    /// Whether the bundle's Gatekeeper `Config` (`spec.match`) takes the object's namespace out
+    /// of what this decision is: the validating webhook, the mutating webhook or the audit.
+    /// gator ignores a Config's match, and so do `palisade test` and `verify`.
+    fn excluded_by_config(&self, bundle: &Bundle, endpoint: Endpoint, review: &Review) -> bool {
+        let process = match (endpoint, self.point) {
+            (_, Point::Gator) => return false,
+            (Endpoint::Mutate, _) => Process::Mutation,
+            (Endpoint::Validate, Point::Audit) => Process::Audit,
+            (Endpoint::Validate, Point::Validation) => Process::Webhook,
+        };
+        bundle.excludes(process, review.object_ref().effective_namespace())
+    }
+
     /// Decides one review with `bundle` against `inventory`. With a `deadline`, templates stop
     /// when it passes and the result is [`OutOfTime`]; without, each template has its
     /// `--eval-timeout`.
@@ -123,7 +136,7 @@ impl Decider {
         review: &Review,
         deadline: Option<Instant>,
     ) -> Result<Decision, OutOfTime> {
-        if self.is_exempt(review) {
+        if self.is_exempt(review) || self.excluded_by_config(bundle, endpoint, review) {
             return Ok(Decision {
                 response: Response::allow(),
                 violations: Vec::new(),

@@ -315,10 +315,10 @@ impl ClusterPolicies {
                         "{CONFLICT}: the policy files (--policies) also hold a Config; the files' Config is served. Remove one of them"
                     ),
                 });
-            } else if let Err(error) = super::sync_only(std::slice::from_ref(config)) {
+            } else if let Err(error) = super::check_config(config) {
                 // Served without it; the files' bundle was checked as a whole already.
                 for p in &error.problems {
-                    tracing::error!(problem = %p, "the cluster's Gatekeeper Config is invalid and ignored; fix spec.sync.syncOnly");
+                    tracing::error!(problem = %p, "the cluster's Gatekeeper Config is invalid and ignored; fix spec.sync.syncOnly or spec.match");
                 }
             } else {
                 others.push(config.clone());

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use palisade::bundle::{Bundle, SyncKind};
+use palisade::bundle::{Bundle, Process, SyncKind};
 use palisade::manifest::parse_str;
 use palisade::policy::EngineOptions;
 
@@ -83,8 +83,25 @@ fn every_gatekeeper_kind_works_or_is_refused_or_warned_about() {
         ),
         (
             "config.gatekeeper.sh/Config (match)",
+            "\napiVersion: config.gatekeeper.sh/v1alpha1\nkind: Config\nmetadata: {name: config, namespace: gatekeeper-system}\nspec:\n  match: [{excludedNamespaces: [legacy], processes: [webhook]}]\n",
+            Works(|b| {
+                b.excludes(Process::Webhook, "legacy") && !b.excludes(Process::Audit, "legacy")
+            }),
+        ),
+        (
+            "config.gatekeeper.sh/Config (match with a wildcard)",
             "\napiVersion: config.gatekeeper.sh/v1alpha1\nkind: Config\nmetadata: {name: config, namespace: gatekeeper-system}\nspec:\n  match: [{excludedNamespaces: [kube-*], processes: [\"*\"]}]\n",
-            Warned("spec.match is not read"),
+            Warned("whoever may create a namespace so named escapes"),
+        ),
+        (
+            "config.gatekeeper.sh/Config (match for sync)",
+            "\napiVersion: config.gatekeeper.sh/v1alpha1\nkind: Config\nmetadata: {name: config, namespace: gatekeeper-system}\nspec:\n  match: [{excludedNamespaces: [legacy], processes: [sync]}]\n",
+            Warned("the sync process is not applied"),
+        ),
+        (
+            "config.gatekeeper.sh/Config (match for an unknown process)",
+            "\napiVersion: config.gatekeeper.sh/v1alpha1\nkind: Config\nmetadata: {name: config, namespace: gatekeeper-system}\nspec:\n  match: [{excludedNamespaces: [legacy], processes: [validation]}]\n",
+            Refused("spec.match[0].processes: \"validation\" is not one of"),
         ),
         (
             "config.gatekeeper.sh/Config (validation traces)",
@@ -143,6 +160,109 @@ fn every_gatekeeper_kind_works_or_is_refused_or_warned_about() {
             }
             (Works(_), Err(e)) | (Warned(_), Err(e)) => panic!("{name}: refused: {e}"),
             (Refused(says), Ok(_)) => panic!("{name}: loaded, expected a refusal ({says})"),
+        }
+    }
+}
+
+/// A Config's `spec.match` over HTTPS: each process skips only what it names, a Namespace is
+/// matched by its own name, and look-alike names are not excluded.
+#[tokio::test]
+async fn a_configs_match_takes_namespaces_out_of_the_processes_it_names() {
+    use crate::common::*;
+    use serde_json::json;
+    let dir = tempfile::tempdir().unwrap();
+    let policies = dir.path().join("bundle");
+    std::fs::create_dir_all(&policies).unwrap();
+    std::fs::copy(
+        repo_path("tests/data/gatekeeper/required-labels/template.yaml"),
+        policies.join("template.yaml"),
+    )
+    .unwrap();
+    std::fs::write(
+        policies.join("policies.yaml"),
+        r#"
+apiVersion: constraints.gatekeeper.sh/v1beta1
+kind: K8sRequiredLabels
+metadata: {name: owner}
+spec:
+  match:
+    kinds: [{apiGroups: [""], kinds: [Pod, Namespace]}]
+  parameters:
+    labels: [{key: owner}]
+---
+apiVersion: mutations.gatekeeper.sh/v1
+kind: AssignMetadata
+metadata: {name: stamp}
+spec:
+  location: metadata.labels.stamped
+  parameters: {assign: {value: "yes"}}
+---
+apiVersion: config.gatekeeper.sh/v1alpha1
+kind: Config
+metadata: {name: config, namespace: gatekeeper-system}
+spec:
+  match:
+    - excludedNamespaces: [legacy]
+      processes: [webhook]
+    - excludedNamespaces: [batch-*]
+      processes: [mutation-webhook]
+"#,
+    )
+    .unwrap();
+    let policies = policies.display().to_string();
+    let server = TestServer::start_in(dir, &["--policies", &policies]).await;
+    let client = server.client();
+    let review = |ns: &str, kind: &str| {
+        let object = if kind == "Namespace" {
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+        } else {
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": ns},
+                   "spec": {"containers": [{"name": "c", "image": "registry.example.com/c:1"}]}})
+        };
+        edited_review("validate-create-pod.json", |r| {
+            r["request"]["namespace"] = if kind == "Namespace" {
+                json!("")
+            } else {
+                json!(ns)
+            };
+            r["request"]["kind"]["kind"] = json!(kind);
+            r["request"]["resource"]["resource"] = json!(if kind == "Namespace" {
+                "namespaces"
+            } else {
+                "pods"
+            });
+            r["request"]["name"] = object["metadata"]["name"].clone();
+            r["request"]["object"] = object;
+        })
+    };
+    for proto in [Proto::Http1, Proto::Http2] {
+        let allowed = |rsp: &serde_json::Value| rsp["allowed"].as_bool().unwrap();
+        // The validating webhook skips `legacy`, its Pods and the Namespace itself, nothing else.
+        for (ns, kind, admitted) in [
+            ("legacy", "Pod", true),
+            ("legacy", "Namespace", true),
+            ("legacy2", "Pod", false),
+            ("Legacy", "Namespace", false),
+            ("payments", "Pod", false),
+            ("batch-1", "Pod", false),
+        ] {
+            let rsp = client.review(proto, "/validate", &review(ns, kind)).await;
+            assert_eq!(allowed(&rsp), admitted, "{ns} {kind}: {rsp}");
+        }
+        // The mutating webhook skips `batch-*` only.
+        for (ns, stamped) in [
+            ("batch-1", false),
+            ("batch", true),
+            ("legacy", true),
+            ("payments", true),
+        ] {
+            let rsp = client.review(proto, "/mutate", &review(ns, "Pod")).await;
+            let patch = decoded_patch(&rsp);
+            assert_eq!(
+                patch.iter().any(|p| p.to_string().contains("stamped")),
+                stamped,
+                "{ns}: {patch:?}"
+            );
         }
     }
 }
