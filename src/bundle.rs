@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 pub mod cluster;
 
+use crate::expansion::Expansions;
 use crate::manifest::{Document, ManifestError};
 use crate::mutation::{Mutator, Mutators};
 use crate::policy::{Constraint, EngineOptions, Policies, Template, parse_constraint, template};
@@ -16,7 +17,7 @@ pub const TEMPLATES_GROUP: &str = "templates.gatekeeper.sh";
 pub const MUTATIONS_GROUP: &str = "mutations.gatekeeper.sh";
 
 /// Gatekeeper's other groups and their kinds: kept for the parts that read them (a `Config`
-/// lists the kinds to sync), or ignored with a warning when Palisade does not run them.
+/// lists the kinds to sync, ExpansionTemplates become the bundle's [`Expansions`]).
 const OTHER_GATEKEEPER_KINDS: [(&str, &[&str]); 5] = [
     ("config.gatekeeper.sh", &["Config"]),
     ("expansion.gatekeeper.sh", &["ExpansionTemplate"]),
@@ -90,6 +91,8 @@ pub struct Bundle {
     /// Documents that were ignored, and why.
     warnings: Vec<Problem>,
     sync: Option<Vec<SyncKind>>,
+    /// The ExpansionTemplates of `others`, checked.
+    expansions: Expansions,
     /// `(kind, name)` of the constraints that come from the cluster, whose status Palisade
     /// writes.
     from_cluster: std::collections::HashSet<(String, String)>,
@@ -325,6 +328,10 @@ impl Bundle {
                 }
             }
         }
+        // Checked here too, so that one load reports these with every other problem.
+        if let Err(e) = Expansions::from_documents(&others) {
+            problems.extend(e.problems);
+        }
         if !problems.is_empty() {
             return Err(BundleError { problems });
         }
@@ -340,7 +347,11 @@ impl Bundle {
         warnings: Vec<Problem>,
     ) -> Result<Self, BundleError> {
         let sync = sync_only(&others)?;
+        let expansions = Expansions::from_documents(&others)?;
+        let mut warnings = warnings;
+        warnings.extend(expansions.warnings());
         Ok(Self {
+            expansions,
             policies: Policies::new(templates, constraints),
             mutators: Mutators::new(mutators),
             others,
@@ -368,6 +379,11 @@ impl Bundle {
 
     pub fn mutators(&self) -> &Mutators {
         &self.mutators
+    }
+
+    /// The ExpansionTemplates: which workloads are also judged by what they would create.
+    pub fn expansions(&self) -> &Expansions {
+        &self.expansions
     }
 
     /// Documents of Gatekeeper's other kinds, such as `Config`.

@@ -33,6 +33,9 @@ pub struct Decider {
     config: Arc<Config>,
     /// What break-glass grants are made and checked with.
     grant_keys: Arc<breakglass::GrantKeys>,
+    /// Mutate an object before expanding it into resultants (gator does; the webhook is sent
+    /// objects the mutating webhook has already changed).
+    mutate_before_expansion: bool,
 }
 
 /// A decision and what it was made from.
@@ -95,6 +98,14 @@ impl Decider {
     /// No namespace is exempt, as in gator.
     pub fn without_exemptions() -> Self {
         Self::default()
+    }
+
+    /// Objects are mutated (by the mutators for `Original` objects) before they are expanded,
+    /// as the API server's mutating webhook would have done before validation: for objects
+    /// read from files, as `gator test` and `gator expand` do.
+    pub fn mutating_before_expansion(mut self) -> Self {
+        self.mutate_before_expansion = true;
+        self
     }
 
     pub fn is_exempt(&self, review: &Review) -> bool {
@@ -165,6 +176,18 @@ impl Decider {
                 let mut violations = bundle
                     .policies()
                     .evaluate(review, namespace, inventory, deadline)?;
+                if !bundle.expansions().is_empty() {
+                    violations.extend(crate::expansion::judge(
+                        bundle.expansions(),
+                        bundle.policies(),
+                        bundle.mutators(),
+                        review,
+                        namespace,
+                        inventory,
+                        deadline,
+                        self.mutate_before_expansion,
+                    )?);
+                }
                 for v in &mut violations {
                     v.action = v.action.capped(mode.enforcement);
                 }
