@@ -157,7 +157,9 @@ impl ExpansionTemplate {
         for (i, entry) in apply_to.iter().enumerate() {
             let at = format!("spec.applyTo[{i}]");
             if !entry.is_object() {
-                return Err(format!("{at}: must be a mapping with groups, kinds and versions"));
+                return Err(format!(
+                    "{at}: must be a mapping with groups, kinds and versions"
+                ));
             }
             let groups = string_list(&entry["groups"], &format!("{at}.groups"))?;
             let versions = string_list(&entry["versions"], &format!("{at}.versions"))?;
@@ -258,7 +260,10 @@ impl ExpansionTemplate {
             )));
         };
         let mut object = fields.clone();
-        object.insert("apiVersion".into(), Value::from(self.generated.api_version()));
+        object.insert(
+            "apiVersion".into(),
+            Value::from(self.generated.api_version()),
+        );
         object.insert("kind".into(), Value::from(self.generated.kind.as_str()));
         let metadata = object
             .entry("metadata")
@@ -284,7 +289,10 @@ impl ExpansionTemplate {
             ("kind", &parent["kind"]),
             ("name", &parent["metadata"]["name"]),
         ];
-        if owner.iter().all(|(_, v)| v.as_str().is_some_and(|s| !s.is_empty())) {
+        if owner
+            .iter()
+            .all(|(_, v)| v.as_str().is_some_and(|s| !s.is_empty()))
+        {
             let refs = metadata
                 .entry("ownerReferences")
                 .or_insert_with(|| Value::Array(Vec::new()));
@@ -292,9 +300,7 @@ impl ExpansionTemplate {
                 *refs = Value::Array(Vec::new());
             }
             if let Value::Array(refs) = refs
-                && !refs
-                    .iter()
-                    .any(|r| owner.iter().all(|(k, v)| &r[*k] == *v))
+                && !refs.iter().any(|r| owner.iter().all(|(k, v)| &r[*k] == *v))
             {
                 let mut entry: Map<String, Value> = owner
                     .iter()
@@ -565,7 +571,14 @@ fn cycles(templates: &[ExpansionTemplate]) -> Vec<Problem> {
         }
         let names: Vec<String> = members
             .iter()
-            .map(|&j| format!("{} ({} → {})", templates[j].name, kinds(&templates[j].parents), templates[j].generated))
+            .map(|&j| {
+                format!(
+                    "{} ({} → {})",
+                    templates[j].name,
+                    kinds(&templates[j].parents),
+                    templates[j].generated
+                )
+            })
             .collect();
         problems.push(Problem {
             at: templates[i].describe.clone(),
@@ -632,21 +645,16 @@ pub fn judge(
             }
         }
     }
-    let resultants = match expansions.expand(
-        object,
-        gvk,
-        &object_ref.namespace,
-        mutators,
-        namespace,
-    ) {
-        Ok(r) => r,
-        Err(e) => {
-            return Ok(vec![cannot_expand(
-                &e.template,
-                format!("cannot expand this {}: {}", object_ref.kind, e.message),
-            )]);
-        }
-    };
+    let resultants =
+        match expansions.expand(object, gvk, &object_ref.namespace, mutators, namespace) {
+            Ok(r) => r,
+            Err(e) => {
+                return Ok(vec![cannot_expand(
+                    &e.template,
+                    format!("cannot expand this {}: {}", object_ref.kind, e.message),
+                )]);
+            }
+        };
     let mut violations = Vec::new();
     for r in resultants {
         let resultant = Review::resultant(r.object, review.operation());
@@ -707,13 +715,29 @@ mod tests {
 
     #[test]
     fn a_deployment_expands_into_its_pod_as_gatekeeper_builds_it() {
-        let e = load(&template("expand-workloads", WORKLOADS, "spec.template", POD, "")).unwrap();
+        let e = load(&template(
+            "expand-workloads",
+            WORKLOADS,
+            "spec.template",
+            POD,
+            "",
+        ))
+        .unwrap();
         assert!(e.expands("apps", "v1", "Deployment"));
         assert!(e.expands("batch", "v1", "Job"));
-        assert!(!e.expands("apps", "v1beta1", "Deployment"), "versions are exact");
+        assert!(
+            !e.expands("apps", "v1beta1", "Deployment"),
+            "versions are exact"
+        );
         assert!(!e.expands("", "v1", "Pod"));
         let out = e
-            .expand(&deployment(), ("apps", "v1", "Deployment"), "shop", &Mutators::default(), None)
+            .expand(
+                &deployment(),
+                ("apps", "v1", "Deployment"),
+                "shop",
+                &Mutators::default(),
+                None,
+            )
             .unwrap();
         assert_eq!(
             out,
@@ -728,25 +752,53 @@ mod tests {
         );
         // The namespace is the request's, whatever the object or its template say.
         let cluster = e
-            .expand(&deployment(), ("apps", "v1", "Deployment"), "", &Mutators::default(), None)
+            .expand(
+                &deployment(),
+                ("apps", "v1", "Deployment"),
+                "",
+                &Mutators::default(),
+                None,
+            )
             .unwrap();
         assert!(cluster[0].object["metadata"].get("namespace").is_none());
     }
 
     #[test]
     fn a_missing_or_wrong_source_is_an_error_naming_template_and_field() {
-        let e = load(&template("expand-workloads", WORKLOADS, "spec.template", POD, "")).unwrap();
+        let e = load(&template(
+            "expand-workloads",
+            WORKLOADS,
+            "spec.template",
+            POD,
+            "",
+        ))
+        .unwrap();
         let mut no_template = deployment();
-        no_template["spec"].as_object_mut().unwrap().remove("template");
+        no_template["spec"]
+            .as_object_mut()
+            .unwrap()
+            .remove("template");
         let err = e
-            .expand(&no_template, ("apps", "v1", "Deployment"), "shop", &Mutators::default(), None)
+            .expand(
+                &no_template,
+                ("apps", "v1", "Deployment"),
+                "shop",
+                &Mutators::default(),
+                None,
+            )
             .unwrap_err();
         assert_eq!(err.template, "expand-workloads");
         assert!(err.message.contains("has no spec.template"), "{err}");
         let mut scalar = deployment();
         scalar["spec"]["template"] = json!("pod");
         let err = e
-            .expand(&scalar, ("apps", "v1", "Deployment"), "shop", &Mutators::default(), None)
+            .expand(
+                &scalar,
+                ("apps", "v1", "Deployment"),
+                "shop",
+                &Mutators::default(),
+                None,
+            )
             .unwrap_err();
         assert!(err.message.contains("is a string, not an object"), "{err}");
     }
@@ -759,12 +811,24 @@ mod tests {
             "spec.jobTemplate",
             "{group: batch, version: v1, kind: Job}",
             "  enforcementAction: warn\n",
-        ) + &template("jobs", "[{groups: [batch], kinds: [Job], versions: [v1]}]", "spec.template", POD, "");
+        ) + &template(
+            "jobs",
+            "[{groups: [batch], kinds: [Job], versions: [v1]}]",
+            "spec.template",
+            POD,
+            "",
+        );
         let e = load(&yaml).unwrap();
         let cron = json!({"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "nightly", "namespace": "ops"},
             "spec": {"schedule": "@daily", "jobTemplate": {"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "i"}]}}}}}});
         let out = e
-            .expand(&cron, ("batch", "v1", "CronJob"), "ops", &Mutators::default(), None)
+            .expand(
+                &cron,
+                ("batch", "v1", "CronJob"),
+                "ops",
+                &Mutators::default(),
+                None,
+            )
             .unwrap();
         let names: Vec<(&str, &str, Option<Action>)> = out
             .iter()
@@ -778,24 +842,50 @@ mod tests {
             .collect();
         assert_eq!(
             names,
-            [("nightly-job-pod", "jobs", None), ("nightly-job", "cronjobs", Some(Action::Warn))]
+            [
+                ("nightly-job-pod", "jobs", None),
+                ("nightly-job", "cronjobs", Some(Action::Warn))
+            ]
         );
-        assert_eq!(out[0].object["metadata"]["ownerReferences"][0]["kind"], "Job");
+        assert_eq!(
+            out[0].object["metadata"]["ownerReferences"][0]["kind"],
+            "Job"
+        );
         assert_eq!(out[0].object["spec"]["containers"][0]["name"], "c");
     }
 
     #[test]
     fn resultants_are_mutated_by_generated_and_all_mutators_only() {
-        let e = load(&template("expand-workloads", WORKLOADS, "spec.template", POD, "")).unwrap();
+        let e = load(&template(
+            "expand-workloads",
+            WORKLOADS,
+            "spec.template",
+            POD,
+            "",
+        ))
+        .unwrap();
         let mutator = |name: &str, source: &str| {
-            format!("apiVersion: mutations.gatekeeper.sh/v1\nkind: Assign\nmetadata: {{name: {name}}}\nspec:\n  applyTo: [{{groups: [''], kinds: [Pod], versions: [v1]}}]\n  match: {{source: {source}}}\n  location: 'spec.containers[name: *].securityContext.{name}'\n  parameters: {{assign: {{value: true}}}}\n---\n")
+            format!(
+                "apiVersion: mutations.gatekeeper.sh/v1\nkind: Assign\nmetadata: {{name: {name}}}\nspec:\n  applyTo: [{{groups: [''], kinds: [Pod], versions: [v1]}}]\n  match: {{source: {source}}}\n  location: 'spec.containers[name: *].securityContext.{name}'\n  parameters: {{assign: {{value: true}}}}\n---\n"
+            )
         };
         let yaml = mutator("readOnlyRootFilesystem", "Generated")
             + &mutator("privileged", "Original")
             + &mutator("runAsNonRoot", "All");
-        let mutators = Mutators::new(docs(&yaml).iter().map(|d| Mutator::parse(d).unwrap()).collect());
+        let mutators = Mutators::new(
+            docs(&yaml)
+                .iter()
+                .map(|d| Mutator::parse(d).unwrap())
+                .collect(),
+        );
         let out = e
-            .expand(&deployment(), ("apps", "v1", "Deployment"), "shop", &mutators, None)
+            .expand(
+                &deployment(),
+                ("apps", "v1", "Deployment"),
+                "shop",
+                &mutators,
+                None,
+            )
             .unwrap();
         assert_eq!(
             out[0].object["spec"]["containers"][0]["securityContext"],
@@ -806,31 +896,113 @@ mod tests {
     #[test]
     fn bad_templates_name_the_document_and_field() {
         for (yaml, needle) in [
-            (template("a", "[]", "spec.template", POD, ""), "spec.applyTo: required"),
-            (template("a", "[{groups: [apps], kinds: [Deployment]}]", "spec.template", POD, ""), "spec.applyTo[0].versions: required"),
-            (template("a", "[{groups: ['*'], kinds: [Deployment], versions: [v1]}]", "spec.template", POD, ""), "spec.applyTo[0].groups: \"*\" is not a wildcard"),
-            (template("a", WORKLOADS, "''", POD, ""), "spec.templateSource: required"),
-            (template("a", WORKLOADS, "spec..template", POD, ""), "spec.templateSource \"spec..template\""),
-            (template("a", WORKLOADS, "spec.template", "{group: ''}", ""), "spec.generatedGVK: kind and version are required"),
-            (template("a", WORKLOADS, "spec.template", "{group: apps, version: v1, kind: ReplicaSet}", ""), "a template may not expand its own resultants"),
-            (template("a", WORKLOADS, "spec.template", POD, "  enforcementAction: block\n"), "spec.enforcementAction: \"block\" is not one of deny, warn, dryrun"),
-            (template(&"x".repeat(64), WORKLOADS, "spec.template", POD, ""), "metadata.name: at most 63"),
-            (template("a", WORKLOADS, "spec.template", POD, "").replace("v1beta1", "v2"), "is not expansion.gatekeeper.sh/v1alpha1 or v1beta1"),
+            (
+                template("a", "[]", "spec.template", POD, ""),
+                "spec.applyTo: required",
+            ),
+            (
+                template(
+                    "a",
+                    "[{groups: [apps], kinds: [Deployment]}]",
+                    "spec.template",
+                    POD,
+                    "",
+                ),
+                "spec.applyTo[0].versions: required",
+            ),
+            (
+                template(
+                    "a",
+                    "[{groups: ['*'], kinds: [Deployment], versions: [v1]}]",
+                    "spec.template",
+                    POD,
+                    "",
+                ),
+                "spec.applyTo[0].groups: \"*\" is not a wildcard",
+            ),
+            (
+                template("a", WORKLOADS, "''", POD, ""),
+                "spec.templateSource: required",
+            ),
+            (
+                template("a", WORKLOADS, "spec..template", POD, ""),
+                "spec.templateSource \"spec..template\"",
+            ),
+            (
+                template("a", WORKLOADS, "spec.template", "{group: ''}", ""),
+                "spec.generatedGVK: kind and version are required",
+            ),
+            (
+                template(
+                    "a",
+                    WORKLOADS,
+                    "spec.template",
+                    "{group: apps, version: v1, kind: ReplicaSet}",
+                    "",
+                ),
+                "a template may not expand its own resultants",
+            ),
+            (
+                template(
+                    "a",
+                    WORKLOADS,
+                    "spec.template",
+                    POD,
+                    "  enforcementAction: block\n",
+                ),
+                "spec.enforcementAction: \"block\" is not one of deny, warn, dryrun",
+            ),
+            (
+                template(&"x".repeat(64), WORKLOADS, "spec.template", POD, ""),
+                "metadata.name: at most 63",
+            ),
+            (
+                template("a", WORKLOADS, "spec.template", POD, "").replace("v1beta1", "v2"),
+                "is not expansion.gatekeeper.sh/v1alpha1 or v1beta1",
+            ),
         ] {
             let err = load(&yaml).unwrap_err();
-            assert!(err.contains("ExpansionTemplate \"") && err.contains("at e.yaml (document 1): "), "{err}");
+            assert!(
+                err.contains("ExpansionTemplate \"") && err.contains("at e.yaml (document 1): "),
+                "{err}"
+            );
             assert!(err.contains(needle), "{err} should contain {needle}");
         }
         let twice = template("a", WORKLOADS, "spec.template", POD, "").repeat(2);
-        assert!(load(&twice).unwrap_err().contains("(document 2): duplicates ExpansionTemplate \"a\" at e.yaml (document 1)"));
+        assert!(
+            load(&twice).unwrap_err().contains(
+                "(document 2): duplicates ExpansionTemplate \"a\" at e.yaml (document 1)"
+            )
+        );
     }
 
     #[test]
     fn templates_in_a_cycle_are_refused_and_the_others_named_apart() {
-        let yaml = template("a", "[{groups: [x], kinds: [A], versions: [v1]}]", "spec.t", "{group: x, version: v1, kind: B}", "")
-            + &template("b", "[{groups: [x], kinds: [B], versions: [v1]}]", "spec.t", "{group: x, version: v1, kind: C}", "")
-            + &template("c", "[{groups: [x], kinds: [C], versions: [v1]}]", "spec.t", "{group: x, version: v1, kind: A}", "")
-            + &template("d", "[{groups: [x], kinds: [C], versions: [v1]}]", "spec.t", POD, "");
+        let yaml = template(
+            "a",
+            "[{groups: [x], kinds: [A], versions: [v1]}]",
+            "spec.t",
+            "{group: x, version: v1, kind: B}",
+            "",
+        ) + &template(
+            "b",
+            "[{groups: [x], kinds: [B], versions: [v1]}]",
+            "spec.t",
+            "{group: x, version: v1, kind: C}",
+            "",
+        ) + &template(
+            "c",
+            "[{groups: [x], kinds: [C], versions: [v1]}]",
+            "spec.t",
+            "{group: x, version: v1, kind: A}",
+            "",
+        ) + &template(
+            "d",
+            "[{groups: [x], kinds: [C], versions: [v1]}]",
+            "spec.t",
+            POD,
+            "",
+        );
         let err = load(&yaml).unwrap_err();
         assert!(err.starts_with("1 problem in the policy bundle"), "{err}");
         assert!(err.contains("expand each other in a cycle: a (x/v1 A → x/v1 B), b (x/v1 B → x/v1 C), c (x/v1 C → x/v1 A)"), "{err}");
@@ -839,9 +1011,25 @@ mod tests {
 
     #[test]
     fn the_parents_of_a_kind_follow_chains() {
-        let yaml = template("cronjobs", "[{groups: [batch], kinds: [CronJob], versions: [v1]}]", "spec.jobTemplate", "{group: batch, version: v1, kind: Job}", "")
-            + &template("jobs", "[{groups: [batch], kinds: [Job], versions: [v1]}]", "spec.template", POD, "")
-            + &template("other", "[{groups: [x], kinds: [Y], versions: [v1]}]", "spec.t", "{group: x, version: v1, kind: Z}", "");
+        let yaml = template(
+            "cronjobs",
+            "[{groups: [batch], kinds: [CronJob], versions: [v1]}]",
+            "spec.jobTemplate",
+            "{group: batch, version: v1, kind: Job}",
+            "",
+        ) + &template(
+            "jobs",
+            "[{groups: [batch], kinds: [Job], versions: [v1]}]",
+            "spec.template",
+            POD,
+            "",
+        ) + &template(
+            "other",
+            "[{groups: [x], kinds: [Y], versions: [v1]}]",
+            "spec.t",
+            "{group: x, version: v1, kind: Z}",
+            "",
+        );
         let e = load(&yaml).unwrap();
         let parents: Vec<String> = e
             .parents_of(|g| g.kind == "Pod")
@@ -855,13 +1043,31 @@ mod tests {
     #[test]
     fn two_templates_for_the_same_parent_and_resultant_both_run_with_a_warning() {
         let yaml = template("one", WORKLOADS, "spec.template", POD, "")
-            + &template("two", "[{groups: [apps], kinds: [Deployment], versions: [v1]}]", "spec.template", POD, "");
+            + &template(
+                "two",
+                "[{groups: [apps], kinds: [Deployment], versions: [v1]}]",
+                "spec.template",
+                POD,
+                "",
+            );
         let e = load(&yaml).unwrap();
         let warnings = e.warnings();
         assert_eq!(warnings.len(), 1);
-        assert!(warnings[0].to_string().contains("expands apps/v1 Deployment into v1 Pod as ExpansionTemplate \"one\""), "{}", warnings[0]);
+        assert!(
+            warnings[0]
+                .to_string()
+                .contains("expands apps/v1 Deployment into v1 Pod as ExpansionTemplate \"one\""),
+            "{}",
+            warnings[0]
+        );
         let out = e
-            .expand(&deployment(), ("apps", "v1", "Deployment"), "shop", &Mutators::default(), None)
+            .expand(
+                &deployment(),
+                ("apps", "v1", "Deployment"),
+                "shop",
+                &Mutators::default(),
+                None,
+            )
             .unwrap();
         assert_eq!(out.len(), 2);
     }

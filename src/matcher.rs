@@ -587,7 +587,8 @@ mod tests {
 
     #[test]
     fn source_tells_originals_from_resultants() {
-        let object = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "a"}});
+        let object =
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "a"}});
         let original = Review::from_object(object.clone());
         let resultant = Review::resultant(object, None);
         for (source, on_original, on_resultant) in [
@@ -597,10 +598,14 @@ mod tests {
             (json!("Original"), true, false),
             (json!("Generated"), false, true),
         ] {
-            let sel = m(json!({"source": source, "kinds": [{"apiGroups": [""], "kinds": ["Pod"]}]}));
+            let sel =
+                m(json!({"source": source, "kinds": [{"apiGroups": [""], "kinds": ["Pod"]}]}));
             assert_eq!(sel.matches(&original, None), Ok(on_original), "{source}");
             assert_eq!(sel.matches(&resultant, None), Ok(on_resultant), "{source}");
-            assert_eq!(sel.may_match_kind("", "Pod", Source::Generated), on_resultant);
+            assert_eq!(
+                sel.may_match_kind("", "Pod", Source::Generated),
+                on_resultant
+            );
             assert!(!sel.may_match_kind("apps", "Pod", Source::Original));
         }
         for bad in [json!("generated"), json!("Both"), json!(["All"])] {

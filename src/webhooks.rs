@@ -200,9 +200,11 @@ pub fn validating_rules(bundle: &Bundle) -> Vec<Rule> {
         // A workload expanded into what the constraint judges is judged by it too, so it must
         // be sent here (a Deployment, for a Pod constraint).
         let parents = bundle.expansions().parents_of(|gvk| {
-            constraint
-                .matcher
-                .may_match_kind(&gvk.group, &gvk.kind, crate::admission::Source::Generated)
+            constraint.matcher.may_match_kind(
+                &gvk.group,
+                &gvk.kind,
+                crate::admission::Source::Generated,
+            )
         });
         if !parents.is_empty() {
             rules.add(&parents, operations);

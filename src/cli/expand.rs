@@ -29,7 +29,13 @@ pub struct ExpandArgs {
     #[arg(short = 'f', long = "filename", required = true)]
     pub inputs: Vec<String>,
     /// Output format (gator's --format).
-    #[arg(short = 'o', long = "output", alias = "format", value_enum, default_value = "yaml")]
+    #[arg(
+        short = 'o',
+        long = "output",
+        alias = "format",
+        value_enum,
+        default_value = "yaml"
+    )]
     pub output: ExpandFormat,
     /// Write the resultants to this file instead of standard output (overwritten).
     #[arg(long = "outputfile")]
@@ -93,7 +99,12 @@ pub fn expand(docs: &[Document]) -> Result<Vec<Value>, String> {
         let review = Review::from_object(doc.value.clone());
         let base = mutators
             .mutate(&review, namespace)
-            .map_err(|e| format!("{}: cannot mutate it before expanding it: {e}", doc.describe()))?
+            .map_err(|e| {
+                format!(
+                    "{}: cannot mutate it before expanding it: {e}",
+                    doc.describe()
+                )
+            })?
             .unwrap_or_else(|| doc.value.clone());
         let resultants = expansions
             .expand(

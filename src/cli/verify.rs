@@ -485,7 +485,10 @@ fn load_pair(test: &SuiteTest, options: &EngineOptions) -> Result<Bundle, String
     if let Some(path) = &test.expansion {
         let expansions = files::read_file(path).map_err(|e| e.to_string())?;
         if expansions.is_empty() {
-            return Err(format!("expansion {}: holds no ExpansionTemplate", path.display()));
+            return Err(format!(
+                "expansion {}: holds no ExpansionTemplate",
+                path.display()
+            ));
         }
         // As gator: the file holds ExpansionTemplates only.
         if let Some(other) = expansions.iter().find(|d| {

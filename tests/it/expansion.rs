@@ -19,6 +19,7 @@ metadata: {name: pods-run-as-non-root}
 spec:
   match:
     kinds: [{apiGroups: [""], kinds: [Pod]}]
+    excludedNamespaces: ["kube-*"]
 "#;
 
 /// Deployments (no override), StatefulSets (warn), DaemonSets (dryrun), CronJobs through Jobs,
@@ -143,14 +144,17 @@ fn body(v: &Value) -> Vec<u8> {
     serde_json::to_vec(v).unwrap()
 }
 
-const API_ROOT: &str = "Pod api-pod: container api must run as non-root (securityContext.runAsNonRoot: true)";
+const API_ROOT: &str =
+    "Pod api-pod: container api must run as non-root (securityContext.runAsNonRoot: true)";
 
 #[tokio::test]
 async fn a_deployment_whose_pods_break_a_pod_constraint_is_denied_with_the_prefix() {
     let server = start(&[]).await;
     let client = server.client();
     for proto in [Proto::Http1, Proto::Http2] {
-        let rsp = client.review(proto, "/validate", &body(&deployment(|_| {}))).await;
+        let rsp = client
+            .review(proto, "/validate", &body(&deployment(|_| {})))
+            .await;
         assert_eq!(rsp["allowed"], false, "{rsp}");
         assert_eq!(rsp["status"]["code"], 403);
         assert_eq!(
@@ -168,6 +172,20 @@ async fn a_deployment_whose_pods_break_a_pod_constraint_is_denied_with_the_prefi
         assert_eq!(rsp["allowed"], true, "{fix}: {rsp}");
         assert!(rsp.get("warnings").is_none(), "{rsp}");
     }
+    // The pods land in the Deployment's namespace, whatever the template says: naming an
+    // excluded namespace (or another name) in it changes nothing.
+    let elsewhere = deployment(|o| {
+        o["spec"]["template"]["metadata"]["namespace"] = json!("kube-system");
+        o["spec"]["template"]["metadata"]["name"] = json!("kube-proxy");
+    });
+    let rsp = client
+        .review(Proto::Http2, "/validate", &body(&elsewhere))
+        .await;
+    assert_eq!(rsp["allowed"], false, "{rsp}");
+    assert_eq!(
+        rsp["status"]["message"],
+        format!("[pods-run-as-non-root] [Implied by workloads-to-pods] {API_ROOT}")
+    );
     // A second container hidden behind a compliant one, and a container that opts out of the
     // pod's setting: each is found.
     let hidden = deployment(|o| {
@@ -175,7 +193,9 @@ async fn a_deployment_whose_pods_break_a_pod_constraint_is_denied_with_the_prefi
             {"name": "api", "image": "i"},
             {"name": "sidecar", "image": "s", "securityContext": {"runAsNonRoot": false}}]});
     });
-    let rsp = client.review(Proto::Http1, "/validate", &body(&hidden)).await;
+    let rsp = client
+        .review(Proto::Http1, "/validate", &body(&hidden))
+        .await;
     assert_eq!(rsp["allowed"], false, "{rsp}");
     assert!(
         rsp["status"]["message"]
@@ -196,11 +216,15 @@ async fn every_workload_kind_that_carries_the_pod_is_judged() {
         ("batch", "Job", "api-pod"),
     ] {
         let review = workload(group, "v1", kind, |_| {});
-        let rsp = client.review(Proto::Http2, "/validate", &body(&review)).await;
+        let rsp = client
+            .review(Proto::Http2, "/validate", &body(&review))
+            .await;
         assert_eq!(rsp["allowed"], false, "{kind}: {rsp}");
         assert_eq!(
             rsp["status"]["message"],
-            format!("[pods-run-as-non-root] [Implied by workloads-to-pods] Pod {resultant}: container api must run as non-root (securityContext.runAsNonRoot: true)"),
+            format!(
+                "[pods-run-as-non-root] [Implied by workloads-to-pods] Pod {resultant}: container api must run as non-root (securityContext.runAsNonRoot: true)"
+            ),
             "{kind}"
         );
     }
@@ -209,7 +233,9 @@ async fn every_workload_kind_that_carries_the_pod_is_judged() {
         let template = o["spec"]["template"].take();
         o["spec"]["podTemplate"] = template;
     });
-    let rsp = client.review(Proto::Http1, "/validate", &body(&rollout)).await;
+    let rsp = client
+        .review(Proto::Http1, "/validate", &body(&rollout))
+        .await;
     assert_eq!(rsp["allowed"], false, "{rsp}");
     assert_eq!(
         rsp["status"]["message"],
@@ -217,7 +243,9 @@ async fn every_workload_kind_that_carries_the_pod_is_judged() {
     );
     // The kind as the request names it decides: a version no template lists is not expanded.
     let other_version = workload("apps", "v1beta2", "Deployment", |_| {});
-    let rsp = client.review(Proto::Http1, "/validate", &body(&other_version)).await;
+    let rsp = client
+        .review(Proto::Http1, "/validate", &body(&other_version))
+        .await;
     assert_eq!(rsp["allowed"], true, "{rsp}");
 }
 
@@ -235,14 +263,18 @@ async fn an_update_that_changes_only_the_pod_template_is_judged() {
         review["request"]["oldObject"] = old_object;
         review
     };
-    let rsp = client.review(Proto::Http2, "/validate", &body(&update(&safe, &root))).await;
+    let rsp = client
+        .review(Proto::Http2, "/validate", &body(&update(&safe, &root)))
+        .await;
     assert_eq!(rsp["allowed"], false, "{rsp}");
     assert_eq!(
         rsp["status"]["message"],
         format!("[pods-run-as-non-root] [Implied by workloads-to-pods] {API_ROOT}")
     );
     // The new template is what the pods get: fixing it is admitted, whatever the old one was.
-    let rsp = client.review(Proto::Http2, "/validate", &body(&update(&root, &safe))).await;
+    let rsp = client
+        .review(Proto::Http2, "/validate", &body(&update(&root, &safe)))
+        .await;
     assert_eq!(rsp["allowed"], true, "{rsp}");
 }
 
@@ -256,14 +288,18 @@ async fn the_expansion_template_action_overrides_the_constraint() {
     assert_eq!(rsp["allowed"], true, "{rsp}");
     assert_eq!(
         rsp["warnings"],
-        json!([format!("[pods-run-as-non-root] [Implied by statefulsets-warn] {API_ROOT}")])
+        json!([format!(
+            "[pods-run-as-non-root] [Implied by statefulsets-warn] {API_ROOT}"
+        )])
     );
     // dryrun: admitted and silent, recorded in the audit annotation.
     let ds = workload("apps", "v1", "DaemonSet", |_| {});
     let rsp = client.review(Proto::Http1, "/validate", &body(&ds)).await;
     assert_eq!(rsp["allowed"], true, "{rsp}");
     assert!(rsp.get("warnings").is_none(), "{rsp}");
-    let recorded = rsp["auditAnnotations"]["dryrun-violations"].as_str().unwrap();
+    let recorded = rsp["auditAnnotations"]["dryrun-violations"]
+        .as_str()
+        .unwrap();
     let recorded: Value = serde_json::from_str(recorded).unwrap();
     assert_eq!(
         recorded,
@@ -277,7 +313,10 @@ async fn the_expansion_template_action_overrides_the_constraint() {
     let rsp = client.review(Proto::Http1, "/validate", &body(&pod)).await;
     assert_eq!(rsp["allowed"], false, "{rsp}");
     assert!(
-        !rsp["status"]["message"].as_str().unwrap().contains("Implied by"),
+        !rsp["status"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Implied by"),
         "{rsp}"
     );
 }
@@ -291,18 +330,24 @@ async fn a_cronjob_is_judged_by_the_pods_of_its_jobs() {
             let mut template = o["spec"]["template"].take();
             template["spec"]["containers"] = json!([container]);
             o["metadata"]["name"] = json!("nightly");
-            o["spec"] = json!({"schedule": "0 3 * * *", "jobTemplate": {"spec": {"template": template}}});
+            o["spec"] =
+                json!({"schedule": "0 3 * * *", "jobTemplate": {"spec": {"template": template}}});
         })
     };
     let rsp = client
-        .review(Proto::Http2, "/validate", &body(&cron(json!({"name": "report", "image": "r"}))))
+        .review(
+            Proto::Http2,
+            "/validate",
+            &body(&cron(json!({"name": "report", "image": "r"}))),
+        )
         .await;
     assert_eq!(rsp["allowed"], false, "{rsp}");
     assert_eq!(
         rsp["status"]["message"],
         "[pods-run-as-non-root] [Implied by workloads-to-pods] Pod nightly-job-pod: container report must run as non-root (securityContext.runAsNonRoot: true)"
     );
-    let ok = cron(json!({"name": "report", "image": "r", "securityContext": {"runAsNonRoot": true}}));
+    let ok =
+        cron(json!({"name": "report", "image": "r", "securityContext": {"runAsNonRoot": true}}));
     let rsp = client.review(Proto::Http2, "/validate", &body(&ok)).await;
     assert_eq!(rsp["allowed"], true, "{rsp}");
 }
@@ -314,8 +359,14 @@ async fn a_workload_that_cannot_be_expanded_is_denied() {
     // A custom kind whose template is missing, or not an object: it cannot be judged, so it is
     // not admitted.
     for (edit, why) in [
-        (json!(null), "the parent \"api\" has no spec.podTemplate to expand"),
-        (json!(["pod"]), "spec.podTemplate of the parent \"api\" is a list, not an object to expand"),
+        (
+            json!(null),
+            "the parent \"api\" has no spec.podTemplate to expand",
+        ),
+        (
+            json!(["pod"]),
+            "spec.podTemplate of the parent \"api\" is a list, not an object to expand",
+        ),
     ] {
         let rollout = workload("rollouts.example.com", "v1", "Rollout", |o| {
             o["spec"].as_object_mut().unwrap().remove("template");
@@ -323,7 +374,9 @@ async fn a_workload_that_cannot_be_expanded_is_denied() {
                 o["spec"]["podTemplate"] = edit.clone();
             }
         });
-        let rsp = client.review(Proto::Http1, "/validate", &body(&rollout)).await;
+        let rsp = client
+            .review(Proto::Http1, "/validate", &body(&rollout))
+            .await;
         assert_eq!(rsp["allowed"], false, "{rsp}");
         assert_eq!(
             rsp["status"]["message"],
@@ -343,12 +396,20 @@ async fn generated_mutators_shape_resultants_and_never_real_objects() {
     };
     // A Generated mutator makes the resultant compliant: admitted.
     let rsp = client
-        .review(Proto::Http2, "/validate", &body(&in_ns("mutated-resultants")))
+        .review(
+            Proto::Http2,
+            "/validate",
+            &body(&in_ns("mutated-resultants")),
+        )
         .await;
     assert_eq!(rsp["allowed"], true, "{rsp}");
     // An Original mutator does not touch resultants: denied.
     let rsp = client
-        .review(Proto::Http2, "/validate", &body(&in_ns("mutated-originals")))
+        .review(
+            Proto::Http2,
+            "/validate",
+            &body(&in_ns("mutated-originals")),
+        )
         .await;
     assert_eq!(rsp["allowed"], false, "{rsp}");
     // At /mutate, a real Pod gets the Original mutator's change only.
@@ -383,7 +444,10 @@ fn the_webhook_is_sent_the_workloads_that_expand_into_judged_kinds() {
             .any(|r| r.api_group == group && r.resources.iter().any(|x| x == resource))
     };
     assert!(has("rollouts.example.com", "rollouts"), "{rules:#?}");
-    assert!(has("batch", "cronjobs") && has("apps", "statefulsets"), "{rules:#?}");
+    assert!(
+        has("batch", "cronjobs") && has("apps", "statefulsets"),
+        "{rules:#?}"
+    );
 
     // A constraint that judges originals only needs no parent; one on another kind neither.
     std::fs::write(
@@ -436,7 +500,8 @@ fn a_suite_expansion_file_holds_expansion_templates_only() {
         panic!("{results:?}")
     };
     assert!(
-        why.contains("K8sNonRootContainers \"pods-run-as-non-root\"") && why.contains("holds ExpansionTemplates only"),
+        why.contains("K8sNonRootContainers \"pods-run-as-non-root\"")
+            && why.contains("holds ExpansionTemplates only"),
         "{why}"
     );
 }
@@ -488,7 +553,14 @@ fn palisade_expand_prints_the_resultants_as_gator_does() {
         .iter()
         .map(|d| d["metadata"]["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["nightly-report-job", "nightly-report-job-pod", "checkout-pod"]);
+    assert_eq!(
+        names,
+        [
+            "nightly-report-job",
+            "nightly-report-job-pod",
+            "checkout-pod"
+        ]
+    );
     assert_eq!(
         docs[2],
         json!({"apiVersion": "v1", "kind": "Pod",
@@ -501,7 +573,10 @@ fn palisade_expand_prints_the_resultants_as_gator_does() {
     // The Job is mutated as a Job is not (the mutator applies to Pods), and owns its Pod.
     assert_eq!(docs[0]["kind"], "Job");
     assert!(docs[0]["spec"]["template"]["spec"]["securityContext"].is_null());
-    assert_eq!(docs[1]["metadata"]["ownerReferences"][0]["name"], "nightly-report-job");
+    assert_eq!(
+        docs[1]["metadata"]["ownerReferences"][0]["name"],
+        "nightly-report-job"
+    );
     assert_eq!(docs[1]["spec"]["securityContext"]["runAsNonRoot"], true);
 
     let (code, json_out, _) = expand(&[
@@ -574,7 +649,9 @@ fn palisade_expand_refuses_bad_input_with_a_message_naming_it() {
     assert_eq!(code, 1);
     assert!(
         err.contains("Deployment \"empty\" at ")
-            && err.contains("ExpansionTemplate workloads-to-pods: the parent \"empty\" has no spec.template"),
+            && err.contains(
+                "ExpansionTemplate workloads-to-pods: the parent \"empty\" has no spec.template"
+            ),
         "{err}"
     );
 }
@@ -586,10 +663,19 @@ fn palisade_test_and_audit_judge_the_resultants() {
     let run = |command: &str| {
         let out = Command::new(BIN)
             .current_dir(ROOT)
-            .args([command, "--policies", &policies, "-f", "tests/data/expansion/deployment-root.yaml"])
+            .args([
+                command,
+                "--policies",
+                &policies,
+                "-f",
+                "tests/data/expansion/deployment-root.yaml",
+            ])
             .output()
             .unwrap();
-        (out.status.code().unwrap(), String::from_utf8(out.stdout).unwrap())
+        (
+            out.status.code().unwrap(),
+            String::from_utf8(out.stdout).unwrap(),
+        )
     };
     let (code, out) = run("test");
     assert_eq!(code, 1, "{out}");
@@ -599,5 +685,8 @@ fn palisade_test_and_audit_judge_the_resultants() {
     );
     let (code, out) = run("audit");
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains("[Implied by workloads-to-pods] Pod checkout-pod"), "{out}");
+    assert!(
+        out.contains("[Implied by workloads-to-pods] Pod checkout-pod"),
+        "{out}"
+    );
 }
