@@ -307,7 +307,7 @@ async fn the_expansion_template_action_overrides_the_constraint() {
             "message": format!("[Implied by daemonsets-dryrun] {API_ROOT}")}])
     );
     // The override is the template's, not the constraint's: a bare Pod is still denied.
-    let mut pod: Value =
+    let pod: Value =
         serde_json::from_slice(&fixture("admission/validate-create-pod.json")).unwrap();
     assert!(pod["request"]["object"]["spec"]["containers"][0]["securityContext"].is_null());
     let rsp = client.review(Proto::Http1, "/validate", &body(&pod)).await;
@@ -448,6 +448,14 @@ fn the_webhook_is_sent_the_workloads_that_expand_into_judged_kinds() {
         has("batch", "cronjobs") && has("apps", "statefulsets"),
         "{rules:#?}"
     );
+    // The background audit lists the parents too, as Gatekeeper's audit expands what it lists.
+    let (audited, _) = palisade::cluster::audit::audited_kinds(&bundle);
+    for kind in ["Rollout", "CronJob", "Deployment"] {
+        assert!(
+            audited.iter().any(|(_, k)| k == kind),
+            "{kind}: {audited:?}"
+        );
+    }
 
     // A constraint that judges originals only needs no parent; one on another kind neither.
     std::fs::write(
@@ -465,6 +473,8 @@ fn the_webhook_is_sent_the_workloads_that_expand_into_judged_kinds() {
         !rules.iter().any(|r| r.api_group == "rollouts.example.com"),
         "{rules:#?}"
     );
+    let (audited, _) = palisade::cluster::audit::audited_kinds(&bundle);
+    assert!(!audited.iter().any(|(_, k)| k == "Rollout"), "{audited:?}");
 }
 
 #[test]
