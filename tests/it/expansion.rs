@@ -700,3 +700,39 @@ fn palisade_test_and_audit_judge_the_resultants() {
         "{out}"
     );
 }
+
+#[test]
+fn palisade_test_expands_the_workload_as_the_mutating_webhook_leaves_it() {
+    // A mutator that fixes Deployments' pod templates: `palisade test` (as gator) mutates the
+    // object before expanding it, as /mutate would have before /validate.
+    let dir = tempfile::tempdir().unwrap();
+    let fix = r#"
+apiVersion: mutations.gatekeeper.sh/v1
+kind: Assign
+metadata: {name: deployments-non-root}
+spec:
+  applyTo: [{groups: [apps], kinds: [Deployment], versions: [v1]}]
+  match: {source: Original}
+  location: spec.template.spec.securityContext.runAsNonRoot
+  parameters: {assign: {value: true}}
+"#;
+    let policies = bundle_dir(dir.path(), &[("mutator.yaml", fix)]);
+    let out = Command::new(BIN)
+        .current_dir(ROOT)
+        .args([
+            "test",
+            "--policies",
+            &policies,
+            "-f",
+            "tests/data/expansion/deployment-root.yaml",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.starts_with("Deployment shop/checkout: no violations\n"),
+        "{text}"
+    );
+    assert!(!text.contains("Implied by"), "{text}");
+}
