@@ -48,6 +48,16 @@ impl Operation {
     }
 }
 
+/// Where the object under review comes from, as Gatekeeper's `match.source` tells them apart:
+/// the object itself, or a resultant that an ExpansionTemplate made of a workload
+/// ([`crate::expansion`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Source {
+    #[default]
+    Original,
+    Generated,
+}
+
 /// Who sent the request, as the API server authenticated them.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(default)]
@@ -123,6 +133,7 @@ pub struct Review {
     dry_run: bool,
     user: UserInfo,
     json: Value,
+    source: Source,
 }
 
 impl Review {
@@ -219,6 +230,7 @@ impl Review {
             dry_run: envelope.dry_run.unwrap_or(false),
             user: envelope.user_info,
             json,
+            source: Source::Original,
         })
     }
 
@@ -238,7 +250,29 @@ impl Review {
             dry_run: false,
             user: UserInfo::default(),
             json,
+            source: Source::Original,
         }
+    }
+
+    /// A resultant of workload expansion, reviewed as Gatekeeper reviews one: the bare object
+    /// with the parent's operation (on DELETE as the old object too), no userInfo, source
+    /// `Generated`.
+    pub fn resultant(object: Value, operation: Option<Operation>) -> Self {
+        let mut review = Self::from_object(object);
+        review.source = Source::Generated;
+        if let Some(op) = operation {
+            review.operation = Some(op);
+            review.json["operation"] = Value::from(op.as_str());
+            if op == Operation::Delete {
+                review.json["oldObject"] = review.json["object"].clone();
+            }
+        }
+        review
+    }
+
+    /// Whether the object is the one under review or a resultant of expansion.
+    pub fn source(&self) -> Source {
+        self.source
     }
 
     /// A bare object presented as if it were being created (the offline audit): operation

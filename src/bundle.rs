@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 pub mod cluster;
 
+use crate::expansion::Expansions;
 use crate::manifest::{Document, ManifestError};
 use crate::mutation::{Mutator, Mutators};
 use crate::policy::{Constraint, EngineOptions, Policies, Template, parse_constraint, template};
@@ -16,7 +17,7 @@ pub const TEMPLATES_GROUP: &str = "templates.gatekeeper.sh";
 pub const MUTATIONS_GROUP: &str = "mutations.gatekeeper.sh";
 
 /// Gatekeeper's other groups and their kinds: kept for the parts that read them (a `Config`
-/// lists the kinds to sync), or ignored with a warning when Palisade does not run them.
+/// lists the kinds to sync, ExpansionTemplates become the bundle's [`Expansions`]).
 const OTHER_GATEKEEPER_KINDS: [(&str, &[&str]); 5] = [
     ("config.gatekeeper.sh", &["Config"]),
     ("expansion.gatekeeper.sh", &["ExpansionTemplate"]),
@@ -92,6 +93,8 @@ pub struct Bundle {
     sync: Option<Vec<SyncKind>>,
     /// The namespaces the `Config` takes out of each process (`spec.match`).
     excluded: Excluded,
+    /// The ExpansionTemplates of `others`, checked.
+    expansions: Expansions,
     /// `(kind, name)` of the constraints that come from the cluster, whose status Palisade
     /// writes.
     from_cluster: std::collections::HashSet<(String, String)>,
@@ -526,6 +529,10 @@ impl Bundle {
                 }
             }
         }
+        // Checked here too, so that one load reports these with every other problem.
+        if let Err(e) = Expansions::from_documents(&others) {
+            problems.extend(e.problems);
+        }
         if !problems.is_empty() {
             return Err(BundleError { problems });
         }
@@ -546,7 +553,11 @@ impl Bundle {
                 .map_err(|e| BundleError::one(config.describe(), e))?,
             None => Excluded::default(),
         };
+        let expansions = Expansions::from_documents(&others)?;
+        let mut warnings = warnings;
+        warnings.extend(expansions.warnings());
         Ok(Self {
+            expansions,
             policies: Policies::new(templates, constraints),
             mutators: Mutators::new(mutators),
             others,
@@ -580,6 +591,11 @@ impl Bundle {
 
     pub fn mutators(&self) -> &Mutators {
         &self.mutators
+    }
+
+    /// The ExpansionTemplates: which workloads are also judged by what they would create.
+    pub fn expansions(&self) -> &Expansions {
+        &self.expansions
     }
 
     /// Documents of Gatekeeper's other kinds, such as `Config`.

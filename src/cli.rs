@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod bench;
 pub mod certs;
+pub mod expand;
 pub mod manifests;
 pub mod netpol;
 pub mod serve;
@@ -42,6 +43,9 @@ pub enum Command {
     /// Audit manifests as if created, with the default-deny coverage: a table, JSON, JUnit or
     /// PolicyReports; exits 1 when a deny violation exists, 2 on bad input.
     Audit(audit::AuditArgs),
+    /// Print the resultants that ExpansionTemplates make of workloads (like gator expand): the
+    /// objects, templates and mutators are read from -f; exits 1 on bad input.
+    Expand(expand::ExpandArgs),
     /// Measure how long the bundle takes to decide objects (like gator bench): reviews per
     /// second and latency percentiles on 1..K threads, and each matching constraint's cost.
     Bench(bench::BenchArgs),
@@ -65,6 +69,7 @@ impl Cli {
             Command::Netpol(command) => command.run(),
             Command::Manifests(args) => args.run(),
             Command::Bench(args) => args.run(),
+            Command::Expand(args) => args.run(),
         }
     }
 }

@@ -35,6 +35,9 @@ pub struct Decider {
     grant_keys: Arc<breakglass::GrantKeys>,
     /// The enforcement point whose actions apply (scoped constraints): the webhook by default.
     point: Point,
+    /// Mutate an object before expanding it into resultants (gator does; the webhook is sent
+    /// objects the mutating webhook has already changed).
+    mutate_before_expansion: bool,
 }
 
 /// A decision and what it was made from.
@@ -105,6 +108,14 @@ impl Decider {
     /// No namespace is exempt, and scoped constraints take gator's actions: the CLI's decider.
     pub fn without_exemptions() -> Self {
         Self::default().at_point(Point::Gator)
+    }
+
+    /// Objects are mutated (by the mutators for `Original` objects) before they are expanded,
+    /// as the API server's mutating webhook would have done before validation: for objects
+    /// read from files, as `gator test` and `gator expand` do.
+    pub fn mutating_before_expansion(mut self) -> Self {
+        self.mutate_before_expansion = true;
+        self
     }
 
     pub fn is_exempt(&self, review: &Review) -> bool {
@@ -188,6 +199,19 @@ impl Decider {
                 let mut violations = bundle
                     .policies()
                     .evaluate(self.point, review, namespace, inventory, deadline)?;
+                if !bundle.expansions().is_empty() {
+                    violations.extend(crate::expansion::judge(
+                        bundle.expansions(),
+                        bundle.policies(),
+                        bundle.mutators(),
+                        self.point,
+                        review,
+                        namespace,
+                        inventory,
+                        deadline,
+                        self.mutate_before_expansion,
+                    )?);
+                }
                 for v in &mut violations {
                     v.action = v.action.capped(mode.enforcement);
                 }

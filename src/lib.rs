@@ -24,6 +24,7 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod decide;
+pub mod expansion;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod inventory;

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use crate::admission::Review;
+use crate::admission::{Review, Source};
 use crate::object::labels_of;
 
 /// A name pattern: exact, `prefix*`, `*suffix`, `*infix*` or `*`.
@@ -159,7 +159,7 @@ pub struct KindSelector {
 }
 
 impl KindSelector {
-    fn matches(&self, group: &str, kind: &str) -> bool {
+    pub(crate) fn matches(&self, group: &str, kind: &str) -> bool {
         let any = |list: &[String], item: &str| {
             list.is_empty() || list.iter().any(|x| x == "*" || x == item)
         };
@@ -175,6 +175,26 @@ pub enum Scope {
     Namespaced,
 }
 
+/// `match.source`: whether a rule applies to objects under review (`Original`), to the resultants
+/// of workload expansion (`Generated`), or to both (`All`, the default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SourceMatch {
+    #[default]
+    All,
+    Original,
+    Generated,
+}
+
+impl SourceMatch {
+    fn matches(self, source: Source) -> bool {
+        match self {
+            SourceMatch::All => true,
+            SourceMatch::Original => source == Source::Original,
+            SourceMatch::Generated => source == Source::Generated,
+        }
+    }
+}
+
 /// A parsed `spec.match`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Match {
@@ -185,6 +205,7 @@ pub struct Match {
     pub label_selector: Option<LabelSelector>,
     pub namespace_selector: Option<LabelSelector>,
     pub name: Option<Glob>,
+    pub source: SourceMatch,
 }
 
 /// A JSON list of strings (absent is empty); `field` names it in the error.
@@ -274,7 +295,20 @@ impl Match {
             Value::String(s) => Some(Glob::new(s)),
             _ => return Err(format!("{field}.name: must be a string")),
         };
+        // Gatekeeper's values, case and all: a misspelt one is an error there too.
+        let source = match &value["source"] {
+            Value::Null => SourceMatch::All,
+            Value::String(s) if s.is_empty() || s == "All" => SourceMatch::All,
+            Value::String(s) if s == "Original" => SourceMatch::Original,
+            Value::String(s) if s == "Generated" => SourceMatch::Generated,
+            other => {
+                return Err(format!(
+                    "{field}.source: {other} is not one of \"All\", \"Original\", \"Generated\""
+                ));
+            }
+        };
         Ok(Self {
+            source,
             kinds,
             scope,
             namespaces: globs("namespaces")?,
@@ -303,8 +337,18 @@ impl Match {
         )
     }
 
+    /// Whether objects of `group`/`kind` from `source` can be in scope (what the webhook rules
+    /// need: the other matchers depend on the object).
+    pub fn may_match_kind(&self, group: &str, kind: &str, source: Source) -> bool {
+        self.source.matches(source)
+            && (self.kinds.is_empty() || self.kinds.iter().any(|k| k.matches(group, kind)))
+    }
+
     /// Whether the review's object is in scope. `namespace` is the object's Namespace, when known.
     pub fn matches(&self, review: &Review, namespace: Option<&Value>) -> Result<bool, String> {
+        if !self.source.matches(review.source()) {
+            return Ok(false);
+        }
         let object = review.object_ref();
         let (group, kind) = (object.group.as_str(), object.kind.as_str());
         if !self.kinds.is_empty() && !self.kinds.iter().any(|k| k.matches(group, kind)) {
@@ -539,6 +583,36 @@ mod tests {
         assert_eq!(sel.matches(&pod("a", json!({})), None), Ok(true));
         let other = m(json!({"name": "api"}));
         assert_eq!(other.matches(&pod("a", json!({})), None), Ok(false));
+    }
+
+    #[test]
+    fn source_tells_originals_from_resultants() {
+        let object =
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "a"}});
+        let original = Review::from_object(object.clone());
+        let resultant = Review::resultant(object, None);
+        for (source, on_original, on_resultant) in [
+            (json!(null), true, true),
+            (json!(""), true, true),
+            (json!("All"), true, true),
+            (json!("Original"), true, false),
+            (json!("Generated"), false, true),
+        ] {
+            let sel =
+                m(json!({"source": source, "kinds": [{"apiGroups": [""], "kinds": ["Pod"]}]}));
+            assert_eq!(sel.matches(&original, None), Ok(on_original), "{source}");
+            assert_eq!(sel.matches(&resultant, None), Ok(on_resultant), "{source}");
+            assert_eq!(
+                sel.may_match_kind("", "Pod", Source::Generated),
+                on_resultant
+            );
+            assert!(!sel.may_match_kind("apps", "Pod", Source::Original));
+        }
+        for bad in [json!("generated"), json!("Both"), json!(["All"])] {
+            let err = Match::parse(&json!({"source": bad}), "spec.match").unwrap_err();
+            assert!(err.starts_with("spec.match.source: "), "{err}");
+            assert!(err.contains("\"Original\""), "{err}");
+        }
     }
 
     #[test]

@@ -9,6 +9,9 @@
 //!   and UPDATE, except Pods on CREATE only: a Pod's spec cannot change after creation, so a
 //!   mutation of a running Pod's update would make the API server refuse that update.
 //!
+//! - Validation also: every kind an ExpansionTemplate expands (directly or through a chain)
+//!   into a kind that a constraint judges in resultants, with that constraint's operations.
+//!
 //! - Both: every kind and subresource that carries a pod spec ([`crate::podpaths`]), whatever
 //!   the bundle holds (a Pod's UPDATE too, for break-glass grants only: the mutators do not run
 //!   on it), since break-glass is judged and its grants stamped there, and a pod path that no
@@ -194,6 +197,18 @@ pub fn validating_rules(bundle: &Bundle) -> Vec<Rule> {
             .find(|t| t.kind == constraint.kind)
             .map_or(&default[..], |t| &t.operations[..]);
         rules.add(&constraint.matcher.kinds, operations);
+        // A workload expanded into what the constraint judges is judged by it too, so it must
+        // be sent here (a Deployment, for a Pod constraint).
+        let parents = bundle.expansions().parents_of(|gvk| {
+            constraint.matcher.may_match_kind(
+                &gvk.group,
+                &gvk.kind,
+                crate::admission::Source::Generated,
+            )
+        });
+        if !parents.is_empty() {
+            rules.add(&parents, operations);
+        }
     }
     for path in &POD_PATHS {
         rules.insert_ops(path.group, path.resource, path.validate);

@@ -179,7 +179,9 @@ pub fn check(
             .map(|d| d.value.clone()),
     );
     let inventory = Inventory::from_objects(all);
-    let decider = Decider::without_exemptions();
+    // Workloads are mutated before they are expanded, as gator does (and as the API server's
+    // mutating webhook would have done).
+    let decider = Decider::without_exemptions().mutating_before_expansion();
     objects
         .into_iter()
         .map(|document| {

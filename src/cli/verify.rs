@@ -186,6 +186,9 @@ struct TestFile {
     template: Option<String>,
     #[serde(default)]
     constraint: Option<String>,
+    /// ExpansionTemplates the cases' objects are expanded with, as gator's `expansion:`.
+    #[serde(default)]
+    expansion: Option<String>,
     #[serde(default)]
     cases: Vec<CaseFile>,
     #[serde(default)]
@@ -224,6 +227,8 @@ pub struct SuiteTest {
     pub name: String,
     pub template: PathBuf,
     pub constraint: PathBuf,
+    /// A file of ExpansionTemplates, as gator's `expansion:`.
+    pub expansion: Option<PathBuf>,
     pub cases: Vec<Case>,
     pub skip: bool,
     /// The template or constraint is expected to be rejected.
@@ -401,6 +406,7 @@ pub fn parse_suite(file: &Path) -> Result<Suite, SuiteError> {
             name: t.name.unwrap_or_else(|| format!("test {ti}")),
             template: path(t.template, "template", "a path relative to the suite")?,
             constraint: path(t.constraint, "constraint", "a path relative to the suite")?,
+            expansion: t.expansion.filter(|s| !s.is_empty()).map(|s| base.join(s)),
             cases,
             skip: t.skip,
             invalid: t.invalid,
@@ -475,6 +481,25 @@ fn load_pair(test: &SuiteTest, options: &EngineOptions) -> Result<Bundle, String
     let mut docs = Vec::new();
     for path in [&test.template, &test.constraint] {
         docs.extend(files::read_file(path).map_err(|e| e.to_string())?);
+    }
+    if let Some(path) = &test.expansion {
+        let expansions = files::read_file(path).map_err(|e| e.to_string())?;
+        if expansions.is_empty() {
+            return Err(format!(
+                "expansion {}: holds no ExpansionTemplate",
+                path.display()
+            ));
+        }
+        // As gator: the file holds ExpansionTemplates only.
+        if let Some(other) = expansions.iter().find(|d| {
+            d.group() != crate::expansion::EXPANSION_GROUP || d.kind() != crate::expansion::KIND
+        }) {
+            return Err(format!(
+                "expansion: {} is not an ExpansionTemplate (apiVersion expansion.gatekeeper.sh/v1beta1); the expansion file holds ExpansionTemplates only",
+                other.describe()
+            ));
+        }
+        docs.extend(expansions);
     }
     Bundle::from_documents(docs, options).map_err(|e| e.to_string())
 }

@@ -85,6 +85,19 @@ pub fn audited_kinds(bundle: &Bundle) -> (BTreeSet<(String, String)>, bool) {
                 }
             }
         }
+        // Workloads expanded into what the constraint judges, as Gatekeeper's audit expands them.
+        let parents = bundle.expansions().parents_of(|gvk| {
+            constraint.matcher.may_match_kind(
+                &gvk.group,
+                &gvk.kind,
+                crate::admission::Source::Generated,
+            )
+        });
+        for p in parents {
+            for (group, kind) in p.api_groups.iter().zip(&p.kinds) {
+                kinds.insert((group.clone(), kind.clone()));
+            }
+        }
     }
     (kinds, wildcard)
 }

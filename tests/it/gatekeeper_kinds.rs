@@ -116,6 +116,16 @@ fn every_gatekeeper_kind_works_or_is_refused_or_warned_about() {
             }),
         ),
         (
+            "expansion.gatekeeper.sh/ExpansionTemplate",
+            "\napiVersion: expansion.gatekeeper.sh/v1beta1\nkind: ExpansionTemplate\nmetadata: {name: workloads}\nspec:\n  applyTo: [{groups: [apps], kinds: [Deployment], versions: [v1]}]\n  templateSource: spec.template\n  generatedGVK: {group: \"\", version: v1, kind: Pod}\n",
+            Works(|b| b.expansions().expands("apps", "v1", "Deployment")),
+        ),
+        (
+            "expansion.gatekeeper.sh/ExpansionTemplate (scoped)",
+            "\napiVersion: expansion.gatekeeper.sh/v1beta1\nkind: ExpansionTemplate\nmetadata: {name: workloads}\nspec:\n  applyTo: [{groups: [apps], kinds: [Deployment], versions: [v1]}]\n  templateSource: spec.template\n  generatedGVK: {group: \"\", version: v1, kind: Pod}\n  enforcementAction: scoped\n",
+            Refused("enforcementAction"),
+        ),
+        (
             "connection.gatekeeper.sh/Connection",
             "\napiVersion: connection.gatekeeper.sh/v1alpha1\nkind: Connection\nmetadata: {name: audit}\nspec: {driver: disk, config: {path: /tmp/violations}}\n",
             Warned("a Connection exports Gatekeeper's violations"),

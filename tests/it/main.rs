@@ -12,6 +12,7 @@ mod core;
 mod deploy;
 mod differential;
 mod engine;
+mod expansion;
 mod fuzz;
 mod gatekeeper_kinds;
 mod hostile;
