@@ -465,6 +465,25 @@ impl Policies {
                 ));
                 continue;
             };
+            // Gatekeeper gives the Namespace of every namespaced object (asking the API server
+            // when its cache lacks it) or fails the review; a template that reads it must not
+            // see it missing, which would read as "no labels" and could let the object in.
+            if namespace.is_none()
+                && template.uses_namespace_object()
+                && review.namespace_object().is_none()
+                && !review.object_ref().namespace.is_empty()
+                && !review.object_ref().is_namespace()
+            {
+                violations.push(c.failure(
+                    action,
+                    FailureKind::Match,
+                    format!(
+                        "the Namespace {:?} is not known (yet), and this constraint's template reads input.review.namespaceObject; retry once it is in the inventory",
+                        review.object_ref().namespace
+                    ),
+                ));
+                continue;
+            }
             let limit = match deadline {
                 None => template.timeout(),
                 Some(d) => {

@@ -30,9 +30,19 @@ const BATCH_WINDOW: Duration = Duration::from_millis(20);
 const BATCH_MAX: usize = 20_000;
 
 /// The kinds to watch for `bundle`.
+///
+/// Namespaces are always synced, whatever a `Config` lists: the webhook needs each object's
+/// Namespace for `namespaceSelector` and `input.review.namespaceObject`, which Gatekeeper reads
+/// from a cache of its own. Policies then see more in data.inventory, never less.
 pub fn synced_kinds(bundle: &Bundle) -> Vec<SyncKind> {
     match bundle.sync_only() {
-        Some(kinds) => kinds.to_vec(),
+        Some(kinds) => {
+            let mut kinds = kinds.to_vec();
+            if !kinds.contains(&SyncKind::namespace()) {
+                kinds.insert(0, SyncKind::namespace());
+            }
+            kinds
+        }
         None => vec![SyncKind::namespace(), SyncKind::network_policy()],
     }
 }
@@ -394,6 +404,25 @@ impl FeedState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A Config that lists other kinds still gets Namespaces synced: the webhook needs them.
+    #[test]
+    fn namespaces_are_always_synced() {
+        let config = "apiVersion: config.gatekeeper.sh/v1alpha1\nkind: Config\nmetadata: {name: config}\nspec:\n  sync:\n    syncOnly: [{group: networking.k8s.io, version: v1, kind: Ingress}]\n";
+        let docs = crate::manifest::parse_str(config, std::path::Path::new("c.yaml")).unwrap();
+        let bundle = Bundle::from_documents(docs, &Default::default()).unwrap();
+        assert_eq!(
+            synced_kinds(&bundle),
+            [
+                SyncKind::namespace(),
+                SyncKind::new("networking.k8s.io", "v1", "Ingress")
+            ]
+        );
+        assert_eq!(
+            synced_kinds(&Bundle::default()),
+            [SyncKind::namespace(), SyncKind::network_policy()]
+        );
+    }
     use serde_json::json;
 
     fn ns(name: &str) -> Value {

@@ -484,6 +484,8 @@ pub struct Template {
     uses_inventory: bool,
     /// Reads `input.palisade.reachability`, the NetworkPolicy model's facts.
     uses_reachability: bool,
+    /// Reads `input.review.namespaceObject`.
+    uses_namespace_object: bool,
     /// What loads but differs from what the author may expect, e.g. a sprintf short of
     /// arguments.
     pub warnings: Vec<String>,
@@ -589,6 +591,9 @@ impl Template {
         let uses_reachability = std::iter::once(&src.rego)
             .chain(&src.libs)
             .any(|code| code.contains(REACHABILITY));
+        let uses_namespace_object = std::iter::once(&src.rego)
+            .chain(&src.libs)
+            .any(|code| code.contains("namespaceObject"));
         warm_up(&mut engine, &rule)?;
         let program = if options.vm && multi_valued.is_empty() && nested.is_empty() {
             compile_vm(&engine, &rule, &src.name, uses_inventory)
@@ -642,6 +647,7 @@ impl Template {
             memory: options.eval_memory,
             uses_inventory,
             uses_reachability,
+            uses_namespace_object,
             warnings,
         })
     }
@@ -650,6 +656,12 @@ impl Template {
     /// carries the model's facts (see [`crate::netpol::judge`]).
     pub fn uses_reachability(&self) -> bool {
         self.uses_reachability
+    }
+
+    /// Whether the template reads `input.review.namespaceObject` (the Namespace of the object
+    /// under review): a namespaced review whose Namespace is not known then fails closed.
+    pub fn uses_namespace_object(&self) -> bool {
+        self.uses_namespace_object
     }
 
     /// Whether the template runs on the VM.

@@ -17,6 +17,7 @@ mod fuzz;
 mod gatekeeper_kinds;
 mod hostile;
 mod mutation;
+mod namespace_object;
 mod netpol;
 mod netpol_attacks;
 mod netpol_e2e;

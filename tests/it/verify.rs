@@ -18,7 +18,7 @@ fn every_suite_under_tests_gatekeeper_passes() {
     assert_eq!(
         summary,
         Summary {
-            passed: 44,
+            passed: 47,
             failed: 0,
             skipped: 1
         }
@@ -86,10 +86,10 @@ fn verify_command_prints_a_line_per_case_and_a_summary() {
         "{stdout}{}",
         String::from_utf8_lossy(&ok.stderr)
     );
-    assert_eq!(stdout.lines().count(), 46, "{stdout}");
+    assert_eq!(stdout.lines().count(), 49, "{stdout}");
     assert_eq!(
         stdout.lines().last(),
-        Some("44 passed, 0 failed, 1 skipped")
+        Some("47 passed, 0 failed, 1 skipped")
     );
 
     let bad = Command::new(BIN)
