@@ -136,6 +136,7 @@ impl EvalArgs {
             eval_timeout: self.eval_timeout,
             vm: self.engine == EvalEngine::Vm,
             eval_memory: std::num::NonZeroU64::new(self.eval_memory_limit),
+            external: Default::default(),
         }
     }
 }

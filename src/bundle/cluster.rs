@@ -327,6 +327,7 @@ impl ClusterPolicies {
         let mut bundle = Bundle::assemble(templates, constraints, mutators, others, warnings)
             .unwrap_or_else(|_| files.clone());
         bundle.from_cluster = from_cluster;
+        bundle.providers = files.providers().clone();
         bundle
     }
 }
