@@ -12,6 +12,7 @@
 //!   template decides. A call cut by the time left for the review is not: the evaluation stops
 //!   as out of time, and the review is answered as the API server would treat Gatekeeper's
 //!   missing answer (the webhook's `failurePolicy`).
+//! - Within one evaluation the same call is answered once (OPA memoizes Gatekeeper's builtin).
 //! - Responses of idempotent providers are cached per (provider, key) for [`CACHE_TTL`], at most
 //!   [`CACHE_ENTRIES`] keys.
 //!
@@ -106,11 +107,7 @@ impl Providers {
 
     /// The longest timeout of any provider.
     pub fn longest_timeout(&self) -> Duration {
-        self.0
-            .values()
-            .map(|p| p.timeout)
-            .max()
-            .unwrap_or_default()
+        self.0.values().map(|p| p.timeout).max().unwrap_or_default()
     }
 }
 
@@ -161,9 +158,7 @@ pub fn parse(doc: &Document) -> Result<Provider, String> {
             ));
         }
         _ => {
-            return Err(format!(
-                "spec.url: {url_text:?} must be an https:// URL"
-            ));
+            return Err(format!("spec.url: {url_text:?} must be an https:// URL"));
         }
     }
     if url.host().is_none_or(str::is_empty) {
@@ -195,9 +190,7 @@ pub fn parse(doc: &Document) -> Result<Provider, String> {
             .map_err(|e| format!("spec.caBundle: a certificate does not parse: {e}"))?;
     }
     if roots.is_empty() {
-        return Err(
-            "spec.caBundle: holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into(),
-        );
+        return Err("spec.caBundle: holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into());
     }
     let client = client(roots).map_err(|e| format!("spec.caBundle: {e}"))?;
     Ok(Provider {
@@ -224,12 +217,10 @@ fn client(roots: rustls::RootCertStore) -> Result<HttpsClient, String> {
         .https_only()
         .enable_http1()
         .build();
-    Ok(
-        Client::builder(hyper_util::rt::TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(8)
-            .build(connector),
-    )
+    Ok(Client::builder(hyper_util::rt::TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(8)
+        .build(connector))
 }
 
 static CLIENT_CERTIFICATE: Mutex<Option<Arc<rustls::sign::CertifiedKey>>> = Mutex::new(None);
@@ -284,6 +275,10 @@ thread_local! {
     static INLINE: Cell<bool> = const { Cell::new(false) };
     /// Templates are being loaded: no call leaves the process.
     static OFFLINE: Cell<bool> = const { Cell::new(false) };
+    /// The answers of this evaluation, by request: as OPA memoizes Gatekeeper's builtin, the
+    /// same call in several rules of one evaluation is one request.
+    static MEMO: std::cell::RefCell<Vec<(String, Vec<String>, Value)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// The evaluation of one template on this thread, ending at `deadline`.
@@ -293,6 +288,7 @@ impl Evaluation {
     pub(crate) fn enter(deadline: Instant) -> Self {
         DEADLINE.with(|d| d.set(Some(deadline)));
         CUT.with(|c| c.set(false));
+        MEMO.with(|m| m.borrow_mut().clear());
         Self
     }
 
@@ -307,6 +303,7 @@ impl Drop for Evaluation {
     fn drop(&mut self) {
         DEADLINE.with(|d| d.set(None));
         CUT.with(|c| c.set(false));
+        MEMO.with(|m| m.borrow_mut().clear());
     }
 }
 
@@ -356,7 +353,24 @@ pub(crate) fn builtin(
 ) -> impl FnMut(Vec<regorus::Value>) -> anyhow::Result<regorus::Value> + Clone + Send + Sync {
     move |args| {
         let request = parse_request(args.first())?;
+        let memo = DEADLINE.with(Cell::get).is_some();
+        if memo
+            && let Some(answer) = MEMO.with(|m| {
+                m.borrow()
+                    .iter()
+                    .find(|(p, k, _)| *p == request.provider && *k == request.keys)
+                    .map(|(_, _, v)| v.clone())
+            })
+        {
+            return Ok(regorus::Value::from(answer));
+        }
         let answer = call(&providers, &request)?;
+        if memo {
+            MEMO.with(|m| {
+                m.borrow_mut()
+                    .push((request.provider, request.keys, answer.clone()))
+            });
+        }
         Ok(regorus::Value::from(answer))
     }
 }
@@ -432,22 +446,32 @@ fn call(providers: &Providers, request: &RegoRequest) -> anyhow::Result<Value> {
         let cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
         for key in &request.keys {
             match cache.get(&(provider.endpoint.clone(), key.clone())) {
-                Some(hit) if now.duration_since(hit.received) < CACHE_TTL => {
-                    match &hit.answer {
-                        Ok(value) => responses.push(json!([key, value])),
-                        Err(error) => errors.push(json!([key, error])),
-                    }
-                }
+                Some(hit) if now.duration_since(hit.received) < CACHE_TTL => match &hit.answer {
+                    Ok(value) => responses.push(json!([key, value])),
+                    Err(error) => errors.push(json!([key, error])),
+                },
                 _ => missing.push(key.clone()),
             }
         }
+    }
+    if !missing.is_empty() && is_inline() {
+        // Out of time for this thread: the review moves to the blocking pool, where this call
+        // is made (and counted).
+        CUT.with(|c| c.set(true));
+        anyhow::bail!(
+            "external_data: provider {} is not called on an I/O thread",
+            provider.name
+        );
     }
     let labels = ProviderLabels {
         provider: provider.name.clone(),
     };
     let hits = request.keys.len() - missing.len();
     if hits > 0 {
-        METRICS.cache_hits.get_or_create(&labels).inc_by(hits as u64);
+        METRICS
+            .cache_hits
+            .get_or_create(&labels)
+            .inc_by(hits as u64);
     }
     if missing.is_empty() {
         // Gatekeeper leaves status_code 0 when no request was sent.
@@ -459,14 +483,6 @@ fn call(providers: &Providers, request: &RegoRequest) -> anyhow::Result<Value> {
         .inc_by(missing.len() as u64);
 
     let deadline = DEADLINE.with(Cell::get);
-    if is_inline() {
-        // Out of time for this thread: the review moves to the blocking pool and comes back.
-        CUT.with(|c| c.set(true));
-        anyhow::bail!(
-            "external_data: provider {} is not called on an I/O thread",
-            provider.name
-        );
-    }
     let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
     let (budget, cut_by_deadline) = match left {
         Some(left) if left < provider.timeout => (left, true),
@@ -480,7 +496,9 @@ fn call(providers: &Providers, request: &RegoRequest) -> anyhow::Result<Value> {
         .observe(started.elapsed().as_secs_f64());
     let result = match &outcome {
         Fetched::Answer { .. } => "ok",
-        Fetched::Failed { timed_out: true, .. } => "timeout",
+        Fetched::Failed {
+            timed_out: true, ..
+        } => "timeout",
         Fetched::Failed { .. } => "error",
     };
     METRICS
@@ -712,7 +730,9 @@ pub struct ExternalMetrics {
 }
 
 fn duration_histogram() -> Histogram {
-    Histogram::new([0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
+    Histogram::new([
+        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    ])
 }
 
 static METRICS: LazyLock<ExternalMetrics> = LazyLock::new(|| ExternalMetrics {
@@ -808,9 +828,8 @@ mod tests {
             (
                 format!(
                     "{{url: 'https://p/', caBundle: {}}}",
-                    base64::engine::general_purpose::STANDARD.encode(
-                        "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
-                    )
+                    base64::engine::general_purpose::STANDARD
+                        .encode("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
                 ),
                 "spec.caBundle: a certificate does not parse",
             ),

@@ -612,27 +612,24 @@ impl Template {
         let _offline = external::Offline::enter();
         warm_up(&mut engine, &rule)?;
         // regorus' VM cannot call an extension: such templates run on the interpreter.
-        let program = if options.vm
-            && multi_valued.is_empty()
-            && nested.is_empty()
-            && !uses_external_data
-        {
-            compile_vm(&engine, &rule, &src.name, uses_inventory)
-        } else {
-            if !multi_valued.is_empty() {
-                // regorus' VM reads a conflict of such rules as undefined, where OPA and the
-                // interpreter fail the evaluation (see rego::multi_valued_rules).
-                tracing::debug!(template = %src.name, rules = %multi_valued.join(", "),
+        let program =
+            if options.vm && multi_valued.is_empty() && nested.is_empty() && !uses_external_data {
+                compile_vm(&engine, &rule, &src.name, uses_inventory)
+            } else {
+                if !multi_valued.is_empty() {
+                    // regorus' VM reads a conflict of such rules as undefined, where OPA and the
+                    // interpreter fail the evaluation (see rego::multi_valued_rules).
+                    tracing::debug!(template = %src.name, rules = %multi_valued.join(", "),
                     "template runs on the interpreter: rules with several values");
-            }
-            if !nested.is_empty() {
-                // regorus' VM loses an outer comprehension's results when an inner one's body
-                // fails (see rego::nested_comprehensions).
-                tracing::debug!(template = %src.name, at = %nested.join(", "),
+                }
+                if !nested.is_empty() {
+                    // regorus' VM loses an outer comprehension's results when an inner one's body
+                    // fails (see rego::nested_comprehensions).
+                    tracing::debug!(template = %src.name, at = %nested.join(", "),
                     "template runs on the interpreter: a comprehension inside a comprehension");
-            }
-            None
-        };
+                }
+                None
+            };
         let evaluator = match program {
             Some(program) => Evaluator::Vm(program),
             None => {
@@ -754,11 +751,7 @@ pub fn in_policy_engine() -> bool {
 
 /// A template that calls `external_data` needs a Provider, and each provider it names as a
 /// literal must be one the bundle defines.
-fn check_providers(
-    file: &str,
-    code: &str,
-    providers: &external::Providers,
-) -> Result<(), String> {
+fn check_providers(file: &str, code: &str, providers: &external::Providers) -> Result<(), String> {
     let defined = || {
         let names: Vec<&str> = providers.names().collect();
         if names.is_empty() {

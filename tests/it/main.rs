@@ -12,6 +12,7 @@ mod core;
 mod deploy;
 mod differential;
 mod engine;
+mod external_data;
 mod fuzz;
 mod hostile;
 mod mutation;
