@@ -93,6 +93,13 @@ impl Providers {
         ))
     }
 
+    /// Providers already shared (the files' and the cluster's, merged).
+    pub fn from_shared(list: Vec<Arc<Provider>>) -> Self {
+        Self(Arc::new(
+            list.into_iter().map(|p| (p.name.clone(), p)).collect(),
+        ))
+    }
+
     pub fn get(&self, name: &str) -> Option<&Arc<Provider>> {
         self.0.get(name)
     }

@@ -762,7 +762,7 @@ fn check_providers(file: &str, code: &str, providers: &external::Providers) -> R
     };
     if providers.is_empty() {
         return Err(format!(
-            "{file}: calls external_data, but {}: add an externaldata.gatekeeper.sh/v1beta1 Provider (url, timeout, caBundle) to the policy files",
+            "{file}: calls external_data, but {}: add an externaldata.gatekeeper.sh/v1beta1 Provider (url, timeout, caBundle) to the policy files or the cluster",
             defined()
         ));
     }

@@ -555,3 +555,94 @@ fn a_template_calling_a_provider_the_bundle_does_not_define_is_refused_at_load()
         "{err}"
     );
 }
+
+/// The documents of a file of tests/data/external-data, as kubectl would apply them.
+fn documents(file: &str) -> Vec<Value> {
+    let text = std::fs::read_to_string(Path::new(DATA).join(file)).unwrap();
+    parse_str(&text, Path::new(file))
+        .unwrap()
+        .into_iter()
+        .map(|d| d.value)
+        .collect()
+}
+
+fn provider_object(yaml: &str) -> Value {
+    parse_str(yaml, Path::new("provider.yaml")).unwrap()[0]
+        .value
+        .clone()
+}
+
+/// Whether the server denies a Pod with `image` by the external data constraint.
+async fn denies_by_provider(server: &TestServer, image: &str) -> bool {
+    let answer = validate_pod(server, &[image]).await;
+    message(&answer).contains(&format!(
+        "[images-checked] image {image} is marked bad by image-checker"
+    ))
+}
+
+/// Against the API stand-in: a Provider applied to the cluster serves the templates applied to
+/// the cluster; a template that calls it while it is invalid is refused (its status says why),
+/// and is compiled and enforced once the Provider is fixed.
+#[tokio::test]
+async fn providers_applied_to_the_cluster_serve_the_cluster_templates() {
+    use crate::apiserver::ApiServer;
+    use crate::cluster::{install_gatekeeper_crds, namespace, palisade};
+    let provider = TestProvider::start(Behaviour::default()).await;
+    let api = ApiServer::start().await;
+    install_gatekeeper_crds(&api);
+    let templates = api
+        .defined("templates.gatekeeper.sh", "constrainttemplates", "v1")
+        .unwrap();
+    api.create(namespace("payments", json!({}))).unwrap();
+    for doc in documents("template.yaml") {
+        api.apply("kubectl", doc, false).unwrap();
+    }
+    // An http Provider is refused, and the template that calls it with it.
+    let http = provider_object(&provider_yaml(
+        &provider.url().replace("https://", "http://"),
+        2,
+        &provider.ca_pem,
+    ));
+    api.apply("kubectl", http, false).unwrap();
+    let server = palisade(&api, "replica-a", &["--generate-default-deny", "false"]).await;
+    let refused = eventually(Duration::from_secs(10), || async {
+        api.get(&templates, "", "k8sexternalimages").is_ok_and(|t| {
+            t["status"]["byPod"][0]["errors"][0]["message"]
+                .as_str()
+                .is_some_and(|m| {
+                    m.contains("calls external_data, but the bundle defines no Provider")
+                })
+        })
+    })
+    .await;
+    assert!(
+        refused,
+        "{:?}",
+        api.get(&templates, "", "k8sexternalimages")
+    );
+    assert!(
+        api.defined("constraints.gatekeeper.sh", "k8sexternalimages", "v1beta1")
+            .is_none()
+    );
+
+    // The Provider fixed: the template compiles against it, and its constraint is enforced.
+    let https = provider_object(&provider_yaml(&provider.url(), 2, &provider.ca_pem));
+    api.apply("kubectl", https, false).unwrap();
+    let constraint = documents("constraint.yaml").remove(0);
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            api.apply("kubectl", constraint.clone(), false).is_ok()
+        })
+        .await,
+        "no constraint CRD for the template once its Provider is valid"
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            denies_by_provider(&server, "evil.example/web:2").await
+        })
+        .await,
+        "the cluster's Provider does not serve the cluster's template"
+    );
+    assert!(!denies_by_provider(&server, "fine.example/web:1").await);
+    assert!(!provider.requests().is_empty());
+}
