@@ -13,8 +13,8 @@
 //!   as out of time, and the review is answered as the API server would treat Gatekeeper's
 //!   missing answer (the webhook's `failurePolicy`).
 //! - Within one evaluation the same call is answered once (OPA memoizes Gatekeeper's builtin).
-//! - Responses of idempotent providers are cached per (provider, key) for [`CACHE_TTL`], at most
-//!   [`CACHE_ENTRIES`] keys.
+//! - Responses of idempotent providers are cached per (provider URL, key) for
+//!   `--external-data-cache-ttl` ([`CACHE_TTL`] by default), at most [`CACHE_ENTRIES`] keys.
 //!
 //! Templates are evaluated synchronously, on the blocking pool: the request runs on a runtime of
 //! its own (one thread, made on first use), and the evaluation thread waits for it on a channel,
@@ -49,8 +49,8 @@ pub const GROUP: &str = "externaldata.gatekeeper.sh";
 pub const BUILTIN: &str = "external_data";
 /// A Provider without `spec.timeout` waits this long.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3);
-/// How long a cached answer serves: Gatekeeper's default
-/// (`--external-data-provider-response-cache-ttl`).
+/// How long a cached answer serves by default (`--external-data-cache-ttl`): Gatekeeper's
+/// default.
 pub const CACHE_TTL: Duration = Duration::from_secs(180);
 /// Most (provider, key) answers kept.
 pub const CACHE_ENTRIES: usize = 10_000;
@@ -357,6 +357,7 @@ impl Drop for Offline {
 /// The `external_data` builtin over `providers`, for `Engine::add_extension`.
 pub(crate) fn builtin(
     providers: Providers,
+    ttl: Duration,
 ) -> impl FnMut(Vec<regorus::Value>) -> anyhow::Result<regorus::Value> + Clone + Send + Sync {
     move |args| {
         let request = parse_request(args.first())?;
@@ -371,7 +372,7 @@ pub(crate) fn builtin(
         {
             return Ok(regorus::Value::from(answer));
         }
-        let answer = call(&providers, &request)?;
+        let answer = call(&providers, &request, ttl)?;
         if memo {
             MEMO.with(|m| {
                 m.borrow_mut()
@@ -428,7 +429,7 @@ fn rego_response(
     })
 }
 
-fn call(providers: &Providers, request: &RegoRequest) -> anyhow::Result<Value> {
+fn call(providers: &Providers, request: &RegoRequest, ttl: Duration) -> anyhow::Result<Value> {
     if request.keys.is_empty() || OFFLINE.with(Cell::get) {
         return Ok(rego_response(Vec::new(), Vec::new(), 0, ""));
     }
@@ -453,7 +454,7 @@ fn call(providers: &Providers, request: &RegoRequest) -> anyhow::Result<Value> {
         let cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
         for key in &request.keys {
             match cache.get(&(provider.endpoint.clone(), key.clone())) {
-                Some(hit) if now.duration_since(hit.received) < CACHE_TTL => match &hit.answer {
+                Some(hit) if now.duration_since(hit.received) < ttl => match &hit.answer {
                     Ok(value) => responses.push(json!([key, value])),
                     Err(error) => errors.push(json!([key, error])),
                 },
@@ -531,12 +532,13 @@ fn call(providers: &Providers, request: &RegoRequest) -> anyhow::Result<Value> {
         }
         Fetched::Answer { status, response } => {
             let body = response.response;
-            let cacheable = body.idempotent && body.system_error.is_empty() && status == 200;
+            let cacheable =
+                !ttl.is_zero() && body.idempotent && body.system_error.is_empty() && status == 200;
             if cacheable {
                 let now = Instant::now();
                 let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
                 if cache.len() + body.items.len() > CACHE_ENTRIES {
-                    cache.retain(|_, e| now.duration_since(e.received) < CACHE_TTL);
+                    cache.retain(|_, e| now.duration_since(e.received) < ttl);
                     if cache.len() + body.items.len() > CACHE_ENTRIES {
                         cache.clear();
                     }
@@ -881,6 +883,7 @@ mod tests {
                 provider: "nope".into(),
                 keys: vec!["a".into()],
             },
+            CACHE_TTL,
         )
         .unwrap();
         assert_eq!(r["status_code"], 400);
@@ -891,6 +894,7 @@ mod tests {
                 provider: "nope".into(),
                 keys: vec![],
             },
+            CACHE_TTL,
         )
         .unwrap();
         assert_eq!(empty, rego_response(vec![], vec![], 0, ""));

@@ -35,6 +35,8 @@ pub struct EngineOptions {
     pub eval_memory: Option<NonZeroU64>,
     /// The bundle's external data Providers, for templates that call `external_data`.
     pub external: super::external::Providers,
+    /// How long a provider's idempotent answer is reused; zero turns the cache off.
+    pub external_cache_ttl: Duration,
 }
 
 /// The default `eval_memory`: far above what a template allocates on a large review with a
@@ -48,6 +50,7 @@ impl Default for EngineOptions {
             vm: true,
             eval_memory: NonZeroU64::new(DEFAULT_EVAL_MEMORY),
             external: Default::default(),
+            external_cache_ttl: super::external::CACHE_TTL,
         }
     }
 }
@@ -567,7 +570,10 @@ impl Template {
                         .add_extension(
                             external::BUILTIN.to_owned(),
                             1,
-                            Box::new(external::builtin(options.external.clone())),
+                            Box::new(external::builtin(
+                                options.external.clone(),
+                                options.external_cache_ttl,
+                            )),
                         )
                         .map_err(|e| e.to_string())?;
                     uses_external_data = true;

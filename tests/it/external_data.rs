@@ -308,24 +308,32 @@ async fn one_request_carries_every_key_of_an_evaluation_once() {
 
 #[tokio::test]
 async fn answers_of_an_idempotent_provider_are_cached_and_others_are_not() {
-    for idempotent in [true, false] {
+    // (idempotent answers, --external-data-cache-ttl, whether answers are reused)
+    for (idempotent, ttl, cached) in [
+        (true, "3m", true),
+        (false, "3m", false),
+        (true, "0s", false),
+    ] {
         let provider = TestProvider::start(Behaviour {
             idempotent,
             ..Behaviour::default()
         })
         .await;
-        let name = format!("checker-cached-{idempotent}");
+        let name = format!("checker-cached-{idempotent}-{ttl}");
         let server = serve_named(
             &name,
             &provider_yaml(&provider.url(), 2, &provider.ca_pem),
             "template.yaml",
-            &[],
+            &["--external-data-cache-ttl", ttl],
         )
         .await;
         let images = ["cache.example/evil:1", "cache.example/ok:1"];
         for _ in 0..3 {
             let denied = validate_pod(&server, &images).await;
-            assert_eq!(denied["allowed"], false, "idempotent={idempotent}");
+            assert_eq!(
+                denied["allowed"], false,
+                "idempotent={idempotent} ttl={ttl}"
+            );
             assert!(message(&denied).contains("cache.example/evil:1 is marked bad"));
         }
         // A new key with cached ones: only the new key is sent.
@@ -337,7 +345,7 @@ async fn answers_of_an_idempotent_provider_are_cached_and_others_are_not() {
             &metrics,
             &format!("palisade_external_data_cache_hits_total{{provider=\"{name}\"}}"),
         );
-        if idempotent {
+        if cached {
             assert_eq!(requests.len(), 2, "{requests:?}");
             assert_eq!(
                 requests[1]["request"]["keys"],
