@@ -34,6 +34,66 @@ struct Behaviour {
 /// What the provider received: each request's body.
 type Seen = Arc<Mutex<Vec<Value>>>;
 
+/// Asks every client for a certificate, takes any (or none), and checks only that the client
+/// holds its key: the test reads what was presented.
+#[derive(Debug)]
+struct AnyClientCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::server::danger::ClientCertVerifier for AnyClientCertificate {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        Ok(rustls::server::danger::ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
 /// An HTTPS external data provider. Per key: `…evil…` is "bad", `error_…` is an error, any key
 /// containing `system` makes the whole answer a system error, and the rest are "good".
 struct TestProvider {
@@ -41,6 +101,8 @@ struct TestProvider {
     /// The CA that signed its certificate, PEM.
     ca_pem: String,
     seen: Seen,
+    /// The leaf certificate each connection's client presented, if any.
+    client_certificates: Arc<Mutex<Vec<Option<Vec<u8>>>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -66,27 +128,43 @@ impl TestProvider {
         let cert = params.signed_by(&key, &ca).unwrap();
         let chain = vec![CertificateDer::from_pem_slice(cert.pem().as_bytes()).unwrap()];
         let private = PrivateKeyDer::from_pem_slice(key.serialize_pem().as_bytes()).unwrap();
-        let config = rustls::ServerConfig::builder()
-            .with_no_client_auth()
+        let crypto = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(crypto.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_client_cert_verifier(Arc::new(AnyClientCertificate(crypto)))
             .with_single_cert(chain, private)
             .unwrap();
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let seen: Seen = Arc::default();
+        let client_certificates: Arc<Mutex<Vec<Option<Vec<u8>>>>> = Arc::default();
         let task = {
             let seen = seen.clone();
+            let presented = client_certificates.clone();
             tokio::spawn(async move {
                 loop {
                     let Ok((tcp, _)) = listener.accept().await else {
                         return;
                     };
-                    let (acceptor, seen, behaviour) =
-                        (acceptor.clone(), seen.clone(), behaviour.clone());
+                    let (acceptor, seen, behaviour, presented) = (
+                        acceptor.clone(),
+                        seen.clone(),
+                        behaviour.clone(),
+                        presented.clone(),
+                    );
                     tokio::spawn(async move {
                         let Ok(tls) = acceptor.accept(tcp).await else {
                             return;
                         };
+                        let leaf = tls
+                            .get_ref()
+                            .1
+                            .peer_certificates()
+                            .and_then(|c| c.first())
+                            .map(|c| c.to_vec());
+                        presented.lock().unwrap().push(leaf);
                         let service = hyper::service::service_fn(
                             move |req: hyper::Request<hyper::body::Incoming>| {
                                 let (seen, behaviour) = (seen.clone(), behaviour.clone());
@@ -114,6 +192,7 @@ impl TestProvider {
             addr,
             ca_pem: ca.pem(),
             seen,
+            client_certificates,
             task,
         }
     }
@@ -256,6 +335,46 @@ async fn a_template_denies_images_the_provider_marks_bad() {
     assert_eq!(
         message(&unjudged),
         "[images-checked] image-checker cannot judge error_unknown:1: no such image"
+    );
+
+    // Palisade presented its serving certificate (mutual TLS), as Gatekeeper presents its own.
+    let presented = provider.client_certificates.lock().unwrap().clone();
+    let leaf = presented[0]
+        .clone()
+        .expect("no client certificate presented");
+    let (_, cert) = x509_parser::parse_x509_certificate(&leaf).unwrap();
+    let sans: Vec<String> = cert
+        .subject_alternative_name()
+        .unwrap()
+        .unwrap()
+        .value
+        .general_names
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    assert!(
+        sans.iter()
+            .any(|n| n.contains("palisade.palisade-system.svc")),
+        "{sans:?}"
+    );
+
+    // An UPDATE is judged the same way.
+    let mut update: Value = serde_json::from_slice(&pod(&["evil.example.com/miner:2"])).unwrap();
+    update["request"]["operation"] = "UPDATE".into();
+    update["request"]["oldObject"] = update["request"]["object"].clone();
+    update["request"]["oldObject"]["spec"]["containers"][0]["image"] =
+        "registry.example.com/web:1".into();
+    let denied = server
+        .client()
+        .review(
+            Proto::Http1,
+            "/validate",
+            &serde_json::to_vec(&update).unwrap(),
+        )
+        .await;
+    assert_eq!(
+        message(&denied),
+        "[images-checked] image evil.example.com/miner:2 is marked bad by image-checker"
     );
 
     // What was sent is Gatekeeper's ProviderRequest.
