@@ -216,10 +216,8 @@ impl ClusterPolicies {
                 self.mutators.remove(&key);
             }
             CONFIG_GROUP => self.config = None,
-            external::GROUP => {
-                if self.providers.remove(name).is_some() {
-                    self.recompile_external(options);
-                }
+            external::GROUP if self.providers.remove(name).is_some() => {
+                self.recompile_external(options);
             }
             _ => {}
         }
