@@ -650,6 +650,13 @@ fn an_http_provider_or_one_without_a_ca_bundle_is_refused_at_load() {
         err.contains("Provider \"image-checker\"") && err.contains("spec.caBundle: required"),
         "{err}"
     );
+    // Two Providers of one name: the second is reported against the first.
+    let good = provider_yaml("https://checker.ns:8090/validate", 1, &ca);
+    let err = load(&bundle(format!("{good}---\n{good}"))).unwrap_err();
+    assert!(
+        err.contains("(document 2): duplicates Provider \"image-checker\""),
+        "{err}"
+    );
     // A good Provider loads, and the template with it.
     let bundle = load(&bundle(provider_yaml(
         "https://checker.ns:8090/validate",
