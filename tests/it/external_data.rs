@@ -780,3 +780,34 @@ async fn providers_applied_to_the_cluster_serve_the_cluster_templates() {
     assert!(!denies_by_provider(&server, "fine.example/web:1").await);
     assert!(!provider.requests().is_empty());
 }
+
+#[test]
+fn a_malformed_call_fails_closed() {
+    let ca = test_ca().pem();
+    // The keys are the containers themselves, not strings: an error, so the constraint reports
+    // a violation carrying it (Gatekeeper would make the call undefined, and admit).
+    let template = template_and_constraint("template-ignores-errors.yaml").replace(
+        "\"keys\": images}",
+        "\"keys\": input.review.object.spec.containers}",
+    );
+    let bundle = load(&format!(
+        "{}---\n{template}",
+        provider_yaml("https://checker.ns:8090/validate", 1, &ca)
+    ))
+    .unwrap();
+    let review: Value = serde_json::from_slice(&pod(&["registry.example.com/web:1"])).unwrap();
+    let review = palisade::admission::decode(&serde_json::to_vec(&review).unwrap()).unwrap();
+    let violations = validate(&bundle, &palisade::inventory::Inventory::default(), &review);
+    assert_eq!(violations.len(), 1, "{violations:?}");
+    assert_eq!(
+        violations[0].failure,
+        Some(palisade::policy::FailureKind::Engine)
+    );
+    assert!(
+        violations[0]
+            .message
+            .contains("external_data takes {\"provider\""),
+        "{}",
+        violations[0].message
+    );
+}
