@@ -811,3 +811,53 @@ fn a_malformed_call_fails_closed() {
         violations[0].message
     );
 }
+
+/// On an I/O thread (the server's inline evaluation) a call the cache cannot answer is never
+/// made: the decision reports out of time at once, and the server finishes the review on the
+/// blocking pool, where the call is made.
+#[tokio::test]
+async fn an_io_thread_never_waits_for_a_provider() {
+    let provider = TestProvider::start(Behaviour {
+        delay: Duration::from_secs(2),
+        ..Behaviour::default()
+    })
+    .await;
+    let bundle = load(&format!(
+        "{}---\n{}",
+        provider_yaml(&provider.url(), 3, &provider.ca_pem),
+        template_and_constraint("template.yaml")
+    ))
+    .unwrap();
+    let review = palisade::admission::decode(&pod(&["inline.example/web:1"])).unwrap();
+    let both = Arc::new((bundle, review));
+    let decide = |both: &(Bundle, palisade::admission::Review), deadline| {
+        palisade::decide::Decider::without_exemptions().decide(
+            &both.0,
+            &palisade::inventory::Inventory::default(),
+            palisade::admission::Endpoint::Validate,
+            &both.1,
+            Some(deadline),
+        )
+    };
+    let started = std::time::Instant::now();
+    {
+        let _inline = palisade::policy::external::Inline::enter();
+        let decided = decide(&both, started + Duration::from_millis(2));
+        assert!(
+            decided.is_err(),
+            "decided inline: {:?}",
+            decided.map(|d| d.violations)
+        );
+    }
+    assert!(started.elapsed() < Duration::from_millis(500));
+    assert!(provider.requests().is_empty());
+    // Off the I/O thread the same decision waits for the provider and sees its answer.
+    let decision = tokio::task::spawn_blocking(move || {
+        decide(&both, std::time::Instant::now() + Duration::from_secs(4))
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(decision.violations.is_empty(), "{:?}", decision.violations);
+    assert_eq!(provider.requests().len(), 1);
+}
