@@ -10,7 +10,9 @@ pub mod cluster;
 use crate::expansion::Expansions;
 use crate::manifest::{Document, ManifestError};
 use crate::mutation::{Mutator, Mutators};
-use crate::policy::{Constraint, EngineOptions, Policies, Template, parse_constraint, template};
+use crate::policy::{
+    Constraint, EngineOptions, Policies, Template, external, parse_constraint, template,
+};
 
 pub const CONSTRAINTS_GROUP: &str = "constraints.gatekeeper.sh";
 pub const TEMPLATES_GROUP: &str = "templates.gatekeeper.sh";
@@ -98,6 +100,8 @@ pub struct Bundle {
     /// `(kind, name)` of the constraints that come from the cluster, whose status Palisade
     /// writes.
     from_cluster: std::collections::HashSet<(String, String)>,
+    /// The external data Providers of the policy files.
+    providers: external::Providers,
 }
 
 /// One `spec.sync.syncOnly` entry of a Gatekeeper `Config`.
@@ -376,6 +380,10 @@ impl fmt::Debug for Bundle {
     }
 }
 
+fn is_provider(doc: &Document) -> bool {
+    doc.group() == external::GROUP && doc.kind() == "Provider"
+}
+
 /// A kind that `group` does not define, with the closest one it does, for the message.
 fn unknown_kind(group: &str, kind: &str, known: &[&str]) -> String {
     let close = known
@@ -409,8 +417,33 @@ impl Bundle {
             at: doc.describe(),
             message,
         };
+        // Providers first: the templates that call external_data are checked against them.
+        let mut providers: Vec<external::Provider> = Vec::new();
+        for doc in docs.iter().filter(|d| is_provider(d)) {
+            match external::parse(doc) {
+                Ok(p) => match providers.iter().find(|q| q.name == p.name) {
+                    Some(prev) => {
+                        problems.push(problem(doc, format!("duplicates {}", prev.describe)))
+                    }
+                    None => providers.push(p),
+                },
+                Err(message) => problems.push(problem(doc, message)),
+            }
+        }
+        let providers = external::Providers::new(providers);
+        let with_providers;
+        let options = if providers.is_empty() {
+            options
+        } else {
+            with_providers = EngineOptions {
+                external: providers.clone(),
+                ..options.clone()
+            };
+            &with_providers
+        };
         for doc in docs {
             match (doc.group(), doc.kind()) {
+                (external::GROUP, "Provider") => {}
                 (TEMPLATES_GROUP, "ConstraintTemplate") => {
                     match template::parse(&doc).and_then(|src| Template::compile(src, options)) {
                         Ok(t) => {
@@ -536,7 +569,9 @@ impl Bundle {
         if !problems.is_empty() {
             return Err(BundleError { problems });
         }
-        Self::assemble(templates, constraints, mutators, others, warnings)
+        let mut bundle = Self::assemble(templates, constraints, mutators, others, warnings)?;
+        bundle.providers = providers;
+        Ok(bundle)
     }
 
     /// A bundle from parts already checked one by one (the files' and the cluster's, merged).
@@ -565,6 +600,7 @@ impl Bundle {
             sync,
             excluded,
             from_cluster: Default::default(),
+            providers: Default::default(),
         })
     }
 
@@ -587,6 +623,11 @@ impl Bundle {
 
     pub fn policies(&self) -> &Policies {
         &self.policies
+    }
+
+    /// The external data Providers (`externaldata.gatekeeper.sh`) of the policy files.
+    pub fn providers(&self) -> &external::Providers {
+        &self.providers
     }
 
     pub fn mutators(&self) -> &Mutators {

@@ -103,6 +103,10 @@ pub struct EvalArgs {
     /// closed). Interpreted templates are bounded by `serve --memory-limit` only.
     #[arg(long, env = "PALISADE_EVAL_MEMORY_LIMIT", default_value = "128Mi", value_parser = parse_quantity)]
     pub eval_memory_limit: u64,
+    /// How long an answer of an idempotent external data provider is reused (Gatekeeper's
+    /// `--external-data-provider-response-cache-ttl`); 0 turns the cache off.
+    #[arg(long, env = "PALISADE_EXTERNAL_DATA_CACHE_TTL", default_value = "3m", value_parser = humantime::parse_duration)]
+    pub external_data_cache_ttl: Duration,
 }
 
 /// A byte count written as Kubernetes writes memory: `134217728`, `128Mi`, `1Gi`, `500M`.
@@ -141,6 +145,8 @@ impl EvalArgs {
             eval_timeout: self.eval_timeout,
             vm: self.engine == EvalEngine::Vm,
             eval_memory: std::num::NonZeroU64::new(self.eval_memory_limit),
+            external: Default::default(),
+            external_cache_ttl: self.external_data_cache_ttl,
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Validation: Gatekeeper ConstraintTemplates and Constraints, evaluated with regorus.
 
+pub mod external;
 pub(crate) mod net;
 pub(crate) mod rego;
 

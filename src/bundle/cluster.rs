@@ -16,7 +16,7 @@ use serde_json::Value;
 use super::{Bundle, CONSTRAINTS_GROUP, MUTATIONS_GROUP, Problem, TEMPLATES_GROUP};
 use crate::manifest::Document;
 use crate::mutation::Mutator;
-use crate::policy::{Constraint, EngineOptions, Template, parse_constraint, template};
+use crate::policy::{Constraint, EngineOptions, Template, external, parse_constraint, template};
 
 /// The group of Gatekeeper's `Config`.
 pub const CONFIG_GROUP: &str = "config.gatekeeper.sh";
@@ -83,6 +83,8 @@ pub struct ClusterPolicies {
     /// By (kind, name).
     mutators: BTreeMap<Key, Tracked<Mutator>>,
     config: Option<Document>,
+    /// External data Providers by name.
+    providers: BTreeMap<String, Tracked<Arc<external::Provider>>>,
 }
 
 impl ClusterPolicies {
@@ -91,6 +93,46 @@ impl ClusterPolicies {
             && self.constraints.is_empty()
             && self.mutators.is_empty()
             && self.config.is_none()
+            && self.providers.is_empty()
+    }
+
+    /// The Providers templates are compiled against: the files' (in `options`), then the
+    /// cluster's good ones, the files' winning a name both define.
+    fn providers_for(&self, files: &external::Providers) -> external::Providers {
+        let mut all: Vec<Arc<external::Provider>> = files
+            .names()
+            .filter_map(|n| files.get(n).cloned())
+            .collect();
+        for p in self.providers.values().filter_map(|p| p.good.clone()) {
+            if files.get(&p.name).is_none() {
+                all.push(p);
+            }
+        }
+        external::Providers::from_shared(all)
+    }
+
+    /// `options` with every Provider, for compiling a template.
+    fn with_providers(&self, options: &EngineOptions) -> EngineOptions {
+        EngineOptions {
+            external: self.providers_for(&options.external),
+            ..options.clone()
+        }
+    }
+
+    /// Compiles again every template that calls external_data: the Providers it was checked
+    /// against and calls changed.
+    fn recompile_external(&mut self, options: &EngineOptions) {
+        let options = self.with_providers(options);
+        for t in self.templates.values_mut() {
+            if !t.doc.value["spec"].to_string().contains(external::BUILTIN) {
+                continue;
+            }
+            let compiled = template::parse(&t.doc)
+                .and_then(|s| Template::compile(s, &options))
+                .map(Arc::new);
+            let previous = t.good.take();
+            *t = Tracked::judged(t.doc.clone(), t.fingerprint, previous, compiled);
+        }
     }
 
     /// Takes in an object as the cluster now has it. A template is compiled only when its spec
@@ -111,7 +153,7 @@ impl ClusterPolicies {
                 }
                 let previous = entry.and_then(|t| t.good.clone());
                 let compiled = template::parse(&doc)
-                    .and_then(|s| Template::compile(s, options))
+                    .and_then(|s| Template::compile(s, &self.with_providers(options)))
                     .map(Arc::new);
                 let tracked = Tracked::judged(doc, fp, previous, compiled);
                 self.templates.insert(name, tracked);
@@ -138,12 +180,30 @@ impl ClusterPolicies {
                 self.mutators.insert(key, tracked);
             }
             CONFIG_GROUP => self.config = Some(doc),
+            external::GROUP if doc.kind() == "Provider" => {
+                if self
+                    .providers
+                    .get(&name)
+                    .is_some_and(|p| p.fingerprint == fp)
+                {
+                    return;
+                }
+                let previous = self.providers.get(&name).and_then(|p| p.good.clone());
+                let parsed = external::parse(&doc).map(Arc::new);
+                if let Err(error) = &parsed {
+                    // Said once per change; Palisade writes no status on Providers.
+                    tracing::error!(provider = %doc.describe(), %error, "the cluster's external data Provider is invalid; templates that call it are not served");
+                }
+                self.providers
+                    .insert(name, Tracked::judged(doc, fp, previous, parsed));
+                self.recompile_external(options);
+            }
             _ => {}
         }
     }
 
     /// Forgets an object the cluster no longer has.
-    pub fn remove(&mut self, group: &str, kind: &str, name: &str) {
+    pub fn remove(&mut self, group: &str, kind: &str, name: &str, options: &EngineOptions) {
         let key = (kind.to_owned(), name.to_owned());
         match group {
             TEMPLATES_GROUP => {
@@ -156,6 +216,9 @@ impl ClusterPolicies {
                 self.mutators.remove(&key);
             }
             CONFIG_GROUP => self.config = None,
+            external::GROUP if self.providers.remove(name).is_some() => {
+                self.recompile_external(options);
+            }
             _ => {}
         }
     }
@@ -186,6 +249,13 @@ impl ClusterPolicies {
                 .mutators
                 .retain(|(k, n), _| k != kind || names.contains(n)),
             CONFIG_GROUP if names.is_empty() => self.config = None,
+            external::GROUP => {
+                let before = self.providers.len();
+                self.providers.retain(|n, _| names.contains(n));
+                if self.providers.len() != before {
+                    self.recompile_external(options);
+                }
+            }
             _ => {}
         }
         for v in values {
@@ -324,9 +394,18 @@ impl ClusterPolicies {
                 others.push(config.clone());
             }
         }
+        for p in self.providers.values() {
+            for e in &p.errors {
+                warnings.push(Problem {
+                    at: p.doc.describe(),
+                    message: e.clone(),
+                });
+            }
+        }
         let mut bundle = Bundle::assemble(templates, constraints, mutators, others, warnings)
             .unwrap_or_else(|_| files.clone());
         bundle.from_cluster = from_cluster;
+        bundle.providers = self.providers_for(files.providers());
         bundle
     }
 }

@@ -75,6 +75,12 @@ fn fixed_kinds() -> Vec<Watched> {
         w(MUTATIONS_GROUP, "v1", "AssignMetadata", "assignmetadata"),
         w(MUTATIONS_GROUP, "v1", "ModifySet", "modifyset"),
         w(CONFIG_GROUP, "v1alpha1", "Config", "configs"),
+        w(
+            crate::policy::external::GROUP,
+            "v1beta1",
+            "Provider",
+            "providers",
+        ),
     ]
 }
 
@@ -138,7 +144,9 @@ impl PolicyFeed {
                     for update in batch {
                         match update {
                             Update::Apply(v) => state.upsert(v, options),
-                            Update::Delete(w, name) => state.remove(w.group, &w.kind, &name),
+                            Update::Delete(w, name) => {
+                                state.remove(w.group, &w.kind, &name, options)
+                            }
                             Update::Listed(w, items) => {
                                 state.replace_all(w.group, &w.kind, items, options)
                             }

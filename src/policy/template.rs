@@ -14,7 +14,7 @@ use regorus::rvm::{Program, RegoVM};
 use regorus::utils::limits::ExecutionTimerConfig;
 use serde_json::Value;
 
-use super::rego;
+use super::{external, rego};
 use crate::inventory::Inventory;
 use crate::manifest::Document;
 use crate::matcher::string_list;
@@ -33,6 +33,10 @@ pub struct EngineOptions {
     /// Most memory one template may allocate while evaluating one review, on the VM (the
     /// interpreter is bounded by the process-wide ceiling only, [`set_memory_ceiling`]).
     pub eval_memory: Option<NonZeroU64>,
+    /// The bundle's external data Providers, for templates that call `external_data`.
+    pub external: super::external::Providers,
+    /// How long a provider's idempotent answer is reused; zero turns the cache off.
+    pub external_cache_ttl: Duration,
 }
 
 /// The default `eval_memory`: far above what a template allocates on a large review with a
@@ -45,6 +49,8 @@ impl Default for EngineOptions {
             eval_timeout: Duration::from_secs(1),
             vm: true,
             eval_memory: NonZeroU64::new(DEFAULT_EVAL_MEMORY),
+            external: Default::default(),
+            external_cache_ttl: super::external::CACHE_TTL,
         }
     }
 }
@@ -482,6 +488,8 @@ pub struct Template {
     /// Most memory one evaluation may allocate (on the VM).
     memory: Option<NonZeroU64>,
     uses_inventory: bool,
+    /// Calls `external_data`: evaluated with the time its providers may take.
+    uses_external_data: bool,
     /// Reads `input.palisade.reachability`, the NetworkPolicy model's facts.
     uses_reachability: bool,
     /// Reads `input.review.namespaceObject`.
@@ -518,6 +526,7 @@ impl Template {
         let mut multi_valued = Vec::new();
         let mut nested = Vec::new();
         let mut registered = Vec::new();
+        let mut uses_external_data = false;
         let mut loaded: Vec<(String, String, String)> = Vec::new();
         for (i, (what, code)) in modules {
             let file = if i == 0 {
@@ -556,6 +565,22 @@ impl Template {
                     .into_iter()
                     .map(|line| format!("{file}:{line}")),
             );
+            if rego::calls(&code, external::BUILTIN) {
+                check_providers(&file, &code, &options.external)?;
+                if !uses_external_data {
+                    engine
+                        .add_extension(
+                            external::BUILTIN.to_owned(),
+                            1,
+                            Box::new(external::builtin(
+                                options.external.clone(),
+                                options.external_cache_ttl,
+                            )),
+                        )
+                        .map_err(|e| e.to_string())?;
+                    uses_external_data = true;
+                }
+            }
             for (name, nargs, extension) in net_builtins() {
                 if rego::calls(&code, name) && !registered.contains(&name) {
                     engine
@@ -594,24 +619,28 @@ impl Template {
         let uses_namespace_object = std::iter::once(&src.rego)
             .chain(&src.libs)
             .any(|code| code.contains("namespaceObject"));
+        // Loading never calls a provider.
+        let _offline = external::Offline::enter();
         warm_up(&mut engine, &rule)?;
-        let program = if options.vm && multi_valued.is_empty() && nested.is_empty() {
-            compile_vm(&engine, &rule, &src.name, uses_inventory)
-        } else {
-            if !multi_valued.is_empty() {
-                // regorus' VM reads a conflict of such rules as undefined, where OPA and the
-                // interpreter fail the evaluation (see rego::multi_valued_rules).
-                tracing::debug!(template = %src.name, rules = %multi_valued.join(", "),
+        // regorus' VM cannot call an extension: such templates run on the interpreter.
+        let program =
+            if options.vm && multi_valued.is_empty() && nested.is_empty() && !uses_external_data {
+                compile_vm(&engine, &rule, &src.name, uses_inventory)
+            } else {
+                if !multi_valued.is_empty() {
+                    // regorus' VM reads a conflict of such rules as undefined, where OPA and the
+                    // interpreter fail the evaluation (see rego::multi_valued_rules).
+                    tracing::debug!(template = %src.name, rules = %multi_valued.join(", "),
                     "template runs on the interpreter: rules with several values");
-            }
-            if !nested.is_empty() {
-                // regorus' VM loses an outer comprehension's results when an inner one's body
-                // fails (see rego::nested_comprehensions).
-                tracing::debug!(template = %src.name, at = %nested.join(", "),
+                }
+                if !nested.is_empty() {
+                    // regorus' VM loses an outer comprehension's results when an inner one's body
+                    // fails (see rego::nested_comprehensions).
+                    tracing::debug!(template = %src.name, at = %nested.join(", "),
                     "template runs on the interpreter: a comprehension inside a comprehension");
-            }
-            None
-        };
+                }
+                None
+            };
         let evaluator = match program {
             Some(program) => Evaluator::Vm(program),
             None => {
@@ -643,9 +672,15 @@ impl Template {
             operations: src.operations,
             rule,
             evaluator,
-            timeout: options.eval_timeout,
+            // Waiting for providers is not the template's own time.
+            timeout: if uses_external_data {
+                options.eval_timeout + options.external.longest_timeout()
+            } else {
+                options.eval_timeout
+            },
             memory: options.eval_memory,
             uses_inventory,
+            uses_external_data,
             uses_reachability,
             uses_namespace_object,
             warnings,
@@ -684,11 +719,25 @@ impl Template {
     ) -> Result<regorus::Value, EvalError> {
         let inventory = self.uses_inventory.then_some(inventory);
         let _inside = InEngine::enter();
-        std::panic::catch_unwind(AssertUnwindSafe(|| {
+        let calls = self
+            .uses_external_data
+            .then(|| external::Evaluation::enter(std::time::Instant::now() + limit));
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
             self.evaluator
                 .eval(&self.rule, input, inventory, limit, self.memory)
         }))
-        .unwrap_or(Err(EvalError::Panic))
+        .unwrap_or(Err(EvalError::Panic));
+        // A provider call cut by the time left is the evaluation's timeout, whatever the
+        // template made of the error.
+        if calls.is_some_and(|c| c.was_cut()) {
+            return Err(EvalError::Timeout(limit));
+        }
+        result
+    }
+
+    /// Whether the template calls `external_data`.
+    pub fn uses_external_data(&self) -> bool {
+        self.uses_external_data
     }
 }
 
@@ -716,6 +765,34 @@ impl Drop for InEngine {
 /// is a bug of Palisade's.
 pub fn in_policy_engine() -> bool {
     IN_ENGINE.with(std::cell::Cell::get)
+}
+
+/// A template that calls `external_data` needs a Provider, and each provider it names as a
+/// literal must be one the bundle defines.
+fn check_providers(file: &str, code: &str, providers: &external::Providers) -> Result<(), String> {
+    let defined = || {
+        let names: Vec<&str> = providers.names().collect();
+        if names.is_empty() {
+            "the bundle defines no Provider".to_owned()
+        } else {
+            format!("the bundle defines {}", names.join(", "))
+        }
+    };
+    if providers.is_empty() {
+        return Err(format!(
+            "{file}: calls external_data, but {}: add an externaldata.gatekeeper.sh/v1beta1 Provider (url, timeout, caBundle) to the policy files or the cluster",
+            defined()
+        ));
+    }
+    for (name, line) in external::literal_providers(code) {
+        if providers.get(&name).is_none() {
+            return Err(format!(
+                "{file}:{line}: external_data names provider {name:?}, which {}; add a Provider named {name:?}, or fix the name",
+                defined()
+            ));
+        }
+    }
+    Ok(())
 }
 
 type NetBuiltin = (&'static str, u8, Box<dyn regorus::Extension>);

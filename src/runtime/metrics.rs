@@ -322,6 +322,32 @@ impl Default for Metrics {
     }
 }
 
+/// The external data client's counts (process-wide: the client serves every bundle), under
+/// the names Gatekeeper's readers look for.
+fn register_external_data(registry: &mut Registry) {
+    let external = crate::policy::external::metrics();
+    registry.register(
+        "external_data_requests",
+        "Requests sent to external data providers, by provider and result: ok, error (the template sees system_error), timeout",
+        external.requests.clone(),
+    );
+    registry.register(
+        "external_data_request_duration_seconds",
+        "Time a request to an external data provider took, by provider",
+        external.duration.clone(),
+    );
+    registry.register(
+        "external_data_cache_hits",
+        "Keys answered from the external data response cache, by provider",
+        external.cache_hits.clone(),
+    );
+    registry.register(
+        "external_data_cache_misses",
+        "Keys sent to a provider because the cache did not hold them, by provider",
+        external.cache_misses.clone(),
+    );
+}
+
 impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("palisade");
@@ -415,6 +441,7 @@ impl Metrics {
         rollout.register(&mut registry);
         let audit = AuditMetrics::default();
         audit.register(&mut registry);
+        register_external_data(&mut registry);
         Self {
             cluster,
             rollout,

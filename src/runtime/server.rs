@@ -261,6 +261,8 @@ impl App {
             &self.model_pool
         } else {
             let inline_deadline = (Instant::now() + self.limits.inline_budget).min(deadline);
+            // An external data call the cache cannot answer waits on the pool, not here.
+            let _inline = crate::policy::external::Inline::enter();
             if let Ok(decision) = decider.decide(
                 &bundle,
                 &inventory,

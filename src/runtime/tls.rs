@@ -269,6 +269,8 @@ impl TlsStore {
     /// certificate's expiry metric and log.
     fn note_leaf(&self, material: &Material) {
         self.grant_keys.install(&material.key);
+        // Presented to external data providers, as Gatekeeper presents its own.
+        crate::policy::external::set_client_certificate(&material.cert, &material.key);
         let leaf = String::from_utf8(material.cert.clone())
             .ok()
             .and_then(|pem| crate::certs::parse_pem(&pem).ok())

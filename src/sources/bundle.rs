@@ -110,8 +110,14 @@ impl FileSources {
     ) -> R {
         let mut cluster = self.cluster.lock().unwrap_or_else(|p| p.into_inner());
         let state = cluster.get_or_insert_with(ClusterPolicies::default);
-        let result = f(state, &self.options);
-        let merged = state.merge(&self.files.load());
+        let files = self.files.load();
+        // The cluster's templates may call the files' external data Providers.
+        let options = EngineOptions {
+            external: files.providers().clone(),
+            ..self.options.clone()
+        };
+        let result = f(state, &options);
+        let merged = state.merge(&files);
         self.bundle.set(merged);
         result
     }

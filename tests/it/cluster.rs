@@ -298,7 +298,7 @@ const LEASE_FLAGS: [&str; 6] = [
 ];
 
 /// `palisade serve` with the default bundle, connected to `api` with `token` as its identity.
-async fn palisade(api: &ApiServer, token: &str, extra: &[&str]) -> TestServer {
+pub(crate) async fn palisade(api: &ApiServer, token: &str, extra: &[&str]) -> TestServer {
     let server = start_palisade(api, token, extra).await;
     let ready = eventually(Duration::from_secs(10), || async {
         http_get(server.health, "/readyz").await.0 == 200
@@ -346,7 +346,7 @@ pub(crate) async fn start_palisade_in(
     TestServer::start_in(dir, &args).await
 }
 
-fn namespace(name: &str, labels: Value) -> Value {
+pub(crate) fn namespace(name: &str, labels: Value) -> Value {
     json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}})
 }
 
@@ -1071,7 +1071,7 @@ async fn the_leader_audits_what_runs_into_policy_reports() {
 }
 
 /// The Gatekeeper CRDs of `manifests/base/gatekeeper-crds.yaml`, applied as `kubectl apply` would.
-fn install_gatekeeper_crds(api: &ApiServer) {
+pub(crate) fn install_gatekeeper_crds(api: &ApiServer) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/base/gatekeeper-crds.yaml");
     let text = std::fs::read_to_string(path).unwrap();
     for doc in palisade::manifest::parse_str(&text, Path::new("gatekeeper-crds.yaml")).unwrap() {

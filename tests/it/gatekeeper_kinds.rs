@@ -31,6 +31,19 @@ enum Outcome {
     Warned(&'static str),
 }
 
+/// A Provider with a real CA certificate in its caBundle.
+fn provider_doc(url: &str) -> &'static str {
+    use base64::Engine as _;
+    let ca = rcgen::generate_simple_self_signed(vec!["checker.example.com".to_owned()]).unwrap();
+    let bundle = base64::engine::general_purpose::STANDARD.encode(ca.cert.pem());
+    Box::leak(
+        format!(
+            "\napiVersion: externaldata.gatekeeper.sh/v1beta1\nkind: Provider\nmetadata: {{name: checker}}\nspec:\n  url: {url}\n  timeout: 2\n  caBundle: {bundle}\n"
+        )
+        .into_boxed_str(),
+    )
+}
+
 fn load(extra: &str) -> Result<Bundle, String> {
     let text = format!("{TEMPLATE}---{extra}");
     let docs = parse_str(&text, Path::new("bundle.yaml")).map_err(|e| e.to_string())?;
@@ -124,6 +137,16 @@ fn every_gatekeeper_kind_works_or_is_refused_or_warned_about() {
             "expansion.gatekeeper.sh/ExpansionTemplate (scoped)",
             "\napiVersion: expansion.gatekeeper.sh/v1beta1\nkind: ExpansionTemplate\nmetadata: {name: workloads}\nspec:\n  applyTo: [{groups: [apps], kinds: [Deployment], versions: [v1]}]\n  templateSource: spec.template\n  generatedGVK: {group: \"\", version: v1, kind: Pod}\n  enforcementAction: scoped\n",
             Refused("enforcementAction"),
+        ),
+        (
+            "externaldata.gatekeeper.sh/Provider",
+            provider_doc("https://checker.example.com/validate"),
+            Works(|b| !b.providers().is_empty()),
+        ),
+        (
+            "externaldata.gatekeeper.sh/Provider (http)",
+            provider_doc("http://checker.example.com/validate"),
+            Refused("https"),
         ),
         (
             "connection.gatekeeper.sh/Connection",

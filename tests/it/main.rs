@@ -13,6 +13,7 @@ mod deploy;
 mod differential;
 mod engine;
 mod expansion;
+mod external_data;
 mod fuzz;
 mod gatekeeper_kinds;
 mod hostile;
