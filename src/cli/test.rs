@@ -52,6 +52,7 @@ impl ObjectArgs {
             .map_err(anyhow::Error::msg)?
             .into_iter()
             .partition(is_gatekeeper_policy);
+        let policies_given = !policies.is_empty();
         let bundle = if policies.is_empty() {
             let path = self
                 .policies
@@ -76,7 +77,13 @@ impl ObjectArgs {
         };
         if docs.is_empty() {
             anyhow::bail!(
-                "-f gave no objects to test (only policies, or nothing at all): add the objects (a file, a directory or -) with another -f"
+                "no object in {}: -f gave {} but nothing to decide; add the objects (a file, a directory or -) with another -f",
+                self.inputs.join(", "),
+                if policies_given {
+                    "only policies"
+                } else {
+                    "no documents"
+                }
             );
         }
         let inventory = files::read_objects(&self.inventory)?;

@@ -233,7 +233,9 @@ impl App {
                 break;
             }
             last = self.decide_once(endpoint, last.1, deadline).await?;
-            if last.0.response.allowed || !gate.awaits(&last.1, &self.inventory.load()) {
+            // Once allowed, the review still waits (within the same bound) for the rest of what
+            // the generator writes, the DNS allowance, so that the workload starts with DNS.
+            if !gate.awaits(&last.1, &self.inventory.load()) {
                 break;
             }
         }

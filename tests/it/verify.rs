@@ -362,7 +362,10 @@ fn test_command_takes_templates_and_constraints_under_f_as_gator_does() {
     // Policies and nothing to test.
     let (code, stdout, stderr) = run(&["template.yaml", "constraint.yaml"]);
     assert_ne!(code, Some(0), "{stdout}");
-    assert!(stderr.contains("no objects to test"), "{stderr}");
+    assert!(
+        stderr.contains("gave only policies but nothing to decide"),
+        "{stderr}"
+    );
 
     // A template without its constraint would test nothing.
     let (code, stdout, stderr) = run(&["template.yaml", "samples"]);
