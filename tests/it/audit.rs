@@ -1,23 +1,8 @@
 //! `palisade audit` on a directory of manifests as a GitOps repository holds them
 //! (tests/data/audit), in all four formats, with its exit codes.
 
-use std::process::Command;
-
-const BIN: &str = env!("CARGO_BIN_EXE_palisade");
-const ROOT: &str = env!("CARGO_MANIFEST_DIR");
-
 fn audit(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(BIN)
-        .current_dir(ROOT)
-        .arg("audit")
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap(),
-        String::from_utf8(out.stdout).unwrap(),
-        String::from_utf8(out.stderr).unwrap(),
-    )
+    crate::common::palisade_cli(&[&["audit"], args].concat())
 }
 
 #[test]

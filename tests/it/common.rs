@@ -564,3 +564,17 @@ pub async fn mutate(client: &Client, review: &serde_json::Value) -> (serde_json:
 pub async fn mutated(client: &Client, review: &serde_json::Value) -> serde_json::Value {
     mutate(client, review).await.0
 }
+
+/// Runs `palisade <args>` from the repository's root: exit code, stdout, stderr.
+pub fn palisade_cli(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_palisade"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}

@@ -517,17 +517,7 @@ fn a_suite_expansion_file_holds_expansion_templates_only() {
 }
 
 fn expand(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(BIN)
-        .current_dir(ROOT)
-        .arg("expand")
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap(),
-        String::from_utf8(out.stdout).unwrap(),
-        String::from_utf8(out.stderr).unwrap(),
-    )
+    crate::common::palisade_cli(&[&["expand"], args].concat())
 }
 
 #[test]
