@@ -99,6 +99,9 @@ pub struct Run {
 pub struct ConstraintCost {
     pub name: String,
     pub kind: String,
+    /// Whether its template runs on regorus' VM (else on the interpreter, which is slower:
+    /// Palisade moves a template there where the VM would answer differently from OPA).
+    pub on_vm: bool,
     pub latency: Summary,
 }
 
@@ -273,6 +276,7 @@ impl BenchArgs {
                 out.push(ConstraintCost {
                     name: constraint.name.clone(),
                     kind: constraint.kind.clone(),
+                    on_vm: alone.templates().all(|t| t.on_vm()),
                     latency,
                 });
             }
@@ -323,7 +327,10 @@ impl BenchArgs {
                 out,
                 "\neach matching constraint alone, one thread (each includes converting the review, which the bundle does once per review):"
             );
-            let label = |c: &ConstraintCost| format!("{} ({})", c.name, c.kind);
+            let label = |c: &ConstraintCost| {
+                let engine = if c.on_vm { "" } else { ", interpreter" };
+                format!("{} ({}{engine})", c.name, c.kind)
+            };
             let width = costs
                 .iter()
                 .map(|c| label(c).chars().count())
@@ -360,7 +367,9 @@ impl BenchArgs {
                 "latency": r.latency.json(),
             })).collect::<Vec<_>>(),
             "constraints": costs.iter().map(|c| json!({
-                "name": c.name, "kind": c.kind, "latency": c.latency.json(),
+                "name": c.name, "kind": c.kind,
+                "engine": if c.on_vm { "vm" } else { "interpreter" },
+                "latency": c.latency.json(),
             })).collect::<Vec<_>>(),
         })
     }

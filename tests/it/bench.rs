@@ -70,6 +70,8 @@ fn bench_reports_runs_percentiles_and_each_matching_constraint() {
     );
     for c in report["constraints"].as_array().unwrap() {
         assert_eq!(c["latency"]["count"], 20);
+        // The bundle's templates are written so that the VM reads them as OPA does.
+        assert_eq!(c["engine"], "vm", "{c}");
     }
 }
 
