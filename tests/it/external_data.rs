@@ -861,3 +861,41 @@ async fn an_io_thread_never_waits_for_a_provider() {
     assert!(decision.violations.is_empty(), "{:?}", decision.violations);
     assert_eq!(provider.requests().len(), 1);
 }
+
+/// `palisade test` in gator's form, with the Provider given under `-f` beside the template, the
+/// constraint and the objects: the CLI calls the provider as the webhook does.
+#[tokio::test]
+async fn palisade_test_calls_the_provider_given_with_f() {
+    let provider = TestProvider::start(Behaviour::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let name = "image-checker-cli";
+    let policies = policies(
+        dir.path(),
+        name,
+        &provider_yaml(&provider.url(), 2, &provider.ca_pem),
+        "template.yaml",
+    );
+    let objects = dir.path().join("pods.yaml");
+    std::fs::write(
+        &objects,
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: good, namespace: shop}\nspec: {containers: [{name: c, image: registry.example.com/app:1}]}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: bad, namespace: shop}\nspec: {containers: [{name: c, image: registry.example.com/evil:1}]}\n",
+    )
+    .unwrap();
+    let objects = objects.display().to_string();
+    let (code, stdout, stderr) = tokio::task::spawn_blocking(move || {
+        palisade_cli(&["test", "-f", &policies, "-f", &objects])
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(stdout.contains("Pod shop/good: no violations"), "{stdout}");
+    assert!(
+        stdout.contains("image registry.example.com/evil:1 is marked bad by image-checker-cli"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.ends_with("2 objects, 1 violation (1 deny, 0 warn, 0 dryrun)\n"),
+        "{stdout}"
+    );
+    assert!(!provider.requests().is_empty(), "the provider was asked");
+}
