@@ -1,5 +1,6 @@
-//! Policies applied to the cluster (ConstraintTemplates, Constraints, mutators, `Config`), each
-//! kept with its last good form, and merged with the files' bundle into the one that serves.
+//! Policies applied to the cluster (ConstraintTemplates, Constraints, mutators, `Config`,
+//! Providers, ExpansionTemplates, SyncSets), each kept with its last good form, and merged with
+//! the files' bundle into the one that serves.
 //!
 //! Objects arrive one at a time, so unlike the files' bundle (checked as a whole, replaced
 //! whole), each is judged alone: a broken template or constraint is reported on its own status
@@ -14,12 +15,15 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::{Bundle, CONSTRAINTS_GROUP, MUTATIONS_GROUP, Problem, TEMPLATES_GROUP};
+use crate::expansion::{EXPANSION_GROUP, ExpansionTemplate, Expansions};
 use crate::manifest::Document;
 use crate::mutation::Mutator;
 use crate::policy::{Constraint, EngineOptions, Template, external, parse_constraint, template};
 
 /// The group of Gatekeeper's `Config`.
 pub const CONFIG_GROUP: &str = "config.gatekeeper.sh";
+/// The group of Gatekeeper's `SyncSet`.
+pub const SYNCSET_GROUP: &str = "syncset.gatekeeper.sh";
 
 /// One object from the cluster: as last seen, its last good form, and what is wrong with the
 /// object as last seen.
@@ -85,6 +89,11 @@ pub struct ClusterPolicies {
     config: Option<Document>,
     /// External data Providers by name.
     providers: BTreeMap<String, Tracked<Arc<external::Provider>>>,
+    /// ExpansionTemplates by name; `good` is the form last served. Judged at merge time, since
+    /// whether one may serve depends on the others (cycles, the files' names).
+    expansions: BTreeMap<String, Tracked<Document>>,
+    /// SyncSets by name; `good` is the last valid form.
+    sync_sets: BTreeMap<String, Tracked<Document>>,
 }
 
 impl ClusterPolicies {
@@ -94,6 +103,8 @@ impl ClusterPolicies {
             && self.mutators.is_empty()
             && self.config.is_none()
             && self.providers.is_empty()
+            && self.expansions.is_empty()
+            && self.sync_sets.is_empty()
     }
 
     /// The Providers templates are compiled against: the files' (in `options`), then the
@@ -198,6 +209,51 @@ impl ClusterPolicies {
                     .insert(name, Tracked::judged(doc, fp, previous, parsed));
                 self.recompile_external(options);
             }
+            EXPANSION_GROUP if doc.kind() == crate::expansion::KIND => {
+                if let Some(e) = self.expansions.get_mut(&name)
+                    && e.fingerprint == fp
+                {
+                    e.doc = doc;
+                    return;
+                }
+                // Judged at merge time; a new form's errors are said again.
+                let good = self.expansions.get(&name).and_then(|e| e.good.clone());
+                let errors = Vec::new();
+                self.expansions.insert(
+                    name,
+                    Tracked {
+                        doc,
+                        good,
+                        errors,
+                        fingerprint: fp,
+                    },
+                );
+            }
+            SYNCSET_GROUP if doc.kind() == "SyncSet" => {
+                if self
+                    .sync_sets
+                    .get(&name)
+                    .is_some_and(|s| s.fingerprint == fp)
+                {
+                    return;
+                }
+                let previous = self.sync_sets.get(&name).and_then(|s| s.good.clone());
+                let checked = super::sync_only(std::slice::from_ref(&doc))
+                    .map(|_| doc.clone())
+                    .map_err(|e| {
+                        e.problems
+                            .iter()
+                            .map(|p| p.message.clone())
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    });
+                if let Err(error) = &checked {
+                    // Said once per change; Palisade writes no status on SyncSets.
+                    tracing::error!(syncset = %doc.describe(), %error, "the cluster's SyncSet is invalid; its last valid form, if any, stays synced");
+                }
+                self.sync_sets
+                    .insert(name, Tracked::judged(doc, fp, previous, checked));
+            }
             _ => {}
         }
     }
@@ -218,6 +274,12 @@ impl ClusterPolicies {
             CONFIG_GROUP => self.config = None,
             external::GROUP if self.providers.remove(name).is_some() => {
                 self.recompile_external(options);
+            }
+            EXPANSION_GROUP => {
+                self.expansions.remove(name);
+            }
+            SYNCSET_GROUP => {
+                self.sync_sets.remove(name);
             }
             _ => {}
         }
@@ -256,6 +318,8 @@ impl ClusterPolicies {
                     self.recompile_external(options);
                 }
             }
+            EXPANSION_GROUP => self.expansions.retain(|n, _| names.contains(n)),
+            SYNCSET_GROUP => self.sync_sets.retain(|n, _| names.contains(n)),
             _ => {}
         }
         for v in values {
@@ -402,11 +466,144 @@ impl ClusterPolicies {
                 });
             }
         }
+        self.merge_sync_sets(files, &mut others, &mut warnings);
+        self.merge_expansions(files, &mut others, &mut warnings);
+        // Every cluster object was judged alone above, so this holds; should it not, the
+        // cluster's other kinds (Config, SyncSets, ExpansionTemplates) are left out rather than
+        // every cluster policy.
+        if let Err(error) = super::check_others(&others) {
+            tracing::error!(%error, "the cluster's Config, SyncSets and ExpansionTemplates do not fit the bundle; served without them");
+            others.truncate(files.others().len());
+        }
         let mut bundle = Bundle::assemble(templates, constraints, mutators, others, warnings)
             .unwrap_or_else(|_| files.clone());
         bundle.from_cluster = from_cluster;
         bundle.providers = self.providers_for(files.providers());
         bundle
+    }
+}
+
+impl ClusterPolicies {
+    /// Adds the cluster's valid SyncSets to `others`; one the files also define (by name) is a
+    /// conflict the file wins.
+    fn merge_sync_sets(
+        &mut self,
+        files: &Bundle,
+        others: &mut Vec<Document>,
+        warnings: &mut Vec<Problem>,
+    ) {
+        let file_names: HashSet<&str> = files
+            .others()
+            .iter()
+            .filter(|d| d.group() == SYNCSET_GROUP)
+            .map(Document::name)
+            .collect();
+        for s in self.sync_sets.values_mut() {
+            let before = s.errors.clone();
+            s.errors.retain(|e| !e.starts_with(CONFLICT));
+            if let Some(good) = &s.good {
+                if file_names.contains(good.name()) {
+                    s.errors.push(format!(
+                        "{CONFLICT}: the policy files (--policies) also define SyncSet {}; the files' SyncSet is served; rename or remove one of them",
+                        good.name()
+                    ));
+                } else {
+                    others.push(good.clone());
+                }
+            }
+            report(&s.doc, &before, &s.errors, warnings);
+        }
+    }
+
+    /// Adds the cluster's ExpansionTemplates to `others`, each only where the set stays valid:
+    /// a name the files also define is a conflict the file wins, and one that would close a
+    /// cycle is refused. Those that serve as now written are taken first, so that a new or
+    /// changed template is the one refused, and a refused change leaves its last good form
+    /// serving where that one still fits.
+    fn merge_expansions(
+        &mut self,
+        files: &Bundle,
+        others: &mut Vec<Document>,
+        warnings: &mut Vec<Problem>,
+    ) {
+        let file_names: HashSet<&str> = files
+            .expansions()
+            .templates()
+            .iter()
+            .map(|t| t.name.as_str())
+            .collect();
+        let mut order: Vec<(bool, String)> = self
+            .expansions
+            .iter()
+            .map(|(name, e)| {
+                let unchanged = e
+                    .good
+                    .as_ref()
+                    .is_some_and(|g| g.value["spec"] == e.doc.value["spec"]);
+                (!unchanged, name.clone())
+            })
+            .collect();
+        order.sort();
+        for (_, name) in order {
+            let Some(e) = self.expansions.get_mut(&name) else {
+                continue;
+            };
+            let before = std::mem::take(&mut e.errors);
+            let mut candidates = Vec::new();
+            match ExpansionTemplate::parse(&e.doc) {
+                Ok(_) => candidates.push(e.doc.clone()),
+                Err(message) => e.errors.push(message),
+            }
+            if let Some(good) = &e.good
+                && good.value["spec"] != e.doc.value["spec"]
+            {
+                candidates.push(good.clone());
+            }
+            for candidate in candidates {
+                let fits = if file_names.contains(name.as_str()) {
+                    Err(format!(
+                        "{CONFLICT}: the policy files (--policies) also define ExpansionTemplate {name}; the files' template is served; rename or remove one of them"
+                    ))
+                } else {
+                    others.push(candidate.clone());
+                    Expansions::from_documents(others).map(|_| ()).map_err(|error| {
+                        others.pop();
+                        error
+                            .problems
+                            .iter()
+                            .map(|p| p.message.clone())
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    })
+                };
+                match fits {
+                    Ok(()) => {
+                        e.good = Some(candidate);
+                        break;
+                    }
+                    Err(message) => {
+                        if e.errors.is_empty() {
+                            e.errors.push(message);
+                        }
+                    }
+                }
+            }
+            report(&e.doc, &before, &e.errors, warnings);
+        }
+    }
+}
+
+/// Puts an object's errors among the bundle's warnings, and logs those not logged before
+/// (Palisade writes no status on these kinds, so the log and the warnings are where they show).
+fn report(doc: &Document, before: &[String], errors: &[String], warnings: &mut Vec<Problem>) {
+    for error in errors {
+        if !before.contains(error) {
+            tracing::error!(object = %doc.describe(), %error, "policy from the cluster not served as written; its last good form serves, if any and if it still fits");
+        }
+        warnings.push(Problem {
+            at: doc.describe(),
+            message: error.clone(),
+        });
     }
 }
 
