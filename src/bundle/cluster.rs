@@ -517,9 +517,9 @@ impl ClusterPolicies {
 
     /// Adds the cluster's ExpansionTemplates to `others`, each only where the set stays valid:
     /// a name the files also define is a conflict the file wins, and one that would close a
-    /// cycle is refused. Those that serve as now written are taken first, so that a new or
-    /// changed template is the one refused, and a refused change leaves its last good form
-    /// serving where that one still fits.
+    /// cycle is refused. Those that serve as now written are taken first, then those changed
+    /// since (each as now written, else its last good form), then new ones: a template that
+    /// served is not pushed out by one that never did.
     fn merge_expansions(
         &mut self,
         files: &Bundle,
@@ -532,15 +532,17 @@ impl ClusterPolicies {
             .iter()
             .map(|t| t.name.as_str())
             .collect();
-        let mut order: Vec<(bool, String)> = self
+        // Served as written first, then changed since served, then never served.
+        let mut order: Vec<(u8, String)> = self
             .expansions
             .iter()
             .map(|(name, e)| {
-                let unchanged = e
-                    .good
-                    .as_ref()
-                    .is_some_and(|g| g.value["spec"] == e.doc.value["spec"]);
-                (!unchanged, name.clone())
+                let rank = match &e.good {
+                    Some(g) if g.value["spec"] == e.doc.value["spec"] => 0,
+                    Some(_) => 1,
+                    None => 2,
+                };
+                (rank, name.clone())
             })
             .collect();
         order.sort();
@@ -609,3 +611,196 @@ fn report(doc: &Document, before: &[String], errors: &[String], warnings: &mut V
 
 /// How a conflict with the files starts, in errors and warnings.
 pub const CONFLICT: &str = "conflict";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::parse_str;
+    use serde_json::json;
+    use std::path::Path;
+
+    fn files(yaml: &str) -> Bundle {
+        let docs = parse_str(yaml, Path::new("files.yaml")).unwrap();
+        Bundle::from_documents(docs, &EngineOptions::default()).unwrap()
+    }
+
+    fn expansion(name: &str, parent: &str, generated: &str) -> Value {
+        json!({"apiVersion": "expansion.gatekeeper.sh/v1beta1", "kind": "ExpansionTemplate",
+               "metadata": {"name": name},
+               "spec": {"applyTo": [{"groups": ["apps"], "versions": ["v1"], "kinds": [parent]}],
+                        "templateSource": "spec.template",
+                        "generatedGVK": {"group": "apps", "version": "v1", "kind": generated}}})
+    }
+
+    fn sync_set(name: &str, gvks: Value) -> Value {
+        json!({"apiVersion": "syncset.gatekeeper.sh/v1alpha1", "kind": "SyncSet",
+               "metadata": {"name": name}, "spec": {"gvks": gvks}})
+    }
+
+    /// `(parent kinds expanded, warnings)` of the merge.
+    fn expanded(state: &mut ClusterPolicies, files: &Bundle) -> (Vec<String>, Vec<String>) {
+        let merged = state.merge(files);
+        let names = merged
+            .expansions()
+            .templates()
+            .iter()
+            .map(|t| t.name.clone())
+            .collect();
+        let warnings = merged.warnings().iter().map(ToString::to_string).collect();
+        (names, warnings)
+    }
+
+    #[test]
+    fn a_cluster_expansion_template_that_breaks_the_set_is_refused_alone() {
+        let options = EngineOptions::default();
+        // The files expand Deployments into ReplicaSets.
+        let files = files(
+            "apiVersion: expansion.gatekeeper.sh/v1beta1\nkind: ExpansionTemplate\nmetadata: {name: deploy-to-rs}\nspec:\n  applyTo: [{groups: [apps], versions: [v1], kinds: [Deployment]}]\n  templateSource: spec.template\n  generatedGVK: {group: apps, version: v1, kind: ReplicaSet}\n",
+        );
+        let mut state = ClusterPolicies::default();
+        state.upsert(expansion("sts-to-ds", "StatefulSet", "DaemonSet"), &options);
+        // Closes a cycle with the files' template; a broken one; one of the files' name.
+        state.upsert(expansion("rs-to-deploy", "ReplicaSet", "Deployment"), &options);
+        state.upsert(
+            json!({"apiVersion": "expansion.gatekeeper.sh/v1beta1", "kind": "ExpansionTemplate",
+                   "metadata": {"name": "broken"}, "spec": {"applyTo": [{"groups": ["apps"], "versions": ["v1"], "kinds": ["*"]}]}}),
+            &options,
+        );
+        state.upsert(expansion("deploy-to-rs", "Job", "Pod"), &options);
+        // A good constraint-free template beside them: served.
+        let (names, warnings) = expanded(&mut state, &files);
+        assert_eq!(names, ["deploy-to-rs", "sts-to-ds"], "{warnings:?}");
+        let about = |name: &str| -> String {
+            warnings
+                .iter()
+                .filter(|w| w.starts_with(&format!("ExpansionTemplate {name:?} at cluster")))
+                .cloned()
+                .collect()
+        };
+        assert!(
+            about("rs-to-deploy").contains("expand each other in a cycle"),
+            "{warnings:?}"
+        );
+        assert!(about("broken").contains("\"*\" is not a wildcard here"));
+        assert!(about("deploy-to-rs").contains("conflict: the policy files (--policies) also define ExpansionTemplate deploy-to-rs"));
+        assert!(about("sts-to-ds").is_empty());
+        // The files' template is the one that serves under that name.
+        let merged = state.merge(&files);
+        let served = &merged.expansions().templates()[0];
+        assert_eq!(served.generated.kind, "ReplicaSet");
+        assert!(merged.expansions().expands("apps", "v1", "StatefulSet"));
+    }
+
+    #[test]
+    fn a_cycle_among_cluster_templates_refuses_the_new_one_and_a_bad_change_keeps_the_last_good()
+    {
+        let options = EngineOptions::default();
+        let files = Bundle::default();
+        let mut state = ClusterPolicies::default();
+        // "z-first" serves first; "a-second" then closes a cycle with it: a-second is refused,
+        // although it sorts first.
+        state.upsert(expansion("z-first", "Deployment", "ReplicaSet"), &options);
+        assert_eq!(expanded(&mut state, &files).0, ["z-first"]);
+        state.upsert(expansion("a-second", "ReplicaSet", "Deployment"), &options);
+        let (names, warnings) = expanded(&mut state, &files);
+        assert_eq!(names, ["z-first"]);
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.starts_with("ExpansionTemplate \"a-second\"") && w.contains("cycle")),
+            "{warnings:?}"
+        );
+        // z-first changed to something broken: its last good form keeps serving, and a-second
+        // still may not close the cycle with it.
+        let mut broken = expansion("z-first", "Deployment", "ReplicaSet");
+        broken["spec"]["templateSource"] = json!("");
+        state.upsert(broken, &options);
+        let (names, warnings) = expanded(&mut state, &files);
+        assert_eq!(names, ["z-first"], "{warnings:?}");
+        assert!(warnings.iter().any(|w| w.contains("spec.templateSource: required")));
+        // z-first changed to a form that no longer feeds a-second: both serve.
+        state.upsert(expansion("z-first", "Deployment", "Pod"), &options);
+        let (names, warnings) = expanded(&mut state, &files);
+        assert_eq!(names, ["a-second", "z-first"], "{warnings:?}");
+        assert!(warnings.is_empty(), "{warnings:?}");
+        // Deleted: gone.
+        state.remove(EXPANSION_GROUP, "ExpansionTemplate", "a-second", &options);
+        assert_eq!(expanded(&mut state, &files).0, ["z-first"]);
+        state.replace_all(EXPANSION_GROUP, "ExpansionTemplate", Vec::new(), &options);
+        assert!(expanded(&mut state, &files).0.is_empty());
+    }
+
+    #[test]
+    fn cluster_sync_sets_join_the_files_kinds_and_a_bad_one_drops_nothing_else() {
+        let options = EngineOptions::default();
+        let files = files(
+            "apiVersion: syncset.gatekeeper.sh/v1alpha1\nkind: SyncSet\nmetadata: {name: files}\nspec:\n  gvks: [{group: '', version: v1, kind: Namespace}]\n",
+        );
+        let mut state = ClusterPolicies::default();
+        // A cluster template and constraint beside them must keep serving throughout.
+        state.upsert(
+            json!({"apiVersion": "templates.gatekeeper.sh/v1", "kind": "ConstraintTemplate",
+                   "metadata": {"name": "k8sdeny"},
+                   "spec": {"crd": {"spec": {"names": {"kind": "K8sDeny"}}},
+                            "targets": [{"target": "admission.k8s.gatekeeper.sh",
+                                         "rego": "package k8sdeny\nviolation[{\"msg\": \"no\"}] { true }\n"}]}}),
+            &options,
+        );
+        state.upsert(
+            sync_set(
+                "ingresses",
+                json!([{"group": "networking.k8s.io", "version": "v1", "kind": "Ingress"}]),
+            ),
+            &options,
+        );
+        let kinds = |b: &Bundle| -> Vec<String> {
+            b.sync_only()
+                .unwrap_or_default()
+                .iter()
+                .map(ToString::to_string)
+                .collect()
+        };
+        let merged = state.merge(&files);
+        assert_eq!(
+            kinds(&merged),
+            ["Namespace (v1)", "Ingress (networking.k8s.io/v1)"]
+        );
+        // Broken (an entry without a kind): reported; its last valid form stays synced, and
+        // nothing else of the cluster is dropped.
+        state.upsert(
+            sync_set("ingresses", json!([{"group": "networking.k8s.io", "version": "v1"}])),
+            &options,
+        );
+        // A new one broken from the start, and one of the files' name.
+        state.upsert(sync_set("bad", json!("Ingress")), &options);
+        state.upsert(
+            sync_set(
+                "files",
+                json!([{"group": "apps", "version": "v1", "kind": "Deployment"}]),
+            ),
+            &options,
+        );
+        let merged = state.merge(&files);
+        assert_eq!(
+            kinds(&merged),
+            ["Namespace (v1)", "Ingress (networking.k8s.io/v1)"]
+        );
+        assert!(merged.policies().templates().any(|t| t.kind == "K8sDeny"));
+        let warnings: Vec<String> = merged.warnings().iter().map(ToString::to_string).collect();
+        for (name, says) in [
+            ("ingresses", "spec.gvks[0] needs version and kind"),
+            ("bad", "spec.gvks must be a list"),
+            ("files", "conflict: the policy files (--policies) also define SyncSet files"),
+        ] {
+            assert!(
+                warnings
+                    .iter()
+                    .any(|w| w.starts_with(&format!("SyncSet {name:?} at cluster")) && w.contains(says)),
+                "{name}: {warnings:?}"
+            );
+        }
+        // Deleted: its kinds leave.
+        state.remove(SYNCSET_GROUP, "SyncSet", "ingresses", &options);
+        assert_eq!(kinds(&state.merge(&files)), ["Namespace (v1)"]);
+    }
+}
