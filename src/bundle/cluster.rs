@@ -568,15 +568,17 @@ impl ClusterPolicies {
                     ))
                 } else {
                     others.push(candidate.clone());
-                    Expansions::from_documents(others).map(|_| ()).map_err(|error| {
-                        others.pop();
-                        error
-                            .problems
-                            .iter()
-                            .map(|p| p.message.clone())
-                            .collect::<Vec<_>>()
-                            .join("; ")
-                    })
+                    Expansions::from_documents(others)
+                        .map(|_| ())
+                        .map_err(|error| {
+                            others.pop();
+                            error
+                                .problems
+                                .iter()
+                                .map(|p| p.message.clone())
+                                .collect::<Vec<_>>()
+                                .join("; ")
+                        })
                 };
                 match fits {
                     Ok(()) => {
@@ -660,7 +662,10 @@ mod tests {
         let mut state = ClusterPolicies::default();
         state.upsert(expansion("sts-to-ds", "StatefulSet", "DaemonSet"), &options);
         // Closes a cycle with the files' template; a broken one; one of the files' name.
-        state.upsert(expansion("rs-to-deploy", "ReplicaSet", "Deployment"), &options);
+        state.upsert(
+            expansion("rs-to-deploy", "ReplicaSet", "Deployment"),
+            &options,
+        );
         state.upsert(
             json!({"apiVersion": "expansion.gatekeeper.sh/v1beta1", "kind": "ExpansionTemplate",
                    "metadata": {"name": "broken"}, "spec": {"applyTo": [{"groups": ["apps"], "versions": ["v1"], "kinds": ["*"]}]}}),
@@ -682,7 +687,9 @@ mod tests {
             "{warnings:?}"
         );
         assert!(about("broken").contains("\"*\" is not a wildcard here"));
-        assert!(about("deploy-to-rs").contains("conflict: the policy files (--policies) also define ExpansionTemplate deploy-to-rs"));
+        assert!(about("deploy-to-rs").contains(
+            "conflict: the policy files (--policies) also define ExpansionTemplate deploy-to-rs"
+        ));
         assert!(about("sts-to-ds").is_empty());
         // The files' template is the one that serves under that name.
         let merged = state.merge(&files);
@@ -692,8 +699,7 @@ mod tests {
     }
 
     #[test]
-    fn a_cycle_among_cluster_templates_refuses_the_new_one_and_a_bad_change_keeps_the_last_good()
-    {
+    fn a_cycle_among_cluster_templates_refuses_the_new_one_and_a_bad_change_keeps_the_last_good() {
         let options = EngineOptions::default();
         let files = Bundle::default();
         let mut state = ClusterPolicies::default();
@@ -717,7 +723,11 @@ mod tests {
         state.upsert(broken, &options);
         let (names, warnings) = expanded(&mut state, &files);
         assert_eq!(names, ["z-first"], "{warnings:?}");
-        assert!(warnings.iter().any(|w| w.contains("spec.templateSource: required")));
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.contains("spec.templateSource: required"))
+        );
         // z-first changed to a form that no longer feeds a-second: both serve.
         state.upsert(expansion("z-first", "Deployment", "Pod"), &options);
         let (names, warnings) = expanded(&mut state, &files);
@@ -768,7 +778,10 @@ mod tests {
         // Broken (an entry without a kind): reported; its last valid form stays synced, and
         // nothing else of the cluster is dropped.
         state.upsert(
-            sync_set("ingresses", json!([{"group": "networking.k8s.io", "version": "v1"}])),
+            sync_set(
+                "ingresses",
+                json!([{"group": "networking.k8s.io", "version": "v1"}]),
+            ),
             &options,
         );
         // A new one broken from the start, and one of the files' name.
@@ -790,12 +803,16 @@ mod tests {
         for (name, says) in [
             ("ingresses", "spec.gvks[0] needs version and kind"),
             ("bad", "spec.gvks must be a list"),
-            ("files", "conflict: the policy files (--policies) also define SyncSet files"),
+            (
+                "files",
+                "conflict: the policy files (--policies) also define SyncSet files",
+            ),
         ] {
             assert!(
                 warnings
                     .iter()
-                    .any(|w| w.starts_with(&format!("SyncSet {name:?} at cluster")) && w.contains(says)),
+                    .any(|w| w.starts_with(&format!("SyncSet {name:?} at cluster"))
+                        && w.contains(says)),
                 "{name}: {warnings:?}"
             );
         }

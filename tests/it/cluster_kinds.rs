@@ -78,7 +78,8 @@ async fn expansion_templates_applied_to_the_cluster_judge_workloads_by_their_pod
     let api = ApiServer::start().await;
     install_gatekeeper_crds(&api);
     api.create(namespace("payments", json!({}))).unwrap();
-    api.apply("kubectl", banned_label_template(), false).unwrap();
+    api.apply("kubectl", banned_label_template(), false)
+        .unwrap();
     let server = palisade(&api, "replica-a", &["--generate-default-deny", "false"]).await;
     let served = eventually(Duration::from_secs(10), || async {
         api.apply("kubectl", pods_only_constraint(), false).is_ok()
@@ -90,7 +91,10 @@ async fn expansion_templates_applied_to_the_cluster_judge_workloads_by_their_pod
         r["request"]["object"]["metadata"]["labels"]["banned"] = json!("yes");
     });
     let pod_denied = eventually(Duration::from_secs(10), || async {
-        let answer = server.client().review(Proto::Http2, "/validate", &pod).await;
+        let answer = server
+            .client()
+            .review(Proto::Http2, "/validate", &pod)
+            .await;
         answer["status"]["message"]
             .as_str()
             .is_some_and(|m| m.contains("[no-banned] label banned is banned"))
@@ -168,13 +172,19 @@ async fn expansion_templates_applied_to_the_cluster_judge_workloads_by_their_pod
             .is_some_and(|m| m.contains("[Implied by marker-statefulsets]"))
     })
     .await;
-    assert!(marker_in, "a good ExpansionTemplate is not taken in beside bad ones");
+    assert!(
+        marker_in,
+        "a good ExpansionTemplate is not taken in beside bad ones"
+    );
     assert!(
         denied_as_implied(&server).await,
         "the good ExpansionTemplate stopped serving beside bad ones: {}",
         deployment_messages(&server).await
     );
-    let pod_answer = server.client().review(Proto::Http2, "/validate", &pod).await;
+    let pod_answer = server
+        .client()
+        .review(Proto::Http2, "/validate", &pod)
+        .await;
     let pod_messages = pod_answer["status"]["message"].as_str().unwrap_or("");
     assert!(
         pod_messages.contains("[no-banned] label banned is banned")
