@@ -639,7 +639,7 @@ mod tests {
                "metadata": {"name": name}, "spec": {"gvks": gvks}})
     }
 
-    /// `(parent kinds expanded, warnings)` of the merge.
+    /// `(names of the ExpansionTemplates served, warnings)` of the merge.
     fn expanded(state: &mut ClusterPolicies, files: &Bundle) -> (Vec<String>, Vec<String>) {
         let merged = state.merge(files);
         let names = merged
@@ -672,7 +672,7 @@ mod tests {
             &options,
         );
         state.upsert(expansion("deploy-to-rs", "Job", "Pod"), &options);
-        // A good constraint-free template beside them: served.
+        // Only the good one beside them serves, with the files' template.
         let (names, warnings) = expanded(&mut state, &files);
         assert_eq!(names, ["deploy-to-rs", "sts-to-ds"], "{warnings:?}");
         let about = |name: &str| -> String {
