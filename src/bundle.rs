@@ -215,6 +215,18 @@ fn sync_only(others: &[Document]) -> Result<Option<Vec<SyncKind>>, BundleError> 
     Ok(Some(kinds))
 }
 
+/// Whether the documents of other kinds can be served together: what [`Bundle::assemble`]
+/// checks of them.
+pub(crate) fn check_others(others: &[Document]) -> Result<(), BundleError> {
+    sync_only(others)?;
+    if let Some(config) = others.iter().find(|d| d.kind() == "Config") {
+        Excluded::parse(&config.value["spec"]["match"])
+            .map_err(|e| BundleError::one(config.describe(), e))?;
+    }
+    Expansions::from_documents(others)?;
+    Ok(())
+}
+
 /// Whether a `Config` can be served: its `spec.sync.syncOnly` and `spec.match` are valid.
 pub(crate) fn check_config(config: &Document) -> Result<(), BundleError> {
     sync_only(std::slice::from_ref(config))?;

@@ -1,5 +1,6 @@
 //! Policies applied with kubectl: watches ConstraintTemplates, the Constraints of every kind
-//! they define, Gatekeeper's mutators and `Config`, merges them into the served bundle (see
+//! they define, Gatekeeper's mutators, `Config`, external data Providers, ExpansionTemplates and
+//! SyncSets, merges them into the served bundle (see
 //! [`crate::bundle::cluster`]), creates each template's constraint CRD by server-side apply and
 //! removes it with the template, and writes this replica's `status.byPod` entry on each, as
 //! Gatekeeper does.
@@ -18,7 +19,7 @@ use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
 use super::inventory::{RetryBackoff, typed};
-use crate::bundle::cluster::{CONFIG_GROUP, ClusterPolicies, Tracked};
+use crate::bundle::cluster::{CONFIG_GROUP, ClusterPolicies, SYNCSET_GROUP, Tracked};
 use crate::bundle::{CONSTRAINTS_GROUP, MUTATIONS_GROUP, TEMPLATES_GROUP};
 use crate::runtime::server::Readiness;
 use crate::sources::bundle::FileSources;
@@ -81,6 +82,14 @@ fn fixed_kinds() -> Vec<Watched> {
             "Provider",
             "providers",
         ),
+        // Gatekeeper stores ExpansionTemplates as v1alpha1 and serves both versions alike.
+        w(
+            crate::expansion::EXPANSION_GROUP,
+            "v1beta1",
+            crate::expansion::KIND,
+            "expansiontemplate",
+        ),
+        w(SYNCSET_GROUP, "v1alpha1", "SyncSet", "syncsets"),
     ]
 }
 

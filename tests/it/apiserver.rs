@@ -3,8 +3,8 @@
 //! No API server can be installed on the build machines, so the cluster-facing code is tested with
 //! the real `kube` client against this in-process imitation. It speaks HTTPS (its own CA, a bearer
 //! token, as a kubeconfig names them) and implements only what Palisade depends on, for
-//! Namespaces, NetworkPolicies, Leases, Pods, the workload kinds (apps, batch), Secrets, the
-//! webhook configurations and PolicyReports, with the real API's semantics where the code relies on
+//! Namespaces, NetworkPolicies, Ingresses, Leases, Pods, the workload kinds (apps, batch),
+//! Secrets, the webhook configurations and PolicyReports, with the real API's semantics where the code relies on
 //! them. `cluster::standin_matches_the_real_api_server` replays the answers a real kube-apiserver
 //! v1.25 gave (`tests/data/apiserver/`) against it.
 //!
@@ -51,7 +51,7 @@
 //! watches, and field selectors (refused with 400, so that a test would notice), strategic-merge
 //! and JSON patches (415), generateName, admission, authentication (any bearer token is
 //! Palisade's ServiceAccount), PUT on `/status`, kinds other than Namespaces, NetworkPolicies,
-//! Leases, Pods, the workload kinds, Secrets, the webhook configurations, the PolicyReports, CRDs
+//! Ingresses, Leases, Pods, the workload kinds, Secrets, the webhook configurations, the PolicyReports, CRDs
 //! and the kinds CRDs define.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
@@ -106,6 +106,18 @@ pub const NETWORK_POLICIES: Resource = Resource {
     generation: true,
     storage: "v1",
     status: false,
+};
+/// Served as the real one serves it (status a subresource, generation kept); Palisade reads it
+/// only when a Config or SyncSet syncs it.
+pub const INGRESSES: Resource = Resource {
+    group: "networking.k8s.io",
+    version: "v1",
+    plural: "ingresses",
+    kind: "Ingress",
+    namespaced: true,
+    generation: true,
+    storage: "v1",
+    status: true,
 };
 pub const LEASES: Resource = Resource {
     group: "coordination.k8s.io",
@@ -215,10 +227,11 @@ pub const POD_TEMPLATES: Resource = Resource {
     generation: false,
     ..workload("", "podtemplates", "PodTemplate")
 };
-const RESOURCES: [Resource; 18] = [
+const RESOURCES: [Resource; 19] = [
     CRDS,
     NAMESPACES,
     NETWORK_POLICIES,
+    INGRESSES,
     LEASES,
     PODS,
     SECRETS,
@@ -672,6 +685,21 @@ impl ApiServer {
     pub fn rbac_unused(&self) -> Vec<String> {
         let store = self.shared.store.lock().unwrap();
         store.rbac.as_ref().map(Rbac::unused).unwrap_or_default()
+    }
+
+    /// Adds a cluster-wide rule to Palisade's, as an operator adds one to the ClusterRole (for
+    /// a kind a Config or SyncSet syncs, say). `enforce_rbac` forgets it.
+    pub fn grant(&self, group: &str, resource: &str, verbs: &[&str]) {
+        let mut store = self.shared.store.lock().unwrap();
+        if let Some(rbac) = store.rbac.as_mut() {
+            rbac.rules.push(RbacRule {
+                namespace: String::new(),
+                groups: vec![group.to_owned()],
+                resources: vec![resource.to_owned()],
+                names: Vec::new(),
+                verbs: verbs.iter().map(|v| (*v).to_owned()).collect(),
+            });
+        }
     }
 
     /// Lifts (or restores) the RBAC rules of manifests/base/rbac.yaml for every client, for a

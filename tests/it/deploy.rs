@@ -986,7 +986,7 @@ fn palisade_can_do_what_it_needs_and_nothing_else() {
     let (_, objects) = render("manifests");
     let palisade = ("palisade-system", "palisade");
     // (verb, group, resource/subresource, name, namespace, allowed)
-    let cases: [(&str, &str, &str, &str, &str, bool); 36] = [
+    let cases: [(&str, &str, &str, &str, &str, bool); 40] = [
         // CRDs: create, patch and delete of any name by RBAC (the
         // ValidatingAdmissionPolicy narrows them to constraints.gatekeeper.sh); nothing else.
         (
@@ -1185,6 +1185,32 @@ fn palisade_can_do_what_it_needs_and_nothing_else() {
             false,
         ),
         ("impersonate", "", "users", "admin", "", false),
+        // ExpansionTemplates and SyncSets: read, never written.
+        (
+            "watch",
+            "expansion.gatekeeper.sh",
+            "expansiontemplate",
+            "",
+            "",
+            true,
+        ),
+        ("list", "syncset.gatekeeper.sh", "syncsets", "", "", true),
+        (
+            "patch",
+            "expansion.gatekeeper.sh",
+            "expansiontemplate",
+            "workloads",
+            "",
+            false,
+        ),
+        (
+            "delete",
+            "syncset.gatekeeper.sh",
+            "syncsets",
+            "ingresses",
+            "",
+            false,
+        ),
     ];
     for (verb, group, resource, name, namespace, allowed) in cases {
         let (resource, subresource) = resource.split_once('/').unwrap_or((resource, ""));

@@ -6,6 +6,7 @@ mod audit;
 mod bench;
 mod certmanager;
 mod cluster;
+mod cluster_kinds;
 mod common;
 mod connections;
 mod core;
