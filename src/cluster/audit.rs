@@ -34,7 +34,10 @@ pub struct Auditor {
     pub decider: Arc<HotSwap<Decider>>,
     pub bundle: Arc<HotSwap<Bundle>>,
     pub inventory: Arc<InventoryStore>,
-    /// Kinds the inventory feed watches: taken from the inventory rather than listed.
+    /// Kinds the inventory feed watched from the start. A kind is read from the inventory when
+    /// it is among these and still synced by the bundle of the run (its watch has run since the
+    /// start); a kind a `Config` or SyncSet added or dropped since is listed from the API, so a
+    /// watch that has not listed yet (or was stopped) never hides objects from the audit.
     pub synced: Vec<SyncKind>,
     pub scope: Scope,
     pub metrics: Arc<Metrics>,
@@ -146,6 +149,7 @@ impl Auditor {
         let bundle = self.bundle.load();
         let inventory = self.inventory.load();
         let (kinds, wildcard) = audited_kinds(&bundle);
+        let synced_now = super::inventory::synced_kinds(&bundle);
         if wildcard && !said.wildcard {
             said.wildcard = true;
             tracing::warn!(
@@ -168,7 +172,7 @@ impl Auditor {
         let mut count = 0;
         for (group, kind) in &wanted {
             let objects = self
-                .objects(&inventory, group, kind, page_size, said)
+                .objects(&inventory, group, kind, &synced_now, page_size, said)
                 .await?;
             count += objects.len();
             let (decider, bundle, inventory) = (decider.clone(), bundle.clone(), inventory.clone());
@@ -182,13 +186,14 @@ impl Auditor {
             );
         }
         let namespaces = self
-            .objects(&inventory, "", "Namespace", page_size, said)
+            .objects(&inventory, "", "Namespace", &synced_now, page_size, said)
             .await?;
         let policies = self
             .objects(
                 &inventory,
                 "networking.k8s.io",
                 "NetworkPolicy",
+                &synced_now,
                 page_size,
                 said,
             )
@@ -263,14 +268,12 @@ impl Auditor {
         inventory: &crate::inventory::Inventory,
         group: &str,
         kind: &str,
+        synced_now: &[SyncKind],
         page_size: u32,
         said: &mut Said,
     ) -> anyhow::Result<Vec<Value>> {
-        if self
-            .synced
-            .iter()
-            .any(|k| k.group == group && k.kind == kind)
-        {
+        let same = |k: &SyncKind| k.group == group && k.kind == kind;
+        if self.synced.iter().any(same) && synced_now.iter().any(same) {
             return Ok(inventory.objects_of(group, kind));
         }
         let resource = match kube::discovery::group(&self.client, group).await {

@@ -31,20 +31,19 @@ const BATCH_MAX: usize = 20_000;
 
 /// The kinds to watch for `bundle`.
 ///
-/// Namespaces are always synced, whatever a `Config` lists: the webhook needs each object's
-/// Namespace for `namespaceSelector` and `input.review.namespaceObject`, which Gatekeeper reads
-/// from a cache of its own. Policies then see more in data.inventory, never less.
+/// Namespaces and NetworkPolicies are always synced, whatever a `Config` or `SyncSet` lists:
+/// the webhook needs each object's Namespace (`namespaceSelector`, `input.review.namespaceObject`,
+/// which Gatekeeper reads from a cache of its own), and the NetworkPolicy model, the default-deny
+/// checks and the generator read the namespace's NetworkPolicies. Policies then see more in
+/// data.inventory, never less.
 pub fn synced_kinds(bundle: &Bundle) -> Vec<SyncKind> {
-    match bundle.sync_only() {
-        Some(kinds) => {
-            let mut kinds = kinds.to_vec();
-            if !kinds.contains(&SyncKind::namespace()) {
-                kinds.insert(0, SyncKind::namespace());
-            }
-            kinds
+    let mut kinds = vec![SyncKind::namespace(), SyncKind::network_policy()];
+    for kind in bundle.sync_only().unwrap_or_default() {
+        if !kinds.contains(kind) {
+            kinds.push(kind.clone());
         }
-        None => vec![SyncKind::namespace(), SyncKind::network_policy()],
     }
+    kinds
 }
 
 /// What one watcher reports to the applier.
@@ -405,7 +404,8 @@ impl FeedState {
 mod tests {
     use super::*;
 
-    /// A Config that lists other kinds still gets Namespaces synced: the webhook needs them.
+    /// A Config that lists other kinds still gets Namespaces and NetworkPolicies synced: the
+    /// webhook needs them.
     #[test]
     fn namespaces_are_always_synced() {
         let config = "apiVersion: config.gatekeeper.sh/v1alpha1\nkind: Config\nmetadata: {name: config}\nspec:\n  sync:\n    syncOnly: [{group: networking.k8s.io, version: v1, kind: Ingress}]\n";
@@ -415,6 +415,7 @@ mod tests {
             synced_kinds(&bundle),
             [
                 SyncKind::namespace(),
+                SyncKind::network_policy(),
                 SyncKind::new("networking.k8s.io", "v1", "Ingress")
             ]
         );

@@ -470,8 +470,10 @@ async fn answers_of_an_idempotent_provider_are_cached_and_others_are_not() {
                 requests[1]["request"]["keys"],
                 json!(["cache.example/new:1"])
             );
-            // Two keys in each of the two repeated reviews, one in the mixed one.
-            assert_eq!(hits, Some(5.0), "{metrics}");
+            // Two keys in each of the two repeated reviews, one in the mixed one; more when a
+            // review begun on an I/O thread ran past its inline budget and was decided again on
+            // the blocking pool (each evaluation reads the cache). The requests above are exact.
+            assert!(hits.is_some_and(|h| h >= 5.0), "{metrics}");
         } else {
             assert_eq!(requests.len(), 4, "{requests:?}");
             assert_eq!(hits, None, "{metrics}");
