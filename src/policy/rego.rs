@@ -128,7 +128,8 @@ struct SprintfCall {
     /// Byte range of the format's contents, between the quotes.
     format: (usize, usize),
     verbs: usize,
-    args: usize,
+    /// Items of a literal argument list; `None` when the arguments are not a literal list.
+    args: Option<usize>,
 }
 
 fn sprintf_calls(src: &str) -> Vec<SprintfCall> {
@@ -164,11 +165,10 @@ fn sprintf_calls(src: &str) -> Vec<SprintfCall> {
         while masked.get(j).is_some_and(|b| b.is_ascii_whitespace()) {
             j += 1;
         }
-        if masked.get(j) != Some(&b'[') {
-            continue; // arguments are not a literal list
-        }
-        let Some(args) = count_list_items(&masked, j) else {
-            continue;
+        let args = if masked.get(j) == Some(&b'[') {
+            count_list_items(&masked, j)
+        } else {
+            None // arguments are not a literal list
         };
         out.push(SprintfCall {
             line: line_of(&masked, at),
@@ -219,7 +219,10 @@ fn verbs(format: &str) -> Vec<(usize, usize, char)> {
 /// as `%%!v(MISSING)`). Returns the rewritten source and what was rewritten, for a load warning.
 pub(crate) fn fill_missing_sprintf_args(src: &str) -> (String, Vec<SprintfMismatch>) {
     let found = sprintf_calls(src);
-    let mismatched: Vec<&SprintfCall> = found.iter().filter(|c| c.verbs > c.args).collect();
+    let mismatched: Vec<&SprintfCall> = found
+        .iter()
+        .filter(|c| c.args.is_some_and(|args| c.verbs > args))
+        .collect();
     if mismatched.is_empty() {
         return (src.to_owned(), Vec::new());
     }
@@ -229,7 +232,7 @@ pub(crate) fn fill_missing_sprintf_args(src: &str) -> (String, Vec<SprintfMismat
         let mut fixed = String::with_capacity(format.len() + 16);
         let mut from = 0;
         for (n, (start, end, verb)) in verbs(format).into_iter().enumerate() {
-            if n < call.args {
+            if n < call.args.unwrap_or(usize::MAX) {
                 continue;
             }
             fixed.push_str(&format[from..start]);
@@ -244,10 +247,46 @@ pub(crate) fn fill_missing_sprintf_args(src: &str) -> (String, Vec<SprintfMismat
         .map(|c| SprintfMismatch {
             line: c.line,
             verbs: c.verbs,
-            args: c.args,
+            args: c.args.unwrap_or_default(),
         })
         .collect();
     (out, report)
+}
+
+/// Keeps a violation whose message `sprintf` regorus would fail, where OPA (Go's fmt) prints a
+/// marker and goes on (docs/regorus-divergences.md, section 16): regorus makes the call an
+/// error, non-strict undefined, which drops the violation that carries the message.
+/// - `%d` of a value that is not an integer (OPA: `%!d(float64=0.5)`, `%!d(string=a)`): a bare
+///   `%d` of a literal format becomes `%v`, which prints an integer exactly as `%d` does and
+///   anything else as `%v`, so only the text of OPA's marker differs.
+/// - more literal arguments than verbs (OPA: `…%!(EXTRA int=1)`): `%!(EXTRA %v, …)` is appended
+///   to the format for the extra ones.
+pub(crate) fn sprintf_as_opa(src: &str) -> String {
+    let found = sprintf_calls(src);
+    let mut out = src.to_owned();
+    for call in found.iter().rev() {
+        let format = &src[call.format.0..call.format.1];
+        let mut fixed = String::with_capacity(format.len() + 8);
+        let mut from = 0;
+        for (start, end, verb) in verbs(format) {
+            if verb == 'd' && end - start == 2 {
+                fixed.push_str(&format[from..start]);
+                fixed.push_str("%v");
+                from = end;
+            }
+        }
+        fixed.push_str(&format[from..]);
+        if let Some(args) = call.args
+            && args > call.verbs
+        {
+            let extra = vec!["%v"; args - call.verbs].join(", ");
+            fixed.push_str(&format!("%%!(EXTRA {extra})"));
+        }
+        if fixed != format {
+            out.replace_range(call.format.0..call.format.1, &fixed);
+        }
+    }
+    out
 }
 
 /// Items of the list literal opening at `open`, or None for a comprehension.

@@ -542,6 +542,7 @@ impl Template {
                     m.line, m.verbs, m.args
                 ));
             }
+            let code = rego::sprintf_as_opa(&code);
             let code = if src.rego_v1 {
                 code
             } else {

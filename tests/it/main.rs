@@ -22,6 +22,7 @@ mod netpol_judge_props;
 mod netpol_props;
 mod pod_paths;
 mod pod_security;
+mod rego_programs;
 mod process;
 mod review_attacks;
 mod rollout;
