@@ -574,12 +574,16 @@ fn negated_guards(src: &str, masked: &[u8], start: usize, end: usize) -> Vec<Str
                 match class {
                     Term::Call(_) => guards.push(t),
                     Term::Ref if !unify => guards.push(t),
+                    Term::Ref => guards.extend(ref_key_guards(&t)),
                     _ => {}
                 }
             }
         }
         None => {
             let (t, class) = term(0..m.len());
+            if let Term::Ref = class {
+                guards.extend(ref_key_guards(&t));
+            }
             if let Term::Call(open) = class {
                 // the arguments of the negated call
                 let lead = text.len() - text.trim_start().len();
@@ -596,6 +600,32 @@ fn negated_guards(src: &str, masked: &[u8], start: usize, end: usize) -> Vec<Str
         }
     }
     guards
+}
+
+/// The keys of a reference that are references or calls themselves (`input.ns` in
+/// `data.inventory.namespace[input.ns]["v1"]`): OPA evaluates them outside a negation, so an
+/// undefined one fails the body where regorus makes `not` of the reference true
+/// (docs/regorus-divergences.md, section 17).
+fn ref_key_guards(t: &str) -> Vec<String> {
+    let masked = mask(t);
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < masked.len() {
+        if masked[i] == b'[' {
+            let Some(close) = closing(&masked, i) else {
+                break;
+            };
+            let key = t[i + 1..close].trim();
+            let key_masked = std::str::from_utf8(&masked[i + 1..close]).unwrap_or("").trim();
+            if matches!(classify(key_masked), Term::Call(_) | Term::Ref) {
+                out.push(key.to_owned());
+            }
+            i = close + 1;
+        } else {
+            i += 1;
+        }
+    }
+    out
 }
 
 enum Term {
@@ -777,6 +807,390 @@ pub(crate) fn nested_comprehensions(src: &str) -> Vec<usize> {
     lines.sort_unstable();
     lines.dedup();
     lines
+}
+
+/// Whether the word `name` occurs in `text` other than at `skip`: not as a field (after `.`)
+/// nor inside a longer identifier.
+fn word_elsewhere(text: &[u8], name: &[u8], skip: usize) -> bool {
+    let mut from = 0;
+    while let Some(off) = find(&text[from..], name) {
+        let at = from + off;
+        from = at + 1;
+        let before_ok = at == 0 || !(is_ident(text[at - 1]) || text[at - 1] == b'.');
+        let after_ok = !text.get(at + name.len()).is_some_and(|b| is_ident(*b));
+        if before_ok && after_ok && at != skip {
+            return true;
+        }
+    }
+    false
+}
+
+/// The bodies of the top-level statements: (start, end) from the `{` after the head to the
+/// start of the next statement.
+fn bodies(masked: &[u8]) -> Vec<(usize, usize, usize)> {
+    let heads = rule_heads(masked);
+    heads
+        .iter()
+        .enumerate()
+        .filter(|(_, (_, he))| masked.get(*he) == Some(&b'{'))
+        .map(|(n, &(hs, he))| (hs, he, heads.get(n + 1).map_or(masked.len(), |h| h.0)))
+        .collect()
+}
+
+/// Makes an assignment whose variable nothing reads fail the body when its value is undefined,
+/// as in OPA. regorus' VM (0.14) drops such an assignment (`x := input.missing`, where `x` is
+/// never used), so an absent field no longer fails the body
+/// (docs/regorus-divergences.md, section 16): `exempt { x := <absent>; true }` holds and
+/// `not exempt` lets the object in. `x := E` becomes `_ = E`, which OPA reads alike (E is
+/// evaluated, iterated where it iterates, and fails the body when undefined) and the VM keeps.
+/// A variable is unused when its name appears nowhere else in the rule's definition.
+pub(crate) fn keep_unused_assignments(src: &str) -> String {
+    let masked = mask(src);
+    let mut edits: Vec<(usize, usize)> = Vec::new();
+    for (start, body, end) in bodies(&masked) {
+        // The whole definition, head included (`violation[{"msg": msg}] { msg := … }`).
+        let region = &masked[start..end];
+        let mut i = body - start + 1;
+        while i < region.len() {
+            if !is_ident(region[i]) || is_ident(region[i - 1]) || region[i - 1] == b'.' {
+                i += 1;
+                continue;
+            }
+            let word_start = i;
+            while i < region.len() && is_ident(region[i]) {
+                i += 1;
+            }
+            let name = &region[word_start..i];
+            let mut j = i;
+            while region.get(j).is_some_and(|b| *b == b' ' || *b == b'\t') {
+                j += 1;
+            }
+            if region[j..].starts_with(b":=")
+                && !region[word_start].is_ascii_digit()
+                && name != b"_"
+                && starts_statement(&masked, start + word_start)
+                && !word_elsewhere(region, name, word_start)
+            {
+                edits.push((start + word_start, start + j + 2));
+            }
+        }
+    }
+    let mut out = src.to_owned();
+    for (from, to) in edits.into_iter().rev() {
+        out.replace_range(from..to, "_ =");
+    }
+    out
+}
+
+/// Binds the key (and value) of a partial rule in its body when it is more than a variable or
+/// a literal: `names[c.name] { some c in cs }` becomes `names[__palisade_k] { some c in cs;
+/// __palisade_k := c.name }`. OPA skips a body whose head term is undefined; regorus'
+/// interpreter fails the evaluation when such a body comes first and keeps the rule empty when
+/// it comes later, and the VM counts an undefined key of a partial object
+/// (docs/regorus-divergences.md, sections 14 and 15). A term bound in the body is undefined
+/// there, which fails that body alone on both engines, as OPA does. Heads of the form
+/// `name[k] {`, `name[k] = v {`, `name[k] := v {` and `name contains k {` (with or without
+/// `if`) are rewritten; the line count is kept.
+pub(crate) fn bind_partial_heads(src: &str) -> String {
+    let masked = mask(src);
+    let heads = rule_heads(&masked);
+    // (offset, removed, inserted), applied back to front.
+    let mut edits: Vec<(usize, usize, String)> = Vec::new();
+    for (n, &(hs, he)) in heads.iter().enumerate() {
+        if masked.get(he) != Some(&b'{') {
+            continue;
+        }
+        let head = &masked[hs..he];
+        let name_end = head
+            .iter()
+            .position(|&c| !(is_ident(c) || c == b'.'))
+            .unwrap_or(head.len());
+        if name_end == 0 || head.starts_with(b"default") || head.starts_with(b"else") {
+            continue;
+        }
+        // The key's range in the head, and the value's.
+        let mut terms: Vec<(usize, usize, &str)> = Vec::new();
+        let after_name = &head[name_end..];
+        let rest_at;
+        if after_name.first() == Some(&b'[') {
+            let Some(close) = closing(head, name_end) else {
+                continue;
+            };
+            if head[close] != b']' {
+                continue;
+            }
+            terms.push((name_end + 1, close, "__palisade_k"));
+            rest_at = close + 1;
+        } else {
+            let t = after_name.iter().position(|b| !b.is_ascii_whitespace());
+            let Some(t) = t else { continue };
+            if !after_name[t..].starts_with(b"contains ") {
+                continue;
+            }
+            let key_start = name_end + t + "contains ".len();
+            let key_end = head
+                .windows(4)
+                .rposition(|w| w == b" if ")
+                .filter(|p| *p >= key_start)
+                .unwrap_or(head.len());
+            terms.push((key_start, key_end, "__palisade_k"));
+            rest_at = head.len();
+        }
+        // `= v` or `:= v`, up to `if` or the end of the head.
+        let rest = &head[rest_at..];
+        let rest_trim = rest.iter().position(|b| !b.is_ascii_whitespace());
+        if let Some(t) = rest_trim {
+            let op = if rest[t..].starts_with(b":=") {
+                2
+            } else if rest[t..].starts_with(b"=") && !rest[t..].starts_with(b"==") {
+                1
+            } else {
+                0
+            };
+            if op > 0 {
+                let v_start = rest_at + t + op;
+                let v_end = head
+                    .windows(4)
+                    .rposition(|w| w == b" if ")
+                    .filter(|p| *p >= v_start)
+                    .unwrap_or(head.len());
+                terms.push((v_start, v_end, "__palisade_v"));
+            } else if !(rest[t..].starts_with(b"if") && rest[t..].len() <= 3) {
+                continue;
+            }
+        }
+        // Only terms that may be undefined: references and calls.
+        let terms: Vec<(usize, usize, &str)> = terms
+            .into_iter()
+            .filter(|&(a, b, _)| {
+                let t = &head[a..b];
+                t.iter().any(|c| matches!(c, b'.' | b'(' | b'['))
+                    && !t.contains(&b'|')
+                    && !t.iter().all(|c| c.is_ascii_whitespace())
+            })
+            .collect();
+        if terms.is_empty() {
+            continue;
+        }
+        // The body's last literal.
+        let body_end = heads.get(n + 1).map_or(masked.len(), |h| h.0);
+        let Some(close) = closing(&masked[..body_end], he) else {
+            continue;
+        };
+        let Some(last) = masked[he + 1..close]
+            .iter()
+            .rposition(|b| !b.is_ascii_whitespace())
+            .map(|p| he + 1 + p)
+        else {
+            continue;
+        };
+        let sep = if masked[last] == b';' { " " } else { "; " };
+        let binds: Vec<String> = terms
+            .iter()
+            .map(|&(a, b, var)| format!("{var} := {}", src[hs + a..hs + b].trim()))
+            .collect();
+        edits.push((last + 1, 0, format!("{sep}{}", binds.join("; "))));
+        for &(a, b, var) in terms.iter().rev() {
+            let text = &src[hs + a..hs + b];
+            let lead = text.len() - text.trim_start().len();
+            let trail = text.len() - text.trim_end().len();
+            let space = if lead > 0 { " " } else { "" };
+            let tail = if trail > 0 { " " } else { "" };
+            edits.push((hs + a, b - a, format!("{space}{var}{tail}")));
+        }
+    }
+    edits.sort_by_key(|e| std::cmp::Reverse(e.0));
+    let mut out = src.to_owned();
+    for (at, removed, inserted) in edits {
+        out.replace_range(at..at + removed, &inserted);
+    }
+    out
+}
+
+/// The partial object rules (`name[k] = v { … }`, `name[k] := v if …`), by name. regorus' VM
+/// (0.14) keeps one value where two bodies give one key different values (OPA fails the
+/// evaluation: "object keys must be unique") and counts a key that is undefined
+/// (docs/regorus-divergences.md, sections 15 and 18); either can lose a violation. Templates
+/// with one run on the interpreter, which answers as OPA there (after [`bind_partial_heads`]).
+pub(crate) fn partial_object_rules(src: &str) -> Vec<String> {
+    let masked = mask(src);
+    let mut out = Vec::new();
+    for (s, e) in rule_heads(&masked) {
+        let head = &masked[s..e];
+        let name_end = head
+            .iter()
+            .position(|&c| !(is_ident(c) || c == b'.'))
+            .unwrap_or(head.len());
+        if name_end == 0 || head.get(name_end) != Some(&b'[') {
+            continue;
+        }
+        let name = String::from_utf8_lossy(&head[..name_end]).into_owned();
+        if matches!(name.as_str(), "default" | "package" | "import") {
+            continue;
+        }
+        let Some(close) = closing(head, name_end) else {
+            continue;
+        };
+        let rest = String::from_utf8_lossy(&head[close + 1..]);
+        let rest = rest.trim_start();
+        if (rest.starts_with(":=") || (rest.starts_with('=') && !rest.starts_with("==")))
+            && !out.contains(&name)
+        {
+            out.push(name);
+        }
+    }
+    out
+}
+
+/// Functions with several value definitions that may hold for one input with different
+/// values, by name. OPA fails such an evaluation ("functions must not produce multiple outputs
+/// for same inputs"); regorus' VM (0.14) reads the call as undefined, which can lose a
+/// violation (docs/regorus-divergences.md, section 3). Templates with one run on the
+/// interpreter. Two definitions cannot both hold, and are not reported, when their values are
+/// the same literal, their literal arguments differ, or one's body has a literal that
+/// contradicts one of the other's: `e` and `not e`, `e == a` and `e == b` for different
+/// literals, or two comparisons of `e` with numbers that no number meets both of
+/// (`count(x) > 0` and `count(x) == 0`). That is how templates write case analysis, and such
+/// templates stay on the VM.
+pub(crate) fn conflicting_functions(src: &str) -> Vec<String> {
+    let masked = mask(src);
+    let heads = rule_heads(&masked);
+    // Per function: its definitions as (arguments, value, body literals).
+    let mut defs: std::collections::BTreeMap<String, Vec<(Vec<String>, String, Vec<String>)>> =
+        Default::default();
+    for (n, &(hs, he)) in heads.iter().enumerate() {
+        let head = &masked[hs..he];
+        let name_end = head
+            .iter()
+            .position(|&c| !(is_ident(c) || c == b'.'))
+            .unwrap_or(head.len());
+        if name_end == 0 || head.get(name_end) != Some(&b'(') {
+            continue;
+        }
+        let Some(close) = closing(head, name_end) else {
+            continue;
+        };
+        let name = String::from_utf8_lossy(&head[..name_end]).into_owned();
+        let args: Vec<String> = split_args(&head[name_end + 1..close])
+            .into_iter()
+            .map(|(a, b)| src[hs + name_end + 1 + a..hs + name_end + 1 + b].trim().to_owned())
+            .collect();
+        // The value: after `=`/`:=`, up to `if`; `true` without one.
+        let rest = &src[hs + close + 1..hs + head.len()];
+        let rest_masked = std::str::from_utf8(&head[close + 1..]).unwrap_or("");
+        let (value, cond) = match rest_masked.find(" if ") {
+            Some(p) => (&rest[..p], Some(&rest[p + 4..])),
+            None if rest_masked.trim_end().ends_with(" if") => {
+                (&rest[..rest.trim_end().len() - 3], None)
+            }
+            None => (rest, None),
+        };
+        let value = value
+            .trim()
+            .trim_start_matches(":=")
+            .trim_start_matches('=')
+            .trim();
+        let value = if value.is_empty() { "true" } else { value };
+        // The body: a braced block, or the expression after `if` on the head's line.
+        let mut lits = Vec::new();
+        if masked.get(he) == Some(&b'{') {
+            let end = heads.get(n + 1).map_or(masked.len(), |h| h.0);
+            if let Some(c) = closing(&masked[..end], he) {
+                lits = literals(&src[he + 1..c], &masked[he + 1..c]);
+            }
+        } else if let Some(cond) = cond {
+            lits.push(cond.trim().to_owned());
+        }
+        defs.entry(name)
+            .or_default()
+            .push((args, value.to_owned(), lits));
+    }
+    let exclusive = |a: &(Vec<String>, String, Vec<String>), b: &(Vec<String>, String, Vec<String>)| {
+        (a.1 == b.1 && is_literal(&a.1))
+            || a.0.iter().zip(&b.0).any(|(x, y)| is_literal(x) && is_literal(y) && x != y)
+            || a.2.iter().any(|x| b.2.iter().any(|y| contradict(x, y)))
+    };
+    defs.into_iter()
+        .filter(|(_, ds)| {
+            ds.iter()
+                .enumerate()
+                .any(|(i, a)| ds[i + 1..].iter().any(|b| !exclusive(a, b)))
+        })
+        .map(|(name, _)| name)
+        .collect()
+}
+
+/// The literals of a body (split at `;` and line breaks outside brackets), trimmed.
+fn literals(src: &str, masked: &[u8]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut depth = 0i32;
+    let mut from = 0;
+    for (i, &b) in masked.iter().enumerate() {
+        match b {
+            b'(' | b'[' | b'{' => depth += 1,
+            b')' | b']' | b'}' => depth -= 1,
+            b';' | b'\n' if depth == 0 => {
+                let t = src[from..i].trim();
+                if !t.is_empty() {
+                    out.push(t.to_owned());
+                }
+                from = i + 1;
+            }
+            _ => {}
+        }
+    }
+    let t = src[from..].trim();
+    if !t.is_empty() {
+        out.push(t.to_owned());
+    }
+    out
+}
+
+/// Whether two body literals cannot both hold.
+fn contradict(a: &str, b: &str) -> bool {
+    fn neg(x: &str) -> Option<&str> {
+        x.strip_prefix("not ").map(str::trim)
+    }
+    if neg(a) == Some(b) || neg(b) == Some(a) {
+        return true;
+    }
+    let (Some((la, oa, ra)), Some((lb, ob, rb))) = (comparison(a), comparison(b)) else {
+        return false;
+    };
+    if la != lb {
+        return false;
+    }
+    if let (Ok(x), Ok(y)) = (ra.parse::<f64>(), rb.parse::<f64>()) {
+        // No number meets both: test the two constants and the points around them.
+        let holds = |op: &str, v: f64, c: f64| match op {
+            "==" => v == c,
+            "!=" => v != c,
+            ">" => v > c,
+            ">=" => v >= c,
+            "<" => v < c,
+            "<=" => v <= c,
+            _ => true,
+        };
+        let points = [x, y, x - 0.5, x + 0.5, y - 0.5, y + 0.5, (x + y) / 2.0];
+        return !points.iter().any(|&v| holds(oa, v, x) && holds(ob, v, y));
+    }
+    // Two different literal strings (or booleans, null) that one term equals.
+    oa == "==" && ob == "==" && ra != rb && is_literal(ra) && is_literal(rb)
+}
+
+/// `e op c` for a comparison with a literal on the right.
+fn comparison(t: &str) -> Option<(&str, &'static str, &str)> {
+    for op in ["==", "!=", ">=", "<=", ">", "<"] {
+        let masked = mask(t);
+        if let Some(at) = find(&masked, op.as_bytes()) {
+            let (l, r) = (t[..at].trim(), t[at + op.len()..].trim());
+            if is_literal(r) && !l.is_empty() {
+                return Some((l, op, r));
+            }
+            return None;
+        }
+    }
+    None
 }
 
 /// Deepest nesting of `[` and `{` that a template may use. regorus' parser takes time

@@ -549,7 +549,19 @@ impl Template {
                 rego::rewrite_v0(&code)
             };
             let code = rego::guard_negated_terms(&code);
+            let code = rego::keep_unused_assignments(&code);
+            let code = rego::bind_partial_heads(&code);
             multi_valued.extend(rego::multi_valued_rules(&code));
+            multi_valued.extend(
+                rego::conflicting_functions(&code)
+                    .into_iter()
+                    .map(|f| format!("{f} (a function whose definitions may conflict)")),
+            );
+            multi_valued.extend(
+                rego::partial_object_rules(&code)
+                    .into_iter()
+                    .map(|r| format!("{r} (a partial object rule)")),
+            );
             nested.extend(
                 rego::nested_comprehensions(&code)
                     .into_iter()
