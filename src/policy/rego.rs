@@ -987,7 +987,7 @@ pub(crate) fn bind_partial_heads(src: &str) -> String {
         let sep = if masked[last] == b';' { " " } else { "; " };
         let binds: Vec<String> = terms
             .iter()
-            .map(|&(a, b, var)| format!("{var} := {}", src[hs + a..hs + b].trim()))
+            .map(|&(a, b, var)| format!("{var} = {}", src[hs + a..hs + b].trim()))
             .collect();
         edits.push((last + 1, 0, format!("{sep}{}", binds.join("; "))));
         for &(a, b, var) in terms.iter().rev() {
@@ -1005,6 +1005,129 @@ pub(crate) fn bind_partial_heads(src: &str) -> String {
         out.replace_range(at..at + removed, &inserted);
     }
     out
+}
+
+/// Makes an array or object comprehension skip an element whose term is undefined, as OPA does:
+/// regorus' VM (0.14) adds it (`count([c.name | some c in cs])` counts a container without a
+/// name; docs/regorus-divergences.md, section 19), which a policy that counts or compares can
+/// turn into an admission. `[t | body]` becomes `[t | body; _ = t]` and `{k: v | body}`
+/// becomes `{k: v | body; _ = k; _ = v}` where the term is a reference, a call or a variable;
+/// the check fails the body for that element in every engine, and is a no-op otherwise. Set
+/// comprehensions are read right and left alone.
+pub(crate) fn guard_comprehension_terms(src: &str) -> String {
+    let masked = mask(src);
+    let mut inserts: Vec<(usize, String)> = Vec::new();
+    // Open brackets: (offset, offset of the `|` at its own depth).
+    let mut open: Vec<(usize, Option<usize>)> = Vec::new();
+    for (i, &b) in masked.iter().enumerate() {
+        match b {
+            b'[' | b'{' | b'(' => open.push((i, None)),
+            b'|' => {
+                if let Some(top) = open.last_mut()
+                    && masked[top.0] != b'('
+                    && top.1.is_none()
+                {
+                    top.1 = Some(i);
+                }
+            }
+            b']' | b'}' | b')' => {
+                let Some((at, Some(bar))) = open.pop() else {
+                    continue;
+                };
+                let head_masked = &masked[at + 1..bar];
+                let terms: Vec<(usize, usize)> = if masked[at] == b'[' {
+                    vec![(at + 1, bar)]
+                } else {
+                    // `{k: v | …}`: split at the top-level `:`; none is a set comprehension.
+                    let mut depth = 0i32;
+                    let colon = head_masked.iter().position(|&c| {
+                        match c {
+                            b'(' | b'[' | b'{' => depth += 1,
+                            b')' | b']' | b'}' => depth -= 1,
+                            _ => {}
+                        }
+                        c == b':' && depth == 0
+                    });
+                    match colon {
+                        Some(c) => vec![(at + 1, at + 1 + c), (at + 2 + c, bar)],
+                        None => continue,
+                    }
+                };
+                let guards: Vec<String> = terms
+                    .into_iter()
+                    .filter(|&(a, b)| {
+                        let t = std::str::from_utf8(&masked[a..b]).unwrap_or("").trim();
+                        !t.is_empty()
+                            && !t.contains('|')
+                            && !is_literal(t)
+                            && (t.bytes().next().is_some_and(|c| c.is_ascii_alphabetic() || c == b'_')
+                                || t.bytes().any(|c| matches!(c, b'.' | b'(' | b'[')))
+                    })
+                    .map(|(a, b)| format!("_ = {}", src[a..b].trim()))
+                    .collect();
+                if guards.is_empty() {
+                    continue;
+                }
+                let Some(last) = masked[bar + 1..i]
+                    .iter()
+                    .rposition(|c| !c.is_ascii_whitespace())
+                    .map(|p| bar + 1 + p)
+                else {
+                    continue;
+                };
+                let sep = if masked[last] == b';' { " " } else { "; " };
+                inserts.push((last + 1, format!("{sep}{}", guards.join("; "))));
+            }
+            _ => {}
+        }
+    }
+    inserts.sort_by_key(|e| std::cmp::Reverse(e.0));
+    let mut out = src.to_owned();
+    for (at, text) in inserts {
+        out.insert_str(at, &text);
+    }
+    out
+}
+
+/// The lines of object comprehensions (`{k: v | …}`). regorus' VM (0.14) keeps one value where
+/// two elements give one key different values; OPA fails the evaluation ("object keys must be
+/// unique"), which denies (docs/regorus-divergences.md, section 18). Templates with one run on
+/// the interpreter, which fails as OPA does.
+pub(crate) fn object_comprehensions(src: &str) -> Vec<usize> {
+    let masked = mask(src);
+    let mut open: Vec<(usize, Option<usize>, Option<usize>)> = Vec::new();
+    let mut lines = Vec::new();
+    for (i, &b) in masked.iter().enumerate() {
+        match b {
+            b'[' | b'{' | b'(' => open.push((i, None, None)),
+            b':' if masked.get(i + 1) != Some(&b'=') => {
+                if let Some(top) = open.last_mut()
+                    && top.2.is_none()
+                {
+                    top.2 = Some(i);
+                }
+            }
+            b'|' => {
+                if let Some(top) = open.last_mut()
+                    && top.1.is_none()
+                {
+                    top.1 = Some(i);
+                }
+            }
+            b']' | b'}' | b')' => {
+                if let Some((at, Some(bar), Some(colon))) = open.pop()
+                    && masked[at] == b'{'
+                    && colon < bar
+                {
+                    lines.push(line_of(&masked, at));
+                }
+            }
+            _ => {}
+        }
+    }
+    lines.sort_unstable();
+    lines.dedup();
+    lines
 }
 
 /// The partial object rules (`name[k] = v { … }`, `name[k] := v if …`), by name. regorus' VM

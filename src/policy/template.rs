@@ -551,11 +551,17 @@ impl Template {
             let code = rego::guard_negated_terms(&code);
             let code = rego::keep_unused_assignments(&code);
             let code = rego::bind_partial_heads(&code);
+            let code = rego::guard_comprehension_terms(&code);
             multi_valued.extend(rego::multi_valued_rules(&code));
             multi_valued.extend(
                 rego::conflicting_functions(&code)
                     .into_iter()
                     .map(|f| format!("{f} (a function whose definitions may conflict)")),
+            );
+            multi_valued.extend(
+                rego::object_comprehensions(&code)
+                    .into_iter()
+                    .map(|line| format!("{file}:{line} (an object comprehension)")),
             );
             multi_valued.extend(
                 rego::partial_object_rules(&code)
