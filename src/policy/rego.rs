@@ -557,6 +557,19 @@ fn negated_guards(src: &str, masked: &[u8], start: usize, end: usize) -> Vec<Str
             {
                 return Vec::new();
             }
+            // `a in b` is a call (`internal.member_2`): OPA moves both operands out.
+            b'i' if m[i..].starts_with(b"in")
+                && i > 0
+                && m[i - 1].is_ascii_whitespace()
+                && m.get(i + 2).is_some_and(|c| c.is_ascii_whitespace()) =>
+            {
+                if op.is_some() {
+                    return Vec::new();
+                }
+                op = Some((i, i + 2));
+                i += 2;
+                continue;
+            }
             _ => {}
         }
         i += 1;
@@ -570,10 +583,11 @@ fn negated_guards(src: &str, masked: &[u8], start: usize, end: usize) -> Vec<Str
     match op {
         Some((os, oe)) => {
             let unify = matches!(&text[os..oe], "==" | "=");
+            let member = &text[os..oe] == "in";
             for (t, class) in [term(0..os), term(oe..m.len())] {
                 match class {
                     Term::Call(_) => guards.push(t),
-                    Term::Ref if !unify => guards.push(t),
+                    Term::Ref if !unify || member => guards.push(t),
                     Term::Ref => guards.extend(ref_key_guards(&t)),
                     _ => {}
                 }
@@ -591,8 +605,14 @@ fn negated_guards(src: &str, masked: &[u8], start: usize, end: usize) -> Vec<Str
                 let close = t.len() - 1 + lead;
                 for (a, b) in split_args(&m[args_start..close]) {
                     let range = args_start + a..args_start + b;
+                    let composite = {
+                        let am = std::str::from_utf8(&m[range.clone()]).unwrap_or("").trim();
+                        (am.starts_with('[') || am.starts_with('{'))
+                            && !am.contains('|')
+                            && am.bytes().any(|c| matches!(c, b'.' | b'('))
+                    };
                     let (arg, class) = term(range);
-                    if matches!(class, Term::Call(_) | Term::Ref) {
+                    if matches!(class, Term::Call(_) | Term::Ref) || composite {
                         guards.push(arg);
                     }
                 }
@@ -617,7 +637,14 @@ fn ref_key_guards(t: &str) -> Vec<String> {
             };
             let key = t[i + 1..close].trim();
             let key_masked = std::str::from_utf8(&masked[i + 1..close]).unwrap_or("").trim();
-            if matches!(classify(key_masked), Term::Call(_) | Term::Ref) {
+            // A reference, a call, or a name (a rule, which may be undefined; a variable,
+            // which is bound and checked for nothing).
+            let name = !key_masked.is_empty()
+                && key_masked != "_"
+                && key_masked.bytes().all(is_ident)
+                && key_masked.bytes().next().is_some_and(|c| !c.is_ascii_digit())
+                && !matches!(key_masked, "true" | "false" | "null");
+            if name || matches!(classify(key_masked), Term::Call(_) | Term::Ref) {
                 out.push(key.to_owned());
             }
             i = close + 1;

@@ -1207,6 +1207,12 @@ fn run(seed: u64, range: std::ops::Range<u64>, per: usize) -> Tally {
 fn write_findings(findings: &[Finding]) -> Vec<PathBuf> {
     let dir = repo_path("target/differential");
     std::fs::create_dir_all(&dir).unwrap();
+    // This run's reproducers only.
+    for old in std::fs::read_dir(&dir).unwrap().flatten() {
+        if old.file_name().to_string_lossy().starts_with("programs-") {
+            let _ = std::fs::remove_file(old.path());
+        }
+    }
     findings
         .iter()
         .map(|f| {
@@ -1392,6 +1398,34 @@ violation[{"msg": "m"}] { not known }"#,
         "17: the same key defined, the path absent",
         r#"violation[{"msg": "m"}] { not data.inventory.namespace[input.review.object.metadata.namespace]["v1"]["ConfigMap"]["x"] }"#,
         r#"{"review": {"object": {"metadata": {"namespace": "shop"}}}}"#,
+        true,
+    ),
+    (
+        "17: not of a reference whose key is an undefined rule",
+        r#"r0 := v { v := input.review.object.metadata.labels.app }
+known { not data.inventory.cluster["v1"]["Namespace"][r0] }
+violation[{"msg": "m"}] { not known }"#,
+        r#"{"review": {"object": {"metadata": {"name": "nx"}}}}"#,
+        true,
+    ),
+    (
+        "2: not of a membership whose element is undefined",
+        r#"allowed { not input.review.object.metadata.labels.app in input.parameters.allowed }
+violation[{"msg": "m"}] { not allowed }"#,
+        r#"{"review": {"object": {"metadata": {"name": "nx"}}}, "parameters": {"allowed": ["a"]}}"#,
+        true,
+    ),
+    (
+        "2: not of a call whose argument is an array holding an undefined field",
+        r#"allowed { not is_string([input.review.object.metadata.labels.app]) }
+violation[{"msg": "m"}] { not allowed }"#,
+        r#"{"review": {"object": {"metadata": {"name": "nx"}}}}"#,
+        true,
+    ),
+    (
+        "2: a membership with both sides defined is left as it is",
+        r#"violation[{"msg": "m"}] { not input.review.object.metadata.labels.app in input.parameters.allowed }"#,
+        r#"{"review": {"object": {"metadata": {"labels": {"app": "b"}}}}, "parameters": {"allowed": ["a"]}}"#,
         true,
     ),
     (
