@@ -499,6 +499,79 @@ pub(crate) fn guard_negated_terms(src: &str) -> String {
     out
 }
 
+/// Makes `x := a in b` fail the body when `a` or `b` is undefined, as in OPA, where membership
+/// is a call whose operands must be defined; regorus makes it `false`
+/// (docs/regorus-divergences.md, section 17), which a later `not x` turns into a violation
+/// OPA does not report (or an exemption into an admission). `_ = a; _ = b;` is inserted before
+/// such an assignment for each operand that is a reference or a call.
+pub(crate) fn guard_membership_values(src: &str) -> String {
+    let masked = mask(src);
+    let mut inserts: Vec<(usize, String)> = Vec::new();
+    let mut i = 0;
+    while i + 1 < masked.len() {
+        if !(masked[i] == b':' && masked[i + 1] == b'=') {
+            i += 1;
+            continue;
+        }
+        let rhs = i + 2;
+        i += 2;
+        // The assigned name, at the start of a statement.
+        let Some(name_end) = masked[..rhs - 2]
+            .iter()
+            .rposition(|b| !b.is_ascii_whitespace())
+            .map(|p| p + 1)
+        else {
+            continue;
+        };
+        let name_start = masked[..name_end]
+            .iter()
+            .rposition(|&b| !is_ident(b))
+            .map_or(0, |p| p + 1);
+        if name_start == name_end || !starts_statement(&masked, name_start) {
+            continue;
+        }
+        let Some(end) = expression_end(&masked, rhs) else {
+            continue;
+        };
+        let m = &masked[rhs..end];
+        let mut depth = 0i32;
+        let mut at = None;
+        for (j, &b) in m.iter().enumerate() {
+            match b {
+                b'(' | b'[' | b'{' => depth += 1,
+                b')' | b']' | b'}' => depth -= 1,
+                b'i' if depth == 0
+                    && m[j..].starts_with(b"in")
+                    && j > 0
+                    && m[j - 1].is_ascii_whitespace()
+                    && m.get(j + 2).is_some_and(|c| c.is_ascii_whitespace()) =>
+                {
+                    at = Some(j);
+                    break;
+                }
+                _ => {}
+            }
+        }
+        let Some(at) = at else { continue };
+        let mut guards = Vec::new();
+        for range in [rhs..rhs + at, rhs + at + 2..end] {
+            let t = src[range.clone()].trim();
+            let tm = std::str::from_utf8(&masked[range]).unwrap_or("").trim();
+            if matches!(classify(tm), Term::Call(_) | Term::Ref) {
+                guards.push(format!("_ = {t}; "));
+            }
+        }
+        if !guards.is_empty() {
+            inserts.push((name_start, guards.concat()));
+        }
+    }
+    let mut out = src.to_owned();
+    for (at, text) in inserts.into_iter().rev() {
+        out.insert_str(at, &text);
+    }
+    out
+}
+
 /// Whether the word at `at` begins a statement of a body: after `{`, `;`, `|` or a line break.
 fn starts_statement(masked: &[u8], at: usize) -> bool {
     masked[..at]
@@ -534,6 +607,7 @@ fn negated_guards(src: &str, masked: &[u8], start: usize, end: usize) -> Vec<Str
     // Split at a top-level comparison; give up on arithmetic, sets and `with`.
     let mut depth = 0i32;
     let mut op: Option<(usize, usize)> = None;
+    let mut arith = false;
     let mut i = 0;
     while i < m.len() {
         let b = m[i];
@@ -550,7 +624,8 @@ fn negated_guards(src: &str, masked: &[u8], start: usize, end: usize) -> Vec<Str
                 i += len;
                 continue;
             }
-            b'+' | b'-' | b'*' | b'/' | b'%' | b'&' => return Vec::new(),
+            // Arithmetic is a call in OPA, moved out with the side it is on.
+            b'+' | b'-' | b'*' | b'/' | b'%' | b'&' => arith = true,
             b'w' if m[i..].starts_with(b"with")
                 && (i == 0 || !is_ident(m[i - 1]))
                 && !m.get(i + 4).is_some_and(|c| is_ident(*c)) =>
@@ -584,7 +659,15 @@ fn negated_guards(src: &str, masked: &[u8], start: usize, end: usize) -> Vec<Str
         Some((os, oe)) => {
             let unify = matches!(&text[os..oe], "==" | "=");
             let member = &text[os..oe] == "in";
-            for (t, class) in [term(0..os), term(oe..m.len())] {
+            let arithmetic = |r: std::ops::Range<usize>| {
+                m[r].iter()
+                    .any(|c| matches!(c, b'+' | b'-' | b'*' | b'/' | b'%' | b'&'))
+            };
+            for (range, (t, class)) in [(0..os, term(0..os)), (oe..m.len(), term(oe..m.len()))] {
+                if arith && arithmetic(range) {
+                    guards.push(t);
+                    continue;
+                }
                 match class {
                     Term::Call(_) => guards.push(t),
                     Term::Ref if !unify || member => guards.push(t),
@@ -593,6 +676,7 @@ fn negated_guards(src: &str, masked: &[u8], start: usize, end: usize) -> Vec<Str
                 }
             }
         }
+        None if arith => {}
         None => {
             let (t, class) = term(0..m.len());
             if let Term::Ref = class {
@@ -698,7 +782,9 @@ fn classify(t: &str) -> Term {
         }
     }
     let word = &t[..name_end];
-    if (name_end < b.len() || word.contains('.')) && !matches!(word, "true" | "false" | "null") {
+    // A bare name too: a rule, which may be undefined (a variable is bound, and checking it
+    // changes nothing).
+    if !matches!(word, "true" | "false" | "null") {
         Term::Ref
     } else {
         Term::Other
@@ -1785,17 +1871,29 @@ mod tests {
                 "not lower(input.a) == \"x\"",
                 "_ = lower(input.a); not lower(input.a) == \"x\"",
             ),
-            // left alone: unification of a reference, a bare reference, plain variables,
-            // literals, wildcards, `with`, arithmetic
+            // a name may be a rule, which may be undefined (a variable is bound: no change)
+            ("not f(x, \"a\", 1)", "_ = x; not f(x, \"a\", 1)"),
+            // arithmetic is a call in OPA, moved out with its side
+            ("not input.a + 1 > 2", "_ = input.a + 1; not input.a + 1 > 2"),
+            // membership is a call: both operands
+            (
+                "not input.a in input.b",
+                "_ = input.a; _ = input.b; not input.a in input.b",
+            ),
+            // keys of a negated reference
+            (
+                "not data.inv[input.ns][\"v1\"]",
+                "_ = input.ns; not data.inv[input.ns][\"v1\"]",
+            ),
+            // left alone: unification of a reference, a bare reference, literals, wildcards,
+            // `with`
             ("not input.a == \"x\"", "not input.a == \"x\""),
             ("not input.a", "not input.a"),
-            ("not f(x, \"a\", 1)", "not f(x, \"a\", 1)"),
             ("not f(input.cs[_].image)", "not f(input.cs[_].image)"),
             (
                 "not f(input.a) with input as {}",
                 "not f(input.a) with input as {}",
             ),
-            ("not input.a + 1 > 2", "not input.a + 1 > 2"),
         ];
         for (body, want) in cases {
             let src = format!("package t\nv[m] {{\n  {body}\n  m := 1\n}}\n");

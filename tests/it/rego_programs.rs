@@ -1429,6 +1429,28 @@ violation[{"msg": "m"}] { not allowed }"#,
         true,
     ),
     (
+        "2: not of a comparison with arithmetic on an undefined field",
+        r#"small { not input.parameters.max + 1 > input.review.object.spec.replicas }
+violation[{"msg": "m"}] { not small }"#,
+        r#"{"review": {"object": {"spec": {"replicas": 3}}}}"#,
+        true,
+    ),
+    (
+        "2: not of a comparison with an undefined rule",
+        r#"r1 = "a" { input.review.object.metadata.labels.app == "x" }
+ok { not r1 != "b" }
+violation[{"msg": "m"}] { not ok }"#,
+        r#"{"review": {"object": {"metadata": {"name": "a"}}}}"#,
+        true,
+    ),
+    (
+        "17: a membership of an undefined element assigned, then negated",
+        r#"allowed { member := input.review.object.metadata.labels.app in input.parameters.allowed; not member }
+violation[{"msg": "m"}] { not allowed }"#,
+        r#"{"review": {"object": {"metadata": {"name": "a"}}}, "parameters": {"allowed": ["a"]}}"#,
+        true,
+    ),
+    (
         "14: a partial set whose key is undefined for a later element",
         r#"names[c.name] { some c in input.review.object.spec.containers }
 violation[{"msg": n}] { names[n] }"#,
