@@ -664,7 +664,15 @@ fn negated_guards(src: &str, masked: &[u8], start: usize, end: usize) -> Vec<Str
                     .any(|c| matches!(c, b'+' | b'-' | b'*' | b'/' | b'%' | b'&'))
             };
             for (range, (t, class)) in [(0..os, term(0..os)), (oe..m.len(), term(oe..m.len()))] {
-                if arith && arithmetic(range) {
+                // An array, set or object literal holding references or calls: OPA moves
+                // what is inside out too.
+                let composite = {
+                    let am = std::str::from_utf8(&m[range.clone()]).unwrap_or("").trim();
+                    (am.starts_with('[') || am.starts_with('{'))
+                        && !am.contains('|')
+                        && am.bytes().any(|c| matches!(c, b'.' | b'('))
+                };
+                if (arith && arithmetic(range)) || (composite && (!unify || member)) {
                     guards.push(t);
                     continue;
                 }

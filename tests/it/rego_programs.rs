@@ -1451,6 +1451,13 @@ violation[{"msg": "m"}] { not allowed }"#,
         true,
     ),
     (
+        "2: not of a membership in an array literal holding an undefined field",
+        r#"listed { not input.review.object.kind in [input.review.object.metadata.annotations.owner] }
+violation[{"msg": "m"}] { not listed }"#,
+        r#"{"review": {"object": {"kind": "Pod"}}}"#,
+        true,
+    ),
+    (
         "14: a partial set whose key is undefined for a later element",
         r#"names[c.name] { some c in input.review.object.spec.containers }
 violation[{"msg": n}] { names[n] }"#,
