@@ -728,13 +728,18 @@ fn ref_key_guards(t: &str) -> Vec<String> {
                 break;
             };
             let key = t[i + 1..close].trim();
-            let key_masked = std::str::from_utf8(&masked[i + 1..close]).unwrap_or("").trim();
+            let key_masked = std::str::from_utf8(&masked[i + 1..close])
+                .unwrap_or("")
+                .trim();
             // A reference, a call, or a name (a rule, which may be undefined; a variable,
             // which is bound and checked for nothing).
             let name = !key_masked.is_empty()
                 && key_masked != "_"
                 && key_masked.bytes().all(is_ident)
-                && key_masked.bytes().next().is_some_and(|c| !c.is_ascii_digit())
+                && key_masked
+                    .bytes()
+                    .next()
+                    .is_some_and(|c| !c.is_ascii_digit())
                 && !matches!(key_masked, "true" | "false" | "null");
             if name || matches!(classify(key_masked), Term::Call(_) | Term::Ref) {
                 out.push(key.to_owned());
@@ -1032,8 +1037,7 @@ pub(crate) fn bind_partial_heads(src: &str) -> String {
         // The key's range in the head, and the value's.
         let mut terms: Vec<(usize, usize, &str)> = Vec::new();
         let after_name = &head[name_end..];
-        let rest_at;
-        if after_name.first() == Some(&b'[') {
+        let rest_at = if after_name.first() == Some(&b'[') {
             let Some(close) = closing(head, name_end) else {
                 continue;
             };
@@ -1041,7 +1045,7 @@ pub(crate) fn bind_partial_heads(src: &str) -> String {
                 continue;
             }
             terms.push((name_end + 1, close, "__palisade_k"));
-            rest_at = close + 1;
+            close + 1
         } else {
             let t = after_name.iter().position(|b| !b.is_ascii_whitespace());
             let Some(t) = t else { continue };
@@ -1055,8 +1059,8 @@ pub(crate) fn bind_partial_heads(src: &str) -> String {
                 .filter(|p| *p >= key_start)
                 .unwrap_or(head.len());
             terms.push((key_start, key_end, "__palisade_k"));
-            rest_at = head.len();
-        }
+            head.len()
+        };
         // `= v` or `:= v`, up to `if` or the end of the head.
         let rest = &head[rest_at..];
         let rest_trim = rest.iter().position(|b| !b.is_ascii_whitespace());
@@ -1181,7 +1185,10 @@ pub(crate) fn guard_comprehension_terms(src: &str) -> String {
                         !t.is_empty()
                             && !t.contains('|')
                             && !is_literal(t)
-                            && (t.bytes().next().is_some_and(|c| c.is_ascii_alphabetic() || c == b'_')
+                            && (t
+                                .bytes()
+                                .next()
+                                .is_some_and(|c| c.is_ascii_alphabetic() || c == b'_')
                                 || t.bytes().any(|c| matches!(c, b'.' | b'(' | b'[')))
                     })
                     .map(|(a, b)| format!("_ = {}", src[a..b].trim()))
@@ -1300,8 +1307,7 @@ pub(crate) fn conflicting_functions(src: &str) -> Vec<String> {
     let masked = mask(src);
     let heads = rule_heads(&masked);
     // Per function: its definitions as (arguments, value, body literals).
-    let mut defs: std::collections::BTreeMap<String, Vec<(Vec<String>, String, Vec<String>)>> =
-        Default::default();
+    let mut defs: std::collections::BTreeMap<String, Vec<Definition>> = Default::default();
     for (n, &(hs, he)) in heads.iter().enumerate() {
         let head = &masked[hs..he];
         let name_end = head
@@ -1317,7 +1323,11 @@ pub(crate) fn conflicting_functions(src: &str) -> Vec<String> {
         let name = String::from_utf8_lossy(&head[..name_end]).into_owned();
         let args: Vec<String> = split_args(&head[name_end + 1..close])
             .into_iter()
-            .map(|(a, b)| src[hs + name_end + 1 + a..hs + name_end + 1 + b].trim().to_owned())
+            .map(|(a, b)| {
+                src[hs + name_end + 1 + a..hs + name_end + 1 + b]
+                    .trim()
+                    .to_owned()
+            })
             .collect();
         // The value: after `=`/`:=`, up to `if`; `true` without one.
         let rest = &src[hs + close + 1..hs + head.len()];
@@ -1349,9 +1359,12 @@ pub(crate) fn conflicting_functions(src: &str) -> Vec<String> {
             .or_default()
             .push((args, value.to_owned(), lits));
     }
-    let exclusive = |a: &(Vec<String>, String, Vec<String>), b: &(Vec<String>, String, Vec<String>)| {
+    let exclusive = |a: &Definition, b: &Definition| {
         (a.1 == b.1 && is_literal(&a.1))
-            || a.0.iter().zip(&b.0).any(|(x, y)| is_literal(x) && is_literal(y) && x != y)
+            || a.0
+                .iter()
+                .zip(&b.0)
+                .any(|(x, y)| is_literal(x) && is_literal(y) && x != y)
             || a.2.iter().any(|x| b.2.iter().any(|y| contradict(x, y)))
     };
     defs.into_iter()
@@ -1363,6 +1376,9 @@ pub(crate) fn conflicting_functions(src: &str) -> Vec<String> {
         .map(|(name, _)| name)
         .collect()
 }
+
+/// One definition of a function: its arguments, its value and its body's literals, as written.
+type Definition = (Vec<String>, String, Vec<String>);
 
 /// The literals of a body (split at `;` and line breaks outside brackets), trimmed.
 fn literals(src: &str, masked: &[u8]) -> Vec<String> {
@@ -1882,7 +1898,10 @@ mod tests {
             // a name may be a rule, which may be undefined (a variable is bound: no change)
             ("not f(x, \"a\", 1)", "_ = x; not f(x, \"a\", 1)"),
             // arithmetic is a call in OPA, moved out with its side
-            ("not input.a + 1 > 2", "_ = input.a + 1; not input.a + 1 > 2"),
+            (
+                "not input.a + 1 > 2",
+                "_ = input.a + 1; not input.a + 1 > 2",
+            ),
             // membership is a call: both operands
             (
                 "not input.a in input.b",

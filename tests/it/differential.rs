@@ -220,7 +220,11 @@ impl Oracle {
     }
 
     /// A new OPA engine with these modules and this data document.
-    pub(crate) fn load(&mut self, modules: &[(String, String)], data: &Value) -> Result<(), String> {
+    pub(crate) fn load(
+        &mut self,
+        modules: &[(String, String)],
+        data: &Value,
+    ) -> Result<(), String> {
         let modules: serde_json::Map<String, Value> = modules
             .iter()
             .map(|(name, src)| (name.clone(), Value::String(src.clone())))

@@ -264,7 +264,10 @@ impl Gen<'_> {
                 None => self.rng.pick(STR_REFS).to_string(),
             },
             7 => match self.var_of(Kind::Container) {
-                Some(c) => format!("{c}.{}", self.rng.pick(&["name", "image", "imagePullPolicy"])),
+                Some(c) => format!(
+                    "{c}.{}",
+                    self.rng.pick(&["name", "image", "imagePullPolicy"])
+                ),
                 None => self.rng.pick(STR_REFS).to_string(),
             },
             8 => format!(
@@ -274,7 +277,12 @@ impl Gen<'_> {
                     "input.review.object.metadata.annotations",
                     "input.parameters",
                 ]),
-                self.rng.pick(&["\"app\"", "\"example.com/exempt\"", "\"prefix\"", "\"owner\""]),
+                self.rng.pick(&[
+                    "\"app\"",
+                    "\"example.com/exempt\"",
+                    "\"prefix\"",
+                    "\"owner\""
+                ]),
                 self.rng.pick(STRINGS)
             ),
             9 => format!(
@@ -291,9 +299,9 @@ impl Gen<'_> {
                 };
                 format!("sprintf(\"<{verb}>\", [{arg}])")
             }
-            11 => match self.sig_of(|s| {
-                matches!(s, Sig::Value(_, Kind::Str) | Sig::Func(_, _, Kind::Str))
-            }) {
+            11 => match self
+                .sig_of(|s| matches!(s, Sig::Value(_, Kind::Str) | Sig::Func(_, _, Kind::Str)))
+            {
                 Some(Sig::Value(n, _)) => n,
                 Some(Sig::Func(n, arg, _)) => format!("{n}({})", self.of_kind(arg, depth + 1)),
                 _ => self.rng.pick(STR_REFS).to_string(),
@@ -435,40 +443,50 @@ impl Gen<'_> {
                 self.rng.pick(&[">", "<", ">=", "==", "!="]),
                 self.number(depth)
             ),
-            4 => format!("count({}) > {}", self.collection(depth), self.rng.pick(&["0", "1"])),
+            4 => format!(
+                "count({}) > {}",
+                self.collection(depth),
+                self.rng.pick(&["0", "1"])
+            ),
             5 => format!("{} in {}", self.string(depth), self.collection(depth)),
             6 => self.rng.pick(STR_REFS).to_string(),
-            7 => self.rng.pick(&[
-                "input.review.object.spec.hostNetwork",
-                "input.review.object.spec.containers[_].securityContext.privileged",
-                "input.parameters.enabled",
-                "input.review.dryRun",
-            ])
-            .to_string(),
-            8 | 9 => match self.sig_of(|s| {
-                matches!(s, Sig::Value(_, Kind::Bool) | Sig::Func(_, _, Kind::Bool))
-            }) {
+            7 => self
+                .rng
+                .pick(&[
+                    "input.review.object.spec.hostNetwork",
+                    "input.review.object.spec.containers[_].securityContext.privileged",
+                    "input.parameters.enabled",
+                    "input.review.dryRun",
+                ])
+                .to_string(),
+            8 | 9 => match self
+                .sig_of(|s| matches!(s, Sig::Value(_, Kind::Bool) | Sig::Func(_, _, Kind::Bool)))
+            {
                 Some(Sig::Value(n, _)) => n,
                 Some(Sig::Func(n, arg, _)) => format!("{n}({})", self.of_kind(arg, depth)),
                 _ => self.rng.pick(STR_REFS).to_string(),
             },
-            10 => match self.sig_of(|s| matches!(s, Sig::Value(_, k) | Sig::Func(_, _, k) if *k != Kind::Bool)) {
+            10 => match self
+                .sig_of(|s| matches!(s, Sig::Value(_, k) | Sig::Func(_, _, k) if *k != Kind::Bool))
+            {
                 Some(Sig::Value(n, _)) => format!("{n} == {}", self.rng.pick(STRINGS)),
                 Some(Sig::Func(n, arg, _)) => {
-                    format!("{n}({}) == {}", self.of_kind(arg, depth), self.rng.pick(STRINGS))
+                    format!(
+                        "{n}({}) == {}",
+                        self.of_kind(arg, depth),
+                        self.rng.pick(STRINGS)
+                    )
                 }
                 _ => format!("{} == {}", self.string(depth), self.rng.pick(STRINGS)),
             },
             11 => match self.sig_of(|s| matches!(s, Sig::Set(_) | Sig::Object(_))) {
                 Some(Sig::Set(n)) => format!("{n}[{}]", self.string(depth)),
-                Some(Sig::Object(n)) => format!("{n}[{}] == {}", self.string(depth), self.string(depth)),
+                Some(Sig::Object(n)) => {
+                    format!("{n}[{}] == {}", self.string(depth), self.string(depth))
+                }
                 _ => format!("count({}) == 0", self.collection(depth)),
             },
-            12 => format!(
-                "{}[{}]",
-                self.rng.pick(INVENTORY_REFS),
-                self.string(depth)
-            ),
+            12 => format!("{}[{}]", self.rng.pick(INVENTORY_REFS), self.string(depth)),
             13 => match self.var_of(Kind::Container) {
                 Some(c) => format!(
                     "{c}.{}",
@@ -492,7 +510,8 @@ impl Gen<'_> {
                     "input.review.object.metadata.annotations",
                     "input.parameters"
                 ]),
-                self.rng.pick(&["\"app\"", "\"example.com/exempt\"", "\"enabled\""]),
+                self.rng
+                    .pick(&["\"app\"", "\"example.com/exempt\"", "\"enabled\""]),
                 self.rng.pick(&["false", "\"\"", "null", "\"none\""]),
                 self.rng.pick(&["false", "\"true\"", "\"none\"", "\"app\""])
             ),
@@ -504,7 +523,9 @@ impl Gen<'_> {
     fn literal(&mut self) -> String {
         match self.rng.below(20) {
             0..=2 => {
-                let kind = *self.rng.pick(&[Kind::Str, Kind::Str, Kind::Num, Kind::Coll]);
+                let kind = *self
+                    .rng
+                    .pick(&[Kind::Str, Kind::Str, Kind::Num, Kind::Coll]);
                 let e = self.of_kind(kind, 0);
                 let v = self.var();
                 self.vars.push((v.clone(), kind));
@@ -562,7 +583,8 @@ impl Gen<'_> {
                     Kind::Container => format!(
                         "{}{c}.{}",
                         self.rng.pick(&["", "not "]),
-                        self.rng.pick(&["securityContext.privileged", "name", "image"])
+                        self.rng
+                            .pick(&["securityContext.privileged", "name", "image"])
                     ),
                     _ => format!(
                         "{}({c}, {})",
@@ -576,8 +598,14 @@ impl Gen<'_> {
             14 => {
                 let t = self.test(1);
                 let (target, value) = self.rng.pick(&[
-                    ("input.review.object.metadata.labels", "{\"app\": \"nginx\"}"),
-                    ("input.parameters", "{\"prefix\": \"n\", \"allowed\": [\"nginx\"]}"),
+                    (
+                        "input.review.object.metadata.labels",
+                        "{\"app\": \"nginx\"}",
+                    ),
+                    (
+                        "input.parameters",
+                        "{\"prefix\": \"n\", \"allowed\": [\"nginx\"]}",
+                    ),
                     ("input.review.object.metadata.annotations", "{}"),
                     ("data.inventory", "{}"),
                 ]);
@@ -585,11 +613,7 @@ impl Gen<'_> {
             }
             15 => {
                 // A negated inventory lookup whose keys come from the review.
-                format!(
-                    "not {}[{}]",
-                    self.rng.pick(INVENTORY_REFS),
-                    self.string(1)
-                )
+                format!("not {}[{}]", self.rng.pick(INVENTORY_REFS), self.string(1))
             }
             16 => {
                 let v = self.var();
@@ -645,7 +669,11 @@ impl Gen<'_> {
                         Some(v) if self.rng.chance(1, 2) => v,
                         _ => self.rng.pick(STRINGS).to_string(),
                     };
-                    let op = if defs == 1 && self.rng.chance(1, 2) { ":=" } else { "=" };
+                    let op = if defs == 1 && self.rng.chance(1, 2) {
+                        ":="
+                    } else {
+                        "="
+                    };
                     out.push(rule(format!("{name} {op} {value}"), body));
                 }
                 if self.rng.chance(1, 3) {
@@ -705,9 +733,14 @@ impl Gen<'_> {
                     let r = if self.rng.chance(1, 2) {
                         let c = self.var();
                         self.vars.push((c.clone(), Kind::Container));
-                        let mut body = vec![format!("some {c} in input.review.object.spec.containers")];
+                        let mut body =
+                            vec![format!("some {c} in input.review.object.spec.containers")];
                         body.extend(self.body(0, 1));
-                        let (k, v) = *self.rng.pick(&[("name", "image"), ("image", "name"), ("name", "name")]);
+                        let (k, v) = *self.rng.pick(&[
+                            ("name", "image"),
+                            ("image", "name"),
+                            ("name", "name"),
+                        ]);
                         rule(format!("{name}[{c}.{k}] = {c}.{v}"), body)
                     } else {
                         let body = self.body(1, 2);
@@ -723,8 +756,14 @@ impl Gen<'_> {
             _ => {
                 // A function of one argument: a test, or a value with one or two definitions.
                 let name = format!("f{n}");
-                let arg = *self.rng.pick(&[Kind::Str, Kind::Str, Kind::Container, Kind::Coll]);
-                let returns = if self.rng.chance(1, 2) { Kind::Bool } else { Kind::Str };
+                let arg = *self
+                    .rng
+                    .pick(&[Kind::Str, Kind::Str, Kind::Container, Kind::Coll]);
+                let returns = if self.rng.chance(1, 2) {
+                    Kind::Bool
+                } else {
+                    Kind::Str
+                };
                 let mut out = Vec::new();
                 for d in 0..1 + self.rng.below(2) {
                     self.vars.clear();
@@ -738,7 +777,8 @@ impl Gen<'_> {
                         Kind::Container => format!(
                             "{}a.{}",
                             if self.rng.chance(1, 3) { "not " } else { "" },
-                            self.rng.pick(&["securityContext.privileged", "name", "image"])
+                            self.rng
+                                .pick(&["securityContext.privileged", "name", "image"])
                         ),
                         _ => format!("count(a) {} {}", self.rng.pick(&[">", "=="]), d),
                     }];
@@ -863,15 +903,17 @@ fn labels(rng: &mut Rng) -> Value {
 fn input(rng: &mut Rng) -> Value {
     let mut metadata = serde_json::Map::new();
     put(rng, &mut metadata, "name", string);
-    put(rng, &mut metadata,
-        "namespace", |rng| json!(*rng.pick(&["shop", "other", "kube-system"])));
+    put(rng, &mut metadata, "namespace", |rng| {
+        json!(*rng.pick(&["shop", "other", "kube-system"]))
+    });
     put(rng, &mut metadata, "labels", labels);
     put(rng, &mut metadata, "annotations", labels);
     put(rng, &mut metadata, "generation", |rng| json!(rng.below(3)));
     let mut spec = serde_json::Map::new();
     let n = rng.below(3);
-    put(rng, &mut spec,
-        "containers", |rng| Value::Array((0..n).map(|_| container(rng)).collect()));
+    put(rng, &mut spec, "containers", |rng| {
+        Value::Array((0..n).map(|_| container(rng)).collect())
+    });
     if rng.chance(1, 3) {
         let n = 1 + rng.below(2);
         spec.insert(
@@ -879,7 +921,9 @@ fn input(rng: &mut Rng) -> Value {
             Value::Array((0..n).map(|_| container(rng)).collect()),
         );
     }
-    put(rng, &mut spec, "replicas", |rng| json!(*rng.pick(&[0, 1, 3, 100])));
+    put(rng, &mut spec, "replicas", |rng| {
+        json!(*rng.pick(&[0, 1, 3, 100]))
+    });
     put(rng, &mut spec, "hostNetwork", |rng| json!(rng.chance(1, 2)));
     if rng.chance(1, 3) {
         spec.insert("serviceAccountName".into(), string(rng));
@@ -890,19 +934,30 @@ fn input(rng: &mut Rng) -> Value {
     put(rng, &mut object, "spec", |_| Value::Object(spec));
     let mut review = serde_json::Map::new();
     review.insert("object".into(), Value::Object(object));
-    put(rng, &mut review,
-        "operation", |rng| json!(*rng.pick(&["CREATE", "UPDATE"])));
-    put(rng, &mut review,
-        "namespace", |rng| json!(*rng.pick(&["shop", "other"])));
-    put(rng, &mut review,
-        "userInfo", |rng| json!({"username": *rng.pick(&["alice", "system:admin"])}));
+    put(rng, &mut review, "operation", |rng| {
+        json!(*rng.pick(&["CREATE", "UPDATE"]))
+    });
+    put(rng, &mut review, "namespace", |rng| {
+        json!(*rng.pick(&["shop", "other"]))
+    });
+    put(
+        rng,
+        &mut review,
+        "userInfo",
+        |rng| json!({"username": *rng.pick(&["alice", "system:admin"])}),
+    );
     let mut parameters = serde_json::Map::new();
-    put(rng, &mut parameters,
-        "allowed", |rng| json!([string(rng), string(rng)]));
+    put(rng, &mut parameters, "allowed", |rng| {
+        json!([string(rng), string(rng)])
+    });
     put(rng, &mut parameters, "prefix", string);
-    put(rng, &mut parameters, "max", |rng| json!(*rng.pick(&[0, 1, 2, 50])));
+    put(rng, &mut parameters, "max", |rng| {
+        json!(*rng.pick(&[0, 1, 2, 50]))
+    });
     put(rng, &mut parameters, "labels", labels);
-    put(rng, &mut parameters, "enabled", |rng| json!(rng.chance(1, 2)));
+    put(rng, &mut parameters, "enabled", |rng| {
+        json!(rng.chance(1, 2))
+    });
     json!({"review": review, "parameters": parameters})
 }
 
@@ -1045,7 +1100,9 @@ impl Case<'_> {
             // Refused by Palisade: not a divergence (the template does not load).
             Err(_) => return Some(Vec::new()),
         };
-        let (opa, ours) = self.answers(&engines, std::slice::from_ref(input)).remove(0);
+        let (opa, ours) = self
+            .answers(&engines, std::slice::from_ref(input))
+            .remove(0);
         if matches!(opa, Answer::Unknown(_)) {
             return None;
         }
@@ -1294,7 +1351,15 @@ fn generated_programs_never_admit_what_opa_denies() {
         .iter()
         .zip(&files)
         .filter(|(f, _)| f.severity == Severity::FailOpen)
-        .map(|(f, file)| format!("{}\n{}\ninput: {}\nanswers: {:?}", file.display(), f.program.rego(), f.input, f.answers))
+        .map(|(f, file)| {
+            format!(
+                "{}\n{}\ninput: {}\nanswers: {:?}",
+                file.display(),
+                f.program.rego(),
+                f.input,
+                f.answers
+            )
+        })
         .collect();
     assert!(
         open.is_empty(),
@@ -1574,7 +1639,11 @@ fn the_bundles_templates_stay_on_the_vm() {
             let source = palisade::policy::template::parse(&doc).unwrap();
             let name = source.name.clone();
             let t = Template::compile(source, &EngineOptions::default()).unwrap();
-            assert!(t.on_vm(), "{name} ({}) runs on the interpreter", file.display());
+            assert!(
+                t.on_vm(),
+                "{name} ({}) runs on the interpreter",
+                file.display()
+            );
             found += 1;
         }
     }
