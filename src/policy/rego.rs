@@ -1808,6 +1808,72 @@ mod tests {
     }
 
     #[test]
+    fn a_bare_percent_d_and_extra_arguments_keep_the_violation() {
+        let src = "a := sprintf(\"%d of %5d\", [x, y])\nb := sprintf(\"n\", [x, y])\nc := sprintf(f, [x])";
+        assert_eq!(
+            sprintf_as_opa(src),
+            "a := sprintf(\"%v of %5d\", [x, y])\nb := sprintf(\"n%%!(EXTRA %v, %v)\", [x, y])\nc := sprintf(f, [x])"
+        );
+    }
+
+    #[test]
+    fn an_assignment_nothing_reads_is_written_as_a_check() {
+        let src = "package t\nexempt { x := input.a[\"k\"]; true }\nv[{\"msg\": m}] { m := input.b; y := 1; y > 0 }\nf(a) { z := a.b }\nx := 1\ns := [1 | q := input.c]\n";
+        assert_eq!(
+            keep_unused_assignments(src),
+            "package t\nexempt { _ = input.a[\"k\"]; true }\nv[{\"msg\": m}] { m := input.b; y := 1; y > 0 }\nf(a) { _ = a.b }\nx := 1\ns := [1 | q := input.c]\n"
+        );
+    }
+
+    #[test]
+    fn partial_heads_that_may_be_undefined_are_bound_in_the_body() {
+        let src = "package t\nnames[c.name] { some c in cs }\nobj[c.name] = c.image {\n  some c in cs # last\n}\nv[{\"msg\": m}] { m := 1 }\np contains [c, f(c)] if { c := 1; }\nq[x] { x := 1 }\n";
+        let out = bind_partial_heads(src);
+        assert_eq!(
+            out,
+            "package t\nnames[__palisade_k] { some c in cs; __palisade_k = c.name }\nobj[__palisade_k] = __palisade_v {\n  some c in cs; __palisade_k = c.name; __palisade_v = c.image # last\n}\nv[{\"msg\": m}] { m := 1 }\np contains __palisade_k if { c := 1; __palisade_k = [c, f(c)] }\nq[x] { x := 1 }\n"
+        );
+        assert_eq!(out.lines().count(), src.lines().count());
+    }
+
+    #[test]
+    fn array_and_object_comprehension_terms_are_checked() {
+        let src = "a := [c.name | some c in cs]\nb := {k: v | some k, v in o}\nc := {c.name | some c in cs}\nd := [1 | true]\n";
+        assert_eq!(
+            guard_comprehension_terms(src),
+            "a := [c.name | some c in cs; _ = c.name]\nb := {k: v | some k, v in o; _ = k; _ = v}\nc := {c.name | some c in cs}\nd := [1 | true]\n"
+        );
+        assert_eq!(object_comprehensions(src), [2]);
+    }
+
+    #[test]
+    fn a_membership_value_checks_its_operands() {
+        let src = "p { m := input.a in input.b; not m }\nq { m := [x | some x in input.c] }\n";
+        assert_eq!(
+            guard_membership_values(src),
+            "p { _ = input.a; _ = input.b; m := input.a in input.b; not m }\nq { m := [x | some x in input.c] }\n"
+        );
+    }
+
+    #[test]
+    fn functions_are_moved_only_when_their_definitions_may_conflict() {
+        let exclusive = "package t\ntypes(p) := p.t if p.t\ntypes(p) := [\"I\", \"E\"] if {\n  not p.t\n  count(p.e) > 0\n}\ntypes(p) := [\"I\"] if {\n  not p.t\n  count(p.e) == 0\n}\nverb(d) := \"a\" if d == \"in\"\nverb(d) := \"b\" if d == \"out\"\nk(\"x\") := 1\nk(\"y\") := 2\nok(x) { x > 1 }\nok(x) { x < 0 }\n";
+        assert!(
+            conflicting_functions(exclusive).is_empty(),
+            "{:?}",
+            conflicting_functions(exclusive)
+        );
+        let conflict = "package t\nf(x) = \"a\" { startswith(x, \"n\") }\nf(x) = \"b\" { endswith(x, \"x\") }\ng(x) := 1 if x > 1\ng(x) := 2 if x > 2\n";
+        assert_eq!(conflicting_functions(conflict), ["f", "g"]);
+    }
+
+    #[test]
+    fn partial_object_rules_are_found() {
+        let src = "package t\nobj[k] = v { k := 1; v := 2 }\nset[k] { k := 1 }\nm[k] := 1 if k := 2\nv[{\"msg\": m}] { m := 1 }\n";
+        assert_eq!(partial_object_rules(src), ["obj", "m"]);
+    }
+
+    #[test]
     fn splits_a_rule_with_several_bodies() {
         let src =
             "package t\nviolation[{\"msg\": m}] { input.a; m := \"a\" } { input.b; m := \"b\" }\n";

@@ -992,6 +992,57 @@ mod tests {
     }
 
     #[test]
+    fn canary_regorus_vm_ignores_an_unread_assignment_of_undefined() {
+        // workaround: rego::keep_unused_assignments
+        let rego = "package t\nexempt { x := input.missing; true }\nviolation[{\"msg\": \"m\"}] { not exempt }";
+        let out = |vm| {
+            raw_regorus(rego, serde_json::json!({}), vm)
+                .unwrap()
+                .replace(char::is_whitespace, "")
+        };
+        assert!(out(false).contains("\"m\""));
+        assert_eq!(out(true), "[]");
+    }
+
+    #[test]
+    fn canary_regorus_vm_keeps_an_undefined_comprehension_element() {
+        // workaround: rego::guard_comprehension_terms
+        let rego =
+            "package t\nviolation[{\"msg\": \"m\"}] { count([c.name | c := input.cs[_]]) == 0 }";
+        let input = serde_json::json!({"cs": [{}]});
+        assert!(
+            raw_regorus(rego, input.clone(), false)
+                .unwrap()
+                .contains("\"m\"")
+        );
+        assert!(!raw_regorus(rego, input, true).unwrap().contains("\"m\""));
+    }
+
+    #[test]
+    fn canary_regorus_vm_keeps_one_value_of_a_duplicate_key() {
+        // workaround: rego::partial_object_rules and rego::object_comprehensions send such
+        // templates to the interpreter
+        let rego = "package t\nviolation[{\"msg\": \"m\"}] { o := {c.n: c.v | c := input.cs[_]}; o.a == \"bad\" }";
+        let input = serde_json::json!({"cs": [{"n": "a", "v": "bad"}, {"n": "a", "v": "good"}]});
+        assert!(raw_regorus(rego, input.clone(), false).is_err());
+        assert!(raw_regorus(rego, input, true).is_ok());
+    }
+
+    #[test]
+    fn canary_regorus_drops_a_sprintf_of_a_fraction_with_percent_d() {
+        // workaround: rego::sprintf_as_opa
+        let rego = "package t\nviolation[{\"msg\": m}] { m := sprintf(\"%d\", [input.n]) }";
+        for vm in [false, true] {
+            assert_eq!(
+                raw_regorus(rego, serde_json::json!({"n": 0.5}), vm)
+                    .unwrap()
+                    .replace(char::is_whitespace, ""),
+                "[]"
+            );
+        }
+    }
+
+    #[test]
     fn a_comprehension_inside_a_comprehension_keeps_the_template_off_the_vm() {
         let t = compile(&template(
             "package k8stest\nbad := {c | c := input.review.cs[_]; y := [t | false; t := 1]}\nviolation[{\"msg\": m}] { m := bad[_] }",
