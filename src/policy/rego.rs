@@ -1258,6 +1258,109 @@ pub(crate) fn object_comprehensions(src: &str) -> Vec<usize> {
     lines
 }
 
+/// Whether a masked body iterates: `some`, `every` or a `[_]` wildcard.
+fn iterates(body: &[u8]) -> bool {
+    find(body, b"[_]").is_some()
+        || [b"some".as_slice(), b"every".as_slice()].iter().any(|w| {
+            let mut from = 0;
+            while let Some(off) = find(&body[from..], w) {
+                let at = from + off;
+                from = at + 1;
+                let before = at == 0 || !(is_ident(body[at - 1]) || body[at - 1] == b'.');
+                let after = body
+                    .get(at + w.len())
+                    .is_some_and(|c| c.is_ascii_whitespace());
+                if before && after {
+                    return true;
+                }
+            }
+            false
+        })
+}
+
+/// Rules and functions that the VM may read as undefined where OPA has a value or an error,
+/// by name (docs/regorus-divergences.md, section 22):
+/// - an `else` chain whose branch before the last iterates (`some x in c`, `c[_]`): when the
+///   collection is absent, regorus' VM (0.14) makes the whole rule undefined instead of taking
+///   the `else`;
+/// - a complete rule (not a function or partial rule) whose value is not a literal and whose
+///   body iterates: it may produce two values, a conflict OPA reports as an error and the VM
+///   reads as undefined (section 3).
+///
+/// Either can lose a violation; templates with one run on the interpreter.
+pub(crate) fn vm_undefined_rules(src: &str) -> Vec<String> {
+    let masked = mask(src);
+    let heads = rule_heads(&masked);
+    let mut out: Vec<String> = Vec::new();
+    let mut current: Option<String> = None;
+    // (name, body iterates) of the definition before this `else`, when it is one.
+    for (n, &(hs, he)) in heads.iter().enumerate() {
+        let head = std::str::from_utf8(&masked[hs..he])
+            .unwrap_or("")
+            .trim_end();
+        let end = heads.get(n + 1).map_or(masked.len(), |h| h.0);
+        let body: &[u8] = match closing(&masked[..end], he) {
+            Some(c) if masked.get(he) == Some(&b'{') => &masked[he + 1..c],
+            _ => &[],
+        };
+        let next_is_else = heads
+            .get(n + 1)
+            .is_some_and(|&(s, _)| masked[s..].starts_with(b"else"));
+        if head.starts_with("else") {
+            if next_is_else
+                && iterates(body)
+                && let Some(name) = &current
+                && !out.contains(name)
+            {
+                out.push(name.clone());
+            }
+            continue;
+        }
+        if ["package ", "import ", "default "]
+            .iter()
+            .any(|k| head.starts_with(k))
+        {
+            current = None;
+            continue;
+        }
+        let name_end = head
+            .bytes()
+            .position(|c| !(is_ident(c) || c == b'.'))
+            .unwrap_or(head.len());
+        let name = head[..name_end].to_owned();
+        current = Some(name.clone());
+        if name.is_empty() || out.contains(&name) {
+            continue;
+        }
+        if next_is_else && iterates(body) {
+            out.push(name);
+            continue;
+        }
+        let rest = head[name_end..].trim_start();
+        if rest.starts_with('(') || rest.starts_with('[') || rest.starts_with("contains") {
+            continue;
+        }
+        let value = rest
+            .trim_start_matches(":=")
+            .trim_start_matches('=')
+            .trim()
+            .trim_end_matches(" if")
+            .trim_end_matches("if")
+            .trim();
+        let value_src = src[hs..hs + head.len()]
+            .split_once(['=', ':'])
+            .map_or("", |(_, v)| v)
+            .trim_start_matches('=')
+            .trim()
+            .trim_end_matches(" if")
+            .trim();
+        if !value.is_empty() && !is_literal(value_src) && iterates(body) {
+            out.push(name);
+        }
+    }
+    out
+}
+
 /// The partial object rules (`name[k] = v { … }`, `name[k] := v if …`), by name. regorus' VM
 /// (0.14) keeps one value where two bodies give one key different values (OPA fails the
 /// evaluation: "object keys must be unique") and counts a key that is undefined

@@ -560,6 +560,11 @@ impl Template {
                     .map(|f| format!("{f} (a function whose definitions may conflict)")),
             );
             multi_valued.extend(
+                rego::vm_undefined_rules(&code)
+                    .into_iter()
+                    .map(|r| format!("{r} (an else after an iteration, or a value from one)")),
+            );
+            multi_valued.extend(
                 rego::object_comprehensions(&code)
                     .into_iter()
                     .map(|line| format!("{file}:{line} (an object comprehension)")),

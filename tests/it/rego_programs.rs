@@ -1416,6 +1416,20 @@ violation[{"msg": "not exempt"}] { not exempt }"#,
         false,
     ),
     (
+        "22: an else after a branch that iterates over an absent list",
+        r#"r1 = "app" { some c in input.review.object.spec.containers } else = "none" { true }
+violation[{"msg": "m"}] { r1 == "none" }"#,
+        r#"{"review": {"object": {}}}"#,
+        true,
+    ),
+    (
+        "22: a complete rule whose value comes from an iteration",
+        r#"r0 = v { some k, v in input.parameters.labels }
+violation[{"msg": "m"}] { r0 == "a" }"#,
+        r#"{"parameters": {"labels": {"x": "a", "y": "b"}}}"#,
+        true,
+    ),
+    (
         "18: duplicate keys of a partial object rule",
         r#"obj[c.name] = c.image { some c in input.review.object.spec.containers }
 violation[{"msg": "m"}] { obj["a"] == "bad" }"#,
