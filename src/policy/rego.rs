@@ -472,6 +472,7 @@ fn paren_line_needs_separator(masked: &[u8], nl: usize) -> Option<usize> {
 /// A negation with `with`, arithmetic or a wildcard is left as it is.
 pub(crate) fn guard_negated_terms(src: &str) -> String {
     let masked = mask(src);
+    let rules = rule_names(&masked);
     let mut inserts: Vec<(usize, String)> = Vec::new();
     let mut from = 0;
     while let Some(off) = find(&masked[from..], b"not") {
@@ -486,7 +487,10 @@ pub(crate) fn guard_negated_terms(src: &str) -> String {
         let Some(end) = expression_end(&masked, start) else {
             continue;
         };
-        let guards = negated_guards(src, &masked, start, end);
+        let mut guards = negated_guards(src, &masked, start, end);
+        // A bare name needs a check only when it is a rule (which may be undefined): a
+        // variable is bound, and checking it would cost an instruction for nothing.
+        guards.retain(|g| !bare_name(g) || rules.contains(g.as_str()));
         if !guards.is_empty() {
             let text: String = guards.iter().map(|g| format!("_ = {g}; ")).collect();
             inserts.push((at, text));
@@ -506,6 +510,7 @@ pub(crate) fn guard_negated_terms(src: &str) -> String {
 /// such an assignment for each operand that is a reference or a call.
 pub(crate) fn guard_membership_values(src: &str) -> String {
     let masked = mask(src);
+    let rules = rule_names(&masked);
     let mut inserts: Vec<(usize, String)> = Vec::new();
     let mut i = 0;
     while i + 1 < masked.len() {
@@ -557,7 +562,9 @@ pub(crate) fn guard_membership_values(src: &str) -> String {
         for range in [rhs..rhs + at, rhs + at + 2..end] {
             let t = src[range.clone()].trim();
             let tm = std::str::from_utf8(&masked[range]).unwrap_or("").trim();
-            if matches!(classify(tm), Term::Call(_) | Term::Ref) {
+            if matches!(classify(tm), Term::Call(_) | Term::Ref)
+                && (!bare_name(t) || rules.contains(t))
+            {
                 guards.push(format!("_ = {t}; "));
             }
         }
@@ -570,6 +577,33 @@ pub(crate) fn guard_membership_values(src: &str) -> String {
         out.insert_str(at, &text);
     }
     out
+}
+
+/// Whether `t` is a bare name (`exempt`, `x`), not a reference or a call.
+fn bare_name(t: &str) -> bool {
+    !t.is_empty() && t.bytes().all(is_ident)
+}
+
+/// The names of the module's rules and functions.
+fn rule_names(masked: &[u8]) -> std::collections::BTreeSet<String> {
+    rule_heads(masked)
+        .into_iter()
+        .filter_map(|(s, e)| {
+            let head = std::str::from_utf8(&masked[s..e]).ok()?;
+            if ["package ", "import ", "else"]
+                .iter()
+                .any(|k| head.starts_with(k))
+            {
+                return None;
+            }
+            let head = head.strip_prefix("default ").unwrap_or(head).trim_start();
+            let end = head
+                .bytes()
+                .position(|c| !is_ident(c))
+                .unwrap_or(head.len());
+            (end > 0).then(|| head[..end].to_owned())
+        })
+        .collect()
 }
 
 /// Whether the word at `at` begins a statement of a body: after `{`, `;`, `|` or a line break.
@@ -1950,6 +1984,15 @@ mod tests {
     }
 
     #[test]
+    fn a_negated_rule_name_is_checked_and_a_variable_is_not() {
+        let src = "package t\nr := 1 { input.x }\nv { x := 2; not r != x }\n";
+        assert_eq!(
+            guard_negated_terms(src),
+            "package t\nr := 1 { input.x }\nv { x := 2; _ = r; not r != x }\n"
+        );
+    }
+
+    #[test]
     fn a_membership_value_checks_its_operands() {
         let src = "p { m := input.a in input.b; not m }\nq { m := [x | some x in input.c] }\n";
         assert_eq!(
@@ -2064,8 +2107,8 @@ mod tests {
                 "not lower(input.a) == \"x\"",
                 "_ = lower(input.a); not lower(input.a) == \"x\"",
             ),
-            // a name may be a rule, which may be undefined (a variable is bound: no change)
-            ("not f(x, \"a\", 1)", "_ = x; not f(x, \"a\", 1)"),
+            // a variable is bound: no check (a rule's name gets one, see below)
+            ("not f(x, \"a\", 1)", "not f(x, \"a\", 1)"),
             // arithmetic is a call in OPA, moved out with its side
             (
                 "not input.a + 1 > 2",
