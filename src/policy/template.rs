@@ -619,10 +619,13 @@ impl Template {
             compile_vm(&engine, &rule, &src.name, uses_inventory)
         } else {
             if !multi_valued.is_empty() {
-                // regorus' VM reads a conflict of such rules as undefined, where OPA and the
-                // interpreter fail the evaluation (see rego::multi_valued_rules).
-                tracing::debug!(template = %src.name, rules = %multi_valued.join(", "),
-                    "template runs on the interpreter: rules with several values");
+                // Constructs regorus' VM reads as undefined or as one value where OPA and the
+                // interpreter fail the evaluation or have another value: conflicting rules and
+                // functions, partial objects, object comprehensions, an else after an
+                // iteration (rego::multi_valued_rules, conflicting_functions,
+                // partial_object_rules, object_comprehensions, vm_undefined_rules).
+                tracing::info!(template = %src.name, constructs = %multi_valued.join(", "),
+                    "template runs on the interpreter, where these read as in OPA");
             }
             if !nested.is_empty() {
                 // regorus' VM loses an outer comprehension's results when an inner one's body
