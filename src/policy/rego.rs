@@ -731,14 +731,27 @@ fn negated_guards(src: &str, masked: &[u8], start: usize, end: usize) -> Vec<Str
                 let close = t.len() - 1 + lead;
                 for (a, b) in split_args(&m[args_start..close]) {
                     let range = args_start + a..args_start + b;
-                    let composite = {
+                    let (composite, arithmetic) = {
                         let am = std::str::from_utf8(&m[range.clone()]).unwrap_or("").trim();
-                        (am.starts_with('[') || am.starts_with('{'))
-                            && !am.contains('|')
-                            && am.bytes().any(|c| matches!(c, b'.' | b'('))
+                        let mut depth = 0i32;
+                        let arithmetic = !am.contains('|')
+                            && am.bytes().skip(1).any(|c| {
+                                match c {
+                                    b'(' | b'[' | b'{' => depth += 1,
+                                    b')' | b']' | b'}' => depth -= 1,
+                                    _ => {}
+                                }
+                                depth == 0 && matches!(c, b'+' | b'-' | b'*' | b'/' | b'%')
+                            });
+                        (
+                            (am.starts_with('[') || am.starts_with('{'))
+                                && !am.contains('|')
+                                && am.bytes().any(|c| matches!(c, b'.' | b'(')),
+                            arithmetic,
+                        )
                     };
                     let (arg, class) = term(range);
-                    if matches!(class, Term::Call(_) | Term::Ref) || composite {
+                    if matches!(class, Term::Call(_) | Term::Ref) || composite || arithmetic {
                         guards.push(arg);
                     }
                 }
@@ -1006,7 +1019,7 @@ fn bodies(masked: &[u8]) -> Vec<(usize, usize, usize)> {
 /// A variable is unused when its name appears nowhere else in the rule's definition.
 pub(crate) fn keep_unused_assignments(src: &str) -> String {
     let masked = mask(src);
-    let mut edits: Vec<(usize, usize)> = Vec::new();
+    let mut edits: Vec<(usize, usize, String)> = Vec::new();
     for (start, body, end) in bodies(&masked) {
         // The whole definition, head included (`violation[{"msg": msg}] { msg := … }`).
         let region = &masked[start..end];
@@ -1025,21 +1038,59 @@ pub(crate) fn keep_unused_assignments(src: &str) -> String {
             while region.get(j).is_some_and(|b| *b == b' ' || *b == b'\t') {
                 j += 1;
             }
-            if region[j..].starts_with(b":=")
+            if !(region[j..].starts_with(b":=")
                 && !region[word_start].is_ascii_digit()
                 && name != b"_"
-                && starts_statement(&masked, start + word_start)
-                && !word_elsewhere(region, name, word_start)
+                && starts_statement(&masked, start + word_start))
             {
-                edits.push((start + word_start, start + j + 2));
+                continue;
+            }
+            if !word_elsewhere(region, name, word_start) {
+                edits.push((start + word_start, start + j + 2, "_ =".into()));
+            } else if only_negated_uses(region, name, word_start)
+                && let Some(stmt_end) = expression_end(&masked, start + j + 2)
+            {
+                // Read only inside negations, where an undefined value makes `not` true on the
+                // VM: check it right after the assignment.
+                let name = String::from_utf8_lossy(name);
+                edits.push((stmt_end, stmt_end, format!("; _ = {name}")));
             }
         }
     }
+    edits.sort_by_key(|e| e.0);
     let mut out = src.to_owned();
-    for (from, to) in edits.into_iter().rev() {
-        out.replace_range(from..to, "_ =");
+    for (from, to, text) in edits.into_iter().rev() {
+        out.replace_range(from..to, &text);
     }
     out
+}
+
+/// Whether every occurrence of `name` in `region` other than at `skip` is inside a statement
+/// that begins with `not`.
+fn only_negated_uses(region: &[u8], name: &[u8], skip: usize) -> bool {
+    let mut from = 0;
+    let mut any = false;
+    while let Some(off) = find(&region[from..], name) {
+        let at = from + off;
+        from = at + 1;
+        let before_ok = at == 0 || !(is_ident(region[at - 1]) || region[at - 1] == b'.');
+        let after_ok = !region.get(at + name.len()).is_some_and(|b| is_ident(*b));
+        if !before_ok || !after_ok || at == skip {
+            continue;
+        }
+        any = true;
+        let stmt = region[..at]
+            .iter()
+            .rposition(|b| matches!(b, b';' | b'\n' | b'{' | b'|'))
+            .map_or(0, |p| p + 1);
+        let text = std::str::from_utf8(&region[stmt..at])
+            .unwrap_or("")
+            .trim_start();
+        if !text.starts_with("not ") {
+            return false;
+        }
+    }
+    any
 }
 
 /// Binds the key (and value) of a partial rule in its body when it is more than a variable or
@@ -1956,6 +2007,11 @@ mod tests {
     #[test]
     fn an_assignment_nothing_reads_is_written_as_a_check() {
         let src = "package t\nexempt { x := input.a[\"k\"]; true }\nv[{\"msg\": m}] { m := input.b; y := 1; y > 0 }\nf(a) { z := a.b }\nx := 1\ns := [1 | q := input.c]\n";
+        let negated = "package t\nok { v := count(input.a); not is_string(v) }\n";
+        assert_eq!(
+            keep_unused_assignments(negated),
+            "package t\nok { v := count(input.a); _ = v; not is_string(v) }\n"
+        );
         assert_eq!(
             keep_unused_assignments(src),
             "package t\nexempt { _ = input.a[\"k\"]; true }\nv[{\"msg\": m}] { m := input.b; y := 1; y > 0 }\nf(a) { _ = a.b }\nx := 1\ns := [1 | q := input.c]\n"

@@ -1409,6 +1409,13 @@ violation[{"msg": "not exempt"}] { not exempt }"#,
         false,
     ),
     (
+        "16: an assignment read only inside a negation",
+        r#"ok { v1 := count(input.parameters.allowed); not is_string(v1) }
+violation[{"msg": "m"}] { not ok }"#,
+        r#"{"parameters": {}}"#,
+        true,
+    ),
+    (
         "16: an assignment that is read is not touched",
         r#"exempt { x := input.review.object.metadata.annotations.owner; x != "" }
 violation[{"msg": "not exempt"}] { not exempt }"#,
@@ -1512,6 +1519,13 @@ violation[{"msg": "m"}] { not allowed }"#,
         r#"small { not input.parameters.max + 1 > input.review.object.spec.replicas }
 violation[{"msg": "m"}] { not small }"#,
         r#"{"review": {"object": {"spec": {"replicas": 3}}}}"#,
+        true,
+    ),
+    (
+        "2: not of a call whose argument is arithmetic on an undefined field",
+        r#"ok { not is_string(count(input.review.object.spec.volumes) + 100) }
+violation[{"msg": "m"}] { not ok }"#,
+        r#"{"review": {"object": {}}}"#,
         true,
     ),
     (
