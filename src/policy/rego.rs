@@ -1065,6 +1065,60 @@ pub(crate) fn keep_unused_assignments(src: &str) -> String {
     out
 }
 
+/// Writes the unification of a fresh variable, `x = E` (where `x` appears nowhere before it in
+/// the rule's definition and names no rule), as the assignment `x := E` it means. regorus (both
+/// engines) mishandles such a variable as the key of a negated reference: after
+/// `v2 = input.review.operation`, `not input.review.object.metadata.labels[v2]` is false on an
+/// empty object, where OPA holds it true (docs/regorus-divergences.md, section 23).
+pub(crate) fn assign_fresh_unifications(src: &str) -> String {
+    let masked = mask(src);
+    let rules = rule_names(&masked);
+    let mut edits: Vec<usize> = Vec::new();
+    for (start, body, end) in bodies(&masked) {
+        let region = &masked[start..end];
+        let mut i = body - start + 1;
+        while i < region.len() {
+            if !is_ident(region[i]) || is_ident(region[i - 1]) || region[i - 1] == b'.' {
+                i += 1;
+                continue;
+            }
+            let word_start = i;
+            while i < region.len() && is_ident(region[i]) {
+                i += 1;
+            }
+            let name = &region[word_start..i];
+            let mut j = i;
+            while region.get(j).is_some_and(|b| *b == b' ' || *b == b'\t') {
+                j += 1;
+            }
+            let is_unification = region.get(j) == Some(&b'=')
+                && region.get(j + 1) != Some(&b'=')
+                && j > 0
+                && !matches!(region[j - 1], b':' | b'!' | b'<' | b'>' | b'=');
+            if !is_unification
+                || region[word_start].is_ascii_digit()
+                || name == b"_"
+                || rules.contains(std::str::from_utf8(name).unwrap_or(""))
+                || !starts_statement(&masked, start + word_start)
+            {
+                continue;
+            }
+            // Fresh: not in the head nor earlier in the body, nor in its own value.
+            let stmt_end = expression_end(&masked, start + j + 1).map_or(end, |e| e) - start;
+            let earlier = word_elsewhere(&region[..word_start], name, usize::MAX);
+            let in_value = word_elsewhere(&region[j + 1..stmt_end.max(j + 1)], name, usize::MAX);
+            if !earlier && !in_value {
+                edits.push(start + j);
+            }
+        }
+    }
+    let mut out = src.to_owned();
+    for at in edits.into_iter().rev() {
+        out.replace_range(at..at + 1, ":=");
+    }
+    out
+}
+
 /// Whether every occurrence of `name` in `region` other than at `skip` is inside a statement
 /// that begins with `not`.
 fn only_negated_uses(region: &[u8], name: &[u8], skip: usize) -> bool {
@@ -2045,6 +2099,16 @@ mod tests {
         assert_eq!(
             guard_negated_terms(src),
             "package t\nr := 1 { input.x }\nv { x := 2; _ = r; not r != x }\n"
+        );
+    }
+
+    #[test]
+    fn a_fresh_unification_is_written_as_an_assignment() {
+        let src =
+            "package t\nr := 1\nv[x] { y = input.a; z := 1; z = input.b; r = 2; x = 3; w == 1 }\n";
+        assert_eq!(
+            assign_fresh_unifications(src),
+            "package t\nr := 1\nv[x] { y := input.a; z := 1; z = input.b; r = 2; x = 3; w == 1 }\n"
         );
     }
 

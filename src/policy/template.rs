@@ -549,6 +549,7 @@ impl Template {
                 rego::rewrite_v0(&code)
             };
             let code = rego::guard_negated_terms(&code);
+            let code = rego::assign_fresh_unifications(&code);
             let code = rego::guard_membership_values(&code);
             let code = rego::keep_unused_assignments(&code);
             let code = rego::bind_partial_heads(&code);

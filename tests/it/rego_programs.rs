@@ -1551,6 +1551,41 @@ violation[{"msg": "m"}] { not listed }"#,
         true,
     ),
     (
+        "17: not of an inventory path whose key is an object",
+        r#"violation[{"msg": "m"}] { not data.inventory.namespace[input.review.object.metadata.namespace]["v1"]["Pod"]["web"] }"#,
+        r#"{"review": {"object": {"metadata": {"namespace": {}}}}}"#,
+        true,
+    ),
+    (
+        "23: the generated program that found it (seed 7, program 34396)",
+        r#"violation[{"msg": msg}] {
+  v1 := input.review.operation
+  v2 = v1
+  not data.inventory.namespace[input.review.object.metadata.namespace]["v1"]["Pod"][v2]
+  msg := sprintf("got %v", [v1])
+}"#,
+        r#"{"review": {"object": {"metadata": {"namespace": {}}}, "operation": "UPDATE"}}"#,
+        true,
+    ),
+    (
+        "23: a fresh variable bound by unification, as the key of a negated reference",
+        r#"violation[{"msg": "m"}] { v1 := input.review.operation; v2 = v1; not input.review.object.metadata.labels[v2] }"#,
+        r#"{"review": {"object": {"metadata": {"labels": {}}}, "operation": "UPDATE"}}"#,
+        true,
+    ),
+    (
+        "23: the same with a unification that compares (not rewritten)",
+        r#"violation[{"msg": "m"}] { v2 := "UPDATE"; v2 = input.review.operation; not input.review.object.metadata.labels[v2] }"#,
+        r#"{"review": {"object": {"metadata": {"labels": {}}}, "operation": "UPDATE"}}"#,
+        true,
+    ),
+    (
+        "17: the same without the inventory",
+        r#"violation[{"msg": "m"}] { not input.review.object.metadata.labels[input.review.object.metadata.namespace] }"#,
+        r#"{"review": {"object": {"metadata": {"namespace": {}, "labels": {"a": "b"}}}}}"#,
+        true,
+    ),
+    (
         "14: a partial set whose key is undefined for a later element",
         r#"names[c.name] { some c in input.review.object.spec.containers }
 violation[{"msg": n}] { names[n] }"#,
