@@ -128,7 +128,8 @@ struct SprintfCall {
     /// Byte range of the format's contents, between the quotes.
     format: (usize, usize),
     verbs: usize,
-    args: usize,
+    /// Items of a literal argument list; `None` when the arguments are not a literal list.
+    args: Option<usize>,
 }
 
 fn sprintf_calls(src: &str) -> Vec<SprintfCall> {
@@ -164,11 +165,10 @@ fn sprintf_calls(src: &str) -> Vec<SprintfCall> {
         while masked.get(j).is_some_and(|b| b.is_ascii_whitespace()) {
             j += 1;
         }
-        if masked.get(j) != Some(&b'[') {
-            continue; // arguments are not a literal list
-        }
-        let Some(args) = count_list_items(&masked, j) else {
-            continue;
+        let args = if masked.get(j) == Some(&b'[') {
+            count_list_items(&masked, j)
+        } else {
+            None // arguments are not a literal list
         };
         out.push(SprintfCall {
             line: line_of(&masked, at),
@@ -219,7 +219,10 @@ fn verbs(format: &str) -> Vec<(usize, usize, char)> {
 /// as `%%!v(MISSING)`). Returns the rewritten source and what was rewritten, for a load warning.
 pub(crate) fn fill_missing_sprintf_args(src: &str) -> (String, Vec<SprintfMismatch>) {
     let found = sprintf_calls(src);
-    let mismatched: Vec<&SprintfCall> = found.iter().filter(|c| c.verbs > c.args).collect();
+    let mismatched: Vec<&SprintfCall> = found
+        .iter()
+        .filter(|c| c.args.is_some_and(|args| c.verbs > args))
+        .collect();
     if mismatched.is_empty() {
         return (src.to_owned(), Vec::new());
     }
@@ -229,7 +232,7 @@ pub(crate) fn fill_missing_sprintf_args(src: &str) -> (String, Vec<SprintfMismat
         let mut fixed = String::with_capacity(format.len() + 16);
         let mut from = 0;
         for (n, (start, end, verb)) in verbs(format).into_iter().enumerate() {
-            if n < call.args {
+            if n < call.args.unwrap_or(usize::MAX) {
                 continue;
             }
             fixed.push_str(&format[from..start]);
@@ -244,10 +247,46 @@ pub(crate) fn fill_missing_sprintf_args(src: &str) -> (String, Vec<SprintfMismat
         .map(|c| SprintfMismatch {
             line: c.line,
             verbs: c.verbs,
-            args: c.args,
+            args: c.args.unwrap_or_default(),
         })
         .collect();
     (out, report)
+}
+
+/// Keeps a violation whose message `sprintf` regorus would fail, where OPA (Go's fmt) prints a
+/// marker and goes on (docs/regorus-divergences.md, section 16): regorus makes the call an
+/// error, non-strict undefined, which drops the violation that carries the message.
+/// - `%d` of a value that is not an integer (OPA: `%!d(float64=0.5)`, `%!d(string=a)`): a bare
+///   `%d` of a literal format becomes `%v`, which prints an integer exactly as `%d` does and
+///   anything else as `%v`, so only the text of OPA's marker differs.
+/// - more literal arguments than verbs (OPA: `…%!(EXTRA int=1)`): `%!(EXTRA %v, …)` is appended
+///   to the format for the extra ones.
+pub(crate) fn sprintf_as_opa(src: &str) -> String {
+    let found = sprintf_calls(src);
+    let mut out = src.to_owned();
+    for call in found.iter().rev() {
+        let format = &src[call.format.0..call.format.1];
+        let mut fixed = String::with_capacity(format.len() + 8);
+        let mut from = 0;
+        for (start, end, verb) in verbs(format) {
+            if verb == 'd' && end - start == 2 {
+                fixed.push_str(&format[from..start]);
+                fixed.push_str("%v");
+                from = end;
+            }
+        }
+        fixed.push_str(&format[from..]);
+        if let Some(args) = call.args
+            && args > call.verbs
+        {
+            let extra = vec!["%v"; args - call.verbs].join(", ");
+            fixed.push_str(&format!("%%!(EXTRA {extra})"));
+        }
+        if fixed != format {
+            out.replace_range(call.format.0..call.format.1, &fixed);
+        }
+    }
+    out
 }
 
 /// Items of the list literal opening at `open`, or None for a comprehension.
@@ -433,6 +472,7 @@ fn paren_line_needs_separator(masked: &[u8], nl: usize) -> Option<usize> {
 /// A negation with `with`, arithmetic or a wildcard is left as it is.
 pub(crate) fn guard_negated_terms(src: &str) -> String {
     let masked = mask(src);
+    let rules = rule_names(&masked);
     let mut inserts: Vec<(usize, String)> = Vec::new();
     let mut from = 0;
     while let Some(off) = find(&masked[from..], b"not") {
@@ -447,7 +487,10 @@ pub(crate) fn guard_negated_terms(src: &str) -> String {
         let Some(end) = expression_end(&masked, start) else {
             continue;
         };
-        let guards = negated_guards(src, &masked, start, end);
+        let mut guards = negated_guards(src, &masked, start, end);
+        // A bare name needs a check only when it is a rule (which may be undefined): a
+        // variable is bound, and checking it would cost an instruction for nothing.
+        guards.retain(|g| !bare_name(g) || rules.contains(g.as_str()));
         if !guards.is_empty() {
             let text: String = guards.iter().map(|g| format!("_ = {g}; ")).collect();
             inserts.push((at, text));
@@ -458,6 +501,109 @@ pub(crate) fn guard_negated_terms(src: &str) -> String {
         out.insert_str(at, &text);
     }
     out
+}
+
+/// Makes `x := a in b` fail the body when `a` or `b` is undefined, as in OPA, where membership
+/// is a call whose operands must be defined; regorus makes it `false`
+/// (docs/regorus-divergences.md, section 17), which a later `not x` turns into a violation
+/// OPA does not report (or an exemption into an admission). `_ = a; _ = b;` is inserted before
+/// such an assignment for each operand that is a reference or a call.
+pub(crate) fn guard_membership_values(src: &str) -> String {
+    let masked = mask(src);
+    let rules = rule_names(&masked);
+    let mut inserts: Vec<(usize, String)> = Vec::new();
+    let mut i = 0;
+    while i + 1 < masked.len() {
+        if !(masked[i] == b':' && masked[i + 1] == b'=') {
+            i += 1;
+            continue;
+        }
+        let rhs = i + 2;
+        i += 2;
+        // The assigned name, at the start of a statement.
+        let Some(name_end) = masked[..rhs - 2]
+            .iter()
+            .rposition(|b| !b.is_ascii_whitespace())
+            .map(|p| p + 1)
+        else {
+            continue;
+        };
+        let name_start = masked[..name_end]
+            .iter()
+            .rposition(|&b| !is_ident(b))
+            .map_or(0, |p| p + 1);
+        if name_start == name_end || !starts_statement(&masked, name_start) {
+            continue;
+        }
+        let Some(end) = expression_end(&masked, rhs) else {
+            continue;
+        };
+        let m = &masked[rhs..end];
+        let mut depth = 0i32;
+        let mut at = None;
+        for (j, &b) in m.iter().enumerate() {
+            match b {
+                b'(' | b'[' | b'{' => depth += 1,
+                b')' | b']' | b'}' => depth -= 1,
+                b'i' if depth == 0
+                    && m[j..].starts_with(b"in")
+                    && j > 0
+                    && m[j - 1].is_ascii_whitespace()
+                    && m.get(j + 2).is_some_and(|c| c.is_ascii_whitespace()) =>
+                {
+                    at = Some(j);
+                    break;
+                }
+                _ => {}
+            }
+        }
+        let Some(at) = at else { continue };
+        let mut guards = Vec::new();
+        for range in [rhs..rhs + at, rhs + at + 2..end] {
+            let t = src[range.clone()].trim();
+            let tm = std::str::from_utf8(&masked[range]).unwrap_or("").trim();
+            if matches!(classify(tm), Term::Call(_) | Term::Ref)
+                && (!bare_name(t) || rules.contains(t))
+            {
+                guards.push(format!("_ = {t}; "));
+            }
+        }
+        if !guards.is_empty() {
+            inserts.push((name_start, guards.concat()));
+        }
+    }
+    let mut out = src.to_owned();
+    for (at, text) in inserts.into_iter().rev() {
+        out.insert_str(at, &text);
+    }
+    out
+}
+
+/// Whether `t` is a bare name (`exempt`, `x`), not a reference or a call.
+fn bare_name(t: &str) -> bool {
+    !t.is_empty() && t.bytes().all(is_ident)
+}
+
+/// The names of the module's rules and functions.
+fn rule_names(masked: &[u8]) -> std::collections::BTreeSet<String> {
+    rule_heads(masked)
+        .into_iter()
+        .filter_map(|(s, e)| {
+            let head = std::str::from_utf8(&masked[s..e]).ok()?;
+            if ["package ", "import ", "else"]
+                .iter()
+                .any(|k| head.starts_with(k))
+            {
+                return None;
+            }
+            let head = head.strip_prefix("default ").unwrap_or(head).trim_start();
+            let end = head
+                .bytes()
+                .position(|c| !is_ident(c))
+                .unwrap_or(head.len());
+            (end > 0).then(|| head[..end].to_owned())
+        })
+        .collect()
 }
 
 /// Whether the word at `at` begins a statement of a body: after `{`, `;`, `|` or a line break.
@@ -495,6 +641,7 @@ fn negated_guards(src: &str, masked: &[u8], start: usize, end: usize) -> Vec<Str
     // Split at a top-level comparison; give up on arithmetic, sets and `with`.
     let mut depth = 0i32;
     let mut op: Option<(usize, usize)> = None;
+    let mut arith = false;
     let mut i = 0;
     while i < m.len() {
         let b = m[i];
@@ -511,12 +658,26 @@ fn negated_guards(src: &str, masked: &[u8], start: usize, end: usize) -> Vec<Str
                 i += len;
                 continue;
             }
-            b'+' | b'-' | b'*' | b'/' | b'%' | b'&' => return Vec::new(),
+            // Arithmetic is a call in OPA, moved out with the side it is on.
+            b'+' | b'-' | b'*' | b'/' | b'%' | b'&' => arith = true,
             b'w' if m[i..].starts_with(b"with")
                 && (i == 0 || !is_ident(m[i - 1]))
                 && !m.get(i + 4).is_some_and(|c| is_ident(*c)) =>
             {
                 return Vec::new();
+            }
+            // `a in b` is a call (`internal.member_2`): OPA moves both operands out.
+            b'i' if m[i..].starts_with(b"in")
+                && i > 0
+                && m[i - 1].is_ascii_whitespace()
+                && m.get(i + 2).is_some_and(|c| c.is_ascii_whitespace()) =>
+            {
+                if op.is_some() {
+                    return Vec::new();
+                }
+                op = Some((i, i + 2));
+                i += 2;
+                continue;
             }
             _ => {}
         }
@@ -531,16 +692,38 @@ fn negated_guards(src: &str, masked: &[u8], start: usize, end: usize) -> Vec<Str
     match op {
         Some((os, oe)) => {
             let unify = matches!(&text[os..oe], "==" | "=");
-            for (t, class) in [term(0..os), term(oe..m.len())] {
+            let member = &text[os..oe] == "in";
+            let arithmetic = |r: std::ops::Range<usize>| {
+                m[r].iter()
+                    .any(|c| matches!(c, b'+' | b'-' | b'*' | b'/' | b'%' | b'&'))
+            };
+            for (range, (t, class)) in [(0..os, term(0..os)), (oe..m.len(), term(oe..m.len()))] {
+                // An array, set or object literal holding references or calls: OPA moves
+                // what is inside out too.
+                let composite = {
+                    let am = std::str::from_utf8(&m[range.clone()]).unwrap_or("").trim();
+                    (am.starts_with('[') || am.starts_with('{'))
+                        && !am.contains('|')
+                        && am.bytes().any(|c| matches!(c, b'.' | b'('))
+                };
+                if (arith && arithmetic(range)) || (composite && (!unify || member)) {
+                    guards.push(t);
+                    continue;
+                }
                 match class {
                     Term::Call(_) => guards.push(t),
-                    Term::Ref if !unify => guards.push(t),
+                    Term::Ref if !unify || member => guards.push(t),
+                    Term::Ref => guards.extend(ref_key_guards(&t)),
                     _ => {}
                 }
             }
         }
+        None if arith => {}
         None => {
             let (t, class) = term(0..m.len());
+            if let Term::Ref = class {
+                guards.extend(ref_key_guards(&t));
+            }
             if let Term::Call(open) = class {
                 // the arguments of the negated call
                 let lead = text.len() - text.trim_start().len();
@@ -548,8 +731,27 @@ fn negated_guards(src: &str, masked: &[u8], start: usize, end: usize) -> Vec<Str
                 let close = t.len() - 1 + lead;
                 for (a, b) in split_args(&m[args_start..close]) {
                     let range = args_start + a..args_start + b;
+                    let (composite, arithmetic) = {
+                        let am = std::str::from_utf8(&m[range.clone()]).unwrap_or("").trim();
+                        let mut depth = 0i32;
+                        let arithmetic = !am.contains('|')
+                            && am.bytes().skip(1).any(|c| {
+                                match c {
+                                    b'(' | b'[' | b'{' => depth += 1,
+                                    b')' | b']' | b'}' => depth -= 1,
+                                    _ => {}
+                                }
+                                depth == 0 && matches!(c, b'+' | b'-' | b'*' | b'/' | b'%')
+                            });
+                        (
+                            (am.starts_with('[') || am.starts_with('{'))
+                                && !am.contains('|')
+                                && am.bytes().any(|c| matches!(c, b'.' | b'(')),
+                            arithmetic,
+                        )
+                    };
                     let (arg, class) = term(range);
-                    if matches!(class, Term::Call(_) | Term::Ref) {
+                    if matches!(class, Term::Call(_) | Term::Ref) || composite || arithmetic {
                         guards.push(arg);
                     }
                 }
@@ -557,6 +759,44 @@ fn negated_guards(src: &str, masked: &[u8], start: usize, end: usize) -> Vec<Str
         }
     }
     guards
+}
+
+/// The keys of a reference that are references or calls themselves (`input.ns` in
+/// `data.inventory.namespace[input.ns]["v1"]`): OPA evaluates them outside a negation, so an
+/// undefined one fails the body where regorus makes `not` of the reference true
+/// (docs/regorus-divergences.md, section 17).
+fn ref_key_guards(t: &str) -> Vec<String> {
+    let masked = mask(t);
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < masked.len() {
+        if masked[i] == b'[' {
+            let Some(close) = closing(&masked, i) else {
+                break;
+            };
+            let key = t[i + 1..close].trim();
+            let key_masked = std::str::from_utf8(&masked[i + 1..close])
+                .unwrap_or("")
+                .trim();
+            // A reference, a call, or a name (a rule, which may be undefined; a variable,
+            // which is bound and checked for nothing).
+            let name = !key_masked.is_empty()
+                && key_masked != "_"
+                && key_masked.bytes().all(is_ident)
+                && key_masked
+                    .bytes()
+                    .next()
+                    .is_some_and(|c| !c.is_ascii_digit())
+                && !matches!(key_masked, "true" | "false" | "null");
+            if name || matches!(classify(key_masked), Term::Call(_) | Term::Ref) {
+                out.push(key.to_owned());
+            }
+            i = close + 1;
+        } else {
+            i += 1;
+        }
+    }
+    out
 }
 
 enum Term {
@@ -602,7 +842,9 @@ fn classify(t: &str) -> Term {
         }
     }
     let word = &t[..name_end];
-    if (name_end < b.len() || word.contains('.')) && !matches!(word, "true" | "false" | "null") {
+    // A bare name too: a rule, which may be undefined (a variable is bound, and checking it
+    // changes nothing).
+    if !matches!(word, "true" | "false" | "null") {
         Term::Ref
     } else {
         Term::Other
@@ -738,6 +980,800 @@ pub(crate) fn nested_comprehensions(src: &str) -> Vec<usize> {
     lines.sort_unstable();
     lines.dedup();
     lines
+}
+
+/// Whether the word `name` occurs in `text` other than at `skip`: not as a field (after `.`)
+/// nor inside a longer identifier.
+fn word_elsewhere(text: &[u8], name: &[u8], skip: usize) -> bool {
+    let mut from = 0;
+    while let Some(off) = find(&text[from..], name) {
+        let at = from + off;
+        from = at + 1;
+        let before_ok = at == 0 || !(is_ident(text[at - 1]) || text[at - 1] == b'.');
+        let after_ok = !text.get(at + name.len()).is_some_and(|b| is_ident(*b));
+        if before_ok && after_ok && at != skip {
+            return true;
+        }
+    }
+    false
+}
+
+/// The bodies of the top-level statements: (start, end) from the `{` after the head to the
+/// start of the next statement.
+fn bodies(masked: &[u8]) -> Vec<(usize, usize, usize)> {
+    let heads = rule_heads(masked);
+    heads
+        .iter()
+        .enumerate()
+        .filter(|(_, (_, he))| masked.get(*he) == Some(&b'{'))
+        .map(|(n, &(hs, he))| (hs, he, heads.get(n + 1).map_or(masked.len(), |h| h.0)))
+        .collect()
+}
+
+/// Makes an assignment whose variable nothing reads fail the body when its value is undefined,
+/// as in OPA. regorus' VM (0.14) drops such an assignment (`x := input.missing`, where `x` is
+/// never used), so an absent field no longer fails the body
+/// (docs/regorus-divergences.md, section 16): `exempt { x := <absent>; true }` holds and
+/// `not exempt` lets the object in. `x := E` becomes `_ = E`, which OPA reads alike (E is
+/// evaluated, iterated where it iterates, and fails the body when undefined) and the VM keeps.
+/// A variable is unused when its name appears nowhere else in the rule's definition.
+pub(crate) fn keep_unused_assignments(src: &str) -> String {
+    let masked = mask(src);
+    let mut edits: Vec<(usize, usize, String)> = Vec::new();
+    for (start, body, end) in bodies(&masked) {
+        // The whole definition, head included (`violation[{"msg": msg}] { msg := … }`).
+        let region = &masked[start..end];
+        let mut i = body - start + 1;
+        while i < region.len() {
+            if !is_ident(region[i]) || is_ident(region[i - 1]) || region[i - 1] == b'.' {
+                i += 1;
+                continue;
+            }
+            let word_start = i;
+            while i < region.len() && is_ident(region[i]) {
+                i += 1;
+            }
+            let name = &region[word_start..i];
+            let mut j = i;
+            while region.get(j).is_some_and(|b| *b == b' ' || *b == b'\t') {
+                j += 1;
+            }
+            if !(region[j..].starts_with(b":=")
+                && !region[word_start].is_ascii_digit()
+                && name != b"_"
+                && starts_statement(&masked, start + word_start))
+            {
+                continue;
+            }
+            if !word_elsewhere(region, name, word_start) {
+                edits.push((start + word_start, start + j + 2, "_ =".into()));
+            } else if only_negated_uses(region, name, word_start)
+                && let Some(stmt_end) = expression_end(&masked, start + j + 2)
+            {
+                // Read only inside negations, where an undefined value makes `not` true on the
+                // VM: check it right after the assignment.
+                let name = String::from_utf8_lossy(name);
+                edits.push((stmt_end, stmt_end, format!("; _ = {name}")));
+            }
+        }
+    }
+    edits.sort_by_key(|e| e.0);
+    let mut out = src.to_owned();
+    for (from, to, text) in edits.into_iter().rev() {
+        out.replace_range(from..to, &text);
+    }
+    out
+}
+
+/// Writes the unification of a fresh variable, `x = E` (where `x` appears nowhere before it in
+/// the rule's definition and names no rule), as the assignment `x := E` it means. regorus (both
+/// engines) mishandles such a variable as the key of a negated reference: after
+/// `v2 = input.review.operation`, `not input.review.object.metadata.labels[v2]` is false on an
+/// empty object, where OPA holds it true (docs/regorus-divergences.md, section 23).
+pub(crate) fn assign_fresh_unifications(src: &str) -> String {
+    let masked = mask(src);
+    let rules = rule_names(&masked);
+    let mut edits: Vec<usize> = Vec::new();
+    for (start, body, end) in bodies(&masked) {
+        let region = &masked[start..end];
+        let mut i = body - start + 1;
+        while i < region.len() {
+            if !is_ident(region[i]) || is_ident(region[i - 1]) || region[i - 1] == b'.' {
+                i += 1;
+                continue;
+            }
+            let word_start = i;
+            while i < region.len() && is_ident(region[i]) {
+                i += 1;
+            }
+            let name = &region[word_start..i];
+            let mut j = i;
+            while region.get(j).is_some_and(|b| *b == b' ' || *b == b'\t') {
+                j += 1;
+            }
+            let is_unification = region.get(j) == Some(&b'=')
+                && region.get(j + 1) != Some(&b'=')
+                && j > 0
+                && !matches!(region[j - 1], b':' | b'!' | b'<' | b'>' | b'=');
+            if !is_unification
+                || region[word_start].is_ascii_digit()
+                || name == b"_"
+                || rules.contains(std::str::from_utf8(name).unwrap_or(""))
+                || !starts_statement(&masked, start + word_start)
+            {
+                continue;
+            }
+            // Fresh: not in the head nor earlier in the body, nor in its own value.
+            let stmt_end = expression_end(&masked, start + j + 1).map_or(end, |e| e) - start;
+            let earlier = word_elsewhere(&region[..word_start], name, usize::MAX);
+            let value = &region[j + 1..stmt_end.max(j + 1)];
+            let in_value = word_elsewhere(value, name, usize::MAX);
+            // `:=` needs its value's variables bound before it; `=` lets OPA and regorus order
+            // the body for them (`s = concat(":", [k, v]); v = obj[k]`). Only a value whose
+            // variables all appear earlier is rewritten.
+            let value_bound = value_variables(value, &rules)
+                .iter()
+                .all(|v| word_elsewhere(&region[..word_start], v, usize::MAX));
+            if !earlier && !in_value && value_bound {
+                edits.push(start + j);
+            }
+        }
+    }
+    let mut out = src.to_owned();
+    for at in edits.into_iter().rev() {
+        out.replace_range(at..at + 1, ":=");
+    }
+    out
+}
+
+/// The names in a masked expression that may be variables: not a field (after `.`), not a call
+/// (before `(`), not a builtin's namespace (`object` of `object.get`), a keyword, `input`,
+/// `data` or a rule.
+fn value_variables<'a>(
+    value: &'a [u8],
+    rules: &std::collections::BTreeSet<String>,
+) -> Vec<&'a [u8]> {
+    const NOT_VARIABLES: [&str; 16] = [
+        "input", "data", "true", "false", "null", "not", "some", "in", "every", "with", "as", "if",
+        "contains", "else", "default", "_",
+    ];
+    const BUILTIN_NAMESPACES: [&str; 24] = [
+        "object",
+        "array",
+        "strings",
+        "regex",
+        "net",
+        "time",
+        "json",
+        "yaml",
+        "crypto",
+        "units",
+        "io",
+        "glob",
+        "semver",
+        "base64",
+        "base64url",
+        "urlquery",
+        "uuid",
+        "graph",
+        "rego",
+        "opa",
+        "http",
+        "hex",
+        "numbers",
+        "bits",
+    ];
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < value.len() {
+        if !is_ident(value[i]) || (i > 0 && (is_ident(value[i - 1]) || value[i - 1] == b'.')) {
+            i += 1;
+            continue;
+        }
+        let from = i;
+        while i < value.len() && is_ident(value[i]) {
+            i += 1;
+        }
+        let word = &value[from..i];
+        let next = value[i..].iter().find(|b| !b.is_ascii_whitespace());
+        let text = std::str::from_utf8(word).unwrap_or("");
+        if word[0].is_ascii_digit()
+            || next == Some(&b'(')
+            || (next == Some(&b'.') && BUILTIN_NAMESPACES.contains(&text))
+            || NOT_VARIABLES.contains(&text)
+            || rules.contains(text)
+        {
+            continue;
+        }
+        out.push(word);
+    }
+    out
+}
+
+/// Whether every occurrence of `name` in `region` other than at `skip` is inside a statement
+/// that begins with `not`.
+fn only_negated_uses(region: &[u8], name: &[u8], skip: usize) -> bool {
+    let mut from = 0;
+    let mut any = false;
+    while let Some(off) = find(&region[from..], name) {
+        let at = from + off;
+        from = at + 1;
+        let before_ok = at == 0 || !(is_ident(region[at - 1]) || region[at - 1] == b'.');
+        let after_ok = !region.get(at + name.len()).is_some_and(|b| is_ident(*b));
+        if !before_ok || !after_ok || at == skip {
+            continue;
+        }
+        any = true;
+        let stmt = region[..at]
+            .iter()
+            .rposition(|b| matches!(b, b';' | b'\n' | b'{' | b'|'))
+            .map_or(0, |p| p + 1);
+        let text = std::str::from_utf8(&region[stmt..at])
+            .unwrap_or("")
+            .trim_start();
+        if !text.starts_with("not ") {
+            return false;
+        }
+    }
+    any
+}
+
+/// Binds the key (and value) of a partial rule in its body when it is more than a variable or
+/// a literal: `names[c.name] { some c in cs }` becomes `names[__palisade_k] { some c in cs;
+/// __palisade_k := c.name }`. OPA skips a body whose head term is undefined; regorus'
+/// interpreter fails the evaluation when such a body comes first and keeps the rule empty when
+/// it comes later, and the VM counts an undefined key of a partial object
+/// (docs/regorus-divergences.md, sections 14 and 15). A term bound in the body is undefined
+/// there, which fails that body alone on both engines, as OPA does. Heads of the form
+/// `name[k] {`, `name[k] = v {`, `name[k] := v {` and `name contains k {` (with or without
+/// `if`) are rewritten; the line count is kept.
+pub(crate) fn bind_partial_heads(src: &str) -> String {
+    let masked = mask(src);
+    let heads = rule_heads(&masked);
+    // (offset, removed, inserted), applied back to front.
+    let mut edits: Vec<(usize, usize, String)> = Vec::new();
+    for (n, &(hs, he)) in heads.iter().enumerate() {
+        if masked.get(he) != Some(&b'{') {
+            continue;
+        }
+        let head = &masked[hs..he];
+        let name_end = head
+            .iter()
+            .position(|&c| !(is_ident(c) || c == b'.'))
+            .unwrap_or(head.len());
+        if name_end == 0 || head.starts_with(b"default") || head.starts_with(b"else") {
+            continue;
+        }
+        // The key's range in the head, and the value's.
+        let mut terms: Vec<(usize, usize, &str)> = Vec::new();
+        let after_name = &head[name_end..];
+        let rest_at = if after_name.first() == Some(&b'[') {
+            let Some(close) = closing(head, name_end) else {
+                continue;
+            };
+            if head[close] != b']' {
+                continue;
+            }
+            terms.push((name_end + 1, close, "__palisade_k"));
+            close + 1
+        } else {
+            let t = after_name.iter().position(|b| !b.is_ascii_whitespace());
+            let Some(t) = t else { continue };
+            if !after_name[t..].starts_with(b"contains ") {
+                continue;
+            }
+            let key_start = name_end + t + "contains ".len();
+            let key_end = head
+                .windows(4)
+                .rposition(|w| w == b" if ")
+                .filter(|p| *p >= key_start)
+                .unwrap_or(head.len());
+            terms.push((key_start, key_end, "__palisade_k"));
+            head.len()
+        };
+        // `= v` or `:= v`, up to `if` or the end of the head.
+        let rest = &head[rest_at..];
+        let rest_trim = rest.iter().position(|b| !b.is_ascii_whitespace());
+        if let Some(t) = rest_trim {
+            let op = if rest[t..].starts_with(b":=") {
+                2
+            } else if rest[t..].starts_with(b"=") && !rest[t..].starts_with(b"==") {
+                1
+            } else {
+                0
+            };
+            if op > 0 {
+                let v_start = rest_at + t + op;
+                let v_end = head
+                    .windows(4)
+                    .rposition(|w| w == b" if ")
+                    .filter(|p| *p >= v_start)
+                    .unwrap_or(head.len());
+                terms.push((v_start, v_end, "__palisade_v"));
+            } else if !(rest[t..].starts_with(b"if") && rest[t..].len() <= 3) {
+                continue;
+            }
+        }
+        // Only terms that may be undefined: references and calls.
+        let terms: Vec<(usize, usize, &str)> = terms
+            .into_iter()
+            .filter(|&(a, b, _)| {
+                let t = &head[a..b];
+                t.iter().any(|c| matches!(c, b'.' | b'(' | b'['))
+                    && !t.contains(&b'|')
+                    && !t.iter().all(|c| c.is_ascii_whitespace())
+            })
+            .collect();
+        if terms.is_empty() {
+            continue;
+        }
+        // The body's last literal.
+        let body_end = heads.get(n + 1).map_or(masked.len(), |h| h.0);
+        let Some(close) = closing(&masked[..body_end], he) else {
+            continue;
+        };
+        let Some(last) = masked[he + 1..close]
+            .iter()
+            .rposition(|b| !b.is_ascii_whitespace())
+            .map(|p| he + 1 + p)
+        else {
+            continue;
+        };
+        let sep = if masked[last] == b';' { " " } else { "; " };
+        let binds: Vec<String> = terms
+            .iter()
+            .map(|&(a, b, var)| format!("{var} = {}", src[hs + a..hs + b].trim()))
+            .collect();
+        edits.push((last + 1, 0, format!("{sep}{}", binds.join("; "))));
+        for &(a, b, var) in terms.iter().rev() {
+            let text = &src[hs + a..hs + b];
+            let lead = text.len() - text.trim_start().len();
+            let trail = text.len() - text.trim_end().len();
+            let space = if lead > 0 { " " } else { "" };
+            let tail = if trail > 0 { " " } else { "" };
+            edits.push((hs + a, b - a, format!("{space}{var}{tail}")));
+        }
+    }
+    edits.sort_by_key(|e| std::cmp::Reverse(e.0));
+    let mut out = src.to_owned();
+    for (at, removed, inserted) in edits {
+        out.replace_range(at..at + removed, &inserted);
+    }
+    out
+}
+
+/// Makes an array or object comprehension skip an element whose term is undefined, as OPA does:
+/// regorus' VM (0.14) adds it (`count([c.name | some c in cs])` counts a container without a
+/// name; docs/regorus-divergences.md, section 19), which a policy that counts or compares can
+/// turn into an admission. `[t | body]` becomes `[t | body; _ = t]` and `{k: v | body}`
+/// becomes `{k: v | body; _ = k; _ = v}` where the term is a reference, a call or a variable;
+/// the check fails the body for that element in every engine, and is a no-op otherwise. Set
+/// comprehensions are read right and left alone.
+pub(crate) fn guard_comprehension_terms(src: &str) -> String {
+    let masked = mask(src);
+    let mut inserts: Vec<(usize, String)> = Vec::new();
+    // Open brackets: (offset, offset of the `|` at its own depth).
+    let mut open: Vec<(usize, Option<usize>)> = Vec::new();
+    for (i, &b) in masked.iter().enumerate() {
+        match b {
+            b'[' | b'{' | b'(' => open.push((i, None)),
+            b'|' => {
+                if let Some(top) = open.last_mut()
+                    && masked[top.0] != b'('
+                    && top.1.is_none()
+                {
+                    top.1 = Some(i);
+                }
+            }
+            b']' | b'}' | b')' => {
+                let Some((at, Some(bar))) = open.pop() else {
+                    continue;
+                };
+                let head_masked = &masked[at + 1..bar];
+                let terms: Vec<(usize, usize)> = if masked[at] == b'[' {
+                    vec![(at + 1, bar)]
+                } else {
+                    // `{k: v | …}`: split at the top-level `:`; none is a set comprehension.
+                    let mut depth = 0i32;
+                    let colon = head_masked.iter().position(|&c| {
+                        match c {
+                            b'(' | b'[' | b'{' => depth += 1,
+                            b')' | b']' | b'}' => depth -= 1,
+                            _ => {}
+                        }
+                        c == b':' && depth == 0
+                    });
+                    match colon {
+                        Some(c) => vec![(at + 1, at + 1 + c), (at + 2 + c, bar)],
+                        None => continue,
+                    }
+                };
+                let guards: Vec<String> = terms
+                    .into_iter()
+                    .filter(|&(a, b)| {
+                        let t = std::str::from_utf8(&masked[a..b]).unwrap_or("").trim();
+                        !t.is_empty()
+                            && !t.contains('|')
+                            && !is_literal(t)
+                            && (t
+                                .bytes()
+                                .next()
+                                .is_some_and(|c| c.is_ascii_alphabetic() || c == b'_')
+                                || t.bytes().any(|c| matches!(c, b'.' | b'(' | b'[')))
+                    })
+                    .map(|(a, b)| {
+                        // A bare variable is compared with itself: `_ = x` can make regorus'
+                        // scheduler read `x` as unsafe where the body binds it by unification
+                        // in another order (`[s | s = concat(":", [k, v]); v = o[k]]`).
+                        let t = src[a..b].trim();
+                        if bare_name(t) {
+                            format!("{t} == {t}")
+                        } else {
+                            format!("_ = {t}")
+                        }
+                    })
+                    .collect();
+                if guards.is_empty() {
+                    continue;
+                }
+                let Some(last) = masked[bar + 1..i]
+                    .iter()
+                    .rposition(|c| !c.is_ascii_whitespace())
+                    .map(|p| bar + 1 + p)
+                else {
+                    continue;
+                };
+                let sep = if masked[last] == b';' { " " } else { "; " };
+                inserts.push((last + 1, format!("{sep}{}", guards.join("; "))));
+            }
+            _ => {}
+        }
+    }
+    inserts.sort_by_key(|e| std::cmp::Reverse(e.0));
+    let mut out = src.to_owned();
+    for (at, text) in inserts {
+        out.insert_str(at, &text);
+    }
+    out
+}
+
+/// The lines of object comprehensions (`{k: v | …}`). regorus' VM (0.14) keeps one value where
+/// two elements give one key different values; OPA fails the evaluation ("object keys must be
+/// unique"), which denies (docs/regorus-divergences.md, section 18). Templates with one run on
+/// the interpreter, which fails as OPA does.
+pub(crate) fn object_comprehensions(src: &str) -> Vec<usize> {
+    let masked = mask(src);
+    let mut open: Vec<(usize, Option<usize>, Option<usize>)> = Vec::new();
+    let mut lines = Vec::new();
+    for (i, &b) in masked.iter().enumerate() {
+        match b {
+            b'[' | b'{' | b'(' => open.push((i, None, None)),
+            b':' if masked.get(i + 1) != Some(&b'=') => {
+                if let Some(top) = open.last_mut()
+                    && top.2.is_none()
+                {
+                    top.2 = Some(i);
+                }
+            }
+            b'|' => {
+                if let Some(top) = open.last_mut()
+                    && top.1.is_none()
+                {
+                    top.1 = Some(i);
+                }
+            }
+            b']' | b'}' | b')' => {
+                if let Some((at, Some(bar), Some(colon))) = open.pop()
+                    && masked[at] == b'{'
+                    && colon < bar
+                {
+                    lines.push(line_of(&masked, at));
+                }
+            }
+            _ => {}
+        }
+    }
+    lines.sort_unstable();
+    lines.dedup();
+    lines
+}
+
+/// Whether a masked body iterates: `some`, `every` or a `[_]` wildcard.
+fn iterates(body: &[u8]) -> bool {
+    find(body, b"[_]").is_some()
+        || [b"some".as_slice(), b"every".as_slice()].iter().any(|w| {
+            let mut from = 0;
+            while let Some(off) = find(&body[from..], w) {
+                let at = from + off;
+                from = at + 1;
+                let before = at == 0 || !(is_ident(body[at - 1]) || body[at - 1] == b'.');
+                let after = body
+                    .get(at + w.len())
+                    .is_some_and(|c| c.is_ascii_whitespace());
+                if before && after {
+                    return true;
+                }
+            }
+            false
+        })
+}
+
+/// Rules and functions that the VM may read as undefined where OPA has a value or an error,
+/// by name (docs/regorus-divergences.md, section 22):
+/// - an `else` chain whose branch before the last iterates (`some x in c`, `c[_]`): when the
+///   collection is absent, regorus' VM (0.14) makes the whole rule undefined instead of taking
+///   the `else`;
+/// - a complete rule (not a function or partial rule) whose value is not a literal and whose
+///   body iterates: it may produce two values, a conflict OPA reports as an error and the VM
+///   reads as undefined (section 3).
+///
+/// Either can lose a violation; templates with one run on the interpreter.
+pub(crate) fn vm_undefined_rules(src: &str) -> Vec<String> {
+    let masked = mask(src);
+    let heads = rule_heads(&masked);
+    let mut out: Vec<String> = Vec::new();
+    let mut current: Option<String> = None;
+    // (name, body iterates) of the definition before this `else`, when it is one.
+    for (n, &(hs, he)) in heads.iter().enumerate() {
+        let head = std::str::from_utf8(&masked[hs..he])
+            .unwrap_or("")
+            .trim_end();
+        let end = heads.get(n + 1).map_or(masked.len(), |h| h.0);
+        let body: &[u8] = match closing(&masked[..end], he) {
+            Some(c) if masked.get(he) == Some(&b'{') => &masked[he + 1..c],
+            _ => &[],
+        };
+        let next_is_else = heads
+            .get(n + 1)
+            .is_some_and(|&(s, _)| masked[s..].starts_with(b"else"));
+        if head.starts_with("else") {
+            if next_is_else
+                && iterates(body)
+                && let Some(name) = &current
+                && !out.contains(name)
+            {
+                out.push(name.clone());
+            }
+            continue;
+        }
+        if ["package ", "import ", "default "]
+            .iter()
+            .any(|k| head.starts_with(k))
+        {
+            current = None;
+            continue;
+        }
+        let name_end = head
+            .bytes()
+            .position(|c| !(is_ident(c) || c == b'.'))
+            .unwrap_or(head.len());
+        let name = head[..name_end].to_owned();
+        current = Some(name.clone());
+        if name.is_empty() || out.contains(&name) {
+            continue;
+        }
+        if next_is_else && iterates(body) {
+            out.push(name);
+            continue;
+        }
+        let rest = head[name_end..].trim_start();
+        if rest.starts_with('(') || rest.starts_with('[') || rest.starts_with("contains") {
+            continue;
+        }
+        let value = rest
+            .trim_start_matches(":=")
+            .trim_start_matches('=')
+            .trim()
+            .trim_end_matches(" if")
+            .trim_end_matches("if")
+            .trim();
+        let value_src = src[hs..hs + head.len()]
+            .split_once(['=', ':'])
+            .map_or("", |(_, v)| v)
+            .trim_start_matches('=')
+            .trim()
+            .trim_end_matches(" if")
+            .trim();
+        if !value.is_empty() && !is_literal(value_src) && iterates(body) {
+            out.push(name);
+        }
+    }
+    out
+}
+
+/// The partial object rules (`name[k] = v { … }`, `name[k] := v if …`), by name. regorus' VM
+/// (0.14) keeps one value where two bodies give one key different values (OPA fails the
+/// evaluation: "object keys must be unique") and counts a key that is undefined
+/// (docs/regorus-divergences.md, sections 15 and 18); either can lose a violation. Templates
+/// with one run on the interpreter, which answers as OPA there (after [`bind_partial_heads`]).
+pub(crate) fn partial_object_rules(src: &str) -> Vec<String> {
+    let masked = mask(src);
+    let mut out = Vec::new();
+    for (s, e) in rule_heads(&masked) {
+        let head = &masked[s..e];
+        let name_end = head
+            .iter()
+            .position(|&c| !(is_ident(c) || c == b'.'))
+            .unwrap_or(head.len());
+        if name_end == 0 || head.get(name_end) != Some(&b'[') {
+            continue;
+        }
+        let name = String::from_utf8_lossy(&head[..name_end]).into_owned();
+        if matches!(name.as_str(), "default" | "package" | "import") {
+            continue;
+        }
+        let Some(close) = closing(head, name_end) else {
+            continue;
+        };
+        let rest = String::from_utf8_lossy(&head[close + 1..]);
+        let rest = rest.trim_start();
+        if (rest.starts_with(":=") || (rest.starts_with('=') && !rest.starts_with("==")))
+            && !out.contains(&name)
+        {
+            out.push(name);
+        }
+    }
+    out
+}
+
+/// Functions with several value definitions that may hold for one input with different
+/// values, by name. OPA fails such an evaluation ("functions must not produce multiple outputs
+/// for same inputs"); regorus' VM (0.14) reads the call as undefined, which can lose a
+/// violation (docs/regorus-divergences.md, section 3). Templates with one run on the
+/// interpreter. Two definitions cannot both hold, and are not reported, when their values are
+/// the same literal, their literal arguments differ, or one's body has a literal that
+/// contradicts one of the other's: `e` and `not e`, `e == a` and `e == b` for different
+/// literals, or two comparisons of `e` with numbers that no number meets both of
+/// (`count(x) > 0` and `count(x) == 0`). That is how templates write case analysis, and such
+/// templates stay on the VM.
+pub(crate) fn conflicting_functions(src: &str) -> Vec<String> {
+    let masked = mask(src);
+    let heads = rule_heads(&masked);
+    // Per function: its definitions as (arguments, value, body literals).
+    let mut defs: std::collections::BTreeMap<String, Vec<Definition>> = Default::default();
+    for (n, &(hs, he)) in heads.iter().enumerate() {
+        let head = &masked[hs..he];
+        let name_end = head
+            .iter()
+            .position(|&c| !(is_ident(c) || c == b'.'))
+            .unwrap_or(head.len());
+        if name_end == 0 || head.get(name_end) != Some(&b'(') {
+            continue;
+        }
+        let Some(close) = closing(head, name_end) else {
+            continue;
+        };
+        let name = String::from_utf8_lossy(&head[..name_end]).into_owned();
+        let args: Vec<String> = split_args(&head[name_end + 1..close])
+            .into_iter()
+            .map(|(a, b)| {
+                src[hs + name_end + 1 + a..hs + name_end + 1 + b]
+                    .trim()
+                    .to_owned()
+            })
+            .collect();
+        // The value: after `=`/`:=`, up to `if`; `true` without one.
+        let rest = &src[hs + close + 1..hs + head.len()];
+        let rest_masked = std::str::from_utf8(&head[close + 1..]).unwrap_or("");
+        let (value, cond) = match rest_masked.find(" if ") {
+            Some(p) => (&rest[..p], Some(&rest[p + 4..])),
+            None if rest_masked.trim_end().ends_with(" if") => {
+                (&rest[..rest.trim_end().len() - 3], None)
+            }
+            None => (rest, None),
+        };
+        let value = value
+            .trim()
+            .trim_start_matches(":=")
+            .trim_start_matches('=')
+            .trim();
+        let value = if value.is_empty() { "true" } else { value };
+        // The body: a braced block, or the expression after `if` on the head's line.
+        let mut lits = Vec::new();
+        if masked.get(he) == Some(&b'{') {
+            let end = heads.get(n + 1).map_or(masked.len(), |h| h.0);
+            if let Some(c) = closing(&masked[..end], he) {
+                lits = literals(&src[he + 1..c], &masked[he + 1..c]);
+            }
+        } else if let Some(cond) = cond {
+            lits.push(cond.trim().to_owned());
+        }
+        defs.entry(name)
+            .or_default()
+            .push((args, value.to_owned(), lits));
+    }
+    let exclusive = |a: &Definition, b: &Definition| {
+        (a.1 == b.1 && is_literal(&a.1))
+            || a.0
+                .iter()
+                .zip(&b.0)
+                .any(|(x, y)| is_literal(x) && is_literal(y) && x != y)
+            || a.2.iter().any(|x| b.2.iter().any(|y| contradict(x, y)))
+    };
+    defs.into_iter()
+        .filter(|(_, ds)| {
+            ds.iter()
+                .enumerate()
+                .any(|(i, a)| ds[i + 1..].iter().any(|b| !exclusive(a, b)))
+        })
+        .map(|(name, _)| name)
+        .collect()
+}
+
+/// One definition of a function: its arguments, its value and its body's literals, as written.
+type Definition = (Vec<String>, String, Vec<String>);
+
+/// The literals of a body (split at `;` and line breaks outside brackets), trimmed.
+fn literals(src: &str, masked: &[u8]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut depth = 0i32;
+    let mut from = 0;
+    for (i, &b) in masked.iter().enumerate() {
+        match b {
+            b'(' | b'[' | b'{' => depth += 1,
+            b')' | b']' | b'}' => depth -= 1,
+            b';' | b'\n' if depth == 0 => {
+                let t = src[from..i].trim();
+                if !t.is_empty() {
+                    out.push(t.to_owned());
+                }
+                from = i + 1;
+            }
+            _ => {}
+        }
+    }
+    let t = src[from..].trim();
+    if !t.is_empty() {
+        out.push(t.to_owned());
+    }
+    out
+}
+
+/// Whether two body literals cannot both hold.
+fn contradict(a: &str, b: &str) -> bool {
+    fn neg(x: &str) -> Option<&str> {
+        x.strip_prefix("not ").map(str::trim)
+    }
+    if neg(a) == Some(b) || neg(b) == Some(a) {
+        return true;
+    }
+    let (Some((la, oa, ra)), Some((lb, ob, rb))) = (comparison(a), comparison(b)) else {
+        return false;
+    };
+    if la != lb {
+        return false;
+    }
+    if let (Ok(x), Ok(y)) = (ra.parse::<f64>(), rb.parse::<f64>()) {
+        // No number meets both: test the two constants and the points around them.
+        let holds = |op: &str, v: f64, c: f64| match op {
+            "==" => v == c,
+            "!=" => v != c,
+            ">" => v > c,
+            ">=" => v >= c,
+            "<" => v < c,
+            "<=" => v <= c,
+            _ => true,
+        };
+        let points = [x, y, x - 0.5, x + 0.5, y - 0.5, y + 0.5, (x + y) / 2.0];
+        return !points.iter().any(|&v| holds(oa, v, x) && holds(ob, v, y));
+    }
+    // Two different literal strings (or booleans, null) that one term equals.
+    oa == "==" && ob == "==" && ra != rb && is_literal(ra) && is_literal(rb)
+}
+
+/// `e op c` for a comparison with a literal on the right.
+fn comparison(t: &str) -> Option<(&str, &'static str, &str)> {
+    for op in ["==", "!=", ">=", "<=", ">", "<"] {
+        let masked = mask(t);
+        if let Some(at) = find(&masked, op.as_bytes()) {
+            let (l, r) = (t[..at].trim(), t[at + op.len()..].trim());
+            if is_literal(r) && !l.is_empty() {
+                return Some((l, op, r));
+            }
+            return None;
+        }
+    }
+    None
 }
 
 /// Deepest nesting of `[` and `{` that a template may use. regorus' parser takes time
@@ -1095,6 +2131,117 @@ mod tests {
     }
 
     #[test]
+    fn a_bare_percent_d_and_extra_arguments_keep_the_violation() {
+        let src = "a := sprintf(\"%d of %5d\", [x, y])\nb := sprintf(\"n\", [x, y])\nc := sprintf(f, [x])";
+        assert_eq!(
+            sprintf_as_opa(src),
+            "a := sprintf(\"%v of %5d\", [x, y])\nb := sprintf(\"n%%!(EXTRA %v, %v)\", [x, y])\nc := sprintf(f, [x])"
+        );
+    }
+
+    #[test]
+    fn an_assignment_nothing_reads_is_written_as_a_check() {
+        let src = "package t\nexempt { x := input.a[\"k\"]; true }\nv[{\"msg\": m}] { m := input.b; y := 1; y > 0 }\nf(a) { z := a.b }\nx := 1\ns := [1 | q := input.c]\n";
+        let negated = "package t\nok { v := count(input.a); not is_string(v) }\n";
+        assert_eq!(
+            keep_unused_assignments(negated),
+            "package t\nok { v := count(input.a); _ = v; not is_string(v) }\n"
+        );
+        assert_eq!(
+            keep_unused_assignments(src),
+            "package t\nexempt { _ = input.a[\"k\"]; true }\nv[{\"msg\": m}] { m := input.b; y := 1; y > 0 }\nf(a) { _ = a.b }\nx := 1\ns := [1 | q := input.c]\n"
+        );
+    }
+
+    #[test]
+    fn partial_heads_that_may_be_undefined_are_bound_in_the_body() {
+        let src = "package t\nnames[c.name] { some c in cs }\nobj[c.name] = c.image {\n  some c in cs # last\n}\nv[{\"msg\": m}] { m := 1 }\np contains [c, f(c)] if { c := 1; }\nq[x] { x := 1 }\n";
+        let out = bind_partial_heads(src);
+        assert_eq!(
+            out,
+            "package t\nnames[__palisade_k] { some c in cs; __palisade_k = c.name }\nobj[__palisade_k] = __palisade_v {\n  some c in cs; __palisade_k = c.name; __palisade_v = c.image # last\n}\nv[{\"msg\": m}] { m := 1 }\np contains __palisade_k if { c := 1; __palisade_k = [c, f(c)] }\nq[x] { x := 1 }\n"
+        );
+        assert_eq!(out.lines().count(), src.lines().count());
+    }
+
+    #[test]
+    fn array_and_object_comprehension_terms_are_checked() {
+        let src = "a := [c.name | some c in cs]\nb := {k: v | some k, v in o}\nc := {c.name | some c in cs}\nd := [1 | true]\n";
+        assert_eq!(
+            guard_comprehension_terms(src),
+            "a := [c.name | some c in cs; _ = c.name]\nb := {k: v | some k, v in o; k == k; v == v}\nc := {c.name | some c in cs}\nd := [1 | true]\n"
+        );
+        assert_eq!(object_comprehensions(src), [2]);
+    }
+
+    /// `_ = x` after a body that binds `x` by unification out of order makes regorus read `x`
+    /// as unsafe; a bare variable is compared with itself instead.
+    #[test]
+    fn a_bare_variable_term_is_compared_with_itself() {
+        let src = "s := [x | x = concat(\":\", [k, v]); v = o[k]]\n";
+        assert_eq!(
+            guard_comprehension_terms(src),
+            "s := [x | x = concat(\":\", [k, v]); v = o[k]; x == x]\n"
+        );
+    }
+
+    /// `:=` needs its value's variables bound before it; a value bound later stays `=`.
+    #[test]
+    fn a_unification_whose_value_is_bound_later_stays_a_unification() {
+        let src = "package t\nf(o) { s = concat(\":\", [k, v]); v = o[k]; t = object.get(o, k, 1); u = o.x }\n";
+        assert_eq!(
+            assign_fresh_unifications(src),
+            "package t\nf(o) { s = concat(\":\", [k, v]); v = o[k]; t := object.get(o, k, 1); u := o.x }\n"
+        );
+    }
+
+    #[test]
+    fn a_negated_rule_name_is_checked_and_a_variable_is_not() {
+        let src = "package t\nr := 1 { input.x }\nv { x := 2; not r != x }\n";
+        assert_eq!(
+            guard_negated_terms(src),
+            "package t\nr := 1 { input.x }\nv { x := 2; _ = r; not r != x }\n"
+        );
+    }
+
+    #[test]
+    fn a_fresh_unification_is_written_as_an_assignment() {
+        let src =
+            "package t\nr := 1\nv[x] { y = input.a; z := 1; z = input.b; r = 2; x = 3; w == 1 }\n";
+        assert_eq!(
+            assign_fresh_unifications(src),
+            "package t\nr := 1\nv[x] { y := input.a; z := 1; z = input.b; r = 2; x = 3; w == 1 }\n"
+        );
+    }
+
+    #[test]
+    fn a_membership_value_checks_its_operands() {
+        let src = "p { m := input.a in input.b; not m }\nq { m := [x | some x in input.c] }\n";
+        assert_eq!(
+            guard_membership_values(src),
+            "p { _ = input.a; _ = input.b; m := input.a in input.b; not m }\nq { m := [x | some x in input.c] }\n"
+        );
+    }
+
+    #[test]
+    fn functions_are_moved_only_when_their_definitions_may_conflict() {
+        let exclusive = "package t\ntypes(p) := p.t if p.t\ntypes(p) := [\"I\", \"E\"] if {\n  not p.t\n  count(p.e) > 0\n}\ntypes(p) := [\"I\"] if {\n  not p.t\n  count(p.e) == 0\n}\nverb(d) := \"a\" if d == \"in\"\nverb(d) := \"b\" if d == \"out\"\nk(\"x\") := 1\nk(\"y\") := 2\nok(x) { x > 1 }\nok(x) { x < 0 }\n";
+        assert!(
+            conflicting_functions(exclusive).is_empty(),
+            "{:?}",
+            conflicting_functions(exclusive)
+        );
+        let conflict = "package t\nf(x) = \"a\" { startswith(x, \"n\") }\nf(x) = \"b\" { endswith(x, \"x\") }\ng(x) := 1 if x > 1\ng(x) := 2 if x > 2\n";
+        assert_eq!(conflicting_functions(conflict), ["f", "g"]);
+    }
+
+    #[test]
+    fn partial_object_rules_are_found() {
+        let src = "package t\nobj[k] = v { k := 1; v := 2 }\nset[k] { k := 1 }\nm[k] := 1 if k := 2\nv[{\"msg\": m}] { m := 1 }\n";
+        assert_eq!(partial_object_rules(src), ["obj", "m"]);
+    }
+
+    #[test]
     fn splits_a_rule_with_several_bodies() {
         let src =
             "package t\nviolation[{\"msg\": m}] { input.a; m := \"a\" } { input.b; m := \"b\" }\n";
@@ -1182,17 +2329,32 @@ mod tests {
                 "not lower(input.a) == \"x\"",
                 "_ = lower(input.a); not lower(input.a) == \"x\"",
             ),
-            // left alone: unification of a reference, a bare reference, plain variables,
-            // literals, wildcards, `with`, arithmetic
+            // a variable is bound: no check (a rule's name gets one, see below)
+            ("not f(x, \"a\", 1)", "not f(x, \"a\", 1)"),
+            // arithmetic is a call in OPA, moved out with its side
+            (
+                "not input.a + 1 > 2",
+                "_ = input.a + 1; not input.a + 1 > 2",
+            ),
+            // membership is a call: both operands
+            (
+                "not input.a in input.b",
+                "_ = input.a; _ = input.b; not input.a in input.b",
+            ),
+            // keys of a negated reference
+            (
+                "not data.inv[input.ns][\"v1\"]",
+                "_ = input.ns; not data.inv[input.ns][\"v1\"]",
+            ),
+            // left alone: unification of a reference, a bare reference, literals, wildcards,
+            // `with`
             ("not input.a == \"x\"", "not input.a == \"x\""),
             ("not input.a", "not input.a"),
-            ("not f(x, \"a\", 1)", "not f(x, \"a\", 1)"),
             ("not f(input.cs[_].image)", "not f(input.cs[_].image)"),
             (
                 "not f(input.a) with input as {}",
                 "not f(input.a) with input as {}",
             ),
-            ("not input.a + 1 > 2", "not input.a + 1 > 2"),
         ];
         for (body, want) in cases {
             let src = format!("package t\nv[m] {{\n  {body}\n  m := 1\n}}\n");

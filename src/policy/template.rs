@@ -553,13 +553,39 @@ impl Template {
                     m.line, m.verbs, m.args
                 ));
             }
+            let code = rego::sprintf_as_opa(&code);
             let code = if src.rego_v1 {
                 code
             } else {
                 rego::rewrite_v0(&code)
             };
             let code = rego::guard_negated_terms(&code);
+            let code = rego::assign_fresh_unifications(&code);
+            let code = rego::guard_membership_values(&code);
+            let code = rego::keep_unused_assignments(&code);
+            let code = rego::bind_partial_heads(&code);
+            let code = rego::guard_comprehension_terms(&code);
             multi_valued.extend(rego::multi_valued_rules(&code));
+            multi_valued.extend(
+                rego::conflicting_functions(&code)
+                    .into_iter()
+                    .map(|f| format!("{f} (a function whose definitions may conflict)")),
+            );
+            multi_valued.extend(
+                rego::vm_undefined_rules(&code)
+                    .into_iter()
+                    .map(|r| format!("{r} (an else after an iteration, or a value from one)")),
+            );
+            multi_valued.extend(
+                rego::object_comprehensions(&code)
+                    .into_iter()
+                    .map(|line| format!("{file}:{line} (an object comprehension)")),
+            );
+            multi_valued.extend(
+                rego::partial_object_rules(&code)
+                    .into_iter()
+                    .map(|r| format!("{r} (a partial object rule)")),
+            );
             nested.extend(
                 rego::nested_comprehensions(&code)
                     .into_iter()
@@ -628,10 +654,13 @@ impl Template {
                 compile_vm(&engine, &rule, &src.name, uses_inventory)
             } else {
                 if !multi_valued.is_empty() {
-                    // regorus' VM reads a conflict of such rules as undefined, where OPA and the
-                    // interpreter fail the evaluation (see rego::multi_valued_rules).
-                    tracing::debug!(template = %src.name, rules = %multi_valued.join(", "),
-                    "template runs on the interpreter: rules with several values");
+                    // Constructs regorus' VM reads as undefined or as one value where OPA and the
+                    // interpreter fail the evaluation or have another value: conflicting rules
+                    // and functions, partial objects, object comprehensions, an else after an
+                    // iteration (rego::multi_valued_rules, conflicting_functions,
+                    // partial_object_rules, object_comprehensions, vm_undefined_rules).
+                    tracing::info!(template = %src.name, constructs = %multi_valued.join(", "),
+                        "template runs on the interpreter, where these read as in OPA");
                 }
                 if !nested.is_empty() {
                     // regorus' VM loses an outer comprehension's results when an inner one's body
@@ -1061,6 +1090,57 @@ mod tests {
     }
 
     #[test]
+    fn canary_regorus_vm_ignores_an_unread_assignment_of_undefined() {
+        // workaround: rego::keep_unused_assignments
+        let rego = "package t\nexempt { x := input.missing; true }\nviolation[{\"msg\": \"m\"}] { not exempt }";
+        let out = |vm| {
+            raw_regorus(rego, serde_json::json!({}), vm)
+                .unwrap()
+                .replace(char::is_whitespace, "")
+        };
+        assert!(out(false).contains("\"m\""));
+        assert_eq!(out(true), "[]");
+    }
+
+    #[test]
+    fn canary_regorus_vm_keeps_an_undefined_comprehension_element() {
+        // workaround: rego::guard_comprehension_terms
+        let rego =
+            "package t\nviolation[{\"msg\": \"m\"}] { count([c.name | c := input.cs[_]]) == 0 }";
+        let input = serde_json::json!({"cs": [{}]});
+        assert!(
+            raw_regorus(rego, input.clone(), false)
+                .unwrap()
+                .contains("\"m\"")
+        );
+        assert!(!raw_regorus(rego, input, true).unwrap().contains("\"m\""));
+    }
+
+    #[test]
+    fn canary_regorus_vm_keeps_one_value_of_a_duplicate_key() {
+        // workaround: rego::partial_object_rules and rego::object_comprehensions send such
+        // templates to the interpreter
+        let rego = "package t\nviolation[{\"msg\": \"m\"}] { o := {c.n: c.v | c := input.cs[_]}; o.a == \"bad\" }";
+        let input = serde_json::json!({"cs": [{"n": "a", "v": "bad"}, {"n": "a", "v": "good"}]});
+        assert!(raw_regorus(rego, input.clone(), false).is_err());
+        assert!(raw_regorus(rego, input, true).is_ok());
+    }
+
+    #[test]
+    fn canary_regorus_drops_a_sprintf_of_a_fraction_with_percent_d() {
+        // workaround: rego::sprintf_as_opa
+        let rego = "package t\nviolation[{\"msg\": m}] { m := sprintf(\"%d\", [input.n]) }";
+        for vm in [false, true] {
+            assert_eq!(
+                raw_regorus(rego, serde_json::json!({"n": 0.5}), vm)
+                    .unwrap()
+                    .replace(char::is_whitespace, ""),
+                "[]"
+            );
+        }
+    }
+
+    #[test]
     fn a_comprehension_inside_a_comprehension_keeps_the_template_off_the_vm() {
         let t = compile(&template(
             "package k8stest\nbad := {c | c := input.review.cs[_]; y := [t | false; t := 1]}\nviolation[{\"msg\": m}] { m := bad[_] }",
@@ -1130,6 +1210,34 @@ mod tests {
             "{:?}",
             t.warnings
         );
+    }
+
+    /// The gatekeeper-library's uniqueserviceselector builds a comprehension's term by a
+    /// unification whose variables a later statement binds. The rewrites that guard
+    /// comprehension terms and fresh unifications must leave it working on both engines.
+    #[test]
+    fn a_comprehension_bound_out_of_order_still_evaluates_on_both_engines() {
+        let yaml = template(
+            "package k8stest\nflat(obj) = f {\n  s := [x | x = concat(\":\", [k, v]); v = obj.sel[k]]\n  f := concat(\",\", sort(s))\n}\nviolation[{\"msg\": m}] { m := flat(input.review.object) }",
+        );
+        let docs = parse_str(&yaml, Path::new("t.yaml")).unwrap();
+        for vm in [true, false] {
+            let options = EngineOptions {
+                vm,
+                ..EngineOptions::default()
+            };
+            let t = Template::compile(parse(&docs[0]).unwrap(), &options).unwrap();
+            let input = regorus::Value::from(serde_json::json!(
+                {"review": {"object": {"sel": {"b": "2", "a": "1"}}}, "parameters": {}}
+            ));
+            let out = t
+                .evaluate(input, &Inventory::default(), Duration::from_secs(1))
+                .unwrap_or_else(|e| panic!("vm={vm}: {e}"));
+            assert!(
+                out.to_json_str().unwrap().contains("a:1,b:2"),
+                "vm={vm}: {out:?}"
+            );
+        }
     }
 
     #[test]

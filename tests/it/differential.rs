@@ -64,7 +64,7 @@ fn seed() -> u64 {
 /// What an engine answered for one input: the violation set (each violation as canonical JSON),
 /// or an error. Two errors are the same answer whatever they say (both fail closed).
 #[derive(Debug, Clone)]
-enum Answer {
+pub(crate) enum Answer {
     Violations(BTreeSet<String>),
     Error(String),
     /// OPA's answer under strict builtin errors was a builtin's error: what it would be in
@@ -73,7 +73,7 @@ enum Answer {
 }
 
 impl Answer {
-    fn same(&self, other: &Answer) -> bool {
+    pub(crate) fn same(&self, other: &Answer) -> bool {
         match (self, other) {
             (Answer::Violations(a), Answer::Violations(b)) => a == b,
             (Answer::Error(_), Answer::Error(_)) => true,
@@ -83,7 +83,7 @@ impl Answer {
     }
 
     /// A violation document: a set (an array in JSON) of violations; undefined is none.
-    fn of(value: Value) -> Self {
+    pub(crate) fn of(value: Value) -> Self {
         match value {
             Value::Null => Answer::Violations(BTreeSet::new()),
             Value::Array(items) => Answer::Violations(items.iter().map(canonical).collect()),
@@ -91,7 +91,7 @@ impl Answer {
         }
     }
 
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         match self {
             Answer::Violations(v) => Value::Array(
                 v.iter()
@@ -108,7 +108,7 @@ impl Answer {
 /// may print it back in messages. Go writes a float64 as a plain decimal when it is zero or
 /// between 1e-6 and 1e21 (5, not serde_json's 5.0), and otherwise in exponent form with a sign
 /// (1e-7, 1.5e+300).
-fn api_server_json(v: &Value) -> String {
+pub(crate) fn api_server_json(v: &Value) -> String {
     match v {
         Value::Number(n) => match n.as_f64() {
             Some(f) if n.is_f64() => {
@@ -165,7 +165,7 @@ fn canonical(v: &Value) -> String {
     normal(v).to_string()
 }
 
-struct Oracle {
+pub(crate) struct Oracle {
     child: Child,
     stdin: ChildStdin,
     stdout: BufReader<ChildStdout>,
@@ -173,7 +173,7 @@ struct Oracle {
 
 impl Oracle {
     /// Starts the oracle, installing OPA first if it is missing (as `.ci/run` does).
-    fn start() -> Self {
+    pub(crate) fn start() -> Self {
         let importable = || {
             Command::new("python3")
                 .args(["-c", "import opa_bindings"])
@@ -220,7 +220,11 @@ impl Oracle {
     }
 
     /// A new OPA engine with these modules and this data document.
-    fn load(&mut self, modules: &[(String, String)], data: &Value) -> Result<(), String> {
+    pub(crate) fn load(
+        &mut self,
+        modules: &[(String, String)],
+        data: &Value,
+    ) -> Result<(), String> {
         let modules: serde_json::Map<String, Value> = modules
             .iter()
             .map(|(name, src)| (name.clone(), Value::String(src.clone())))
@@ -233,7 +237,7 @@ impl Oracle {
     }
 
     /// `data.<path>` for each input.
-    fn eval(&mut self, path: &str, inputs: &[Value]) -> Vec<Answer> {
+    pub(crate) fn eval(&mut self, path: &str, inputs: &[Value]) -> Vec<Answer> {
         let mut out = Vec::with_capacity(inputs.len());
         for chunk in inputs.chunks(200) {
             // Each input as the text the API server would send: the oracle hands it to OPA as
@@ -620,7 +624,7 @@ const LABEL_KEYS: &[&str] = &[
 ];
 
 /// The JSON pointers of every node under `v`, `at` included.
-fn pointers(v: &Value, at: String, out: &mut Vec<String>) {
+pub(crate) fn pointers(v: &Value, at: String, out: &mut Vec<String>) {
     match v {
         Value::Object(o) => {
             for (k, c) in o {
@@ -665,7 +669,7 @@ fn random_value(rng: &mut Rng, depth: usize) -> Value {
     }
 }
 
-fn remove(root: &mut Value, pointer: &str) {
+pub(crate) fn remove(root: &mut Value, pointer: &str) {
     let Some((parent, last)) = pointer.rsplit_once('/') else {
         return;
     };

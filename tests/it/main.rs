@@ -28,6 +28,7 @@ mod netpol_props;
 mod pod_paths;
 mod pod_security;
 mod process;
+mod rego_programs;
 mod review_attacks;
 mod rollout;
 mod scoped;
