@@ -704,7 +704,7 @@ fn negated_guards(src: &str, masked: &[u8], start: usize, end: usize) -> Vec<Str
                     let am = std::str::from_utf8(&m[range.clone()]).unwrap_or("").trim();
                     (am.starts_with('[') || am.starts_with('{'))
                         && !am.contains('|')
-                        && am.bytes().any(|c| matches!(c, b'.' | b'('))
+                        && may_be_undefined(am)
                 };
                 if (arith && arithmetic(range)) || (composite && (!unify || member)) {
                     guards.push(t);
@@ -746,7 +746,7 @@ fn negated_guards(src: &str, masked: &[u8], start: usize, end: usize) -> Vec<Str
                         (
                             (am.starts_with('[') || am.starts_with('{'))
                                 && !am.contains('|')
-                                && am.bytes().any(|c| matches!(c, b'.' | b'(')),
+                                && may_be_undefined(am),
                             arithmetic,
                         )
                     };
@@ -759,6 +759,23 @@ fn negated_guards(src: &str, masked: &[u8], start: usize, end: usize) -> Vec<Str
         }
     }
     guards
+}
+
+/// Whether a masked composite literal holds something that may be undefined: a reference, a
+/// call, or a name (a rule, which may be undefined: `not "a" in [r0]`; a variable is bound, and
+/// its check costs nothing).
+fn may_be_undefined(masked: &str) -> bool {
+    let b = masked.as_bytes();
+    b.iter().any(|c| matches!(c, b'.' | b'('))
+        || b.iter().enumerate().any(|(i, &c)| {
+            (c.is_ascii_alphabetic() || c == b'_') && (i == 0 || !is_ident(b[i - 1])) && {
+                let end = b[i..]
+                    .iter()
+                    .position(|&c| !is_ident(c))
+                    .map_or(b.len(), |e| i + e);
+                !matches!(&masked[i..end], "true" | "false" | "null" | "_")
+            }
+        })
 }
 
 /// The keys of a reference that are references or calls themselves (`input.ns` in
@@ -2193,6 +2210,16 @@ mod tests {
             assign_fresh_unifications(src),
             "package t\nf(o) { s = concat(\":\", [k, v]); v = o[k]; t := object.get(o, k, 1); u := o.x }\n"
         );
+    }
+
+    /// A rule inside an array literal may be undefined, which makes the literal undefined in
+    /// OPA, outside the `not` (seed 101 of the generated programs).
+    #[test]
+    fn a_composite_operand_holding_a_rule_name_is_checked() {
+        let src = "package t\nr0 = 1 { input.x }\nv { not \"a\" in [r0] }\nw { not \"a\" in [1, true, null] }\n";
+        let out = guard_negated_terms(src);
+        assert!(out.contains("_ = [r0]; not \"a\" in [r0]"), "{out}");
+        assert!(!out.contains("_ = [1, true, null]"), "literals only: {out}");
     }
 
     #[test]

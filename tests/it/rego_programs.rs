@@ -1551,6 +1551,30 @@ violation[{"msg": "m"}] { not listed }"#,
         true,
     ),
     (
+        "17: not of a membership in an array literal holding an undefined rule (seed 101, program 30006)",
+        r#"r0 = "kube-system" { regex.match("^n", input.review.object.kind) }
+listed { not concat("-", [trim_prefix("", ""), trim_space("true")]) in [r0] }
+violation[{"msg": "m"}] { not listed }"#,
+        r#"{"review": {"object": {"kind": "Pod"}}}"#,
+        true,
+    ),
+    (
+        "17: the same with the rule defined and the value in it",
+        r#"r0 = "kube-system" { regex.match("^n", input.review.object.kind) }
+listed { not "kube-system" in [r0] }
+violation[{"msg": "m"}] { not listed }"#,
+        r#"{"review": {"object": {"kind": "nodes"}}}"#,
+        true,
+    ),
+    (
+        "17: the same with the rule defined and the value not in it",
+        r#"r0 = "kube-system" { regex.match("^n", input.review.object.kind) }
+listed { not "a" in [r0] }
+violation[{"msg": "m"}] { not listed }"#,
+        r#"{"review": {"object": {"kind": "nodes"}}}"#,
+        false,
+    ),
+    (
         "17: not of an inventory path whose key is an object",
         r#"violation[{"msg": "m"}] { not data.inventory.namespace[input.review.object.metadata.namespace]["v1"]["Pod"]["web"] }"#,
         r#"{"review": {"object": {"metadata": {"namespace": {}}}}}"#,
