@@ -41,7 +41,7 @@ use crate::common::{Rng, repo_path};
 // ---------------------------------------------------------------------------------------------
 // Settings
 
-fn setting(name: &str, default: u64) -> u64 {
+pub(crate) fn setting(name: &str, default: u64) -> u64 {
     match std::env::var(name) {
         Ok(v) => v
             .parse()

@@ -30,16 +30,7 @@ use palisade::policy::{EngineOptions, Template};
 use serde_json::{Value, json};
 
 use crate::common::{Rng, repo_path};
-use crate::differential::{Answer, Oracle, api_server_json, pointers, remove, to_v1};
-
-fn setting(name: &str, default: u64) -> u64 {
-    match std::env::var(name) {
-        Ok(v) => v
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={v:?}: give a whole number")),
-        Err(_) => default,
-    }
-}
+use crate::differential::{Answer, Oracle, api_server_json, pointers, remove, setting, to_v1};
 
 // ---------------------------------------------------------------------------------------------
 // Programs
