@@ -14,7 +14,6 @@ use palisade::admission::{Endpoint, decode};
 use palisade::audit::{self, Presented};
 use palisade::decide::Decider;
 use palisade::inventory::Inventory;
-use palisade::sources::bundle::load_bundle;
 use serde_json::{Value, json};
 
 const NAMESPACES: usize = 100;
@@ -73,7 +72,7 @@ fn pods_wanted() -> usize {
 fn main() {
     let wanted = pods_wanted();
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let bundle = load_bundle(&root.join("policies"), &Default::default()).unwrap();
+    let bundle = palisade::bundle::load(&root.join("policies"), &Default::default()).unwrap();
     let (inventory_objects, pods) = objects(wanted);
     let inventory = Inventory::from_objects(
         inventory_objects
@@ -91,6 +90,7 @@ fn main() {
         &inventory,
         pods.clone(),
         Presented::AsTheyAre,
+        time::OffsetDateTime::now_utc(),
     );
     let took = start.elapsed();
     let violations: usize = findings.iter().map(|f| f.violations.len()).sum();
@@ -111,7 +111,14 @@ fn main() {
         while Instant::now() < until {
             let t = Instant::now();
             let d = decider
-                .decide(&bundle, &inventory, Endpoint::Validate, &review, None)
+                .decide(
+                    &bundle,
+                    &inventory,
+                    Endpoint::Validate,
+                    &review,
+                    time::OffsetDateTime::now_utc(),
+                    None,
+                )
                 .unwrap();
             std::hint::black_box(d);
             samples.push(t.elapsed());
@@ -129,6 +136,7 @@ fn main() {
                 &inventory,
                 pods.clone(),
                 Presented::AsTheyAre,
+                time::OffsetDateTime::now_utc(),
             )
             .len()
         });

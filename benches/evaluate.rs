@@ -10,14 +10,20 @@ use palisade::admission::{self, Endpoint, Review};
 use palisade::bundle::Bundle;
 use palisade::decide::Decider;
 use palisade::inventory::Inventory;
+use palisade::manifest::files::read_path;
 use palisade::policy::EngineOptions;
-use palisade::sources::bundle::load_bundle;
-use palisade::sources::files::read_path;
 
 /// What the webhook does per review, minus the transport: the one decision path.
 fn evaluate(bundle: &Bundle, inventory: &Inventory, review: &Review) -> usize {
     Decider::without_exemptions()
-        .decide(bundle, inventory, Endpoint::Validate, review, None)
+        .decide(
+            bundle,
+            inventory,
+            Endpoint::Validate,
+            review,
+            time::OffsetDateTime::now_utc(),
+            None,
+        )
         .unwrap()
         .violations
         .len()
@@ -97,7 +103,7 @@ fn bench(c: &mut Criterion) {
             )
             .unwrap();
         }
-        let one = load_bundle(dir.path(), &EngineOptions::default()).unwrap();
+        let one = palisade::bundle::load(dir.path(), &EngineOptions::default()).unwrap();
         let inventory = inventory();
         c.bench_function(&format!("evaluate/pod/only-{t}"), |b| {
             b.iter(|| evaluate(&one, &inventory, black_box(&review)))
@@ -121,7 +127,7 @@ fn bench(c: &mut Criterion) {
         Inventory::from_objects(objects)
     };
     for policy in ["default-deny-required", "pod-security", "mutual-tls"] {
-        let set = load_bundle(
+        let set = palisade::bundle::load(
             &Path::new(ROOT).join("policies/zero-trust").join(policy),
             &EngineOptions::default(),
         )
@@ -132,14 +138,15 @@ fn bench(c: &mut Criterion) {
         });
     }
     let default =
-        load_bundle(&Path::new(ROOT).join("policies"), &EngineOptions::default()).unwrap();
+        palisade::bundle::load(&Path::new(ROOT).join("policies"), &EngineOptions::default())
+            .unwrap();
     assert_eq!(evaluate(&default, &zt_inventory, &admitted), 0);
     c.bench_function("evaluate/admitted-pod/default-bundle", |b| {
         b.iter(|| evaluate(&default, &zt_inventory, black_box(&admitted)))
     });
     // NetworkPolicy hygiene: the model's facts for the review (over its namespace in the
     // inventory) and the template on the VM, against the whole default bundle on a Pod.
-    let hygiene = load_bundle(
+    let hygiene = palisade::bundle::load(
         &Path::new(ROOT).join("policies/zero-trust/networkpolicy-hygiene"),
         &EngineOptions::default(),
     )
@@ -166,7 +173,7 @@ fn bench(c: &mut Criterion) {
         b.iter(|| evaluate(&hygiene, &zt_inventory, black_box(&netpol_review)))
     });
     let bundle = test_bundle();
-    let set = load_bundle(bundle.path(), &EngineOptions::default()).unwrap();
+    let set = palisade::bundle::load(bundle.path(), &EngineOptions::default()).unwrap();
     let empty = Bundle::default();
     let inventory = inventory();
     c.bench_function("evaluate/pod/empty-bundle", |b| {
@@ -180,7 +187,14 @@ fn bench(c: &mut Criterion) {
     c.bench_function("decode+decide/pod/test-bundle", |b| {
         b.iter(|| {
             let review = admission::decode(black_box(&pod)).unwrap();
-            decider.decide(&set, &inventory, Endpoint::Validate, &review, None)
+            decider.decide(
+                &set,
+                &inventory,
+                Endpoint::Validate,
+                &review,
+                time::OffsetDateTime::now_utc(),
+                None,
+            )
         })
     });
 }

@@ -179,7 +179,7 @@ fn workload_reviews() -> Vec<(String, &'static str, Value)> {
 
 /// Decides each review in this process, as `palisade serve` would with `bundle` and `objects`.
 fn expected_cases(bundle_dir: &Path, objects: Vec<Value>) -> Vec<Case> {
-    let bundle = palisade::sources::bundle::load_bundle(bundle_dir, &EngineOptions::default())
+    let bundle = palisade::bundle::load(bundle_dir, &EngineOptions::default())
         .unwrap_or_else(|e| panic!("{}: {e}", bundle_dir.display()));
     let inventory = Inventory::from_objects(objects);
     let decider = Decider::without_exemptions();
@@ -194,7 +194,14 @@ fn expected_cases(bundle_dir: &Path, objects: Vec<Value>) -> Vec<Case> {
                 Endpoint::Validate
             };
             let decision = decider
-                .decide(&bundle, &inventory, endpoint, &decoded, None)
+                .decide(
+                    &bundle,
+                    &inventory,
+                    endpoint,
+                    &decoded,
+                    time::OffsetDateTime::now_utc(),
+                    None,
+                )
                 .unwrap_or_else(|_| panic!("{name}: out of time"));
             let encoded: Value =
                 serde_json::from_slice(&decision.response.encode(decoded.uid())).unwrap();
@@ -223,7 +230,7 @@ fn describe(cases: &[Case]) -> String {
 }
 
 fn file_inventory() -> Vec<Value> {
-    palisade::sources::bundle::load_inventory(&[
+    palisade::manifest::files::read_objects(&[
         common::repo_path("tests/data/mutation/namespaces.yaml"),
         common::repo_path("tests/data/guides/default-deny.yaml"),
     ])

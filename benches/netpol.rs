@@ -20,7 +20,6 @@ use palisade::inventory::Inventory;
 use palisade::netpol::World;
 use palisade::netpol::explain::{self, Filter};
 use palisade::policy::EngineOptions;
-use palisade::sources::bundle::load_bundle;
 use serde_json::{Value, json};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
@@ -67,7 +66,7 @@ fn namespace(name: &str, i: usize) -> Value {
 /// ingress from its callers (pods of the namespace, a namespace by name, a partner range) on
 /// named and numbered ports, and an egress to its database and to an external API.
 fn policies(ns: &str, count: usize, namespaces: usize) -> Vec<Value> {
-    let mut out = palisade::cluster::generate::generated_policies(ns);
+    let mut out = palisade::zero_trust::generated_policies(ns);
     for k in 0..count.saturating_sub(2) {
         let app = format!("app-{}", k % 50);
         let tier = ["frontend", "backend", "db"][k % 3];
@@ -119,7 +118,9 @@ fn percentiles(mut times: Vec<Duration>) -> String {
 }
 
 fn review(count: usize, n: usize) {
-    let bundle = load_bundle(&Path::new(ROOT).join("policies"), &EngineOptions::default()).unwrap();
+    let bundle =
+        palisade::bundle::load(&Path::new(ROOT).join("policies"), &EngineOptions::default())
+            .unwrap();
     let existing = policies("payments", count, 200);
     let mut objects = vec![namespace("payments", 0)];
     objects.extend(existing.iter().cloned());
@@ -183,7 +184,14 @@ fn review(count: usize, n: usize) {
         }
         let decide = || {
             decider
-                .decide(&bundle, &inventory, Endpoint::Validate, &review, None)
+                .decide(
+                    &bundle,
+                    &inventory,
+                    Endpoint::Validate,
+                    &review,
+                    time::OffsetDateTime::now_utc(),
+                    None,
+                )
                 .unwrap()
         };
         let d = decide();

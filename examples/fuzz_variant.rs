@@ -4,7 +4,7 @@ fn main() -> anyhow::Result<()> {
     let path = std::env::args()
         .nth(1)
         .ok_or_else(|| anyhow::anyhow!("usage: fuzz_variant <input file>"))?;
-    let harness = palisade::fuzzing::Harness::from_repository(std::path::Path::new(env!(
+    let harness = palisade_core::fuzzing::Harness::from_repository(std::path::Path::new(env!(
         "CARGO_MANIFEST_DIR"
     )))?;
     let data = std::fs::read(&path)?;

@@ -60,6 +60,8 @@ pub enum Command {
 impl Cli {
     /// Runs the command.
     pub fn run(self) -> anyhow::Result<ExitCode> {
+        // Every command may load a bundle with Providers: they get the HTTPS client.
+        crate::sources::external::install();
         match self.command {
             Command::Serve(args) => args.run(),
             Command::Certs(command) => command.run(),

@@ -9,6 +9,8 @@ pub mod inventory;
 pub mod lease;
 pub mod policies;
 
+pub use palisade_core::zero_trust::LabelSelector;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -184,77 +186,4 @@ fn client(config: kube::Config, source: Source) -> anyhow::Result<Connection> {
         source,
         server,
     })
-}
-
-/// An equality label selector: every `key=value` must match, every bare `key` must exist.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LabelSelector(Vec<(String, Option<String>)>);
-
-impl std::str::FromStr for LabelSelector {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        let mut terms = Vec::new();
-        for term in s.split(',').map(str::trim).filter(|t| !t.is_empty()) {
-            let (key, value) = match term.split_once('=') {
-                Some((k, v)) => (k.trim(), Some(v.trim().trim_start_matches('=').to_owned())),
-                None => (term, None),
-            };
-            if key.is_empty() || key.contains(['!', ' ']) {
-                return Err(format!(
-                    "`{term}` is not a supported label selector term: use key=value or key"
-                ));
-            }
-            terms.push((key.to_owned(), value));
-        }
-        if terms.is_empty() {
-            return Err("the label selector is empty: use key=value".into());
-        }
-        Ok(Self(terms))
-    }
-}
-
-impl LabelSelector {
-    /// Whether `object`'s labels satisfy every term.
-    pub fn matches(&self, object: &serde_json::Value) -> bool {
-        let labels = &object["metadata"]["labels"];
-        self.0.iter().all(|(k, v)| match (labels.get(k), v) {
-            (Some(actual), Some(want)) => actual.as_str() == Some(want.as_str()),
-            (Some(_), None) => true,
-            (None, _) => false,
-        })
-    }
-}
-
-impl std::fmt::Display for LabelSelector {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let terms: Vec<String> = self
-            .0
-            .iter()
-            .map(|(k, v)| match v {
-                Some(v) => format!("{k}={v}"),
-                None => k.clone(),
-            })
-            .collect();
-        f.write_str(&terms.join(","))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn label_selectors_match_every_term() {
-        let sel: LabelSelector = "network-policy=zero-trust, team".parse().unwrap();
-        let ns = |labels: serde_json::Value| json!({"metadata": {"labels": labels}});
-        assert!(sel.matches(&ns(json!({"network-policy": "zero-trust", "team": "a"}))));
-        assert!(!sel.matches(&ns(json!({"network-policy": "zero-trust"}))));
-        assert!(!sel.matches(&ns(json!({"network-policy": "open", "team": "a"}))));
-        assert!(!sel.matches(&json!({"metadata": {}})));
-        assert!("a!=b".parse::<LabelSelector>().is_err());
-        assert!("".parse::<LabelSelector>().is_err());
-        assert_eq!(sel.to_string(), "network-policy=zero-trust,team");
-    }
 }

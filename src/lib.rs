@@ -15,29 +15,16 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
-pub mod admission;
-pub mod audit;
-pub mod breakglass;
-pub mod bundle;
+pub use palisade_core::{
+    admission, audit, breakglass, bundle, config, decide, expansion, inventory, manifest, matcher,
+    mutation, netpol, object, podpaths, policy, suite, webhooks, zero_trust,
+};
+
 pub mod certs;
 pub mod cli;
 pub mod cluster;
-pub mod config;
-pub mod decide;
-pub mod expansion;
-#[doc(hidden)]
-pub mod fuzzing;
-pub mod inventory;
-pub mod manifest;
-pub mod matcher;
-pub mod mutation;
-pub mod netpol;
-pub mod object;
-pub mod podpaths;
-pub mod policy;
 pub mod runtime;
 pub mod sources;
-pub mod webhooks;
 
 use std::process::ExitCode;
 

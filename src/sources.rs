@@ -3,7 +3,7 @@
 
 pub mod bundle;
 pub mod config;
-pub mod files;
+pub mod external;
 pub mod hotswap;
 pub mod inventory;
 pub(crate) mod watch;

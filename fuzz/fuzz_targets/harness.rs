@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::sync::LazyLock;
 
-use palisade::fuzzing::Harness;
+use palisade_core::fuzzing::Harness;
 
 pub static HARNESS: LazyLock<Harness> = LazyLock::new(|| {
     match Harness::from_repository(&Path::new(env!("CARGO_MANIFEST_DIR")).join("..")) {

@@ -1,6 +1,6 @@
-//! `palisade::fuzzing::matching`: see src/fuzzing.rs.
+//! `palisade_core::fuzzing::matching`: see core/src/fuzzing.rs.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| palisade::fuzzing::matching(data));
+fuzz_target!(|data: &[u8]| palisade_core::fuzzing::matching(data));

@@ -1,6 +1,6 @@
-//! `palisade::fuzzing::mutation`: see src/fuzzing.rs.
+//! `palisade_core::fuzzing::mutation`: see core/src/fuzzing.rs.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| palisade::fuzzing::mutation(data));
+fuzz_target!(|data: &[u8]| palisade_core::fuzzing::mutation(data));

@@ -1,4 +1,4 @@
-//! `palisade::fuzzing::Harness::review_variant`: see src/fuzzing.rs.
+//! `palisade_core::fuzzing::Harness::review_variant`: see core/src/fuzzing.rs.
 #![no_main]
 
 #[path = "harness.rs"]
@@ -7,6 +7,6 @@ mod harness;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(
-    init: palisade::fuzzing::tolerate_policy_engine_panics(),
+    init: palisade_core::fuzzing::tolerate_policy_engine_panics(),
     |data: &[u8]| harness::HARNESS.review_variant(data)
 );

@@ -14,13 +14,12 @@ use serde_json::Value;
 use super::EvalArgs;
 use super::test::read_inputs;
 use crate::audit::{self, Presented, report};
-use crate::cluster::LabelSelector;
-use crate::cluster::generate::Scope;
 use crate::decide::Decider;
 use crate::inventory::Inventory;
+use crate::manifest::files;
 use crate::policy::Action;
-use crate::sources::bundle::load_bundle;
-use crate::sources::files;
+use crate::zero_trust::LabelSelector;
+use crate::zero_trust::Scope;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum AuditFormat {
@@ -79,7 +78,7 @@ impl AuditArgs {
 
     /// The rendered output, and whether a deny violation exists.
     pub fn audit(&self) -> Result<(String, bool), String> {
-        let bundle = load_bundle(&self.policies, &self.eval.options()).map_err(|e| {
+        let bundle = crate::bundle::load(&self.policies, &self.eval.options()).map_err(|e| {
             format!(
                 "cannot load the policy bundle at {}: {e}",
                 self.policies.display()
@@ -113,8 +112,14 @@ impl AuditArgs {
             audit::coverage(namespaces.iter().copied(), policies.iter().copied(), &scope);
         let inventory = Inventory::from_objects(all.iter().cloned());
         let decider = Decider::new(self.exempt_namespaces.clone());
-        let findings =
-            audit::evaluate(&decider, &bundle, &inventory, objects, Presented::AsCreated);
+        let findings = audit::evaluate(
+            &decider,
+            &bundle,
+            &inventory,
+            objects,
+            Presented::AsCreated,
+            time::OffsetDateTime::now_utc(),
+        );
         // Coverage is reported, not enforced here: in a cluster the generator writes the
         // default-deny of an opted-in namespace.
         let denied = findings

@@ -11,12 +11,12 @@ use clap::{Args, ValueEnum};
 use serde_json::{Value, json};
 
 use super::test::ObjectArgs;
-use super::verify::review_of;
 use super::{EvalArgs, OutputFormat};
 use crate::admission::{Endpoint, Review};
 use crate::bundle::Bundle;
 use crate::decide::{Decider, namespace_object};
 use crate::inventory::Inventory;
+use crate::suite::review_of;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum BenchEndpoint {
@@ -171,7 +171,14 @@ impl BenchArgs {
         let decider = Decider::without_exemptions().at_point(crate::policy::Point::Validation);
         let decide = |s: &Subject| {
             decider
-                .decide(bundle, inventory, endpoint, &s.review, None)
+                .decide(
+                    bundle,
+                    inventory,
+                    endpoint,
+                    &s.review,
+                    time::OffsetDateTime::now_utc(),
+                    None,
+                )
                 .map_err(|_| anyhow::anyhow!("{}: ran out of time", s.title))
         };
         let started = Instant::now();

@@ -11,7 +11,6 @@ use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
 use super::EvalArgs;
-use crate::sources::bundle::load_bundle;
 use crate::webhooks::{self, WebhookOptions};
 
 #[derive(Debug, Clone, Args)]
@@ -48,7 +47,7 @@ impl ManifestsArgs {
 
     /// The YAML documents, header first.
     pub fn render(&self) -> anyhow::Result<String> {
-        let bundle = load_bundle(&self.policies, &self.eval.options())
+        let bundle = crate::bundle::load(&self.policies, &self.eval.options())
             .map_err(|e| anyhow::anyhow!("{}: {e}", self.policies.display()))?;
         let mut options = WebhookOptions::new(&self.service, &self.namespace);
         options.timeout_seconds = self.timeout_seconds;

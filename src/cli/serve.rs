@@ -15,7 +15,6 @@ use crate::bundle::SyncKind;
 use crate::certs::{self, CertSpec};
 use crate::cluster::audit::Auditor;
 use crate::cluster::certs::{CertManager, CertManagerConfig};
-use crate::cluster::generate::Scope;
 use crate::cluster::lease::{Elector, LeaseConfig};
 use crate::cluster::{self as kube_cluster, CertArgs, ClusterArgs, LabelSelector};
 use crate::decide::Decider;
@@ -30,6 +29,7 @@ use crate::sources::bundle::FileSources;
 use crate::sources::config::{ConfigSource, Overrides};
 use crate::sources::hotswap::HotSwap;
 use crate::sources::watch::parent_dir;
+use crate::zero_trust::Scope;
 
 /// Service and namespace named in development certificates.
 const DEV_SERVICE: &str = "palisade";

@@ -11,16 +11,15 @@ use anyhow::Context;
 use clap::Args;
 use serde_json::{Value, json};
 
-use super::verify::review_of;
 use super::{EvalArgs, OutputFormat};
 use crate::admission::{Endpoint, Response};
 use crate::bundle::Bundle;
 use crate::decide::Decider;
 use crate::inventory::Inventory;
+use crate::manifest::files;
 use crate::manifest::{self, Document};
 use crate::policy::Violation;
-use crate::sources::bundle::load_bundle;
-use crate::sources::files;
+use crate::suite::review_of;
 
 /// What `test` and `bench` decide: objects, the bundle, and the inventory.
 #[derive(Debug, Clone, Args)]
@@ -58,7 +57,7 @@ impl ObjectArgs {
                 .policies
                 .clone()
                 .unwrap_or_else(|| PathBuf::from("policies"));
-            load_bundle(&path, &eval.options())
+            crate::bundle::load(&path, &eval.options())
                 .with_context(|| format!("cannot load the policy bundle at {}", path.display()))?
         } else {
             let mut all = match &self.policies {
@@ -194,7 +193,14 @@ pub fn check(
         .map(|document| {
             let review = review_of(&document).map_err(|e| format!("{}: {e}", document.origin))?;
             let decision = decider
-                .decide(bundle, &inventory, Endpoint::Validate, &review, None)
+                .decide(
+                    bundle,
+                    &inventory,
+                    Endpoint::Validate,
+                    &review,
+                    time::OffsetDateTime::now_utc(),
+                    None,
+                )
                 .map_err(|e| e.to_string())?;
             Ok(Report {
                 document,

@@ -17,12 +17,12 @@ use serde_json::Value;
 
 use crate::audit::{self, Presented, report};
 use crate::bundle::{Bundle, SyncKind};
-use crate::cluster::generate::Scope;
 use crate::cluster::inventory::typed;
 use crate::decide::Decider;
 use crate::runtime::metrics::{AuditViolationLabels, Metrics, ResultLabels};
 use crate::sources::hotswap::HotSwap;
 use crate::sources::inventory::InventoryStore;
+use crate::zero_trust::Scope;
 
 /// The field manager of the reports.
 pub const FIELD_MANAGER: &str = "palisade-audit";
@@ -179,7 +179,14 @@ impl Auditor {
             // Behind reviews when they need the core.
             evaluated.extend(
                 crate::runtime::in_background("audit", move || {
-                    audit::evaluate(&decider, &bundle, &inventory, objects, Presented::AsTheyAre)
+                    audit::evaluate(
+                        &decider,
+                        &bundle,
+                        &inventory,
+                        objects,
+                        Presented::AsTheyAre,
+                        time::OffsetDateTime::now_utc(),
+                    )
                 })
                 .await
                 .map_err(|e| anyhow::anyhow!("audit evaluation failed: {e}"))?,

@@ -24,73 +24,11 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use serde_json::{Value, json};
 
-use super::LabelSelector;
 use crate::runtime::metrics::{Metrics, ReasonLabels};
+use crate::zero_trust::{ALLOW_DNS, DEFAULT_DENY, FIELD_MANAGER, Scope, generated_policies};
 
-/// The field manager of every object Palisade writes.
-pub const FIELD_MANAGER: &str = "palisade";
-pub const DEFAULT_DENY: &str = "default-deny-all";
-pub const ALLOW_DNS: &str = "allow-dns";
 /// How often every namespace is checked again, even without an event.
 const RESYNC: Duration = Duration::from_secs(300);
-
-/// The NetworkPolicies every opted-in namespace holds.
-pub fn generated_policies(namespace: &str) -> Vec<Value> {
-    let policy = |name: &str, spec: Value| {
-        json!({
-            "apiVersion": "networking.k8s.io/v1",
-            "kind": "NetworkPolicy",
-            "metadata": {
-                "name": name,
-                "namespace": namespace,
-                "labels": {"app.kubernetes.io/managed-by": "palisade"},
-            },
-            "spec": spec,
-        })
-    };
-    vec![
-        policy(
-            DEFAULT_DENY,
-            json!({"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}),
-        ),
-        policy(
-            ALLOW_DNS,
-            json!({
-                "podSelector": {},
-                "policyTypes": ["Egress"],
-                "egress": [{
-                    "to": [{
-                        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
-                        "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
-                    }],
-                    "ports": [
-                        {"protocol": "UDP", "port": 53},
-                        {"protocol": "TCP", "port": 53},
-                    ],
-                }],
-            }),
-        ),
-    ]
-}
-
-/// Which namespaces get the policies.
-#[derive(Debug, Clone)]
-pub struct Scope {
-    pub selector: LabelSelector,
-    /// Exempt by name (kube-system, Palisade's own namespace, --exempt-namespace).
-    pub exempt: Vec<String>,
-}
-
-impl Scope {
-    /// Whether the namespace `object` (JSON) is opted in.
-    pub fn includes(&self, namespace: &Value) -> bool {
-        let name = namespace["metadata"]["name"].as_str().unwrap_or("");
-        !name.is_empty()
-            && !self.exempt.iter().any(|e| e == name)
-            && namespace["metadata"]["deletionTimestamp"].is_null()
-            && self.selector.matches(namespace)
-    }
-}
 
 struct Context {
     client: kube::Client,

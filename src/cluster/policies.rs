@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
 use super::inventory::{RetryBackoff, typed};
-use crate::bundle::cluster::{CONFIG_GROUP, ClusterPolicies, SYNCSET_GROUP, Tracked};
+use crate::bundle::overlay::{CONFIG_GROUP, ClusterPolicies, SYNCSET_GROUP, Tracked};
 use crate::bundle::{CONSTRAINTS_GROUP, MUTATIONS_GROUP, TEMPLATES_GROUP};
 use crate::runtime::server::Readiness;
 use crate::sources::bundle::FileSources;
@@ -343,7 +343,7 @@ fn errors_json(errors: &[String], code: &str) -> Value {
         errors
             .iter()
             .map(|e| {
-                let code = if e.starts_with(crate::bundle::cluster::CONFLICT) {
+                let code = if e.starts_with(crate::bundle::overlay::CONFLICT) {
                     "conflict"
                 } else {
                     code

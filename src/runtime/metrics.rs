@@ -52,18 +52,10 @@ impl EncodeLabelValue for ReviewResult {
     }
 }
 
-impl EncodeLabelValue for Endpoint {
-    fn encode(
-        &self,
-        encoder: &mut prometheus_client::encoding::LabelValueEncoder,
-    ) -> Result<(), std::fmt::Error> {
-        EncodeLabelValue::encode(&self.as_str(), encoder)
-    }
-}
-
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReviewLabels {
-    endpoint: Endpoint,
+    /// `validate` or `mutate`.
+    endpoint: &'static str,
     result: ReviewResult,
 }
 
@@ -85,7 +77,8 @@ struct CertWriteLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EndpointLabels {
-    endpoint: Endpoint,
+    /// `validate` or `mutate`.
+    endpoint: &'static str,
 }
 
 fn latency_histogram() -> Histogram {
@@ -325,7 +318,7 @@ impl Default for Metrics {
 /// The external data client's counts (process-wide: the client serves every bundle), under
 /// the names Gatekeeper's readers look for.
 fn register_external_data(registry: &mut Registry) {
-    let external = crate::policy::external::metrics();
+    let external = crate::sources::external::metrics();
     registry.register(
         "external_data_requests",
         "Requests sent to external data providers, by provider and result: ok, error (the template sees system_error), timeout",
@@ -466,10 +459,15 @@ impl Metrics {
 
     pub fn review(&self, endpoint: Endpoint, result: ReviewResult, seconds: f64) {
         self.reviews
-            .get_or_create(&ReviewLabels { endpoint, result })
+            .get_or_create(&ReviewLabels {
+                endpoint: endpoint.as_str(),
+                result,
+            })
             .inc();
         self.latency
-            .get_or_create(&EndpointLabels { endpoint })
+            .get_or_create(&EndpointLabels {
+                endpoint: endpoint.as_str(),
+            })
             .observe(seconds);
     }
 

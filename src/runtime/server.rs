@@ -137,7 +137,7 @@ pub struct GenerationGate {
     /// Which namespaces get a generated default-deny; `None` when generation is off, so that
     /// only a namespace the feed has not seen yet is waited for. (Exempt namespaces never get
     /// here: their reviews are allowed.)
-    pub scope: Option<crate::cluster::generate::Scope>,
+    pub scope: Option<crate::zero_trust::Scope>,
     pub wait: Duration,
     /// Namespaces are synced, so a namespace missing from the inventory is one not seen yet.
     pub namespaces_synced: bool,
@@ -145,7 +145,6 @@ pub struct GenerationGate {
 
 impl GenerationGate {
     fn awaits(&self, review: &Review, inventory: &crate::inventory::Inventory) -> bool {
-        use crate::cluster::generate::{ALLOW_DNS, DEFAULT_DENY};
         let object = review.object_ref();
         if object.is_namespace() || object.namespace.is_empty() {
             return false;
@@ -157,17 +156,7 @@ impl GenerationGate {
         let Some(scope) = &self.scope else {
             return false;
         };
-        let generated = |name: &str| {
-            let policy = crate::object::ObjectRef {
-                group: "networking.k8s.io".into(),
-                version: "v1".into(),
-                kind: "NetworkPolicy".into(),
-                namespace: ns.to_owned(),
-                name: name.to_owned(),
-            };
-            inventory.get(&policy).is_some()
-        };
-        scope.includes(namespace) && !(generated(DEFAULT_DENY) && generated(ALLOW_DNS))
+        scope.awaits_generation(namespace, inventory)
     }
 }
 
@@ -255,6 +244,8 @@ impl App {
         let decider = self.decider.load();
         let bundle = self.bundle.load();
         let inventory = self.inventory.load();
+        // One time for the review, wherever it is decided.
+        let now = time::OffsetDateTime::now_utc();
         // A NetworkPolicy is judged with every policy of its namespace: never on an I/O thread,
         // never on the pool other reviews use.
         let pool = if endpoint == Endpoint::Validate
@@ -270,6 +261,7 @@ impl App {
                 &inventory,
                 endpoint,
                 &review,
+                now,
                 Some(inline_deadline),
             ) {
                 return Some((decision, review));
@@ -285,7 +277,7 @@ impl App {
         tokio::task::spawn_blocking(move || {
             let _slot = slot;
             decider
-                .decide(&bundle, &inventory, endpoint, &review, Some(deadline))
+                .decide(&bundle, &inventory, endpoint, &review, now, Some(deadline))
                 .ok()
                 .map(|decision| (decision, review))
         })

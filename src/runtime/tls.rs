@@ -270,7 +270,7 @@ impl TlsStore {
     fn note_leaf(&self, material: &Material) {
         self.grant_keys.install(&material.key);
         // Presented to external data providers, as Gatekeeper presents its own.
-        crate::policy::external::set_client_certificate(&material.cert, &material.key);
+        crate::sources::external::set_client_certificate(&material.cert, &material.key);
         let leaf = String::from_utf8(material.cert.clone())
             .ok()
             .and_then(|pem| crate::certs::parse_pem(&pem).ok())

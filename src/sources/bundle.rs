@@ -9,39 +9,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::files::{self, FileError};
 use super::hotswap::{HotSwap, Reload};
 use super::inventory::InventoryStore;
 use super::watch::{DirWatcher, parent_dir};
-use crate::bundle::cluster::ClusterPolicies;
+use crate::bundle::overlay::ClusterPolicies;
 use crate::bundle::{Bundle, BundleError};
+use crate::manifest::files::{self, FileError};
 use crate::policy::EngineOptions;
 use crate::runtime::metrics::Metrics;
 use serde_json::Value;
-
-/// Reads and checks the bundle at `path` (a directory, searched recursively, or one file).
-pub fn load_bundle(path: &Path, options: &EngineOptions) -> Result<Bundle, BundleError> {
-    if !path.exists() {
-        return Err(BundleError::one(
-            path.display().to_string(),
-            "no such file or directory; point --policies at a directory of Gatekeeper templates and constraints",
-        ));
-    }
-    let docs = files::read_path(path).map_err(|e| match e {
-        FileError::Manifest(e) => BundleError::from(e),
-        e => BundleError::one("bundle", e.to_string()),
-    })?;
-    let bundle = Bundle::from_documents(docs, options)?;
-    for warning in bundle.warnings() {
-        tracing::warn!(%warning, "policy bundle");
-    }
-    Ok(bundle)
-}
-
-/// Reads the objects of the inventory files.
-pub fn load_inventory(paths: &[PathBuf]) -> Result<Vec<Value>, FileError> {
-    files::read_objects(paths)
-}
 
 /// Why a source could not be loaded at start-up.
 #[derive(Debug, thiserror::Error)]
@@ -76,13 +52,15 @@ impl FileSources {
         inventory_paths: Vec<PathBuf>,
         metrics: Arc<Metrics>,
     ) -> Result<Self, LoadError> {
+        super::external::install();
         let bundle_fp = fingerprint(std::slice::from_ref(&policies.to_path_buf()));
-        let bundle = load_bundle(policies, &options).map_err(|source| LoadError::Bundle {
-            path: policies.to_path_buf(),
-            source,
-        })?;
+        let bundle =
+            crate::bundle::load(policies, &options).map_err(|source| LoadError::Bundle {
+                path: policies.to_path_buf(),
+                source,
+            })?;
         let inventory_fp = fingerprint(&inventory_paths);
-        let inventory = load_inventory(&inventory_paths).map_err(LoadError::Inventory)?;
+        let inventory = files::read_objects(&inventory_paths).map_err(LoadError::Inventory)?;
         metrics.policy_loaded(bundle.policies().constraints().len());
         let inventory_files = HotSwap::new(inventory, Some(inventory_fp));
         Ok(Self {
@@ -155,12 +133,12 @@ impl FileSources {
         let bundle = self
             .files
             .reload(fingerprint(std::slice::from_ref(&self.policies)), || {
-                load_bundle(&self.policies, &self.options)
+                crate::bundle::load(&self.policies, &self.options)
             });
         let inventory = self
             .inventory_files
             .reload(fingerprint(&self.inventory_paths), || {
-                load_inventory(&self.inventory_paths)
+                files::read_objects(&self.inventory_paths)
             });
         let constraints = self.bundle.load().policies().constraints().len();
         let mut changed = false;

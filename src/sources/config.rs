@@ -2,7 +2,7 @@
 //! swapped in whole when it changes. A broken file is reported (file, field, fix) and the last
 //! good configuration keeps serving. Flags override the file where both exist.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -50,7 +50,7 @@ impl ConfigSource {
         metrics: Arc<Metrics>,
     ) -> Result<Self, ConfigError> {
         let (config, fingerprint) = match &path {
-            Some(p) => (Config::load(p)?, Some(fingerprint(p))),
+            Some(p) => (read(p)?, Some(fingerprint(p))),
             None => (Config::default(), None),
         };
         let decider = base.with_config(Arc::new(overrides.apply(config)));
@@ -75,7 +75,7 @@ impl ConfigSource {
             return false;
         };
         let outcome = self.decider.reload(fingerprint(path), || {
-            Config::load(path).map(|c| self.base.with_config(Arc::new(self.overrides.apply(c))))
+            read(path).map(|c| self.base.with_config(Arc::new(self.overrides.apply(c))))
         });
         let metrics = self.metrics.rollout();
         let changed = match outcome {
@@ -126,3 +126,13 @@ fn fingerprint(path: &std::path::Path) -> u64 {
     }
     h.finish()
 }
+/// Reads and checks a configuration file. The error names the file, the field and the fix.
+pub fn read(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: path.display().to_string(),
+        field: String::new(),
+        message: format!("cannot read the file: {e}"),
+    })?;
+    Config::parse(&text, &path.display().to_string())
+}
+

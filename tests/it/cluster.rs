@@ -558,14 +558,14 @@ async fn opted_in_namespaces_get_their_default_deny_and_keep_it() {
         .await
     );
     // The generated policies pass Palisade's own NetworkPolicy rules.
-    let bundle = palisade::sources::bundle::load_bundle(
+    let bundle = palisade::bundle::load(
         &Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"),
         &Default::default(),
     )
     .unwrap();
     let reports = palisade::cli::test::check(
         &bundle,
-        palisade::cluster::generate::generated_policies("orders")
+        palisade::zero_trust::generated_policies("orders")
             .into_iter()
             .map(|value| palisade::manifest::Document {
                 origin: palisade::manifest::Origin {

@@ -32,11 +32,11 @@ pub fn repo_path(rel: &str) -> std::path::PathBuf {
 pub fn passing_suites(
     rel: &str,
     options: &palisade::policy::EngineOptions,
-) -> Vec<palisade::cli::verify::CaseResult> {
-    let results = palisade::cli::verify::run_path(&repo_path(rel), options).unwrap();
+) -> Vec<palisade::suite::CaseResult> {
+    let results = palisade::suite::run_path(&repo_path(rel), options).unwrap();
     let failures: Vec<String> = results
         .iter()
-        .filter(|r| matches!(r.outcome, palisade::cli::verify::Outcome::Fail(_)))
+        .filter(|r| matches!(r.outcome, palisade::suite::Outcome::Fail(_)))
         .map(|r| r.to_string())
         .collect();
     assert!(failures.is_empty(), "{rel}: {failures:#?}");
@@ -468,6 +468,7 @@ pub fn validate(
             inventory,
             palisade::admission::Endpoint::Validate,
             review,
+            time::OffsetDateTime::now_utc(),
             None,
         )
         .unwrap()

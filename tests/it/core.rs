@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use palisade::cli::test as objects;
-use palisade::cli::verify::{self as suite, Outcome};
+use palisade::manifest::files;
 use palisade::policy::EngineOptions;
 use palisade::runtime::metrics::Metrics;
-use palisade::sources::bundle::{FileSources, load_bundle};
-use palisade::sources::files;
+use palisade::sources::bundle::FileSources;
+use palisade::suite::{self, Outcome};
 use serde_json::json;
 
 use crate::common::*;
@@ -118,7 +118,7 @@ async fn palisade_test_and_the_webhook_decide_alike() {
     let server = TestServer::start(&["--policies", &policies, "--inventory", &arg]).await;
     let client = server.client();
 
-    let bundle = load_bundle(&repo_path("policies"), &EngineOptions::default()).unwrap();
+    let bundle = palisade::bundle::load(&repo_path("policies"), &EngineOptions::default()).unwrap();
     let objects: Vec<_> = inventory
         .iter()
         .flat_map(|p| files::read_path(&repo_path(p)).unwrap())

@@ -472,7 +472,7 @@ fn the_bundle_configmap_holds_every_policy_file_and_palisade_admits_its_own_mani
                 .starts_with("palisade-policies-")
         })
         .unwrap();
-    let files = palisade::sources::files::manifest_files(&repo_path("policies")).unwrap();
+    let files = palisade::manifest::files::manifest_files(&repo_path("policies")).unwrap();
     let mut expected = BTreeMap::new();
     for file in files {
         let rel = file.strip_prefix(repo_path("policies")).unwrap();
@@ -681,7 +681,7 @@ fn webhook_rules_send_exactly_what_the_bundle_acts_on() {
             .value
             .clone()
     };
-    let bundle = palisade::sources::bundle::load_bundle(
+    let bundle = palisade::bundle::load(
         &repo_path("policies"),
         &palisade::policy::EngineOptions::default(),
     )
@@ -823,7 +823,7 @@ fn webhook_rules_send_exactly_what_the_bundle_acts_on() {
 /// pod spec and that the pod security constraint does not match is a way around it.
 #[test]
 fn the_pod_policies_judge_every_kind_that_carries_a_pod_spec() {
-    let bundle = palisade::sources::bundle::load_bundle(
+    let bundle = palisade::bundle::load(
         &repo_path("policies"),
         &palisade::policy::EngineOptions::default(),
     )

@@ -30,10 +30,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
-use palisade::cli::verify::{find_suites, parse_suite, review_of_file};
 use palisade::inventory::Inventory;
 use palisade::policy::template::{TemplateSource, parse as parse_template};
 use palisade::policy::{EngineOptions, Template};
+use palisade::suite::{find_suites, parse_suite, review_of_file};
 use serde_json::{Value, json};
 
 use crate::common::{Rng, repo_path};
@@ -429,7 +429,7 @@ struct Subject {
 }
 
 fn read_docs(path: &Path) -> Vec<palisade::manifest::Document> {
-    palisade::sources::files::read_path(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    palisade::manifest::files::read_path(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 /// Every template under `roots` (and those their suites name elsewhere), with its corpus.
@@ -508,7 +508,7 @@ fn subjects(roots: &[PathBuf]) -> Vec<Subject> {
             }
         }
         // Templates without a suite too.
-        let files = palisade::sources::files::manifest_files(root).unwrap_or_default();
+        let files = palisade::manifest::files::manifest_files(root).unwrap_or_default();
         for file in files {
             let text = std::fs::read_to_string(&file).unwrap_or_default();
             if text.contains("kind: ConstraintTemplate") {

@@ -432,7 +432,7 @@ async fn generated_mutators_shape_resultants_and_never_real_objects() {
 fn the_webhook_is_sent_the_workloads_that_expand_into_judged_kinds() {
     let dir = tempfile::tempdir().unwrap();
     let policies = bundle_dir(dir.path(), &[]);
-    let bundle = palisade::sources::bundle::load_bundle(
+    let bundle = palisade::bundle::load(
         Path::new(&policies),
         &palisade::policy::EngineOptions::default(),
     )
@@ -463,7 +463,7 @@ fn the_webhook_is_sent_the_workloads_that_expand_into_judged_kinds() {
         CONSTRAINT.replace("  match:\n", "  match:\n    source: Original\n"),
     )
     .unwrap();
-    let bundle = palisade::sources::bundle::load_bundle(
+    let bundle = palisade::bundle::load(
         Path::new(&policies),
         &palisade::policy::EngineOptions::default(),
     )
@@ -504,9 +504,8 @@ fn a_suite_expansion_file_holds_expansion_templates_only() {
     )
     .unwrap();
     let results =
-        palisade::cli::verify::run_path(dir.path(), &palisade::policy::EngineOptions::default())
-            .unwrap();
-    let palisade::cli::verify::Outcome::Fail(why) = &results[0].outcome else {
+        palisade::suite::run_path(dir.path(), &palisade::policy::EngineOptions::default()).unwrap();
+    let palisade::suite::Outcome::Fail(why) = &results[0].outcome else {
         panic!("{results:?}")
     };
     assert!(

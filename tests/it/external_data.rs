@@ -838,6 +838,7 @@ async fn an_io_thread_never_waits_for_a_provider() {
             &palisade::inventory::Inventory::default(),
             palisade::admission::Endpoint::Validate,
             &both.1,
+            time::OffsetDateTime::now_utc(),
             Some(deadline),
         )
     };

@@ -1,11 +1,11 @@
-//! The fuzz corpora replayed through the fuzz targets' own entry points (`palisade::fuzzing`),
+//! The fuzz corpora replayed through the fuzz targets' own entry points (`palisade_core::fuzzing`),
 //! so that every saved input (the seeds, what the fuzzer found worth keeping, and every crash
 //! turned regression) runs in CI whether or not the machine can build libFuzzer.
 
 use std::path::PathBuf;
 use std::sync::LazyLock;
 
-use palisade::fuzzing::{self, Harness};
+use palisade_core::fuzzing::{self, Harness};
 
 use crate::common::repo_path;
 

@@ -9,8 +9,8 @@ use palisade::admission::{Endpoint, Review};
 use palisade::bundle::Bundle;
 use palisade::decide::Decider;
 use palisade::inventory::Inventory;
+use palisade::manifest::files as source;
 use palisade::policy::EngineOptions;
-use palisade::sources::{bundle::load_bundle, files as source};
 use serde_json::{Value, json};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
@@ -25,7 +25,9 @@ fn read(rel: &str) -> Value {
 fn default_bundle() -> (Bundle, Inventory) {
     let inventory =
         source::read_file(&Path::new(ROOT).join("tests/data/mutation/namespaces.yaml")).unwrap();
-    let bundle = load_bundle(&Path::new(ROOT).join("policies"), &EngineOptions::default()).unwrap();
+    let bundle =
+        palisade::bundle::load(&Path::new(ROOT).join("policies"), &EngineOptions::default())
+            .unwrap();
     (
         bundle,
         Inventory::from_objects(inventory.into_iter().map(|d| d.value)),
@@ -35,7 +37,14 @@ fn default_bundle() -> (Bundle, Inventory) {
 /// The patch the one decision path answers with, through /mutate.
 fn patch_of(set: &(Bundle, Inventory), review: &Review) -> Option<json_patch::Patch> {
     let decision = Decider::without_exemptions()
-        .decide(&set.0, &set.1, Endpoint::Mutate, review, None)
+        .decide(
+            &set.0,
+            &set.1,
+            Endpoint::Mutate,
+            review,
+            time::OffsetDateTime::now_utc(),
+            None,
+        )
         .unwrap();
     assert!(decision.response.allowed, "{:?}", decision.response);
     decision.response.patch.filter(|p| !p.0.is_empty())

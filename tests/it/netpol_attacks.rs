@@ -7,16 +7,17 @@
 use palisade::admission::{Review, decode};
 use palisade::bundle::Bundle;
 use palisade::inventory::Inventory;
+use palisade::manifest::files;
 use palisade::policy::{Action, EngineOptions};
-use palisade::sources::bundle::load_bundle;
-use palisade::sources::files;
 use serde_json::{Value, json};
 
 use crate::common::{fixture, repo_path, validate};
 
 fn bundle() -> &'static Bundle {
     static BUNDLE: std::sync::OnceLock<Bundle> = std::sync::OnceLock::new();
-    BUNDLE.get_or_init(|| load_bundle(&repo_path("policies"), &EngineOptions::default()).unwrap())
+    BUNDLE.get_or_init(|| {
+        palisade::bundle::load(&repo_path("policies"), &EngineOptions::default()).unwrap()
+    })
 }
 
 /// The labelled namespaces, the guides' default-deny and allow-dns in `payments`, and `others`.
@@ -507,7 +508,7 @@ fn the_guides_and_the_generated_policies_stay_admitted_together() {
                 .map(|d| d.value),
         );
     }
-    all.extend(palisade::cluster::generate::generated_policies("payments"));
+    all.extend(palisade::zero_trust::generated_policies("payments"));
     for p in &all {
         let others: Vec<Value> = all
             .iter()

@@ -1709,8 +1709,8 @@ fn each_fail_open_class_is_answered_as_opa_answers() {
 #[test]
 fn the_bundles_templates_stay_on_the_vm() {
     let mut found = 0;
-    for file in palisade::sources::files::manifest_files(&repo_path("policies")).unwrap() {
-        for doc in palisade::sources::files::read_path(&file).unwrap() {
+    for file in palisade::manifest::files::manifest_files(&repo_path("policies")).unwrap() {
+        for doc in palisade::manifest::files::read_path(&file).unwrap() {
             if doc.kind() != "ConstraintTemplate" {
                 continue;
             }

@@ -5,9 +5,9 @@ use std::process::Command;
 
 use crate::common::{passing_suites, repo_path};
 use palisade::bundle::Bundle;
-use palisade::cli::verify::{self as suite, Outcome, Summary};
+use palisade::manifest::files as source;
 use palisade::policy::EngineOptions;
-use palisade::sources::files as source;
+use palisade::suite::{self, Outcome, Summary};
 
 const BIN: &str = env!("CARGO_BIN_EXE_palisade");
 

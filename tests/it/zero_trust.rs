@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use crate::common::*;
 use palisade::bundle::Bundle;
 use palisade::cli::test as objects;
-use palisade::cli::verify::{self as suite, Expect};
+use palisade::manifest::files as source;
 use palisade::policy::{Action, EngineOptions};
-use palisade::sources::{bundle::load_bundle, files as source};
+use palisade::suite::{self, Expect};
 use serde_json::{Value, json};
 
 #[test]
@@ -53,7 +53,7 @@ fn every_policy_has_three_allowed_and_three_disallowed_cases() {
 }
 
 fn default_bundle() -> Bundle {
-    load_bundle(&repo_path("policies"), &EngineOptions::default()).unwrap()
+    palisade::bundle::load(&repo_path("policies"), &EngineOptions::default()).unwrap()
 }
 
 fn check(files: &[&str]) -> Vec<objects::Report> {
@@ -504,7 +504,7 @@ fn pod_security_catches_each_single_change_to_a_hardened_container() {
         ),
     ];
     let bundle_for = |vm: bool| {
-        load_bundle(
+        palisade::bundle::load(
             &repo_path("policies"),
             &EngineOptions {
                 vm,

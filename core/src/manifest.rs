@@ -1,5 +1,7 @@
 //! Kubernetes documents from manifest text: YAML or JSON, several documents per text, `List`s
-//! expanded. Reading files is `sources::files`; this module never touches the file system.
+//! expanded. Reading them from disk is [`files`].
+
+pub mod files;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -68,7 +68,7 @@ impl Action {
         }
     }
 
-    pub(crate) fn parse(s: &str) -> Option<Self> {
+    pub fn parse(s: &str) -> Option<Self> {
         match s {
             "deny" => Some(Action::Deny),
             "warn" => Some(Action::Warn),

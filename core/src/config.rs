@@ -22,7 +22,6 @@
 //! Nothing here can be changed by a tenant: namespaces are matched by name, never by a label or
 //! an annotation.
 
-use std::path::Path;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -181,16 +180,6 @@ impl Config {
             enforcement: rule.and_then(|r| r.enforcement).unwrap_or(self.enforcement),
             mutation: rule.and_then(|r| r.mutation).unwrap_or(true),
         }
-    }
-
-    /// Reads and checks a configuration file. The error names the file, the field and the fix.
-    pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            file: path.display().to_string(),
-            field: String::new(),
-            message: format!("cannot read the file: {e}"),
-        })?;
-        Self::parse(&text, &path.display().to_string())
     }
 
     /// Parses the YAML of a configuration file named `file` (for messages).

@@ -33,7 +33,6 @@ use crate::mutation::location::Location;
 use crate::mutation::{Mutator, Mutators};
 use crate::object::labels_of;
 use crate::policy::EngineOptions;
-use crate::sources::bundle::{load_bundle, load_inventory};
 
 /// Largest input the entry points look at; the server refuses bodies past its own limit long
 /// before they reach this code, and the fuzzer learns nothing from megabytes of noise.
@@ -51,9 +50,9 @@ impl Harness {
     /// The bundle at `policies`, the objects of `inventory` as the inventory, and the review
     /// files (`*.json`) of `seeds` as the reviews [`Harness::review_variant`] starts from.
     pub fn new(policies: &Path, inventory: &[PathBuf], seeds: &Path) -> anyhow::Result<Self> {
-        let bundle =
-            load_bundle(policies, &EngineOptions::default()).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let inventory = Inventory::from_objects(load_inventory(inventory)?);
+        let bundle = crate::bundle::load(policies, &EngineOptions::default())
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let inventory = Inventory::from_objects(crate::manifest::files::read_objects(inventory)?);
         let mut files: Vec<PathBuf> = std::fs::read_dir(seeds)
             .with_context(|| format!("reading {}", seeds.display()))?
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -112,16 +111,17 @@ impl Harness {
         for endpoint in [Endpoint::Validate, Endpoint::Mutate] {
             // No deadline: the bundle's policies are bounded by the input, and a hang is a
             // finding (libFuzzer's -timeout reports it).
-            let decision =
-                match self
-                    .decider
-                    .decide(&self.bundle, &self.inventory, endpoint, &review, None)
-                {
-                    Ok(d) => d,
-                    Err(e) => {
-                        unreachable_finding(&format!("out of time without a deadline: {e:?}"))
-                    }
-                };
+            let decision = match self.decider.decide(
+                &self.bundle,
+                &self.inventory,
+                endpoint,
+                &review,
+                time::OffsetDateTime::now_utc(),
+                None,
+            ) {
+                Ok(d) => d,
+                Err(e) => unreachable_finding(&format!("out of time without a deadline: {e:?}")),
+            };
             let wire: Value = match serde_json::from_slice(&decision.response.encode(review.uid()))
             {
                 Ok(v) => v,
@@ -163,6 +163,7 @@ impl Harness {
             &self.inventory,
             Endpoint::Mutate,
             &again,
+            time::OffsetDateTime::now_utc(),
             None,
         ) {
             Ok(d) => assert!(

@@ -1,5 +1,7 @@
 //! Gatekeeper's external data for validation: `Provider` documents, the `external_data` Rego
-//! builtin, and its HTTPS client.
+//! builtin, its cache, and the [`Transport`] through which the shell's HTTPS client reaches the
+//! providers (installed once per process with [`install`]; without one, every call fails as a
+//! provider that cannot be reached does).
 //!
 //! - A Provider is `externaldata.gatekeeper.sh` `Provider` with `spec.url` (https only, as
 //!   Gatekeeper requires since 3.11), `spec.timeout` (seconds) and `spec.caBundle` (base64 PEM),
@@ -16,10 +18,10 @@
 //! - Responses of idempotent providers are cached per (provider URL, key) for
 //!   `--external-data-cache-ttl` ([`CACHE_TTL`] by default), at most [`CACHE_ENTRIES`] keys.
 //!
-//! Templates are evaluated synchronously, on the blocking pool: the request runs on a runtime of
-//! its own (one thread, made on first use), and the evaluation thread waits for it on a channel,
-//! bounded by the timeout. No tokio runtime is entered from the evaluation thread, so one never
-//! nests. A review evaluated inline on an I/O thread moves to the blocking pool before a template
+//! Templates are evaluated synchronously, on the blocking pool: the transport's
+//! [`Client::post`] blocks the evaluation thread, bounded by the time it is given (the shell's
+//! client runs the request on a runtime of its own, so that no runtime is entered from the
+//! evaluation thread and one never nests). A review evaluated inline on an I/O thread moves to the blocking pool before a template
 //! that calls `external_data` runs (see [`Inline`]).
 
 use std::cell::Cell;
@@ -28,16 +30,6 @@ use std::sync::{Arc, LazyLock, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use http_body_util::{BodyExt as _, Full, Limited};
-use hyper::body::Bytes;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::histogram::Histogram;
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -54,20 +46,21 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3);
 pub const CACHE_TTL: Duration = Duration::from_secs(180);
 /// Most (provider, key) answers kept.
 pub const CACHE_ENTRIES: usize = 10_000;
-/// Largest ProviderResponse read.
-const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
-
-type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+/// Largest ProviderResponse a transport reads.
+pub const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
 
 /// One `Provider` of the bundle, with its client.
 pub struct Provider {
     pub name: String,
-    pub url: hyper::Uri,
+    /// `spec.url`, an https URL.
+    pub url: String,
+    /// The URL's host.
+    pub host: String,
     pub timeout: Duration,
     pub describe: String,
     /// What identifies the endpoint in the cache: a changed URL does not serve old answers.
     endpoint: String,
-    client: HttpsClient,
+    client: Arc<dyn Client>,
 }
 
 impl std::fmt::Debug for Provider {
@@ -154,12 +147,12 @@ pub fn parse(doc: &Document) -> Result<Provider, String> {
         .as_str()
         .filter(|u| !u.is_empty())
         .ok_or("spec.url: required, e.g. https://my-provider.my-namespace:8090/validate")?;
-    let url: hyper::Uri = url_text
-        .parse()
-        .map_err(|e| format!("spec.url: {url_text:?} is not a URL: {e}"))?;
-    match url.scheme_str() {
-        Some("https") => {}
-        Some("http") => {
+    let (scheme, host) = split_url(url_text).ok_or_else(|| {
+        format!("spec.url: {url_text:?} is not a URL: use https://host[:port]/path")
+    })?;
+    match scheme {
+        "https" => {}
+        "http" => {
             return Err(format!(
                 "spec.url: {url_text:?} uses http; Gatekeeper (3.11+) and Palisade require https: serve the provider over TLS and put its CA in spec.caBundle"
             ));
@@ -168,7 +161,7 @@ pub fn parse(doc: &Document) -> Result<Provider, String> {
             return Err(format!("spec.url: {url_text:?} must be an https:// URL"));
         }
     }
-    if url.host().is_none_or(str::is_empty) {
+    if host.is_empty() {
         return Err(format!("spec.url: {url_text:?} has no host"));
     }
     let timeout = match &spec["timeout"] {
@@ -189,84 +182,170 @@ pub fn parse(doc: &Document) -> Result<Provider, String> {
     let pem = base64::engine::general_purpose::STANDARD
         .decode(ca.trim())
         .map_err(|e| format!("spec.caBundle: not base64 ({e}); encode the PEM with cat ca.crt | base64 | tr -d '\\n'"))?;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(&pem) {
-        let cert = cert.map_err(|e| format!("spec.caBundle: not PEM certificates: {e}"))?;
-        roots
-            .add(cert)
-            .map_err(|e| format!("spec.caBundle: a certificate does not parse: {e}"))?;
-    }
-    if roots.is_empty() {
+    let certificates = pem_certificates(&pem)?;
+    if certificates == 0 {
         return Err("spec.caBundle: holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into());
     }
-    let client = client(roots).map_err(|e| format!("spec.caBundle: {e}"))?;
+    let client = match TRANSPORT.get() {
+        Some(transport) => transport
+            .client(url_text, &pem)
+            .map_err(|e| format!("spec.caBundle: {e}"))?,
+        None => Arc::new(Unreachable),
+    };
     Ok(Provider {
         name: name.to_owned(),
         endpoint: url_text.to_owned(),
-        url,
+        url: url_text.to_owned(),
+        host: host.to_owned(),
         timeout,
         describe: doc.describe(),
         client,
     })
 }
 
-fn client(roots: rustls::RootCertStore) -> Result<HttpsClient, String> {
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    // Gatekeeper requires TLS 1.3 of providers.
-    .with_protocol_versions(&[&rustls::version::TLS13])
-    .map_err(|e| e.to_string())?
-    .with_root_certificates(roots)
-    .with_client_cert_resolver(Arc::new(ServingCertificate));
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(config)
-        .https_only()
-        .enable_http1()
-        .build();
-    Ok(Client::builder(hyper_util::rt::TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(8)
-        .build(connector))
-}
-
-static CLIENT_CERTIFICATE: Mutex<Option<Arc<rustls::sign::CertifiedKey>>> = Mutex::new(None);
-
-/// Sets the certificate Palisade presents to providers: its serving certificate, replaced when
-/// that rotates.
-pub fn set_client_certificate(cert_pem: &[u8], key_pem: &[u8]) {
-    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key_pem).ok();
-    let chain: Vec<_> = CertificateDer::pem_slice_iter(cert_pem)
-        .filter_map(Result::ok)
-        .collect();
-    let certified = key.and_then(|key| {
-        let signing = rustls::crypto::ring::default_provider()
-            .key_provider
-            .load_private_key(key)
-            .ok()?;
-        Some(Arc::new(rustls::sign::CertifiedKey::new(chain, signing)))
-    });
-    *CLIENT_CERTIFICATE.lock().unwrap_or_else(|p| p.into_inner()) = certified;
-}
-
-/// Presents the serving certificate when a provider asks for one.
-#[derive(Debug)]
-struct ServingCertificate;
-
-impl rustls::client::ResolvesClientCert for ServingCertificate {
-    fn resolve(
-        &self,
-        _: &[&[u8]],
-        _: &[rustls::SignatureScheme],
-    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
-        CLIENT_CERTIFICATE
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+/// The scheme and host of `url` (`scheme://[user@]host[:port][/...]`), or `None` when it has no
+/// scheme.
+fn split_url(url: &str) -> Option<(&str, &str)> {
+    let (scheme, rest) = url.split_once("://")?;
+    if scheme.is_empty()
+        || !scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+    {
+        return None;
     }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = if let Some(v6) = host_port.strip_prefix('[') {
+        v6.split_once(']').map_or(v6, |(h, _)| h)
+    } else {
+        host_port.split(':').next().unwrap_or("")
+    };
+    Some((scheme, host))
+}
 
-    fn has_certs(&self) -> bool {
-        true
+/// How many certificates `pem` holds; an error names the block that is not a certificate. A
+/// block's body must be base64 of DER (an ASN.1 SEQUENCE whose length is the block's); the
+/// transport checks the rest when it builds its client.
+fn pem_certificates(pem: &[u8]) -> Result<usize, String> {
+    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+    const END: &str = "-----END CERTIFICATE-----";
+    let text = std::str::from_utf8(pem)
+        .map_err(|_| "spec.caBundle: not PEM certificates: the PEM is not text".to_owned())?;
+    let mut count = 0;
+    let mut rest = text;
+    while let Some(start) = rest.find(BEGIN) {
+        let after = &rest[start + BEGIN.len()..];
+        let end = after.find(END).ok_or_else(|| {
+            format!(
+                "spec.caBundle: not PEM certificates: certificate {} has no {END}",
+                count + 1
+            )
+        })?;
+        let body: String = after[..end]
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .collect();
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(&body)
+            .map_err(|e| format!("spec.caBundle: not PEM certificates: {e}"))?;
+        if !is_der_sequence(&der) {
+            return Err(format!(
+                "spec.caBundle: a certificate does not parse: certificate {} is not DER",
+                count + 1
+            ));
+        }
+        count += 1;
+        rest = &after[end + END.len()..];
+    }
+    Ok(count)
+}
+
+/// Whether `der` is one ASN.1 SEQUENCE spanning all of it.
+fn is_der_sequence(der: &[u8]) -> bool {
+    let [0x30, first, rest @ ..] = der else {
+        return false;
+    };
+    let (len, body) = if first & 0x80 == 0 {
+        (usize::from(*first), rest)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 || rest.len() < n {
+            return false;
+        }
+        let len = rest[..n]
+            .iter()
+            .fold(0usize, |l, b| (l << 8) | usize::from(*b));
+        (len, &rest[n..])
+    };
+    len == body.len() && len > 0
+}
+
+// ---------------------------------------------------------------------------------------------
+// The transport: how requests leave the process.
+
+/// What carries `ProviderRequest`s to the providers, and counts them: the shell's HTTPS client
+/// (`palisade::state::external`). One per process, installed with [`install`] before the bundle
+/// is loaded.
+pub trait Transport: Send + Sync + 'static {
+    /// A client for the provider at `url` that trusts only the CA certificates of `ca_pem`. The
+    /// error says what is wrong with them (it is reported as `spec.caBundle: <error>`).
+    fn client(&self, url: &str, ca_pem: &[u8]) -> Result<Arc<dyn Client>, String>;
+    /// Counts what happened to one call (the metrics).
+    fn observe(&self, provider: &str, event: Observed);
+}
+
+/// A client of one provider.
+pub trait Client: Send + Sync + 'static {
+    /// POSTs `body` (a `ProviderRequest`, JSON) and waits at most `budget` for the whole answer
+    /// (at most [`MAX_RESPONSE_BYTES`]). Blocks the calling thread.
+    fn post(&self, body: String, budget: Duration) -> Posted;
+}
+
+/// What a [`Client::post`] came to.
+#[derive(Debug)]
+pub enum Posted {
+    /// The provider answered with this status and body.
+    Answer { status: u16, body: Vec<u8> },
+    /// No answer within the budget.
+    TimedOut,
+    /// The request failed; the error and its causes, as one line.
+    Failed(String),
+}
+
+/// One thing to count.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Observed {
+    /// Keys answered from the cache.
+    CacheHits(u64),
+    /// Keys the cache could not answer.
+    CacheMisses(u64),
+    /// A request, how it ended (`ok`, `error` or `timeout`), and how long it took in seconds.
+    Request { result: &'static str, seconds: f64 },
+}
+
+static TRANSPORT: OnceLock<Arc<dyn Transport>> = OnceLock::new();
+
+/// Installs the process's transport; the first one stays (a process has one client).
+pub fn install(transport: Arc<dyn Transport>) {
+    let _ = TRANSPORT.set(transport);
+}
+
+fn observe(provider: &str, event: Observed) {
+    if let Some(transport) = TRANSPORT.get() {
+        transport.observe(provider, event);
+    }
+}
+
+/// The client of a process without a transport: every request fails, so a template that calls
+/// a provider sees the error (as it would for an unreachable one).
+struct Unreachable;
+
+impl Client for Unreachable {
+    fn post(&self, _: String, _: Duration) -> Posted {
+        Posted::Failed(
+            "failed to send external data request: this process has no external data client".into(),
+        )
     }
 }
 
@@ -471,24 +550,15 @@ fn call(providers: &Providers, request: &RegoRequest, ttl: Duration) -> anyhow::
             provider.name
         );
     }
-    let labels = ProviderLabels {
-        provider: provider.name.clone(),
-    };
     let hits = request.keys.len() - missing.len();
     if hits > 0 {
-        METRICS
-            .cache_hits
-            .get_or_create(&labels)
-            .inc_by(hits as u64);
+        observe(&provider.name, Observed::CacheHits(hits as u64));
     }
     if missing.is_empty() {
         // Gatekeeper leaves status_code 0 when no request was sent.
         return Ok(rego_response(responses, errors, 0, ""));
     }
-    METRICS
-        .cache_misses
-        .get_or_create(&labels)
-        .inc_by(missing.len() as u64);
+    observe(&provider.name, Observed::CacheMisses(missing.len() as u64));
 
     let deadline = DEADLINE.with(Cell::get);
     let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
@@ -498,10 +568,7 @@ fn call(providers: &Providers, request: &RegoRequest, ttl: Duration) -> anyhow::
     };
     let started = Instant::now();
     let outcome = fetch(provider, &missing, budget);
-    METRICS
-        .duration
-        .get_or_create(&labels)
-        .observe(started.elapsed().as_secs_f64());
+    let seconds = started.elapsed().as_secs_f64();
     let result = match &outcome {
         Fetched::Answer { .. } => "ok",
         Fetched::Failed {
@@ -509,13 +576,7 @@ fn call(providers: &Providers, request: &RegoRequest, ttl: Duration) -> anyhow::
         } => "timeout",
         Fetched::Failed { .. } => "error",
     };
-    METRICS
-        .requests
-        .get_or_create(&RequestLabels {
-            provider: provider.name.clone(),
-            result,
-        })
-        .inc();
+    observe(&provider.name, Observed::Request { result, seconds });
     match outcome {
         Fetched::Failed {
             timed_out: true, ..
@@ -612,39 +673,7 @@ enum Fetched {
     },
 }
 
-/// The runtime the requests run on, made on first use: never the caller's, so that a
-/// synchronous evaluation thread never enters (or blocks) a runtime it is part of.
-fn runtime() -> Result<&'static tokio::runtime::Runtime, String> {
-    static RUNTIME: OnceLock<Result<tokio::runtime::Runtime, String>> = OnceLock::new();
-    RUNTIME
-        .get_or_init(|| {
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .thread_name("palisade-external-data")
-                .enable_all()
-                .build()
-                .map_err(|e| format!("cannot start the external data client: {e}"))
-        })
-        .as_ref()
-        .map_err(Clone::clone)
-}
-
-/// The error and its causes, as one line (hyper's own text is only "client error (Connect)").
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        if !text.contains(&s_text) {
-            text.push_str(": ");
-            text.push_str(&s_text);
-        }
-        source = s.source();
-    }
-    text
-}
-
-fn fetch(provider: &Arc<Provider>, keys: &[String], budget: Duration) -> Fetched {
+fn fetch(provider: &Provider, keys: &[String], budget: Duration) -> Fetched {
     let failed = |error: String, timed_out: bool| Fetched::Failed {
         status: 500,
         error,
@@ -656,58 +685,26 @@ fn fetch(provider: &Arc<Provider>, keys: &[String], budget: Duration) -> Fetched
         "request": {"keys": keys},
     })
     .to_string();
-    let rt = match runtime() {
-        Ok(rt) => rt,
-        Err(e) => return failed(e, false),
-    };
-    let (tx, rx) = std::sync::mpsc::sync_channel(1);
-    let p = provider.clone();
-    rt.spawn(async move {
-        let request = async {
-            let req = hyper::Request::post(p.url.clone())
-                .header(hyper::header::CONTENT_TYPE, "application/json")
-                .body(Full::new(Bytes::from(body)))
-                .map_err(|e| format!("failed to create external data request: {e}"))?;
-            let rsp = p
-                .client
-                .request(req)
-                .await
-                .map_err(|e| format!("failed to send external data request: {}", chain(&e)))?;
-            let status = rsp.status().as_u16();
-            let bytes = Limited::new(rsp.into_body(), MAX_RESPONSE_BYTES)
-                .collect()
-                .await
-                .map_err(|e| format!("failed to read external data response: {e}"))?
-                .to_bytes();
-            Ok::<_, String>((status, bytes))
-        };
-        let _ = tx.send(tokio::time::timeout(budget, request).await);
-    });
-    let timed_out = || {
-        failed(
-            format!(
-                "failed to send external data request: no answer within {:?}",
-                budget
-            ),
+    match provider.client.post(body, budget) {
+        Posted::Answer { status, body } => {
+            match serde_json::from_slice::<ProviderResponse>(&body) {
+                Ok(response) => Fetched::Answer { status, response },
+                Err(e) => failed(
+                    format!("failed to unmarshal external data response (HTTP {status}): {e}"),
+                    false,
+                ),
+            }
+        }
+        Posted::Failed(error) => failed(error, false),
+        Posted::TimedOut => failed(
+            format!("failed to send external data request: no answer within {budget:?}"),
             true,
-        )
-    };
-    // The task stops itself at `budget`; the margin covers its scheduling.
-    match rx.recv_timeout(budget + Duration::from_millis(100)) {
-        Ok(Ok(Ok((status, bytes)))) => match serde_json::from_slice::<ProviderResponse>(&bytes) {
-            Ok(response) => Fetched::Answer { status, response },
-            Err(e) => failed(
-                format!("failed to unmarshal external data response (HTTP {status}): {e}"),
-                false,
-            ),
-        },
-        Ok(Ok(Err(error))) => failed(error, false),
-        Ok(Err(_)) | Err(_) => timed_out(),
+        ),
     }
 }
 
 // ---------------------------------------------------------------------------------------------
-// The cache and the metrics.
+// The cache.
 
 struct Cached {
     received: Instant,
@@ -717,44 +714,6 @@ struct Cached {
 /// Answers by (provider URL, key).
 static CACHE: LazyLock<Mutex<HashMap<(String, String), Cached>>> =
     LazyLock::new(|| Mutex::new(HashMap::new()));
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ProviderLabels {
-    pub provider: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RequestLabels {
-    pub provider: String,
-    /// ok, error or timeout.
-    pub result: &'static str,
-}
-
-/// What the external data client counts; registered by [`crate::runtime::metrics::Metrics`].
-pub struct ExternalMetrics {
-    pub requests: Family<RequestLabels, Counter>,
-    pub duration: Family<ProviderLabels, Histogram, fn() -> Histogram>,
-    pub cache_hits: Family<ProviderLabels, Counter>,
-    pub cache_misses: Family<ProviderLabels, Counter>,
-}
-
-fn duration_histogram() -> Histogram {
-    Histogram::new([
-        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-    ])
-}
-
-static METRICS: LazyLock<ExternalMetrics> = LazyLock::new(|| ExternalMetrics {
-    requests: Family::default(),
-    duration: Family::new_with_constructor(duration_histogram as fn() -> Histogram),
-    cache_hits: Family::default(),
-    cache_misses: Family::default(),
-});
-
-/// The process's external data metrics (shared by every registry that registers them).
-pub fn metrics() -> &'static ExternalMetrics {
-    &METRICS
-}
 
 // ---------------------------------------------------------------------------------------------
 // Load-time checks.
@@ -791,12 +750,13 @@ mod tests {
         parse(&docs[0])
     }
 
+    /// A PEM block holding a DER SEQUENCE: what the core checks of a CA bundle (the shell's
+    /// transport parses the certificate itself; its tests use real ones).
     fn ca_bundle() -> String {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let mut params = rcgen::CertificateParams::new(vec![]).unwrap();
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        let cert = params.self_signed(&key).unwrap();
-        base64::engine::general_purpose::STANDARD.encode(cert.pem())
+        let der = base64::engine::general_purpose::STANDARD.encode([0x30, 0x03, 0x02, 0x01, 0x01]);
+        base64::engine::general_purpose::STANDARD.encode(format!(
+            "-----BEGIN CERTIFICATE-----\n{der}\n-----END CERTIFICATE-----\n"
+        ))
     }
 
     #[test]
@@ -807,7 +767,7 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(p.timeout, Duration::from_secs(2));
-        assert_eq!(p.url.host(), Some("p.ns"));
+        assert_eq!(p.host, "p.ns");
         let p = provider(&format!("{{url: 'https://p', caBundle: {}}}", ca_bundle())).unwrap();
         assert_eq!(p.timeout, DEFAULT_TIMEOUT);
     }
@@ -858,6 +818,41 @@ mod tests {
         for (spec, want) in cases {
             let err = provider(&spec).unwrap_err();
             assert!(err.contains(want), "{spec}: {err}");
+        }
+    }
+
+    #[test]
+    fn urls_split_into_scheme_and_host() {
+        assert_eq!(
+            split_url("https://p.ns:8090/validate"),
+            Some(("https", "p.ns"))
+        );
+        assert_eq!(
+            split_url("https://u@[::1]:8443/x?y"),
+            Some(("https", "::1"))
+        );
+        assert_eq!(split_url("https://h"), Some(("https", "h")));
+        assert_eq!(split_url("https:///x"), Some(("https", "")));
+        assert_eq!(split_url("p.ns/validate"), None);
+        assert!(is_der_sequence(&[0x30, 0x81, 0x01, 0x00]));
+        assert!(!is_der_sequence(&[0x30, 0x02, 0x00]));
+        assert!(!is_der_sequence(&[0x31, 0x01, 0x00]));
+    }
+
+    #[test]
+    fn without_a_transport_a_call_fails_as_an_unreachable_provider() {
+        let p = provider(&format!("{{url: 'https://p', caBundle: {}}}", ca_bundle())).unwrap();
+        match fetch(&p, &["k".to_owned()], Duration::from_millis(10)) {
+            Fetched::Failed {
+                status,
+                error,
+                timed_out,
+            } => {
+                assert_eq!(status, 500);
+                assert!(!timed_out);
+                assert!(error.contains("no external data client"), "{error}");
+            }
+            Fetched::Answer { .. } => panic!("answered without a transport"),
         }
     }
 

@@ -3,9 +3,10 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::path::Path;
 use std::sync::Arc;
 
-pub mod cluster;
+pub mod overlay;
 
 use crate::expansion::Expansions;
 use crate::manifest::{Document, ManifestError};
@@ -660,6 +661,25 @@ impl Bundle {
     pub fn warnings(&self) -> &[Problem] {
         &self.warnings
     }
+}
+
+/// Reads and checks the bundle at `path` (a directory, searched recursively, or one file).
+pub fn load(path: &Path, options: &EngineOptions) -> Result<Bundle, BundleError> {
+    if !path.exists() {
+        return Err(BundleError::one(
+            path.display().to_string(),
+            "no such file or directory; point --policies at a directory of Gatekeeper templates and constraints",
+        ));
+    }
+    let docs = crate::manifest::files::read_path(path).map_err(|e| match e {
+        crate::manifest::files::FileError::Manifest(e) => BundleError::from(e),
+        e => BundleError::one("bundle", e.to_string()),
+    })?;
+    let bundle = Bundle::from_documents(docs, options)?;
+    for warning in bundle.warnings() {
+        tracing::warn!(%warning, "policy bundle");
+    }
+    Ok(bundle)
 }
 
 #[cfg(test)]

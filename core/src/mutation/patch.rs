@@ -154,12 +154,9 @@ mod tests {
     #[test]
     fn the_bundle_mutators_patch_the_captured_pod_to_what_they_compute() {
         // Every fixture pod through the real mutators: the patch must rebuild the result.
-        let bundle = crate::sources::bundle::load_bundle(
-            std::path::Path::new("policies"),
-            &Default::default(),
-        )
-        .unwrap();
-        let namespaces = std::fs::read_to_string("tests/data/mutation/namespaces.yaml").unwrap();
+        let bundle =
+            crate::bundle::load(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../policies")), &Default::default()).unwrap();
+        let namespaces = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/data/mutation/namespaces.yaml")).unwrap();
         let namespaces =
             crate::manifest::parse_str(&namespaces, std::path::Path::new("namespaces.yaml"))
                 .unwrap();
@@ -168,8 +165,8 @@ mod tests {
             .find(|d| d.name() == "payments")
             .map(|d| d.value.clone());
         for fixture in [
-            "tests/data/admission/mutate-create-pod.json",
-            "tests/data/bench/mutate-pod-5-containers.json",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/data/admission/mutate-create-pod.json"),
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/data/bench/mutate-pod-5-containers.json"),
         ] {
             let bytes = std::fs::read(fixture).unwrap();
             let review = crate::admission::decode(&bytes).unwrap();

@@ -316,7 +316,7 @@ impl IpSet {
 
     /// Every boundary inside this set's ranges, for splitting peers into pieces that rules treat
     /// alike: the first address of each range and the one after its last.
-    pub(crate) fn cuts(&self, out: &mut Vec<(Family, u128)>) {
+    pub fn cuts(&self, out: &mut Vec<(Family, u128)>) {
         for family in [Family::V4, Family::V6] {
             for &(a, b) in self.ranges(family) {
                 out.push((family, a));
@@ -330,13 +330,13 @@ impl IpSet {
     }
 
     /// One range, from `first` to `last` in a family.
-    pub(crate) fn range(family: Family, first: u128, last: u128) -> Self {
+    pub fn range(family: Family, first: u128, last: u128) -> Self {
         let mut set = Self::empty();
         set.ranges_mut(family).push((first, last));
         set
     }
 
-    pub(crate) fn max_of(family: Family) -> u128 {
+    pub fn max_of(family: Family) -> u128 {
         match family {
             Family::V4 => V4_MAX,
             Family::V6 => u128::MAX,

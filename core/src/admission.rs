@@ -513,7 +513,7 @@ struct WireStatus<'a> {
 mod tests {
     use super::*;
 
-    const POD: &str = include_str!("../tests/data/admission/validate-create-pod.json");
+    const POD: &str = include_str!("../../tests/data/admission/validate-create-pod.json");
 
     fn encoded(rsp: &Response, uid: &str) -> Value {
         serde_json::from_slice(&rsp.encode(uid)).unwrap()
@@ -608,7 +608,7 @@ mod tests {
 
     #[test]
     fn delete_reviews_present_the_old_object() {
-        let body = include_str!("../tests/data/admission/validate-delete-networkpolicy.json");
+        let body = include_str!("../../tests/data/admission/validate-delete-networkpolicy.json");
         let review = decode(body.as_bytes()).unwrap();
         assert_eq!(review.object()["metadata"]["name"], "default-deny-all");
         assert_eq!(review.object(), review.old_object());
@@ -617,7 +617,7 @@ mod tests {
 
     #[test]
     fn a_namespace_is_its_own_effective_namespace() {
-        let body = include_str!("../tests/data/admission/validate-create-namespace.json");
+        let body = include_str!("../../tests/data/admission/validate-create-namespace.json");
         let review = decode(body.as_bytes()).unwrap();
         assert!(review.object_ref().is_namespace());
         assert_eq!(review.object_ref().effective_namespace(), "payments");

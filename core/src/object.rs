@@ -200,7 +200,7 @@ mod tests {
     #[test]
     fn direct_conversion_equals_regorus_own() {
         use serde::Deserialize as _;
-        let body = include_str!("../tests/data/admission/validate-update-pod.json");
+        let body = include_str!("../../tests/data/admission/validate-update-pod.json");
         let json: Value = serde_json::from_str(body).unwrap();
         let extra =
             serde_json::json!({"n": [1, -2, 3.5, 18446744073709551615u64, null, true, {"": "x"}]});

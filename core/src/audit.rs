@@ -11,11 +11,11 @@ use serde_json::Value;
 
 use crate::admission::{Endpoint, Review};
 use crate::bundle::Bundle;
-use crate::cluster::generate::Scope;
 use crate::decide::Decider;
 use crate::inventory::Inventory;
 use crate::object::ObjectRef;
 use crate::policy::{Point, Violation};
+use crate::zero_trust::Scope;
 
 /// What the audit found on one object.
 #[derive(Debug, Clone)]
@@ -35,13 +35,15 @@ pub enum Presented {
 }
 
 /// Evaluates each object with `decider` (without its rollout caps: a report says what each
-/// constraint says). An object in an exempt namespace is left out, as the webhook never sees it.
+/// constraint says), at the time `now` (the audit's start). An object in an exempt namespace is
+/// left out, as the webhook never sees it.
 pub fn evaluate(
     decider: &Decider,
     bundle: &Bundle,
     inventory: &Inventory,
     objects: impl IntoIterator<Item = Value>,
     presented: Presented,
+    now: time::OffsetDateTime,
 ) -> Vec<Finding> {
     let decider = decider.uncapped().at_point(Point::Audit);
     objects
@@ -55,7 +57,7 @@ pub fn evaluate(
             // Without a deadline each template has its own timeout, so this cannot run out of
             // time; a timed-out template is a violation (fail closed).
             let decision = decider
-                .decide(bundle, inventory, Endpoint::Validate, &review, None)
+                .decide(bundle, inventory, Endpoint::Validate, &review, now, None)
                 .ok()?;
             (!decision.exempt).then(|| Finding {
                 object: review.object_ref().clone(),

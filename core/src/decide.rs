@@ -136,15 +136,17 @@ impl Decider {
         bundle.excludes(process, review.object_ref().effective_namespace())
     }
 
-    /// Decides one review with `bundle` against `inventory`. With a `deadline`, templates stop
-    /// when it passes and the result is [`OutOfTime`]; without, each template has its
-    /// `--eval-timeout`.
+    /// Decides one review with `bundle` against `inventory`, at the time `now` (what a
+    /// break-glass request's expiry and a grant's stamp are measured against). With a
+    /// `deadline`, templates stop when it passes and the result is [`OutOfTime`]; without, each
+    /// template has its `--eval-timeout`.
     pub fn decide(
         &self,
         bundle: &Bundle,
         inventory: &Inventory,
         endpoint: Endpoint,
         review: &Review,
+        now: time::OffsetDateTime,
         deadline: Option<Instant>,
     ) -> Result<Decision, OutOfTime> {
         if self.is_exempt(review) || self.excluded_by_config(bundle, endpoint, review) {
@@ -161,7 +163,7 @@ impl Decider {
             &self.own_namespace,
             &self.grant_keys,
             review,
-            time::OffsetDateTime::now_utc(),
+            now,
         );
         let namespace = namespace_object(review, inventory);
         let (response, violations) = match endpoint {
@@ -338,10 +340,7 @@ pub fn bypassed_constraints(violations: &[Violation]) -> Vec<String> {
 }
 
 /// The Namespace of the object: the review's `namespaceObject`, else the inventory's.
-pub(crate) fn namespace_object<'a>(
-    review: &'a Review,
-    inventory: &'a Inventory,
-) -> Option<&'a Value> {
+pub fn namespace_object<'a>(review: &'a Review, inventory: &'a Inventory) -> Option<&'a Value> {
     if let Some(given) = review.namespace_object() {
         return Some(given);
     }
