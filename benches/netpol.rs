@@ -256,7 +256,7 @@ fn explain_scale(namespaces: usize) {
     let before = peak_rss_mib();
     for json in [false, true] {
         let t = Instant::now();
-        let docs = palisade::cli::test::read_inputs(&[file.display().to_string()]).unwrap();
+        let docs = palisade::cli::args::read_inputs(&[file.display().to_string()]).unwrap();
         let world = World::read(&docs).unwrap();
         let explained = explain::explain(&world, &Filter::default());
         let mut out = std::io::BufWriter::new(std::io::sink());

@@ -20,11 +20,12 @@ pub use palisade_core::{
     mutation, netpol, object, podpaths, policy, suite, webhooks, zero_trust,
 };
 
-pub mod certs;
 pub mod cli;
 pub mod cluster;
-pub mod runtime;
-pub mod sources;
+pub mod server;
+pub mod state;
+pub mod telemetry;
+pub mod tls;
 
 use std::process::ExitCode;
 

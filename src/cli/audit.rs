@@ -12,7 +12,7 @@ use clap::{Args, ValueEnum};
 use serde_json::Value;
 
 use super::EvalArgs;
-use super::test::read_inputs;
+use super::args::read_inputs;
 use crate::audit::{self, Presented, report};
 use crate::decide::Decider;
 use crate::inventory::Inventory;

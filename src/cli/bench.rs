@@ -10,7 +10,7 @@ use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use serde_json::{Value, json};
 
-use super::test::ObjectArgs;
+use super::args::ObjectArgs;
 use super::{EvalArgs, OutputFormat};
 use crate::admission::{Endpoint, Review};
 use crate::bundle::Bundle;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 
-use crate::certs::{self, CertSpec};
+use crate::tls::certs::{self, CertSpec};
 
 #[derive(Debug, Subcommand)]
 pub enum CertsCommand {

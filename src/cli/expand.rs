@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use serde_json::Value;
 
-use super::test::read_inputs;
+use super::args::read_inputs;
 use crate::admission::Review;
 use crate::bundle::MUTATIONS_GROUP;
 use crate::expansion::{EXPANSION_GROUP, Expansions, KIND};

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand};
 
 use super::OutputFormat;
-use super::test::read_inputs;
+use super::args::read_inputs;
 use crate::netpol::ip::{Cidr, IpSet};
 use crate::netpol::model::Labels;
 use crate::netpol::{self, Endpoint, Protocol, Side, World, explain};

@@ -10,26 +10,23 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Args;
 
-use super::{EvalArgs, LogArgs};
-use crate::bundle::SyncKind;
-use crate::certs::{self, CertSpec};
-use crate::cluster::audit::Auditor;
-use crate::cluster::certs::{CertManager, CertManagerConfig};
-use crate::cluster::lease::{Elector, LeaseConfig};
-use crate::cluster::{self as kube_cluster, CertArgs, ClusterArgs, LabelSelector};
+use super::args::{CertArgs, ClusterArgs, EvalArgs, LogArgs};
+use crate::cluster::certs::CertManagerConfig;
+use crate::cluster::leader::{self, ClusterWiring, LeaderOptions, Served};
+use crate::cluster::lease::LeaseConfig;
+use crate::cluster::{self as kube_cluster};
 use crate::decide::Decider;
 use crate::policy::Action;
-use crate::runtime::logging;
-use crate::runtime::metrics::Metrics;
-use crate::runtime::server::{
-    App, BackgroundTask, GenerationGate, Limits, Readiness, Server, ServerOptions, health_router,
-};
-use crate::runtime::tls::{TlsPaths, TlsStore};
-use crate::sources::bundle::FileSources;
-use crate::sources::config::{ConfigSource, Overrides};
-use crate::sources::hotswap::HotSwap;
-use crate::sources::watch::parent_dir;
-use crate::zero_trust::Scope;
+use crate::server::{App, Limits, Server, ServerOptions, health_router};
+use crate::state::bundle::FileSources;
+use crate::state::config::{ConfigSource, Overrides};
+use crate::state::readiness::Readiness;
+use crate::state::watch::parent_dir;
+use crate::telemetry::logging;
+use crate::telemetry::metrics::Metrics;
+use crate::tls::certs::{self, CertSpec};
+use crate::tls::store::{TlsPaths, TlsStore};
+use crate::zero_trust::{LabelSelector, Scope};
 
 /// Service and namespace named in development certificates.
 const DEV_SERVICE: &str = "palisade";
@@ -152,7 +149,7 @@ impl ServeArgs {
     /// Starts the runtime, loads everything, binds both ports, and serves until SIGTERM or
     /// SIGINT.
     pub(crate) fn run(self) -> anyhow::Result<ExitCode> {
-        logging::init(&self.log)?;
+        logging::init(&self.log.log_level, self.log.log_format)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
@@ -295,7 +292,11 @@ impl ServeArgs {
             .default_deny_selector
             .parse()
             .map_err(|e| anyhow::anyhow!("--default-deny-selector: {e}"))?;
-        let connection = kube_cluster::connect(&cluster).await?;
+        let connection = if cluster.no_cluster {
+            None
+        } else {
+            kube_cluster::connect(cluster.kubeconfig.as_deref()).await?
+        };
         match &connection {
             Some(c) => tracing::info!(mode = "cluster", source = %c.source, server = %c.server,
                 generate_default_deny = cluster.generate_default_deny,
@@ -327,12 +328,22 @@ impl ServeArgs {
             );
         }
         let wiring = match connection {
-            Some(connection) => wire_cluster(
+            Some(connection) => leader::wire(
                 connection.client,
-                &cluster,
+                LeaderOptions {
+                    generate_default_deny: cluster.generate_default_deny,
+                    generation_wait: cluster.generation_wait,
+                    lease: LeaseConfig {
+                        name: cluster.lease_name.clone(),
+                        namespace: kube_cluster::pod_namespace(&own_namespace),
+                        identity: kube_cluster::lease::identity(cluster.pod_name.as_deref()),
+                        duration: cluster.lease_duration,
+                        renew_deadline: cluster.lease_renew_deadline,
+                        retry_period: cluster.lease_retry_period,
+                    },
+                },
                 cert_manager,
                 scope,
-                own_namespace,
                 Served {
                     sources: &sources,
                     decider: decider.clone(),
@@ -403,133 +414,6 @@ async fn probes_only(
         "/healthz" | "/readyz" => next.run(request).await,
         _ => axum::response::IntoResponse::into_response(axum::http::StatusCode::NOT_FOUND),
     }
-}
-
-/// What the server already serves, which the cluster side reads and reports into.
-struct Served<'a> {
-    sources: &'a Arc<FileSources>,
-    decider: Arc<HotSwap<Decider>>,
-    readiness: Arc<Readiness>,
-    metrics: Arc<Metrics>,
-}
-
-/// What a cluster connection adds to the server.
-#[derive(Default)]
-struct ClusterWiring {
-    gate: Option<GenerationGate>,
-    tasks: Vec<BackgroundTask>,
-    stop_hooks: Vec<BackgroundTask>,
-}
-
-/// The inventory feed, leader election and, while leading, the default-deny generator and the
-/// background audit; and the gate that holds reviews back for the feed and the generator.
-fn wire_cluster(
-    client: kube::Client,
-    cluster: &ClusterArgs,
-    cert_manager: Option<CertManagerConfig>,
-    scope: Scope,
-    own_namespace: String,
-    served: Served<'_>,
-) -> anyhow::Result<ClusterWiring> {
-    let Served {
-        sources,
-        decider,
-        readiness,
-        metrics,
-    } = served;
-    let bundle = sources.bundle();
-    readiness.set_inventory_synced(false);
-    readiness.set_cluster_policies_listed(false);
-    let kinds = kube_cluster::inventory::synced_kinds(&bundle.load());
-    let namespaces_synced = kinds.contains(&SyncKind::namespace());
-    // Reviews wait for the feed and the generator only where what they wait for is watched: a
-    // namespace not seen yet (Namespaces synced), a default-deny not generated yet (generation
-    // on and NetworkPolicies synced).
-    let generated = cluster.generate_default_deny && kinds.contains(&SyncKind::network_policy());
-    let gate = (generated || namespaces_synced).then(|| GenerationGate {
-        scope: generated.then(|| scope.clone()),
-        wait: cluster.generation_wait,
-        namespaces_synced,
-    });
-    let auditor = Auditor {
-        client: client.clone(),
-        decider,
-        bundle: bundle.clone(),
-        inventory: sources.inventory(),
-        synced: kinds.clone(),
-        scope: scope.clone(),
-        metrics: metrics.clone(),
-        readiness: readiness.clone(),
-    };
-    let feed = kube_cluster::inventory::run(
-        client.clone(),
-        bundle,
-        sources.inventory(),
-        readiness.clone(),
-        metrics.clone(),
-    );
-
-    let lease = LeaseConfig {
-        name: cluster.lease_name.clone(),
-        namespace: kube_cluster::pod_namespace(&own_namespace),
-        identity: kube_cluster::lease::identity(cluster.pod_name.as_deref()),
-        duration: cluster.lease_duration,
-        renew_deadline: cluster.lease_renew_deadline,
-        retry_period: cluster.lease_retry_period,
-    };
-    lease.validate().map_err(anyhow::Error::msg)?;
-    tracing::info!(identity = %lease.identity, lease = %format!("{}/{}", lease.namespace, lease.name), "leader election on a Lease");
-    let policies = kube_cluster::policies::PolicyFeed {
-        client: client.clone(),
-        sources: sources.clone(),
-        identity: lease.identity.clone(),
-        own_namespace: lease.namespace.clone(),
-        readiness: readiness.clone(),
-    };
-    let mut elector = Elector::new(client.clone(), lease);
-    let releaser = elector.releaser();
-    let generate = cluster.generate_default_deny;
-    let leader = async move {
-        let (leading, mut led) = tokio::sync::watch::channel(false);
-        let background = async {
-            loop {
-                // Wait to lead, work while leading, stop the moment it ends.
-                if led.wait_for(|l| *l).await.is_err() {
-                    return;
-                }
-                let generator = async {
-                    if generate {
-                        kube_cluster::generate::run(client.clone(), scope.clone(), metrics.clone())
-                            .await;
-                    } else {
-                        std::future::pending::<()>().await;
-                    }
-                };
-                let certificates = async {
-                    match &cert_manager {
-                        Some(config) => {
-                            CertManager::new(client.clone(), config.clone(), metrics.clone())
-                                .run()
-                                .await;
-                        }
-                        None => std::future::pending::<()>().await,
-                    }
-                };
-                tokio::select! {
-                    _ = futures::future::join3(generator, auditor.clone().run(), certificates) => {}
-                    _ = led.wait_for(|l| !*l) => {
-                        tracing::info!("default-deny generator, audit and certificate manager stopped: no longer the leader");
-                    }
-                }
-            }
-        };
-        tokio::join!(elector.run(leading, metrics.cluster()), background);
-    };
-    Ok(ClusterWiring {
-        gate,
-        tasks: vec![Box::pin(feed), Box::pin(policies.run()), Box::pin(leader)],
-        stop_hooks: vec![Box::pin(async move { releaser.release().await })],
-    })
 }
 
 fn parse_action(s: &str) -> Result<Action, String> {

@@ -3,92 +3,19 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::Read as _;
-use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::Args;
 use serde_json::{Value, json};
 
-use super::{EvalArgs, OutputFormat};
+use super::args::{EvalArgs, ObjectArgs, OutputFormat};
 use crate::admission::{Endpoint, Response};
 use crate::bundle::Bundle;
 use crate::decide::Decider;
 use crate::inventory::Inventory;
-use crate::manifest::files;
-use crate::manifest::{self, Document};
+use crate::manifest::Document;
 use crate::policy::Violation;
 use crate::suite::review_of;
-
-/// What `test` and `bench` decide: objects, the bundle, and the inventory.
-#[derive(Debug, Clone, Args)]
-pub struct ObjectArgs {
-    /// Objects to evaluate: a file, a directory, or - for standard input (repeatable). YAML or
-    /// JSON, several documents, Lists and AdmissionReviews (bare objects are reviewed as CREATE).
-    /// As with gator, ConstraintTemplates, Constraints and the other Gatekeeper kinds may be
-    /// given here too: they are then the policy bundle (with `--policies` only when it is set).
-    #[arg(short = 'f', long = "filename", required = true)]
-    pub inputs: Vec<String>,
-    /// The policy bundle [default: policies, unless `-f` gives the policies].
-    #[arg(long, env = "PALISADE_POLICIES")]
-    pub policies: Option<PathBuf>,
-    /// More objects for data.inventory: files or directories, repeatable or comma-separated (the
-    /// objects under test are always included).
-    #[arg(long, value_delimiter = ',')]
-    pub inventory: Vec<PathBuf>,
-}
-
-impl ObjectArgs {
-    /// The bundle (with `eval`'s engine options), the documents, and the inventory objects
-    /// (without the documents).
-    ///
-    /// gator's form, `-f templates/ -f constraints/ -f objects/`, works too: the Gatekeeper
-    /// documents among the inputs are the bundle (joined by `--policies` when it is set), the
-    /// rest are the objects. Policies without objects to test are an error.
-    pub fn load(&self, eval: &EvalArgs) -> anyhow::Result<(Bundle, Vec<Document>, Vec<Value>)> {
-        let (policies, docs): (Vec<Document>, Vec<Document>) = read_inputs(&self.inputs)
-            .map_err(anyhow::Error::msg)?
-            .into_iter()
-            .partition(is_gatekeeper_policy);
-        let policies_given = !policies.is_empty();
-        let bundle = if policies.is_empty() {
-            let path = self
-                .policies
-                .clone()
-                .unwrap_or_else(|| PathBuf::from("policies"));
-            crate::bundle::load(&path, &eval.options())
-                .with_context(|| format!("cannot load the policy bundle at {}", path.display()))?
-        } else {
-            let mut all = match &self.policies {
-                Some(path) => files::read_path(path).with_context(|| {
-                    format!("cannot read the policy bundle at {}", path.display())
-                })?,
-                None => Vec::new(),
-            };
-            all.extend(policies);
-            let bundle = Bundle::from_documents(all, &eval.options())
-                .context("cannot load the policies given with -f")?;
-            for warning in bundle.warnings() {
-                tracing::warn!(%warning, "policy bundle");
-            }
-            bundle
-        };
-        if docs.is_empty() {
-            anyhow::bail!(
-                "no object in {}: -f gave {} but nothing to decide; add the objects (a file, a directory or -) with another -f",
-                self.inputs.join(", "),
-                if policies_given {
-                    "only policies"
-                } else {
-                    "no documents"
-                }
-            );
-        }
-        let inventory = files::read_objects(&self.inventory)?;
-        Ok((bundle, docs, inventory))
-    }
-}
 
 #[derive(Debug, Clone, Args)]
 pub struct TestArgs {
@@ -143,31 +70,6 @@ impl Report {
         };
         crate::object::ObjectRef::of(obj).to_string()
     }
-}
-
-/// Whether a document is part of a Gatekeeper policy bundle (a template, a constraint, a mutator,
-/// an expansion template, a provider, a Config or SyncSet) rather than an object to test.
-fn is_gatekeeper_policy(doc: &Document) -> bool {
-    doc.group().ends_with(".gatekeeper.sh") && doc.group() != "test.gatekeeper.sh"
-}
-
-/// Reads objects from files, directories, or `-` for standard input.
-pub fn read_inputs(inputs: &[String]) -> Result<Vec<Document>, String> {
-    let mut docs = Vec::new();
-    for input in inputs {
-        if input == "-" {
-            let mut text = String::new();
-            std::io::stdin()
-                .read_to_string(&mut text)
-                .map_err(|e| format!("cannot read standard input: {e}"))?;
-            docs.extend(
-                manifest::parse_str(&text, Path::new("<stdin>")).map_err(|e| e.to_string())?,
-            );
-        } else {
-            docs.extend(files::read_path(Path::new(input)).map_err(|e| e.to_string())?);
-        }
-    }
-    Ok(docs)
 }
 
 /// Evaluates every object. The inventory holds `inventory` plus the objects themselves, so that

@@ -19,9 +19,9 @@ use crate::audit::{self, Presented, report};
 use crate::bundle::{Bundle, SyncKind};
 use crate::cluster::inventory::typed;
 use crate::decide::Decider;
-use crate::runtime::metrics::{AuditViolationLabels, Metrics, ResultLabels};
-use crate::sources::hotswap::HotSwap;
-use crate::sources::inventory::InventoryStore;
+use crate::state::hotswap::HotSwap;
+use crate::state::inventory::InventoryStore;
+use crate::telemetry::metrics::{AuditViolationLabels, Metrics, ResultLabels};
 use crate::zero_trust::Scope;
 
 /// The field manager of the reports.
@@ -44,7 +44,7 @@ pub struct Auditor {
     /// The audit waits for the feed's first complete list (before it, namespaces would be
     /// missing and every namespaced object would fail closed) and for the cluster's policies
     /// (before them, its reports would miss their constraints).
-    pub readiness: Arc<crate::runtime::server::Readiness>,
+    pub readiness: Arc<crate::state::readiness::Readiness>,
 }
 
 /// What one run found, for tests and logs.
@@ -178,7 +178,7 @@ impl Auditor {
             let (decider, bundle, inventory) = (decider.clone(), bundle.clone(), inventory.clone());
             // Behind reviews when they need the core.
             evaluated.extend(
-                crate::runtime::in_background("audit", move || {
+                crate::state::background::in_background("audit", move || {
                     audit::evaluate(
                         &decider,
                         &bundle,

@@ -36,8 +36,8 @@ use kube::api::{Api, ApiResource, DynamicObject, ObjectMeta, PostParams};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::certs::{self, CertInfo, CertSpec, Pair};
-use crate::runtime::metrics::Metrics;
+use crate::telemetry::metrics::Metrics;
+use crate::tls::certs::{self, CertInfo, CertSpec, Pair};
 
 pub const TRUSTED_SINCE: &str = "palisade.dev/ca-trusted-since";
 pub const ISSUED_AT: &str = "palisade.dev/issued-at";

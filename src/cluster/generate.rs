@@ -24,7 +24,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use serde_json::{Value, json};
 
-use crate::runtime::metrics::{Metrics, ReasonLabels};
+use crate::telemetry::metrics::{Metrics, ReasonLabels};
 use crate::zero_trust::{ALLOW_DNS, DEFAULT_DENY, FIELD_MANAGER, Scope, generated_policies};
 
 /// How often every namespace is checked again, even without an event.

@@ -19,10 +19,10 @@ use tokio::task::JoinSet;
 use crate::bundle::{Bundle, SyncKind};
 use crate::inventory::Change;
 use crate::object::ObjectRef;
-use crate::runtime::metrics::{ClusterMetrics, KindLabels, Metrics};
-use crate::runtime::server::Readiness;
-use crate::sources::hotswap::HotSwap;
-use crate::sources::inventory::InventoryStore;
+use crate::state::hotswap::HotSwap;
+use crate::state::inventory::InventoryStore;
+use crate::state::readiness::Readiness;
+use crate::telemetry::metrics::{ClusterMetrics, KindLabels, Metrics};
 
 /// Longest time a change waits for others to join its batch.
 const BATCH_WINDOW: Duration = Duration::from_millis(20);

@@ -20,7 +20,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, PostParams};
 use tokio::sync::watch;
 
-use crate::runtime::metrics::ClusterMetrics;
+use crate::telemetry::metrics::ClusterMetrics;
 
 #[derive(Debug, Clone)]
 pub struct LeaseConfig {

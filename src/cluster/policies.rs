@@ -21,8 +21,8 @@ use tokio::task::AbortHandle;
 use super::inventory::{RetryBackoff, typed};
 use crate::bundle::overlay::{CONFIG_GROUP, ClusterPolicies, SYNCSET_GROUP, Tracked};
 use crate::bundle::{CONSTRAINTS_GROUP, MUTATIONS_GROUP, TEMPLATES_GROUP};
-use crate::runtime::server::Readiness;
-use crate::sources::bundle::FileSources;
+use crate::state::bundle::FileSources;
+use crate::state::readiness::Readiness;
 
 /// The field manager of the constraint CRDs.
 pub const CRD_MANAGER: &str = "palisade";

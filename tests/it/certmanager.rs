@@ -152,7 +152,9 @@ async fn the_leader_creates_the_certificates_and_fills_in_both_ca_bundles() {
     let rsp = review_trusting(&server, &ca_pem).await.unwrap();
     assert_eq!(rsp.status, 200);
     // A client trusting another CA is refused: the certificate really comes from this CA.
-    let other = palisade::certs::generate(&palisade::certs::CertSpec::new("palisade", NS)).unwrap();
+    let other =
+        palisade::tls::certs::generate(&palisade::tls::certs::CertSpec::new("palisade", NS))
+            .unwrap();
     assert!(
         review_trusting(&server, other.ca_cert_pem.as_bytes())
             .await
@@ -167,10 +169,11 @@ async fn the_leader_creates_the_certificates_and_fills_in_both_ca_bundles() {
         ),
         Some(1.0)
     );
-    let served =
-        palisade::certs::parse_pem(std::str::from_utf8(&secret_file(&tls, "tls.crt")).unwrap())
-            .unwrap()
-            .remove(0);
+    let served = palisade::tls::certs::parse_pem(
+        std::str::from_utf8(&secret_file(&tls, "tls.crt")).unwrap(),
+    )
+    .unwrap()
+    .remove(0);
     assert_eq!(
         metric(
             &metrics,
@@ -239,7 +242,7 @@ async fn an_expiring_serving_certificate_is_renewed_and_picked_up() {
     .await;
     assert!(renewed, "the serving certificate was not renewed");
     let parse = |pem: &[u8]| {
-        palisade::certs::parse_pem(std::str::from_utf8(pem).unwrap())
+        palisade::tls::certs::parse_pem(std::str::from_utf8(pem).unwrap())
             .unwrap()
             .remove(0)
     };
@@ -314,7 +317,7 @@ async fn a_ca_rotation_fails_no_review() {
             let mut failures = Vec::new();
             while !stop.load(Ordering::Relaxed) {
                 let bundle = ca_bundles(&api).remove(0);
-                let cas = palisade::certs::parse_pem(std::str::from_utf8(&bundle).unwrap())
+                let cas = palisade::tls::certs::parse_pem(std::str::from_utf8(&bundle).unwrap())
                     .map_or(0, |c| c.len());
                 max_cas.fetch_max(cas, Ordering::Relaxed);
                 sent.fetch_add(1, Ordering::Relaxed);
@@ -505,9 +508,9 @@ async fn a_broken_ca_secret_is_left_alone_until_deleted() {
         serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}),
     )
     .unwrap();
-    let spec = palisade::certs::CertSpec::new("palisade", NS);
-    let one = palisade::certs::generate(&spec).unwrap();
-    let two = palisade::certs::generate(&spec).unwrap();
+    let spec = palisade::tls::certs::CertSpec::new("palisade", NS);
+    let one = palisade::tls::certs::generate(&spec).unwrap();
+    let two = palisade::tls::certs::generate(&spec).unwrap();
     let enc = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
     let broken = api
         .create(serde_json::json!({"apiVersion": "v1", "kind": "Secret",

@@ -12,7 +12,7 @@ use clap::Parser;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use palisade::cli::{Cli, Command};
-use palisade::runtime::server::Server;
+use palisade::server::Server;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

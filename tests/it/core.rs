@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 use palisade::cli::test as objects;
 use palisade::manifest::files;
 use palisade::policy::EngineOptions;
-use palisade::runtime::metrics::Metrics;
-use palisade::sources::bundle::FileSources;
+use palisade::state::bundle::FileSources;
 use palisade::suite::{self, Outcome};
+use palisade::telemetry::metrics::Metrics;
 use serde_json::json;
 
 use crate::common::*;

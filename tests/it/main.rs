@@ -18,6 +18,7 @@ mod external_data;
 mod fuzz;
 mod gatekeeper_kinds;
 mod hostile;
+mod layering;
 mod mutation;
 mod namespace_object;
 mod netpol;

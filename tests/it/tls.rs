@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::common::*;
-use palisade::certs::{self, CertSpec, Certificates};
+use palisade::tls::certs::{self, CertSpec, Certificates};
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair,

@@ -154,9 +154,16 @@ mod tests {
     #[test]
     fn the_bundle_mutators_patch_the_captured_pod_to_what_they_compute() {
         // Every fixture pod through the real mutators: the patch must rebuild the result.
-        let bundle =
-            crate::bundle::load(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../policies")), &Default::default()).unwrap();
-        let namespaces = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/data/mutation/namespaces.yaml")).unwrap();
+        let bundle = crate::bundle::load(
+            std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../policies")),
+            &Default::default(),
+        )
+        .unwrap();
+        let namespaces = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/data/mutation/namespaces.yaml"
+        ))
+        .unwrap();
         let namespaces =
             crate::manifest::parse_str(&namespaces, std::path::Path::new("namespaces.yaml"))
                 .unwrap();
@@ -165,8 +172,14 @@ mod tests {
             .find(|d| d.name() == "payments")
             .map(|d| d.value.clone());
         for fixture in [
-            concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/data/admission/mutate-create-pod.json"),
-            concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/data/bench/mutate-pod-5-containers.json"),
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../tests/data/admission/mutate-create-pod.json"
+            ),
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../tests/data/bench/mutate-pod-5-containers.json"
+            ),
         ] {
             let bytes = std::fs::read(fixture).unwrap();
             let review = crate::admission::decode(&bytes).unwrap();

@@ -16,7 +16,7 @@ use crate::bundle::overlay::ClusterPolicies;
 use crate::bundle::{Bundle, BundleError};
 use crate::manifest::files::{self, FileError};
 use crate::policy::EngineOptions;
-use crate::runtime::metrics::Metrics;
+use crate::telemetry::metrics::Metrics;
 use serde_json::Value;
 
 /// Why a source could not be loaded at start-up.
@@ -192,7 +192,7 @@ impl FileSources {
             // Compiling templates is CPU work: keep it off the request path, and behind reviews
             // when they need the core.
             if let Err(error) =
-                crate::runtime::in_background("reload", move || sources.reload()).await
+                crate::state::background::in_background("reload", move || sources.reload()).await
             {
                 tracing::error!(%error, "policy reload task failed");
             }

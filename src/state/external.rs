@@ -1,5 +1,6 @@
 //! The external data transport: the HTTPS client that carries `ProviderRequest`s to Gatekeeper
-//! Providers for `palisade_core::policy::external`, and the metrics it keeps.
+//! Providers for `palisade_core::policy::external`; it counts into
+//! [`crate::telemetry::metrics::external`].
 //!
 //! - TLS 1.3 only (as Gatekeeper requires of providers), trusting only the Provider's
 //!   `spec.caBundle`, and presenting Palisade's serving certificate as the client certificate
@@ -8,17 +9,13 @@
 //!   thread waits for the answer on a channel, bounded by the time it was given, so that no
 //!   runtime is ever entered from an evaluation thread.
 
-use std::sync::{Arc, LazyLock, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::histogram::Histogram;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
@@ -58,21 +55,30 @@ impl Transport for Https {
     }
 
     fn observe(&self, provider: &str, event: Observed) {
-        let labels = ProviderLabels {
+        let labels = crate::telemetry::metrics::ProviderLabels {
             provider: provider.to_owned(),
         };
         match event {
             Observed::CacheHits(n) => {
-                METRICS.cache_hits.get_or_create(&labels).inc_by(n);
+                crate::telemetry::metrics::external()
+                    .cache_hits
+                    .get_or_create(&labels)
+                    .inc_by(n);
             }
             Observed::CacheMisses(n) => {
-                METRICS.cache_misses.get_or_create(&labels).inc_by(n);
+                crate::telemetry::metrics::external()
+                    .cache_misses
+                    .get_or_create(&labels)
+                    .inc_by(n);
             }
             Observed::Request { result, seconds } => {
-                METRICS.duration.get_or_create(&labels).observe(seconds);
-                METRICS
+                crate::telemetry::metrics::external()
+                    .duration
+                    .get_or_create(&labels)
+                    .observe(seconds);
+                crate::telemetry::metrics::external()
                     .requests
-                    .get_or_create(&RequestLabels {
+                    .get_or_create(&crate::telemetry::metrics::RequestLabels {
                         provider: labels.provider,
                         result,
                     })
@@ -219,44 +225,6 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
         source = s.source();
     }
     text
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ProviderLabels {
-    pub provider: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RequestLabels {
-    pub provider: String,
-    /// ok, error or timeout.
-    pub result: &'static str,
-}
-
-/// What the external data client counts; registered by [`crate::runtime::metrics::Metrics`].
-pub struct ExternalMetrics {
-    pub requests: Family<RequestLabels, Counter>,
-    pub duration: Family<ProviderLabels, Histogram, fn() -> Histogram>,
-    pub cache_hits: Family<ProviderLabels, Counter>,
-    pub cache_misses: Family<ProviderLabels, Counter>,
-}
-
-fn duration_histogram() -> Histogram {
-    Histogram::new([
-        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-    ])
-}
-
-static METRICS: LazyLock<ExternalMetrics> = LazyLock::new(|| ExternalMetrics {
-    requests: Family::default(),
-    duration: Family::new_with_constructor(duration_histogram as fn() -> Histogram),
-    cache_hits: Family::default(),
-    cache_misses: Family::default(),
-});
-
-/// The process's external data metrics (shared by every registry that registers them).
-pub fn metrics() -> &'static ExternalMetrics {
-    &METRICS
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use super::watch::{DirWatcher, parent_dir};
 use crate::config::{Config, ConfigError};
 use crate::decide::Decider;
 use crate::policy::Action;
-use crate::runtime::metrics::Metrics;
+use crate::telemetry::metrics::Metrics;
 
 /// Flags that win over the file.
 #[derive(Debug, Clone, Default)]
@@ -135,4 +135,3 @@ pub fn read(path: &Path) -> Result<Config, ConfigError> {
     })?;
     Config::parse(&text, &path.display().to_string())
 }
-

@@ -315,10 +315,49 @@ impl Default for Metrics {
     }
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProviderLabels {
+    pub provider: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub provider: String,
+    /// ok, error or timeout.
+    pub result: &'static str,
+}
+
+/// What the external data client counts; registered by every [`Metrics`].
+pub struct ExternalMetrics {
+    pub requests: Family<RequestLabels, Counter>,
+    pub duration: Family<ProviderLabels, Histogram, fn() -> Histogram>,
+    pub cache_hits: Family<ProviderLabels, Counter>,
+    pub cache_misses: Family<ProviderLabels, Counter>,
+}
+
+fn duration_histogram() -> Histogram {
+    Histogram::new([
+        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    ])
+}
+
+static METRICS: std::sync::LazyLock<ExternalMetrics> =
+    std::sync::LazyLock::new(|| ExternalMetrics {
+        requests: Family::default(),
+        duration: Family::new_with_constructor(duration_histogram as fn() -> Histogram),
+        cache_hits: Family::default(),
+        cache_misses: Family::default(),
+    });
+
+/// The process's external data metrics (shared by every registry that registers them).
+pub fn external() -> &'static ExternalMetrics {
+    &METRICS
+}
+
 /// The external data client's counts (process-wide: the client serves every bundle), under
 /// the names Gatekeeper's readers look for.
 fn register_external_data(registry: &mut Registry) {
-    let external = crate::sources::external::metrics();
+    let external = external();
     registry.register(
         "external_data_requests",
         "Requests sent to external data providers, by provider and result: ok, error (the template sees system_error), timeout",

@@ -1,9 +1,10 @@
-//! What serves: the HTTPS admission server and the health port, TLS, metrics and logging.
+//! Work beside the reviews: background tasks that run while the server does, and CPU work
+//! that must not slow reviews.
 
-pub(crate) mod logging;
-pub mod metrics;
-pub mod server;
-pub mod tls;
+use std::future::Future;
+
+/// Work that runs while the server does (watchers, the cluster feeds), stopped when it stops.
+pub type BackgroundTask = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Runs CPU work that must not slow admission reviews (compiling a reloaded bundle, the audit)
 /// on a thread of its own at a lower scheduling priority (nice 10): when the core is busy with

@@ -3,25 +3,34 @@
 use anyhow::Context;
 use tracing_subscriber::EnvFilter;
 
-use crate::cli::{LogArgs, LogFormat};
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable text.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
 
-pub(crate) fn init(args: &LogArgs) -> anyhow::Result<()> {
-    // A bare level is about Palisade; libraries stay at warn unless named.
-    let directives = if args.log_level.contains(['=', ',']) {
-        args.log_level.clone()
+/// Starts logging at `level` (a level, or EnvFilter directives) in `format`, to standard error.
+pub fn init(level: &str, format: LogFormat) -> anyhow::Result<()> {
+    // A bare level is about Palisade (the target `palisade` is a prefix of `palisade_core`'s
+    // too); libraries stay at warn unless named.
+    let directives = if level.contains(['=', ',']) {
+        level.to_owned()
     } else {
-        format!("warn,palisade={}", args.log_level)
+        format!("warn,palisade={level}")
     };
     let filter = EnvFilter::try_new(&directives).with_context(|| {
         format!(
             "invalid --log-level {:?}: use a level such as info or debug, or directives like palisade=debug",
-            args.log_level
+            level
         )
     })?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    let result = match args.log_format {
+    let result = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };

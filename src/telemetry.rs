@@ -1,0 +1,4 @@
+//! What Palisade tells its operators: Prometheus metrics ([`metrics`]) and logs ([`logging`]).
+
+pub mod logging;
+pub mod metrics;
