@@ -58,7 +58,7 @@ use palisade::admission::Endpoint;
 use palisade::decide::Decider;
 use palisade::inventory::Inventory;
 use palisade::policy::EngineOptions;
-use palisade::tls::certs::{CertSpec, Pair};
+use palisade::tls::certificates::{CertSpec, Pair};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -800,7 +800,8 @@ fn project(dir: &Path, version: u64, files: &[(String, Vec<u8>)]) {
 }
 
 fn serving_files(spec: &CertSpec, ca: &Pair) -> Vec<(String, Vec<u8>)> {
-    let pair = palisade::tls::certs::issue(spec, ca, Duration::from_secs(24 * 3600)).unwrap();
+    let pair =
+        palisade::tls::certificates::issue(spec, ca, Duration::from_secs(24 * 3600)).unwrap();
     vec![
         ("tls.crt".into(), pair.cert_pem.into_bytes()),
         ("tls.key".into(), pair.key_pem.into_bytes()),
@@ -996,7 +997,8 @@ impl Run {
     fn new() -> Self {
         let work = tempfile::tempdir().unwrap();
         let spec = CertSpec::new("palisade", "palisade-system");
-        let ca = palisade::tls::certs::generate_ca(&spec, Duration::from_secs(24 * 3600)).unwrap();
+        let ca = palisade::tls::certificates::generate_ca(&spec, Duration::from_secs(24 * 3600))
+            .unwrap();
         let certs = work.path().join("certs");
         std::fs::create_dir(&certs).unwrap();
         project(&certs, 0, &serving_files(&spec, &ca));

@@ -3,13 +3,13 @@
 //! manager; [`leader`] wires them). Nothing here sits on the request path: the feed swaps inventory
 //! snapshots, and the leader's work only writes to the cluster.
 
-pub mod audit;
-pub mod certs;
+pub mod auditor;
+pub mod cert_manager;
 pub mod connection;
 pub mod generate;
-pub mod inventory;
+pub mod inventory_feed;
 pub mod leader;
 pub mod lease;
-pub mod policies;
+pub mod policy_feed;
 
 pub use connection::{Connection, Source, connect, pod_namespace};

@@ -5,10 +5,10 @@
 //! reached through [`external`].
 
 pub mod background;
-pub mod bundle;
-pub mod config;
+pub mod bundle_store;
+pub mod config_store;
 pub mod external;
 pub mod hotswap;
-pub mod inventory;
+pub mod inventory_store;
 pub mod readiness;
 pub(crate) mod watch;

@@ -1,5 +1,5 @@
-//! Certificates: made and checked ([`certs`]), and served, reloaded when they change
+//! Certificates: made and checked ([`certificates`]), and served, reloaded when they change
 //! ([`store`]).
 
-pub mod certs;
+pub mod certificates;
 pub mod store;

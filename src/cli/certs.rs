@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 
-use crate::tls::certs::{self, CertSpec};
+use crate::tls::certificates::{self, CertSpec};
 
 #[derive(Debug, Subcommand)]
 pub enum CertsCommand {
@@ -48,7 +48,7 @@ impl CertsCommand {
             ca_days: args.ca_days,
             cert_days: args.cert_days,
         };
-        let generated = certs::generate_into(&args.out, &spec, args.force)?;
+        let generated = certificates::generate_into(&args.out, &spec, args.force)?;
         eprintln!(
             "wrote {dir}/ca.crt, {dir}/ca.key, {dir}/tls.crt and {dir}/tls.key for {sans}",
             dir = args.out.display(),

@@ -11,20 +11,20 @@ use anyhow::{Context, bail};
 use clap::Args;
 
 use super::args::{CertArgs, ClusterArgs, EvalArgs, LogArgs};
-use crate::cluster::certs::CertManagerConfig;
+use crate::cluster::cert_manager::CertManagerConfig;
 use crate::cluster::leader::{self, ClusterWiring, LeaderOptions, Served};
 use crate::cluster::lease::LeaseConfig;
 use crate::cluster::{self as kube_cluster};
 use crate::decide::Decider;
 use crate::policy::Action;
 use crate::server::{App, Limits, Server, ServerOptions, health_router};
-use crate::state::bundle::FileSources;
-use crate::state::config::{ConfigSource, Overrides};
+use crate::state::bundle_store::BundleStore;
+use crate::state::config_store::{ConfigStore, Overrides};
 use crate::state::readiness::Readiness;
 use crate::state::watch::parent_dir;
 use crate::telemetry::logging;
 use crate::telemetry::metrics::Metrics;
-use crate::tls::certs::{self, CertSpec};
+use crate::tls::certificates::{self, CertSpec};
 use crate::tls::store::{TlsPaths, TlsStore};
 use crate::zero_trust::{LabelSelector, Scope};
 
@@ -250,7 +250,7 @@ impl ServeArgs {
         .context("cannot load the serving certificate (see --tls-cert, --tls-key, --client-ca)")?;
 
         let inventory_paths_len = inventory.len();
-        let sources = Arc::new(FileSources::load(
+        let sources = Arc::new(BundleStore::load(
             &policies,
             eval.options(),
             inventory,
@@ -267,7 +267,7 @@ impl ServeArgs {
         let mut exempt = exempt_namespaces;
         exempt.push(own_namespace.clone());
         let config = Arc::new(
-            ConfigSource::load(
+            ConfigStore::load(
                 config,
                 Overrides {
                     enforcement,
@@ -438,7 +438,7 @@ fn ensure_dev_certs(cert: &Path, key: &Path) -> anyhow::Result<()> {
         (false, false) => {}
     }
     let dir = parent_dir(cert);
-    let ca = dir.join(certs::CA_CERT);
+    let ca = dir.join(certificates::CA_CERT);
     if ca.exists() {
         bail!(
             "{} exists but the serving pair {} / {} does not; run `palisade certs generate --out {} --force` to make a new set",
@@ -448,15 +448,15 @@ fn ensure_dev_certs(cert: &Path, key: &Path) -> anyhow::Result<()> {
             dir.display()
         );
     }
-    let bundle = certs::generate(&CertSpec::new(DEV_SERVICE, DEV_NAMESPACE))
+    let bundle = certificates::generate(&CertSpec::new(DEV_SERVICE, DEV_NAMESPACE))
         .context("cannot generate development certificates")?;
-    certs::write_pair(
+    certificates::write_pair(
         &ca,
         &bundle.ca_cert_pem,
-        &dir.join(certs::CA_KEY),
+        &dir.join(certificates::CA_KEY),
         &bundle.ca_key_pem,
     )?;
-    certs::write_pair(cert, &bundle.cert_pem, key, &bundle.key_pem)?;
+    certificates::write_pair(cert, &bundle.cert_pem, key, &bundle.key_pem)?;
     tracing::warn!(
         ca = %ca.display(),
         cert = %cert.display(),

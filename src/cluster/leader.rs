@@ -5,13 +5,13 @@
 
 use std::sync::Arc;
 
-use super::audit::Auditor;
-use super::certs::{CertManager, CertManagerConfig};
+use super::auditor::Auditor;
+use super::cert_manager::{CertManager, CertManagerConfig};
 use super::lease::{Elector, LeaseConfig};
 use crate::bundle::SyncKind;
 use crate::decide::Decider;
 use crate::state::background::BackgroundTask;
-use crate::state::bundle::FileSources;
+use crate::state::bundle_store::BundleStore;
 use crate::state::hotswap::HotSwap;
 use crate::state::readiness::{GenerationGate, Readiness};
 use crate::telemetry::metrics::Metrics;
@@ -19,7 +19,7 @@ use crate::zero_trust::Scope;
 
 /// What the server already serves, which the cluster side reads and reports into.
 pub struct Served<'a> {
-    pub sources: &'a Arc<FileSources>,
+    pub sources: &'a Arc<BundleStore>,
     pub decider: Arc<HotSwap<Decider>>,
     pub readiness: Arc<Readiness>,
     pub metrics: Arc<Metrics>,
@@ -65,7 +65,7 @@ pub fn wire(
     let bundle = sources.bundle();
     readiness.set_inventory_synced(false);
     readiness.set_cluster_policies_listed(false);
-    let kinds = super::inventory::synced_kinds(&bundle.load());
+    let kinds = super::inventory_feed::synced_kinds(&bundle.load());
     let namespaces_synced = kinds.contains(&SyncKind::namespace());
     // Reviews wait for the feed and the generator only where what they wait for is watched: a
     // namespace not seen yet (Namespaces synced), a default-deny not generated yet (generation
@@ -86,7 +86,7 @@ pub fn wire(
         metrics: metrics.clone(),
         readiness: readiness.clone(),
     };
-    let feed = super::inventory::run(
+    let feed = super::inventory_feed::run(
         client.clone(),
         bundle,
         sources.inventory(),
@@ -97,7 +97,7 @@ pub fn wire(
     let lease = options.lease;
     lease.validate().map_err(anyhow::Error::msg)?;
     tracing::info!(identity = %lease.identity, lease = %format!("{}/{}", lease.namespace, lease.name), "leader election on a Lease");
-    let policies = super::policies::PolicyFeed {
+    let policies = super::policy_feed::PolicyFeed {
         client: client.clone(),
         sources: sources.clone(),
         identity: lease.identity.clone(),

@@ -10,7 +10,7 @@ use crate::bundle::Bundle;
 use crate::decide::{Decider, Decision};
 use crate::policy::Action;
 use crate::state::hotswap::HotSwap;
-use crate::state::inventory::InventoryStore;
+use crate::state::inventory_store::InventoryStore;
 use crate::state::readiness::{GenerationGate, Readiness};
 use crate::telemetry::metrics::Metrics;
 

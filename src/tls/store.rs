@@ -19,7 +19,7 @@ use crate::state::hotswap::{HotSwap, Reload};
 use crate::state::readiness::Readiness;
 use crate::state::watch::{DirWatcher, parent_dir};
 use crate::telemetry::metrics::Metrics;
-use crate::tls::certs::CertInfo;
+use crate::tls::certificates::CertInfo;
 
 /// ALPN protocols, preferred first. The API server speaks both.
 pub const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
@@ -273,7 +273,7 @@ impl TlsStore {
         crate::state::external::set_client_certificate(&material.cert, &material.key);
         let leaf = String::from_utf8(material.cert.clone())
             .ok()
-            .and_then(|pem| crate::tls::certs::parse_pem(&pem).ok())
+            .and_then(|pem| crate::tls::certificates::parse_pem(&pem).ok())
             .and_then(|certs| certs.into_iter().next());
         if let Some(leaf) = &leaf {
             self.metrics.tls_expires_at(leaf.not_after.unix_timestamp());
@@ -382,7 +382,7 @@ impl TlsStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tls::certs::{CertSpec, generate_into};
+    use crate::tls::certificates::{CertSpec, generate_into};
 
     fn store(dir: &Path) -> TlsStore {
         generate_into(dir, &CertSpec::new("a", "b"), true).unwrap();
@@ -430,7 +430,7 @@ mod tests {
         assert!(stranger.grant_keys().verify(&grant, &sealed).is_err());
         // A half-written rotation (new certificate, old key) changes no key; the whole one does,
         // and the previous key still checks what it made.
-        let other = crate::tls::certs::generate(&CertSpec::new("c", "d")).unwrap();
+        let other = crate::tls::certificates::generate(&CertSpec::new("c", "d")).unwrap();
         std::fs::write(dir.path().join("tls.crt"), &other.cert_pem).unwrap();
         assert!(matches!(store.reload(), Reload::Rejected(_)));
         assert_eq!(store.grant_keys().grant(&sealed).unwrap(), grant);
@@ -447,7 +447,7 @@ mod tests {
         let store = store(dir.path());
         let before = store.config.load();
         // A new certificate beside the old key: a half-written rotation.
-        let other = crate::tls::certs::generate(&CertSpec::new("c", "d")).unwrap();
+        let other = crate::tls::certificates::generate(&CertSpec::new("c", "d")).unwrap();
         std::fs::write(dir.path().join("tls.crt"), other.cert_pem).unwrap();
         let first = store.reload();
         assert!(
@@ -500,14 +500,15 @@ mod tests {
     fn an_expiring_certificate_is_reported_by_metric_and_warning() {
         let dir = tempfile::tempdir().unwrap();
         let spec = CertSpec::new("a", "b");
-        let ca =
-            crate::tls::certs::generate_ca(&spec, std::time::Duration::from_secs(3600)).unwrap();
+        let ca = crate::tls::certificates::generate_ca(&spec, std::time::Duration::from_secs(3600))
+            .unwrap();
         let write = |valid: u64| {
-            let leaf = crate::tls::certs::issue(&spec, &ca, std::time::Duration::from_secs(valid))
-                .unwrap();
+            let leaf =
+                crate::tls::certificates::issue(&spec, &ca, std::time::Duration::from_secs(valid))
+                    .unwrap();
             std::fs::write(dir.path().join("tls.crt"), &leaf.cert_pem).unwrap();
             std::fs::write(dir.path().join("tls.key"), &leaf.key_pem).unwrap();
-            crate::tls::certs::parse_pem(&leaf.cert_pem)
+            crate::tls::certificates::parse_pem(&leaf.cert_pem)
                 .unwrap()
                 .remove(0)
         };

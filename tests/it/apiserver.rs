@@ -544,9 +544,9 @@ impl ApiServer {
     /// Starts on a free loopback port, holding the namespaces every cluster has.
     pub async fn start() -> Arc<Self> {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let mut spec = palisade::tls::certs::CertSpec::new("kubernetes", "default");
+        let mut spec = palisade::tls::certificates::CertSpec::new("kubernetes", "default");
         spec.extra_sans = vec!["kubernetes.default.svc".into()];
-        let certs = palisade::tls::certs::generate(&spec).unwrap();
+        let certs = palisade::tls::certificates::generate(&spec).unwrap();
         let chain = vec![CertificateDer::from_pem_slice(certs.cert_pem.as_bytes()).unwrap()];
         let key = PrivateKeyDer::from_pem_slice(certs.key_pem.as_bytes()).unwrap();
         let mut tls = rustls::ServerConfig::builder()

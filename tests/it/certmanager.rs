@@ -152,9 +152,10 @@ async fn the_leader_creates_the_certificates_and_fills_in_both_ca_bundles() {
     let rsp = review_trusting(&server, &ca_pem).await.unwrap();
     assert_eq!(rsp.status, 200);
     // A client trusting another CA is refused: the certificate really comes from this CA.
-    let other =
-        palisade::tls::certs::generate(&palisade::tls::certs::CertSpec::new("palisade", NS))
-            .unwrap();
+    let other = palisade::tls::certificates::generate(&palisade::tls::certificates::CertSpec::new(
+        "palisade", NS,
+    ))
+    .unwrap();
     assert!(
         review_trusting(&server, other.ca_cert_pem.as_bytes())
             .await
@@ -169,7 +170,7 @@ async fn the_leader_creates_the_certificates_and_fills_in_both_ca_bundles() {
         ),
         Some(1.0)
     );
-    let served = palisade::tls::certs::parse_pem(
+    let served = palisade::tls::certificates::parse_pem(
         std::str::from_utf8(&secret_file(&tls, "tls.crt")).unwrap(),
     )
     .unwrap()
@@ -242,7 +243,7 @@ async fn an_expiring_serving_certificate_is_renewed_and_picked_up() {
     .await;
     assert!(renewed, "the serving certificate was not renewed");
     let parse = |pem: &[u8]| {
-        palisade::tls::certs::parse_pem(std::str::from_utf8(pem).unwrap())
+        palisade::tls::certificates::parse_pem(std::str::from_utf8(pem).unwrap())
             .unwrap()
             .remove(0)
     };
@@ -317,8 +318,9 @@ async fn a_ca_rotation_fails_no_review() {
             let mut failures = Vec::new();
             while !stop.load(Ordering::Relaxed) {
                 let bundle = ca_bundles(&api).remove(0);
-                let cas = palisade::tls::certs::parse_pem(std::str::from_utf8(&bundle).unwrap())
-                    .map_or(0, |c| c.len());
+                let cas =
+                    palisade::tls::certificates::parse_pem(std::str::from_utf8(&bundle).unwrap())
+                        .map_or(0, |c| c.len());
                 max_cas.fetch_max(cas, Ordering::Relaxed);
                 sent.fetch_add(1, Ordering::Relaxed);
                 match review_trusting(&server, &bundle).await {
@@ -508,9 +510,9 @@ async fn a_broken_ca_secret_is_left_alone_until_deleted() {
         serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}),
     )
     .unwrap();
-    let spec = palisade::tls::certs::CertSpec::new("palisade", NS);
-    let one = palisade::tls::certs::generate(&spec).unwrap();
-    let two = palisade::tls::certs::generate(&spec).unwrap();
+    let spec = palisade::tls::certificates::CertSpec::new("palisade", NS);
+    let one = palisade::tls::certificates::generate(&spec).unwrap();
+    let two = palisade::tls::certificates::generate(&spec).unwrap();
     let enc = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
     let broken = api
         .create(serde_json::json!({"apiVersion": "v1", "kind": "Secret",

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use palisade::cli::test as objects;
 use palisade::manifest::files;
 use palisade::policy::EngineOptions;
-use palisade::state::bundle::FileSources;
+use palisade::state::bundle_store::BundleStore;
 use palisade::suite::{self, Outcome};
 use palisade::telemetry::metrics::Metrics;
 use serde_json::json;
@@ -37,14 +37,14 @@ fn every_suite_passes_on_the_interpreter_too() {
 }
 
 /// The default bundle and the default-deny required by it, served from files.
-fn file_sources(dir: &Path, vm: bool) -> (FileSources, PathBuf) {
+fn file_sources(dir: &Path, vm: bool) -> (BundleStore, PathBuf) {
     let inventory = dir.join("inventory.yaml");
     std::fs::copy(repo_path("tests/data/mutation/namespaces.yaml"), &inventory).unwrap();
     let options = EngineOptions {
         vm,
         ..EngineOptions::default()
     };
-    let sources = FileSources::load(
+    let sources = BundleStore::load(
         &repo_path("policies"),
         options,
         vec![inventory.clone()],

@@ -858,9 +858,9 @@ fn the_pod_policies_judge_every_kind_that_carries_a_pod_spec() {
 #[test]
 fn palisade_manifests_fills_in_the_ca_bundle_and_names_a_bad_ca_file() {
     let dir = tempfile::tempdir().unwrap();
-    let certs = palisade::tls::certs::generate_into(
+    let certs = palisade::tls::certificates::generate_into(
         dir.path(),
-        &palisade::tls::certs::CertSpec::new("palisade", "palisade-system"),
+        &palisade::tls::certificates::CertSpec::new("palisade", "palisade-system"),
         false,
     )
     .unwrap();

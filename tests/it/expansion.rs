@@ -449,7 +449,7 @@ fn the_webhook_is_sent_the_workloads_that_expand_into_judged_kinds() {
         "{rules:#?}"
     );
     // The background audit lists the parents too, as Gatekeeper's audit expands what it lists.
-    let (audited, _) = palisade::cluster::audit::audited_kinds(&bundle);
+    let (audited, _) = palisade::cluster::auditor::audited_kinds(&bundle);
     for kind in ["Rollout", "CronJob", "Deployment"] {
         assert!(
             audited.iter().any(|(_, k)| k == kind),
@@ -473,7 +473,7 @@ fn the_webhook_is_sent_the_workloads_that_expand_into_judged_kinds() {
         !rules.iter().any(|r| r.api_group == "rollouts.example.com"),
         "{rules:#?}"
     );
-    let (audited, _) = palisade::cluster::audit::audited_kinds(&bundle);
+    let (audited, _) = palisade::cluster::auditor::audited_kinds(&bundle);
     assert!(!audited.iter().any(|(_, k)| k == "Rollout"), "{audited:?}");
 }
 

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::common::*;
-use palisade::tls::certs::{self, CertSpec, Certificates};
+use palisade::tls::certificates::{self, CertSpec, Certificates};
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair,
@@ -91,7 +91,7 @@ fn project_secret(dir: &Path, version: &str, bundle: &Certificates) {
 fn bundle_with_san(san: &str) -> Certificates {
     let mut spec = CertSpec::new("palisade", "palisade-system");
     spec.extra_sans.push(san.to_owned());
-    certs::generate(&spec).unwrap()
+    certificates::generate(&spec).unwrap()
 }
 
 async fn serves_name(client: &Client, name: &str) -> bool {

@@ -17,10 +17,10 @@ use serde_json::Value;
 
 use crate::audit::{self, Presented, report};
 use crate::bundle::{Bundle, SyncKind};
-use crate::cluster::inventory::typed;
+use crate::cluster::inventory_feed::typed;
 use crate::decide::Decider;
 use crate::state::hotswap::HotSwap;
-use crate::state::inventory::InventoryStore;
+use crate::state::inventory_store::InventoryStore;
 use crate::telemetry::metrics::{AuditViolationLabels, Metrics, ResultLabels};
 use crate::zero_trust::Scope;
 
@@ -149,7 +149,7 @@ impl Auditor {
         let bundle = self.bundle.load();
         let inventory = self.inventory.load();
         let (kinds, wildcard) = audited_kinds(&bundle);
-        let synced_now = super::inventory::synced_kinds(&bundle);
+        let synced_now = super::inventory_feed::synced_kinds(&bundle);
         if wildcard && !said.wildcard {
             said.wildcard = true;
             tracing::warn!(
@@ -316,7 +316,7 @@ impl Auditor {
     /// `/status` as [`FIELD_MANAGER`], beside each replica's `byPod` entry). A constraint that
     /// cannot be written is logged and retried at the next run; one deleted meanwhile is skipped.
     async fn write_constraint_statuses(&self, statuses: Vec<(String, String, Value)>) {
-        use crate::cluster::policies::{apply_status, constraint_resource};
+        use crate::cluster::policy_feed::{apply_status, constraint_resource};
         let mut failed = Vec::new();
         for (kind, name, status) in statuses {
             let resource = constraint_resource(&kind);

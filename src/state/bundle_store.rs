@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::hotswap::{HotSwap, Reload};
-use super::inventory::InventoryStore;
+use super::inventory_store::InventoryStore;
 use super::watch::{DirWatcher, parent_dir};
 use crate::bundle::overlay::ClusterPolicies;
 use crate::bundle::{Bundle, BundleError};
@@ -28,7 +28,7 @@ pub enum LoadError {
     Inventory(FileError),
 }
 
-pub struct FileSources {
+pub struct BundleStore {
     policies: PathBuf,
     options: EngineOptions,
     inventory_paths: Vec<PathBuf>,
@@ -44,7 +44,7 @@ pub struct FileSources {
     metrics: Arc<Metrics>,
 }
 
-impl FileSources {
+impl BundleStore {
     /// Loads both at start-up; broken input is an error.
     pub fn load(
         policies: &Path,

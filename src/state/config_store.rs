@@ -32,7 +32,7 @@ impl Overrides {
     }
 }
 
-pub struct ConfigSource {
+pub struct ConfigStore {
     path: Option<PathBuf>,
     overrides: Overrides,
     /// The decider without a configuration: exemptions and Palisade's namespace.
@@ -41,7 +41,7 @@ pub struct ConfigSource {
     metrics: Arc<Metrics>,
 }
 
-impl ConfigSource {
+impl ConfigStore {
     /// Loads the file (none: the default configuration); a broken file is an error.
     pub fn load(
         path: Option<PathBuf>,

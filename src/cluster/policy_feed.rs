@@ -18,10 +18,10 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
-use super::inventory::{RetryBackoff, typed};
+use super::inventory_feed::{RetryBackoff, typed};
 use crate::bundle::overlay::{CONFIG_GROUP, ClusterPolicies, SYNCSET_GROUP, Tracked};
 use crate::bundle::{CONSTRAINTS_GROUP, MUTATIONS_GROUP, TEMPLATES_GROUP};
-use crate::state::bundle::FileSources;
+use crate::state::bundle_store::BundleStore;
 use crate::state::readiness::Readiness;
 
 /// The field manager of the constraint CRDs.
@@ -102,7 +102,7 @@ enum Update {
 /// Keeps the cluster's policies in the served bundle until dropped.
 pub struct PolicyFeed {
     pub client: kube::Client,
-    pub sources: Arc<FileSources>,
+    pub sources: Arc<BundleStore>,
     /// This replica's name, its `byPod[].id`.
     pub identity: String,
     /// Where Gatekeeper's `Config` is read (named `config`).

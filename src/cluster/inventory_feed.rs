@@ -20,7 +20,7 @@ use crate::bundle::{Bundle, SyncKind};
 use crate::inventory::Change;
 use crate::object::ObjectRef;
 use crate::state::hotswap::HotSwap;
-use crate::state::inventory::InventoryStore;
+use crate::state::inventory_store::InventoryStore;
 use crate::state::readiness::Readiness;
 use crate::telemetry::metrics::{ClusterMetrics, KindLabels, Metrics};
 

@@ -37,7 +37,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::telemetry::metrics::Metrics;
-use crate::tls::certs::{self, CertInfo, CertSpec, Pair};
+use crate::tls::certificates::{self, CertInfo, CertSpec, Pair};
 
 pub const TRUSTED_SINCE: &str = "palisade.dev/ca-trusted-since";
 pub const ISSUED_AT: &str = "palisade.dev/issued-at";
@@ -71,7 +71,7 @@ pub enum CertManagerError {
         problem: String,
     },
     #[error("cannot make a certificate: {0}")]
-    Generate(#[from] certs::CertError),
+    Generate(#[from] certificates::CertError),
 }
 
 /// The CA Secret, read.
@@ -203,7 +203,7 @@ impl CertManager {
 
         // 1. Rotate a CA that has less than a third of its life left.
         if ca.current_info.due_for_renewal(now) {
-            let next = certs::generate_ca(&self.config.spec, self.config.ca_validity)?;
+            let next = certificates::generate_ca(&self.config.spec, self.config.ca_validity)?;
             let info = first_cert(&next.cert_pem, &self.config.ca_secret, "ca.crt", self)?;
             tracing::warn!(old = %ca.current_info.subject, new = %info.subject,
                 expires = %rfc3339(ca.current_info.not_after),
@@ -241,7 +241,7 @@ impl CertManager {
 
         // 2. Publish the bundle.
         let bundle_refs: Vec<&CertInfo> = ca.bundle.iter().collect();
-        let bundle_pem = certs::pem_of(&bundle_refs);
+        let bundle_pem = certificates::pem_of(&bundle_refs);
         if self.publish(&bundle_pem).await? {
             wrote.push("ca_bundle");
         }
@@ -283,7 +283,8 @@ impl CertManager {
         let serving_secret = serving.map(|s| (s.secret, s.bundle_pem));
         match reason {
             Some(reason) => {
-                let pair = certs::issue(&self.config.spec, &ca.current, self.config.cert_validity)?;
+                let pair =
+                    certificates::issue(&self.config.spec, &ca.current, self.config.cert_validity)?;
                 self.write_serving(serving_secret.map(|(s, _)| s), &pair, &bundle_pem, now)
                     .await?;
                 tracing::info!(%reason, secret = %self.secret_name(&self.config.tls_secret),
@@ -305,7 +306,7 @@ impl CertManager {
     async fn read_ca(&self) -> Result<CaState, CertManagerError> {
         let name = &self.config.ca_secret;
         let Some(secret) = self.secrets().get_opt(name).await? else {
-            let pair = certs::generate_ca(&self.config.spec, self.config.ca_validity)?;
+            let pair = certificates::generate_ca(&self.config.spec, self.config.ca_validity)?;
             let info = first_cert(&pair.cert_pem, name, "ca.crt", self)?;
             tracing::info!(secret = %self.secret_name(name), ca = %info.subject,
                 expires = %rfc3339(info.not_after), "no CA yet: created one");
@@ -332,13 +333,12 @@ impl CertManager {
         if !current_info.is_ca {
             return Err(unusable("ca.crt is not a CA certificate".into()));
         }
-        if !certs::key_matches(&current_info, &key_pem) {
+        if !certificates::key_matches(&current_info, &key_pem) {
             return Err(unusable("ca.key does not belong to ca.crt".into()));
         }
         let mut bundle = match data(&secret, CA_BUNDLE_KEY) {
-            Some(pem) => {
-                certs::parse_pem(&pem).map_err(|e| unusable(format!("{CA_BUNDLE_KEY}: {e}")))?
-            }
+            Some(pem) => certificates::parse_pem(&pem)
+                .map_err(|e| unusable(format!("{CA_BUNDLE_KEY}: {e}")))?,
             None => Vec::new(),
         };
         let mut dirty = false;
@@ -361,10 +361,10 @@ impl CertManager {
             return Ok(None);
         };
         let info = data(&secret, "tls.crt")
-            .and_then(|pem| certs::parse_pem(&pem).ok())
+            .and_then(|pem| certificates::parse_pem(&pem).ok())
             .and_then(|c| c.into_iter().next());
         let key_ok = match (&info, data(&secret, "tls.key")) {
-            (Some(info), Some(key)) => certs::key_matches(info, &key),
+            (Some(info), Some(key)) => certificates::key_matches(info, &key),
             _ => false,
         };
         Ok(Some(ServingState {
@@ -395,7 +395,7 @@ impl CertManager {
             ),
             (
                 CA_BUNDLE_KEY.to_owned(),
-                ByteString(certs::pem_of(&bundle).into_bytes()),
+                ByteString(certificates::pem_of(&bundle).into_bytes()),
             ),
         ]);
         let mut secret = ca.secret.clone().unwrap_or_default();
@@ -552,7 +552,7 @@ fn first_cert(
     key: &str,
     manager: &CertManager,
 ) -> Result<CertInfo, CertManagerError> {
-    certs::parse_pem(pem)
+    certificates::parse_pem(pem)
         .map_err(|e| CertManagerError::Unusable {
             namespace: manager.config.namespace.clone(),
             name: secret.to_owned(),
