@@ -1374,8 +1374,9 @@ fn the_admission_policy_limits_palisades_crds_to_the_constraint_group() {
     }
 }
 
-/// README, "Deploy": the monitoring namespace and the control plane's addresses are set by an
-/// overlay of the operator's own; this one is the README's, with its path to manifests/.
+/// docs/install.md, "What the manifests hold": the monitoring namespace and the control plane's
+/// addresses are set by an overlay of the operator's own; this one is the page's, with its path to
+/// manifests/.
 #[test]
 fn an_overlay_sets_the_monitoring_namespace_and_the_control_plane() {
     // kustomize refuses absolute paths to a base: the overlay sits two levels under the repo.
@@ -1422,13 +1423,13 @@ patches:
             .map(|p| (p, Peer::Block("203.0.113.10/32".into())))
             .into()
     );
-    // The README shows the same patches.
-    let readme = std::fs::read_to_string(repo_path("README.md")).unwrap();
+    // docs/install.md shows the same patches.
+    let page = std::fs::read_to_string(repo_path("docs/install.md")).unwrap();
     for line in [
         "path: /spec/ingress/0/from/0/namespaceSelector/matchLabels/kubernetes.io~1metadata.name",
         "path: /spec/egress/0/to",
         "- ipBlock: {cidr: 203.0.113.10/32}",
     ] {
-        assert!(readme.contains(line), "README lacks {line}");
+        assert!(page.contains(line), "docs/install.md lacks {line}");
     }
 }

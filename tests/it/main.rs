@@ -12,6 +12,7 @@ mod connections;
 mod core;
 mod deploy;
 mod differential;
+mod docs;
 mod engine;
 mod expansion;
 mod external_data;
