@@ -110,7 +110,7 @@ pub fn json_type(value: &Value) -> &'static str {
 /// Object keys repeat across reviews and objects (`metadata`, `name`, `image`, …), so each
 /// thread keeps the keys it has seen as shared regorus strings: a key then costs a hash lookup
 /// and a reference count instead of an allocation, and every inventory object shares one copy
-/// of each key. The table is bounded ([`MAX_KEYS`] keys of at most [`MAX_KEY_LEN`] bytes), so
+/// of each key. The table is bounded (4,096 keys of at most 64 bytes), so
 /// hostile keys (label names are free text) cannot grow it; past the bound keys are allocated.
 pub fn to_regorus(v: &Value) -> regorus::Value {
     KEYS.with(|keys| convert(v, &mut keys.borrow_mut()))

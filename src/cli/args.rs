@@ -15,6 +15,14 @@ use crate::manifest::files;
 use crate::manifest::{self, Document};
 pub use crate::telemetry::logging::LogFormat;
 
+/// `-o`/`--output` of the commands that print text or JSON.
+#[derive(Debug, Clone, Args)]
+pub struct Output {
+    /// How the result is printed.
+    #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
+    pub format: OutputFormat,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum OutputFormat {
     Text,

@@ -11,7 +11,7 @@ use clap::{Args, ValueEnum};
 use serde_json::{Value, json};
 
 use super::args::ObjectArgs;
-use super::{EvalArgs, OutputFormat};
+use super::args::{EvalArgs, Output, OutputFormat};
 use crate::admission::{Endpoint, Review};
 use crate::bundle::Bundle;
 use crate::decide::{Decider, namespace_object};
@@ -40,8 +40,8 @@ pub struct BenchArgs {
     /// Which webhook decides.
     #[arg(long, value_enum, default_value = "validate")]
     pub endpoint: BenchEndpoint,
-    #[arg(short = 'o', long, value_enum, default_value = "text")]
-    pub output: OutputFormat,
+    #[command(flatten)]
+    pub output: Output,
     #[command(flatten)]
     pub eval: EvalArgs,
 }
@@ -148,7 +148,7 @@ impl BenchArgs {
         } else {
             Vec::new()
         };
-        match self.output {
+        match self.output.format {
             OutputFormat::Text => print!("{}", self.text(&subjects, &runs, &costs)),
             OutputFormat::Json => println!(
                 "{}",

@@ -7,8 +7,8 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 
-use super::OutputFormat;
 use super::args::read_inputs;
+use super::args::{Output, OutputFormat};
 use crate::netpol::ip::{Cidr, IpSet};
 use crate::netpol::model::Labels;
 use crate::netpol::{self, Endpoint, Protocol, Side, World, explain};
@@ -50,8 +50,8 @@ pub struct ExplainArgs {
     /// Only the set of pods a pod with these labels is in: key=value,key=value.
     #[arg(short = 'l', long)]
     pub labels: Option<String>,
-    #[arg(short = 'o', long, value_enum, default_value = "text")]
-    pub output: OutputFormat,
+    #[command(flatten)]
+    pub output: Output,
 }
 
 impl ExplainArgs {
@@ -82,7 +82,7 @@ impl ExplainArgs {
         let filtered = !self.namespaces.is_empty() || self.pod.is_some() || self.labels.is_some();
         let stdout = std::io::stdout();
         let mut out = std::io::BufWriter::new(stdout.lock());
-        let written = match self.output {
+        let written = match self.output.format {
             OutputFormat::Text => explain::write_text(
                 &mut out,
                 &explained,
@@ -129,8 +129,8 @@ pub struct QueryArgs {
     /// PORT or PORT/PROTOCOL (TCP, UDP, SCTP; TCP by default).
     #[arg(long)]
     pub port: String,
-    #[arg(short = 'o', long, value_enum, default_value = "text")]
-    pub output: OutputFormat,
+    #[command(flatten)]
+    pub output: Output,
 }
 
 /// An endpoint as given: a pod, or every address of a CIDR.

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::Args;
 use serde_json::{Value, json};
 
-use super::args::{EvalArgs, ObjectArgs, OutputFormat};
+use super::args::{EvalArgs, ObjectArgs, Output, OutputFormat};
 use crate::admission::{Endpoint, Response};
 use crate::bundle::Bundle;
 use crate::decide::Decider;
@@ -21,8 +21,8 @@ use crate::suite::review_of;
 pub struct TestArgs {
     #[command(flatten)]
     pub objects: ObjectArgs,
-    #[arg(short = 'o', long, value_enum, default_value = "text")]
-    pub output: OutputFormat,
+    #[command(flatten)]
+    pub output: Output,
     #[command(flatten)]
     pub eval: EvalArgs,
 }
@@ -37,7 +37,7 @@ impl TestArgs {
             );
         }
         let reports = check(&bundle, docs, inventory).map_err(anyhow::Error::msg)?;
-        match self.output {
+        match self.output.format {
             OutputFormat::Text => print!("{}", render_text(&reports)),
             OutputFormat::Json => {
                 println!("{}", serde_json::to_string_pretty(&render_json(&reports))?)

@@ -328,3 +328,220 @@ impl http_body::Body for HoldUntilSent {
         self.answer.size_hint()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The routers as the API server and the kubelet meet them, without a socket: every answer
+    //! the webhook gives that is not a decision (400, 413, 504, draining) and the health port.
+    use std::path::Path;
+    use std::time::Duration;
+
+    use axum::http::{Method, Request, StatusCode, Version, header};
+    use serde_json::{Value, json};
+    use tower::ServiceExt as _;
+
+    use super::*;
+    use crate::decide::Decider;
+    use crate::server::app::Limits;
+    use crate::state::hotswap::HotSwap;
+    use crate::state::inventory_store::InventoryStore;
+    use crate::state::readiness::Readiness;
+    use crate::telemetry::metrics::Metrics;
+
+    const BUNDLE: &str = r#"
+apiVersion: templates.gatekeeper.sh/v1
+kind: ConstraintTemplate
+metadata: {name: k8sdenylabel}
+spec:
+  crd: {spec: {names: {kind: K8sDenyLabel}}}
+  targets:
+  - target: admission.k8s.gatekeeper.sh
+    rego: |
+      package k8sdenylabel
+      violation[{"msg": "labelled deny"}] { input.review.object.metadata.labels.deny == "yes" }
+---
+apiVersion: constraints.gatekeeper.sh/v1beta1
+kind: K8sDenyLabel
+metadata: {name: deny-label}
+spec: {match: {kinds: [{apiGroups: [""], kinds: ["Pod"]}]}}
+"#;
+
+    fn app(max_body_bytes: usize) -> Arc<App> {
+        let docs = crate::manifest::parse_str(BUNDLE, Path::new("bundle.yaml")).unwrap();
+        let bundle = crate::bundle::Bundle::from_documents(docs, &Default::default()).unwrap();
+        let readiness = Arc::new(Readiness::default());
+        App::new(
+            Arc::new(HotSwap::new(Decider::new(vec!["kube-system".into()]), None)),
+            Arc::new(HotSwap::new(bundle, None)),
+            Arc::new(InventoryStore::new(Arc::new(Vec::new()))),
+            Arc::new(Metrics::new()),
+            Limits {
+                max_body_bytes,
+                header_timeout: Duration::from_secs(5),
+                request_timeout: Duration::from_secs(5),
+                idle_timeout: Duration::from_secs(60),
+                max_concurrent: 4,
+                inline_budget: Duration::from_millis(50),
+                eval_threads: 1,
+            },
+            readiness,
+            None,
+        )
+    }
+
+    /// The captured Pod CREATE, with `labels`.
+    fn pod_review(labels: Value) -> Vec<u8> {
+        let mut review: Value = serde_json::from_str(include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/data/admission/validate-create-pod.json"
+        )))
+        .unwrap();
+        review["request"]["object"]["metadata"]["labels"] = labels;
+        serde_json::to_vec(&review).unwrap()
+    }
+
+    fn post(path: &str, body: Vec<u8>) -> Request<Body> {
+        Request::builder()
+            .method(Method::POST)
+            .uri(path)
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::CONTENT_LENGTH, body.len())
+            .body(Body::from(body))
+            .unwrap()
+    }
+
+    async fn json_of(response: Response) -> Value {
+        use http_body_util::BodyExt as _;
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_review_is_answered_with_its_uid_and_the_bundles_verdict() {
+        let app = app(1 << 20);
+        let allowed = router(app.clone())
+            .oneshot(post(
+                "/validate?timeout=10s",
+                pod_review(json!({"app": "web"})),
+            ))
+            .await
+            .unwrap();
+        assert_eq!(allowed.status(), StatusCode::OK);
+        assert_eq!(allowed.headers()[header::CONTENT_TYPE], "application/json");
+        let answer = json_of(allowed).await;
+        assert_eq!(answer["kind"], "AdmissionReview");
+        assert_eq!(
+            answer["response"]["uid"],
+            "d7a92b16-d0be-465c-943c-d6b9d76ed064"
+        );
+        assert_eq!(answer["response"]["allowed"], true);
+
+        let denied = router(app)
+            .oneshot(post("/validate", pod_review(json!({"deny": "yes"}))))
+            .await
+            .unwrap();
+        let answer = json_of(denied).await;
+        assert_eq!(answer["response"]["allowed"], false);
+        let message = answer["response"]["status"]["message"].as_str().unwrap();
+        assert!(message.contains("labelled deny"), "{message}");
+    }
+
+    #[tokio::test]
+    async fn what_is_not_an_admission_review_is_a_400_status_naming_the_problem() {
+        for body in [&b"{not json"[..], br#"{"kind": "Pod"}"#, b""] {
+            let response = router(app(1 << 20))
+                .oneshot(post("/mutate", body.to_vec()))
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{body:?}");
+            let status = json_of(response).await;
+            assert_eq!(status["kind"], "Status");
+            assert_eq!(status["code"], 400);
+            assert!(!status["message"].as_str().unwrap().is_empty());
+        }
+        let unknown = router(app(1 << 20))
+            .oneshot(post("/admit", pod_review(json!({}))))
+            .await
+            .unwrap();
+        assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn a_body_over_the_limit_is_a_413_that_says_which_flag_raises_it() {
+        let body = pod_review(json!({"app": "web"}));
+        let response = router(app(body.len() - 1))
+            .oneshot(post("/validate", body))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        let status = json_of(response).await;
+        assert!(
+            status["message"]
+                .as_str()
+                .unwrap()
+                .contains("--max-body-bytes"),
+            "{status}"
+        );
+    }
+
+    #[tokio::test]
+    async fn draining_closes_http1_connections_after_their_answer_and_not_http2_ones() {
+        let app = app(1 << 20);
+        app.readiness().set_draining();
+        for (version, close) in [(Version::HTTP_11, true), (Version::HTTP_2, false)] {
+            let mut request = post("/validate", pod_review(json!({"app": "web"})));
+            *request.version_mut() = version;
+            let response = router(app.clone()).oneshot(request).await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            assert_eq!(
+                response.headers().get(header::CONNECTION).is_some(),
+                close,
+                "{version:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn readyz_says_what_is_missing_and_metrics_count_the_reviews() {
+        let app = app(1 << 20);
+        let get = |path: &str| Request::get(path).body(Body::empty()).unwrap();
+        let not_ready = health_router(app.clone())
+            .oneshot(get("/readyz"))
+            .await
+            .unwrap();
+        assert_eq!(not_ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+        app.readiness().set_certificates_loaded();
+        app.readiness().set_policies_loaded();
+        let ready = health_router(app.clone())
+            .oneshot(get("/readyz"))
+            .await
+            .unwrap();
+        assert_eq!(ready.status(), StatusCode::OK);
+        let healthz = health_router(app.clone())
+            .oneshot(get("/healthz"))
+            .await
+            .unwrap();
+        assert_eq!(healthz.status(), StatusCode::OK);
+
+        router(app.clone())
+            .oneshot(post("/validate", pod_review(json!({"deny": "yes"}))))
+            .await
+            .unwrap();
+        let metrics = health_router(app).oneshot(get("/metrics")).await.unwrap();
+        assert!(
+            metrics.headers()[header::CONTENT_TYPE]
+                .to_str()
+                .unwrap()
+                .starts_with("application/openmetrics-text")
+        );
+        use http_body_util::BodyExt as _;
+        let text = metrics.into_body().collect().await.unwrap().to_bytes();
+        let text = String::from_utf8_lossy(&text);
+        assert!(
+            text.contains(
+                r#"palisade_admission_reviews_total{endpoint="validate",result="denied"} 1"#
+            ),
+            "{text}"
+        );
+    }
+}

@@ -4,7 +4,7 @@
 //! from, per key, "absent", one of the values some selector names, or one value none names (a
 //! fresh one). Walking those choices key by key visits every distinct way objects can be
 //! selected, without knowing any object. The walk is memoised on what is still possible and
-//! bounded by a budget: past it the caller gets [`TooComplex`] and fails closed.
+//! bounded by a budget: past it the caller gets [`Stop::TooComplex`] and fails closed.
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::Instant;
