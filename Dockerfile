@@ -7,8 +7,11 @@ FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
-# Cargo.toml declares the benches; cargo needs their files to read the manifest.
+COPY core ./core
+# Cargo.toml declares the benches and the workspace's members (the testkit); cargo needs their
+# files to read the manifest, though the image builds neither.
 COPY benches ./benches
+COPY testkit ./testkit
 RUN cargo build --release --locked --bin palisade
 
 # Stage 2: distroless (glibc, CA certificates, no shell, no package manager), non-root. Only the
