@@ -37,7 +37,7 @@ class Undefined(Exception):
 
 
 def _parse_cidr(text):
-    """Palisade's parse_cidr (src/policy/net.rs): (first, last, is_v6) or None."""
+    """Palisade's parse_cidr (core/src/policy/net.rs): (first, last, is_v6) or None."""
     if not isinstance(text, str) or "/" not in text:
         return None
     ip, prefix = text.split("/", 1)
@@ -59,7 +59,7 @@ def _parse_cidr(text):
 
 
 def ip_coverage(blocks):
-    """`palisade.ip_coverage`, Palisade's own builtin (not OPA's), as src/policy/net.rs
+    """`palisade.ip_coverage`, Palisade's own builtin (not OPA's), as core/src/policy/net.rs
     computes it: the share of the IPv4 and of the IPv6 space the ipBlocks reach."""
     if not isinstance(blocks, list):
         raise Undefined()

@@ -283,7 +283,7 @@ async fn ingress_denied(server: &TestServer) -> bool {
 async fn sync_sets_applied_to_the_cluster_put_their_kinds_in_the_inventory() {
     let api = ApiServer::start().await;
     install_gatekeeper_crds(&api);
-    // The operator lets Palisade read the kind it syncs, as the README says.
+    // The operator lets Palisade read the kind it syncs, as docs/cluster.md says.
     api.grant("networking.k8s.io", "ingresses", &["list", "watch"]);
     for ns in ["shop", "blog"] {
         api.create(namespace(ns, json!({}))).unwrap();

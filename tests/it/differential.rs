@@ -17,8 +17,8 @@
 //! OPA parses only Rego v1, so v0 templates are converted for it ([`to_v1`]), the way `opa fmt
 //! --v0-v1` would for these constructs; Palisade runs them as written.
 //!
-//! - `DIFFERENTIAL_INPUTS`: inputs per template (default 1,500, about 40 s in a debug build; the
-//!   README records a longer run).
+//! - `DIFFERENTIAL_INPUTS`: inputs per template (default 1,500, about 40 s in a debug build;
+//!   docs/gatekeeper.md records a longer run).
 //! - `DIFFERENTIAL_SEED`: the seed of the variations (default 16).
 //! - `DIFFERENTIAL_DIRS`: more directories of templates (and suites), `:`-separated.
 //!

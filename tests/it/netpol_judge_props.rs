@@ -77,7 +77,7 @@ const RANGES: [(u16, u16); 6] = [
 const NAMED: [&str; 3] = ["http", "dns", "metrics"];
 const PROTOCOLS: [&str; 3] = ["TCP", "UDP", "SCTP"];
 
-/// IPv4's special-purpose ranges that are not the public internet (`src/netpol/ip.rs`).
+/// IPv4's special-purpose ranges that are not the public internet (`core/src/netpol/ip.rs`).
 const NON_PUBLIC_V4: &[&str] = &[
     "0.0.0.0/8",
     "10.0.0.0/8",

@@ -13,7 +13,7 @@
 //! The one Windows fixture (`restricted/pass/base_windows`) is admitted, but /mutate gives it the
 //! Linux-only seccomp, allowPrivilegeEscalation, readOnlyRootFilesystem and capabilities fields,
 //! which the API server refuses for `spec.os.name: windows`: Gatekeeper's mutators cannot test
-//! another field of the object (see README, "The Pod Security Standards").
+//! another field of the object (see docs/policies.md, "The Pod Security Standards").
 
 use std::path::Path;
 

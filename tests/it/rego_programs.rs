@@ -16,7 +16,7 @@
 //! shrunk (rules, body literals, then the input's fields removed while the same engines still
 //! diverge the same way) and written to `target/differential/programs-<n>.json`.
 //!
-//! - `DIFFERENTIAL_PROGRAMS`: how many programs (default 2,000; the README records a long run).
+//! - `DIFFERENTIAL_PROGRAMS`: how many programs (default 2,000; docs/gatekeeper.md records long runs).
 //! - `DIFFERENTIAL_SEED`: the seed (default 16); a program is a function of the seed alone.
 //! - `DIFFERENTIAL_PROGRAM_INPUTS`: inputs per program (default 6).
 
