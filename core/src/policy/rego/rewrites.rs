@@ -775,18 +775,24 @@ fn bodies(masked: &[u8]) -> Vec<(usize, usize, usize)> {
         .collect()
 }
 
-/// Makes an assignment whose variable nothing reads fail the body when its value is undefined,
-/// as in OPA. regorus' VM (0.14) drops such an assignment (`x := input.missing`, where `x` is
-/// never used), so an absent field no longer fails the body
-/// (docs/regorus-divergences.md, section 16): `exempt { x := <absent>; true }` holds and
-/// `not exempt` lets the object in. `x := E` becomes `_ = E`, which OPA reads alike (E is
-/// evaluated, iterated where it iterates, and fails the body when undefined) and the VM keeps.
-/// A variable is unused when its name appears nowhere else in the rule's definition.
-pub(crate) fn keep_unused_assignments(src: &str) -> String {
-    let masked = mask(src);
-    let mut edits: Vec<(usize, usize, String)> = Vec::new();
-    for (start, body, end) in bodies(&masked) {
-        // The whole definition, head included (`violation[{"msg": msg}] { msg := … }`).
+/// A word that may start a statement in a rule's body, as the body rewrites scan for them.
+/// `start..end` is the whole definition (head included) in the masked source; the other
+/// offsets are relative to `start`: the word is `word_start..name_end`, and `j` is the first
+/// byte after it and the blanks that follow.
+#[derive(Clone, Copy)]
+struct BodyWord {
+    start: usize,
+    end: usize,
+    word_start: usize,
+    name_end: usize,
+    j: usize,
+}
+
+/// Every identifier in the bodies of `masked`'s rules that is not part of a longer name or a
+/// field (after `.`), in order.
+fn body_words(masked: &[u8]) -> Vec<BodyWord> {
+    let mut words = Vec::new();
+    for (start, body, end) in bodies(masked) {
         let region = &masked[start..end];
         let mut i = body - start + 1;
         while i < region.len() {
@@ -798,28 +804,58 @@ pub(crate) fn keep_unused_assignments(src: &str) -> String {
             while i < region.len() && is_ident(region[i]) {
                 i += 1;
             }
-            let name = &region[word_start..i];
             let mut j = i;
             while region.get(j).is_some_and(|b| *b == b' ' || *b == b'\t') {
                 j += 1;
             }
-            if !(region[j..].starts_with(b":=")
-                && !region[word_start].is_ascii_digit()
-                && name != b"_"
-                && starts_statement(&masked, start + word_start))
-            {
-                continue;
-            }
-            if !word_elsewhere(region, name, word_start) {
-                edits.push((start + word_start, start + j + 2, "_ =".into()));
-            } else if only_negated_uses(region, name, word_start)
-                && let Some(stmt_end) = expression_end(&masked, start + j + 2)
-            {
-                // Read only inside negations, where an undefined value makes `not` true on the
-                // VM: check it right after the assignment.
-                let name = String::from_utf8_lossy(name);
-                edits.push((stmt_end, stmt_end, format!("; _ = {name}")));
-            }
+            words.push(BodyWord {
+                start,
+                end,
+                word_start,
+                name_end: i,
+                j,
+            });
+        }
+    }
+    words
+}
+
+/// Makes an assignment whose variable nothing reads fail the body when its value is undefined,
+/// as in OPA. regorus' VM (0.14) drops such an assignment (`x := input.missing`, where `x` is
+/// never used), so an absent field no longer fails the body
+/// (docs/regorus-divergences.md, section 16): `exempt { x := <absent>; true }` holds and
+/// `not exempt` lets the object in. `x := E` becomes `_ = E`, which OPA reads alike (E is
+/// evaluated, iterated where it iterates, and fails the body when undefined) and the VM keeps.
+/// A variable is unused when its name appears nowhere else in the rule's definition.
+pub(crate) fn keep_unused_assignments(src: &str) -> String {
+    let masked = mask(src);
+    let mut edits: Vec<(usize, usize, String)> = Vec::new();
+    for word in body_words(&masked) {
+        // The whole definition, head included (`violation[{"msg": msg}] { msg := … }`).
+        let BodyWord {
+            start,
+            word_start,
+            j,
+            ..
+        } = word;
+        let region = &masked[start..word.end];
+        let name = &region[word_start..word.name_end];
+        if !(region[j..].starts_with(b":=")
+            && !region[word_start].is_ascii_digit()
+            && name != b"_"
+            && starts_statement(&masked, start + word_start))
+        {
+            continue;
+        }
+        if !word_elsewhere(region, name, word_start) {
+            edits.push((start + word_start, start + j + 2, "_ =".into()));
+        } else if only_negated_uses(region, name, word_start)
+            && let Some(stmt_end) = expression_end(&masked, start + j + 2)
+        {
+            // Read only inside negations, where an undefined value makes `not` true on the
+            // VM: check it right after the assignment.
+            let name = String::from_utf8_lossy(name);
+            edits.push((stmt_end, stmt_end, format!("; _ = {name}")));
         }
     }
     edits.sort_by_key(|e| e.0);
@@ -839,49 +875,41 @@ pub(crate) fn assign_fresh_unifications(src: &str) -> String {
     let masked = mask(src);
     let rules = rule_names(&masked);
     let mut edits: Vec<usize> = Vec::new();
-    for (start, body, end) in bodies(&masked) {
+    for word in body_words(&masked) {
+        let BodyWord {
+            start,
+            end,
+            word_start,
+            j,
+            ..
+        } = word;
         let region = &masked[start..end];
-        let mut i = body - start + 1;
-        while i < region.len() {
-            if !is_ident(region[i]) || is_ident(region[i - 1]) || region[i - 1] == b'.' {
-                i += 1;
-                continue;
-            }
-            let word_start = i;
-            while i < region.len() && is_ident(region[i]) {
-                i += 1;
-            }
-            let name = &region[word_start..i];
-            let mut j = i;
-            while region.get(j).is_some_and(|b| *b == b' ' || *b == b'\t') {
-                j += 1;
-            }
-            let is_unification = region.get(j) == Some(&b'=')
-                && region.get(j + 1) != Some(&b'=')
-                && j > 0
-                && !matches!(region[j - 1], b':' | b'!' | b'<' | b'>' | b'=');
-            if !is_unification
-                || region[word_start].is_ascii_digit()
-                || name == b"_"
-                || rules.contains(std::str::from_utf8(name).unwrap_or(""))
-                || !starts_statement(&masked, start + word_start)
-            {
-                continue;
-            }
-            // Fresh: not in the head nor earlier in the body, nor in its own value.
-            let stmt_end = expression_end(&masked, start + j + 1).map_or(end, |e| e) - start;
-            let earlier = word_elsewhere(&region[..word_start], name, usize::MAX);
-            let value = &region[j + 1..stmt_end.max(j + 1)];
-            let in_value = word_elsewhere(value, name, usize::MAX);
-            // `:=` needs its value's variables bound before it; `=` lets OPA and regorus order
-            // the body for them (`s = concat(":", [k, v]); v = obj[k]`). Only a value whose
-            // variables all appear earlier is rewritten.
-            let value_bound = value_variables(value, &rules)
-                .iter()
-                .all(|v| word_elsewhere(&region[..word_start], v, usize::MAX));
-            if !earlier && !in_value && value_bound {
-                edits.push(start + j);
-            }
+        let name = &region[word_start..word.name_end];
+        let is_unification = region.get(j) == Some(&b'=')
+            && region.get(j + 1) != Some(&b'=')
+            && j > 0
+            && !matches!(region[j - 1], b':' | b'!' | b'<' | b'>' | b'=');
+        if !is_unification
+            || region[word_start].is_ascii_digit()
+            || name == b"_"
+            || rules.contains(std::str::from_utf8(name).unwrap_or(""))
+            || !starts_statement(&masked, start + word_start)
+        {
+            continue;
+        }
+        // Fresh: not in the head nor earlier in the body, nor in its own value.
+        let stmt_end = expression_end(&masked, start + j + 1).map_or(end, |e| e) - start;
+        let earlier = word_elsewhere(&region[..word_start], name, usize::MAX);
+        let value = &region[j + 1..stmt_end.max(j + 1)];
+        let in_value = word_elsewhere(value, name, usize::MAX);
+        // `:=` needs its value's variables bound before it; `=` lets OPA and regorus order
+        // the body for them (`s = concat(":", [k, v]); v = obj[k]`). Only a value whose
+        // variables all appear earlier is rewritten.
+        let value_bound = value_variables(value, &rules)
+            .iter()
+            .all(|v| word_elsewhere(&region[..word_start], v, usize::MAX));
+        if !earlier && !in_value && value_bound {
+            edits.push(start + j);
         }
     }
     let mut out = src.to_owned();
