@@ -1,5 +1,7 @@
 //! The identity of a Kubernetes object, read one way for admission requests, manifests, the
 //! inventory and the mutators.
+//!
+//! [`ObjectRef`] is that identity; [`to_regorus`] converts an object for the policies.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -10,10 +12,15 @@ use serde_json::Value;
 /// the core group is `""`, and a cluster-scoped object has no namespace.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ObjectRef {
+    /// The API group; `""` for the core group.
     pub group: String,
+    /// The API version (`v1`).
     pub version: String,
+    /// The kind (`Pod`).
     pub kind: String,
+    /// `metadata.namespace`; `""` for a cluster-scoped object (a Namespace included).
     pub namespace: String,
+    /// `metadata.name`.
     pub name: String,
 }
 
@@ -110,7 +117,7 @@ pub fn json_type(value: &Value) -> &'static str {
 /// Object keys repeat across reviews and objects (`metadata`, `name`, `image`, …), so each
 /// thread keeps the keys it has seen as shared regorus strings: a key then costs a hash lookup
 /// and a reference count instead of an allocation, and every inventory object shares one copy
-/// of each key. The table is bounded ([`MAX_KEYS`] keys of at most [`MAX_KEY_LEN`] bytes), so
+/// of each key. The table is bounded (4,096 keys of at most 64 bytes), so
 /// hostile keys (label names are free text) cannot grow it; past the bound keys are allocated.
 pub fn to_regorus(v: &Value) -> regorus::Value {
     KEYS.with(|keys| convert(v, &mut keys.borrow_mut()))
