@@ -1,5 +1,9 @@
 //! The admission wire format (`admission.k8s.io/v1` AdmissionReview in and out) and the one
 //! request model that the webhook, the CLI and the audit all decide on.
+//!
+//! [`decode`] reads an AdmissionReview body into a [`Review`] (a bare object from a file or the
+//! cluster becomes one through [`Review::from_object`]); a [`Response`] is the answer, and
+//! [`Response::encode`] puts it on the wire. [`DecodeError`] says why a body cannot be answered.
 
 use std::collections::BTreeMap;
 
@@ -8,17 +12,22 @@ use serde_json::Value;
 
 use crate::object::ObjectRef;
 
+/// The only AdmissionReview version Palisade reads and writes (`admissionReviewVersions: ["v1"]`).
 pub const API_VERSION: &str = "admission.k8s.io/v1";
+/// The `kind` of an AdmissionReview, in and out.
 pub const KIND: &str = "AdmissionReview";
 
 /// Which webhook endpoint a review came through.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub enum Endpoint {
+    /// The validating webhook (`/validate`): constraints judge the object.
     Validate,
+    /// The mutating webhook (`/mutate`): mutators patch the object.
     Mutate,
 }
 
 impl Endpoint {
+    /// The endpoint's name in logs and metrics: `validate` or `mutate`.
     pub fn as_str(self) -> &'static str {
         match self {
             Endpoint::Validate => "validate",
@@ -31,13 +40,19 @@ impl Endpoint {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum Operation {
+    /// The object is being created.
     Create,
+    /// The object is being changed: `oldObject` is what it was.
     Update,
+    /// The object is being deleted: the API server sends it as `oldObject` only.
     Delete,
+    /// A connection to a subresource (`pods/exec`, `pods/attach`, `pods/portforward`, a proxy): no
+    /// object, only the options as `object`, if any.
     Connect,
 }
 
 impl Operation {
+    /// The operation as the AdmissionRequest spells it: `CREATE`, `UPDATE`, `DELETE`, `CONNECT`.
     pub fn as_str(self) -> &'static str {
         match self {
             Operation::Create => "CREATE",
@@ -53,8 +68,10 @@ impl Operation {
 /// ([`crate::expansion`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Source {
+    /// The object as it was sent or read.
     #[default]
     Original,
+    /// A resultant of an ExpansionTemplate (a workload's pod, for instance).
     Generated,
 }
 
@@ -62,36 +79,50 @@ pub enum Source {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(default)]
 pub struct UserInfo {
+    /// The authenticated user's name (`system:serviceaccount:<namespace>:<name>` for a service
+    /// account).
     pub username: String,
+    /// The groups the user is in, as the API server resolved them (`system:authenticated`, …).
     pub groups: Vec<String>,
 }
 
 /// Why a body is not an AdmissionReview we can answer.
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
+    /// The body does not parse as JSON.
     #[error("body is not valid JSON: {0}")]
     Json(#[from] serde_json::Error),
+    /// The request does not read as an AdmissionRequest: the deserialiser's message, with the
+    /// values it would quote left out.
     #[error("request is not a valid admission.k8s.io/v1 AdmissionRequest: {0}")]
     Request(String),
+    /// Another `apiVersion` than `admission.k8s.io/v1` (the found one).
     #[error(
         "apiVersion is {0:?}, expected \"admission.k8s.io/v1\": set admissionReviewVersions: [\"v1\"] in the webhook configuration"
     )]
     ApiVersion(String),
+    /// Another `kind` than `AdmissionReview` (the found one).
     #[error("kind is {0:?}, expected \"AdmissionReview\"")]
     Kind(String),
+    /// `request` is missing or null.
     #[error("AdmissionReview has no request: the API server always sends one")]
     NoRequest,
+    /// `request.uid` is empty.
     #[error("AdmissionReview request.uid is empty: the response must echo it")]
     EmptyUid,
+    /// A hand-written test request with neither `object` nor `oldObject`.
     #[error(
         "AdmissionRequest has neither object nor oldObject: give the object under review as request.object (request.oldObject on DELETE)"
     )]
     NoObject,
+    /// `object` or `oldObject` is not a mapping (`object` may be absent only on CONNECT).
     #[error(
         "AdmissionReview request.{field} is {found}, expected the object under review (a mapping): the API server sends request.object on CREATE and UPDATE, request.oldObject on DELETE"
     )]
     NotAnObject {
+        /// `object` or `oldObject`.
         field: &'static str,
+        /// The JSON type found instead (`string`, `array`, …).
         found: &'static str,
     },
 }
@@ -289,6 +320,7 @@ impl Review {
         &self.json
     }
 
+    /// The request's `uid`, which the answer echoes; empty for a bare object.
     pub fn uid(&self) -> &str {
         &self.uid
     }
@@ -303,10 +335,12 @@ impl Review {
         self.operation
     }
 
+    /// The request's `dryRun`: the API server will not persist the change. False for a bare object.
     pub fn dry_run(&self) -> bool {
         self.dry_run
     }
 
+    /// Who sent the request; empty for a bare object and a resultant.
     pub fn user(&self) -> &UserInfo {
         &self.user
     }
@@ -316,6 +350,8 @@ impl Review {
         &self.json["object"]
     }
 
+    /// `oldObject`: the object before an UPDATE, and the object itself on DELETE. `Null` where
+    /// there is none (CREATE, a bare object).
     pub fn old_object(&self) -> &Value {
         &self.json["oldObject"]
     }
@@ -406,17 +442,22 @@ pub fn decode(body: &[u8]) -> Result<Review, DecodeError> {
 /// The answer to one review, before it is put on the wire.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Response {
+    /// Admit the object (with the patch, if any).
     pub allowed: bool,
     /// Shown to the user when denied.
     pub message: String,
     /// HTTP-style status code carried in the response status when denied.
     pub code: u16,
+    /// Warnings shown to the user whatever the answer (`kubectl` prints them).
     pub warnings: Vec<String>,
+    /// The JSON patch the mutating webhook answers with; `None` where nothing changes.
     pub patch: Option<json_patch::Patch>,
+    /// Annotations of the API server's audit event; it prefixes each key with the webhook's name.
     pub audit_annotations: BTreeMap<String, String>,
 }
 
 impl Response {
+    /// Admit, with code 200 and nothing else.
     pub fn allow() -> Self {
         Self {
             allowed: true,
@@ -428,6 +469,7 @@ impl Response {
         }
     }
 
+    /// Refuse with `message`, with code 403 (`Forbidden`).
     pub fn deny(message: impl Into<String>) -> Self {
         Self {
             allowed: false,

@@ -1,7 +1,10 @@
 //! Audits of what already exists: every object through the one decision path, as Gatekeeper's
 //! audit does, and the zero-trust coverage of the namespaces. The background audit
-//! (`cluster::audit`) and `palisade audit` both use this, and publish the same reports
-//! ([`report`]).
+//! (`cluster::auditor` in the shell) and `palisade audit` both use this, and publish the same
+//! reports ([`report`]).
+//!
+//! [`evaluate`] judges objects into one [`Finding`] each; [`coverage`] says which opted-in
+//! namespaces lack a default-deny ([`Coverage`]).
 
 pub mod report;
 
@@ -20,8 +23,12 @@ use crate::zero_trust::Scope;
 /// What the audit found on one object.
 #[derive(Debug, Clone)]
 pub struct Finding {
+    /// The object judged.
     pub object: ObjectRef,
+    /// `metadata.uid` of the object, when it has one (objects from the cluster do, manifests do
+    /// not).
     pub uid: Option<String>,
+    /// What the constraints said of it, at their own actions (the audit does not cap them).
     pub violations: Vec<Violation>,
 }
 

@@ -22,6 +22,9 @@
 //!
 //! Keys are compared exactly: a key in another case, with a look-alike character, or anywhere but
 //! the object's (or its pod template's) `metadata.annotations` is not a break-glass annotation.
+//!
+//! [`judge`] gives the [`Verdict`] of one review; the allow-list and the longest expiry are
+//! [`crate::config::BreakGlass`].
 
 pub mod grant;
 
@@ -34,7 +37,11 @@ use crate::config::BreakGlass;
 use crate::podpaths::{self, PodPath};
 pub use grant::{GRANT, GrantKeys};
 
+/// The annotation that asks for break-glass; its value is the reason, shown to the user and
+/// audited.
 pub const REASON: &str = "palisade.dev/break-glass";
+/// The annotation that bounds a break-glass request: an RFC 3339 time, in the future and within
+/// `breakGlass.maxTTL`.
 pub const EXPIRES: &str = "palisade.dev/break-glass-expires";
 
 /// What break-glass means for one review.
@@ -83,7 +90,9 @@ pub struct Use {
     pub user: String,
     /// The allow-listed person who approved it: the requester, or the one the grant names.
     pub approver: String,
+    /// The reason given, trimmed of white space.
     pub reason: String,
+    /// The expiry, as the annotation wrote it.
     pub expires: String,
     /// For a controller creating a workload's object: the owner, `ReplicaSet/web-5d8f`.
     pub owner: Option<String>,

@@ -1,5 +1,10 @@
 //! A policy bundle: the ConstraintTemplates, Constraints and mutators of a set of documents,
 //! checked as a whole so that one load reports every problem.
+//!
+//! [`load`] reads a directory or file into a [`Bundle`], [`Bundle::from_documents`] builds one
+//! from documents already read; a [`BundleError`] lists every [`Problem`]. Gatekeeper's other
+//! kinds that a bundle reads (`Config`, `SyncSet`, Providers, ExpansionTemplates) are kept for
+//! the parts that use them. The policies applied to the cluster join the files' in [`overlay`].
 
 use std::collections::HashMap;
 use std::fmt;
@@ -15,8 +20,11 @@ use crate::policy::{
     Constraint, EngineOptions, Policies, Template, external, parse_constraint, template,
 };
 
+/// The API group of Constraints; each template's kind is a kind of it.
 pub const CONSTRAINTS_GROUP: &str = "constraints.gatekeeper.sh";
+/// The API group of ConstraintTemplates.
 pub const TEMPLATES_GROUP: &str = "templates.gatekeeper.sh";
+/// The API group of the mutators (Assign, AssignMetadata, ModifySet).
 pub const MUTATIONS_GROUP: &str = "mutations.gatekeeper.sh";
 
 /// Gatekeeper's other groups and their kinds: kept for the parts that read them (a `Config`
@@ -34,6 +42,7 @@ const OTHER_GATEKEEPER_KINDS: [(&str, &[&str]); 5] = [
 pub struct Problem {
     /// "Kind name at file (document N)".
     pub at: String,
+    /// What is wrong, and how to fix it where that is known.
     pub message: String,
 }
 
@@ -46,6 +55,7 @@ impl fmt::Display for Problem {
 /// Everything wrong with a bundle, so that one run shows every problem.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct BundleError {
+    /// Every problem, in the order they were found.
     pub problems: Vec<Problem>,
 }
 
@@ -65,6 +75,7 @@ impl fmt::Display for BundleError {
 }
 
 impl BundleError {
+    /// An error of one problem.
     pub fn one(at: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
             problems: vec![Problem {
@@ -108,12 +119,16 @@ pub struct Bundle {
 /// One `spec.sync.syncOnly` entry of a Gatekeeper `Config`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SyncKind {
+    /// The API group; empty for the core group.
     pub group: String,
+    /// The API version (`v1`).
     pub version: String,
+    /// The kind (`Namespace`).
     pub kind: String,
 }
 
 impl SyncKind {
+    /// The kind `kind` of `group/version`.
     pub fn new(group: &str, version: &str, kind: &str) -> Self {
         Self {
             group: group.to_owned(),
@@ -634,6 +649,7 @@ impl Bundle {
         self.sync.as_deref()
     }
 
+    /// The templates and constraints.
     pub fn policies(&self) -> &Policies {
         &self.policies
     }
@@ -643,6 +659,7 @@ impl Bundle {
         &self.providers
     }
 
+    /// The mutators (Assign, AssignMetadata, ModifySet), in application order.
     pub fn mutators(&self) -> &Mutators {
         &self.mutators
     }

@@ -21,6 +21,9 @@
 //!
 //! Nothing here can be changed by a tenant: namespaces are matched by name, never by a label or
 //! an annotation.
+//!
+//! [`Config::parse`] reads the file into a [`Config`] (or a [`ConfigError`] naming the field);
+//! [`Config::mode`] is what applies in one namespace.
 
 use std::time::Duration;
 
@@ -51,6 +54,8 @@ const TOO_WIDE_GROUPS: [&str; 4] = [
     "system:masters",
 ];
 
+/// The configuration file, as [`Config::parse`] reads it; the [`Default`] is what applies
+/// without one.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub struct Config {
@@ -58,7 +63,9 @@ pub struct Config {
     pub enforcement: Action,
     /// Per-namespace exceptions to `enforcement` and to mutation; the first match wins.
     pub namespaces: Vec<NamespaceRule>,
+    /// Who may use break-glass, and for how long.
     pub break_glass: BreakGlass,
+    /// The background audit.
     pub audit: Audit,
 }
 
@@ -73,6 +80,8 @@ impl Default for Config {
     }
 }
 
+/// One `namespaces` entry: the namespaces it names, and what changes there. It sets at least one of
+/// `enforcement` and `mutation`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct NamespaceRule {
@@ -95,6 +104,8 @@ impl NamespaceRule {
     }
 }
 
+/// `breakGlass`: the allow-list of who may use and approve break-glass ([`crate::breakglass`]),
+/// empty by default, and the limit on how far ahead a request may expire.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub struct BreakGlass {
@@ -128,16 +139,20 @@ impl BreakGlass {
             || user.groups.iter().any(|g| self.groups.contains(g))
     }
 
+    /// Whether the requester is one of `trustedControllers`, which may carry the annotations from a
+    /// workload's template onto the objects it owns.
     pub fn is_trusted_controller(&self, user: &crate::admission::UserInfo) -> bool {
         !user.username.is_empty() && self.trusted_controllers.contains(&user.username)
     }
 }
 
+/// `audit`: the background audit of what runs in the cluster, done by the leader.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub struct Audit {
     /// Whether the leader audits what runs in the cluster.
     pub enabled: bool,
+    /// Time between two audits (at least 1s; 60s by default).
     #[serde(with = "humantime_serde")]
     pub interval: Duration,
     /// Results listed in one PolicyReport; the summary still counts every one.
@@ -164,7 +179,9 @@ impl Default for Audit {
 /// How reviews in one namespace are treated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Mode {
+    /// The cap on every constraint's enforcementAction.
     pub enforcement: Action,
+    /// Whether the mutators apply.
     pub mutation: bool,
 }
 
@@ -304,9 +321,11 @@ impl Config {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{file}: {}{message}", if field.is_empty() { String::new() } else { format!("{field}: ") })]
 pub struct ConfigError {
+    /// The file, as named to [`Config::parse`].
     pub file: String,
     /// The path of the field, e.g. `namespaces[0].enforcement` (empty for the whole file).
     pub field: String,
+    /// What is wrong and what to write instead.
     pub message: String,
 }
 

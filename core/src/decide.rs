@@ -43,6 +43,7 @@ pub struct Decider {
 /// A decision and what it was made from.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decision {
+    /// The answer to send.
     pub response: Response,
     /// Every violation found, of every action, after the namespace's enforcement cap (dryrun
     /// ones are not shown to the user).
@@ -93,6 +94,7 @@ impl Decider {
         self.with_config(Arc::new(config))
     }
 
+    /// The configuration file it decides under.
     pub fn config(&self) -> &Config {
         &self.config
     }
@@ -118,6 +120,8 @@ impl Decider {
         self
     }
 
+    /// Whether the object's namespace (a Namespace's own name, for a Namespace) is one of the
+    /// exempt namespaces. Cluster-scoped objects never are.
     pub fn is_exempt(&self, review: &Review) -> bool {
         let ns = review.object_ref().effective_namespace();
         !ns.is_empty() && self.exempt_namespaces.iter().any(|e| e == ns)

@@ -16,6 +16,9 @@
 //! Resultants are judged by the constraints whose `match.source` is not `Original`; their
 //! violations count on the parent, prefixed `[Implied by <template>]`, under the template's
 //! `enforcementAction` when it sets one.
+//!
+//! [`Expansions`] are a bundle's templates ([`ExpansionTemplate`]), checked together; [`judge`]
+//! gives the violations of an object's resultants.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -32,7 +35,9 @@ use crate::mutation::Mutators;
 use crate::object::split_api_version;
 use crate::policy::{Action, FailureKind, OutOfTime, Point, Policies, Violation};
 
+/// The API group of ExpansionTemplates.
 pub const EXPANSION_GROUP: &str = "expansion.gatekeeper.sh";
+/// The kind of an ExpansionTemplate.
 pub const KIND: &str = "ExpansionTemplate";
 
 /// Gatekeeper's bound on nested expansion. Load refuses cycles, so a chain this long means a
@@ -45,8 +50,11 @@ const MAX_NAME: usize = 63;
 /// A group, version and kind, matched exactly (Gatekeeper reads `*` literally here).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Gvk {
+    /// The API group; empty for the core group.
     pub group: String,
+    /// The API version (`v1`).
     pub version: String,
+    /// The kind (`Deployment`).
     pub kind: String,
 }
 
@@ -73,6 +81,7 @@ impl fmt::Display for Gvk {
 /// One ExpansionTemplate.
 #[derive(Debug, Clone)]
 pub struct ExpansionTemplate {
+    /// `metadata.name`.
     pub name: String,
     /// "ExpansionTemplate name at file (document N)".
     pub describe: String,
@@ -80,6 +89,7 @@ pub struct ExpansionTemplate {
     pub parents: Vec<Gvk>,
     /// `spec.templateSource`, split at the dots.
     source: Vec<String>,
+    /// `spec.generatedGVK`: the kind of the resultants.
     pub generated: Gvk,
     /// Overrides the constraints' actions on this template's resultants.
     pub action: Option<Action>,
@@ -88,8 +98,11 @@ pub struct ExpansionTemplate {
 /// One resultant object and the template that made it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Resultant {
+    /// The resultant, mutated.
     pub object: Value,
+    /// The name of the ExpansionTemplate that made it.
     pub template: String,
+    /// The template's `spec.enforcementAction`, if it sets one.
     pub action: Option<Action>,
 }
 
@@ -97,7 +110,9 @@ pub struct Resultant {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("ExpansionTemplate {template}: {message}")]
 pub struct ExpandError {
+    /// The name of the ExpansionTemplate.
     pub template: String,
+    /// What went wrong.
     pub message: String,
 }
 
@@ -355,10 +370,12 @@ impl Expansions {
         Ok(Self { templates, by_kind })
     }
 
+    /// Whether the bundle has no ExpansionTemplate.
     pub fn is_empty(&self) -> bool {
         self.templates.is_empty()
     }
 
+    /// The templates, by name.
     pub fn templates(&self) -> &[ExpansionTemplate] {
         &self.templates
     }

@@ -23,9 +23,13 @@ const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 pub enum Change {
     /// Adds the object, or replaces the one with the same identity.
     Upsert(Value),
+    /// Removes the object with this identity, if it is held.
     Delete(ObjectRef),
 }
 
+/// A snapshot of the objects policies may look up (`data.inventory`). Namespaces are also kept
+/// as JSON, for namespaceSelectors, and NetworkPolicies read into the model ([`crate::netpol`]).
+/// Cheap to clone: every part is shared.
 #[derive(Clone)]
 pub struct Inventory {
     /// `{"inventory": {"cluster": …, "namespace": …}}`, the data every evaluation gets.
@@ -259,10 +263,12 @@ impl Inventory {
         &self.data
     }
 
+    /// Whether it holds no object.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
 
+    /// The number of objects held.
     pub fn len(&self) -> usize {
         self.len
     }

@@ -10,7 +10,7 @@
 //!   every caller decides), [`object`] (what an object is called), [`manifest`] (YAML documents
 //!   and the files they come from).
 //! - The policies: [`policy`] (Gatekeeper templates and constraints on regorus), [`mutation`]
-//!   (Assign, AssignMetadata, ModifySet, AssignImage), [`expansion`] (Gatekeeper's
+//!   (Assign, AssignMetadata, ModifySet; not AssignImage), [`expansion`] (Gatekeeper's
 //!   ExpansionTemplate), [`bundle`] (documents into one checked bundle, and the files ∪ cluster
 //!   overlay), [`matcher`] (Gatekeeper's match blocks), [`config`] (the configuration file).
 //! - What policies look up: [`inventory`].
@@ -23,6 +23,7 @@
 //! - Reports: [`audit`] (what already runs, judged, and its report formats).
 //! - Tests of policies: [`suite`] (gator's Suite model and runner).
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 #![warn(unreachable_pub)]
 #![cfg_attr(
     not(test),

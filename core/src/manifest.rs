@@ -1,5 +1,8 @@
 //! Kubernetes documents from manifest text: YAML or JSON, several documents per text, `List`s
 //! expanded. Reading them from disk is [`files`].
+//!
+//! [`parse_str`] reads text into [`Document`]s, each with its [`Origin`] for messages, or fails
+//! with a [`ManifestError`].
 
 pub mod files;
 
@@ -13,13 +16,16 @@ use crate::object::{ObjectRef, json_type, split_api_version};
 /// One Kubernetes object read from a file, and where it came from.
 #[derive(Debug, Clone)]
 pub struct Document {
+    /// Where it was read.
     pub origin: Origin,
+    /// The object, as JSON.
     pub value: serde_json::Value,
 }
 
 /// Where a document came from, for error messages: file, document number, List item.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Origin {
+    /// The file; `cluster` for an object read from the cluster.
     pub file: PathBuf,
     /// 1-based position of the YAML document in the file.
     pub document: usize,
@@ -59,6 +65,7 @@ impl Document {
         ObjectRef::of(&self.value)
     }
 
+    /// `apiVersion` (empty when absent).
     pub fn api_version(&self) -> &str {
         self.value["apiVersion"].as_str().unwrap_or_default()
     }
@@ -68,10 +75,12 @@ impl Document {
         split_api_version(self.api_version()).0
     }
 
+    /// `kind` (empty when absent).
     pub fn kind(&self) -> &str {
         self.value["kind"].as_str().unwrap_or_default()
     }
 
+    /// `metadata.name` (empty when absent).
     pub fn name(&self) -> &str {
         self.value["metadata"]["name"].as_str().unwrap_or_default()
     }
@@ -82,16 +91,27 @@ impl Document {
     }
 }
 
+/// Why manifest text does not read as Kubernetes documents.
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
+    /// A document is not YAML or JSON.
     #[error("{file} (document {document}): not valid YAML or JSON: {message}")]
     Parse {
+        /// The file, as named to [`parse_str`].
         file: PathBuf,
+        /// 1-based position of the YAML document in the file.
         document: usize,
+        /// The parser's message.
         message: String,
     },
+    /// A document is not an object, or a `List`'s items are not a list of objects.
     #[error("{origin}: {message}")]
-    Shape { origin: Origin, message: String },
+    Shape {
+        /// The document, or the `List` item.
+        origin: Origin,
+        /// What was expected.
+        message: String,
+    },
 }
 
 /// Parses YAML (JSON is YAML) with any number of documents; empty documents are skipped and

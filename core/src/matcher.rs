@@ -3,6 +3,9 @@
 //! Every given matcher must hold; an absent one matches everything. A Namespace is matched
 //! against the namespace matchers by its own name and labels. A matcher that cannot be decided
 //! (a namespaceSelector without the namespace's labels) is an error, never a silent skip.
+//!
+//! [`Match`] is a parsed `spec.match`, built of [`KindSelector`]s, name [`Glob`]s and
+//! [`LabelSelector`]s; [`Match::matches`] judges a review.
 
 use std::collections::BTreeMap;
 
@@ -16,10 +19,12 @@ use crate::object::labels_of;
 pub struct Glob(String);
 
 impl Glob {
+    /// The pattern as written; a `*` counts only at either end.
     pub fn new(pattern: &str) -> Self {
         Self(pattern.to_owned())
     }
 
+    /// Whether `s` fits the pattern.
     pub fn matches(&self, s: &str) -> bool {
         let p = self.0.as_str();
         match (p.strip_prefix('*'), p.strip_suffix('*')) {
@@ -32,28 +37,41 @@ impl Glob {
     }
 }
 
+/// The operator of a label selector requirement, as Kubernetes defines it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Operator {
+    /// The label is set to one of the values.
     In,
+    /// The label is not set, or set to none of the values.
     NotIn,
+    /// The label is set, to any value.
     Exists,
+    /// The label is not set.
     DoesNotExist,
 }
 
+/// One requirement of a label selector: a `matchExpressions` entry, or a `matchLabels` entry read
+/// as `In` with its one value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Requirement {
+    /// The label key.
     pub key: String,
+    /// How the label's value is judged.
     pub operator: Operator,
+    /// The values of `In` and `NotIn` (at least one); empty for `Exists` and `DoesNotExist`.
     pub values: Vec<String>,
 }
 
 /// A Kubernetes label selector: `matchLabels` and `matchExpressions`, ANDed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LabelSelector {
+    /// Every requirement; none matches everything.
     pub requirements: Vec<Requirement>,
 }
 
 impl LabelSelector {
+    /// Parses a label selector; `field` is its path for messages. Unknown fields, non-string
+    /// values, `In`/`NotIn` without values and `Exists`/`DoesNotExist` with values are errors.
     pub fn parse(value: &Value, field: &str) -> Result<Self, String> {
         let obj = value.as_object().ok_or_else(|| {
             format!("{field}: must be a mapping with matchLabels and/or matchExpressions")
@@ -139,6 +157,7 @@ impl LabelSelector {
         Ok(Self { requirements })
     }
 
+    /// Whether `labels` meet every requirement.
     pub fn matches(&self, labels: &BTreeMap<&str, &str>) -> bool {
         self.requirements.iter().all(|r| {
             let value = labels.get(r.key.as_str());
@@ -152,9 +171,13 @@ impl LabelSelector {
     }
 }
 
+/// One `match.kinds` entry: the object's group is one of `apiGroups` and its kind one of `kinds`.
+/// An empty list or a `*` entry matches anything.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KindSelector {
+    /// `apiGroups`; `""` is the core group.
     pub api_groups: Vec<String>,
+    /// `kinds`.
     pub kinds: Vec<String>,
 }
 
@@ -167,11 +190,16 @@ impl KindSelector {
     }
 }
 
+/// `match.scope`: cluster-scoped objects, namespaced objects, or both. A Namespace is
+/// cluster-scoped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Scope {
+    /// `*` or absent: both.
     #[default]
     All,
+    /// Only cluster-scoped objects (Namespaces included).
     Cluster,
+    /// Only objects in a namespace.
     Namespaced,
 }
 
@@ -179,9 +207,12 @@ pub enum Scope {
 /// of workload expansion (`Generated`), or to both (`All`, the default).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SourceMatch {
+    /// Both (`All`, or absent).
     #[default]
     All,
+    /// Only objects under review.
     Original,
+    /// Only resultants of expansion.
     Generated,
 }
 
@@ -198,13 +229,24 @@ impl SourceMatch {
 /// A parsed `spec.match`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Match {
+    /// `kinds`: the object's group and kind fit one of these entries (none: any kind).
     pub kinds: Vec<KindSelector>,
+    /// `scope`: cluster-scoped objects, namespaced ones, or both.
     pub scope: Scope,
+    /// `namespaces`: the object's namespace fits one of these (none: any namespace). Cluster-scoped
+    /// objects other than Namespaces are not held to it.
     pub namespaces: Vec<Glob>,
+    /// `excludedNamespaces`: the object's namespace fits none of these. Cluster-scoped objects
+    /// other than Namespaces are not held to it.
     pub excluded_namespaces: Vec<Glob>,
+    /// `labelSelector`, over the object's labels; on UPDATE the old object's labels match too.
     pub label_selector: Option<LabelSelector>,
+    /// `namespaceSelector`, over the labels of the object's Namespace (or of a Namespace itself).
+    /// Cluster-scoped objects other than Namespaces are not held to it.
     pub namespace_selector: Option<LabelSelector>,
+    /// `name`: the object's name fits this pattern.
     pub name: Option<Glob>,
+    /// `source`: objects under review, resultants of expansion, or both.
     pub source: SourceMatch,
 }
 

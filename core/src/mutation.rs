@@ -3,6 +3,10 @@
 //! Mutators apply in a fixed order (kind, then name) and repeat until the object stops changing.
 //! Missing parent fields are created; list selectors never create list elements. The result is
 //! an RFC 6902 patch from the request's object to the mutated one.
+//!
+//! [`Mutator::parse`] reads one mutator document; [`Mutators`] are a bundle's, in order, and
+//! [`Mutators::mutate`] applies them to a review. `AssignImage` is not supported: a bundle that
+//! holds one is refused.
 
 pub(crate) mod location;
 pub(crate) mod patch;
@@ -18,14 +22,19 @@ use location::{Location, Segment, Selector};
 /// Passes over all mutators before giving up on an object that keeps changing.
 pub const MAX_ITERATIONS: usize = 8;
 
+/// The kinds of mutator Palisade reads. Mutators apply in this order, then by name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Kind {
+    /// Sets a value (`spec.parameters.assign.value`) at a location outside `metadata`.
     Assign,
+    /// Adds a label or annotation that is not set yet; never changes one that is.
     AssignMetadata,
+    /// Adds values to a list (`merge`) or removes them from it (`prune`), as a set.
     ModifySet,
 }
 
 impl Kind {
+    /// The kind as Gatekeeper spells it.
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Assign => "Assign",
@@ -63,10 +72,14 @@ enum Operation {
     Prune(Vec<Value>),
 }
 
+/// One mutator, parsed: where it applies (`applyTo`, `match`) and what it does at its location.
 #[derive(Debug, Clone)]
 pub struct Mutator {
+    /// Which kind of mutator it is.
     pub kind: Kind,
+    /// `metadata.name`.
     pub name: String,
+    /// "Kind name at file (document N)", for messages.
     pub describe: String,
     apply_to: Vec<ApplyTo>,
     matcher: Match,
@@ -458,19 +471,23 @@ pub struct Mutators {
 }
 
 impl Mutators {
+    /// The mutators, put in application order (kind, then name).
     pub fn new(mut list: Vec<Mutator>) -> Self {
         list.sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
         Self { list }
     }
 
+    /// The number of mutators.
     pub fn len(&self) -> usize {
         self.list.len()
     }
 
+    /// Every mutator, in application order.
     pub fn list(&self) -> &[Mutator] {
         &self.list
     }
 
+    /// Whether there is no mutator.
     pub fn is_empty(&self) -> bool {
         self.list.is_empty()
     }

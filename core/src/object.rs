@@ -1,5 +1,7 @@
 //! The identity of a Kubernetes object, read one way for admission requests, manifests, the
 //! inventory and the mutators.
+//!
+//! [`ObjectRef`] is that identity; [`to_regorus`] converts an object for the policies.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -10,10 +12,15 @@ use serde_json::Value;
 /// the core group is `""`, and a cluster-scoped object has no namespace.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ObjectRef {
+    /// The API group; `""` for the core group.
     pub group: String,
+    /// The API version (`v1`).
     pub version: String,
+    /// The kind (`Pod`).
     pub kind: String,
+    /// `metadata.namespace`; `""` for a cluster-scoped object (a Namespace included).
     pub namespace: String,
+    /// `metadata.name`.
     pub name: String,
 }
 

@@ -10,15 +10,19 @@
 //! - where break-glass finds a pod template and which owners it trusts to copy one
 //!   ([`crate::breakglass`]);
 //! - the kinds the shipped pod policies judge, which a test compares with this table.
+//!
+//! The table is [`POD_PATHS`], one [`PodPath`] per way in; [`of_kind`] looks a kind up.
 
 use serde_json::Value;
 
 /// One way a pod spec enters the cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PodPath {
-    /// API group and version of the kind (`""` for the core group).
+    /// API group of the kind (`""` for the core group).
     pub group: &'static str,
+    /// API version of the kind (`v1`).
     pub version: &'static str,
+    /// The kind (`Pod`, `Deployment`).
     pub kind: &'static str,
     /// The resource the webhook rules name, with its subresource after a `/`.
     pub resource: &'static str,

@@ -1,4 +1,9 @@
 //! Validation: Gatekeeper ConstraintTemplates and Constraints, evaluated with regorus.
+//!
+//! A [`Template`] is compiled from a ConstraintTemplate ([`template`]); [`parse_constraint`]
+//! reads a [`Constraint`]. [`Policies`] holds both, indexed by kind, and
+//! [`Policies::evaluate`] judges a review into [`Violation`]s, each under its constraint's
+//! [`Action`] at the enforcement [`Point`]. Calls to external data providers are [`external`].
 
 pub mod external;
 pub(crate) mod net;
@@ -35,13 +40,18 @@ pub use template::{
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
+    /// Refuse the object (in the audit: report it).
     #[default]
     Deny,
+    /// Admit the object with a warning.
     Warn,
+    /// Admit the object silently; the violation is only recorded (the dryrun audit annotation, the
+    /// audit's reports).
     Dryrun,
 }
 
 impl Action {
+    /// `deny`, `warn` or `dryrun`, as `enforcementAction` spells it.
     pub fn as_str(self) -> &'static str {
         match self {
             Action::Deny => "deny",
@@ -68,6 +78,7 @@ impl Action {
         }
     }
 
+    /// Reads `deny`, `warn` or `dryrun`, exactly so spelt.
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "deny" => Some(Action::Deny),
@@ -89,9 +100,12 @@ impl fmt::Display for Action {
 /// point, its audit the audit point, and `palisade verify`/`test` are gator's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Point {
+    /// `validation.gatekeeper.sh`: the admission webhook.
     #[default]
     Validation,
+    /// `audit.gatekeeper.sh`: the audit of what exists.
     Audit,
+    /// `gator.gatekeeper.sh`: `palisade test` and `verify`, as `gator` is.
     Gator,
 }
 
@@ -234,13 +248,20 @@ impl Enforcement {
 /// A constraint: a template kind applied to matching objects with parameters.
 #[derive(Debug, Clone)]
 pub struct Constraint {
+    /// `metadata.name`.
     pub name: String,
+    /// The constraint's kind: the `spec.crd.spec.names.kind` of its template.
     pub kind: String,
+    /// `spec.enforcementAction` and `spec.scopedEnforcementActions`.
     pub enforcement: Enforcement,
+    /// `spec.match`.
     pub matcher: Match,
+    /// `spec.parameters` (`{}` when absent), checked against the template's schema; policies read
+    /// it as `input.parameters`.
     pub parameters: Value,
     /// `parameters` as a regorus value, converted once at load.
     parameters_value: regorus::Value,
+    /// "Kind name at file (document N)", for messages.
     pub describe: String,
 }
 
@@ -292,6 +313,7 @@ pub enum FailureKind {
 }
 
 impl FailureKind {
+    /// The failure's name in metrics: `timeout`, `engine`, `panic`, `match` or `memory`.
     pub fn as_str(self) -> &'static str {
         match self {
             FailureKind::Timeout => "timeout",
@@ -317,10 +339,16 @@ impl From<&EvalError> for FailureKind {
 /// One violation of one constraint.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Violation {
+    /// The constraint's name.
     pub constraint: String,
+    /// The constraint's kind.
     pub constraint_kind: String,
+    /// What is done with it: the constraint's action at the enforcement point (or the
+    /// ExpansionTemplate's, for a resultant), capped by the configuration file's enforcement.
     pub action: Action,
+    /// The violation's `msg`, or what failed.
     pub message: String,
+    /// The violation's `details` (`Null` when it gives none).
     pub details: Value,
     /// Set when the violation stands for a failure to evaluate (fail closed).
     pub failure: Option<FailureKind>,
@@ -393,6 +421,7 @@ impl Policies {
         &self.universe
     }
 
+    /// The constraints, by kind and name.
     pub fn constraints(&self) -> &[Constraint] {
         &self.constraints
     }
@@ -407,6 +436,7 @@ impl Policies {
         ))
     }
 
+    /// The compiled templates, one per constraint kind.
     pub fn templates(&self) -> impl Iterator<Item = &Arc<Template>> {
         self.templates.values()
     }

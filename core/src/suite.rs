@@ -1,6 +1,9 @@
 //! gator's Suites (`test.gatekeeper.sh/v1alpha1`): the model, and the runner that takes every
 //! case through the same decision path as the webhook, without exempt namespaces, as gator has
 //! none. `palisade verify` prints what [`run_path`] returns.
+//!
+//! [`parse_suite`] reads a [`Suite`] of [`SuiteTest`]s and their [`Case`]s; [`run_suite`] gives
+//! one [`CaseResult`] per case, and [`Summary`] counts them.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -19,10 +22,13 @@ use crate::policy::{EngineOptions, Violation};
 /// The apiVersion of a Suite.
 pub const SUITE_API_VERSION: &str = "test.gatekeeper.sh/v1alpha1";
 
+/// A Suite that cannot be found or read: which file, and what is wrong.
 #[derive(Debug, thiserror::Error)]
 #[error("{file}: {message}")]
 pub struct SuiteError {
+    /// The Suite file, or the path searched.
     pub file: PathBuf,
+    /// What is wrong; a field names its path (`tests[0].cases[1].object`).
     pub message: String,
 }
 
@@ -32,7 +38,9 @@ pub struct SuiteError {
 pub enum Expect {
     /// At least one.
     Yes,
+    /// None.
     No,
+    /// Exactly this many.
     Exactly(u64),
 }
 
@@ -80,11 +88,15 @@ impl TryFrom<String> for Pattern {
     }
 }
 
+/// One `assertions` entry of a case: how many violations, of those whose message matches, the
+/// review must have.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Assertion {
+    /// `violations` (`yes` when absent).
     #[serde(default = "yes")]
     pub violations: Expect,
+    /// `message`: only violations whose message this matches (anywhere in it) are counted.
     #[serde(default)]
     pub message: Option<Pattern>,
 }
@@ -187,48 +199,73 @@ struct CaseFile {
     skip: bool,
 }
 
+/// One case of a test: an object reviewed, and what must hold of its violations.
 #[derive(Debug, Clone)]
 pub struct Case {
+    /// `name` (`case <index>` when absent).
     pub name: String,
+    /// `object`: the object, or an AdmissionReview, to review (relative paths are resolved against
+    /// the Suite's directory, as are the others).
     pub object: PathBuf,
+    /// `inventory`: files of objects the policies may look up.
     pub inventory: Vec<PathBuf>,
+    /// `assertions`; one that expects at least one violation when the case gives none.
     pub assertions: Vec<Assertion>,
+    /// `skip`: the case is reported as skipped.
     pub skip: bool,
 }
 
 /// One gator test: a template, a constraint and the cases run against them.
 #[derive(Debug, Clone)]
 pub struct SuiteTest {
+    /// `name` (`test <index>` when absent).
     pub name: String,
+    /// `template`: the ConstraintTemplate file.
     pub template: PathBuf,
+    /// `constraint`: the Constraint file.
     pub constraint: PathBuf,
     /// A file of ExpansionTemplates, as gator's `expansion:`.
     pub expansion: Option<PathBuf>,
+    /// `cases`.
     pub cases: Vec<Case>,
+    /// `skip`: every case is reported as skipped.
     pub skip: bool,
     /// The template or constraint is expected to be rejected.
     pub invalid: bool,
 }
 
+/// A Suite file, read.
 #[derive(Debug, Clone)]
 pub struct Suite {
+    /// The file it was read from.
     pub file: PathBuf,
+    /// `metadata.name` (empty when absent).
     pub name: String,
+    /// `tests`.
     pub tests: Vec<SuiteTest>,
 }
 
+/// How one case ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
+    /// Every assertion held (for an `invalid` test: the template or constraint was rejected).
     Pass,
+    /// It failed, and why.
     Fail(String),
+    /// It was skipped.
     Skip,
 }
 
+/// The outcome of one case, and where the case is.
 #[derive(Debug, Clone)]
 pub struct CaseResult {
+    /// The Suite file.
     pub suite: PathBuf,
+    /// The test's name.
     pub test: String,
+    /// The case's name, or `(invalid)`, `(load)` or `(test)` for a result of the test as a whole.
     pub case: String,
+    /// How it ended.
     pub outcome: Outcome,
 }
 
@@ -252,12 +289,16 @@ impl fmt::Display for CaseResult {
 /// Totals of a run.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Summary {
+    /// Cases that passed.
     pub passed: usize,
+    /// Cases that failed.
     pub failed: usize,
+    /// Cases skipped.
     pub skipped: usize,
 }
 
 impl Summary {
+    /// Counts the outcomes of `results`.
     pub fn of(results: &[CaseResult]) -> Self {
         let mut s = Self::default();
         for r in results {

@@ -18,7 +18,11 @@
 //!   webhook sees is a way around every pod policy.
 //!
 //! Kinds become resources through the table of the built-in kinds, else Kubernetes' own guess
-//! (lower case, plural), which is what CRDs use unless they name their plural otherwise.
+//! (lower case, plural), which is what CRDs use unless they name their plural otherwise
+//! ([`resource_of`]).
+//!
+//! [`configurations`] makes both configurations for the [`WebhookOptions`];
+//! [`validating_rules`] and [`mutating_rules`] are their [`Rule`]s.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -36,8 +40,9 @@ pub const EXCLUDED_NAMESPACES: [&str; 1] = ["kube-system"];
 pub struct WebhookOptions {
     /// `metadata.name` of both configurations.
     pub name: String,
-    /// The Service in front of Palisade, and Palisade's own namespace.
+    /// The Service in front of Palisade.
     pub service: String,
+    /// Palisade's own namespace: the Service's, and one the webhooks never see.
     pub namespace: String,
     /// How long the API server waits for an answer.
     pub timeout_seconds: u32,
@@ -47,6 +52,8 @@ pub struct WebhookOptions {
 }
 
 impl WebhookOptions {
+    /// Options for `service` in `namespace`: both configurations named after the Service, a 5
+    /// second timeout, and no CA bundle.
     pub fn new(service: &str, namespace: &str) -> Self {
         Self {
             name: service.to_owned(),
@@ -61,8 +68,11 @@ impl WebhookOptions {
 /// One webhook rule: an API group, its resources and the operations sent.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Rule {
+    /// The API group (`""` for the core group).
     pub api_group: String,
+    /// The operations sent (`CREATE`, `UPDATE`, …).
     pub operations: Vec<String>,
+    /// The resources, a subresource after a `/` (`pods/ephemeralcontainers`).
     pub resources: Vec<String>,
 }
 

@@ -5,6 +5,9 @@
 //!
 //! The generator that writes the policies into a cluster is the shell's (`cluster::generate`);
 //! the audit, `palisade audit` and the webhook's generation gate read the same definitions here.
+//!
+//! [`generated_policies`] are the policies of one namespace; [`Scope::awaits_generation`] is
+//! the generation gate's question.
 
 use serde_json::{Value, json};
 
@@ -12,7 +15,10 @@ use crate::inventory::Inventory;
 
 /// The field manager of every object Palisade writes.
 pub const FIELD_MANAGER: &str = "palisade";
+/// The generated policy that isolates every pod of the namespace in both directions.
 pub const DEFAULT_DENY: &str = "default-deny-all";
+/// The generated policy that lets every pod of the namespace reach kube-dns in kube-system on port
+/// 53 (UDP and TCP).
 pub const ALLOW_DNS: &str = "allow-dns";
 
 /// The NetworkPolicies every opted-in namespace holds.
@@ -57,6 +63,7 @@ pub fn generated_policies(namespace: &str) -> Vec<Value> {
 /// Which namespaces get the policies.
 #[derive(Debug, Clone)]
 pub struct Scope {
+    /// The Namespace labels that opt a namespace in (`--default-deny-selector`).
     pub selector: LabelSelector,
     /// Exempt by name (kube-system, Palisade's own namespace, --exempt-namespace).
     pub exempt: Vec<String>,

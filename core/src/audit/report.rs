@@ -9,6 +9,9 @@
 //! without a violation. A report lists at most `max_results` results (deny first); the summary
 //! still counts every one, and the annotation `palisade.dev/results-omitted` says how many were
 //! left out.
+//!
+//! [`policy_reports`] makes the reports, [`constraint_statuses`] the audit's part of each
+//! constraint's `status`; [`text`], [`json()`] and [`junit`] are `palisade audit`'s formats.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -19,11 +22,15 @@ use super::{Coverage, Finding};
 use crate::object::ObjectRef;
 use crate::policy::{Action, Violation};
 
+/// The apiVersion of the reports: the Policy Working Group's PolicyReport API.
 pub const API_VERSION: &str = "wgpolicyk8s.io/v1alpha2";
 /// The name of every report Palisade writes.
 pub const REPORT_NAME: &str = "palisade-audit";
+/// The label on every report Palisade writes, by which the audit finds its stale reports.
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "palisade");
+/// On a report that lists fewer results than it counts: how many were left out.
 pub const OMITTED_ANNOTATION: &str = "palisade.dev/results-omitted";
+/// On the ClusterPolicyReport: the share of opted-in namespaces that hold a default-deny.
 pub const COVERAGE_ANNOTATION: &str = "palisade.dev/default-deny-coverage";
 /// The policy name of coverage results in the ClusterPolicyReport.
 pub const COVERAGE_POLICY: &str = "default-deny-coverage";

@@ -18,6 +18,9 @@
 //! replica mounts from the Secret that only Palisade reads, so it is shared without another
 //! secret to distribute and rotates with the certificates. The previous key still verifies after
 //! a rotation, so grants survive one; a grant older than that has to be approved again.
+//!
+//! [`GrantKeys`] holds the keys and makes and verifies grants over a [`Sealed`]; [`Invalid`] says
+//! why a grant does not hold.
 
 use std::sync::Arc;
 
@@ -27,6 +30,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ring::{digest, hkdf, hmac};
 use serde_json::{Map, Value};
 
+/// The annotation /mutate stamps with the grant, beside [`crate::breakglass::REASON`].
 pub const GRANT: &str = "palisade.dev/break-glass-grant";
 const VERSION: &str = "v1";
 const CONTEXT: &[u8] = b"palisade.dev/break-glass-grant v1";
@@ -105,6 +109,7 @@ impl GrantKeys {
         self.keys.store(Arc::new(next));
     }
 
+    /// Whether there is no key: grants are neither made nor verified.
     pub fn is_empty(&self) -> bool {
         self.keys.load().is_empty()
     }
@@ -162,8 +167,12 @@ impl GrantKeys {
 /// Why a grant does not hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Invalid {
+    /// The object carries no grant.
     Missing,
+    /// Not `v1.<approver>.<tag>` with both parts in unpadded URL-safe base64 and a non-empty
+    /// approver.
     Malformed,
+    /// No key is installed to check it with.
     NoKey,
     /// Made for another spec, reason, expiry, namespace, approver or kind, or with a key older
     /// than the previous one.
@@ -190,9 +199,13 @@ pub struct Sealed<'a> {
     /// one of another (a debug Pod's is no DaemonSet's), but for the kinds whose controllers
     /// copy it ([`crate::breakglass`]).
     pub kind: &'a str,
+    /// The namespace of the object.
     pub namespace: &'a str,
+    /// The allow-listed user who approved it.
     pub approver: &'a str,
+    /// The reason annotation, as written.
     pub reason: &'a str,
+    /// The expiry annotation, as written.
     pub expires: &'a str,
     /// [`approved_content`] of the object.
     pub content: &'a Value,

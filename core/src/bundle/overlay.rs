@@ -6,6 +6,9 @@
 //! whole), each is judged alone: a broken template or constraint is reported on its own status
 //! and its last good form keeps serving, while the rest of the bundle is unaffected. The same
 //! name in the files and in the cluster is a conflict that the file wins.
+//!
+//! [`ClusterPolicies`] holds what the cluster applied, each object as a [`Tracked`];
+//! [`ClusterPolicies::merge`] makes the serving bundle of it and the files' bundle.
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -29,8 +32,12 @@ pub const SYNCSET_GROUP: &str = "syncset.gatekeeper.sh";
 /// object as last seen.
 #[derive(Clone)]
 pub struct Tracked<T> {
+    /// The object as last seen.
     pub doc: Document,
+    /// Its last good form, which serves; `None` if it never was good.
     pub good: Option<T>,
+    /// What is wrong with the object as last seen (and its conflicts with the files), for its
+    /// status.
     pub errors: Vec<String>,
     fingerprint: u64,
 }
@@ -56,12 +63,15 @@ impl<T> Tracked<T> {
         }
     }
 
+    /// `metadata.generation` of the object as last seen (0 when absent): the status's
+    /// `observedGeneration`.
     pub fn generation(&self) -> i64 {
         self.doc.value["metadata"]["generation"]
             .as_i64()
             .unwrap_or(0)
     }
 
+    /// `metadata.uid` of the object as last seen (empty when absent).
     pub fn uid(&self) -> &str {
         self.doc.value["metadata"]["uid"].as_str().unwrap_or("")
     }
@@ -97,6 +107,7 @@ pub struct ClusterPolicies {
 }
 
 impl ClusterPolicies {
+    /// Whether nothing from the cluster is held.
     pub fn is_empty(&self) -> bool {
         self.templates.is_empty()
             && self.constraints.is_empty()
@@ -327,10 +338,12 @@ impl ClusterPolicies {
         }
     }
 
+    /// The ConstraintTemplates, by name.
     pub fn templates(&self) -> impl Iterator<Item = &Tracked<Arc<Template>>> {
         self.templates.values()
     }
 
+    /// The Constraints, by kind and name.
     pub fn constraints(&self) -> impl Iterator<Item = &Tracked<Constraint>> {
         self.constraints.values()
     }

@@ -1,16 +1,24 @@
 //! Manifests on disk: files, directories of them, and what a mounted ConfigMap looks like.
+//!
+//! [`read_path`] reads a file or a directory, [`read_objects`] the objects of several;
+//! [`FileError`] says what could not be read.
 
 use std::path::{Path, PathBuf};
 
 use crate::manifest::{self, Document, ManifestError};
 
+/// Why manifests could not be read from disk.
 #[derive(Debug, thiserror::Error)]
 pub enum FileError {
+    /// A file or directory could not be read.
     #[error("cannot read {path}: {source}")]
     Read {
+        /// The file or directory.
         path: PathBuf,
+        /// The error reading it.
         source: std::io::Error,
     },
+    /// A file's text is not Kubernetes documents.
     #[error(transparent)]
     Manifest(#[from] ManifestError),
 }
@@ -71,6 +79,7 @@ pub fn read_path(path: &Path) -> Result<Vec<Document>, FileError> {
     }
 }
 
+/// Reads every document of one file, whatever its extension.
 pub fn read_file(path: &Path) -> Result<Vec<Document>, FileError> {
     let text = std::fs::read_to_string(path).map_err(|source| FileError::Read {
         path: path.to_path_buf(),

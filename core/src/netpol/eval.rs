@@ -1,5 +1,8 @@
 //! Concrete questions: may this endpoint reach that one on this port, and which policies say so.
 //!
+//! [`World`] is what the input holds; [`query`] answers one question about two [`Endpoint`]s
+//! with an [`Answer`], whose [`Side`]s name the rules that allow or the policies that deny.
+//!
 //! Kubernetes' rules, as applied here:
 //! - A connection needs both sides: egress from the source (when it is a pod) and ingress to
 //!   the destination (when it is a pod).
@@ -30,8 +33,11 @@ use crate::manifest::Document;
 /// What the model knows: Namespaces, Pods and NetworkPolicies.
 #[derive(Debug, Clone, Default)]
 pub struct World {
+    /// Namespaces by name. One not held here has only its name label.
     pub namespaces: BTreeMap<String, Namespace>,
+    /// The Pods.
     pub pods: Vec<Pod>,
+    /// The NetworkPolicies, of every namespace.
     pub policies: Vec<Policy>,
 }
 
@@ -68,6 +74,7 @@ impl World {
         }
     }
 
+    /// The pod whose `namespace/name` is `id`.
     pub fn pod(&self, id: &str) -> Option<&Pod> {
         self.pods.iter().find(|p| p.id() == id)
     }
@@ -90,12 +97,14 @@ impl World {
 /// One end of a connection.
 #[derive(Debug, Clone, Copy)]
 pub enum Endpoint<'a> {
+    /// A pod the input holds.
     Pod(&'a Pod),
     /// An address outside the cluster (or of a pod the input does not hold).
     Address(IpAddr),
 }
 
 impl Endpoint<'_> {
+    /// `namespace/name` of a pod, or the address.
     pub fn text(&self) -> String {
         match self {
             Endpoint::Pod(p) => p.id(),
@@ -107,8 +116,11 @@ impl Endpoint<'_> {
 /// A rule of a policy, by name and place: `payments/allow-dns egress[0]`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RuleRef {
+    /// The policy's name.
     pub policy: String,
+    /// The policy's namespace.
     pub namespace: String,
+    /// The rule's place in it: `egress[0]`.
     pub rule: String,
 }
 
@@ -119,6 +131,7 @@ impl std::fmt::Display for RuleRef {
 }
 
 impl RuleRef {
+    /// The reference to `rule` of `policy`.
     pub fn of(policy: &Policy, rule: &Rule) -> Self {
         Self {
             policy: policy.name.clone(),
@@ -142,20 +155,25 @@ pub enum Side {
 }
 
 impl Side {
+    /// Whether this side lets the connection through: every side but [`Side::Denied`].
     pub fn allows(&self) -> bool {
         !matches!(self, Side::Denied(_))
     }
 }
 
+/// Whether a connection is allowed, and what each side said.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Answer {
     /// The source pod to itself.
     pub loopback: bool,
+    /// What the source's egress policies say.
     pub egress: Side,
+    /// What the destination's ingress policies say.
     pub ingress: Side,
 }
 
 impl Answer {
+    /// Whether the connection is allowed: to itself, or by both sides.
     pub fn allowed(&self) -> bool {
         self.loopback || (self.egress.allows() && self.ingress.allows())
     }

@@ -4,6 +4,9 @@
 //! Without Pods, the sets are exact: a set is the pods selected by exactly the same policies
 //! (found over every label combination the selectors tell apart, [`super::space`]), so no pod is
 //! in two sets and the pods no policy selects are a set of their own.
+//!
+//! [`explain`] gives one [`Explanation`] per namespace the [`Filter`] keeps, [`write_text`]
+//! prints them; the explanations serialise as the JSON output.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -29,19 +32,25 @@ pub struct Filter {
     pub labels: Option<Labels>,
 }
 
+/// What one namespace's pods may receive and send: one entry per pod, or per set of pods the
+/// policies tell apart.
 #[derive(Debug, Clone, Serialize)]
 pub struct Explanation {
+    /// The namespace explained.
     pub namespace: String,
     /// The NetworkPolicies of the namespace.
     pub policies: Vec<String>,
     /// `pods` when the input holds Pods of the namespace, else `sets`.
     pub mode: &'static str,
+    /// One per pod (`pods`, in the input's order) or per set (`sets`: those selected by the most
+    /// policies first, the pods no policy selects last).
     pub entries: Vec<Entry>,
     /// Why the namespace could not be explained (it is then listed with no entries).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
 
+/// What one pod, or one set of pods, may receive and send.
 #[derive(Debug, Clone, Serialize)]
 pub struct Entry {
     /// A pod's name, or the set's description (`pods tier=backend`).
@@ -53,33 +62,45 @@ pub struct Entry {
     /// For a set: the selectors of other policies these pods do not match.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub excluding: Vec<String>,
+    /// What may reach these pods.
     pub ingress: View,
+    /// What these pods may reach.
     pub egress: View,
 }
 
+/// One direction of an entry.
 #[derive(Debug, Clone, Serialize)]
 pub struct View {
     /// False: no policy isolates these pods in this direction, so everything is allowed.
     pub isolated: bool,
+    /// The policies that isolate these pods in this direction.
     pub isolated_by: Vec<String>,
     /// What the rules of the isolating policies allow (nothing more is allowed).
     pub allow: Vec<Allow>,
 }
 
+/// What one rule of an isolating policy allows.
 #[derive(Debug, Clone, Serialize)]
 pub struct Allow {
+    /// The policy's name.
     pub policy: String,
+    /// The rule's place in the policy: `ingress[0]`.
     pub rule: String,
     /// Every peer, the internet included (the rule has no from/to).
     pub every_peer: bool,
+    /// Its peers (empty when it allows every peer).
     pub peers: Arc<Vec<PeerView>>,
+    /// Its ports.
     pub ports: Ports,
 }
 
+/// One peer of a rule, resolved against the input.
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum PeerView {
+    /// Pods, by namespace and labels.
     Pods {
+        /// The namespaces they are in.
         namespaces: NamespacesView,
         /// The podSelector as text; empty: every pod.
         pods: String,
@@ -87,14 +108,18 @@ pub enum PeerView {
         #[serde(skip_serializing_if = "Option::is_none")]
         matched: Option<Arc<Vec<String>>>,
     },
+    /// An ipBlock.
     Cidr {
+        /// `ipBlock.cidr`, as written.
         cidr: String,
+        /// `ipBlock.except`, as written.
         except: Vec<String>,
         /// What it reaches, as the smallest CIDR list (mapped IPv6 as IPv4).
         addresses: Vec<String>,
     },
 }
 
+/// The namespaces of a pod peer.
 #[derive(Debug, Clone, Serialize)]
 pub struct NamespacesView {
     /// The policy's own namespace (no namespaceSelector).
@@ -112,6 +137,7 @@ pub struct NamespacesView {
     pub known: Vec<String>,
 }
 
+/// The ports a rule allows, merged per protocol.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Ports {
     /// Every port of every protocol.
@@ -119,13 +145,17 @@ pub struct Ports {
     /// Per protocol, `[first, last]` ranges (a single port is `[p, p]`).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub ranges: BTreeMap<&'static str, Vec<[u16; 2]>>,
+    /// Named ports, resolved where the pod is known.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub named: Vec<NamedPort>,
 }
 
+/// A named port of a rule.
 #[derive(Debug, Clone, Serialize)]
 pub struct NamedPort {
+    /// `TCP`, `UDP` or `SCTP`.
     pub protocol: &'static str,
+    /// The port's name.
     pub name: String,
     /// The number on the pod it resolves against (ingress: the pod itself), when known;
     /// `null` when that pod has no such port (the entry then matches nothing there).
@@ -522,6 +552,7 @@ pub(crate) fn ports_view(entries: Option<&[PortEntry]>, resolve_on: Option<&Pod>
 }
 
 impl Ports {
+    /// `every port`, or a list such as `TCP 80, TCP 8000-8080, UDP dns (53)`.
     pub fn text(&self) -> String {
         if self.all {
             return "every port".to_owned();

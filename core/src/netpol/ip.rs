@@ -4,6 +4,9 @@
 //! the deprecated IPv4-compatible `::/96`, is IPv4 written as IPv6. The API server accepts such blocks and a CNI may unmap them, so they are
 //! judged as the IPv4 addresses they carry: `::ffff:0:0/96` is all of IPv4 and
 //! `::ffff:169.254.169.254/128` is the metadata address.
+//!
+//! [`Cidr::parse`] reads a CIDR as the API server does; an [`IpSet`] is a set of addresses of
+//! both [`Family`]s, with the set operations the model needs.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -34,13 +37,17 @@ const NON_PUBLIC_V4: &[&str] = &[
 /// The IPv6 internet: global unicast, `2000::/3`.
 const PUBLIC_V6: (u128, u128) = (0x2000 << 112, (0x4000 << 112) - 1);
 
+/// An address family. Addresses of one are never addresses of the other.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Family {
+    /// IPv4, including IPv6 blocks that carry IPv4 (mapped, NAT64, IPv4-compatible).
     V4,
+    /// IPv6.
     V6,
 }
 
 impl Family {
+    /// `IPv4` or `IPv6`.
     pub fn name(self) -> &'static str {
         match self {
             Family::V4 => "IPv4",
@@ -54,7 +61,9 @@ impl Family {
 pub struct Cidr {
     /// The family it is judged in (mapped and NAT64 IPv6 blocks are IPv4).
     pub family: Family,
+    /// The first address, as a number (IPv4 in the low 32 bits).
     pub first: u128,
+    /// The last address, as a number.
     pub last: u128,
 }
 
@@ -117,6 +126,7 @@ pub struct IpSet {
 }
 
 impl IpSet {
+    /// No address.
     pub fn empty() -> Self {
         Self::default()
     }
@@ -129,6 +139,7 @@ impl IpSet {
         }
     }
 
+    /// The addresses of one CIDR.
     pub fn of(cidr: Cidr) -> Self {
         let mut set = Self::default();
         set.ranges_mut(cidr.family).push((cidr.first, cidr.last));
@@ -183,10 +194,12 @@ impl IpSet {
         }
     }
 
+    /// Whether the set holds no address.
     pub fn is_empty(&self) -> bool {
         self.v4.is_empty() && self.v6.is_empty()
     }
 
+    /// The addresses in either set.
     pub fn union(&self, other: &Self) -> Self {
         let join = |a: &[(u128, u128)], b: &[(u128, u128)]| {
             let mut all: Vec<(u128, u128)> = a.iter().chain(b).copied().collect();
@@ -206,6 +219,7 @@ impl IpSet {
         }
     }
 
+    /// The addresses of `self` that are not in `other`.
     pub fn minus(&self, other: &Self) -> Self {
         let cut = |a: &[(u128, u128)], b: &[(u128, u128)]| {
             let mut out = Vec::new();
@@ -233,19 +247,24 @@ impl IpSet {
         }
     }
 
+    /// The addresses in both sets.
     pub fn intersect(&self, other: &Self) -> Self {
         self.minus(&self.minus(other))
     }
 
+    /// Whether every address of `other` is in `self`.
     pub fn contains(&self, other: &Self) -> bool {
         other.minus(self).is_empty()
     }
 
+    /// Whether `addr` is in the set; an IPv4 address written as IPv6 counts as IPv4 (see
+    /// [`addr_key`]).
     pub fn contains_addr(&self, addr: IpAddr) -> bool {
         let (family, a) = addr_key(addr);
         self.ranges(family).iter().any(|&(x, y)| x <= a && a <= y)
     }
 
+    /// Whether the sets share an address.
     pub fn intersects(&self, other: &Self) -> bool {
         !self.intersect(other).is_empty()
     }
@@ -336,6 +355,7 @@ impl IpSet {
         set
     }
 
+    /// The last address of a family, as a number.
     pub fn max_of(family: Family) -> u128 {
         match family {
             Family::V4 => V4_MAX,

@@ -23,6 +23,9 @@
 //! - on DELETE or UPDATE, pods the old policy isolated that nothing isolates any more.
 //!
 //! Not judged: an ipBlock that covers the cluster's own pod network (Palisade does not know it).
+//!
+//! [`analyse`] makes the [`Analysis`] of a reviewed NetworkPolicy against the inventory;
+//! [`Analysis::facts`] gives a constraint the facts it reads at `input.palisade.reachability`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -46,12 +49,14 @@ use std::time::Instant;
 /// values.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Universe {
+    /// Each required label key, and the values it may take.
     pub required: BTreeMap<String, Allowed>,
 }
 
 /// The values a required label may have.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Allowed {
+    /// Any value.
     Any,
     /// Only these (none at all when two constraints contradict each other).
     Values(Vec<String>),
@@ -182,6 +187,7 @@ pub fn analyse(
 /// The change under review.
 #[derive(Debug, Clone)]
 pub struct Change {
+    /// The namespace of the NetworkPolicy changed.
     pub namespace: String,
     /// The policy after the change (`None` on DELETE).
     pub new: Option<Arc<Policy>>,

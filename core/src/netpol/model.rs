@@ -1,5 +1,9 @@
 //! NetworkPolicies, Namespaces and Pods as the model reads them, after the API server's
 //! validation and defaulting. Each Kubernetes rule is stated where it is applied.
+//!
+//! [`Policy::parse`] reads a NetworkPolicy into its [`Rule`]s of [`Peer`]s and [`PortEntry`]s,
+//! within the size [`limits`]; [`Namespace`] and [`Pod`] are what the rules are matched
+//! against, and [`selects`] is how a label selector chooses them.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -34,15 +38,20 @@ pub mod limits {
     pub const ENTRIES: usize = 4096;
 }
 
+/// Which traffic of a selected pod a policy governs: what comes in, or what goes out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Direction {
+    /// Connections to the pod (`ingress`, peers in `from`).
     Ingress,
+    /// Connections from the pod (`egress`, peers in `to`).
     Egress,
 }
 
 impl Direction {
+    /// Both directions, ingress first.
     pub const BOTH: [Direction; 2] = [Direction::Ingress, Direction::Egress];
 
+    /// `ingress` or `egress`: the field of the policy spec that lists this direction's rules.
     pub fn field(self) -> &'static str {
         match self {
             Direction::Ingress => "ingress",
@@ -59,16 +68,22 @@ impl Direction {
     }
 }
 
+/// The protocol of a port, as the NetworkPolicy API allows (TCP when a port names none).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Protocol {
+    /// `TCP`.
     Tcp,
+    /// `UDP`.
     Udp,
+    /// `SCTP`.
     Sctp,
 }
 
 impl Protocol {
+    /// Every protocol.
     pub const ALL: [Protocol; 3] = [Protocol::Tcp, Protocol::Udp, Protocol::Sctp];
 
+    /// The API's spelling: `TCP`, `UDP`, `SCTP`.
     pub fn name(self) -> &'static str {
         match self {
             Protocol::Tcp => "TCP",
@@ -112,9 +127,12 @@ pub enum PortMatch {
     Named(String),
 }
 
+/// One `ports` entry of a rule.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PortEntry {
+    /// `protocol` (TCP when absent).
     pub protocol: Protocol,
+    /// `port` and `endPort`.
     pub port: PortMatch,
 }
 
@@ -139,24 +157,33 @@ pub enum Namespaces {
     Selected(LabelSelector),
 }
 
+/// One `from`/`to` entry of a rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Peer {
     /// Pods chosen by namespace and pod labels; an absent podSelector is every pod.
     Pods {
+        /// The namespaces the pods are in.
         namespaces: Namespaces,
+        /// `podSelector`, over the pods of those namespaces.
         pods: LabelSelector,
     },
     /// Addresses: `cidr` without `except`, as written, and what it reaches.
     Block {
+        /// `ipBlock.cidr`.
         cidr: String,
+        /// `ipBlock.except`.
         except: Vec<String>,
+        /// The addresses in `cidr` and in none of `except`.
         reach: IpSet,
     },
 }
 
+/// One rule of a policy: it allows a connection when one of its peers and one of its ports match.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
+    /// Which list of the policy it is in.
     pub direction: Direction,
+    /// Its place in that list.
     pub index: usize,
     /// `None`: no `from`/`to`, or an empty list: every peer, the internet included.
     pub peers: Option<Vec<Peer>>,
@@ -192,18 +219,26 @@ impl Rule {
     }
 }
 
+/// A NetworkPolicy, read: the pods it selects and, for each direction it isolates, the rules that
+/// allow traffic.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
+    /// `metadata.name`.
     pub name: String,
+    /// `metadata.namespace` (or the default the reader was given): the policy selects only pods
+    /// of this namespace.
     pub namespace: String,
+    /// `spec.podSelector`: which pods of its namespace it applies to; empty selects every one.
     pub pod_selector: LabelSelector,
     /// `Some` when the policy isolates the pods it selects in that direction (its
     /// `policyTypes`, after defaulting), with the rules that allow traffic.
     pub ingress: Option<Vec<Rule>>,
+    /// As `ingress`, for egress.
     pub egress: Option<Vec<Rule>>,
 }
 
 impl Policy {
+    /// The rules of `direction`; `None` when the policy does not isolate it.
     pub fn rules(&self, direction: Direction) -> Option<&[Rule]> {
         match direction {
             Direction::Ingress => self.ingress.as_deref(),
@@ -211,6 +246,7 @@ impl Policy {
         }
     }
 
+    /// Whether the policy isolates the pods it selects in `direction`.
     pub fn isolates(&self, direction: Direction) -> bool {
         self.rules(direction).is_some()
     }
@@ -639,6 +675,8 @@ pub fn selects(selector: &LabelSelector, labels: &Labels) -> bool {
         .all(|r| requirement_holds(r, labels.get(&r.key).map(String::as_str)))
 }
 
+/// Whether one requirement holds for a label's value (`None`: the label is not set), as Kubernetes
+/// judges it.
 pub fn requirement_holds(r: &Requirement, value: Option<&str>) -> bool {
     match r.operator {
         Operator::In => value.is_some_and(|v| r.values.iter().any(|x| x == v)),
@@ -673,11 +711,14 @@ pub fn selector_text(s: &LabelSelector, empty: &str) -> String {
 /// sets it to the name, whatever the object says).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Namespace {
+    /// `metadata.name`.
     pub name: String,
+    /// `metadata.labels`, with `kubernetes.io/metadata.name` set to the name.
     pub labels: Labels,
 }
 
 impl Namespace {
+    /// The Namespace `name` with `labels`, and its name label set as the API server sets it.
     pub fn new(name: &str, labels: Labels) -> Self {
         let mut labels = labels;
         labels.insert(NAME_LABEL.into(), name.to_owned());
@@ -687,6 +728,7 @@ impl Namespace {
         }
     }
 
+    /// Reads a Namespace object: its name (required) and labels.
     pub fn of(v: &Value) -> Result<Self, String> {
         let name = v["metadata"]["name"]
             .as_str()
@@ -714,18 +756,26 @@ fn labels_of(v: &Value, at: &str) -> Result<Labels, String> {
 /// A container port of a pod, for named ports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContainerPort {
+    /// `name`.
     pub name: String,
+    /// `containerPort`.
     pub port: u16,
+    /// `protocol` (TCP when absent).
     pub protocol: Protocol,
 }
 
 /// A Pod: where it is, its labels, its IP when known, and its named container ports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pod {
+    /// `metadata.namespace` (or the default the reader was given).
     pub namespace: String,
+    /// `metadata.name`.
     pub name: String,
+    /// `metadata.labels`.
     pub labels: Labels,
+    /// `status.podIP` and `status.podIPs`, without repeats; empty before the pod has an address.
     pub ips: Vec<IpAddr>,
+    /// The named ports of its containers and init containers (unnamed ones cannot be referred to).
     pub ports: Vec<ContainerPort>,
 }
 

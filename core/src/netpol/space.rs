@@ -5,6 +5,9 @@
 //! fresh one). Walking those choices key by key visits every distinct way objects can be
 //! selected, without knowing any object. The walk is memoised on what is still possible and
 //! bounded by a budget: past it the caller gets [`Stop::TooComplex`] and fails closed.
+//!
+//! The walk is internal to [`crate::netpol`]; what callers see is the [`Budget`] it spends (at
+//! most [`BUDGET`] steps) and the [`Stop`] it may end with.
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::Instant;
@@ -38,6 +41,7 @@ pub struct Budget {
 }
 
 impl Budget {
+    /// A full budget of [`BUDGET`] steps, ending at `deadline` if one is given.
     pub fn new(deadline: Option<Instant>) -> Self {
         Self {
             steps: BUDGET,

@@ -51,12 +51,15 @@ pub const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
 
 /// One `Provider` of the bundle, with its client.
 pub struct Provider {
+    /// `metadata.name`: what templates call it by.
     pub name: String,
     /// `spec.url`, an https URL.
     pub url: String,
     /// The URL's host.
     pub host: String,
+    /// `spec.timeout` ([`DEFAULT_TIMEOUT`] when absent): how long a call waits for it.
     pub timeout: Duration,
+    /// "Provider name at file (document N)", for messages.
     pub describe: String,
     /// What identifies the endpoint in the cache: a changed URL does not serve old answers.
     endpoint: String,
@@ -78,6 +81,7 @@ impl std::fmt::Debug for Provider {
 pub struct Providers(Arc<BTreeMap<String, Arc<Provider>>>);
 
 impl Providers {
+    /// The Providers of `list`, by name.
     pub fn new(list: Vec<Provider>) -> Self {
         Self(Arc::new(
             list.into_iter()
@@ -93,14 +97,17 @@ impl Providers {
         ))
     }
 
+    /// The Provider called `name`.
     pub fn get(&self, name: &str) -> Option<&Arc<Provider>> {
         self.0.get(name)
     }
 
+    /// Whether there is no Provider.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 
+    /// The Providers' names, sorted.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.0.keys().map(String::as_str)
     }
@@ -306,7 +313,12 @@ pub trait Client: Send + Sync + 'static {
 #[derive(Debug)]
 pub enum Posted {
     /// The provider answered with this status and body.
-    Answer { status: u16, body: Vec<u8> },
+    Answer {
+        /// The HTTP status.
+        status: u16,
+        /// The body (at most [`MAX_RESPONSE_BYTES`]).
+        body: Vec<u8>,
+    },
     /// No answer within the budget.
     TimedOut,
     /// The request failed; the error and its causes, as one line.
@@ -321,7 +333,12 @@ pub enum Observed {
     /// Keys the cache could not answer.
     CacheMisses(u64),
     /// A request, how it ended (`ok`, `error` or `timeout`), and how long it took in seconds.
-    Request { result: &'static str, seconds: f64 },
+    Request {
+        /// `ok`, `error` or `timeout`.
+        result: &'static str,
+        /// How long it took.
+        seconds: f64,
+    },
 }
 
 static TRANSPORT: OnceLock<Arc<dyn Transport>> = OnceLock::new();
@@ -399,6 +416,7 @@ impl Drop for Evaluation {
 pub struct Inline(bool);
 
 impl Inline {
+    /// Marks this thread until the guard is dropped; the mark it had comes back then.
     pub fn enter() -> Self {
         Self(INLINE.with(|i| i.replace(true)))
     }

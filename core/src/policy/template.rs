@@ -1,5 +1,8 @@
 //! ConstraintTemplates: parsed from the bundle, compiled once, and evaluated with the inventory
 //! of the moment handed in beside the input (never compiled into the template).
+//!
+//! [`parse`] reads a document into a [`TemplateSource`]; a [`Template`] is it compiled under
+//! the [`EngineOptions`], and its evaluation fails with an [`EvalError`].
 
 use std::cell::RefCell;
 use std::num::{NonZeroU32, NonZeroU64};
@@ -72,13 +75,16 @@ fn timer(limit: Duration) -> ExecutionTimerConfig {
 /// Why one template could not evaluate one review.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EvalError {
+    /// The evaluation ran past this limit.
     #[error("exceeded time limit of {0:?}")]
     Timeout(Duration),
     /// What was allocated past which limit, for the message.
     #[error("{0}")]
     Memory(String),
+    /// regorus reported an error (in OPA's wording where it differs).
     #[error("{0}")]
     Engine(String),
+    /// regorus panicked; the panic was caught.
     #[error("the policy engine panicked")]
     Panic,
 }
@@ -305,14 +311,21 @@ fn give_back_vm(program: &Arc<Program>, mut vm: RegoVM) {
 /// A template as written, before compilation.
 #[derive(Debug, Clone)]
 pub struct TemplateSource {
+    /// `metadata.name`: the lower case of `kind`.
     pub name: String,
+    /// `spec.crd.spec.names.kind`: the kind of its constraints.
     pub kind: String,
+    /// `spec.crd.spec.validation.openAPIV3Schema`: the schema of its constraints' parameters.
     pub schema: Option<Value>,
+    /// The Rego of the target: the first `code[]` entry with engine Rego, else `rego`.
     pub rego: String,
+    /// The target's `libs`: further Rego modules the code may import.
     pub libs: Vec<String>,
+    /// The Rego is v1 (`code[].source.version: v1`); v0 otherwise.
     pub rego_v1: bool,
     /// `spec.targets[0].operations`: what the webhook sends to this template's constraints.
     pub operations: Vec<String>,
+    /// "ConstraintTemplate name at file (document N)", for messages.
     pub describe: String,
 }
 
@@ -474,9 +487,13 @@ fn target_code(target: &Value) -> Result<(String, Vec<String>, bool), String> {
 /// A compiled template: a prepared engine that is cloned for each evaluation.
 #[derive(Clone)]
 pub struct Template {
+    /// `metadata.name`.
     pub name: String,
+    /// The kind of its constraints.
     pub kind: String,
+    /// The schema of its constraints' parameters.
     pub schema: Option<Value>,
+    /// "ConstraintTemplate name at file (document N)", for messages.
     pub describe: String,
     /// The admission operations its constraints are sent (`spec.targets[0].operations`).
     pub operations: Vec<String>,
