@@ -35,9 +35,11 @@ pub enum Command {
     /// Manage webhook certificates.
     #[command(subcommand)]
     Certs(certs::CertsCommand),
-    /// Run gator Suites (test.gatekeeper.sh/v1alpha1): a suite file or a directory of them.
+    /// Run gator Suites (test.gatekeeper.sh/v1alpha1): a suite file or a directory of them;
+    /// exits 1 when a case fails, 2 when they cannot run (an unreadable or malformed suite).
     Verify(verify::VerifyArgs),
-    /// Evaluate objects against the policy bundle; exits 1 when any would be denied.
+    /// Evaluate objects against the policy bundle; exits 1 when any would be denied, 2 when they
+    /// cannot be evaluated (a broken bundle, an unreadable file, no constraints).
     Test(test::TestArgs),
     /// Audit manifests as if created, with the default-deny coverage: a table, JSON, JUnit or
     /// PolicyReports; exits 1 when a deny violation exists, 2 on bad input.
@@ -51,7 +53,7 @@ pub enum Command {
     /// Print the webhook configurations for the policy bundle (the kinds and operations its
     /// constraints and mutators act on), with the caBundle when --ca is given.
     Manifests(manifests::ManifestsArgs),
-    /// Explain NetworkPolicies: what each set of pods may receive and send.
+    /// Explain NetworkPolicies: what each set of pods may receive and send; exits 2 on bad input.
     #[command(subcommand)]
     Netpol(netpol::NetpolCommand),
 }
@@ -64,10 +66,10 @@ impl Cli {
         match self.command {
             Command::Serve(args) => args.run(),
             Command::Certs(command) => command.run(),
-            Command::Verify(args) => args.run(),
-            Command::Test(args) => args.run(),
+            Command::Verify(args) => Ok(or_cannot_run(args.run())),
+            Command::Test(args) => Ok(or_cannot_run(args.run())),
             Command::Audit(args) => args.run(),
-            Command::Netpol(command) => command.run(),
+            Command::Netpol(command) => Ok(or_cannot_run(command.run())),
             Command::Manifests(args) => args.run(),
             Command::Bench(args) => args.run(),
             Command::Expand(args) => args.run(),
@@ -76,3 +78,13 @@ impl Cli {
 }
 
 pub use args::{EvalArgs, EvalEngine, LogArgs, LogFormat, OutputFormat, parse_quantity};
+
+/// The exit code of a command that checks something (test, verify, netpol; audit does the same
+/// itself): its own, 0 or 1 (something denied, failed or not allowed), or 2 with the error on
+/// stderr when it could not run, so that a script tells a finding from a broken run.
+fn or_cannot_run(result: anyhow::Result<ExitCode>) -> ExitCode {
+    result.unwrap_or_else(|error| {
+        eprintln!("error: {error:#}");
+        ExitCode::from(2)
+    })
+}

@@ -1,4 +1,7 @@
 //! Log output: human-readable text by default, one JSON object per line with `--log-format json`.
+//! Text is coloured only when stderr is a terminal: a file or a pipe gets plain text.
+
+use std::io::IsTerminal;
 
 use anyhow::Context;
 use tracing_subscriber::EnvFilter;
@@ -31,7 +34,9 @@ pub fn init(level: &str, format: LogFormat) -> anyhow::Result<()> {
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     let result = match format {
-        LogFormat::Text => builder.try_init(),
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
     // Already initialised (tests run several servers in one process): keep the first.

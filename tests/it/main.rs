@@ -27,6 +27,7 @@ mod netpol_attacks;
 mod netpol_e2e;
 mod netpol_judge_props;
 mod netpol_props;
+mod observability;
 mod pod_paths;
 mod pod_security;
 mod process;

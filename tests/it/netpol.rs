@@ -277,8 +277,9 @@ fn a_malformed_policy_names_its_file_object_and_field() {
         "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: bad, namespace: shop}\nspec:\n  podSelector: {}\n  ingress:\n  - from: [{ipBlock: {except: [10.0.0.0/8]}}]\n",
     )
     .unwrap();
+    // Exit 2 on bad input, as `netpol query`, `test`, `verify` and `audit`.
     let (code, _, err) = cli(&["explain", "-f", file.to_str().unwrap()]);
-    assert_eq!(code, Some(1));
+    assert_eq!(code, Some(2));
     assert!(err.contains("policies.yaml"), "{err}");
     assert!(err.contains("NetworkPolicy \"bad\""), "{err}");
     assert!(
@@ -286,8 +287,20 @@ fn a_malformed_policy_names_its_file_object_and_field() {
         "{err}"
     );
     let (code, _, err) = cli(&["explain", "-f", "tests/data/admission"]);
-    assert_eq!(code, Some(1));
+    assert_eq!(code, Some(2));
     assert!(err.contains("no NetworkPolicy"), "{err}");
+    let (code, _, err) = cli(&["explain", "-f", "tests/data/netpol/missing.yaml"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("missing.yaml"), "{err}");
+    let (code, _, err) = cli(&[
+        "explain",
+        "-f",
+        "tests/data/guides/default-deny.yaml",
+        "--pod",
+        "web",
+    ]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("NAMESPACE/NAME"), "{err}");
 }
 
 #[test]

@@ -257,6 +257,99 @@ async fn serve_refuses_bad_start_up_input_with_a_message_naming_it() {
     assert!(err.contains("its key certs/tls.key does not"), "{err}");
 }
 
+/// Text logs written to a pipe, as to a file, carry no colour codes, and each record is one
+/// line. A template that calls net.cidr_intersects, which regorus' VM cannot call, starts with
+/// nothing alarming at info, and says why it runs on the interpreter in one line at debug.
+#[tokio::test]
+async fn text_logs_to_a_pipe_are_plain_records_of_one_line() {
+    let cwd = tempfile::tempdir().unwrap();
+    let policies = cwd.path().join("policies");
+    std::fs::create_dir(&policies).unwrap();
+    for file in ["cidr.yaml", "cidr-constraint.yaml"] {
+        std::fs::copy(
+            repo_path(&format!("tests/data/gatekeeper/opa-parity/{file}")),
+            policies.join(file),
+        )
+        .unwrap();
+    }
+    for level in ["info", "debug"] {
+        let mut child = Command::new(BIN)
+            .current_dir(cwd.path())
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(["--health-listen", "127.0.0.1:0", "--no-cluster"])
+            .args(["--policies", "policies", "--log-level", level])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut log = Vec::new();
+        let listening = tokio::time::timeout(Duration::from_secs(20), async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                let listening = line.contains(" listening ");
+                log.push(line);
+                if listening {
+                    return true;
+                }
+            }
+            false
+        })
+        .await
+        .expect("palisade did not start listening");
+        assert!(listening, "palisade exited:\n{}", log.join("\n"));
+        assert!(
+            !log.concat().contains('\x1b'),
+            "colour codes in a piped log:\n{}",
+            log.join("\n")
+        );
+        // Ready: the start-up is over. Killed rather than stopped: what is checked is the
+        // start-up's log.
+        let health: std::net::SocketAddr = log
+            .last()
+            .and_then(|l| l.split("health=").nth(1))
+            .and_then(|a| a.split_whitespace().next())
+            .unwrap()
+            .parse()
+            .unwrap();
+        let ready = eventually(Duration::from_secs(10), || async {
+            http_get(health, "/readyz").await.0 == 200
+        })
+        .await;
+        assert!(ready, "{}", log.join("\n"));
+        child.kill().await.unwrap();
+        while let Some(line) = lines.next_line().await.unwrap() {
+            log.push(line);
+        }
+        let text = log.join("\n");
+        assert!(
+            !text.contains('\x1b'),
+            "colour codes in a piped log:\n{text}"
+        );
+        for line in &log {
+            let mut words = line.split_whitespace();
+            let stamp = words.next().unwrap_or_default();
+            let severity = words.next().unwrap_or_default();
+            assert!(
+                time::OffsetDateTime::parse(stamp, &time::format_description::well_known::Rfc3339)
+                    .is_ok()
+                    && ["TRACE", "DEBUG", "INFO", "WARN", "ERROR"].contains(&severity),
+                "not a record of its own, or a record continued on this line: {line:?}\n{text}"
+            );
+        }
+        assert!(!text.contains("Unknown function"), "{text}");
+        if level == "debug" {
+            assert!(
+                log.iter().any(|l| l.contains("DEBUG")
+                    && l.contains("template=k8sprivateegress")
+                    && l.contains("builtins=net.cidr_intersects")
+                    && l.contains("regorus' VM cannot call")),
+                "{text}"
+            );
+        }
+    }
+}
+
 /// The log lines an incident review and a rollout rely on: a break-glass use at warn level with
 /// who, why and what it bypassed; a dryrun violation at info level. A broken configuration file
 /// stops the start with the file and the field.

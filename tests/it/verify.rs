@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use crate::common::{passing_suites, repo_path};
+use crate::common::{palisade_cli, passing_suites, repo_path};
 use palisade::bundle::Bundle;
 use palisade::manifest::files as source;
 use palisade::policy::EngineOptions;
@@ -125,8 +125,9 @@ fn a_malformed_suite_is_a_clear_error() {
     let err = suite::parse_suite(&file).unwrap_err().to_string();
     assert!(err.contains("tests[0].template: required"), "{err}");
 
+    // Exit 2: the suite could not run, unlike a failed case (1).
     let out = Command::new(BIN).arg("verify").arg(&file).output().unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("tests[0].template: required"));
 }
 
@@ -359,9 +360,9 @@ fn test_command_takes_templates_and_constraints_under_f_as_gator_does() {
         "{stdout}"
     );
 
-    // Policies and nothing to test.
+    // Policies and nothing to test: exit 2, the run could not test, unlike a denial (1).
     let (code, stdout, stderr) = run(&["template.yaml", "constraint.yaml"]);
-    assert_ne!(code, Some(0), "{stdout}");
+    assert_eq!(code, Some(2), "{stdout}");
     assert!(
         stderr.contains("gave only policies but nothing to decide"),
         "{stderr}"
@@ -369,14 +370,44 @@ fn test_command_takes_templates_and_constraints_under_f_as_gator_does() {
 
     // A template without its constraint would test nothing.
     let (code, stdout, stderr) = run(&["template.yaml", "samples"]);
-    assert_ne!(code, Some(0), "{stdout}");
+    assert_eq!(code, Some(2), "{stdout}");
     assert!(stderr.contains("no constraints"), "{stderr}");
 
     // A constraint without its template is the bundle's usual error.
     let (code, _, stderr) = run(&["constraint.yaml", "samples"]);
-    assert_ne!(code, Some(0));
+    assert_eq!(code, Some(2));
     assert!(
         stderr.contains("no ConstraintTemplate defines kind K8sAllowedRepos"),
         "{stderr}"
     );
+}
+
+/// A script tells a finding from a broken run: `test` and `verify` exit 1 when an object would
+/// be denied or a case fails, and 2 when they could not run (a broken bundle, a file that
+/// cannot be read), as `audit` and `netpol` do.
+#[test]
+fn test_and_verify_exit_2_when_they_cannot_run_and_1_on_a_finding() {
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("broken");
+    std::fs::create_dir(&broken).unwrap();
+    std::fs::write(broken.join("template.yaml"), "kind: [\n").unwrap();
+    let broken = broken.to_str().unwrap();
+    let missing = dir.path().join("missing.yaml");
+    let missing = missing.to_str().unwrap();
+    let samples = "tests/data/gatekeeper/allowed-repos/samples";
+
+    let (code, out, err) = palisade_cli(&["test", "--policies", "policies", "-f", samples]);
+    assert_eq!(code, 1, "denied: {out}{err}");
+    let (code, out, err) = palisade_cli(&["test", "--policies", broken, "-f", samples]);
+    assert_eq!(code, 2, "a broken bundle: {out}{err}");
+    assert!(err.contains("cannot load the policy bundle"), "{err}");
+    let (code, out, err) = palisade_cli(&["test", "--policies", "policies", "-f", missing]);
+    assert_eq!(code, 2, "an unreadable file: {out}{err}");
+    assert!(err.contains("missing.yaml"), "{err}");
+
+    let (code, out, err) = palisade_cli(&["verify", "tests/data/gatekeeper-failing/suite.yaml"]);
+    assert_eq!(code, 1, "a failed case: {out}{err}");
+    let (code, out, err) = palisade_cli(&["verify", missing]);
+    assert_eq!(code, 2, "an unreadable suite: {out}{err}");
+    assert!(err.contains("missing.yaml"), "{err}");
 }

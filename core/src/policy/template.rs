@@ -666,27 +666,36 @@ impl Template {
         let _offline = external::Offline::enter();
         warm_up(&mut engine, &rule)?;
         // regorus' VM cannot call an extension: such templates run on the interpreter.
-        let program =
-            if options.vm && multi_valued.is_empty() && nested.is_empty() && !uses_external_data {
-                compile_vm(&engine, &rule, &src.name, uses_inventory)
-            } else {
-                if !multi_valued.is_empty() {
-                    // Constructs regorus' VM reads as undefined or as one value where OPA and the
-                    // interpreter fail the evaluation or have another value: conflicting rules
-                    // and functions, partial objects, object comprehensions, an else after an
-                    // iteration (rego::multi_valued_rules, conflicting_functions,
-                    // partial_object_rules, object_comprehensions, vm_undefined_rules).
-                    tracing::info!(template = %src.name, constructs = %multi_valued.join(", "),
+        if options.vm && !registered.is_empty() {
+            // Expected, not a problem: the interpreter calls them.
+            tracing::debug!(template = %src.name, builtins = %registered.join(", "),
+                "template runs on the interpreter: it calls builtins Palisade adds to regorus, which regorus' VM cannot call");
+        }
+        let program = if options.vm
+            && multi_valued.is_empty()
+            && nested.is_empty()
+            && !uses_external_data
+            && registered.is_empty()
+        {
+            compile_vm(&engine, &rule, &src.name, uses_inventory)
+        } else {
+            if !multi_valued.is_empty() {
+                // Constructs regorus' VM reads as undefined or as one value where OPA and the
+                // interpreter fail the evaluation or have another value: conflicting rules
+                // and functions, partial objects, object comprehensions, an else after an
+                // iteration (rego::multi_valued_rules, conflicting_functions,
+                // partial_object_rules, object_comprehensions, vm_undefined_rules).
+                tracing::info!(template = %src.name, constructs = %multi_valued.join(", "),
                         "template runs on the interpreter, where these read as in OPA");
-                }
-                if !nested.is_empty() {
-                    // regorus' VM loses an outer comprehension's results when an inner one's body
-                    // fails (see rego::nested_comprehensions).
-                    tracing::debug!(template = %src.name, at = %nested.join(", "),
+            }
+            if !nested.is_empty() {
+                // regorus' VM loses an outer comprehension's results when an inner one's body
+                // fails (see rego::nested_comprehensions).
+                tracing::debug!(template = %src.name, at = %nested.join(", "),
                     "template runs on the interpreter: a comprehension inside a comprehension");
-                }
-                None
-            };
+            }
+            None
+        };
         let evaluator = match program {
             Some(program) => Evaluator::Vm(program),
             None => {
@@ -874,6 +883,7 @@ fn compile_vm(
     let program = match compiled {
         Ok(p) => p,
         Err(error) => {
+            let error = one_line(&error);
             tracing::info!(template = %name, %error, "template runs on the interpreter: the VM cannot compile it");
             return None;
         }
@@ -890,9 +900,21 @@ fn compile_vm(
     ) {
         Ok(_) => Some(program),
         Err(error) => {
+            let error = one_line(&error.to_string());
             tracing::info!(template = %name, %error, "template runs on the interpreter: the VM cannot run it");
             None
         }
+    }
+}
+
+/// A regorus error as one log line: `file:line:col: message` from its `--> file:line:col` and
+/// `error: message` lines, or its lines joined.
+fn one_line(error: &str) -> String {
+    let at = error.lines().find_map(|l| l.trim().strip_prefix("--> "));
+    let message = error.lines().find_map(|l| l.trim().strip_prefix("error: "));
+    match (at, message) {
+        (Some(at), Some(message)) => format!("{}: {}", at.trim(), message.trim()),
+        _ => error.split_whitespace().collect::<Vec<_>>().join(" "),
     }
 }
 
@@ -1086,6 +1108,38 @@ mod tests {
             let err = raw_regorus(&rego, serde_json::json!({}), false).unwrap_err();
             assert!(err.contains("could not find function"), "{err}");
         }
+    }
+
+    #[test]
+    fn canary_regorus_vm_cannot_call_an_extension() {
+        // workaround: a template that calls a builtin Palisade adds (net_builtins) skips the VM;
+        // its error, were it tried, is one log line
+        let mut engine = Engine::new();
+        engine.set_rego_v0(true);
+        for (name, nargs, extension) in net_builtins() {
+            engine
+                .add_extension(name.to_owned(), nargs, extension)
+                .unwrap();
+        }
+        let rego = "package t\nviolation[{\"msg\": \"m\"}] {\n  net.cidr_intersects(\"10.0.0.0/8\", \"10.1.0.0/16\")\n}";
+        engine.add_policy("t.rego".into(), rego.into()).unwrap();
+        let rule = "data.t.violation";
+        let policy = engine.compile_with_entrypoint(&rule.into()).unwrap();
+        let err = Compiler::compile_from_policy(&policy, &[rule])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains('\n'), "{err}");
+        let line = one_line(&err);
+        assert!(
+            line.starts_with("t.rego:3:")
+                && line.ends_with(": Unknown function: 'net.cidr_intersects'"),
+            "{line}"
+        );
+        let t = compile(&template(
+            "package k8stest\nviolation[{\"msg\": \"m\"}] { net.cidr_intersects(input.review.a, \"10.0.0.0/8\") }",
+        ))
+        .unwrap();
+        assert!(!t.on_vm());
     }
 
     #[test]
