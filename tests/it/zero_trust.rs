@@ -178,24 +178,6 @@ async fn namespaces_need_the_zero_trust_labels() {
     assert_eq!(rsp["allowed"], true, "{rsp}");
 }
 
-/// /mutate, the patch applied as the API server does, then /validate on the result.
-pub(crate) async fn create_pod(client: &Client, namespace: &str) -> Value {
-    let mut review: Value =
-        serde_json::from_slice(&fixture("admission/mutate-create-pod.json")).unwrap();
-    in_namespace(&mut review, namespace);
-    review["request"]["object"]["spec"]["containers"][0]["resources"] =
-        json!({"limits": {"cpu": "250m", "memory": "64Mi"}});
-    let (review, patched) = mutate(client, &review).await;
-    assert!(patched, "a plain pod is always mutated");
-    client
-        .review(
-            Proto::Http2,
-            "/validate",
-            &serde_json::to_vec(&review).unwrap(),
-        )
-        .await
-}
-
 #[tokio::test]
 async fn a_plain_pod_is_admitted_only_where_a_default_deny_exists() {
     let server = server().await;
