@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::common::rollout::{BREAK_GLASS, glass, pod_review, send, start};
+use crate::common::rollout::{BREAK_GLASS, glass, pod_review, start};
 use crate::common::*;
 
 fn denied_by_pod_security(rsp: &Value) -> bool {

@@ -123,22 +123,28 @@ pub async fn mutated(client: &Client, review: &serde_json::Value) -> serde_json:
     mutate(client, review).await.0
 }
 
-/// /mutate, the patch applied as the API server does, then /validate on the result.
-pub async fn create_pod(client: &Client, namespace: &str) -> serde_json::Value {
+/// Sends `review` to `path` over HTTP/2 and checks the answer is a review for it.
+pub async fn send(client: &Client, path: &str, review: &serde_json::Value) -> serde_json::Value {
+    client
+        .review(Proto::Http2, path, &serde_json::to_vec(review).unwrap())
+        .await
+}
+
+/// The captured Pod's /mutate review in `namespace`, with the limits the default bundle asks for.
+pub fn plain_pod(namespace: &str) -> serde_json::Value {
     let mut review: serde_json::Value =
         serde_json::from_slice(&fixture("admission/mutate-create-pod.json")).unwrap();
     in_namespace(&mut review, namespace);
     review["request"]["object"]["spec"]["containers"][0]["resources"] =
         serde_json::json!({"limits": {"cpu": "250m", "memory": "64Mi"}});
-    let (review, patched) = mutate(client, &review).await;
+    review
+}
+
+/// /mutate, the patch applied as the API server does, then /validate on the result.
+pub async fn create_pod(client: &Client, namespace: &str) -> serde_json::Value {
+    let (review, patched) = mutate(client, &plain_pod(namespace)).await;
     assert!(patched, "a plain pod is always mutated");
-    client
-        .review(
-            Proto::Http2,
-            "/validate",
-            &serde_json::to_vec(&review).unwrap(),
-        )
-        .await
+    send(client, "/validate", &review).await
 }
 
 /// A `/validate` request over a raw HTTP/2 stream whose body the test sends piece by piece.

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::common::rollout::{BREAK_GLASS, controller_pod, glass, glass_deployment, send, start};
+use crate::common::rollout::{BREAK_GLASS, controller_pod, glass, glass_deployment, start};
 use crate::common::*;
 use serde_json::{Value, json};
 

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::common::rollout::{
-    BREAK_GLASS, controller_pod, expiry, glass, glass_deployment, pod_review, send, start,
+    BREAK_GLASS, controller_pod, expiry, glass, glass_deployment, pod_review, start,
 };
 use crate::common::*;
 use serde_json::{Value, json};

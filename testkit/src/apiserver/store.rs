@@ -47,34 +47,27 @@ impl ApiError {
         d
     }
 
+    /// An error about the object `name` of `r`, its message said as the real server says it.
+    fn about(r: &Resource, name: &str, code: u16, reason: &str, message: String) -> Self {
+        Self::new(code, reason, message, Self::details(r, name))
+    }
+
     pub(super) fn not_found(r: &Resource, name: &str) -> Self {
-        Self::new(
-            404,
-            "NotFound",
-            format!("{} \"{name}\" not found", r.qualified()),
-            Self::details(r, name),
-        )
+        let message = format!("{} \"{name}\" not found", r.qualified());
+        Self::about(r, name, 404, "NotFound", message)
     }
 
     pub(super) fn already_exists(r: &Resource, name: &str) -> Self {
-        Self::new(
-            409,
-            "AlreadyExists",
-            format!("{} \"{name}\" already exists", r.qualified()),
-            Self::details(r, name),
-        )
+        let message = format!("{} \"{name}\" already exists", r.qualified());
+        Self::about(r, name, 409, "AlreadyExists", message)
     }
 
     pub(super) fn conflict(r: &Resource, name: &str) -> Self {
-        Self::new(
-            409,
-            "Conflict",
-            format!(
-                "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again",
-                r.qualified()
-            ),
-            Self::details(r, name),
-        )
+        let message = format!(
+            "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again",
+            r.qualified()
+        );
+        Self::about(r, name, 409, "Conflict", message)
     }
 
     pub(super) fn bad_request(message: String) -> Self {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::{Client, Proto, TestServer, fixture, in_namespace};
+use super::{TestServer, fixture, in_namespace};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -49,12 +49,6 @@ pub fn pod_review(namespace: &str, user: &str, groups: &[&str], annotations: Val
     review["request"]["object"]["spec"]["containers"][0]["securityContext"] =
         json!({"privileged": true});
     review
-}
-
-pub async fn send(client: &Client, path: &str, review: &Value) -> Value {
-    client
-        .review(Proto::Http2, path, &serde_json::to_vec(review).unwrap())
-        .await
 }
 
 pub fn expiry(ahead: Duration) -> String {
