@@ -10,16 +10,16 @@ use crate::apiserver::resources::Resource;
 use crate::apiserver::store::{ApiError, identity};
 
 /// The body as JSON, or the 400 to answer.
-fn json_body(call: &Call) -> Result<Value, Response> {
+fn json_body(call: &Call) -> Result<Value, ApiError> {
     serde_json::from_slice::<Value>(&call.body)
-        .map_err(|_| error(ApiError::bad_request("the body is not JSON".into())))
+        .map_err(|_| ApiError::bad_request("the body is not JSON".into()))
 }
 
 pub(super) fn create(call: &Call) -> Response {
     let r = call.target.resource;
     let mut object = match json_body(call) {
         Ok(object) => object,
-        Err(answer) => return answer,
+        Err(e) => return error(e),
     };
     if r.namespaced {
         object["metadata"]["namespace"] = json!(call.target.namespace);
@@ -38,7 +38,7 @@ pub(super) fn update(call: &Call, name: &str) -> Response {
     let r = call.target.resource;
     let mut object = match json_body(call) {
         Ok(object) => object,
-        Err(answer) => return answer,
+        Err(e) => return error(e),
     };
     if object["metadata"]["name"].as_str() != Some(name) {
         return error(ApiError::bad_request(
