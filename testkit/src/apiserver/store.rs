@@ -526,16 +526,7 @@ impl Store {
             terminating.object["status"]["phase"] = json!("Terminating");
             events.push(self.event(r, ns, "MODIFIED", &terminating));
             let answer = terminating.render(r);
-            let contained: Vec<Key> = self
-                .objects
-                .keys()
-                .filter(|k| k.0.namespaced && k.1 == name)
-                .cloned()
-                .collect();
-            for k in contained {
-                let (_, mut e) = self.delete(&k.0, &k.1, &k.2)?;
-                events.append(&mut e);
-            }
+            self.delete_all(|k| k.0.namespaced && k.1 == name, &mut events)?;
             self.objects.remove(&key);
             let rv = self.next_rv();
             terminating.object["metadata"]["resourceVersion"] = json!(rv.to_string());
@@ -548,16 +539,7 @@ impl Store {
                 .into_iter()
                 .map(|(d, _)| d.stored())
                 .collect();
-            let contained: Vec<Key> = self
-                .objects
-                .keys()
-                .filter(|k| kinds.contains(&k.0))
-                .cloned()
-                .collect();
-            for k in contained {
-                let (_, mut e) = self.delete(&k.0, &k.1, &k.2)?;
-                events.append(&mut e);
-            }
+            self.delete_all(|k| kinds.contains(&k.0), &mut events)?;
         }
         self.objects.remove(&key);
         let rv = self.next_rv();
@@ -570,5 +552,24 @@ impl Store {
             json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details}),
             events,
         ))
+    }
+
+    /// Deletes every object whose key `matches`, adding their events to `events`.
+    fn delete_all(
+        &mut self,
+        matches: impl Fn(&Key) -> bool,
+        events: &mut Vec<Event>,
+    ) -> Result<(), ApiError> {
+        let contained: Vec<Key> = self
+            .objects
+            .keys()
+            .filter(|k| matches(k))
+            .cloned()
+            .collect();
+        for k in contained {
+            let (_, mut e) = self.delete(&k.0, &k.1, &k.2)?;
+            events.append(&mut e);
+        }
+        Ok(())
     }
 }

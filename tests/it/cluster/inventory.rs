@@ -2,6 +2,7 @@
 //! and watched; an outage keeps the last state and recovers (410 Gone, dropped watches); a
 //! broken kubeconfig stops the start.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use palisade_testkit::apiserver::{ApiServer, NETWORK_POLICIES};
@@ -11,13 +12,20 @@ use serde_json::json;
 use super::{default_deny, pod_denied_for_default_deny, policies_in};
 use crate::common::*;
 
-#[tokio::test]
-async fn the_inventory_follows_the_cluster() {
+/// The stand-in holding namespace `shop` and its default-deny, and Palisade on it with
+/// generation off.
+async fn shop_with_its_default_deny() -> (Arc<ApiServer>, TestServer) {
     let api = ApiServer::start().await;
     api.create(namespace("shop", json!({"security-level": "medium"})))
         .unwrap();
     api.create(default_deny("shop", "deny-everything")).unwrap();
     let server = palisade(&api, "replica-a", &["--generate-default-deny=false"]).await;
+    (api, server)
+}
+
+#[tokio::test]
+async fn the_inventory_follows_the_cluster() {
+    let (api, server) = shop_with_its_default_deny().await;
 
     // Listed at start: the namespace and its default-deny decide the review.
     assert!(!pod_denied_for_default_deny(&server, "shop").await);
@@ -66,11 +74,7 @@ async fn the_inventory_follows_the_cluster() {
 
 #[tokio::test]
 async fn an_outage_keeps_the_last_state_and_recovers() {
-    let api = ApiServer::start().await;
-    api.create(namespace("shop", json!({"security-level": "medium"})))
-        .unwrap();
-    api.create(default_deny("shop", "deny-everything")).unwrap();
-    let server = palisade(&api, "replica-a", &["--generate-default-deny=false"]).await;
+    let (api, server) = shop_with_its_default_deny().await;
     assert!(!pod_denied_for_default_deny(&server, "shop").await);
 
     api.stop();
