@@ -14,6 +14,7 @@ use palisade::admission::{Endpoint, decode};
 use palisade::audit::{self, Presented};
 use palisade::decide::Decider;
 use palisade::inventory::Inventory;
+use palisade_testkit::bench::percentile;
 use serde_json::{Value, json};
 
 const NAMESPACES: usize = 100;
@@ -50,8 +51,11 @@ fn objects(pods: usize) -> (Vec<Value>, Vec<Value>) {
 
 fn percentiles(mut samples: Vec<Duration>) -> (Duration, Duration, usize) {
     samples.sort();
-    let at = |q: f64| samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)];
-    (at(0.5), at(0.99), samples.len())
+    (
+        percentile(&samples, 0.5),
+        percentile(&samples, 0.99),
+        samples.len(),
+    )
 }
 
 /// `--pods N` audits N pods instead of 10,000 (CI's smoke run); `cargo bench` passes `--bench`.

@@ -5,35 +5,21 @@
 //!
 //!   cargo bench --bench cluster
 
-#[path = "../tests/it/apiserver.rs"]
-#[allow(dead_code)]
-mod apiserver;
-#[path = "../tests/it/common.rs"]
-#[allow(dead_code)]
-mod common;
-
 use std::time::{Duration, Instant};
 
-use apiserver::{ApiServer, NETWORK_POLICIES};
 use clap::Parser;
-use common::{Proto, TestServer};
+use palisade_testkit::apiserver::{ApiServer, NETWORK_POLICIES};
+use palisade_testkit::bench::{free_port, memory_mib, percentile};
+use palisade_testkit::fixtures::{fixture, in_namespace};
+use palisade_testkit::harness::{TestServer, metric};
+use palisade_testkit::https::{Proto, http_get};
 use serde_json::{Value, json};
 
 const NAMESPACES: usize = 10_000;
 const BURST: usize = 1_000;
 
-/// A memory field (`VmRSS:`, `VmHWM:`) of /proc/`process`/status, in MiB.
-fn status_mib(process: &str, field: &str) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{process}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
 fn rss_mib() -> f64 {
-    status_mib("self", "VmRSS:")
+    memory_mib("self", "VmRSS:")
 }
 
 /// The cluster flags of both Palisades of this bench (in this process, and in its own).
@@ -57,16 +43,9 @@ fn policy(ns: &str, name: &str) -> Value {
 
 fn pod_review(ns: &str) -> Vec<u8> {
     let mut review: Value =
-        serde_json::from_slice(&common::fixture("admission/validate-create-pod.json")).unwrap();
-    common::in_namespace(&mut review, ns);
+        serde_json::from_slice(&fixture("admission/validate-create-pod.json")).unwrap();
+    in_namespace(&mut review, ns);
     serde_json::to_vec(&review).unwrap()
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
 }
 
 /// Reviews in a loop until `stop`, returning each latency.
@@ -132,7 +111,7 @@ async fn main() {
     let policies = concat!(env!("CARGO_MANIFEST_DIR"), "/policies");
     let start = Instant::now();
     let server = TestServer::start(&cluster_args(&kubeconfig, policies)).await;
-    while common::http_get(server.health, "/readyz").await.0 != 200 {
+    while http_get(server.health, "/readyz").await.0 != 200 {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let ready = start.elapsed();
@@ -222,19 +201,14 @@ async fn main() {
     let metrics = server.metrics().await;
     println!(
         "inventory objects {:?}, batches {:?}, RSS {:.0} MiB",
-        common::metric(&metrics, "palisade_inventory_objects"),
-        common::metric(&metrics, "palisade_inventory_batches_total"),
+        metric(&metrics, "palisade_inventory_objects"),
+        metric(&metrics, "palisade_inventory_batches_total"),
         rss_mib()
     );
     server.stop().await;
 
     // The same start in a process of its own: Palisade's memory alone, without the stand-in's
     // objects and allocations beside it in this process.
-    let free_port = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .unwrap()
-    };
     let (listen, health) = (free_port(), free_port());
     let dir = tempfile::tempdir().unwrap();
     let child = ChildGuard(
@@ -252,7 +226,7 @@ async fn main() {
     loop {
         // The health port opens a moment after the process starts.
         let listening = tokio::net::TcpStream::connect(health).await.is_ok();
-        if listening && common::http_get(health, "/readyz").await.0 == 200 {
+        if listening && http_get(health, "/readyz").await.0 == 200 {
             break;
         }
         assert!(
@@ -263,7 +237,7 @@ async fn main() {
     }
     let ready = start.elapsed();
     let pid = child.0.id().to_string();
-    let mib = |field: &str| status_mib(&pid, field);
+    let mib = |field: &str| memory_mib(&pid, field);
     // As leader it also runs the first audit, which lists and evaluates the objects again.
     let mut samples = Vec::new();
     for after in [0, 2, 5, 10] {

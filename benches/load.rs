@@ -17,9 +17,8 @@ use bytes::Bytes;
 use clap::Parser;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::{http1, http2};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
+use palisade_testkit::bench::{cpu_seconds, memory_kib, percentile};
+use palisade_testkit::https::{Client, Proto, Sender};
 use tokio::sync::Mutex;
 
 #[derive(Debug, Parser)]
@@ -69,33 +68,15 @@ enum Conn {
 }
 
 async fn connect(args: &Args, addr: SocketAddr) -> anyhow::Result<Conn> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(&args.ca)? {
-        roots.add(cert?)?;
-    }
-    let mut config = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let h2 = args.proto == "h2";
-    config.alpn_protocols = vec![if h2 {
-        b"h2".to_vec()
+    let ca = std::fs::read(&args.ca)?;
+    let proto = if args.proto == "h2" {
+        Proto::Http2
     } else {
-        b"http/1.1".to_vec()
-    }];
-    let tcp = tokio::net::TcpStream::connect(addr).await?;
-    tcp.set_nodelay(true)?;
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect("localhost".try_into()?, tcp)
-        .await?;
-    let io = TokioIo::new(tls);
-    Ok(if h2 {
-        let (send, conn) = http2::handshake(TokioExecutor::new(), io).await?;
-        tokio::spawn(conn);
-        Conn::H2(send)
-    } else {
-        let (send, conn) = http1::handshake(io).await?;
-        tokio::spawn(conn);
-        Conn::H1(Arc::new(Mutex::new(send)))
+        Proto::Http1
+    };
+    Ok(match Client::try_new(addr, &[&ca])?.open(proto).await? {
+        Sender::Http2(send) => Conn::H2(send),
+        Sender::Http1(send) => Conn::H1(Arc::new(Mutex::new(send))),
     })
 }
 
@@ -227,14 +208,7 @@ async fn main() -> anyhow::Result<()> {
         (Some(pid), Some(start)) => {
             let before = start.await?;
             let after = cpu_seconds(pid);
-            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-            let kib = |field: &str| -> u64 {
-                status
-                    .lines()
-                    .find_map(|l| l.strip_prefix(field))
-                    .and_then(|v| v.split_whitespace().next()?.parse().ok())
-                    .unwrap_or(0)
-            };
+            let kib = |field: &str| memory_kib(&pid.to_string(), field).unwrap_or(0);
             let reviews = shared.latencies.lock().map(|l| l.len()).unwrap_or(0).max(1);
             match (before, after) {
                 (Some(b), Some(a)) => format!(
@@ -255,13 +229,7 @@ async fn main() -> anyhow::Result<()> {
         .map(|l| l.clone())
         .unwrap_or_default();
     lat.sort_unstable();
-    let pct = |p: f64| -> f64 {
-        if lat.is_empty() {
-            return 0.0;
-        }
-        let i = ((lat.len() as f64 * p).ceil() as usize).clamp(1, lat.len()) - 1;
-        f64::from(lat[i]) / 1000.0
-    };
+    let pct = |p: f64| f64::from(percentile(&lat, p)) / 1000.0;
     let secs = args.duration.as_secs_f64();
     println!(
         "mode={} proto={} connections={} reviews={} errors={} throughput={:.0}/s p50={:.3}ms p90={:.3}ms p99={:.3}ms p99.9={:.3}ms max={:.3}ms{}",
@@ -283,15 +251,4 @@ async fn main() -> anyhow::Result<()> {
         server,
     );
     Ok(())
-}
-
-/// User plus system CPU time of a process, from /proc/PID/stat (in USER_HZ, 100 per second on
-/// Linux whatever the kernel's tick).
-fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may hold spaces; the fields after its closing parenthesis do not.
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) / 100.0)
 }

@@ -20,6 +20,7 @@ use palisade::inventory::Inventory;
 use palisade::netpol::World;
 use palisade::netpol::explain::{self, Filter};
 use palisade::policy::EngineOptions;
+use palisade_testkit::bench::{memory_mib, percentile};
 use serde_json::{Value, json};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
@@ -108,11 +109,10 @@ fn review_of(operation: &str, object: &Value, old: Option<&Value>) -> Review {
 
 fn percentiles(mut times: Vec<Duration>) -> String {
     times.sort_unstable();
-    let at = |q: f64| times[((times.len() as f64 * q).ceil() as usize).clamp(1, times.len()) - 1];
     format!(
         "p50 {:>7.1} µs  p99 {:>7.1} µs  max {:>7.1} µs",
-        at(0.5).as_secs_f64() * 1e6,
-        at(0.99).as_secs_f64() * 1e6,
+        percentile(&times, 0.5).as_secs_f64() * 1e6,
+        percentile(&times, 0.99).as_secs_f64() * 1e6,
         times[times.len() - 1].as_secs_f64() * 1e6
     )
 }
@@ -215,12 +215,7 @@ fn review(count: usize, n: usize) {
 }
 
 fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
+    memory_mib("self", "VmHWM:")
 }
 
 fn explain_scale(namespaces: usize) {

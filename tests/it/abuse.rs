@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use crate::common::rollout::{BREAK_GLASS, glass, pod_review, start};
 use crate::common::*;
-use crate::rollout::{BREAK_GLASS, glass, pod_review, send, start};
 
 fn denied_by_pod_security(rsp: &Value) -> bool {
     rsp["allowed"] == false

@@ -1,4 +1,4 @@
-//! `serve --manage-certs` against the API stand-in (tests/it/apiserver.rs): the leader creates
+//! `serve --manage-certs` against the API stand-in (`palisade_testkit::apiserver`): the leader creates
 //! the CA and serving Secrets, fills in both webhook configurations' caBundle, renews, and rotates
 //! the CA while an "API server" keeps calling over HTTPS with whatever caBundle the
 //! configuration holds at that moment. A fake kubelet projects the serving Secret into the
@@ -9,35 +9,15 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use base64::Engine as _;
-use serde_json::Value;
+use palisade_testkit::apiserver::{ApiServer, MUTATING_WEBHOOKS, SECRETS, VALIDATING_WEBHOOKS};
+use palisade_testkit::cluster::{
+    apply_webhook_configurations, b64, fake_kubelet, kube_client, secret_file, start_palisade_in,
+};
 
-use crate::apiserver::{ApiServer, MUTATING_WEBHOOKS, SECRETS, VALIDATING_WEBHOOKS};
-use crate::cluster::start_palisade_in;
 use crate::common::*;
 
 const NS: &str = "palisade-system";
 const SERVICE_NAME: &str = "palisade.palisade-system.svc";
-
-fn b64(s: &str) -> Vec<u8> {
-    base64::engine::general_purpose::STANDARD
-        .decode(s)
-        .unwrap_or_else(|e| panic!("not base64 ({e}): {s}"))
-}
-
-fn secret_file(secret: &Value, key: &str) -> Vec<u8> {
-    b64(secret["data"][key]
-        .as_str()
-        .unwrap_or_else(|| panic!("no data[{key}] in {secret}")))
-}
-
-/// Applies the webhook configurations of manifests/base/webhooks.yaml, as kubectl would.
-pub(crate) fn apply_webhook_configurations(api: &ApiServer) {
-    let path = repo_path("manifests/base/webhooks.yaml");
-    let text = std::fs::read_to_string(&path).unwrap();
-    for doc in palisade::manifest::parse_str(&text, &path).unwrap() {
-        api.create(doc.value).unwrap();
-    }
-}
 
 /// The caBundle (decoded PEM) of every webhook of both configurations.
 fn ca_bundles(api: &ApiServer) -> Vec<Vec<u8>> {
@@ -53,38 +33,6 @@ fn ca_bundles(api: &ApiServer) -> Vec<Vec<u8>> {
                 .collect::<Vec<_>>()
         })
         .collect()
-}
-
-/// Copies the serving Secret into `dir` whenever it changes, as the kubelet does for a mounted
-/// Secret (much faster than a kubelet, which the rotation overlap allows for).
-pub(crate) fn fake_kubelet(
-    api: Arc<ApiServer>,
-    dir: std::path::PathBuf,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut seen = String::new();
-        let mut version = 0;
-        loop {
-            if let Ok(secret) = api.get(&SECRETS, NS, "palisade-tls") {
-                let rv = secret["metadata"]["resourceVersion"]
-                    .as_str()
-                    .unwrap_or("")
-                    .to_owned();
-                if rv != seen {
-                    version += 1;
-                    let files: Vec<(&str, Vec<u8>)> = ["tls.crt", "tls.key", "ca.crt"]
-                        .into_iter()
-                        .map(|k| (k, secret_file(&secret, k)))
-                        .collect();
-                    let refs: Vec<(&str, &[u8])> =
-                        files.iter().map(|(k, v)| (*k, v.as_slice())).collect();
-                    project_files(&dir, &format!("v{version}"), &refs);
-                    seen = rv;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
 }
 
 fn cert_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
@@ -438,7 +386,7 @@ async fn the_stand_in_holds_palisade_to_its_rbac() {
         serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}),
     )
     .unwrap();
-    let client = crate::cluster::kube_client(&api, "palisade-a").await;
+    let client = kube_client(&api, "palisade-a").await;
     let code = |r: Result<_, kube::Error>| match r {
         Ok(_) => 200,
         Err(kube::Error::Api(e)) => e.code,

@@ -1,14 +1,14 @@
 //! ExpansionTemplates and SyncSets applied to the cluster (`kubectl apply`), against the API
-//! stand-in (`apiserver.rs`, not a real API server) with the CRDs of
+//! stand-in (`palisade_testkit::apiserver`, not a real API server) with the CRDs of
 //! manifests/base/gatekeeper-crds.yaml and the shipped RBAC; reviews go to Palisade over HTTPS
 //! as the API server sends them.
 
 use std::time::Duration;
 
+use palisade_testkit::apiserver::{ApiServer, INGRESSES};
+use palisade_testkit::cluster::{install_gatekeeper_crds, namespace, palisade};
 use serde_json::{Value, json};
 
-use crate::apiserver::{ApiServer, INGRESSES};
-use crate::cluster::{install_gatekeeper_crds, namespace, palisade};
 use crate::common::*;
 
 /// A template whose constraints deny objects that carry the label `banned`.

@@ -8,7 +8,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::common::*;
-use crate::server::{open_upload, send_chunk};
 
 /// Waits until the server closes `stream` (end of stream or a reset), for at most `within`.
 async fn closed_by_server<S: AsyncReadExt + Unpin>(mut stream: S, within: Duration) -> bool {

@@ -214,7 +214,7 @@ async fn slow_server(request_timeout: &str) -> TestServer {
     let policies = dir.path().join("bundle");
     std::fs::create_dir(&policies).unwrap();
     // The engine tests' hazards: seconds on `spec.n: 2000`, at once on anything else.
-    std::fs::write(policies.join("slow.yaml"), crate::engine::BUNDLE).unwrap();
+    std::fs::write(policies.join("slow.yaml"), crate::common::templates::BUNDLE).unwrap();
     let policies = policies.display().to_string();
     TestServer::start_in(
         dir,

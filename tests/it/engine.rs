@@ -10,62 +10,13 @@ use palisade::inventory::Inventory;
 use palisade::manifest::parse_str;
 use palisade::policy::{Action, EngineOptions, FailureKind, Violation};
 
+use crate::common::templates::{BUNDLE, HOG};
 use crate::common::validate;
 
 fn evaluate(bundle: &Bundle, review: &Review) -> Vec<Violation> {
     validate(bundle, &Inventory::default(), review)
 }
 use serde_json::json;
-
-pub(crate) const BUNDLE: &str = r#"
-apiVersion: templates.gatekeeper.sh/v1
-kind: ConstraintTemplate
-metadata: {name: k8shazards}
-spec:
-  crd: {spec: {names: {kind: K8sHazards}}}
-  targets:
-    - target: admission.k8s.gatekeeper.sh
-      rego: |
-        package k8shazards
-
-        # Cubic in spec.n: quick for the warm-up's empty input, endless for n = 2000.
-        violation[{"msg": "never"}] {
-          n := input.review.object.spec.n
-          numbers.range(1, n)[i]
-          numbers.range(1, n)[j]
-          numbers.range(1, n)[k]
-          i + j + k < 0
-        }
----
-apiVersion: templates.gatekeeper.sh/v1
-kind: ConstraintTemplate
-metadata: {name: k8sconflict}
-spec:
-  crd: {spec: {names: {kind: K8sConflict}}}
-  targets:
-    - target: admission.k8s.gatekeeper.sh
-      rego: |
-        package k8sconflict
-
-        # Two values for one complete rule: an evaluation error in OPA and in regorus'
-        # interpreter (regorus' VM reads it as undefined, so the template runs on the interpreter).
-        conflict = 1 { input.review.object.spec.conflict }
-        conflict = 2 { input.review.object.spec.conflict }
-
-        violation[{"msg": "conflict"}] { conflict }
----
-apiVersion: constraints.gatekeeper.sh/v1beta1
-kind: K8sHazards
-metadata: {name: hazards}
-spec:
-  enforcementAction: warn
----
-apiVersion: constraints.gatekeeper.sh/v1beta1
-kind: K8sConflict
-metadata: {name: conflict}
-spec:
-  enforcementAction: warn
-"#;
 
 /// The hazards bundle with the VM on and off: both must fail closed the same way.
 fn sets(timeout: Duration) -> Vec<Bundle> {
@@ -176,30 +127,6 @@ fn a_template_the_vm_cannot_compile_runs_on_the_interpreter_and_still_fails_clos
     );
     assert!(evaluate(&set, &object(json!({"n": 2}))).is_empty());
 }
-
-/// Builds n² strings: a few kilobytes for the warm-up, gigabytes for n = 100,000.
-pub(crate) const HOG: &str = r#"
-apiVersion: templates.gatekeeper.sh/v1
-kind: ConstraintTemplate
-metadata: {name: k8shog}
-spec:
-  crd: {spec: {names: {kind: K8sHog}}}
-  targets:
-    - target: admission.k8s.gatekeeper.sh
-      rego: |
-        package k8shog
-
-        violation[{"msg": msg}] {
-          n := object.get(input.review.object.spec, "n", 3)
-          all := [s | i := numbers.range(1, n)[_]; j := numbers.range(1, n)[_]; s := sprintf("%v-%v-%v", [i, j, input.review.object.metadata])]
-          count(all) < 0
-          msg := "never"
-        }
----
-apiVersion: constraints.gatekeeper.sh/v1beta1
-kind: K8sHog
-metadata: {name: hog}
-"#;
 
 #[test]
 fn a_template_allocating_past_the_memory_limit_is_a_violation() {

@@ -721,8 +721,8 @@ async fn denies_by_provider(server: &TestServer, image: &str) -> bool {
 /// and is compiled and enforced once the Provider is fixed.
 #[tokio::test]
 async fn providers_applied_to_the_cluster_serve_the_cluster_templates() {
-    use crate::apiserver::ApiServer;
-    use crate::cluster::{install_gatekeeper_crds, namespace, palisade};
+    use palisade_testkit::apiserver::ApiServer;
+    use palisade_testkit::cluster::{install_gatekeeper_crds, namespace, palisade};
     let provider = TestProvider::start(Behaviour::default()).await;
     let api = ApiServer::start().await;
     install_gatekeeper_crds(&api);

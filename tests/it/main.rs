@@ -1,7 +1,6 @@
 //! All integration tests, in one binary: one link of the library instead of eight.
 
 mod abuse;
-mod apiserver;
 mod audit;
 mod bench;
 mod certmanager;

@@ -10,10 +10,11 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::apiserver::ApiServer;
-use crate::cluster::{namespace, palisade};
+use palisade_testkit::apiserver::ApiServer;
+use palisade_testkit::cluster::{namespace, palisade};
+
+use crate::common::rollout::{BREAK_GLASS, glass, pod_review};
 use crate::common::*;
-use crate::rollout::{BREAK_GLASS, glass, pod_review, send};
 
 const DASHBOARD: &str = "manifests/overlays/prometheus/dashboard.json";
 const ALERTS: &str = "manifests/overlays/prometheus/alerts.yaml";

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
+use crate::common::rollout::{BREAK_GLASS, controller_pod, glass, glass_deployment, start};
 use crate::common::*;
-use crate::rollout::{BREAK_GLASS, controller_pod, glass, glass_deployment, send, start};
 use serde_json::{Value, json};
 
 /// A running pod in `payments` (security-level high, with a default-deny): created through
@@ -97,7 +97,7 @@ async fn ephemeral_containers_are_mutated_and_judged() {
 async fn a_break_glassed_pod_gets_no_debug_container_from_anyone_else() {
     let (server, _) = start(BREAK_GLASS, &[]).await;
     let client = server.client();
-    let mut review = crate::rollout::pod_review(
+    let mut review = crate::common::rollout::pod_review(
         "payments",
         "alice",
         &[],
@@ -284,7 +284,7 @@ async fn break_glass_is_sealed_where_mutation_is_off() {
         "{template}"
     );
     // Nothing else was mutated: a plain pod in shop gets no patch.
-    let plain = crate::rollout::pod_review("shop", "dev", &[], json!({}));
+    let plain = crate::common::rollout::pod_review("shop", "dev", &[], json!({}));
     let (_, patched) = mutate(&client, &plain).await;
     assert!(!patched);
     let rsp = send(&client, "/validate", &controller_pod(&deployment)).await;

@@ -462,7 +462,7 @@ fn peak_rss_mib(child: &Child) -> u64 {
 async fn a_runaway_policy_is_stopped_at_the_memory_ceiling_and_other_reviews_flow() {
     install_crypto();
     let cwd = tempfile::tempdir().unwrap();
-    std::fs::write(cwd.path().join("hog.yaml"), crate::engine::HOG).unwrap();
+    std::fs::write(cwd.path().join("hog.yaml"), crate::common::templates::HOG).unwrap();
     // The interpreter has no per-evaluation budget: the process-wide ceiling stops it.
     let mut running = spawn_serve(
         cwd.path(),

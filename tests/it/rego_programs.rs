@@ -29,8 +29,8 @@ use palisade::policy::template::TemplateSource;
 use palisade::policy::{EngineOptions, Template};
 use serde_json::{Value, json};
 
+use crate::common::oracle::{Answer, Oracle, api_server_json, pointers, remove, setting, to_v1};
 use crate::common::{Rng, repo_path};
-use crate::differential::{Answer, Oracle, api_server_json, pointers, remove, setting, to_v1};
 
 // ---------------------------------------------------------------------------------------------
 // Programs

@@ -4,10 +4,10 @@
 
 use std::time::Duration;
 
-use crate::common::{decoded_patch, mutated};
-use crate::rollout::{
-    BREAK_GLASS, controller_pod, glass, glass_deployment, pod_review, send, start,
+use crate::common::rollout::{
+    BREAK_GLASS, controller_pod, glass, glass_deployment, pod_review, start,
 };
+use crate::common::{decoded_patch, mutated, send};
 use serde_json::{Value, json};
 
 /// `review` as an UPDATE by `user` (not on the allow-list) of the object it holds, changed by

@@ -110,41 +110,6 @@ async fn a_slow_uploader_does_not_hold_an_evaluation_slot() {
     drop((stalled, upload));
 }
 
-/// A `/validate` request over a raw HTTP/2 stream whose body the test sends piece by piece.
-pub(crate) async fn open_upload(
-    server: &TestServer,
-) -> (h2::client::ResponseFuture, h2::SendStream<bytes::Bytes>) {
-    let tls = server.client().connect(Proto::Http2).await.unwrap();
-    let (h2, connection) = h2::client::handshake(tls).await.unwrap();
-    tokio::spawn(connection);
-    let mut h2 = h2.ready().await.unwrap();
-    let request = http::Request::post("https://localhost/validate")
-        .header("content-type", "application/json")
-        .body(())
-        .unwrap();
-    h2.send_request(request, false).unwrap()
-}
-
-/// Sends one chunk once the server has made room for it (HTTP/2 flow control).
-pub(crate) async fn send_chunk(
-    upload: &mut h2::SendStream<bytes::Bytes>,
-    chunk: &bytes::Bytes,
-    end: bool,
-) {
-    upload.reserve_capacity(chunk.len());
-    let capacity = tokio::time::timeout(
-        std::time::Duration::from_secs(5),
-        std::future::poll_fn(|cx| upload.poll_capacity(cx)),
-    )
-    .await
-    .expect("the server makes room for the upload");
-    assert!(
-        matches!(capacity, Some(Ok(n)) if n > 0),
-        "the server stopped reading: {capacity:?}"
-    );
-    upload.send_data(chunk.clone(), end).unwrap();
-}
-
 #[tokio::test]
 async fn an_http2_upload_past_the_limit_ends_normally_after_its_413() {
     // Without a Content-Length, the server learns the size by reading. It answers 413 at the
@@ -495,7 +460,7 @@ async fn stop_drains_a_request_in_flight() {
 
 /// After SIGTERM, during `--shutdown-delay`, the server still answers, and an HTTP/1.1 answer
 /// says `Connection: close`, so that the client does not send its next review on a keep-alive
-/// connection the drain will close under it (found by benches/faults.rs: four reviews of 85,741
+/// connection the drain will close under it (found by benches/faults/: four reviews of 85,741
 /// were lost that way). Before shutdown, and on HTTP/2 (which has GOAWAY), nothing changes.
 #[tokio::test]
 async fn during_the_shutdown_delay_http1_answers_retire_their_connection() {

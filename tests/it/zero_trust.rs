@@ -178,24 +178,6 @@ async fn namespaces_need_the_zero_trust_labels() {
     assert_eq!(rsp["allowed"], true, "{rsp}");
 }
 
-/// /mutate, the patch applied as the API server does, then /validate on the result.
-pub(crate) async fn create_pod(client: &Client, namespace: &str) -> Value {
-    let mut review: Value =
-        serde_json::from_slice(&fixture("admission/mutate-create-pod.json")).unwrap();
-    in_namespace(&mut review, namespace);
-    review["request"]["object"]["spec"]["containers"][0]["resources"] =
-        json!({"limits": {"cpu": "250m", "memory": "64Mi"}});
-    let (review, patched) = mutate(client, &review).await;
-    assert!(patched, "a plain pod is always mutated");
-    client
-        .review(
-            Proto::Http2,
-            "/validate",
-            &serde_json::to_vec(&review).unwrap(),
-        )
-        .await
-}
-
 #[tokio::test]
 async fn a_plain_pod_is_admitted_only_where_a_default_deny_exists() {
     let server = server().await;
@@ -578,23 +560,12 @@ fn pod_security_catches_each_single_change_to_a_hardened_container() {
 
 /// /mutate, the patch applied as the API server does, then /validate on the result.
 async fn mutate_then_validate(client: &Client, review: Value) -> Value {
-    let review = mutated(client, &review).await;
-    client
-        .review(
-            Proto::Http2,
-            "/validate",
-            &serde_json::to_vec(&review).unwrap(),
-        )
-        .await
+    send(client, "/validate", &mutated(client, &review).await).await
 }
 
 /// A pod in `namespace` that passes every other rule, with `edit` applied to its metadata.
 fn hardened_pod(namespace: &str, edit: impl FnOnce(&mut Value)) -> Value {
-    let mut review: Value =
-        serde_json::from_slice(&fixture("admission/mutate-create-pod.json")).unwrap();
-    in_namespace(&mut review, namespace);
-    review["request"]["object"]["spec"]["containers"][0]["resources"] =
-        json!({"limits": {"cpu": "250m", "memory": "64Mi"}});
+    let mut review = plain_pod(namespace);
     edit(&mut review["request"]["object"]["metadata"]);
     review
 }
