@@ -124,7 +124,7 @@ pub fn coverage<'a>(
 
 /// Whether a NetworkPolicy selects every pod and allows nothing in `direction` (`Ingress` or
 /// `Egress`). Without policyTypes, Ingress is implied, and Egress only when egress rules exist.
-pub fn denies_all(policy: &Value, direction: &str) -> bool {
+fn denies_all(policy: &Value, direction: &str) -> bool {
     let spec = &policy["spec"];
     let selects_all = match &spec["podSelector"] {
         Value::Null => true,

@@ -245,7 +245,7 @@ fn protected(review: &Review, own_namespace: &str) -> Option<String> {
 /// Whether a reason says anything a person can read: at least one character that is not
 /// white space, a control character or a default-ignorable code point (zero-width spaces and
 /// joiners, bidirectional marks, variation selectors, fillers, tags).
-pub fn is_visible(reason: &str) -> bool {
+fn is_visible(reason: &str) -> bool {
     reason
         .chars()
         .any(|c| !c.is_whitespace() && !c.is_control() && !is_default_ignorable(c))

@@ -158,6 +158,41 @@ mod tests {
     use serde_json::json;
 
     #[test]
+    fn an_opted_in_namespace_awaits_both_generated_policies_and_no_other_does() {
+        let scope = Scope {
+            selector: "network-policy=zero-trust".parse().unwrap(),
+            exempt: vec!["palisade-system".into()],
+        };
+        let ns = |name: &str, labels: Value| {
+            json!({"apiVersion": "v1", "kind": "Namespace",
+                   "metadata": {"name": name, "labels": labels}})
+        };
+        let opted = ns("shop", json!({"network-policy": "zero-trust"}));
+        let generated = |names: &[&str]| {
+            Inventory::from_objects(names.iter().flat_map(|n| {
+                generated_policies("shop")
+                    .into_iter()
+                    .filter(move |p| p["metadata"]["name"] == *n)
+            }))
+        };
+        assert!(scope.awaits_generation(&opted, &generated(&[])));
+        assert!(scope.awaits_generation(&opted, &generated(&[DEFAULT_DENY])));
+        assert!(scope.awaits_generation(&opted, &generated(&[ALLOW_DNS])));
+        assert!(!scope.awaits_generation(&opted, &generated(&[DEFAULT_DENY, ALLOW_DNS])));
+        // Another namespace's policies do not count.
+        let elsewhere = Inventory::from_objects(generated_policies("other"));
+        assert!(scope.awaits_generation(&opted, &elsewhere));
+        // Not opted in, exempt, or being deleted: nothing to wait for.
+        let open = ns("shop", json!({"network-policy": "open"}));
+        assert!(!scope.awaits_generation(&open, &generated(&[])));
+        let exempt = ns("palisade-system", json!({"network-policy": "zero-trust"}));
+        assert!(!scope.awaits_generation(&exempt, &generated(&[])));
+        let mut deleting = opted.clone();
+        deleting["metadata"]["deletionTimestamp"] = json!("2026-12-05T00:00:00Z");
+        assert!(!scope.awaits_generation(&deleting, &generated(&[])));
+    }
+
+    #[test]
     fn label_selectors_match_every_term() {
         let sel: LabelSelector = "network-policy=zero-trust, team".parse().unwrap();
         let ns = |labels: serde_json::Value| json!({"metadata": {"labels": labels}});

@@ -563,7 +563,7 @@ fn parse_port(p: &Value, at: &str) -> Result<PortEntry, String> {
 
 /// Kubernetes' IANA_SVC_NAME: 1-15 characters of a-z, 0-9 and '-', at least one letter, no
 /// '-' at either end nor two in a row.
-pub fn valid_port_name(s: &str) -> bool {
+fn valid_port_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 15
         && s.bytes()
@@ -575,7 +575,7 @@ pub fn valid_port_name(s: &str) -> bool {
 }
 
 /// Counts what a NetworkPolicy holds, without reading it further, against [`limits`].
-pub fn check_size(v: &Value) -> Result<(), String> {
+fn check_size(v: &Value) -> Result<(), String> {
     let mut count = Count::default();
     let spec = &v["spec"];
     count.selector(&spec["podSelector"], "spec.podSelector")?;
