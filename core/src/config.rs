@@ -90,7 +90,8 @@ pub struct NamespaceRule {
     /// The cap in these namespaces (default: the top-level `enforcement`).
     #[serde(default)]
     pub enforcement: Option<Action>,
-    /// Whether pods here are mutated (default true).
+    /// Whether `/mutate` changes objects here (default true): `false` turns off every mutator,
+    /// for every kind, in the namespaces the rule matches.
     #[serde(default)]
     pub mutation: Option<bool>,
 }
