@@ -35,6 +35,7 @@ mod review_attacks;
 mod rollout;
 mod scoped;
 mod server;
+mod service_matrix;
 mod tls;
 mod validate;
 mod verify;
