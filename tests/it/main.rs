@@ -20,6 +20,7 @@ mod gatekeeper_kinds;
 mod hostile;
 mod layering;
 mod mutation;
+mod namespace_isolation;
 mod namespace_object;
 mod netpol;
 mod netpol_attacks;
