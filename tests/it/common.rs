@@ -5,6 +5,7 @@
 //! server with a configuration file, break-glass reviews), `oracle` (real OPA, for the
 //! differential tests) and `templates` (templates that fail or hog).
 
+pub mod guides;
 pub mod oracle;
 pub mod rollout;
 pub mod templates;

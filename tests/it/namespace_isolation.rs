@@ -5,35 +5,15 @@
 //! namespace that carries team-a's name as another label, by the pods' addresses, on other ports
 //! and on every protocol.
 
-use std::net::IpAddr;
+use palisade::netpol::{Protocol, World};
 
-use palisade::cli::test as objects;
-use palisade::manifest::{self, Document};
-use palisade::netpol::{self, Endpoint, Protocol, World};
-use palisade::policy::{Action, EngineOptions};
-
-use crate::common::repo_path;
+use crate::common::guides::{self, allowed};
 
 const GUIDE: &str = "tests/data/guides/namespace-isolation";
 const CLUSTER: &str = "tests/data/netpol/namespace-isolation-cluster.yaml";
 
-fn guide() -> Vec<Document> {
-    manifest::files::read_path(&repo_path(GUIDE)).unwrap()
-}
-
 fn world() -> World {
-    let mut docs = guide();
-    docs.extend(manifest::files::read_path(&repo_path(CLUSTER)).unwrap());
-    World::read(&docs).unwrap()
-}
-
-fn allowed(world: &World, from: &str, to: &str, port: u16, protocol: Protocol) -> bool {
-    let source = world.pod(from).unwrap_or_else(|| panic!("no pod {from}"));
-    let destination = match to.parse::<IpAddr>() {
-        Ok(address) => Endpoint::Address(address),
-        Err(_) => Endpoint::Pod(world.pod(to).unwrap_or_else(|| panic!("no pod {to}"))),
-    };
-    netpol::query(world, Endpoint::Pod(source), destination, port, protocol).allowed()
+    guides::world(GUIDE, CLUSTER)
 }
 
 const PROTOCOLS: [Protocol; 3] = [Protocol::Tcp, Protocol::Udp, Protocol::Sctp];
@@ -110,15 +90,5 @@ fn nothing_crosses_team_a_s_boundary_in_either_direction() {
 
 #[test]
 fn the_default_bundle_admits_the_guides_policies_as_written() {
-    let bundle = palisade::bundle::load(&repo_path("policies"), &EngineOptions::default()).unwrap();
-    let reports = objects::check(&bundle, guide(), Vec::new()).unwrap();
-    assert_eq!(reports.len(), 3);
-    for r in &reports {
-        let denied: Vec<_> = r
-            .violations
-            .iter()
-            .filter(|v| v.action == Action::Deny)
-            .collect();
-        assert!(denied.is_empty(), "{}: {denied:?}", r.document.origin);
-    }
+    guides::assert_admitted_as_written(GUIDE, 3);
 }
