@@ -35,22 +35,24 @@ struct Https;
 
 impl Transport for Https {
     fn client(&self, url: &str, ca_pem: &[u8]) -> Result<Arc<dyn external::Client>, String> {
-        let uri: hyper::Uri = url
-            .parse()
-            .map_err(|e| format!("the URL {url:?} does not parse: {e}"))?;
+        let uri: hyper::Uri = url.parse().map_err(|e| {
+            format!("spec.url: {url:?} is not a URL ({e}): use https://host[:port]/path")
+        })?;
         let mut roots = rustls::RootCertStore::empty();
         for cert in CertificateDer::pem_slice_iter(ca_pem) {
-            let cert = cert.map_err(|e| format!("not PEM certificates: {e}"))?;
+            let cert = cert.map_err(|e| format!("spec.caBundle: not PEM certificates: {e}"))?;
             roots
                 .add(cert)
-                .map_err(|e| format!("a certificate does not parse: {e}"))?;
+                .map_err(|e| format!("spec.caBundle: a certificate does not parse: {e}"))?;
         }
         if roots.is_empty() {
-            return Err("holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into());
+            return Err(
+                "spec.caBundle: holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into(),
+            );
         }
         Ok(Arc::new(ProviderClient {
             uri,
-            client: client(roots)?,
+            client: client(roots).map_err(|e| format!("spec.caBundle: {e}"))?,
         }))
     }
 
@@ -233,9 +235,13 @@ mod tests {
     use base64::Engine as _;
 
     fn provider(ca_pem: &str) -> Result<external::Provider, String> {
+        provider_at("https://p.ns:8090/validate", ca_pem)
+    }
+
+    fn provider_at(url: &str, ca_pem: &str) -> Result<external::Provider, String> {
         install();
         let yaml = format!(
-            "apiVersion: externaldata.gatekeeper.sh/v1beta1\nkind: Provider\nmetadata: {{name: p}}\nspec: {{url: 'https://p.ns:8090/validate', caBundle: {}}}\n",
+            "apiVersion: externaldata.gatekeeper.sh/v1beta1\nkind: Provider\nmetadata: {{name: p}}\nspec: {{url: '{url}', caBundle: {}}}\n",
             base64::engine::general_purpose::STANDARD.encode(ca_pem)
         );
         let docs = crate::manifest::parse_str(&yaml, std::path::Path::new("p.yaml")).unwrap();

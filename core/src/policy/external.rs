@@ -194,9 +194,7 @@ pub fn parse(doc: &Document) -> Result<Provider, String> {
         return Err("spec.caBundle: holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into());
     }
     let client = match TRANSPORT.get() {
-        Some(transport) => transport
-            .client(url_text, &pem)
-            .map_err(|e| format!("spec.caBundle: {e}"))?,
+        Some(transport) => transport.client(url_text, &pem)?,
         None => Arc::new(Unreachable),
     };
     Ok(Provider {
@@ -296,7 +294,7 @@ fn is_der_sequence(der: &[u8]) -> bool {
 /// is loaded.
 pub trait Transport: Send + Sync + 'static {
     /// A client for the provider at `url` that trusts only the CA certificates of `ca_pem`. The
-    /// error says what is wrong with them (it is reported as `spec.caBundle: <error>`).
+    /// error names the field it is about and the fix (`spec.url: …` or `spec.caBundle: …`).
     fn client(&self, url: &str, ca_pem: &[u8]) -> Result<Arc<dyn Client>, String>;
     /// Counts what happened to one call (the metrics).
     fn observe(&self, provider: &str, event: Observed);
