@@ -13,8 +13,10 @@
 
 pub mod eval;
 pub mod explain;
+pub mod flows;
 pub mod ip;
 pub mod judge;
+pub mod matrix;
 pub mod model;
 pub mod space;
 

@@ -263,6 +263,9 @@ pub struct Constraint {
     parameters_value: regorus::Value,
     /// "Kind name at file (document N)", for messages.
     pub describe: String,
+    /// The communication matrix its parameters state, for a `PalisadeCommunicationMatrix`
+    /// (read at load, so that a broken one is refused there).
+    pub matrix: Option<Arc<crate::netpol::matrix::Matrix>>,
 }
 
 /// Reads a constraint document; `schema` is its template's parameter schema.
@@ -284,7 +287,15 @@ pub fn parse_constraint(doc: &Document, schema: Option<&Value>) -> Result<Constr
             return Err(errors.into_iter().map(|e| format!("spec.{e}")).collect());
         }
     }
+    let matrix = if doc.kind() == crate::netpol::matrix::KIND {
+        Some(Arc::new(
+            crate::netpol::matrix::Matrix::parse(name, &parameters).map_err(|e| vec![e])?,
+        ))
+    } else {
+        None
+    };
     Ok(Constraint {
+        matrix,
         name: name.to_owned(),
         kind: doc.kind().to_owned(),
         enforcement,
@@ -539,6 +550,30 @@ impl Policies {
                     add_reachability(&mut input, analysis.facts(&c.parameters));
                 }
             }
+            if template.uses_matrix() {
+                let facts = match &c.matrix {
+                    Some(m) => crate::netpol::matrix::facts(
+                        m,
+                        review,
+                        inventory,
+                        &self.universe,
+                        deadline,
+                    )?,
+                    None => match crate::netpol::matrix::Matrix::parse(&c.name, &c.parameters) {
+                        Ok(m) => crate::netpol::matrix::facts(
+                            &m,
+                            review,
+                            inventory,
+                            &self.universe,
+                            deadline,
+                        )?,
+                        Err(e) => Some(serde_json::json!({"error": e})),
+                    },
+                };
+                if let Some(facts) = facts {
+                    add_palisade(&mut input, "matrix", facts);
+                }
+            }
             match template.evaluate(input, inventory, limit) {
                 Ok(result) => match found(result) {
                     Ok(found) => {
@@ -604,13 +639,23 @@ fn input(review: regorus::Value, parameters: &regorus::Value) -> regorus::Value 
 
 /// Adds the NetworkPolicy model's facts to `input` as `input.palisade.reachability`.
 fn add_reachability(input: &mut regorus::Value, facts: Value) {
-    let mut palisade = std::collections::BTreeMap::new();
-    palisade.insert(regorus::Value::from("reachability"), to_regorus(&facts));
-    if let Ok(map) = input.as_object_mut() {
+    add_palisade(input, "reachability", facts);
+}
+
+/// Adds `facts` to `input` as `input.palisade.<key>`.
+fn add_palisade(input: &mut regorus::Value, key: &str, facts: Value) {
+    let Ok(map) = input.as_object_mut() else {
+        return;
+    };
+    let name = regorus::Value::from("palisade");
+    if !map.contains_key(&name) {
         map.insert(
-            regorus::Value::from("palisade"),
-            regorus::Value::from(palisade),
+            name.clone(),
+            regorus::Value::from(std::collections::BTreeMap::new()),
         );
+    }
+    if let Some(Ok(p)) = map.get_mut(&name).map(regorus::Value::as_object_mut) {
+        p.insert(regorus::Value::from(key), to_regorus(&facts));
     }
 }
 

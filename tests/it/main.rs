@@ -19,6 +19,7 @@ mod fuzz;
 mod gatekeeper_kinds;
 mod hostile;
 mod layering;
+mod matrix;
 mod mutation;
 mod namespace_isolation;
 mod namespace_object;

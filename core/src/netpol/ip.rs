@@ -119,7 +119,7 @@ impl Cidr {
 }
 
 /// A set of addresses: sorted, disjoint, non-touching ranges per family.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct IpSet {
     v4: Vec<(u128, u128)>,
     v6: Vec<(u128, u128)>,

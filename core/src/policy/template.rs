@@ -509,6 +509,8 @@ pub struct Template {
     uses_external_data: bool,
     /// Reads `input.palisade.reachability`, the NetworkPolicy model's facts.
     uses_reachability: bool,
+    /// Reads `input.palisade.matrix`, a communication matrix's facts.
+    uses_matrix: bool,
     /// Reads `input.review.namespaceObject`.
     uses_namespace_object: bool,
     /// What loads but differs from what the author may expect, e.g. a sprintf short of
@@ -659,6 +661,9 @@ impl Template {
         let uses_reachability = std::iter::once(&src.rego)
             .chain(&src.libs)
             .any(|code| code.contains(REACHABILITY));
+        let uses_matrix = std::iter::once(&src.rego)
+            .chain(&src.libs)
+            .any(|code| code.contains(crate::netpol::matrix::FACTS));
         let uses_namespace_object = std::iter::once(&src.rego)
             .chain(&src.libs)
             .any(|code| code.contains("namespaceObject"));
@@ -737,6 +742,7 @@ impl Template {
             uses_inventory,
             uses_external_data,
             uses_reachability,
+            uses_matrix,
             uses_namespace_object,
             warnings,
         })
@@ -746,6 +752,13 @@ impl Template {
     /// carries the model's facts (see [`crate::netpol::judge`]).
     pub fn uses_reachability(&self) -> bool {
         self.uses_reachability
+    }
+
+    /// Whether the template reads `input.palisade.matrix`: a review of a NetworkPolicy, a
+    /// Namespace, a Pod or a workload then carries what the constraint's communication matrix
+    /// says of it (see [`crate::netpol::matrix`]).
+    pub fn uses_matrix(&self) -> bool {
+        self.uses_matrix
     }
 
     /// Whether the template reads `input.review.namespaceObject` (the Namespace of the object
