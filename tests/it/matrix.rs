@@ -291,3 +291,299 @@ pub fn check_design(design: &Design, harmless: &[&str]) {
 fn the_service_matrix_guide_satisfies_its_matrix_and_refuses_every_widening() {
     check_design(&SERVICE_MATRIX, &[]);
 }
+
+fn service_matrix() -> (Bundle, Design) {
+    (bundle(SERVICE_MATRIX.matrix), SERVICE_MATRIX)
+}
+
+fn object(kind: &str, namespace: &str, name: &str, labels: Value, spec: Value) -> Value {
+    let (api, group_kind) = match kind {
+        "NetworkPolicy" => ("networking.k8s.io/v1", kind),
+        "Deployment" => ("apps/v1", kind),
+        _ => ("v1", kind),
+    };
+    let mut v = json!({
+        "apiVersion": api,
+        "kind": group_kind,
+        "metadata": {"name": name, "labels": labels},
+        "spec": spec,
+    });
+    if !namespace.is_empty() {
+        v["metadata"]["namespace"] = json!(namespace);
+    }
+    v
+}
+
+fn netpol(name: &str, spec: Value) -> Value {
+    object("NetworkPolicy", "shop", name, json!({}), spec)
+}
+
+/// A policy admitted while the matrix was in dry run: pods app=legacy of shop may send anywhere.
+fn legacy_open() -> Value {
+    netpol(
+        "legacy-open",
+        json!({"podSelector": {"matchLabels": {"app": "legacy"}}, "policyTypes": ["Egress"], "egress": [{}]}),
+    )
+}
+
+fn inventory_with(design: &Design, extra: &[Value]) -> Inventory {
+    let mut objects = design.objects();
+    objects.extend(extra.iter().cloned());
+    Inventory::from_objects(objects)
+}
+
+#[track_caller]
+fn assert_says(says: &[String], parts: &[&str]) {
+    assert!(
+        says.iter().any(|m| parts.iter().all(|p| m.contains(p))),
+        "no message contains all of {parts:?}: {says:#?}"
+    );
+}
+
+#[test]
+fn a_new_policy_that_opens_a_flow_outside_the_matrix_is_denied_with_the_flow_named() {
+    let (bundle, design) = service_matrix();
+    let inventory = inventory_with(&design, &[]);
+    // Another port of an allowed peer, in a policy of its own.
+    let p = netpol(
+        "redis-on-5432",
+        json!({"podSelector": {"matchLabels": {"app": "checkout"}}, "policyTypes": ["Egress"], "egress": [{"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "data"}}, "podSelector": {"matchLabels": {"app": "redis"}}}], "ports": [{"port": 5432}]}]}),
+    );
+    let says = matrix_says(&bundle, &inventory, &review("CREATE", &p, None));
+    assert_says(
+        &says,
+        &[
+            "the egress of shop",
+            "pods app=checkout in shop",
+            "pods app=redis in data",
+            "TCP 5432",
+            "shop/redis-on-5432 egress[0]",
+            "\"checkout\"",
+            "\"checkout-to-redis\" allows TCP 6379-6380",
+        ],
+    );
+    // Another app of an allowed namespace.
+    let p = netpol(
+        "to-mysql",
+        json!({"podSelector": {"matchLabels": {"app": "checkout"}}, "policyTypes": ["Egress"], "egress": [{"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "data"}}, "podSelector": {"matchLabels": {"app": "mysql"}}}], "ports": [{"port": 3306}]}]}),
+    );
+    let says = matrix_says(&bundle, &inventory, &review("CREATE", &p, None));
+    assert_says(
+        &says,
+        &[
+            "pods app=mysql in data",
+            "TCP 3306",
+            "shop/to-mysql egress[0]",
+        ],
+    );
+    // A policy of the guide's own, created again under another name, adds nothing.
+    let again = {
+        let mut p = design.policies()[1].clone();
+        p["metadata"]["name"] = json!("copy");
+        p
+    };
+    assert!(matrix_says(&bundle, &inventory, &review("CREATE", &again, None)).is_empty());
+}
+
+#[test]
+fn an_ipv4_mapped_block_is_the_ipv4_range_it_carries() {
+    let (bundle, design) = service_matrix();
+    let inventory = inventory_with(&design, &[]);
+    let p = netpol(
+        "mapped",
+        json!({"podSelector": {"matchLabels": {"app": "checkout"}}, "policyTypes": ["Egress"], "egress": [{"to": [{"ipBlock": {"cidr": "::ffff:10.0.0.0/104"}}], "ports": [{"port": 443}]}]}),
+    );
+    let says = matrix_says(&bundle, &inventory, &review("CREATE", &p, None));
+    assert_says(&says, &["10.0.0.0/8", "TCP 443", "shop/mapped egress[0]"]);
+}
+
+#[test]
+fn deleting_the_default_deny_or_a_required_path_is_denied() {
+    let (bundle, design) = service_matrix();
+    let inventory = inventory_with(&design, &[]);
+    let policies = design.policies();
+    let by_name = |n: &str| {
+        policies
+            .iter()
+            .find(|p| p["metadata"]["name"] == n)
+            .unwrap()
+            .clone()
+    };
+    // Without the default-deny, shop's other pods take anything from anywhere.
+    let says = matrix_says(
+        &bundle,
+        &inventory,
+        &review("DELETE", &by_name("default-deny-all"), None),
+    );
+    assert_says(
+        &says,
+        &[
+            "the ingress of shop",
+            "no NetworkPolicy of shop isolates its ingress",
+        ],
+    );
+    // Without allow-dns, the required DNS flow is blocked.
+    let says = matrix_says(
+        &bundle,
+        &inventory,
+        &review("DELETE", &by_name("allow-dns"), None),
+    );
+    assert_says(
+        &says,
+        &[
+            "required flow \"dns\"",
+            "pods k8s-app=kube-dns in kube-system",
+            "UDP 53",
+            "isolated by shop/default-deny-all",
+        ],
+    );
+    // Narrowing the checkout's egress to postgres by one port breaks the required flow.
+    let mut narrower = by_name("checkout-egress");
+    narrower["spec"]["egress"][0]["ports"][0]["endPort"] = json!(5432);
+    let says = matrix_says(
+        &bundle,
+        &inventory,
+        &review("UPDATE", &narrower, Some(&by_name("checkout-egress"))),
+    );
+    assert_says(
+        &says,
+        &["required flow \"checkout-to-postgres\"", "TCP 5433"],
+    );
+}
+
+#[test]
+fn a_pod_or_a_workload_that_joins_a_set_with_a_forbidden_flow_is_denied() {
+    let (bundle, design) = service_matrix();
+    let inventory = inventory_with(&design, &[legacy_open()]);
+    let pod = |labels: Value| {
+        object(
+            "Pod",
+            "shop",
+            "p",
+            labels,
+            json!({"containers": [{"name": "c", "image": "x"}]}),
+        )
+    };
+    let says = matrix_says(
+        &bundle,
+        &inventory,
+        &review("CREATE", &pod(json!({"app": "legacy"})), None),
+    );
+    assert_says(
+        &says,
+        &[
+            "the egress of shop",
+            "pods app=legacy in shop",
+            "shop/legacy-open egress[0]",
+        ],
+    );
+    // A pod no policy but the guide's selects gains nothing the matrix forbids.
+    let web = matrix_says(
+        &bundle,
+        &inventory,
+        &review("CREATE", &pod(json!({"app": "web"})), None),
+    );
+    assert!(web.is_empty(), "{web:#?}");
+    // Relabelling a web pod into the legacy set is a gain; keeping the labels is not.
+    let says = matrix_says(
+        &bundle,
+        &inventory,
+        &review(
+            "UPDATE",
+            &pod(json!({"app": "legacy"})),
+            Some(&pod(json!({"app": "web"}))),
+        ),
+    );
+    assert_says(
+        &says,
+        &["pods app=legacy in shop", "shop/legacy-open egress[0]"],
+    );
+    assert!(
+        matrix_says(
+            &bundle,
+            &inventory,
+            &review(
+                "UPDATE",
+                &pod(json!({"app": "legacy", "v": "2"})),
+                Some(&pod(json!({"app": "legacy"})))
+            ),
+        )
+        .is_empty()
+    );
+    // A Deployment's template: the controller would make the pods.
+    let deployment = object(
+        "Deployment",
+        "shop",
+        "legacy",
+        json!({}),
+        json!({"selector": {"matchLabels": {"app": "legacy"}}, "template": {"metadata": {"labels": {"app": "legacy"}}, "spec": {"containers": [{"name": "c", "image": "x"}]}}}),
+    );
+    let says = matrix_says(&bundle, &inventory, &review("CREATE", &deployment, None));
+    assert_says(
+        &says,
+        &["pods app=legacy in shop", "shop/legacy-open egress[0]"],
+    );
+}
+
+#[test]
+fn a_namespace_relabelled_into_a_peer_selector_is_denied() {
+    let (bundle, design) = service_matrix();
+    // Admitted while no namespace carried team=friends: checkout takes 8443 from their pods.
+    let friends = netpol(
+        "from-friends",
+        json!({"podSelector": {"matchLabels": {"app": "checkout"}}, "policyTypes": ["Ingress"], "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"team": "friends"}}}], "ports": [{"port": 8443}]}]}),
+    );
+    let inventory = inventory_with(&design, &[friends.clone()]);
+    let ns = |labels: Value| object("Namespace", "", "data", labels, json!({}));
+    let old = ns(json!({"kubernetes.io/metadata.name": "data"}));
+    let new = ns(json!({"kubernetes.io/metadata.name": "data", "team": "friends"}));
+    let says = matrix_says(&bundle, &inventory, &review("UPDATE", &new, Some(&old)));
+    assert_says(
+        &says,
+        &[
+            "the ingress of shop",
+            "in data",
+            "pods app=checkout in shop",
+            "TCP 8443",
+            "shop/from-friends ingress[0]",
+        ],
+    );
+    // The same labels on a namespace nobody selects are fine.
+    let other = object(
+        "Namespace",
+        "",
+        "messaging",
+        json!({"kubernetes.io/metadata.name": "messaging", "tier": "x"}),
+        json!({}),
+    );
+    assert!(matrix_says(&bundle, &inventory, &review("UPDATE", &other, Some(&other))).is_empty());
+}
+
+#[test]
+fn a_broken_matrix_is_refused_at_load_with_the_field_named() {
+    for (params, field) in [
+        (
+            json!({"flows": []}),
+            "spec.parameters.namespaceSelector: required",
+        ),
+        (
+            json!({"namespaceSelector": {}, "flows": [{"name": "a", "from": {"namespaces": ["x"]}, "to": {"internet": true}, "ports": [{"port": 70000}]}]}),
+            "spec.parameters.flows[0].ports[0].port",
+        ),
+        (
+            json!({"namespaceSelector": {}, "flows": [{"name": "a", "from": {"namespaces": ["x"], "ipBlock": {"cidr": "10.0.0.0/8"}}, "to": {}}]}),
+            "spec.parameters.flows[0].from: give pods",
+        ),
+        (
+            json!({"namespaceSelector": {}, "flows": [{"name": "a", "from": {"podSelector": {}}, "to": {"podSelector": {}}, "scope": "Sideways"}]}),
+            "spec.parameters.flows[0].scope",
+        ),
+        (
+            json!({"namespaceSelector": {}, "flows": [{"name": "a", "from": {"podSelector": {}}, "to": {"ipBlock": {"cidr": "10.0.0.0/8", "except": ["11.0.0.0/8"]}}}]}),
+            "spec.parameters.flows[0].to.ipBlock",
+        ),
+    ] {
+        let err = Matrix::parse("m", &params).unwrap_err();
+        assert!(err.starts_with(field), "{err}");
+    }
+}

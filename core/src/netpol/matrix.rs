@@ -1027,23 +1027,32 @@ fn newly_blocked(
         .collect())
 }
 
+/// What a change from `nets[0]` to `nets[1]` adds around `namespace`. `policies_only`: only
+/// the namespace's NetworkPolicies changed.
 fn compare(
     matrix: &Matrix,
     nets: [&Net; 2],
     namespace: &str,
+    policies_only: bool,
     budget: &mut Budget,
 ) -> Result<Value, Stop> {
-    let flows = Flows::new(&nets, matrix);
-    let focus = Focus {
-        namespace: namespace.to_owned(),
-        labels: None,
-        directions: Direction::BOTH.to_vec(),
+    // Each governed end is judged on its own policies: a change in a namespace that does not
+    // opt in (before or after) changes no governed end's policies, only what is effective.
+    let governed = nets.iter().any(|n| matrix.opted_in(&n.site(namespace)));
+    let breaches = if governed || !policies_only {
+        let flows = Flows::new(&nets, matrix);
+        let focus = Focus {
+            namespace: namespace.to_owned(),
+            labels: None,
+            directions: Direction::BOTH.to_vec(),
+        };
+        match flows.of(&focus, budget)? {
+            Ok(f) => added(matrix, &f),
+            Err(e) => return Ok(json!({"error": e})),
+        }
+    } else {
+        Vec::new()
     };
-    let found = match flows.of(&focus, budget)? {
-        Ok(f) => f,
-        Err(e) => return Ok(json!({"error": e})),
-    };
-    let breaches = added(matrix, &found);
     let blocked = newly_blocked(matrix, &nets, namespace, budget)?;
     Ok(report(breaches, blocked))
 }
@@ -1065,7 +1074,7 @@ fn network_policy(
     };
     let mut after = before.clone();
     after.replace_policy(&namespace, &id.name, new.as_ref());
-    compare(matrix, [before, &after], &namespace, budget)
+    compare(matrix, [before, &after], &namespace, true, budget)
 }
 
 fn namespace(
@@ -1089,7 +1098,7 @@ fn namespace(
     }
     let mut after = before.clone();
     after.set_namespace(&ns.name, ns.labels);
-    compare(matrix, [&old, &after], &ns.name, budget)
+    compare(matrix, [&old, &after], &ns.name, false, budget)
 }
 
 fn pods(
@@ -1128,8 +1137,18 @@ fn pods(
             Direction::Ingress => f.from.clone(),
             Direction::Egress => f.to.clone(),
         };
+        let own = match direction {
+            Direction::Ingress => "ingress",
+            Direction::Egress => "egress",
+        };
         for f in &now {
-            for mut b in matrix.judge(f, 0) {
+            // Only the pod's own end: a breach at the other end is that end's (an admitted
+            // policy's), and would otherwise refuse every pod it can reach.
+            for mut b in matrix
+                .judge(f, 0)
+                .into_iter()
+                .filter(|b| b.direction == own)
+            {
                 let peer = other(f);
                 for w in was.iter().filter(|w| other(w) == peer) {
                     let before = if b.direction == "ingress" {
