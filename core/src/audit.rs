@@ -30,6 +30,9 @@ pub struct Finding {
     pub uid: Option<String>,
     /// What the constraints said of it, at their own actions (the audit does not cap them).
     pub violations: Vec<Violation>,
+    /// The namespace whose PolicyReport holds it, when not the object's own: a communication
+    /// matrix's findings about a Namespace go to that namespace's report.
+    pub report: Option<String>,
 }
 
 /// How objects are presented to the policies.
@@ -70,9 +73,137 @@ pub fn evaluate(
                 object: review.object_ref().clone(),
                 uid,
                 violations: decision.violations,
+                report: None,
             })
         })
         .collect()
+}
+
+/// What one communication matrix found in the whole inventory.
+#[derive(Debug, Clone)]
+pub struct MatrixAudit {
+    /// The constraint's name.
+    pub constraint: String,
+    /// The forbidden and blocked flows, the namespaces that could not be judged, the coverage.
+    pub audit: crate::netpol::matrix::Audit,
+}
+
+/// Judges every `PalisadeCommunicationMatrix` of the bundle against the whole inventory
+/// (a matrix is about what the policies allow together, so its audit is not one object at a
+/// time; [`evaluate`] leaves such constraints out). Each forbidden flow is a violation of the
+/// NetworkPolicies whose rules open it (or of the Namespace, when no policy isolates its pods),
+/// at the constraint's audit action; each required flow the policies block is a warning on the
+/// Namespace of its source; a namespace that cannot be judged is a violation on the Namespace.
+pub fn matrices(bundle: &Bundle, inventory: &Inventory) -> (Vec<Finding>, Vec<MatrixAudit>) {
+    use crate::netpol::flows::Net;
+    use crate::netpol::matrix;
+    let policies = bundle.policies();
+    let net = Net::of_inventory(inventory, policies.universe());
+    let mut by_object: BTreeMap<ObjectRef, Vec<Violation>> = BTreeMap::new();
+    let mut audits = Vec::new();
+    let namespace_ref = |name: &str| ObjectRef {
+        group: String::new(),
+        version: "v1".into(),
+        kind: "Namespace".into(),
+        namespace: String::new(),
+        name: name.to_owned(),
+    };
+    let policy_ref = |ns: &str, name: &str| ObjectRef {
+        group: "networking.k8s.io".into(),
+        version: "v1".into(),
+        kind: "NetworkPolicy".into(),
+        namespace: ns.to_owned(),
+        name: name.to_owned(),
+    };
+    for c in policies.constraints() {
+        let Some(m) = &c.matrix else { continue };
+        let Some(action) = c.enforcement.at(Point::Audit) else {
+            continue;
+        };
+        let found = matrix::audit(m, &net, None);
+        let violation = |action, message: String, details: Value| Violation {
+            constraint: c.name.clone(),
+            constraint_kind: c.kind.clone(),
+            action,
+            message,
+            details,
+            failure: None,
+        };
+        for b in &found.forbidden {
+            let mut objects: Vec<ObjectRef> = b
+                .opened_by
+                .iter()
+                .filter_map(|r| {
+                    let (policy, _) = r.split_once(' ')?;
+                    let (ns, name) = policy.split_once('/')?;
+                    Some(policy_ref(ns, name))
+                })
+                .collect();
+            objects.dedup();
+            if objects.is_empty() {
+                objects.push(namespace_ref(&b.namespace));
+            }
+            let details = serde_json::to_value(b).unwrap_or(Value::Null);
+            for o in objects {
+                by_object.entry(o).or_default().push(violation(
+                    action,
+                    b.message(),
+                    details.clone(),
+                ));
+            }
+        }
+        let warn = if action == crate::policy::Action::Dryrun {
+            action
+        } else {
+            crate::policy::Action::Warn
+        };
+        for b in &found.blocked {
+            // On the policies that block it, else on the namespace of its source.
+            let mut objects: Vec<ObjectRef> = b
+                .policies
+                .iter()
+                .filter_map(|id| {
+                    let (ns, name) = id.split_once('/')?;
+                    Some(policy_ref(ns, name))
+                })
+                .collect();
+            if objects.is_empty()
+                && let Some(ns) = b.namespaces.first()
+            {
+                objects.push(namespace_ref(ns));
+            }
+            for o in objects {
+                by_object.entry(o).or_default().push(violation(
+                    warn,
+                    b.message(),
+                    serde_json::to_value(b).unwrap_or(Value::Null),
+                ));
+            }
+        }
+        for (ns, e) in &found.errors {
+            let mut v = violation(
+                action,
+                format!("the communication matrix cannot judge namespace {ns}: {e}"),
+                Value::Null,
+            );
+            v.failure = Some(crate::policy::FailureKind::Engine);
+            by_object.entry(namespace_ref(ns)).or_default().push(v);
+        }
+        audits.push(MatrixAudit {
+            constraint: c.name.clone(),
+            audit: found,
+        });
+    }
+    let findings = by_object
+        .into_iter()
+        .map(|(object, violations)| Finding {
+            report: (object.kind == "Namespace").then(|| object.name.clone()),
+            object,
+            uid: None,
+            violations,
+        })
+        .collect();
+    (findings, audits)
 }
 
 /// Whether opted-in namespaces hold a default-deny NetworkPolicy.

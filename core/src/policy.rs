@@ -507,6 +507,11 @@ impl Policies {
                 ));
                 continue;
             };
+            // A matrix is audited over the whole inventory at once (`audit::matrices`), not
+            // one object at a time.
+            if point == Point::Audit && template.uses_matrix() {
+                continue;
+            }
             // Gatekeeper gives the Namespace of every namespaced object (asking the API server
             // when its cache lacks it) or fails the review; a template that reads it must not
             // see it missing, which would read as "no labels" and could let the object in.

@@ -112,7 +112,7 @@ impl AuditArgs {
             audit::coverage(namespaces.iter().copied(), policies.iter().copied(), &scope);
         let inventory = Inventory::from_objects(all.iter().cloned());
         let decider = Decider::new(self.exempt_namespaces.clone());
-        let findings = audit::evaluate(
+        let mut findings = audit::evaluate(
             &decider,
             &bundle,
             &inventory,
@@ -120,6 +120,9 @@ impl AuditArgs {
             Presented::AsCreated,
             time::OffsetDateTime::now_utc(),
         );
+        // Communication matrices judge the input as a whole.
+        let (matrix_findings, _) = audit::matrices(&bundle, &inventory);
+        findings.extend(matrix_findings);
         // Coverage is reported, not enforced here: in a cluster the generator writes the
         // default-deny of an opted-in namespace.
         let denied = findings

@@ -21,7 +21,7 @@ use crate::cluster::inventory_feed::typed;
 use crate::decide::Decider;
 use crate::state::hotswap::HotSwap;
 use crate::state::inventory_store::InventoryStore;
-use crate::telemetry::metrics::{AuditViolationLabels, Metrics, ResultLabels};
+use crate::telemetry::metrics::{AuditViolationLabels, MatrixLabels, Metrics, ResultLabels};
 use crate::zero_trust::Scope;
 
 /// The field manager of the reports.
@@ -192,6 +192,16 @@ impl Auditor {
                 .map_err(|e| anyhow::anyhow!("audit evaluation failed: {e}"))?,
             );
         }
+        // Communication matrices judge the inventory as a whole.
+        let (matrix_findings, matrices) = {
+            let (bundle, inventory) = (bundle.clone(), inventory.clone());
+            crate::state::background::in_background("audit", move || {
+                audit::matrices(&bundle, &inventory)
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("audit of the communication matrices failed: {e}"))?
+        };
+        evaluated.extend(matrix_findings);
         let namespaces = self
             .objects(&inventory, "", "Namespace", &synced_now, page_size, said)
             .await?;
@@ -250,6 +260,26 @@ impl Auditor {
             .last_run_timestamp_seconds
             .set(now.unix_timestamp() as f64);
         metrics.default_deny_coverage_ratio.set(coverage.ratio());
+        metrics.matrix_coverage_ratio.clear();
+        metrics.matrix_forbidden_flows.clear();
+        metrics.matrix_blocked_flows.clear();
+        for m in &matrices {
+            let labels = MatrixLabels {
+                constraint: m.constraint.clone(),
+            };
+            metrics
+                .matrix_coverage_ratio
+                .get_or_create(&labels)
+                .set(m.audit.coverage());
+            metrics
+                .matrix_forbidden_flows
+                .get_or_create(&labels)
+                .set(m.audit.forbidden.len() as i64);
+            metrics
+                .matrix_blocked_flows
+                .get_or_create(&labels)
+                .set(m.audit.blocked.len() as i64);
+        }
         metrics
             .namespaces_without_default_deny
             .set(coverage.lacking.len() as i64);

@@ -179,6 +179,15 @@ pub struct AuditMetrics {
     pub runs: Family<ResultLabels, Counter>,
     pub default_deny_coverage_ratio: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub namespaces_without_default_deny: Gauge,
+    /// Per communication matrix: the share of opted-in pod sets with no forbidden flow.
+    pub matrix_coverage_ratio: Family<MatrixLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    pub matrix_forbidden_flows: Family<MatrixLabels, Gauge>,
+    pub matrix_blocked_flows: Family<MatrixLabels, Gauge>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MatrixLabels {
+    pub constraint: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -223,6 +232,21 @@ impl AuditMetrics {
             "namespaces_without_default_deny",
             "Opted-in namespaces that hold no default-deny NetworkPolicy",
             self.namespaces_without_default_deny.clone(),
+        );
+        registry.register(
+            "matrix_coverage_ratio",
+            "Per communication matrix, the share of opted-in pod sets (per direction governed) whose own policies allow no flow the matrix forbids (1 when none is opted in)",
+            self.matrix_coverage_ratio.clone(),
+        );
+        registry.register(
+            "matrix_forbidden_flows",
+            "Per communication matrix, the flows the last audit found that the matrix forbids",
+            self.matrix_forbidden_flows.clone(),
+        );
+        registry.register(
+            "matrix_blocked_flows",
+            "Per communication matrix, the required flows the last audit found blocked",
+            self.matrix_blocked_flows.clone(),
         );
     }
 }

@@ -587,3 +587,119 @@ fn a_broken_matrix_is_refused_at_load_with_the_field_named() {
         assert!(err.starts_with(field), "{err}");
     }
 }
+
+/// The default bundle with the matrix, as a directory `palisade audit --policies` reads.
+fn bundle_dir(name: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&repo_path("policies"), dir.path());
+    std::fs::copy(
+        repo_path(&matrix_path(name)),
+        dir.path().join("matrix.yaml"),
+    )
+    .unwrap();
+    dir
+}
+
+#[test]
+fn the_audit_reports_forbidden_and_blocked_flows_per_namespace_with_the_coverage() {
+    let design = SERVICE_MATRIX;
+    // The guide as written: nothing against the matrix.
+    let bundle = bundle(design.matrix);
+    let (findings, audits) =
+        palisade::audit::matrices(&bundle, &Inventory::from_objects(design.objects()));
+    assert!(findings.is_empty(), "{findings:#?}");
+    assert_eq!(audits.len(), 1);
+    assert_eq!(audits[0].audit.coverage(), 1.0);
+
+    // A legacy policy and no DNS: a forbidden flow on the policy, a blocked one on shop.
+    let mut objects: Vec<Value> = design
+        .objects()
+        .into_iter()
+        .filter(|o| o["metadata"]["name"] != "allow-dns")
+        .collect();
+    objects.push(legacy_open());
+    let (findings, audits) =
+        palisade::audit::matrices(&bundle, &Inventory::from_objects(objects.clone()));
+    let on = |kind: &str, name: &str| {
+        findings
+            .iter()
+            .filter(|f| f.object.kind == kind && f.object.name == name)
+            .flat_map(|f| &f.violations)
+            .collect::<Vec<_>>()
+    };
+    let legacy = on("NetworkPolicy", "legacy-open");
+    assert!(
+        legacy.iter().any(|v| v.action == Action::Deny
+            && v.message
+                .contains("the egress of shop lets pods app=legacy in shop")),
+        "{legacy:#?}"
+    );
+    // On the policy that isolates shop's egress and lets no DNS through.
+    let shop = on("NetworkPolicy", "default-deny-all");
+    assert!(
+        shop.iter().any(|v| v.action == Action::Warn
+            && v.message.contains("required flow \"dns\"")
+            && v.message.contains("is blocked")),
+        "{shop:#?}"
+    );
+    let coverage = audits[0].audit.coverage();
+    assert!(coverage > 0.0 && coverage < 1.0, "{coverage}");
+
+    // `palisade audit` on the same manifests, as a CI job runs it: exit 1, the flow named,
+    // and a PolicyReport for shop.
+    let inputs = tempfile::tempdir().unwrap();
+    let file = inputs.path().join("all.yaml");
+    std::fs::write(
+        &file,
+        objects
+            .iter()
+            .map(|o| serde_json::to_string(o).unwrap())
+            .collect::<Vec<_>>()
+            .join("\n---\n"),
+    )
+    .unwrap();
+    let policies = bundle_dir(design.matrix);
+    let args = |format: &'static str| {
+        vec![
+            "audit".to_owned(),
+            "-f".into(),
+            file.display().to_string(),
+            "--policies".into(),
+            policies.path().display().to_string(),
+            "-o".into(),
+            format.into(),
+        ]
+    };
+    let run = |format| {
+        let a = args(format);
+        crate::common::palisade_cli(&a.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let (code, out, err) = run("text");
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("app=legacy in shop"), "{out}");
+    assert!(out.contains("required flow \"dns\""), "{out}");
+    let (_, out, _) = run("policyreport");
+    let list: Value = yaml_serde::from_str(&out).unwrap();
+    let shop = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["metadata"]["namespace"] == "shop")
+        .unwrap_or_else(|| panic!("{out}"));
+    let results = shop["results"].as_array().unwrap();
+    assert!(
+        results
+            .iter()
+            .any(|r| r["policy"].as_str().unwrap_or("").contains("checkout")
+                && r["result"] == "fail"
+                && r["message"].as_str().unwrap().contains("app=legacy")),
+        "{shop:#}"
+    );
+    assert!(
+        results
+            .iter()
+            .any(|r| r["result"] == "warn"
+                && r["message"].as_str().unwrap().contains("required flow")),
+        "{shop:#}"
+    );
+}

@@ -122,10 +122,11 @@ pub fn policy_reports(
     let mut namespaced: BTreeMap<&str, Draft> = BTreeMap::new();
     let mut cluster = Draft::default();
     for f in findings {
-        let draft = if f.object.namespace.is_empty() {
+        let namespace = f.report.as_deref().unwrap_or(f.object.namespace.as_str());
+        let draft = if namespace.is_empty() {
             &mut cluster
         } else {
-            namespaced.entry(f.object.namespace.as_str()).or_default()
+            namespaced.entry(namespace).or_default()
         };
         if f.violations.is_empty() {
             draft.pass += 1;
@@ -524,6 +525,7 @@ mod tests {
 
     fn finding(ns: &str, name: &str, violations: Vec<Violation>) -> Finding {
         Finding {
+            report: None,
             object: ObjectRef {
                 group: String::new(),
                 version: "v1".into(),

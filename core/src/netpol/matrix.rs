@@ -628,6 +628,9 @@ pub struct Blocked {
     pub ports: PortSet,
     /// Why: which side denies, and by which policies.
     pub blocked_by: Vec<String>,
+    /// The policies (`namespace/name`) that isolate the blocked ends.
+    #[serde(skip)]
+    pub policies: Vec<String>,
     /// The known namespaces of its ends.
     #[serde(skip)]
     pub namespaces: Vec<String>,
@@ -728,12 +731,27 @@ fn required(
                 continue;
             }
             let mut why = Vec::new();
-            if !f.egress[0].ports.contains(&e.ports) {
-                why.extend(blocked_text("egress", &f.from, &f.egress[0]));
+            let mut policies = Vec::new();
+            for (side, end, view) in [
+                ("egress", &f.from, &f.egress[0]),
+                ("ingress", &f.to, &f.ingress[0]),
+            ] {
+                if view.ports.contains(&e.ports) {
+                    continue;
+                }
+                why.extend(blocked_text(side, end, view));
+                match &view.opening {
+                    Opening::Denied { policies: p } => policies.extend(p.iter().cloned()),
+                    Opening::Rules { rules } => policies.extend(
+                        rules
+                            .iter()
+                            .filter_map(|r| r.split_once(' ').map(|(p, _)| p.to_owned())),
+                    ),
+                    Opening::Open | Opening::Outside => {}
+                }
             }
-            if !f.ingress[0].ports.contains(&e.ports) {
-                why.extend(blocked_text("ingress", &f.to, &f.ingress[0]));
-            }
+            policies.sort();
+            policies.dedup();
             out.push(Blocked {
                 matrix: matrix.name.clone(),
                 flow: e.name.clone(),
@@ -741,6 +759,7 @@ fn required(
                 to: f.to.text(),
                 ports: missing,
                 blocked_by: why,
+                policies,
                 namespaces: [&f.from, &f.to]
                     .iter()
                     .filter_map(|e| e.site())
