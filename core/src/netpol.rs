@@ -11,6 +11,7 @@
 //! The truth it is checked against is Kubernetes' own e2e NetworkPolicy tests
 //! (`tests/data/netpol/e2e/`).
 
+pub mod diff;
 pub mod eval;
 pub mod explain;
 pub mod flows;

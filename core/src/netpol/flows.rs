@@ -324,8 +324,8 @@ pub enum End {
         labels: Labels,
         /// The selectors that tell the class apart and that its pods do not match.
         other_than: Vec<String>,
-        /// The pod's name, when the end is a pod of the input rather than a set.
-        pod: Option<String>,
+        /// The pods of the input in the set, by name (none when the input holds no Pods).
+        members: Vec<String>,
     },
     /// Addresses outside the cluster.
     Addresses(IpSet),
@@ -336,13 +336,10 @@ impl End {
     pub fn text(&self) -> String {
         match self {
             End::Pods {
-                site, pod: Some(p), ..
-            } => format!("pod {}/{p}", site.text()),
-            End::Pods {
                 site,
                 labels,
                 other_than,
-                ..
+                members,
             } => {
                 let parts: Vec<String> = labels
                     .iter()
@@ -359,7 +356,7 @@ impl End {
                 } else {
                     format!("pods {} in {}", parts.join(","), site.text())
                 };
-                if other_than.is_empty() {
+                let set = if other_than.is_empty() {
                     if parts.is_empty() {
                         format!("every pod in {}", site.text())
                     } else {
@@ -367,6 +364,11 @@ impl End {
                     }
                 } else {
                     format!("{who} other than {}", other_than.join("; "))
+                };
+                match members.len() {
+                    0 => set,
+                    1..=5 => format!("{set} ({})", members.join(", ")),
+                    n => format!("{set} ({}, ... {n} pods)", members[..4].join(", ")),
                 }
             }
             End::Addresses(set) => {
@@ -542,6 +544,8 @@ impl Refine for Everything {
 #[derive(Debug, Clone, Default)]
 pub struct Net<'a> {
     namespaces: BTreeMap<String, Labels>,
+    /// The input's Pods, per namespace: name and labels.
+    pods: BTreeMap<String, Vec<(String, Labels)>>,
     policies: BTreeMap<String, Vec<&'a Policy>>,
     broken: BTreeMap<String, String>,
     required: Universe,
@@ -562,6 +566,10 @@ impl<'a> Net<'a> {
         }
         for pod in &world.pods {
             net.ensure(&pod.namespace);
+            net.pods
+                .entry(pod.namespace.clone())
+                .or_default()
+                .push((pod.name.clone(), pod.labels.clone()));
         }
         net
     }
@@ -772,14 +780,15 @@ fn peer_items(policies: &[&Policy], direction: Direction, other: &Site) -> Vec<V
     out
 }
 
-/// A class of pods: one label set of it, and the selectors (of those that split the pods)
-/// it does not match.
-type Class = (Labels, Vec<String>);
+/// A class of pods: one label set of it, the selectors (of those that split the pods) it does
+/// not match, and the pods of `pods` in it.
+type Class = (Labels, Vec<String>, Vec<String>);
 
 /// The label sets that tell `items` apart (one per class), or only `fixed` when given.
 fn classes(
     items: &[Vec<Requirement>],
     fixed: Option<&Labels>,
+    pods: &[(String, Labels)],
     budget: &mut Budget,
 ) -> Result<Vec<Class>, Stop> {
     let mut items = items.to_vec();
@@ -806,8 +815,24 @@ fn classes(
         out.dedup();
         out
     };
+    let bits = |labels: &Labels| -> Vec<bool> {
+        items
+            .iter()
+            .map(|i| {
+                i.iter()
+                    .all(|r| requirement_holds(r, labels.get(&r.key).map(String::as_str)))
+            })
+            .collect()
+    };
+    let members = |labels: &Labels| -> Vec<String> {
+        let want = bits(labels);
+        pods.iter()
+            .filter(|(_, l)| bits(l) == want)
+            .map(|(n, _)| n.clone())
+            .collect()
+    };
     if let Some(l) = fixed {
-        return Ok(vec![(l.clone(), Vec::new())]);
+        return Ok(vec![(l.clone(), Vec::new(), Vec::new())]);
     }
     let space = Space::new(&items, &[], &BTreeMap::new(), budget)?;
     Ok(space
@@ -815,7 +840,8 @@ fn classes(
         .into_iter()
         .map(|(_, l)| {
             let not = unmatched(&l);
-            (l, not)
+            let m = members(&l);
+            (l, not, m)
         })
         .collect())
 }
@@ -869,6 +895,22 @@ impl<'n, 'a> Flows<'n, 'a> {
             .map(|k| self.site(k, namespace))
             .collect();
         self.addresses(&here, None, direction, budget)
+    }
+
+    /// The Pods of a namespace in any of the nets (by name, once).
+    fn pods_of(&self, site: &Site) -> Vec<(String, Labels)> {
+        let mut out: Vec<(String, Labels)> = Vec::new();
+        if site.is_new() {
+            return out;
+        }
+        for net in self.nets {
+            for p in net.pods.get(&site.name).into_iter().flatten() {
+                if !out.iter().any(|(n, _)| *n == p.0) {
+                    out.push(p.clone());
+                }
+            }
+        }
+        out
     }
 
     /// The namespace `name` in net `k`.
@@ -1090,12 +1132,12 @@ impl<'n, 'a> Flows<'n, 'a> {
                     .pod_items(Role::Destination, &dst[k], Some(&src[k])),
             );
         }
-        let from = classes(&src_items, src_fixed, budget)?;
-        let to = classes(&dst_items, dst_fixed, budget)?;
+        let from = classes(&src_items, src_fixed, &self.pods_of(&src[0]), budget)?;
+        let to = classes(&dst_items, dst_fixed, &self.pods_of(&dst[0]), budget)?;
         budget.spend(from.len() * to.len() * n)?;
         let mut out = Vec::new();
-        for (a, a_not) in &from {
-            for (b, b_not) in &to {
+        for (a, a_not, a_pods) in &from {
+            for (b, b_not, b_pods) in &to {
                 let mut egress = Vec::with_capacity(n);
                 let mut ingress = Vec::with_capacity(n);
                 let mut any = false;
@@ -1124,13 +1166,13 @@ impl<'n, 'a> Flows<'n, 'a> {
                             site: src[0].clone(),
                             labels: a.clone(),
                             other_than: a_not.clone(),
-                            pod: None,
+                            members: a_pods.clone(),
                         },
                         to: End::Pods {
                             site: dst[0].clone(),
                             labels: b.clone(),
                             other_than: b_not.clone(),
-                            pod: None,
+                            members: b_pods.clone(),
                         },
                         egress,
                         ingress,
@@ -1191,7 +1233,7 @@ impl<'n, 'a> Flows<'n, 'a> {
             .collect();
         let mut out = Vec::new();
         let keep_empty = self.keep_empty;
-        for (labels, not) in classes(&items, fixed, budget)? {
+        for (labels, not, members) in classes(&items, fixed, &self.pods_of(&here[0]), budget)? {
             budget.spend(pieces.len() * n)?;
             // Consecutive pieces treated alike are one flow.
             // Pieces in different ranges of the refinement stay apart.
@@ -1211,7 +1253,7 @@ impl<'n, 'a> Flows<'n, 'a> {
                     site: here[0].clone(),
                     labels: labels.clone(),
                     other_than: not.clone(),
-                    pod: None,
+                    members: members.clone(),
                 };
                 out.push(match direction {
                     Direction::Ingress => Flow {

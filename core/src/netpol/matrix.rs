@@ -1008,8 +1008,9 @@ fn report(breaches: Vec<Breach>, blocked: Vec<Blocked>) -> Value {
     })
 }
 
-/// What the matrix forbids in net 1 that net 0 did not allow: the flows a change adds.
-fn added(matrix: &Matrix, flows: &[Flow]) -> Vec<Breach> {
+/// What the matrix forbids in net 1 that net 0 did not allow: the flows a change adds, at
+/// each governed end.
+pub fn added(matrix: &Matrix, flows: &[Flow]) -> Vec<Breach> {
     let mut out = Vec::new();
     for f in flows {
         for mut b in matrix.judge(f, 1) {
