@@ -6,13 +6,15 @@
 //! - [`eval`]: concrete questions (may this pod reach that one on this port, and why);
 //! - [`space`]: every way label selectors can select objects together, without the objects;
 //! - [`judge`]: what a policy change adds to its namespace's reachability, for admission;
-//! - [`explain`]: what each pod or set of pods may receive and send.
+//! - [`explain`]: what each pod or set of pods may receive and send;
+//! - [`graph`]: pictures of it (Graphviz DOT and Mermaid), from a model other commands can build.
 //!
 //! The truth it is checked against is Kubernetes' own e2e NetworkPolicy tests
 //! (`tests/data/netpol/e2e/`).
 
 pub mod eval;
 pub mod explain;
+pub mod graph;
 pub mod ip;
 pub mod judge;
 pub mod model;
