@@ -6,7 +6,11 @@
 //! - [`eval`]: concrete questions (may this pod reach that one on this port, and why);
 //! - [`space`]: every way label selectors can select objects together, without the objects;
 //! - [`judge`]: what a policy change adds to its namespace's reachability, for admission;
-//! - [`explain`]: what each pod or set of pods may receive and send.
+//! - [`explain`]: what each pod or set of pods may receive and send;
+//! - [`graph`]: pictures of it (Graphviz DOT and Mermaid), from a model other commands can build;
+//! - [`flows`]: effective flows across namespaces, over one refinement of several trees;
+//! - [`matrix`]: communication matrices, judged against those flows;
+//! - [`diff`]: what a change of policies does to the flows.
 //!
 //! The truth it is checked against is Kubernetes' own e2e NetworkPolicy tests
 //! (`tests/data/netpol/e2e/`).
@@ -15,6 +19,7 @@ pub mod diff;
 pub mod eval;
 pub mod explain;
 pub mod flows;
+pub mod graph;
 pub mod ip;
 pub mod judge;
 pub mod matrix;

@@ -5,13 +5,13 @@ use std::io::Write;
 use std::net::IpAddr;
 use std::process::ExitCode;
 
-use clap::{Args, Subcommand};
+use clap::{Args, Subcommand, ValueEnum};
 
+use super::args::Output;
 use super::args::read_inputs;
-use super::args::{Output, OutputFormat};
 use crate::netpol::ip::{Cidr, IpSet};
 use crate::netpol::model::Labels;
-use crate::netpol::{self, Endpoint, Protocol, Side, World, explain};
+use crate::netpol::{self, Endpoint, Protocol, Side, World, explain, graph};
 
 /// More namespaces than this, with no filter, are summarised one line each.
 const DETAIL_NAMESPACES: usize = 20;
@@ -50,8 +50,22 @@ pub struct ExplainArgs {
     /// Only the set of pods a pod with these labels is in: key=value,key=value.
     #[arg(short = 'l', long)]
     pub labels: Option<String>,
-    #[command(flatten)]
-    pub output: Output,
+    /// How the result is printed.
+    #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
+    pub format: ExplainFormat,
+}
+
+/// `netpol explain -o`: the shared text and JSON, and the two pictures only `explain` draws.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExplainFormat {
+    /// A table per namespace.
+    Text,
+    /// `{"namespaces": [...]}`.
+    Json,
+    /// A Graphviz graph (`dot -Tsvg` draws it).
+    Dot,
+    /// A Mermaid flowchart (GitHub draws a ```mermaid block).
+    Mermaid,
 }
 
 impl ExplainArgs {
@@ -82,18 +96,25 @@ impl ExplainArgs {
         let filtered = !self.namespaces.is_empty() || self.pod.is_some() || self.labels.is_some();
         let stdout = std::io::stdout();
         let mut out = std::io::BufWriter::new(stdout.lock());
-        let written = match self.output.format {
-            OutputFormat::Text => explain::write_text(
+        let written = match self.format {
+            ExplainFormat::Text => explain::write_text(
                 &mut out,
                 &explained,
                 !filtered && explained.len() > DETAIL_NAMESPACES,
             ),
-            OutputFormat::Json => serde_json::to_writer_pretty(
+            ExplainFormat::Json => serde_json::to_writer_pretty(
                 &mut out,
                 &serde_json::json!({"namespaces": explained}),
             )
             .map_err(std::io::Error::from)
             .and_then(|()| writeln!(out)),
+            // Pictures are never summarised: -n, --pod and -l draw less.
+            ExplainFormat::Dot => {
+                write!(out, "{}", graph::from_explanations(&explained).to_dot())
+            }
+            ExplainFormat::Mermaid => {
+                write!(out, "{}", graph::from_explanations(&explained).to_mermaid())
+            }
         };
         match written.and_then(|()| out.flush()) {
             Ok(()) => Ok(ExitCode::SUCCESS),

@@ -26,6 +26,7 @@ mod namespace_object;
 mod netpol;
 mod netpol_attacks;
 mod netpol_e2e;
+mod netpol_graph;
 mod netpol_judge_props;
 mod netpol_props;
 mod observability;

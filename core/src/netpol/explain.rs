@@ -48,6 +48,13 @@ pub struct Explanation {
     /// Why the namespace could not be explained (it is then listed with no entries).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The filter (`--pod`, `--labels`) left some of the namespace's pods or sets out.
+    #[serde(skip)]
+    pub partial: bool,
+    /// Each policy's name and podSelector as text (empty: every pod), to tell which sets a
+    /// peer's podSelector selects ([`super::graph`]).
+    #[serde(skip)]
+    pub pod_selectors: Vec<(String, String)>,
 }
 
 /// What one pod, or one set of pods, may receive and send.
@@ -218,6 +225,11 @@ fn explain_namespace(
         mode: if pods.is_empty() { "sets" } else { "pods" },
         entries: Vec::new(),
         error: None,
+        partial: filter.pod.is_some() || filter.labels.is_some(),
+        pod_selectors: own
+            .iter()
+            .map(|(_, p)| (p.name.clone(), selector_text(&p.pod_selector, "")))
+            .collect(),
     };
     if !pods.is_empty() {
         for pod in pods {
