@@ -8,6 +8,7 @@ pub mod certs;
 pub mod expand;
 pub mod manifests;
 pub mod netpol;
+pub mod netpol_diff;
 pub mod serve;
 pub mod test;
 pub mod verify;

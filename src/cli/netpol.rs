@@ -24,6 +24,10 @@ pub enum NetpolCommand {
     /// Answer whether one endpoint may reach another on a port, and which policies decide it.
     /// Exits 0 when allowed, 1 when denied, 2 on bad input.
     Query(QueryArgs),
+    /// Print the flows a change of manifests adds and removes (--base against --head), per set
+    /// of pods, and what it opens that a communication matrix forbids. Exits 0 when nothing
+    /// breaks a matrix, 1 when something does, 2 on bad input.
+    Diff(super::netpol_diff::DiffArgs),
 }
 
 impl NetpolCommand {
@@ -31,6 +35,7 @@ impl NetpolCommand {
         match self {
             NetpolCommand::Explain(args) => args.run(),
             NetpolCommand::Query(args) => Ok(args.run()),
+            NetpolCommand::Diff(args) => Ok(args.run()),
         }
     }
 }
@@ -50,6 +55,10 @@ pub struct ExplainArgs {
     /// Only the set of pods a pod with these labels is in: key=value,key=value.
     #[arg(short = 'l', long)]
     pub labels: Option<String>,
+    /// Files or directories holding PalisadeCommunicationMatrix constraints (repeatable; those
+    /// among the -f inputs are read too): the flows they forbid are listed, and drawn in red.
+    #[arg(long)]
+    pub matrix: Vec<String>,
     /// How the result is printed.
     #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
     pub format: ExplainFormat,
@@ -93,6 +102,19 @@ impl ExplainArgs {
             labels,
         };
         let explained = explain::explain(&world, &filter);
+        let mut matrix_docs = docs.clone();
+        if !self.matrix.is_empty() {
+            matrix_docs.extend(read_inputs(&self.matrix).map_err(anyhow::Error::msg)?);
+        }
+        let matrices = super::netpol_diff::matrices(&matrix_docs).map_err(anyhow::Error::msg)?;
+        if !self.matrix.is_empty() && matrices.is_empty() {
+            anyhow::bail!(
+                "--matrix {}: no {} constraint there",
+                self.matrix.join(", "),
+                netpol::matrix::KIND
+            );
+        }
+        let judged = (!matrices.is_empty()).then(|| self.judge(&world, &matrices));
         let filtered = !self.namespaces.is_empty() || self.pod.is_some() || self.labels.is_some();
         let stdout = std::io::stdout();
         let mut out = std::io::BufWriter::new(stdout.lock());
@@ -101,26 +123,139 @@ impl ExplainArgs {
                 &mut out,
                 &explained,
                 !filtered && explained.len() > DETAIL_NAMESPACES,
-            ),
-            ExplainFormat::Json => serde_json::to_writer_pretty(
-                &mut out,
-                &serde_json::json!({"namespaces": explained}),
             )
-            .map_err(std::io::Error::from)
-            .and_then(|()| writeln!(out)),
-            // Pictures are never summarised: -n, --pod and -l draw less.
-            ExplainFormat::Dot => {
-                write!(out, "{}", graph::from_explanations(&explained).to_dot())
+            .and_then(|()| match &judged {
+                None => Ok(()),
+                Some(j) => {
+                    writeln!(out, "communication matrices")?;
+                    if j.breaches.is_empty() && j.blocked.is_empty() {
+                        writeln!(
+                            out,
+                            "  every flow is allowed, and every required flow gets through"
+                        )?;
+                    }
+                    for b in &j.breaches {
+                        writeln!(out, "  forbidden: {}", b.message())?;
+                    }
+                    for b in &j.blocked {
+                        writeln!(out, "  blocked: {}", b.message())?;
+                    }
+                    Ok(())
+                }
+            }),
+            ExplainFormat::Json => {
+                let mut v = serde_json::json!({"namespaces": explained});
+                if let Some(j) = &judged {
+                    v["matrices"] = serde_json::json!({
+                        "forbidden": j.breaches.iter().map(|b| {
+                            let mut x = serde_json::to_value(b).unwrap_or_default();
+                            x["message"] = b.message().into();
+                            x
+                        }).collect::<Vec<_>>(),
+                        "blocked": j.blocked.iter().map(|b| {
+                            let mut x = serde_json::to_value(b).unwrap_or_default();
+                            x["message"] = b.message().into();
+                            x
+                        }).collect::<Vec<_>>(),
+                    });
+                }
+                serde_json::to_writer_pretty(&mut out, &v)
+                    .map_err(std::io::Error::from)
+                    .and_then(|()| writeln!(out))
             }
-            ExplainFormat::Mermaid => {
-                write!(out, "{}", graph::from_explanations(&explained).to_mermaid())
-            }
+            // Pictures are never summarised: -n, --pod and -l draw less. Judged against a
+            // matrix, the picture is of the flows themselves, with the forbidden ones marked.
+            ExplainFormat::Dot => write!(
+                out,
+                "{}",
+                match &judged {
+                    Some(j) => j.graph.to_dot(),
+                    None => graph::from_explanations(&explained).to_dot(),
+                }
+            ),
+            ExplainFormat::Mermaid => write!(
+                out,
+                "{}",
+                match &judged {
+                    Some(j) => j.graph.to_mermaid(),
+                    None => graph::from_explanations(&explained).to_mermaid(),
+                }
+            ),
         };
         match written.and_then(|()| out.flush()) {
             Ok(()) => Ok(ExitCode::SUCCESS),
             // A reader that has seen enough (`| head`) is not an error.
             Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
             Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// What the matrices say of the input, and the picture of its flows with the forbidden ones.
+struct Judged {
+    breaches: Vec<netpol::matrix::Breach>,
+    blocked: Vec<netpol::matrix::Blocked>,
+    graph: graph::Graph,
+}
+
+impl ExplainArgs {
+    fn judge(&self, world: &World, matrices: &[netpol::matrix::Matrix]) -> Judged {
+        use netpol::flows::{Flows, Focus, Net};
+        let universe = netpol::Universe::default();
+        let net = Net::of_world(world, &universe);
+        let wanted =
+            |ns: &str| self.namespaces.is_empty() || self.namespaces.iter().any(|n| n == ns);
+        let mut breaches = Vec::new();
+        let mut blocked = Vec::new();
+        for m in matrices {
+            let found = netpol::matrix::audit(m, &net, None);
+            breaches.extend(found.forbidden.into_iter().filter(|b| wanted(&b.namespace)));
+            blocked.extend(
+                found
+                    .blocked
+                    .into_iter()
+                    .filter(|b| b.namespaces.iter().any(|n| wanted(n))),
+            );
+        }
+        let nets = [&net];
+        let refine = netpol::matrix::Matrices(matrices);
+        let flows = Flows::new(&nets, &refine);
+        let mut all = Vec::new();
+        let mut seen = std::collections::BTreeSet::new();
+        for site in net.namespaces().filter(|s| wanted(&s.name)) {
+            let focus = Focus {
+                namespace: site.name.clone(),
+                labels: None,
+                directions: netpol::Direction::BOTH.to_vec(),
+            };
+            let mut budget = netpol::space::Budget::new(None);
+            if let Ok(Ok(found)) = flows.of(&focus, &mut budget) {
+                for f in found {
+                    if seen.insert((f.from.clone(), f.to.clone())) && !f.ports(0).is_empty() {
+                        all.push(f);
+                    }
+                }
+            }
+        }
+        let ports: Vec<netpol::flows::PortSet> = all.iter().map(|f| f.ports(0)).collect();
+        let edges: Vec<_> = all
+            .iter()
+            .zip(&ports)
+            .map(|(f, p)| (&f.from, &f.to, p, graph::EdgeStyle::Allowed))
+            .collect();
+        let mut g = graph::from_flows(&edges);
+        for b in &breaches {
+            g.edges.push(graph::Edge {
+                from: b.from.clone(),
+                to: b.to.clone(),
+                label: b.ports.parts().join(", "),
+                style: graph::EdgeStyle::Forbidden,
+            });
+        }
+        Judged {
+            breaches,
+            blocked,
+            graph: g,
         }
     }
 }

@@ -533,7 +533,7 @@ fn a_namespace_relabelled_into_a_peer_selector_is_denied() {
         "from-friends",
         json!({"podSelector": {"matchLabels": {"app": "checkout"}}, "policyTypes": ["Ingress"], "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"team": "friends"}}}], "ports": [{"port": 8443}]}]}),
     );
-    let inventory = inventory_with(&design, &[friends.clone()]);
+    let inventory = inventory_with(&design, std::slice::from_ref(&friends));
     let ns = |labels: Value| object("Namespace", "", "data", labels, json!({}));
     let old = ns(json!({"kubernetes.io/metadata.name": "data"}));
     let new = ns(json!({"kubernetes.io/metadata.name": "data", "team": "friends"}));
@@ -701,5 +701,151 @@ fn the_audit_reports_forbidden_and_blocked_flows_per_namespace_with_the_coverage
             .any(|r| r["result"] == "warn"
                 && r["message"].as_str().unwrap().contains("required flow")),
         "{shop:#}"
+    );
+}
+
+/// The service-matrix guide and its cluster as two trees, `base` as written and `head` edited.
+fn trees(edit: impl Fn(&mut Vec<Value>)) -> (tempfile::TempDir, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, objects: &[Value]| {
+        let path = dir.path().join(name);
+        std::fs::create_dir_all(&path).unwrap();
+        std::fs::write(
+            path.join("all.yaml"),
+            objects
+                .iter()
+                .map(|o| serde_json::to_string(o).unwrap())
+                .collect::<Vec<_>>()
+                .join("\n---\n"),
+        )
+        .unwrap();
+        path.display().to_string()
+    };
+    let objects = SERVICE_MATRIX.objects();
+    let base = write("base", &objects);
+    let mut head = objects;
+    edit(&mut head);
+    let head = write("head", &head);
+    (dir, base, head)
+}
+
+fn diff(base: &str, head: &str, format: &str) -> (i32, String, String) {
+    let matrix = repo_path(&matrix_path("service-matrix"))
+        .display()
+        .to_string();
+    crate::common::palisade_cli(&[
+        "netpol", "diff", "--base", base, "--head", head, "--matrix", &matrix, "-o", format,
+    ])
+}
+
+fn edit_policy(objects: &mut [Value], name: &str, edit: impl Fn(&mut Value)) {
+    let p = objects
+        .iter_mut()
+        .find(|o| o["kind"] == "NetworkPolicy" && o["metadata"]["name"] == name)
+        .unwrap();
+    edit(p);
+}
+
+#[test]
+fn netpol_diff_prints_what_a_change_adds_and_removes_and_fails_on_what_breaks_the_matrix() {
+    // A port more to postgres, and no more redis: one flow added, one removed, and both break
+    // the matrix (a forbidden port, a required flow blocked).
+    let (_dir, base, head) = trees(|objects| {
+        edit_policy(objects, "checkout-egress", |p| {
+            p["spec"]["egress"][0]["ports"][0]["endPort"] = json!(5434);
+            p["spec"]["egress"].as_array_mut().unwrap().remove(1);
+        });
+    });
+    let (code, out, err) = diff(&base, &head, "text");
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains("+ pods app=checkout in shop (checkout-0, checkout-1) -> pods app=postgres in data (postgres)  TCP 5434  (shop/checkout-egress egress[0]"),
+        "{out}"
+    );
+    assert!(
+        out.contains("- pods app=checkout in shop (checkout-0, checkout-1) -> pods app=redis in data (redis)  TCP 6379-6380"),
+        "{out}"
+    );
+    assert!(
+        out.contains("! the egress of shop lets pods app=checkout in shop"),
+        "{out}"
+    );
+    assert!(
+        out.contains("! required flow \"checkout-to-redis\""),
+        "{out}"
+    );
+    assert!(
+        out.contains("1 flows added, 1 removed; 2 against a communication matrix"),
+        "{out}"
+    );
+
+    let (_, json_out, _) = diff(&base, &head, "json");
+    let v: Value = serde_json::from_str(&json_out).unwrap();
+    assert_eq!(v["changes"].as_array().unwrap().len(), 2, "{v:#}");
+    assert_eq!(v["breaches"][0]["ports"], "TCP 5434");
+    assert_eq!(v["blocked"][0]["flow"], "checkout-to-redis");
+
+    let (_, dot, _) = diff(&base, &head, "dot");
+    assert!(
+        dot.contains("forestgreen") || dot.contains("green"),
+        "{dot}"
+    );
+    assert!(dot.contains("forbidden: TCP 5434"), "{dot}");
+    assert!(
+        dot.contains("style=dashed") && dot.contains("TCP 6379-6380"),
+        "{dot}"
+    );
+
+    // A change that moves nothing: exit 0, nothing listed.
+    let (_dir, base, head) = trees(|objects| {
+        edit_policy(objects, "checkout-egress", |p| {
+            p["metadata"]["labels"] = json!({"team": "checkout"});
+        });
+    });
+    let (code, out, _) = diff(&base, &head, "text");
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        out,
+        "0 flows added, 0 removed; 0 against a communication matrix\n"
+    );
+    // Bad input: exit 2 with the file named.
+    let (code, _, err) =
+        crate::common::palisade_cli(&["netpol", "diff", "--base", &base, "--head", "/nonexistent"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("/nonexistent"), "{err}");
+}
+
+#[test]
+fn netpol_explain_with_a_matrix_lists_and_draws_the_forbidden_flows() {
+    let (_dir, base, head) = trees(|objects| {
+        objects.push(legacy_open());
+    });
+    let matrix = repo_path(&matrix_path("service-matrix"))
+        .display()
+        .to_string();
+    let (code, out, err) = crate::common::palisade_cli(&[
+        "netpol", "explain", "-f", &head, "--matrix", &matrix, "-n", "shop",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(
+            "communication matrices\n  forbidden: the egress of shop lets pods app=legacy in shop"
+        ),
+        "{out}"
+    );
+    let (_, mermaid, _) = crate::common::palisade_cli(&[
+        "netpol", "explain", "-f", &head, "--matrix", &matrix, "-n", "shop", "-o", "mermaid",
+    ]);
+    assert!(
+        mermaid.contains("==> ") && mermaid.contains("forbidden: every port"),
+        "{mermaid}"
+    );
+    // The guide as written: nothing forbidden.
+    let (_, out, _) = crate::common::palisade_cli(&[
+        "netpol", "explain", "-f", &base, "--matrix", &matrix, "-n", "shop",
+    ]);
+    assert!(
+        out.contains("every flow is allowed, and every required flow gets through"),
+        "{out}"
     );
 }

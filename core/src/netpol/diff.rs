@@ -11,12 +11,10 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::flows::{End, Flows, Focus, Net, PortSet, Refine, Role, Site};
-use super::ip::IpSet;
+use super::flows::{End, Flows, Focus, Net, PortSet};
 use super::matrix::{self, Breach, Matrix};
 use super::model::Direction;
 use super::space::{Budget, Stop};
-use crate::matcher::Requirement;
 
 /// One pair of ends whose flow changed.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -48,33 +46,10 @@ pub struct Diff {
     pub changes: Vec<Change>,
     /// Flows the change adds that a matrix forbids, at each governed end.
     pub breaches: Vec<Breach>,
+    /// Required flows of a matrix that the change blocks.
+    pub blocked: Vec<matrix::Blocked>,
     /// Namespaces that could not be compared, and why.
     pub errors: Vec<String>,
-}
-
-/// Refines by every matrix, and keeps every effective flow as well as what governed ends
-/// allow on their own.
-struct All<'m>(&'m [Matrix]);
-
-impl Refine for All<'_> {
-    fn pod_items(&self, role: Role, site: &Site, other: Option<&Site>) -> Vec<Vec<Requirement>> {
-        self.0
-            .iter()
-            .flat_map(|m| m.pod_items(role, site, other))
-            .collect()
-    }
-    fn namespace_items(&self) -> Vec<Vec<Requirement>> {
-        self.0.iter().flat_map(|m| m.namespace_items()).collect()
-    }
-    fn address_sets(&self) -> Vec<IpSet> {
-        self.0.iter().flat_map(|m| m.address_sets()).collect()
-    }
-    fn governs(&self, role: Role, site: &Site) -> bool {
-        self.0.iter().any(|m| m.governs(role, site))
-    }
-    fn every_flow(&self) -> bool {
-        true
-    }
 }
 
 /// Compares `base` with `head` in the namespaces `only` (every namespace of either when empty),
@@ -88,7 +63,7 @@ pub fn diff(
     deadline: Option<Instant>,
 ) -> Diff {
     let nets = [base, head];
-    let refine = All(matrices);
+    let refine = matrix::Matrices(matrices);
     let flows = Flows::new(&nets, &refine);
     let mut names: BTreeSet<String> = base.namespaces().map(|s| s.name).collect();
     names.extend(head.namespaces().map(|s| s.name));
@@ -147,6 +122,16 @@ pub fn diff(
                 added,
                 removed,
             });
+        }
+    }
+    for m in matrices {
+        match matrix::newly_blocked_anywhere(m, nets, deadline) {
+            Ok(b) => out.blocked.extend(b),
+            Err(_) => out.errors.push(format!(
+                "matrix {:?}: its required flows are too intricate to check within {} steps",
+                m.name,
+                super::space::BUDGET
+            )),
         }
     }
     out.changes.sort_by_key(|c| (c.from.text(), c.to.text()));

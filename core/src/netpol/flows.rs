@@ -220,6 +220,36 @@ impl PortSet {
             + self.named.len() as u32
     }
 
+    /// Each range on its own, as a picture labels an edge: `TCP 5432-5433`, `UDP 53`,
+    /// `every TCP port`, `every port`.
+    pub fn parts(&self) -> Vec<String> {
+        if *self == Self::all() {
+            return vec!["every port".to_owned()];
+        }
+        let mut out = Vec::new();
+        for p in Protocol::ALL {
+            let r = &self.ranges[index(p)];
+            if r.as_slice() == [ALL_PORTS] {
+                out.push(format!("every {} port", p.name()));
+            } else {
+                out.extend(r.iter().map(|&(a, b)| {
+                    if a == b {
+                        format!("{} {a}", p.name())
+                    } else {
+                        format!("{} {a}-{b}", p.name())
+                    }
+                }));
+            }
+            out.extend(
+                self.named
+                    .iter()
+                    .filter(|(q, _)| *q == p)
+                    .map(|(_, n)| format!("{} {n:?}", p.name())),
+            );
+        }
+        out
+    }
+
     /// The ranges of a protocol.
     pub fn ranges(&self, protocol: Protocol) -> &[(u16, u16)] {
         &self.ranges[index(protocol)]
@@ -371,23 +401,7 @@ impl End {
                     n => format!("{set} ({}, ... {n} pods)", members[..4].join(", ")),
                 }
             }
-            End::Addresses(set) => {
-                if *set == IpSet::everything() {
-                    "every address".to_owned()
-                } else {
-                    let cidrs = set.cidrs();
-                    if cidrs.len() > 4 {
-                        format!(
-                            "{} .. {} ({} ranges)",
-                            cidrs[0],
-                            cidrs[cidrs.len() - 1],
-                            cidrs.len()
-                        )
-                    } else {
-                        cidrs.join(", ")
-                    }
-                }
-            }
+            End::Addresses(set) => addresses_text(set),
         }
     }
 
@@ -397,6 +411,47 @@ impl End {
             End::Pods { site, .. } => Some(site),
             End::Addresses(_) => None,
         }
+    }
+}
+
+/// `10.0.0.0/8`, `0.0.0.0/0 except 10.0.0.0/8, 172.16.0.0/12`, `every address`: per family,
+/// the shorter of the ranges and the whole family less its complement.
+pub fn addresses_text(set: &IpSet) -> String {
+    if *set == IpSet::everything() {
+        return "every address".to_owned();
+    }
+    let list = |cidrs: &[String]| -> String {
+        if cidrs.len() > 6 {
+            format!(
+                "{} and {} more ranges",
+                cidrs[..5].join(", "),
+                cidrs.len() - 5
+            )
+        } else {
+            cidrs.join(", ")
+        }
+    };
+    let mut parts = Vec::new();
+    for (family, all) in [(Family::V4, "0.0.0.0/0"), (Family::V6, "::/0")] {
+        let whole = IpSet::range(family, 0, IpSet::max_of(family));
+        let part = set.intersect(&whole);
+        if part.is_empty() {
+            continue;
+        }
+        let rest = whole.minus(&part);
+        let (inside, outside) = (part.cidrs(), rest.cidrs());
+        parts.push(if outside.is_empty() {
+            all.to_owned()
+        } else if outside.len() < inside.len() {
+            format!("{all} except {}", list(&outside))
+        } else {
+            list(&inside)
+        });
+    }
+    if parts.is_empty() {
+        "no address".to_owned()
+    } else {
+        parts.join("; ")
     }
 }
 
@@ -780,6 +835,9 @@ fn peer_items(policies: &[&Policy], direction: Direction, other: &Site) -> Vec<V
     out
 }
 
+/// What one address piece gets, per net, and which of the refinement's ranges hold it.
+type Piece = (Vec<SideView>, Vec<bool>);
+
 /// A class of pods: one label set of it, the selectors (of those that split the pods) it does
 /// not match, and the pods of `pods` in it.
 type Class = (Labels, Vec<String>, Vec<String>);
@@ -795,12 +853,20 @@ fn classes(
     items.retain(|i| !i.is_empty());
     items.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
     items.dedup();
+    // The selectors a class fails, but for those its own labels already rule out (a pod
+    // app=web is plainly not app=checkout).
     let unmatched = |labels: &Labels| -> Vec<String> {
         let mut out: Vec<String> = items
             .iter()
             .filter(|i| {
-                !i.iter()
-                    .all(|r| requirement_holds(r, labels.get(&r.key).map(String::as_str)))
+                let failing: Vec<&Requirement> = i
+                    .iter()
+                    .filter(|r| !requirement_holds(r, labels.get(&r.key).map(String::as_str)))
+                    .collect();
+                !failing.is_empty()
+                    && !failing
+                        .iter()
+                        .all(|r| labels.get(&r.key).is_some_and(|v| v != FRESH))
             })
             .map(|i| {
                 selector_text(
@@ -1029,7 +1095,7 @@ impl<'n, 'a> Flows<'n, 'a> {
             let back = reach(&there[k], back, &here[k]);
             // A governed end is judged on its own policies: what it allows matters even when
             // the other end refuses it.
-            (forth && back) || (governs_here && forth) || (governs_there && back)
+            (forth && (back || governs_here)) || (governs_there && back)
         })
     }
 
@@ -1198,15 +1264,15 @@ impl<'n, 'a> Flows<'n, 'a> {
         };
         let mut items = Vec::new();
         let mut cuts: Vec<(Family, u128)> = vec![(Family::V4, 0), (Family::V6, 0)];
-        for k in 0..n {
-            let policies = self.nets[k].policies_of(&here[k]);
+        for (net, site) in self.nets.iter().zip(here) {
+            let policies = net.policies_of(site);
             items.extend(
                 policies
                     .iter()
                     .filter(|p| p.isolates(direction))
                     .map(|p| p.pod_selector.requirements.clone()),
             );
-            items.extend(self.refine.pod_items(role, &here[k], None));
+            items.extend(self.refine.pod_items(role, site, None));
             for p in policies {
                 for r in p.rules(direction).into_iter().flatten() {
                     r.reach.cuts(&mut cuts);
@@ -1237,7 +1303,7 @@ impl<'n, 'a> Flows<'n, 'a> {
             budget.spend(pieces.len() * n)?;
             // Consecutive pieces treated alike are one flow.
             // Pieces in different ranges of the refinement stay apart.
-            let mut current: Option<(IpSet, (Vec<SideView>, Vec<bool>))> = None;
+            let mut current: Option<(IpSet, Piece)> = None;
             let emit = |set: IpSet, views: Vec<SideView>, out: &mut Vec<Flow>| {
                 if !keep_empty && views.iter().all(|v| v.ports.is_empty()) {
                     return;

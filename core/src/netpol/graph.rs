@@ -17,6 +17,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 
 use super::explain::{Allow, Explanation, PeerView};
+use super::flows::{End, PortSet};
 
 /// What a picture shows: nodes, grouped by namespace, and the edges between them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -462,6 +463,95 @@ fn natural_cmp(a: &str, b: &str) -> Ordering {
 const ANYWHERE: &str = "anywhere";
 /// The namespace of the cluster's DNS.
 const DNS_NAMESPACE: &str = "kube-system";
+
+/// A picture of flows between ends ([`End`]s of [`super::flows`]): each pod set is a node in its
+/// namespace's box (the DNS pods of `kube-system` a node of their own kind), each address range
+/// a node outside any box, and each flow an edge labelled with its ports, in its style.
+pub fn from_flows(flows: &[(&End, &End, &PortSet, EdgeStyle)]) -> Graph {
+    // Address ranges a pod set reaches (or is reached from) on the same ports, in the same
+    // style, are one node: the model splits them where rules differ, a picture need not.
+    let mut merged: Vec<(End, End, PortSet, EdgeStyle)> = Vec::new();
+    let mut at: HashMap<(bool, End, PortSet, EdgeStyle), usize> = HashMap::new();
+    for (from, to, ports, style) in flows {
+        let key = match (from, to) {
+            (End::Addresses(_), pods @ End::Pods { .. }) => Some((true, (*pods).clone())),
+            (pods @ End::Pods { .. }, End::Addresses(_)) => Some((false, (*pods).clone())),
+            _ => None,
+        };
+        match key {
+            Some((inbound, pods)) => {
+                let set = match if inbound { from } else { to } {
+                    End::Addresses(s) => s.clone(),
+                    End::Pods { .. } => continue,
+                };
+                let k = (inbound, pods.clone(), (*ports).clone(), *style);
+                match at.get(&k) {
+                    Some(&i) => {
+                        let end = if inbound {
+                            &mut merged[i].0
+                        } else {
+                            &mut merged[i].1
+                        };
+                        if let End::Addresses(s) = end {
+                            *s = s.union(&set);
+                        }
+                    }
+                    None => {
+                        at.insert(k, merged.len());
+                        let addresses = End::Addresses(set);
+                        merged.push(if inbound {
+                            (addresses, pods, (*ports).clone(), *style)
+                        } else {
+                            (pods, addresses, (*ports).clone(), *style)
+                        });
+                    }
+                }
+            }
+            None => merged.push(((*from).clone(), (*to).clone(), (*ports).clone(), *style)),
+        }
+    }
+    let mut graph = Graph::default();
+    let mut seen = std::collections::HashSet::new();
+    let mut node = |end: &End, graph: &mut Graph| -> String {
+        let id = end.text();
+        if seen.insert(id.clone()) {
+            let (group, kind, label) = match end {
+                End::Pods { site, labels, .. } => {
+                    let dns = site.name == "kube-system"
+                        && labels.get("k8s-app").map(String::as_str) == Some("kube-dns");
+                    let label = id
+                        .strip_suffix(&format!(" in {}", site.text()))
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| id.replacen(&format!(" in {} ", site.text()), " ", 1));
+                    (
+                        Some(site.text()),
+                        if dns { NodeKind::Dns } else { NodeKind::Pods },
+                        label,
+                    )
+                }
+                End::Addresses(_) => (None, NodeKind::Internet, id.clone()),
+            };
+            graph.nodes.push(Node {
+                id: id.clone(),
+                label,
+                group,
+                kind,
+            });
+        }
+        id
+    };
+    for (from, to, ports, style) in &merged {
+        let from = node(from, &mut graph);
+        let to = node(to, &mut graph);
+        graph.edges.push(Edge {
+            from,
+            to,
+            label: ports.parts().join(", "),
+            style: *style,
+        });
+    }
+    graph
+}
 
 /// The picture of what `netpol explain` found: each entry (a pod, or a set of pods) is a node in
 /// its namespace; each rule that allows it traffic is an edge from the peer (ingress) or to the

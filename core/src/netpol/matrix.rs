@@ -564,6 +564,31 @@ impl Refine for Matrix {
     }
 }
 
+/// Several matrices as one refinement that keeps every effective flow, and what each governed
+/// end allows on its own: for pictures and diffs judged against matrices.
+pub struct Matrices<'m>(pub &'m [Matrix]);
+
+impl Refine for Matrices<'_> {
+    fn pod_items(&self, role: Role, site: &Site, other: Option<&Site>) -> Vec<Vec<Requirement>> {
+        self.0
+            .iter()
+            .flat_map(|m| m.pod_items(role, site, other))
+            .collect()
+    }
+    fn namespace_items(&self) -> Vec<Vec<Requirement>> {
+        self.0.iter().flat_map(|m| m.namespace_items()).collect()
+    }
+    fn address_sets(&self) -> Vec<IpSet> {
+        self.0.iter().flat_map(|m| m.address_sets()).collect()
+    }
+    fn governs(&self, role: Role, site: &Site) -> bool {
+        self.0.iter().any(|m| m.governs(role, site))
+    }
+    fn every_flow(&self) -> bool {
+        true
+    }
+}
+
 /// A flow the matrix forbids, at one governed end.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Breach {
@@ -1049,6 +1074,25 @@ fn newly_blocked(
 
 /// What a change from `nets[0]` to `nets[1]` adds around `namespace`. `policies_only`: only
 /// the namespace's NetworkPolicies changed.
+/// The required flows of `matrix` blocked in `nets[1]` and not in `nets[0]`, everywhere.
+pub fn newly_blocked_anywhere(
+    matrix: &Matrix,
+    nets: [&Net; 2],
+    deadline: Option<Instant>,
+) -> Result<Vec<Blocked>, Stop> {
+    let mut budget = Budget::new(deadline);
+    let before = required(matrix, &nets, 0, None, &mut budget)?;
+    let after = required(matrix, &nets, 1, None, &mut budget)?;
+    Ok(after
+        .into_iter()
+        .filter(|b| {
+            !before.iter().any(|x| {
+                x.flow == b.flow && x.from == b.from && x.to == b.to && x.ports.contains(&b.ports)
+            })
+        })
+        .collect())
+}
+
 fn compare(
     matrix: &Matrix,
     nets: [&Net; 2],
