@@ -20,6 +20,7 @@ mod gatekeeper_kinds;
 mod hostile;
 mod layering;
 mod matrix;
+mod matrix_designs;
 mod mutation;
 mod namespace_isolation;
 mod namespace_object;

@@ -9,7 +9,7 @@ use std::path::Path;
 use palisade::admission::{Review, decode};
 use palisade::bundle::Bundle;
 use palisade::inventory::Inventory;
-use palisade::manifest::files;
+use palisade::manifest::{Document, files};
 use palisade::netpol::World;
 use palisade::netpol::flows::Net;
 use palisade::netpol::judge::Universe;
@@ -19,15 +19,16 @@ use serde_json::{Value, json};
 
 use crate::common::{fixture, guides, repo_path, validate};
 
-/// A design of the guides: its policies, the cluster they run in, and its matrix.
+/// A design of the guides: its policies (files or directories of them), the cluster they run
+/// in, and its matrix.
 pub struct Design {
-    pub guide: &'static str,
+    pub guide: &'static [&'static str],
     pub cluster: &'static str,
     pub matrix: &'static str,
 }
 
 pub const SERVICE_MATRIX: Design = Design {
-    guide: "tests/data/guides/service-matrix",
+    guide: &["tests/data/guides/service-matrix"],
     cluster: "tests/data/netpol/service-matrix-cluster.yaml",
     matrix: "service-matrix",
 };
@@ -69,27 +70,32 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 impl Design {
+    /// The guide's documents, path by path.
+    fn guide_docs(&self) -> Vec<Document> {
+        self.guide.iter().flat_map(|p| guides::guide(p)).collect()
+    }
+
+    fn cluster_docs(&self) -> Vec<Document> {
+        files::read_path(&repo_path(self.cluster)).unwrap()
+    }
+
     pub fn world(&self) -> World {
-        guides::world(self.guide, self.cluster)
+        let mut docs = self.guide_docs();
+        docs.extend(self.cluster_docs());
+        World::read(&docs).unwrap()
     }
 
     /// The guide's policies and the cluster, as the inventory holds them.
     pub fn objects(&self) -> Vec<Value> {
-        let mut out: Vec<Value> = guides::guide(self.guide)
+        self.guide_docs()
             .into_iter()
+            .chain(self.cluster_docs())
             .map(|d| d.value)
-            .collect();
-        out.extend(
-            files::read_path(&repo_path(self.cluster))
-                .unwrap()
-                .into_iter()
-                .map(|d| d.value),
-        );
-        out
+            .collect()
     }
 
     pub fn policies(&self) -> Vec<Value> {
-        guides::guide(self.guide)
+        self.guide_docs()
             .into_iter()
             .map(|d| d.value)
             .filter(|v| v["kind"] == "NetworkPolicy")
