@@ -369,7 +369,7 @@ fn the_external_api_guide_as_written_reaches_rfc1918_and_its_matrix_says_so() {
                 one_says(
                     messages,
                     &[
-                        "the egress of payments lets pods tier=backend in payments reach",
+                        "the egress of payments lets pods tier=backend in payments",
                         &format!("reach {range} on TCP 443"),
                         "(opened by payments/allow-external-api egress[0])",
                         "communication matrix \"external-api\" has no flow for it",

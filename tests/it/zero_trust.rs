@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 #[test]
 fn every_zero_trust_suite_passes() {
     let results = passing_suites("tests/data/zero-trust", &EngineOptions::default());
-    assert_eq!(results.len(), 141);
+    assert_eq!(results.len(), 148);
 }
 
 #[test]

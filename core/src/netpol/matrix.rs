@@ -693,56 +693,66 @@ fn blocked_text(side: &str, end: &End, view: &SideView) -> Option<String> {
     }
 }
 
-/// The required flows of the matrix that touch `namespace` (all, when `None`), blocked in net
-/// `k` of `nets`: per (flow, source set, destination set).
+/// The required flows of the matrix that touch `namespace` (all, when `None`) and that the
+/// last of `nets` blocks: per (flow, source set, destination set). With two nets, only what
+/// the last blocks and the first did not (what a change blocks); the nets share one refinement
+/// of the pods, so a set is the same pods in both.
 fn required(
     matrix: &Matrix,
     nets: &[&Net],
-    k: usize,
     namespace: Option<&str>,
     budget: &mut Budget,
 ) -> Result<Vec<Blocked>, Stop> {
     let mut out = Vec::new();
-    let net = nets[k];
-    let sites = |spec: &EndSpec, other: Option<&str>| -> Vec<Site> {
-        match spec {
+    let last = nets.len() - 1;
+    let sites = |spec: &EndSpec, other: Option<&str>| -> Vec<String> {
+        let mut names: Vec<String> = match spec {
             EndSpec::Addresses { .. } => Vec::new(),
             EndSpec::Pods { namespaces, .. } => match namespaces {
-                Namespaces::Same => other
-                    .map(|o| vec![net.site(o)])
-                    .unwrap_or_else(|| net.namespaces().collect()),
-                Namespaces::Names(n) => n.iter().map(|n| net.site(n)).collect(),
-                Namespaces::Selector(s) => net
-                    .namespaces()
+                Namespaces::Same => match other {
+                    Some(o) => vec![o.to_owned()],
+                    None => nets
+                        .iter()
+                        .flat_map(|n| n.namespaces().map(|s| s.name))
+                        .collect(),
+                },
+                Namespaces::Names(n) => n.clone(),
+                Namespaces::Selector(s) => nets
+                    .iter()
+                    .flat_map(|n| n.namespaces())
                     .filter(|site| selects(s, &site.labels))
+                    .map(|s| s.name)
                     .collect(),
             },
-        }
+        };
+        names.sort();
+        names.dedup();
+        names
     };
     for e in matrix.flows.iter().filter(|e| e.required) {
         // Only the entry's own selectors split the pods: every pod it names must get through.
         let only = OnlyEntry(e);
-        let flows = Flows::new(std::slice::from_ref(&net), &only).keeping_empty();
-        let touches = |s: &Site| namespace.is_none_or(|n| n == s.name);
+        let flows = Flows::new(nets, &only).keeping_empty();
+        let touches = |s: &str| namespace.is_none_or(|n| n == s);
         let mut found = Vec::new();
         match (&e.from, &e.to) {
             (EndSpec::Pods { .. }, EndSpec::Pods { .. }) => {
                 for s in sites(&e.from, None) {
-                    for d in sites(&e.to, Some(&s.name)) {
+                    for d in sites(&e.to, Some(&s)) {
                         if touches(&s) || touches(&d) {
-                            found.extend(flows.between(&s.name, &d.name, budget)?);
+                            found.extend(flows.between(&s, &d, budget)?);
                         }
                     }
                 }
             }
             (EndSpec::Pods { .. }, EndSpec::Addresses { .. }) => {
                 for s in sites(&e.from, None).into_iter().filter(|s| touches(s)) {
-                    found.extend(flows.outside(&s.name, Direction::Egress, budget)?);
+                    found.extend(flows.outside(&s, Direction::Egress, budget)?);
                 }
             }
             (EndSpec::Addresses { .. }, EndSpec::Pods { .. }) => {
                 for d in sites(&e.to, None).into_iter().filter(|s| touches(s)) {
-                    found.extend(flows.outside(&d.name, Direction::Ingress, budget)?);
+                    found.extend(flows.outside(&d, Direction::Ingress, budget)?);
                 }
             }
             _ => {}
@@ -751,17 +761,20 @@ fn required(
             if !(e.from.covers(&f.from, &f.to) && e.to.covers(&f.to, &f.from)) {
                 continue;
             }
-            let missing = e.ports.minus(&f.ports(0));
+            let mut missing = e.ports.minus(&f.ports(last));
+            if last > 0 {
+                missing = missing.minus(&e.ports.minus(&f.ports(0)));
+            }
             if missing.is_empty() {
                 continue;
             }
             let mut why = Vec::new();
             let mut policies = Vec::new();
             for (side, end, view) in [
-                ("egress", &f.from, &f.egress[0]),
-                ("ingress", &f.to, &f.ingress[0]),
+                ("egress", &f.from, &f.egress[last]),
+                ("ingress", &f.to, &f.ingress[last]),
             ] {
-                if view.ports.contains(&e.ports) {
+                if view.ports.contains(&missing) {
                     continue;
                 }
                 why.extend(blocked_text(side, end, view));
@@ -926,13 +939,7 @@ pub fn audit(matrix: &Matrix, net: &Net, deadline: Option<Instant>) -> Audit {
         }
         out.sets += sets.len();
         out.conforming += sets.values().filter(|ok| **ok).count();
-        match required(
-            matrix,
-            &nets,
-            0,
-            Some(&site.name),
-            &mut Budget::new(deadline),
-        ) {
+        match required(matrix, &nets, Some(&site.name), &mut Budget::new(deadline)) {
             Ok(b) => {
                 for b in b {
                     if !out.blocked.contains(&b) {
@@ -1053,46 +1060,27 @@ pub fn added(matrix: &Matrix, flows: &[Flow]) -> Vec<Breach> {
     out
 }
 
-/// The required flows blocked in net 1 that were not in net 0.
+/// The required flows blocked in net 1 that were not in net 0, around `namespace`.
 fn newly_blocked(
     matrix: &Matrix,
     nets: &[&Net],
     namespace: &str,
     budget: &mut Budget,
 ) -> Result<Vec<Blocked>, Stop> {
-    let before = required(matrix, nets, 0, Some(namespace), budget)?;
-    let after = required(matrix, nets, 1, Some(namespace), budget)?;
-    Ok(after
-        .into_iter()
-        .filter(|b| {
-            !before.iter().any(|x| {
-                x.flow == b.flow && x.from == b.from && x.to == b.to && x.ports.contains(&b.ports)
-            })
-        })
-        .collect())
+    required(matrix, nets, Some(namespace), budget)
 }
 
-/// What a change from `nets[0]` to `nets[1]` adds around `namespace`. `policies_only`: only
-/// the namespace's NetworkPolicies changed.
 /// The required flows of `matrix` blocked in `nets[1]` and not in `nets[0]`, everywhere.
 pub fn newly_blocked_anywhere(
     matrix: &Matrix,
     nets: [&Net; 2],
     deadline: Option<Instant>,
 ) -> Result<Vec<Blocked>, Stop> {
-    let mut budget = Budget::new(deadline);
-    let before = required(matrix, &nets, 0, None, &mut budget)?;
-    let after = required(matrix, &nets, 1, None, &mut budget)?;
-    Ok(after
-        .into_iter()
-        .filter(|b| {
-            !before.iter().any(|x| {
-                x.flow == b.flow && x.from == b.from && x.to == b.to && x.ports.contains(&b.ports)
-            })
-        })
-        .collect())
+    required(matrix, &nets, None, &mut Budget::new(deadline))
 }
 
+/// What a change from `nets[0]` to `nets[1]` adds around `namespace`. `policies_only`: only
+/// the namespace's NetworkPolicies changed.
 fn compare(
     matrix: &Matrix,
     nets: [&Net; 2],
