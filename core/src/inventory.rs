@@ -253,6 +253,18 @@ impl Inventory {
         out
     }
 
+    /// Every Namespace object, by name.
+    pub fn namespaces(&self) -> impl Iterator<Item = (&str, &Value)> {
+        self.namespaces
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_ref()))
+    }
+
+    /// The namespaces holding NetworkPolicies, and theirs.
+    pub fn all_network_policies(&self) -> impl Iterator<Item = (&str, &Arc<NetworkPolicies>)> {
+        self.network_policies.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
     /// The NetworkPolicies of `namespace`, read into the model.
     pub fn network_policies(&self, namespace: &str) -> Option<&Arc<NetworkPolicies>> {
         self.network_policies.get(namespace)

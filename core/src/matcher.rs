@@ -38,7 +38,7 @@ impl Glob {
 }
 
 /// The operator of a label selector requirement, as Kubernetes defines it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Operator {
     /// The label is set to one of the values.
     In,
@@ -52,7 +52,7 @@ pub enum Operator {
 
 /// One requirement of a label selector: a `matchExpressions` entry, or a `matchLabels` entry read
 /// as `In` with its one value.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Requirement {
     /// The label key.
     pub key: String,

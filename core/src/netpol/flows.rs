@@ -20,6 +20,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -314,7 +315,7 @@ pub struct Site {
     /// Its name; [`FRESH`] for one that does not exist yet.
     pub name: String,
     /// Its labels, `kubernetes.io/metadata.name` included.
-    pub labels: Labels,
+    pub labels: Arc<Labels>,
 }
 
 impl Site {
@@ -466,12 +467,12 @@ pub enum Opening {
     /// These rules allow it (on the ports of the side).
     Rules {
         /// The rules.
-        rules: Vec<String>,
+        rules: Vec<Arc<str>>,
     },
     /// These policies isolate the pods and no rule of theirs allows it.
     Denied {
         /// The isolating policies.
-        policies: Vec<String>,
+        policies: Vec<Arc<str>>,
     },
 }
 
@@ -522,7 +523,7 @@ impl Flow {
         let mut out = Vec::new();
         for (side, v) in [("egress", &self.egress[k]), ("ingress", &self.ingress[k])] {
             match &v.opening {
-                Opening::Rules { rules } => out.extend(rules.iter().cloned()),
+                Opening::Rules { rules } => out.extend(rules.iter().map(|r| r.to_string())),
                 Opening::Open => {
                     let end = if side == "egress" {
                         &self.from
@@ -570,6 +571,10 @@ pub trait Refine {
     fn every_flow(&self) -> bool {
         false
     }
+    /// Whether pods with `labels` in `site`, as the `role` end, are asked about at all.
+    fn wants(&self, _role: Role, _site: &Site, _labels: &Labels) -> bool {
+        true
+    }
 }
 
 /// Refines nothing and governs nothing: every effective flow.
@@ -598,7 +603,10 @@ impl Refine for Everything {
 /// policies of each.
 #[derive(Debug, Clone, Default)]
 pub struct Net<'a> {
-    namespaces: BTreeMap<String, Labels>,
+    namespaces: BTreeMap<String, Arc<Labels>>,
+    /// Per namespace, what `policies` holds, worked out when first asked: names and each rule's
+    /// ports.
+    held: std::cell::RefCell<BTreeMap<String, std::rc::Rc<Vec<Held>>>>,
     /// The input's Pods, per namespace: name and labels.
     pods: BTreeMap<String, Vec<(String, Labels)>>,
     policies: BTreeMap<String, Vec<&'a Policy>>,
@@ -614,7 +622,8 @@ impl<'a> Net<'a> {
             ..Net::default()
         };
         for (name, ns) in &world.namespaces {
-            net.namespaces.insert(name.clone(), ns.labels.clone());
+            net.namespaces
+                .insert(name.clone(), Arc::new(ns.labels.clone()));
         }
         for p in &world.policies {
             net.add_policy(p);
@@ -636,25 +645,28 @@ impl<'a> Net<'a> {
             required: universe.clone(),
             ..Net::default()
         };
-        for ns in inventory.objects_of("", "Namespace") {
-            if let Ok(ns) = Namespace::of(&ns) {
-                net.namespaces.insert(ns.name, ns.labels);
+        for (_, ns) in inventory.namespaces() {
+            if let Ok(ns) = Namespace::of(ns) {
+                net.namespaces.insert(ns.name, Arc::new(ns.labels));
             }
         }
-        let names: Vec<String> = net.namespaces.keys().cloned().collect();
-        for name in names {
-            net.add_inventory_policies(inventory, &name);
+        for (namespace, policies) in inventory.all_network_policies() {
+            net.add_inventory_policies(namespace, policies);
         }
         net
     }
 
-    fn add_inventory_policies(&mut self, inventory: &'a Inventory, namespace: &str) {
-        let Some(policies) = inventory.network_policies(namespace) else {
-            return;
-        };
+    fn add_inventory_policies(
+        &mut self,
+        namespace: &str,
+        policies: &'a crate::inventory::NetworkPolicies,
+    ) {
+        self.ensure(namespace);
+        let list = self.policies.entry(namespace.to_owned()).or_default();
+        list.extend(policies.values().filter_map(|p| p.as_ref().as_ref().ok()));
         for (name, p) in policies.iter() {
             match p.as_ref() {
-                Ok(p) => self.add_policy(p),
+                Ok(_) => {}
                 Err(e) => {
                     self.broken.insert(
                         namespace.to_owned(),
@@ -670,7 +682,7 @@ impl<'a> Net<'a> {
     fn ensure(&mut self, namespace: &str) {
         self.namespaces
             .entry(namespace.to_owned())
-            .or_insert_with(|| Namespace::new(namespace, Labels::new()).labels);
+            .or_insert_with(|| Arc::new(Namespace::new(namespace, Labels::new()).labels));
     }
 
     /// Adds a policy (to its namespace, which is added when unknown).
@@ -680,6 +692,7 @@ impl<'a> Net<'a> {
             .entry(p.namespace.clone())
             .or_default()
             .push(p);
+        self.held.get_mut().remove(&p.namespace);
     }
 
     /// Replaces the policy `namespace/name` with `new` (`None`: removes it).
@@ -690,6 +703,7 @@ impl<'a> Net<'a> {
         if let Some(p) = new {
             list.push(p);
         }
+        self.held.get_mut().remove(namespace);
         // A replaced policy that could not be read is no longer in the way.
         if self
             .broken
@@ -702,8 +716,10 @@ impl<'a> Net<'a> {
 
     /// Sets a namespace's labels (its name label is kept).
     pub fn set_namespace(&mut self, name: &str, labels: Labels) {
-        self.namespaces
-            .insert(name.to_owned(), Namespace::new(name, labels).labels);
+        self.namespaces.insert(
+            name.to_owned(),
+            Arc::new(Namespace::new(name, labels).labels),
+        );
     }
 
     /// The known namespaces, by name.
@@ -722,7 +738,7 @@ impl<'a> Net<'a> {
                 .namespaces
                 .get(name)
                 .cloned()
-                .unwrap_or_else(|| Namespace::new(name, Labels::new()).labels),
+                .unwrap_or_else(|| Arc::new(Namespace::new(name, Labels::new()).labels)),
         }
     }
 
@@ -736,6 +752,63 @@ impl<'a> Net<'a> {
             return &[];
         }
         self.policies.get(&site.name).map_or(&[], Vec::as_slice)
+    }
+
+    fn held_of(&self, site: &Site) -> std::rc::Rc<Vec<Held>> {
+        if let Some(h) = self.held.borrow().get(&site.name) {
+            return h.clone();
+        }
+        let h = std::rc::Rc::new(self.policies_of(site).iter().map(|p| Held::of(p)).collect());
+        self.held
+            .borrow_mut()
+            .insert(site.name.clone(), std::rc::Rc::clone(&h));
+        h
+    }
+
+    /// What the net's policies of `site` allow pods with `labels` in `direction`, toward `peer`.
+    fn side(
+        &self,
+        site: &Site,
+        labels: &Labels,
+        direction: Direction,
+        peer: Peer2<'_>,
+    ) -> SideView {
+        side(
+            self.policies_of(site),
+            &self.held_of(site),
+            labels,
+            direction,
+            peer,
+        )
+    }
+}
+
+/// A policy's names and its rules' ports, worked out once per net.
+#[derive(Debug)]
+struct Held {
+    id: Arc<str>,
+    /// Per direction (ingress, egress), each rule's `namespace/name ingress[i]` and ports.
+    rules: [Vec<(Arc<str>, PortSet)>; 2],
+}
+
+impl Held {
+    fn of(p: &Policy) -> Self {
+        let rules = |d: Direction| -> Vec<(Arc<str>, PortSet)> {
+            p.rules(d)
+                .into_iter()
+                .flatten()
+                .map(|r| {
+                    (
+                        Arc::from(RuleRef::of(p, r).to_string()),
+                        PortSet::of(r.ports.as_deref()),
+                    )
+                })
+                .collect()
+        };
+        Held {
+            id: Arc::from(p.id()),
+            rules: [rules(Direction::Ingress), rules(Direction::Egress)],
+        }
     }
 }
 
@@ -761,22 +834,32 @@ fn namespace_matches(namespaces: &Namespaces, own: &str, other: &Site) -> bool {
 
 /// What `policies` allow `labels` (pods of `site`) in `direction` toward the pod `peer`
 /// (pods with `peer_labels` in `peer_site`), or toward addresses `piece`.
-fn side(policies: &[&Policy], labels: &Labels, direction: Direction, peer: Peer2<'_>) -> SideView {
+fn side(
+    policies: &[&Policy],
+    held: &[Held],
+    labels: &Labels,
+    direction: Direction,
+    peer: Peer2<'_>,
+) -> SideView {
+    let d = match direction {
+        Direction::Ingress => 0,
+        Direction::Egress => 1,
+    };
     let mut isolating = Vec::new();
     let mut ports = PortSet::empty();
     let mut rules = Vec::new();
-    for p in policies {
+    for (p, h) in policies.iter().zip(held) {
         let Some(list) = p.rules(direction) else {
             continue;
         };
         if !selects(&p.pod_selector, labels) {
             continue;
         }
-        isolating.push(p.id());
-        for r in list {
+        isolating.push(h.id.clone());
+        for (r, (name, rule_ports)) in list.iter().zip(&h.rules[d]) {
             if rule_reaches(p, r, peer) {
-                ports = ports.union(&PortSet::of(r.ports.as_deref()));
-                rules.push(RuleRef::of(p, r).to_string());
+                ports = ports.union(rule_ports);
+                rules.push(name.clone());
             }
         }
     }
@@ -851,7 +934,7 @@ fn classes(
 ) -> Result<Vec<Class>, Stop> {
     let mut items = items.to_vec();
     items.retain(|i| !i.is_empty());
-    items.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
+    items.sort();
     items.dedup();
     // The selectors a class fails, but for those its own labels already rule out (a pod
     // app=web is plainly not app=checkout).
@@ -1091,11 +1174,16 @@ impl<'n, 'a> Flows<'n, 'a> {
                         })
                     })
             };
-            let forth = reach(&here[k], direction, &there[k]);
-            let back = reach(&there[k], back, &here[k]);
             // A governed end is judged on its own policies: what it allows matters even when
             // the other end refuses it.
-            (forth && (back || governs_here)) || (governs_there && back)
+            let forth = reach(&here[k], direction, &there[k]);
+            if forth && governs_here {
+                return true;
+            }
+            if !forth && !governs_there {
+                return false;
+            }
+            reach(&there[k], back, &here[k])
         })
     }
 
@@ -1152,7 +1240,7 @@ impl<'n, 'a> Flows<'n, 'a> {
             NAME_LABEL.to_owned(),
             Domain::Only(vec![Some(FRESH.to_owned())]),
         );
-        items.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
+        items.sort();
         items.dedup();
         let space = Space::new(&items, &[], &domain, budget)?;
         Ok(space
@@ -1160,7 +1248,7 @@ impl<'n, 'a> Flows<'n, 'a> {
             .into_iter()
             .map(|(_, labels)| Site {
                 name: FRESH.to_owned(),
-                labels,
+                labels: Arc::new(labels),
             })
             .collect())
     }
@@ -1200,6 +1288,15 @@ impl<'n, 'a> Flows<'n, 'a> {
         }
         let from = classes(&src_items, src_fixed, &self.pods_of(&src[0]), budget)?;
         let to = classes(&dst_items, dst_fixed, &self.pods_of(&dst[0]), budget)?;
+        // Only the sets the refinement asks about.
+        let from: Vec<Class> = from
+            .into_iter()
+            .filter(|c| self.refine.wants(Role::Source, &src[0], &c.0))
+            .collect();
+        let to: Vec<Class> = to
+            .into_iter()
+            .filter(|c| self.refine.wants(Role::Destination, &dst[0], &c.0))
+            .collect();
         budget.spend(from.len() * to.len() * n)?;
         let mut out = Vec::new();
         for (a, a_not, a_pods) in &from {
@@ -1208,18 +1305,10 @@ impl<'n, 'a> Flows<'n, 'a> {
                 let mut ingress = Vec::with_capacity(n);
                 let mut any = false;
                 for k in 0..n {
-                    let e = side(
-                        self.nets[k].policies_of(&src[k]),
-                        a,
-                        Direction::Egress,
-                        Peer2::Pods(&dst[k], b),
-                    );
-                    let i = side(
-                        self.nets[k].policies_of(&dst[k]),
-                        b,
-                        Direction::Ingress,
-                        Peer2::Pods(&src[k], a),
-                    );
+                    let e =
+                        self.nets[k].side(&src[k], a, Direction::Egress, Peer2::Pods(&dst[k], b));
+                    let i =
+                        self.nets[k].side(&dst[k], b, Direction::Ingress, Peer2::Pods(&src[k], a));
                     any |= !e.ports.intersect(&i.ports).is_empty()
                         || (!e.ports.is_empty() && self.refine.governs(Role::Source, &src[k]))
                         || (!i.ports.is_empty() && self.refine.governs(Role::Destination, &dst[k]));
@@ -1339,12 +1428,7 @@ impl<'n, 'a> Flows<'n, 'a> {
             for piece in &pieces {
                 let views: Vec<SideView> = (0..n)
                     .map(|k| {
-                        side(
-                            self.nets[k].policies_of(&here[k]),
-                            &labels,
-                            direction,
-                            Peer2::Addresses(piece),
-                        )
+                        self.nets[k].side(&here[k], &labels, direction, Peer2::Addresses(piece))
                     })
                     .collect();
                 let inside: Vec<bool> = sets.iter().map(|s| s.contains(piece)).collect();

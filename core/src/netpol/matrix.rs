@@ -243,6 +243,14 @@ impl EndSpec {
         }
     }
 
+    /// Whether pods with `labels` may be of this end (addresses: any pods, for the other end).
+    fn pods_may_be(&self, labels: &Labels) -> bool {
+        match self {
+            EndSpec::Pods { pods, .. } => selects(pods, labels),
+            EndSpec::Addresses { .. } => true,
+        }
+    }
+
     fn namespace_may_be(&self, namespaces: &Namespaces, site: &Site, other: Option<&Site>) -> bool {
         match namespaces {
             Namespaces::Same => other.is_some_and(|o| o.name == site.name && !site.is_new()),
@@ -491,7 +499,7 @@ impl Matrix {
                 Role::Source => "egress",
             };
             let opened_by = match &view.opening {
-                Opening::Rules { rules } => rules.clone(),
+                Opening::Rules { rules } => rules.iter().map(|r| r.to_string()).collect(),
                 Opening::Open => vec![format!(
                     "no NetworkPolicy of {} isolates its {direction}",
                     site.text()
@@ -519,11 +527,20 @@ impl Refine for Matrix {
     fn pod_items(&self, role: Role, site: &Site, other: Option<&Site>) -> Vec<Vec<Requirement>> {
         let mut out = Vec::new();
         for e in &self.flows {
-            let spec = match role {
-                Role::Source => &e.from,
-                Role::Destination => &e.to,
+            let (spec, far) = match role {
+                Role::Source => (&e.from, &e.to),
+                Role::Destination => (&e.to, &e.from),
+            };
+            // Only entries whose other end may be the flow's other end split these pods.
+            let far_fits = match (far, other) {
+                (EndSpec::Addresses { .. }, None) => true,
+                (EndSpec::Pods { namespaces, .. }, Some(o)) => {
+                    far.namespace_may_be(namespaces, o, Some(site))
+                }
+                _ => false,
             };
             if let EndSpec::Pods { namespaces, pods } = spec
+                && far_fits
                 && spec.namespace_may_be(namespaces, site, other)
             {
                 out.push(pods.requirements.clone());
@@ -561,6 +578,29 @@ impl Refine for Matrix {
 
     fn governs(&self, role: Role, site: &Site) -> bool {
         self.governs_direction(role) && self.opted_in(site)
+    }
+}
+
+/// A matrix that governs only the ends in one namespace: what a change of that namespace's
+/// policies (or of a pod there) can add is at those ends alone, since every other end is
+/// judged on its own policies, which did not change.
+struct Here<'m> {
+    matrix: &'m Matrix,
+    namespace: &'m str,
+}
+
+impl Refine for Here<'_> {
+    fn pod_items(&self, role: Role, site: &Site, other: Option<&Site>) -> Vec<Vec<Requirement>> {
+        self.matrix.pod_items(role, site, other)
+    }
+    fn namespace_items(&self) -> Vec<Vec<Requirement>> {
+        self.matrix.namespace_items()
+    }
+    fn address_sets(&self) -> Vec<IpSet> {
+        self.matrix.address_sets()
+    }
+    fn governs(&self, role: Role, site: &Site) -> bool {
+        site.name == self.namespace && self.matrix.governs(role, site)
     }
 }
 
@@ -779,7 +819,9 @@ fn required(
                 }
                 why.extend(blocked_text(side, end, view));
                 match &view.opening {
-                    Opening::Denied { policies: p } => policies.extend(p.iter().cloned()),
+                    Opening::Denied { policies: p } => {
+                        policies.extend(p.iter().map(|x| x.to_string()))
+                    }
                     Opening::Rules { rules } => policies.extend(
                         rules
                             .iter()
@@ -840,6 +882,13 @@ impl Refine for OnlyEntry<'_> {
                 EndSpec::Pods { .. } => None,
             })
             .collect()
+    }
+    fn wants(&self, role: Role, _site: &Site, labels: &Labels) -> bool {
+        match role {
+            Role::Source => &self.0.from,
+            Role::Destination => &self.0.to,
+        }
+        .pods_may_be(labels)
     }
     fn governs(&self, role: Role, site: &Site) -> bool {
         let spec = match role {
@@ -1091,8 +1140,10 @@ fn compare(
     // Each governed end is judged on its own policies: a change in a namespace that does not
     // opt in (before or after) changes no governed end's policies, only what is effective.
     let governed = nets.iter().any(|n| matrix.opted_in(&n.site(namespace)));
+    let here = Here { matrix, namespace };
+    let refine: &dyn Refine = if policies_only { &here } else { matrix };
     let breaches = if governed || !policies_only {
-        let flows = Flows::new(&nets, matrix);
+        let flows = Flows::new(&nets, refine);
         let focus = Focus {
             namespace: namespace.to_owned(),
             labels: None,
@@ -1162,7 +1213,8 @@ fn pods(
     budget: &mut Budget,
 ) -> Result<Value, Stop> {
     let nets = [net];
-    let flows = Flows::new(&nets, matrix);
+    let here = Here { matrix, namespace };
+    let flows = Flows::new(&nets, &here);
     let mut gained = Vec::new();
     // One direction at a time: the pod is the destination of every ingress flow and the source
     // of every egress flow, and the other end's sets do not depend on the pod's labels.
