@@ -381,7 +381,12 @@ fn graph(policies: usize) {
     let t = Instant::now();
     let mermaid = graph::from_explanations(&explained).to_mermaid();
     let mermaid_time = t.elapsed();
-    assert!(dot.contains("->") && mermaid.contains("-->"));
+    assert!(
+        explained.iter().all(|e| e.error.is_none()),
+        "{:?}",
+        explained.iter().find_map(|e| e.error.as_ref())
+    );
+    assert!(dot.contains("->") && mermaid.contains("-->"), "{}", &dot[..dot.len().min(2000)]);
     println!(
         "matrix graph: one namespace of {} NetworkPolicies: explain + dot {:.0} ms ({} KiB), mermaid {:.0} ms",
         policies + 2,

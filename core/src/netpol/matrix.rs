@@ -1125,7 +1125,22 @@ pub fn newly_blocked_anywhere(
     nets: [&Net; 2],
     deadline: Option<Instant>,
 ) -> Result<Vec<Blocked>, Stop> {
-    required(matrix, &nets, None, &mut Budget::new(deadline))
+    // One budget per namespace, as the audit spends it.
+    let mut names: Vec<String> = nets
+        .iter()
+        .flat_map(|n| n.namespaces().map(|s| s.name))
+        .collect();
+    names.sort();
+    names.dedup();
+    let mut out: Vec<Blocked> = Vec::new();
+    for name in names {
+        for b in required(matrix, &nets, Some(&name), &mut Budget::new(deadline))? {
+            if !out.contains(&b) {
+                out.push(b);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// What a change from `nets[0]` to `nets[1]` adds around `namespace`. `policies_only`: only
