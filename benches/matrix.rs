@@ -386,7 +386,11 @@ fn graph(policies: usize) {
         "{:?}",
         explained.iter().find_map(|e| e.error.as_ref())
     );
-    assert!(dot.contains("->") && mermaid.contains("-->"), "{}", &dot[..dot.len().min(2000)]);
+    assert!(
+        dot.contains("->") && mermaid.contains("-->"),
+        "{}",
+        &dot[..dot.len().min(2000)]
+    );
     println!(
         "matrix graph: one namespace of {} NetworkPolicies: explain + dot {:.0} ms ({} KiB), mermaid {:.0} ms",
         policies + 2,

@@ -219,7 +219,7 @@ impl ExplainArgs {
         }
         let nets = [&net];
         let refine = netpol::matrix::Matrices(matrices);
-        let flows = Flows::new(&nets, &refine);
+        let flows = Flows::new(&nets, &refine).uniform();
         let mut all = Vec::new();
         let mut seen = std::collections::BTreeSet::new();
         for site in net.namespaces().filter(|s| wanted(&s.name)) {

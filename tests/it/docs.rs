@@ -338,3 +338,75 @@ fn help_flags_come_from_option_lines_only() {
         Some("policies, unless `-f` gives the policies")
     );
 }
+
+/// docs/matrix.md's worked example: the three-tier guide, its matrix, and the shortcut a pull
+/// request adds. The pictures, the diff and the denial the page shows are what Palisade prints.
+#[test]
+fn the_matrix_page_shows_what_palisade_prints() {
+    let doc = std::fs::read_to_string(crate::common::repo_path("docs/matrix.md")).unwrap();
+    let guides = [
+        "tests/data/guides/default-deny.yaml",
+        "tests/data/guides/allow-dns.yaml",
+        "tests/data/guides/three-tier",
+        "tests/data/netpol/three-tier-cluster.yaml",
+    ];
+    let shortcut = "tests/data/guides/three-tier-shortcut.yaml";
+    let matrix = "tests/data/guides/matrices/three-tier.yaml";
+    let block = |after: &str, fence: &str| -> String {
+        doc.split(after)
+            .nth(1)
+            .unwrap_or_else(|| panic!("docs/matrix.md has no {after:?}"))
+            .split(fence)
+            .nth(1)
+            .and_then(|rest| rest.split("```\n").next())
+            .unwrap()
+            .to_owned()
+    };
+    // The picture.
+    let mut args = vec!["netpol", "explain"];
+    for g in guides.iter().chain([&shortcut]) {
+        args.extend(["-f", g]);
+    }
+    args.extend(["--matrix", matrix, "-n", "payments", "-o", "mermaid"]);
+    let (code, picture, err) = crate::common::palisade_cli(&args);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(block("\n## Seeing it\n", "```mermaid\n"), picture);
+    // The diff, after its command line.
+    let mut args = vec!["netpol", "diff"];
+    for g in guides {
+        args.extend(["--base", g]);
+    }
+    for g in guides.iter().chain([&shortcut]) {
+        args.extend(["--head", g]);
+    }
+    args.extend(["--matrix", matrix]);
+    let (code, diff, err) = crate::common::palisade_cli(&args);
+    assert_eq!(code, 1, "{err}");
+    let shown = block("\n## In CI: `palisade netpol diff`\n", "```\n");
+    let shown = shown.split_once('\n').unwrap().1;
+    assert_eq!(shown, diff);
+    // The denial of the shortcut's first policy, through the one decision path.
+    let denial = block("\n## Admission\n", "```\n");
+    let denial = denial.trim_end();
+    let mut objects = Vec::new();
+    for g in guides {
+        objects.extend(
+            palisade::manifest::files::read_path(&crate::common::repo_path(g))
+                .unwrap()
+                .into_iter()
+                .map(|d| d.value),
+        );
+    }
+    let inventory = palisade::inventory::Inventory::from_objects(objects);
+    let bundle = crate::matrix::bundle("three-tier");
+    let policy = palisade::manifest::files::read_path(&crate::common::repo_path(shortcut)).unwrap()
+        [0]
+    .value
+    .clone();
+    let says = crate::matrix::matrix_says(
+        &bundle,
+        &inventory,
+        &crate::matrix::review("CREATE", &policy, None),
+    );
+    assert!(says.iter().any(|m| m == denial), "{denial}\n{says:#?}");
+}

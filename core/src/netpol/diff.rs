@@ -64,7 +64,7 @@ pub fn diff(
 ) -> Diff {
     let nets = [base, head];
     let refine = matrix::Matrices(matrices);
-    let flows = Flows::new(&nets, &refine);
+    let flows = Flows::new(&nets, &refine).uniform();
     let mut names: BTreeSet<String> = base.namespaces().map(|s| s.name).collect();
     names.extend(head.namespaces().map(|s| s.name));
     if !only.is_empty() {

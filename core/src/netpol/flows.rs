@@ -394,7 +394,7 @@ impl End {
                         who
                     }
                 } else {
-                    format!("{who} other than {}", other_than.join("; "))
+                    format!("{who} other than {}", other_than.join(" or "))
                 };
                 match members.len() {
                     0 => set,
@@ -1004,6 +1004,7 @@ pub struct Flows<'n, 'a> {
     nets: &'n [&'n Net<'a>],
     refine: &'n dyn Refine,
     keep_empty: bool,
+    uniform: bool,
 }
 
 impl<'n, 'a> Flows<'n, 'a> {
@@ -1013,7 +1014,32 @@ impl<'n, 'a> Flows<'n, 'a> {
             nets,
             refine,
             keep_empty: false,
+            uniform: false,
         }
+    }
+
+    /// Splits the pods of a namespace the same way whichever namespace is at the other end:
+    /// by every podSelector of its policies and every pod peer of its own namespace, so that a
+    /// picture or a diff shows each pod in one set. Costs more sets per pair than judging needs.
+    pub fn uniform(mut self) -> Self {
+        self.uniform = true;
+        self
+    }
+
+    /// The selectors that split `site`'s pods whatever the pair, when [`Flows::uniform`].
+    fn uniform_items(&self, net: &Net, site: &Site) -> Vec<Vec<Requirement>> {
+        if !self.uniform {
+            return Vec::new();
+        }
+        let policies = net.policies_of(site);
+        let mut out: Vec<Vec<Requirement>> = policies
+            .iter()
+            .map(|p| p.pod_selector.requirements.clone())
+            .collect();
+        for d in Direction::BOTH {
+            out.extend(peer_items(policies, d, site));
+        }
+        out
     }
 
     /// Keeps pairs of pod sets (and address ranges) that nothing allows, too: to tell what is
@@ -1275,6 +1301,7 @@ impl<'n, 'a> Flows<'n, 'a> {
             );
             src_items.extend(peer_items(dp, Direction::Ingress, &src[k]));
             src_items.extend(self.refine.pod_items(Role::Source, &src[k], Some(&dst[k])));
+            src_items.extend(self.uniform_items(self.nets[k], &src[k]));
             dst_items.extend(
                 dp.iter()
                     .filter(|p| p.isolates(Direction::Ingress))
@@ -1285,6 +1312,7 @@ impl<'n, 'a> Flows<'n, 'a> {
                 self.refine
                     .pod_items(Role::Destination, &dst[k], Some(&src[k])),
             );
+            dst_items.extend(self.uniform_items(self.nets[k], &dst[k]));
         }
         let from = classes(&src_items, src_fixed, &self.pods_of(&src[0]), budget)?;
         let to = classes(&dst_items, dst_fixed, &self.pods_of(&dst[0]), budget)?;
@@ -1362,6 +1390,7 @@ impl<'n, 'a> Flows<'n, 'a> {
                     .map(|p| p.pod_selector.requirements.clone()),
             );
             items.extend(self.refine.pod_items(role, site, None));
+            items.extend(self.uniform_items(net, site));
             for p in policies {
                 for r in p.rules(direction).into_iter().flatten() {
                     r.reach.cuts(&mut cuts);
