@@ -61,10 +61,21 @@ pub async fn start_palisade_in(
     dir: tempfile::TempDir,
     extra: &[&str],
 ) -> TestServer {
+    start_palisade_with(api, token, dir, &repo_path("policies"), extra).await
+}
+
+/// As [`start_palisade_in`], with the bundle at `policies`.
+pub async fn start_palisade_with(
+    api: &ApiServer,
+    token: &str,
+    dir: tempfile::TempDir,
+    policies: &Path,
+    extra: &[&str],
+) -> TestServer {
     // Palisade runs in its own namespace, which holds its Lease.
     let _ = api.create(namespace("palisade-system", json!({})));
     let kubeconfig = api.kubeconfig(token).display().to_string();
-    let policies = repo_path("policies").display().to_string();
+    let policies = policies.display().to_string();
     let mut args = vec![
         "--kubeconfig",
         kubeconfig.as_str(),

@@ -10,6 +10,7 @@ mod audit;
 mod generator;
 mod inventory;
 mod leader;
+mod matrix;
 mod policies;
 mod rbac;
 

@@ -595,7 +595,7 @@ fn a_broken_matrix_is_refused_at_load_with_the_field_named() {
 }
 
 /// The default bundle with the matrix, as a directory `palisade audit --policies` reads.
-fn bundle_dir(name: &str) -> tempfile::TempDir {
+pub fn bundle_dir(name: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     copy_dir(&repo_path("policies"), dir.path());
     std::fs::copy(
