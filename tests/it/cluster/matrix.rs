@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use palisade_testkit::apiserver::{ApiServer, POLICY_REPORTS};
-use palisade_testkit::cluster::{namespace, start_palisade_with};
+use palisade_testkit::cluster::start_palisade_with;
 use serde_json::{Value, json};
 
 use crate::common::*;
