@@ -855,3 +855,31 @@ fn netpol_explain_with_a_matrix_lists_and_draws_the_forbidden_flows() {
         "{out}"
     );
 }
+
+#[test]
+fn a_pod_outside_opted_in_namespaces_is_not_judged_and_an_unknown_namespace_fails_closed() {
+    let (bundle, design) = service_matrix();
+    let mut legacy_in_data = legacy_open();
+    legacy_in_data["metadata"]["namespace"] = json!("data");
+    let inventory = inventory_with(&design, &[legacy_open(), legacy_in_data]);
+    let pod = |ns: &str| {
+        object(
+            "Pod",
+            ns,
+            "p",
+            json!({"app": "legacy"}),
+            json!({"containers": [{"name": "c", "image": "x"}]}),
+        )
+    };
+    // data does not opt in: its pods are no matrix's business, whatever its policies allow.
+    assert!(matrix_says(&bundle, &inventory, &review("CREATE", &pod("data"), None)).is_empty());
+    // shop does: the same pod there is denied.
+    assert!(!matrix_says(&bundle, &inventory, &review("CREATE", &pod("shop"), None)).is_empty());
+    // A namespace the inventory does not hold yet cannot be told apart from one that opts in.
+    let says = matrix_says(&bundle, &inventory, &review("CREATE", &pod("ghost"), None));
+    assert_says(&says, &["\"ghost\" is not known (yet)", "retry"]);
+    let mut p = legacy_open();
+    p["metadata"]["namespace"] = json!("ghost");
+    let says = matrix_says(&bundle, &inventory, &review("CREATE", &p, None));
+    assert_says(&says, &["\"ghost\" is not known (yet)"]);
+}

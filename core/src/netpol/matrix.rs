@@ -1025,13 +1025,35 @@ pub fn facts(
     deadline: Option<Instant>,
 ) -> Result<Option<Value>, OutOfTime> {
     let id = review.object_ref();
+    let pod_path = crate::podpaths::of_kind(&id.group, &id.kind);
+    let network_policy_review = super::judge::is_network_policy(review);
+    if (network_policy_review || pod_path.is_some()) && !id.namespace.is_empty() {
+        // Whether the namespace opts in is its labels' to say: one the inventory does not hold
+        // yet cannot be told apart from one that opts in, so it fails closed.
+        let Some(ns) = inventory.namespace(&id.namespace) else {
+            return Ok(Some(json!({"error": format!(
+                "the Namespace {:?} is not known (yet), so whether it opts in to the matrix cannot be told; retry once it is in the inventory",
+                id.namespace
+            )})));
+        };
+        // A pod is judged at its own end only: nothing to do outside opted-in namespaces.
+        if pod_path.is_some()
+            && let Ok(ns) = Namespace::of(ns)
+            && !matrix.opted_in(&Site {
+                name: ns.name,
+                labels: std::sync::Arc::new(ns.labels),
+            })
+        {
+            return Ok(Some(report(Vec::new(), Vec::new())));
+        }
+    }
     let before = Net::of_inventory(inventory, universe);
     let mut budget = Budget::new(deadline);
-    let result = if super::judge::is_network_policy(review) {
+    let result = if network_policy_review {
         network_policy(matrix, review, &before, &mut budget)
     } else if id.is_namespace() {
         namespace(matrix, review, &before, &mut budget)
-    } else if let Some(path) = crate::podpaths::of_kind(&id.group, &id.kind) {
+    } else if let Some(path) = pod_path {
         let labels = |v: &Value| -> Option<Labels> {
             let template = path.template_of(v)?;
             Some(
