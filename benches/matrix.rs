@@ -151,7 +151,8 @@ fn matrix_constraint() -> Value {
     json!({"apiVersion": "constraints.gatekeeper.sh/v1beta1", "kind": "PalisadeCommunicationMatrix",
         "metadata": {"name": "bench"},
         "spec": {"enforcementAction": "deny",
-            "match": {"kinds": [{"apiGroups": ["networking.k8s.io"], "kinds": ["NetworkPolicy"]}]},
+            "match": {"kinds": [{"apiGroups": ["networking.k8s.io"], "kinds": ["NetworkPolicy"]},
+                {"apiGroups": [""], "kinds": ["Pod"]}]},
             "parameters": {"namespaceSelector": bench, "flows": flows}}})
 }
 
@@ -187,6 +188,24 @@ fn review_of(operation: &str, object: &Value, old: Option<&Value>) -> Review {
         "kind": {"group": "networking.k8s.io", "version": "v1", "kind": "NetworkPolicy"},
         "resource": {"group": "networking.k8s.io", "version": "v1", "resource": "networkpolicies"},
         "object": object, "oldObject": old}});
+    decode(&serde_json::to_vec(&body).unwrap()).unwrap()
+}
+
+/// A Pod of app-3 in `ns`, as the default bundle admits it (restricted, with limits).
+fn pod_review(ns: &str) -> Review {
+    let pod = json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "app-3-0", "namespace": ns, "labels": {"app": "app-3"}},
+        "spec": {"securityContext": {"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{"name": "app", "image": "registry.example/app@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+            "securityContext": {"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
+                "capabilities": {"drop": ["ALL"]}, "runAsNonRoot": true},
+            "resources": {"limits": {"cpu": "100m", "memory": "64Mi"}, "requests": {"cpu": "100m", "memory": "64Mi"}}}]}});
+    let body = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+        "uid": "bench", "operation": "CREATE", "namespace": ns, "name": "app-3-0",
+        "userInfo": {"username": "bench"},
+        "kind": {"group": "", "version": "v1", "kind": "Pod"},
+        "resource": {"group": "", "version": "v1", "resource": "pods"},
+        "object": pod, "oldObject": null}});
     decode(&serde_json::to_vec(&body).unwrap()).unwrap()
 }
 
@@ -240,7 +259,11 @@ fn review(count: usize, n: usize) {
             review_of("UPDATE", &wider, Some(&old)),
             true,
         ),
+        ("admitted Pod CREATE (app=app-3)", pod_review(&here), false),
     ] {
+        if std::env::var("MATRIX_CASE").is_ok_and(|c| !label.starts_with(c.as_str())) {
+            continue;
+        }
         let decide = || {
             decider
                 .decide(

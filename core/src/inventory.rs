@@ -39,6 +39,9 @@ pub struct Inventory {
     /// NetworkPolicies read into the model, by namespace and name: read once when they arrive,
     /// so a review of a NetworkPolicy judges its namespace without reading them again.
     network_policies: Arc<HashMap<String, Arc<NetworkPolicies>>>,
+    /// Each Namespace's labels as the NetworkPolicy model reads them (its name label set), for
+    /// reviews that look at every namespace (communication matrices); `None`: unreadable.
+    namespace_labels: Arc<HashMap<String, Option<Arc<netpol::model::Labels>>>>,
     len: usize,
 }
 
@@ -69,6 +72,7 @@ impl Default for Inventory {
             data,
             namespaces: Arc::default(),
             network_policies: Arc::default(),
+            namespace_labels: Arc::default(),
             len: 0,
         }
     }
@@ -116,6 +120,10 @@ impl Inventory {
             Arc::make_mut(policies).insert(id.name.clone(), Arc::new(policy));
         }
         if id.is_namespace() {
+            let labels = netpol::Namespace::of(&object)
+                .ok()
+                .map(|ns| Arc::new(ns.labels));
+            Arc::make_mut(&mut self.namespace_labels).insert(id.name.clone(), labels);
             Arc::make_mut(&mut self.namespaces).insert(id.name.clone(), Arc::new(object));
         }
         let Some(by_name) = self.by_name_mut(&id, true) else {
@@ -132,6 +140,7 @@ impl Inventory {
         }
         if id.is_namespace() {
             Arc::make_mut(&mut self.namespaces).remove(&id.name);
+            Arc::make_mut(&mut self.namespace_labels).remove(&id.name);
         }
         if is_network_policy(id) {
             let by_ns = Arc::make_mut(&mut self.network_policies);
@@ -256,6 +265,16 @@ impl Inventory {
     /// Every Namespace object, by name.
     pub fn namespaces(&self) -> impl Iterator<Item = (&str, &Value)> {
         self.namespaces
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_ref()))
+    }
+
+    /// Every Namespace's labels, as the NetworkPolicy model reads them; `None` for one whose
+    /// labels cannot be read.
+    pub fn namespace_labels(
+        &self,
+    ) -> impl Iterator<Item = (&str, Option<&Arc<netpol::model::Labels>>)> {
+        self.namespace_labels
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_ref()))
     }

@@ -645,9 +645,9 @@ impl<'a> Net<'a> {
             required: universe.clone(),
             ..Net::default()
         };
-        for (_, ns) in inventory.namespaces() {
-            if let Ok(ns) = Namespace::of(ns) {
-                net.namespaces.insert(ns.name, Arc::new(ns.labels));
+        for (name, labels) in inventory.namespace_labels() {
+            if let Some(labels) = labels {
+                net.namespaces.insert(name.to_owned(), Arc::clone(labels));
             }
         }
         for (namespace, policies) in inventory.all_network_policies() {
