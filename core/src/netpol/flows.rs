@@ -312,7 +312,7 @@ impl Serialize for PortSet {
 /// A namespace as a flow sees it: one the net knows, or one a tenant can still create.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Site {
-    /// Its name; [`FRESH`] for one that does not exist yet.
+    /// Its name; a value no label can hold for one that does not exist yet.
     pub name: String,
     /// Its labels, `kubernetes.io/metadata.name` included.
     pub labels: Arc<Labels>,
@@ -347,7 +347,7 @@ impl Site {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum End {
     /// Every pod of a namespace with these labels (a label set standing for its class: labels
-    /// with the value [`FRESH`] are "any value the selectors do not name"), or one named pod.
+    /// with the value `\u{1}other` are "any value the selectors do not name").
     Pods {
         /// The namespace.
         site: Site,
