@@ -497,6 +497,33 @@ pub struct SideView {
     pub ports: PortSet,
     /// Why.
     pub opening: Opening,
+    /// With [`Opening::Rules`], each rule's own ports, in the same order.
+    pub rule_ports: Vec<PortSet>,
+}
+
+impl SideView {
+    /// The rules that open any of `ports`.
+    pub fn rules_opening(&self, ports: &PortSet) -> Vec<String> {
+        match &self.opening {
+            Opening::Rules { rules } => rules
+                .iter()
+                .zip(&self.rule_ports)
+                .filter(|(_, p)| !p.intersect(ports).is_empty())
+                .map(|(r, _)| r.to_string())
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    fn empty() -> Self {
+        SideView {
+            ports: PortSet::empty(),
+            opening: Opening::Denied {
+                policies: Vec::new(),
+            },
+            rule_ports: Vec::new(),
+        }
+    }
 }
 
 /// A flow between two ends, in each net compared.
@@ -510,9 +537,27 @@ pub struct Flow {
     pub egress: Vec<SideView>,
     /// Per net, the destination's ingress.
     pub ingress: Vec<SideView>,
+    /// Per net, the labels of the source's and the destination's namespaces (`None` for
+    /// addresses): a change may relabel a namespace.
+    pub labels_at: Vec<[Option<Arc<Labels>>; 2]>,
 }
 
 impl Flow {
+    /// The two ends as they are in net `k`: their namespaces with that net's labels.
+    pub fn ends_at(&self, k: usize) -> (End, End) {
+        let at = |end: &End, labels: Option<&Arc<Labels>>| -> End {
+            let mut end = end.clone();
+            if let (End::Pods { site, .. }, Some(l)) = (&mut end, labels) {
+                site.labels = Arc::clone(l);
+            }
+            end
+        };
+        match self.labels_at.get(k) {
+            Some([from, to]) => (at(&self.from, from.as_ref()), at(&self.to, to.as_ref())),
+            None => (self.from.clone(), self.to.clone()),
+        }
+    }
+
     /// The ports the flow may use in net `k`: both sides' ports.
     pub fn ports(&self, k: usize) -> PortSet {
         self.egress[k].ports.intersect(&self.ingress[k].ports)
@@ -610,6 +655,8 @@ pub struct Net<'a> {
     /// The input's Pods, per namespace: name and labels.
     pods: BTreeMap<String, Vec<(String, Labels)>>,
     policies: BTreeMap<String, Vec<&'a Policy>>,
+    /// Namespaces this net says do not exist ([`Net::remove_namespace`]).
+    absent: BTreeSet<String>,
     broken: BTreeMap<String, String>,
     required: Universe,
 }
@@ -714,8 +761,23 @@ impl<'a> Net<'a> {
         }
     }
 
+    /// Removes a namespace and its policies: it does not exist in this net (a Namespace before
+    /// its CREATE), so none of its pods can send or receive.
+    pub fn remove_namespace(&mut self, name: &str) {
+        self.namespaces.remove(name);
+        self.policies.remove(name);
+        self.held.get_mut().remove(name);
+        self.absent.insert(name.to_owned());
+    }
+
+    /// Whether `site` is a namespace this net says does not exist.
+    fn is_absent(&self, site: &Site) -> bool {
+        !site.is_new() && self.absent.contains(&site.name)
+    }
+
     /// Sets a namespace's labels (its name label is kept).
     pub fn set_namespace(&mut self, name: &str, labels: Labels) {
+        self.absent.remove(name);
         self.namespaces.insert(
             name.to_owned(),
             Arc::new(Namespace::new(name, labels).labels),
@@ -848,6 +910,7 @@ fn side(
     let mut isolating = Vec::new();
     let mut ports = PortSet::empty();
     let mut rules = Vec::new();
+    let mut rule_ports = Vec::new();
     for (p, h) in policies.iter().zip(held) {
         let Some(list) = p.rules(direction) else {
             continue;
@@ -856,10 +919,11 @@ fn side(
             continue;
         }
         isolating.push(h.id.clone());
-        for (r, (name, rule_ports)) in list.iter().zip(&h.rules[d]) {
+        for (r, (name, rule_ports_of)) in list.iter().zip(&h.rules[d]) {
             if rule_reaches(p, r, peer) {
-                ports = ports.union(rule_ports);
+                ports = ports.union(rule_ports_of);
                 rules.push(name.clone());
+                rule_ports.push(rule_ports_of.clone());
             }
         }
     }
@@ -867,6 +931,7 @@ fn side(
         return SideView {
             ports: PortSet::all(),
             opening: Opening::Open,
+            rule_ports: Vec::new(),
         };
     } else if rules.is_empty() {
         Opening::Denied {
@@ -875,7 +940,11 @@ fn side(
     } else {
         Opening::Rules { rules }
     };
-    SideView { ports, opening }
+    SideView {
+        ports,
+        opening,
+        rule_ports,
+    }
 }
 
 /// The other end of a side's question.
@@ -1333,10 +1402,26 @@ impl<'n, 'a> Flows<'n, 'a> {
                 let mut ingress = Vec::with_capacity(n);
                 let mut any = false;
                 for k in 0..n {
-                    let e =
-                        self.nets[k].side(&src[k], a, Direction::Egress, Peer2::Pods(&dst[k], b));
-                    let i =
-                        self.nets[k].side(&dst[k], b, Direction::Ingress, Peer2::Pods(&src[k], a));
+                    // A namespace a net does not hold has no pods there: nothing flows.
+                    let absent = self.nets[k].is_absent(&src[k]) || self.nets[k].is_absent(&dst[k]);
+                    let (e, i) = if absent {
+                        (SideView::empty(), SideView::empty())
+                    } else {
+                        (
+                            self.nets[k].side(
+                                &src[k],
+                                a,
+                                Direction::Egress,
+                                Peer2::Pods(&dst[k], b),
+                            ),
+                            self.nets[k].side(
+                                &dst[k],
+                                b,
+                                Direction::Ingress,
+                                Peer2::Pods(&src[k], a),
+                            ),
+                        )
+                    };
                     any |= !e.ports.intersect(&i.ports).is_empty()
                         || (!e.ports.is_empty() && self.refine.governs(Role::Source, &src[k]))
                         || (!i.ports.is_empty() && self.refine.governs(Role::Destination, &dst[k]));
@@ -1359,6 +1444,14 @@ impl<'n, 'a> Flows<'n, 'a> {
                         },
                         egress,
                         ingress,
+                        labels_at: (0..n)
+                            .map(|k| {
+                                [
+                                    Some(Arc::clone(&src[k].labels)),
+                                    Some(Arc::clone(&dst[k].labels)),
+                                ]
+                            })
+                            .collect(),
                     });
                 }
             }
@@ -1430,6 +1523,7 @@ impl<'n, 'a> Flows<'n, 'a> {
                     SideView {
                         ports: PortSet::all(),
                         opening: Opening::Outside,
+                        rule_ports: Vec::new(),
                     };
                     n
                 ];
@@ -1439,24 +1533,36 @@ impl<'n, 'a> Flows<'n, 'a> {
                     other_than: not.clone(),
                     members: members.clone(),
                 };
+                let labels_at: Vec<[Option<Arc<Labels>>; 2]> = here
+                    .iter()
+                    .map(|site| match direction {
+                        Direction::Ingress => [None, Some(Arc::clone(&site.labels))],
+                        Direction::Egress => [Some(Arc::clone(&site.labels)), None],
+                    })
+                    .collect();
                 out.push(match direction {
                     Direction::Ingress => Flow {
                         from: End::Addresses(set),
                         to: pods,
                         egress: outside,
                         ingress: views,
+                        labels_at,
                     },
                     Direction::Egress => Flow {
                         from: pods,
                         to: End::Addresses(set),
                         egress: views,
                         ingress: outside,
+                        labels_at,
                     },
                 });
             };
             for piece in &pieces {
                 let views: Vec<SideView> = (0..n)
                     .map(|k| {
+                        if self.nets[k].is_absent(&here[k]) {
+                            return SideView::empty();
+                        }
                         self.nets[k].side(&here[k], &labels, direction, Peer2::Addresses(piece))
                     })
                     .collect();

@@ -391,6 +391,20 @@ impl Matrix {
                     "{at}: from and to are both addresses; one end must be pods"
                 ));
             }
+            for (end, field, other) in [(&from, "from", &to), (&to, "to", &from)] {
+                if let (
+                    EndSpec::Pods {
+                        namespaces: Namespaces::Same,
+                        ..
+                    },
+                    EndSpec::Addresses { .. },
+                ) = (end, other)
+                {
+                    return Err(format!(
+                        "{at}.{field}: pods without namespaces or namespaceSelector are in the other end's namespace, and the other end is addresses: name the namespaces (namespaces: [...] or namespaceSelector)"
+                    ));
+                }
+            }
             let (ingress, egress) = match f["scope"].as_str() {
                 None if f["scope"].is_null() => (true, true),
                 Some("Both") => (true, true),
@@ -438,15 +452,16 @@ impl Matrix {
         })
     }
 
-    /// The ports the matrix allows `flow` as the ingress (or egress) of its end.
-    fn allowed(&self, flow: &Flow, role: Role) -> PortSet {
+    /// The ports the matrix allows a flow from `from` to `to` as the ingress (or egress) of its
+    /// end.
+    fn allowed(&self, from: &End, to: &End, role: Role) -> PortSet {
         let mut out = PortSet::empty();
         for e in &self.flows {
             let speaks = match role {
                 Role::Destination => e.ingress,
                 Role::Source => e.egress,
             };
-            if speaks && e.from.covers(&flow.from, &flow.to) && e.to.covers(&flow.to, &flow.from) {
+            if speaks && e.from.covers(from, to) && e.to.covers(to, from) {
                 out = out.union(&e.ports);
             }
         }
@@ -455,11 +470,11 @@ impl Matrix {
 
     /// The flows of the matrix nearest to `flow`: same ends (other ports), or the same end
     /// that governs.
-    fn near(&self, flow: &Flow, role: Role) -> Vec<String> {
+    fn near(&self, from: &End, to: &End, role: Role) -> Vec<String> {
         let both: Vec<String> = self
             .flows
             .iter()
-            .filter(|e| e.from.covers(&flow.from, &flow.to) && e.to.covers(&flow.to, &flow.from))
+            .filter(|e| e.from.covers(from, to) && e.to.covers(to, from))
             .map(|e| format!("{:?} allows {}", e.name, e.ports))
             .collect();
         if !both.is_empty() {
@@ -468,8 +483,8 @@ impl Matrix {
         self.flows
             .iter()
             .filter(|e| match role {
-                Role::Destination => e.to.covers(&flow.to, &flow.from),
-                Role::Source => e.from.covers(&flow.from, &flow.to),
+                Role::Destination => e.to.covers(to, from),
+                Role::Source => e.from.covers(from, to),
             })
             .take(3)
             .map(|e| format!("{:?} ({} -> {})", e.name, e.from.text(), e.to.text()))
@@ -482,15 +497,17 @@ impl Matrix {
     /// back.
     pub fn judge(&self, flow: &Flow, k: usize) -> Vec<Breach> {
         let mut out = Vec::new();
+        // The ends as net `k` has them: a Namespace change judges the new labels.
+        let (from, to) = flow.ends_at(k);
         for (role, end, view) in [
-            (Role::Destination, &flow.to, &flow.ingress[k]),
-            (Role::Source, &flow.from, &flow.egress[k]),
+            (Role::Destination, &to, &flow.ingress[k]),
+            (Role::Source, &from, &flow.egress[k]),
         ] {
             let Some(site) = end.site() else { continue };
             if view.ports.is_empty() || !self.governs(role, site) {
                 continue;
             }
-            let rest = view.ports.minus(&self.allowed(flow, role));
+            let rest = view.ports.minus(&self.allowed(&from, &to, role));
             if rest.is_empty() {
                 continue;
             }
@@ -499,7 +516,8 @@ impl Matrix {
                 Role::Source => "egress",
             };
             let opened_by = match &view.opening {
-                Opening::Rules { rules } => rules.iter().map(|r| r.to_string()).collect(),
+                // Only the rules that open the forbidden ports.
+                Opening::Rules { .. } => view.rules_opening(&rest),
                 Opening::Open => vec![format!(
                     "no NetworkPolicy of {} isolates its {direction}",
                     site.text()
@@ -510,11 +528,11 @@ impl Matrix {
                 matrix: self.name.clone(),
                 side: format!("the {direction} of {}", site.text()),
                 direction,
-                from: flow.from.text(),
-                to: flow.to.text(),
+                from: from.text(),
+                to: to.text(),
                 ports: rest,
                 opened_by,
-                near: self.near(flow, role),
+                near: self.near(&from, &to, role),
                 namespace: site.name.clone(),
                 effective: !flow.ports(k).is_empty(),
             });
@@ -798,7 +816,15 @@ fn required(
             _ => {}
         }
         for f in found {
-            if !(e.from.covers(&f.from, &f.to) && e.to.covers(&f.to, &f.from)) {
+            let (from, to) = f.ends_at(last);
+            if !(e.from.covers(&from, &to) && e.to.covers(&to, &from)) {
+                continue;
+            }
+            // The matrix requires flows of opted-in namespaces only.
+            if ![&from, &to]
+                .iter()
+                .any(|end| end.site().is_some_and(|s| matrix.opted_in(s)))
+            {
                 continue;
             }
             let mut missing = e.ports.minus(&f.ports(last));
@@ -1231,14 +1257,30 @@ fn namespace(
         Err(e) => return Ok(json!({"error": format!("it cannot be judged: {e}")})),
     };
     let mut old = before.clone();
-    match Namespace::of(review.old_object()) {
-        Ok(o) => old.set_namespace(&o.name, o.labels),
-        // A new namespace: before, it had only its name.
-        Err(_) => old.set_namespace(&ns.name, Labels::new()),
+    let was = Namespace::of(review.old_object()).ok();
+    match &was {
+        Some(o) => old.set_namespace(&o.name, o.labels.clone()),
+        // A new namespace: before, it did not exist.
+        None => old.remove_namespace(&ns.name),
     }
     let mut after = before.clone();
-    after.set_namespace(&ns.name, ns.labels);
-    compare(matrix, [&old, &after], &ns.name, false, budget)
+    after.set_namespace(&ns.name, ns.labels.clone());
+    let mut facts = compare(matrix, [&old, &after], &ns.name, false, budget)?;
+    // Leaving the matrix is not a tenant's to do by relabelling: it would lift every check.
+    let site = |labels: Labels| Site {
+        name: ns.name.clone(),
+        labels: std::sync::Arc::new(Namespace::new(&ns.name, labels).labels),
+    };
+    if let Some(o) = was
+        && matrix.opted_in(&site(o.labels))
+        && !matrix.opted_in(&site(ns.labels))
+    {
+        facts["opt_out"] = json!(format!(
+            "namespace {} would stop opting in to communication matrix {:?} (its namespaceSelector no longer selects it): change the matrix's namespaceSelector to let a namespace go, or use break-glass",
+            ns.name, matrix.name
+        ));
+    }
+    Ok(facts)
 }
 
 fn pods(
