@@ -21,6 +21,7 @@ mod hostile;
 mod layering;
 mod matrix;
 mod matrix_designs;
+mod matrix_review;
 mod mutation;
 mod namespace_isolation;
 mod namespace_object;

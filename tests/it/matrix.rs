@@ -56,7 +56,7 @@ pub fn bundle(name: &str) -> Bundle {
     palisade::bundle::load(&dir.path().join("policies"), &EngineOptions::default()).unwrap()
 }
 
-fn copy_dir(from: &Path, to: &Path) {
+pub fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for e in std::fs::read_dir(from).unwrap() {
         let e = e.unwrap();
@@ -302,7 +302,7 @@ fn service_matrix() -> (Bundle, Design) {
     (bundle(SERVICE_MATRIX.matrix), SERVICE_MATRIX)
 }
 
-fn object(kind: &str, namespace: &str, name: &str, labels: Value, spec: Value) -> Value {
+pub fn object(kind: &str, namespace: &str, name: &str, labels: Value, spec: Value) -> Value {
     let (api, group_kind) = match kind {
         "NetworkPolicy" => ("networking.k8s.io/v1", kind),
         "Deployment" => ("apps/v1", kind),
@@ -320,26 +320,26 @@ fn object(kind: &str, namespace: &str, name: &str, labels: Value, spec: Value) -
     v
 }
 
-fn netpol(name: &str, spec: Value) -> Value {
+pub fn netpol(name: &str, spec: Value) -> Value {
     object("NetworkPolicy", "shop", name, json!({}), spec)
 }
 
 /// A policy admitted while the matrix was in dry run: pods app=legacy of shop may send anywhere.
-fn legacy_open() -> Value {
+pub fn legacy_open() -> Value {
     netpol(
         "legacy-open",
         json!({"podSelector": {"matchLabels": {"app": "legacy"}}, "policyTypes": ["Egress"], "egress": [{}]}),
     )
 }
 
-fn inventory_with(design: &Design, extra: &[Value]) -> Inventory {
+pub fn inventory_with(design: &Design, extra: &[Value]) -> Inventory {
     let mut objects = design.objects();
     objects.extend(extra.iter().cloned());
     Inventory::from_objects(objects)
 }
 
 #[track_caller]
-fn assert_says(says: &[String], parts: &[&str]) {
+pub fn assert_says(says: &[String], parts: &[&str]) {
     assert!(
         says.iter().any(|m| parts.iter().all(|p| m.contains(p))),
         "no message contains all of {parts:?}: {says:#?}"
