@@ -1142,13 +1142,26 @@ fn report(breaches: Vec<Breach>, blocked: Vec<Blocked>) -> Value {
 pub fn added(matrix: &Matrix, flows: &[Flow]) -> Vec<Breach> {
     let mut out = Vec::new();
     for f in flows {
+        let was = matrix.judge(f, 0);
+        let (from0, to0) = f.ends_at(0);
         for mut b in matrix.judge(f, 1) {
-            let before = if b.direction == "ingress" {
-                &f.ingress[0].ports
+            let (role, end0, side0) = if b.direction == "ingress" {
+                (Role::Destination, &to0, &f.ingress[0])
             } else {
-                &f.egress[0].ports
+                (Role::Source, &from0, &f.egress[0])
             };
-            b.ports = b.ports.minus(before);
+            let governed_before = end0.site().is_some_and(|s| matrix.governs(role, s));
+            if governed_before {
+                // What the matrix forbade already is not this change's doing; what it allowed
+                // and now forbids (a namespace that lost the label a flow allowed it by) is.
+                for w in was.iter().filter(|w| w.direction == b.direction) {
+                    b.ports = b.ports.minus(&w.ports);
+                }
+            } else {
+                // An end that starts being governed (a namespace opting in) is not refused for
+                // what its policies already allowed: the audit reports that.
+                b.ports = b.ports.minus(&side0.ports);
+            }
             if !b.ports.is_empty() && !out.contains(&b) {
                 out.push(b);
             }
