@@ -883,3 +883,70 @@ fn a_pod_outside_opted_in_namespaces_is_not_judged_and_an_unknown_namespace_fail
     let says = matrix_says(&bundle, &inventory, &review("CREATE", &p, None));
     assert_says(&says, &["\"ghost\" is not known (yet)"]);
 }
+
+/// The default bundle with the service matrix at another enforcement action.
+fn bundle_at(action: &str) -> Bundle {
+    let dir = bundle_dir(SERVICE_MATRIX.matrix);
+    let path = dir.path().join("matrix.yaml");
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "enforcementAction: deny",
+        &format!("enforcementAction: {action}"),
+    );
+    std::fs::write(&path, text).unwrap();
+    palisade::bundle::load(dir.path(), &EngineOptions::default()).unwrap()
+}
+
+#[test]
+fn a_matrix_rolls_out_like_any_constraint_dryrun_then_warn_then_deny() {
+    let design = SERVICE_MATRIX;
+    let inventory = inventory_with(&design, &[]);
+    let wider = netpol(
+        "postgres-5434",
+        json!({"podSelector": {"matchLabels": {"app": "checkout"}}, "policyTypes": ["Egress"], "egress": [{"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "data"}}, "podSelector": {"matchLabels": {"app": "postgres"}}}], "ports": [{"port": 5434}]}]}),
+    );
+    let decide = |bundle: &Bundle| {
+        palisade::decide::Decider::without_exemptions()
+            .decide(
+                bundle,
+                &inventory,
+                palisade::admission::Endpoint::Validate,
+                &review("CREATE", &wider, None),
+                time::OffsetDateTime::now_utc(),
+                None,
+            )
+            .unwrap()
+    };
+    let matrix_warnings = |d: &palisade::decide::Decision| {
+        d.response
+            .warnings
+            .iter()
+            .filter(|w| w.starts_with("[checkout]"))
+            .count()
+    };
+    // dryrun: admitted, nothing shown, the violation recorded.
+    let d = decide(&bundle_at("dryrun"));
+    assert!(
+        d.response.allowed && matrix_warnings(&d) == 0,
+        "{:?}",
+        d.response
+    );
+    assert!(
+        d.violations
+            .iter()
+            .any(|v| v.constraint == "checkout" && v.action == Action::Dryrun)
+    );
+    // warn: admitted with the flow in a warning.
+    let d = decide(&bundle_at("warn"));
+    assert!(d.response.allowed, "{:?}", d.response);
+    assert!(
+        d.response
+            .warnings
+            .iter()
+            .any(|w| w.starts_with("[checkout]") && w.contains("TCP 5434")),
+        "{:?}",
+        d.response.warnings
+    );
+    // deny: refused.
+    let d = decide(&bundle_at("deny"));
+    assert!(!d.response.allowed);
+}
