@@ -155,20 +155,7 @@ fn a_second_rule_beside_an_allowed_one_is_judged_on_its_own_ports() {
             "shop/two-rules egress[1]",
         ],
     );
-}
-
-/// The rules a breach is "opened by" are every rule of the end that reaches the peer, whatever
-/// its ports: the message for TCP 5434 names the rules that open only 5432-5433 too.
-#[test]
-fn a_breach_names_only_the_rules_that_open_its_ports() {
-    let p = netpol(
-        "two-rules",
-        json!({"podSelector": {"matchLabels": {"app": "checkout"}}, "policyTypes": ["Egress"], "egress": [
-            to_postgres(json!([{"port": 5432, "endPort": 5433}])),
-            to_postgres(json!([{"port": 5434}])),
-        ]}),
-    );
-    let says = create(&p);
+    // Only the rule that opens 5434 is named, not the one for 5432-5433.
     assert_says(
         &says,
         &["on TCP 5434 ", "(opened by shop/two-rules egress[1])"],

@@ -26,12 +26,12 @@ use serde::Serialize;
 
 use super::eval::{RuleRef, World};
 use super::ip::{Family, IpSet};
-use super::judge::{Allowed, Universe};
+use super::judge::Universe;
 use super::model::{
     Direction, Labels, NAME_LABEL, Namespace, Namespaces, Peer, Policy, PortEntry, PortMatch,
     Protocol, Rule, requirement_holds, selector_text, selects,
 };
-use super::space::{Budget, Domain, FRESH, Space, Stop};
+use super::space::{Budget, FRESH, Space, Stop};
 use crate::inventory::Inventory;
 use crate::matcher::{LabelSelector, Requirement};
 
@@ -1307,34 +1307,7 @@ impl<'n, 'a> Flows<'n, 'a> {
             .first()
             .map(|n| n.required.clone())
             .unwrap_or_default();
-        let mut domain: BTreeMap<String, Domain> = BTreeMap::new();
-        for r in items.iter().flatten() {
-            domain
-                .entry(r.key.clone())
-                .or_insert(Domain::Only(vec![None]));
-        }
-        for (key, allowed) in &required.required {
-            let values: Vec<Option<String>> = match allowed {
-                Allowed::Values(v) => v.iter().cloned().map(Some).collect(),
-                Allowed::Any => {
-                    let mut named: Vec<Option<String>> = items
-                        .iter()
-                        .flatten()
-                        .filter(|r| &r.key == key)
-                        .flat_map(|r| r.values.iter().cloned().map(Some))
-                        .collect();
-                    named.push(Some(FRESH.to_owned()));
-                    named.sort();
-                    named.dedup();
-                    named
-                }
-            };
-            domain.insert(key.clone(), Domain::Only(values));
-        }
-        domain.insert(
-            NAME_LABEL.to_owned(),
-            Domain::Only(vec![Some(FRESH.to_owned())]),
-        );
+        let domain = required.new_namespaces(&items);
         items.sort();
         items.dedup();
         let space = Space::new(&items, &[], &domain, budget)?;

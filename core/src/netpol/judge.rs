@@ -97,6 +97,41 @@ impl Universe {
         }
     }
 
+    /// The namespaces a tenant can make, as a label space over the namespace selectors
+    /// `items`: a fresh name, each required label with an allowed value (any value a selector
+    /// names, or a fresh one, when any is allowed), and no other label.
+    pub(crate) fn new_namespaces(&self, items: &[Vec<Requirement>]) -> BTreeMap<String, Domain> {
+        let mut domain: BTreeMap<String, Domain> = BTreeMap::new();
+        for r in items.iter().flatten() {
+            domain
+                .entry(r.key.clone())
+                .or_insert(Domain::Only(vec![None]));
+        }
+        for (key, allowed) in &self.required {
+            let values: Vec<Option<String>> = match allowed {
+                Allowed::Values(allowed) => allowed.iter().cloned().map(Some).collect(),
+                Allowed::Any => {
+                    let mut named: Vec<Option<String>> = items
+                        .iter()
+                        .flatten()
+                        .filter(|r| &r.key == key)
+                        .flat_map(|r| r.values.iter().cloned().map(Some))
+                        .collect();
+                    named.push(Some(FRESH.to_owned()));
+                    named.sort();
+                    named.dedup();
+                    named
+                }
+            };
+            domain.insert(key.clone(), Domain::Only(values));
+        }
+        domain.insert(
+            NAME_LABEL.to_owned(),
+            Domain::Only(vec![Some(FRESH.to_owned())]),
+        );
+        domain
+    }
+
     /// As [`Universe::require_from`], for a constraint of the bundle: only one that applies to
     /// every Namespace (all but some excluded by name) says what every namespace carries.
     pub fn require_from_constraint(&mut self, constraint: &crate::policy::Constraint) {
@@ -548,35 +583,7 @@ impl Analysis {
         if items.is_empty() {
             return Ok(());
         }
-        // The namespaces a tenant can make: a fresh name, each required label with an allowed
-        // value, and no other label.
-        let mut domain: BTreeMap<String, Domain> = BTreeMap::new();
-        for item in &items {
-            for r in item {
-                domain
-                    .entry(r.key.clone())
-                    .or_insert(Domain::Only(vec![None]));
-            }
-        }
-        for (key, allowed) in &universe.required {
-            let values: Vec<Option<String>> = if let Allowed::Values(allowed) = allowed {
-                allowed.iter().cloned().map(Some).collect()
-            } else {
-                let mut named: Vec<Option<String>> = items
-                    .iter()
-                    .flatten()
-                    .filter(|r| &r.key == key)
-                    .flat_map(|r| r.values.iter().cloned().map(Some))
-                    .collect();
-                named.push(Some(FRESH.to_owned()));
-                named
-            };
-            domain.insert(key.clone(), Domain::Only(values));
-        }
-        domain.insert(
-            NAME_LABEL.to_owned(),
-            Domain::Only(vec![Some(FRESH.to_owned())]),
-        );
+        let domain = universe.new_namespaces(&items);
         let space = Space::new(&items, &[], &domain, budget)?;
         let mut every = true;
         let mut open = vec![false; items.len()];
