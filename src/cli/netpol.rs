@@ -147,16 +147,8 @@ impl ExplainArgs {
                 let mut v = serde_json::json!({"namespaces": explained});
                 if let Some(j) = &judged {
                     v["matrices"] = serde_json::json!({
-                        "forbidden": j.breaches.iter().map(|b| {
-                            let mut x = serde_json::to_value(b).unwrap_or_default();
-                            x["message"] = b.message().into();
-                            x
-                        }).collect::<Vec<_>>(),
-                        "blocked": j.blocked.iter().map(|b| {
-                            let mut x = serde_json::to_value(b).unwrap_or_default();
-                            x["message"] = b.message().into();
-                            x
-                        }).collect::<Vec<_>>(),
+                        "forbidden": j.breaches.iter().map(netpol::matrix::Breach::json).collect::<Vec<_>>(),
+                        "blocked": j.blocked.iter().map(netpol::matrix::Blocked::json).collect::<Vec<_>>(),
                     });
                 }
                 serde_json::to_writer_pretty(&mut out, &v)
@@ -200,7 +192,7 @@ struct Judged {
 
 impl ExplainArgs {
     fn judge(&self, world: &World, matrices: &[netpol::matrix::Matrix]) -> Judged {
-        use netpol::flows::{Flows, Focus, Net};
+        use netpol::flows::{Flows, Net};
         let universe = netpol::Universe::default();
         let net = Net::of_world(world, &universe);
         let wanted =
@@ -219,24 +211,19 @@ impl ExplainArgs {
         }
         let nets = [&net];
         let refine = netpol::matrix::Matrices(matrices);
-        let flows = Flows::new(&nets, &refine).uniform();
-        let mut all = Vec::new();
-        let mut seen = std::collections::BTreeSet::new();
-        for site in net.namespaces().filter(|s| wanted(&s.name)) {
-            let focus = Focus {
-                namespace: site.name.clone(),
-                labels: None,
-                directions: netpol::Direction::BOTH.to_vec(),
-            };
-            let mut budget = netpol::space::Budget::new(None);
-            if let Ok(Ok(found)) = flows.of(&focus, &mut budget) {
-                for f in found {
-                    if seen.insert((f.from.clone(), f.to.clone())) && !f.ports(0).is_empty() {
-                        all.push(f);
-                    }
-                }
-            }
+        let names: Vec<String> = net
+            .namespaces()
+            .map(|s| s.name)
+            .filter(|n| wanted(n))
+            .collect();
+        let (flows, errors) = Flows::new(&nets, &refine)
+            .uniform()
+            .across(names.iter().map(String::as_str), None);
+        // A namespace left out of the picture says why.
+        for e in &errors {
+            eprintln!("warning: not drawn: {e}");
         }
+        let all: Vec<_> = flows.iter().filter(|f| !f.ports(0).is_empty()).collect();
         let ports: Vec<netpol::flows::PortSet> = all.iter().map(|f| f.ports(0)).collect();
         let edges: Vec<_> = all
             .iter()
@@ -244,14 +231,7 @@ impl ExplainArgs {
             .map(|(f, p)| (&f.from, &f.to, p, graph::EdgeStyle::Allowed))
             .collect();
         let mut g = graph::from_flows(&edges);
-        for b in &breaches {
-            g.edges.push(graph::Edge {
-                from: b.from.clone(),
-                to: b.to.clone(),
-                label: b.ports.parts().join(", "),
-                style: graph::EdgeStyle::Forbidden,
-            });
-        }
+        g.forbid(&breaches);
         Judged {
             breaches,
             blocked,

@@ -173,19 +173,6 @@ fn picture(d: &Diff) -> graph::Graph {
         }
     }
     let mut g = graph::from_flows(&edges);
-    // A breach is drawn between the ends the flows name.
-    let forbidden: Vec<(String, String, String)> = d
-        .breaches
-        .iter()
-        .map(|b| (b.from.clone(), b.to.clone(), b.ports.parts().join(", ")))
-        .collect();
-    for (from, to, ports) in forbidden {
-        g.edges.push(graph::Edge {
-            from,
-            to,
-            label: ports,
-            style: EdgeStyle::Forbidden,
-        });
-    }
+    g.forbid(&d.breaches);
     g
 }

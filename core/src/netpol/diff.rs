@@ -11,10 +11,8 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::flows::{End, Flows, Focus, Net, PortSet};
+use super::flows::{End, Flows, Net, PortSet};
 use super::matrix::{self, Breach, Matrix};
-use super::model::Direction;
-use super::space::{Budget, Stop};
 
 /// One pair of ends whose flow changed.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -71,58 +69,30 @@ pub fn diff(
         names.retain(|n| only.contains(n));
     }
     let mut out = Diff::default();
-    let mut seen: BTreeSet<(End, End)> = BTreeSet::new();
-    for name in names {
-        let focus = Focus {
-            namespace: name.clone(),
-            labels: None,
-            directions: Direction::BOTH.to_vec(),
-        };
-        let found = match flows.of(&focus, &mut Budget::new(deadline)) {
-            Ok(Ok(found)) => found,
-            Ok(Err(e)) => {
-                out.errors.push(format!("namespace {name}: {e}"));
-                continue;
-            }
-            Err(Stop::TooComplex) => {
-                out.errors.push(format!(
-                    "namespace {name}: its NetworkPolicies are too intricate to compare within {} steps: select pods and namespaces by fewer distinct labels",
-                    super::space::BUDGET
-                ));
-                continue;
-            }
-            Err(Stop::OutOfTime) => {
-                out.errors
-                    .push(format!("namespace {name}: the deadline passed"));
-                continue;
-            }
-        };
-        for m in matrices {
-            for b in matrix::added(m, &found) {
-                if !out.breaches.contains(&b) {
-                    out.breaches.push(b);
-                }
+    let (found, errors) = flows.across(names.iter().map(String::as_str), deadline);
+    out.errors = errors;
+    for m in matrices {
+        for b in matrix::added(m, &found) {
+            if !out.breaches.contains(&b) {
+                out.breaches.push(b);
             }
         }
-        for f in found {
-            if !seen.insert((f.from.clone(), f.to.clone())) {
-                continue;
-            }
-            let (before, after) = (f.ports(0), f.ports(1));
-            let added = after.minus(&before);
-            let removed = before.minus(&after);
-            if added.is_empty() && removed.is_empty() {
-                continue;
-            }
-            out.changes.push(Change {
-                opened_by: f.openers(1),
-                was_opened_by: f.openers(0),
-                from: f.from,
-                to: f.to,
-                added,
-                removed,
-            });
+    }
+    for f in found {
+        let (before, after) = (f.ports(0), f.ports(1));
+        let added = after.minus(&before);
+        let removed = before.minus(&after);
+        if added.is_empty() && removed.is_empty() {
+            continue;
         }
+        out.changes.push(Change {
+            opened_by: f.openers(1),
+            was_opened_by: f.openers(0),
+            from: f.from,
+            to: f.to,
+            added,
+            removed,
+        });
     }
     for m in matrices {
         match matrix::newly_blocked_anywhere(m, nets, deadline) {

@@ -1118,6 +1118,50 @@ impl<'n, 'a> Flows<'n, 'a> {
         self
     }
 
+    /// Every flow with an end in one of `namespaces` (both directions), each once, and for each
+    /// namespace that could not be walked (an unreadable policy, past the step budget or
+    /// `deadline`) why: for diffs and pictures, which walk many namespaces.
+    pub fn across<'s>(
+        &self,
+        namespaces: impl IntoIterator<Item = &'s str>,
+        deadline: Option<std::time::Instant>,
+    ) -> (Vec<Flow>, Vec<String>) {
+        let mut flows = Vec::new();
+        let mut errors = Vec::new();
+        let mut seen: BTreeSet<(End, End)> = BTreeSet::new();
+        for name in namespaces {
+            let focus = Focus {
+                namespace: name.to_owned(),
+                labels: None,
+                directions: Direction::BOTH.to_vec(),
+            };
+            let found = match self.of(&focus, &mut Budget::new(deadline)) {
+                Ok(Ok(found)) => found,
+                Ok(Err(e)) => {
+                    errors.push(format!("namespace {name}: {e}"));
+                    continue;
+                }
+                Err(Stop::TooComplex) => {
+                    errors.push(format!(
+                        "namespace {name}: its NetworkPolicies are too intricate to walk within {} steps: select pods and namespaces by fewer distinct labels",
+                        super::space::BUDGET
+                    ));
+                    continue;
+                }
+                Err(Stop::OutOfTime) => {
+                    errors.push(format!("namespace {name}: the deadline passed"));
+                    continue;
+                }
+            };
+            flows.extend(
+                found
+                    .into_iter()
+                    .filter(|f| seen.insert((f.from.clone(), f.to.clone()))),
+            );
+        }
+        (flows, errors)
+    }
+
     /// Every pair of pod sets from namespace `src` to namespace `dst`, whatever allowed
     /// ([`Flows::keeping_empty`] keeps those nothing allows).
     pub fn between(&self, src: &str, dst: &str, budget: &mut Budget) -> Result<Vec<Flow>, Stop> {

@@ -186,6 +186,19 @@ struct Prepared<'a> {
 }
 
 impl Graph {
+    /// Adds each of `breaches` as a [`EdgeStyle::Forbidden`] edge between the ends it names
+    /// (the ids [`from_flows`] gives them).
+    pub fn forbid(&mut self, breaches: &[super::matrix::Breach]) {
+        for b in breaches {
+            self.edges.push(Edge {
+                from: b.from.clone(),
+                to: b.to.clone(),
+                label: b.ports.parts().join(", "),
+                style: EdgeStyle::Forbidden,
+            });
+        }
+    }
+
     fn prepare(&self) -> Prepared<'_> {
         // First given wins; an edge's unknown end becomes a node of its own.
         let mut known: HashMap<&str, Drawn<'_>> = HashMap::new();

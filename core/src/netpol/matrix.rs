@@ -673,6 +673,13 @@ pub struct Breach {
 }
 
 impl Breach {
+    /// As JSON, with its message.
+    pub fn json(&self) -> Value {
+        let mut v = serde_json::to_value(self).unwrap_or(Value::Null);
+        v["message"] = Value::String(self.message());
+        v
+    }
+
     /// The message: the flow, the rules that open it, and what the matrix says.
     pub fn message(&self) -> String {
         let near = if self.near.is_empty() {
@@ -720,6 +727,13 @@ pub struct Blocked {
 }
 
 impl Blocked {
+    /// As JSON, with its message.
+    pub fn json(&self) -> Value {
+        let mut v = serde_json::to_value(self).unwrap_or(Value::Null);
+        v["message"] = Value::String(self.message());
+        v
+    }
+
     /// The message.
     pub fn message(&self) -> String {
         format!(
@@ -1121,18 +1135,9 @@ pub fn facts(
 
 fn report(breaches: Vec<Breach>, blocked: Vec<Blocked>) -> Value {
     let more = breaches.len().saturating_sub(SHOWN) + blocked.len().saturating_sub(SHOWN);
-    let shown = |v: Vec<Value>| v.into_iter().take(SHOWN).collect::<Vec<_>>();
     json!({
-        "forbidden": shown(breaches.iter().map(|b| {
-            let mut v = serde_json::to_value(b).unwrap_or(Value::Null);
-            v["message"] = Value::String(b.message());
-            v
-        }).collect()),
-        "blocked": shown(blocked.iter().map(|b| {
-            let mut v = serde_json::to_value(b).unwrap_or(Value::Null);
-            v["message"] = Value::String(b.message());
-            v
-        }).collect()),
+        "forbidden": breaches.iter().take(SHOWN).map(Breach::json).collect::<Vec<_>>(),
+        "blocked": blocked.iter().take(SHOWN).map(Blocked::json).collect::<Vec<_>>(),
         "more": more,
     })
 }
@@ -1168,16 +1173,6 @@ pub fn added(matrix: &Matrix, flows: &[Flow]) -> Vec<Breach> {
         }
     }
     out
-}
-
-/// The required flows blocked in net 1 that were not in net 0, around `namespace`.
-fn newly_blocked(
-    matrix: &Matrix,
-    nets: &[&Net],
-    namespace: &str,
-    budget: &mut Budget,
-) -> Result<Vec<Blocked>, Stop> {
-    required(matrix, nets, Some(namespace), budget)
 }
 
 /// The required flows of `matrix` blocked in `nets[1]` and not in `nets[0]`, everywhere.
@@ -1232,7 +1227,8 @@ fn compare(
     } else {
         Vec::new()
     };
-    let blocked = newly_blocked(matrix, &nets, namespace, budget)?;
+    // Blocked in net 1 and not in net 0.
+    let blocked = required(matrix, &nets, Some(namespace), budget)?;
     Ok(report(breaches, blocked))
 }
 
