@@ -5,6 +5,7 @@
 //! [`Policies::evaluate`] judges a review into [`Violation`]s, each under its constraint's
 //! [`Action`] at the enforcement [`Point`]. Calls to external data providers are [`external`].
 
+pub mod cel;
 pub mod external;
 pub(crate) mod net;
 pub(crate) mod rego;
