@@ -262,6 +262,11 @@ pub struct Constraint {
     pub parameters: Value,
     /// `parameters` as a regorus value, converted once at load.
     parameters_value: regorus::Value,
+    /// The constraint as written: what a CEL template reads as `params`, and what a generated
+    /// ValidatingAdmissionPolicyBinding refers to.
+    pub object: Arc<Value>,
+    /// `object` as a CEL value, converted once at load.
+    cel_params: cel::CelParams,
     /// "Kind name at file (document N)", for messages.
     pub describe: String,
     /// The communication matrix its parameters state, for a `PalisadeCommunicationMatrix`
@@ -297,6 +302,8 @@ pub fn parse_constraint(doc: &Document, schema: Option<&Value>) -> Result<Constr
     };
     Ok(Constraint {
         matrix,
+        object: Arc::new(v.clone()),
+        cel_params: cel::CelParams::new(v),
         name: name.to_owned(),
         kind: doc.kind().to_owned(),
         enforcement,
@@ -481,6 +488,7 @@ impl Policies {
         candidates.sort_unstable();
 
         let mut input_review: Option<regorus::Value> = None;
+        let mut cel_request: Option<cel::Request> = None;
         let mut reachability: Option<crate::netpol::Analysis> = None;
         let mut violations = Vec::new();
         for (c, action) in candidates
@@ -542,6 +550,32 @@ impl Policies {
                     left.min(template.timeout())
                 }
             };
+            if let Some(program) = template.cel() {
+                let request = cel_request.get_or_insert_with(|| {
+                    cel::Request::new(review.json(), namespace.or(review.namespace_object()))
+                });
+                match program.evaluate(request, c.cel_params.value(), limit) {
+                    Ok(messages) => {
+                        violations.extend(messages.into_iter().map(|message| Violation {
+                            constraint: c.name.clone(),
+                            constraint_kind: c.kind.clone(),
+                            action,
+                            message,
+                            details: Value::Null,
+                            failure: None,
+                        }))
+                    }
+                    Err(EvalError::Timeout(_)) if limit < template.timeout() => {
+                        return Err(OutOfTime);
+                    }
+                    Err(e) => violations.push(c.failure(
+                        action,
+                        (&e).into(),
+                        format!("policy evaluation failed: {e}"),
+                    )),
+                }
+                continue;
+            }
             let review_value = input_review
                 .get_or_insert_with(|| review_value(review, namespace))
                 .clone();

@@ -56,6 +56,23 @@ pub struct EvalArgs {
     /// `--external-data-provider-response-cache-ttl`); 0 turns the cache off.
     #[arg(long, env = "PALISADE_EXTERNAL_DATA_CACHE_TTL", default_value = "3m", value_parser = humantime::parse_duration)]
     pub external_data_cache_ttl: Duration,
+    /// Which code runs a template that has both: its K8sNativeValidation (CEL), as Gatekeeper's
+    /// webhook does, or its Rego. A template with one engine runs on that one.
+    #[arg(
+        long,
+        env = "PALISADE_PREFER_ENGINE",
+        value_enum,
+        default_value = "cel"
+    )]
+    pub prefer_engine: PreferEngine,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PreferEngine {
+    /// K8sNativeValidation (Gatekeeper's default since it enabled its CEL driver).
+    Cel,
+    /// Rego.
+    Rego,
 }
 
 /// A byte count written as Kubernetes writes memory: `134217728`, `128Mi`, `1Gi`, `500M`.
@@ -96,6 +113,10 @@ impl EvalArgs {
             eval_memory: std::num::NonZeroU64::new(self.eval_memory_limit),
             external: Default::default(),
             external_cache_ttl: self.external_data_cache_ttl,
+            prefer: match self.prefer_engine {
+                PreferEngine::Cel => crate::policy::template::Engine::Cel,
+                PreferEngine::Rego => crate::policy::template::Engine::Rego,
+            },
         }
     }
 }

@@ -1000,6 +1000,7 @@ fn source_of(rego: &str) -> TemplateSource {
         kind: "Gen".into(),
         schema: None,
         rego: rego.to_owned(),
+        cel: None,
         libs: Vec::new(),
         rego_v1: false,
         operations: vec!["CREATE".into(), "UPDATE".into()],

@@ -30,9 +30,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
-use cel::common::ast::{
-    ComprehensionExpr, EntryExpr, Expr, IdedExpr,
-};
+use cel::common::ast::{ComprehensionExpr, EntryExpr, Expr, IdedExpr};
 use cel::common::types::DYN_TYPE;
 use cel::common::value::CowVal;
 use cel::objects::{Key, Map};
@@ -52,8 +50,7 @@ pub const RESERVED_PREFIX: &str = "gatekeeper_internal_";
 pub const COST_LIMIT: u64 = 1_000_000;
 
 /// `variables.anyObject`: Gatekeeper's, so that a template written for it reads the same.
-pub const ANY_OBJECT: &str =
-    r#"has(request.operation) && request.operation == "DELETE" && object == null ? oldObject : object"#;
+pub const ANY_OBJECT: &str = r#"has(request.operation) && request.operation == "DELETE" && object == null ? oldObject : object"#;
 
 /// `variables.params`: the constraint's `spec.parameters`, as Gatekeeper binds it.
 pub const PARAMS: &str =
@@ -255,9 +252,7 @@ impl Source {
             Value::String(s) if s == "Fail" => FailurePolicy::Fail,
             Value::String(s) if s == "Ignore" => FailurePolicy::Ignore,
             other => {
-                return Err(format!(
-                    "{at}.failurePolicy: {other} is not Fail or Ignore"
-                ));
+                return Err(format!("{at}.failurePolicy: {other} is not Fail or Ignore"));
             }
         };
         let generate_vap = match &v["generateVAP"] {
@@ -353,7 +348,10 @@ fn charge<'b, 'v>(mut args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, Execu
             "cost",
             format!("exceeded the cost limit of {COST_LIMIT} comprehension elements"),
         )),
-        Some(Stop::Time) => Err(ExecutionError::function_error("time", "exceeded the time limit")),
+        Some(Stop::Time) => Err(ExecutionError::function_error(
+            "time",
+            "exceeded the time limit",
+        )),
         None => Ok(range),
     }
 }
@@ -436,25 +434,46 @@ const ROOTS: [&str; 6] = [
 
 /// Type names and namespaces that read as identifiers.
 const NAMES: [&str; 13] = [
-    "int", "uint", "double", "bool", "string", "bytes", "list", "map", "null_type", "type",
-    "dyn", "google", "optional",
+    "int",
+    "uint",
+    "double",
+    "bool",
+    "string",
+    "bytes",
+    "list",
+    "map",
+    "null_type",
+    "type",
+    "dyn",
+    "google",
+    "optional",
 ];
 
 impl Program {
-    /// Checks and compiles `source` for the template named `template`: every error names the
-    /// template, the field, the expression and the position in it.
+    /// Checks and compiles `source` for `template` ("ConstraintTemplate name", which evaluation
+    /// errors name): every error names the field, the expression and the position in it.
     pub fn compile(template: &str, source: &Source) -> Result<Self, String> {
         let env = env()?;
         let mut declared: Vec<&str> = vec!["anyObject", "params"];
         let mut uses_namespace_object = false;
         let mut compile = |field: String, name: &str, text: &str, declared: &[&str]| {
-            let compiled = compile_one(env, template, &field, name, text, declared)?;
+            let compiled = compile_one(env, &field, name, text, declared)?;
             uses_namespace_object |= mentions(&compiled.expr, "namespaceObject");
             Ok::<_, String>(compiled)
         };
         let mut variables = vec![
-            compile("variables.anyObject (Gatekeeper's)".into(), "anyObject", ANY_OBJECT, &[])?,
-            compile("variables.params (Gatekeeper's)".into(), "params", PARAMS, &[])?,
+            compile(
+                "variables.anyObject (Gatekeeper's)".into(),
+                "anyObject",
+                ANY_OBJECT,
+                &[],
+            )?,
+            compile(
+                "variables.params (Gatekeeper's)".into(),
+                "params",
+                PARAMS,
+                &[],
+            )?,
         ];
         for (i, v) in source.variables.iter().enumerate() {
             variables.push(compile(
@@ -591,7 +610,10 @@ impl Program {
                 Ok(CelValue::Bool(false)) => return Ok(Vec::new()),
                 Ok(other) => {
                     condition_error.get_or_insert_with(|| {
-                        error(c, format!("a match condition must be a bool, not {}", kind(&other)))
+                        error(
+                            c,
+                            format!("a match condition must be a bool, not {}", kind(&other)),
+                        )
                     });
                 }
                 Err(e) => {
@@ -660,7 +682,6 @@ fn one_line(text: &str) -> String {
 /// Parses and checks one expression, then charges its comprehensions.
 fn compile_one(
     env: &Env,
-    template: &str,
     field: &str,
     name: &str,
     text: &str,
@@ -673,7 +694,7 @@ fn compile_one(
             .map(|e| format!("line {}, column {}: {}", e.pos.0, e.pos.1 + 1, e.msg))
             .collect::<Vec<_>>()
             .join("; ");
-        format!("{template}: {field}: {:?} does not compile: {reasons}", one_line(text))
+        format!("{field}: {:?} does not compile: {reasons}", one_line(text))
     })?;
     let mut check = Check {
         declared,
@@ -682,12 +703,18 @@ fn compile_one(
     };
     check.walk(program.expression());
     if let Some((id, problem)) = check.problem {
+        // Offsets are counted in characters from the start of the expression.
         let at = match program.source_info().offset_for(id) {
-            Some((line, column)) => format!("line {line}, column {}: ", column + 1),
+            Some((start, _)) => {
+                let before: Vec<char> = text.chars().take(start as usize).collect();
+                let line = before.iter().filter(|c| **c == '\n').count() + 1;
+                let column = before.iter().rev().take_while(|c| **c != '\n').count() + 1;
+                format!("line {line}, column {column}: ")
+            }
             None => String::new(),
         };
         return Err(format!(
-            "{template}: {field}: {:?} does not compile: {at}{problem}",
+            "{field}: {:?} does not compile: {at}{problem}",
             one_line(text)
         ));
     }
@@ -759,8 +786,7 @@ impl Check<'_> {
                     if !matches!(&target.expr, Expr::Ident(_)) {
                         self.walk(target);
                     } else if let Expr::Ident(name) = &target.expr
-                        && (ROOTS.contains(&name.as_str())
-                            || self.scopes.iter().any(|s| s == name))
+                        && (ROOTS.contains(&name.as_str()) || self.scopes.iter().any(|s| s == name))
                     {
                         self.walk(target);
                     }
@@ -885,7 +911,13 @@ fn visit(e: &IdedExpr, f: &mut dyn FnMut(&IdedExpr)) {
     f(e);
     match &e.expr {
         Expr::Comprehension(c) => {
-            for x in [&c.iter_range, &c.accu_init, &c.loop_cond, &c.loop_step, &c.result] {
+            for x in [
+                &c.iter_range,
+                &c.accu_init,
+                &c.loop_cond,
+                &c.loop_step,
+                &c.result,
+            ] {
                 visit(x, f);
             }
         }
@@ -958,6 +990,28 @@ impl Request {
 /// The constraint as `params`: the whole object, as Gatekeeper binds it.
 pub fn constraint_value(constraint: &Value) -> CelValue {
     to_cel(constraint)
+}
+
+/// A constraint's `params`, converted once when it loads.
+#[derive(Clone)]
+pub struct CelParams(CelValue);
+
+impl CelParams {
+    /// `constraint` (the whole object) as CEL reads it.
+    pub fn new(constraint: &Value) -> Self {
+        Self(constraint_value(constraint))
+    }
+
+    /// The value.
+    pub fn value(&self) -> &CelValue {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for CelParams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CelParams")
+    }
 }
 
 /// JSON as CEL reads Kubernetes objects: integers are `int` (those past int64 `double`, as

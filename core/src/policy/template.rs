@@ -10,7 +10,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
-use regorus::Engine;
+use regorus::Engine as RegoEngine;
 use regorus::languages::rego::compiler::Compiler;
 use regorus::rvm::vm::VmError;
 use regorus::rvm::{Program, RegoVM};
@@ -40,6 +40,29 @@ pub struct EngineOptions {
     pub external: super::external::Providers,
     /// How long a provider's idempotent answer is reused; zero turns the cache off.
     pub external_cache_ttl: Duration,
+    /// Which code runs a template that has both Rego and K8sNativeValidation (CEL) code.
+    pub prefer: Engine,
+}
+
+/// A template's code engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Engine {
+    /// `K8sNativeValidation`: CEL, which Gatekeeper's webhook runs where a template has it
+    /// (the default since Gatekeeper 3.16 enabled its CEL driver).
+    #[default]
+    Cel,
+    /// `Rego`.
+    Rego,
+}
+
+impl Engine {
+    /// As a template's `code[].engine` names it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Engine::Cel => super::cel::ENGINE,
+            Engine::Rego => "Rego",
+        }
+    }
 }
 
 /// The default `eval_memory`: far above what a template allocates on a large review with a
@@ -54,6 +77,7 @@ impl Default for EngineOptions {
             eval_memory: NonZeroU64::new(DEFAULT_EVAL_MEMORY),
             external: Default::default(),
             external_cache_ttl: super::external::CACHE_TTL,
+            prefer: Engine::default(),
         }
     }
 }
@@ -135,9 +159,11 @@ impl Drop for InventoryScope {
 #[derive(Clone)]
 enum Evaluator {
     /// A prepared interpreter engine, cloned per evaluation.
-    Interpreter(Box<Engine>),
+    Interpreter(Box<RegoEngine>),
     /// A compiled RVM program, run on a VM from the thread's pool.
     Vm(Arc<Program>),
+    /// K8sNativeValidation: evaluated by [`Template::cel`]'s program, not with a Rego input.
+    Cel(Arc<super::cel::Program>),
 }
 
 fn engine_error(e: impl std::fmt::Display) -> EvalError {
@@ -184,7 +210,7 @@ impl Evaluator {
     ) -> Result<regorus::Value, EvalError> {
         match self {
             Evaluator::Interpreter(prepared) => {
-                let mut engine = Engine::clone(prepared);
+                let mut engine = RegoEngine::clone(prepared);
                 engine.set_execution_timer_config(timer(limit));
                 engine.set_input(input);
                 let _scope = inventory.map(InventoryScope::enter);
@@ -214,6 +240,9 @@ impl Evaluator {
                     }
                 })
             }
+            Evaluator::Cel(_) => Err(EvalError::Engine(
+                "a K8sNativeValidation template has no Rego to evaluate".into(),
+            )),
             Evaluator::Vm(program) => {
                 let mut vm = take_vm(program);
                 vm.set_execution_timer_config(Some(timer(limit)));
@@ -317,8 +346,11 @@ pub struct TemplateSource {
     pub kind: String,
     /// `spec.crd.spec.validation.openAPIV3Schema`: the schema of its constraints' parameters.
     pub schema: Option<Value>,
-    /// The Rego of the target: the first `code[]` entry with engine Rego, else `rego`.
+    /// The Rego of the target: the first `code[]` entry with engine Rego, else `rego`; empty
+    /// when the template has only CEL.
     pub rego: String,
+    /// The first `code[]` entry with engine K8sNativeValidation.
+    pub cel: Option<super::cel::Source>,
     /// The target's `libs`: further Rego modules the code may import.
     pub libs: Vec<String>,
     /// The Rego is v1 (`code[].source.version: v1`); v0 otherwise.
@@ -410,13 +442,15 @@ pub fn parse(doc: &Document) -> Result<TemplateSource, String> {
             target["target"]
         ));
     }
-    let (rego, libs, rego_v1) = target_code(target)?;
+    let (rego, cel) = target_code(target)?;
+    let (rego, libs, rego_v1) = rego.unwrap_or_default();
     let operations = target_operations(target)?;
     Ok(TemplateSource {
         name: name.to_owned(),
         kind: kind.to_owned(),
         schema,
         rego,
+        cel,
         libs,
         rego_v1,
         operations,
@@ -437,12 +471,18 @@ fn known_keys(v: &Value, at: &str, known: &[&str]) -> Result<(), String> {
     Ok(())
 }
 
-/// The Rego of a target: `code[]` with engine Rego, else `rego` and `libs`.
-fn target_code(target: &Value) -> Result<(String, Vec<String>, bool), String> {
+/// A target's Rego (its code, libs, and whether it is v1).
+type RegoCode = (String, Vec<String>, bool);
+
+/// The code of a target: the Rego of `code[]` with engine Rego, else of `rego` and `libs`; and
+/// the first `code[]` with engine K8sNativeValidation. At least one of the two.
+fn target_code(target: &Value) -> Result<(Option<RegoCode>, Option<super::cel::Source>), String> {
     let libs_of = |v: &Value, field: &str| {
         string_list(v, field).map_err(|_| format!("{field}: must be a list of Rego strings"))
     };
     let mut other_engines = Vec::new();
+    let mut rego = None;
+    let mut cel = None;
     if let Some(code) = target["code"].as_array() {
         for (i, c) in code.iter().enumerate() {
             known_keys(
@@ -450,14 +490,23 @@ fn target_code(target: &Value) -> Result<(String, Vec<String>, bool), String> {
                 &format!("spec.targets[0].code[{i}]"),
                 &["engine", "source"],
             )?;
+            let at = format!("spec.targets[0].code[{i}].source");
             let engine = c["engine"].as_str().unwrap_or_default();
-            if engine != "Rego" {
-                other_engines.push(engine.to_owned());
+            if engine == super::cel::ENGINE {
+                if cel.is_none() {
+                    cel = Some(super::cel::Source::parse(&c["source"], &at)?);
+                }
                 continue;
             }
-            let at = format!("spec.targets[0].code[{i}].source");
+            if engine != "Rego" {
+                other_engines.push(format!("{engine:?}"));
+                continue;
+            }
+            if rego.is_some() {
+                continue;
+            }
             known_keys(&c["source"], &at, &["rego", "libs", "version"])?;
-            let rego = c["source"]["rego"]
+            let code = c["source"]["rego"]
                 .as_str()
                 .ok_or_else(|| format!("{at}.rego: required for engine Rego"))?;
             let libs = libs_of(&c["source"]["libs"], &format!("{at}.libs"))?;
@@ -468,20 +517,27 @@ fn target_code(target: &Value) -> Result<(String, Vec<String>, bool), String> {
                     return Err(format!("{at}.version: {other:?} is not v0 or v1"));
                 }
             };
-            return Ok((rego.to_owned(), libs, v1));
+            rego = Some((code.to_owned(), libs, v1));
         }
     }
-    if let Some(rego) = target["rego"].as_str() {
+    if rego.is_none()
+        && let Some(code) = target["rego"].as_str()
+    {
         let libs = libs_of(&target["libs"], "spec.targets[0].libs")?;
-        return Ok((rego.to_owned(), libs, false));
+        rego = Some((code.to_owned(), libs, false));
     }
-    if !other_engines.is_empty() {
-        return Err(format!(
-            "has no Rego code, only {}: Palisade runs Rego templates and does not support CEL (K8sNativeValidation); add a Rego implementation under code[] with engine: Rego",
-            other_engines.join(", ")
-        ));
+    if rego.is_none() && cel.is_none() {
+        if !other_engines.is_empty() {
+            return Err(format!(
+                "has no code Palisade runs, only engine {}: add code[] with engine Rego or K8sNativeValidation",
+                other_engines.join(", ")
+            ));
+        }
+        return Err(
+            "spec.targets[0]: no rego and no code[] with engine Rego or K8sNativeValidation".into(),
+        );
     }
-    Err("spec.targets[0]: no rego and no code[] with engine Rego".into())
+    Ok((rego, cel))
 }
 
 /// A compiled template: a prepared engine that is cloned for each evaluation.
@@ -532,7 +588,10 @@ impl std::fmt::Debug for Template {
 impl Template {
     /// Checks and compiles; the error names the rule and line where regorus gives them.
     pub fn compile(src: TemplateSource, options: &EngineOptions) -> Result<Self, String> {
-        let mut engine = Engine::new();
+        if src.cel.is_some() && (src.rego.is_empty() || options.prefer == Engine::Cel) {
+            return Self::compile_cel(src, options);
+        }
+        let mut engine = RegoEngine::new();
         engine.set_rego_v0(!src.rego_v1);
         // OPA's behaviour: a builtin error makes the expression undefined, not the query fail.
         engine.set_strict_builtin_errors(false);
@@ -748,6 +807,48 @@ impl Template {
         })
     }
 
+    /// Compiles the template's K8sNativeValidation code.
+    fn compile_cel(src: TemplateSource, options: &EngineOptions) -> Result<Self, String> {
+        let Some(source) = &src.cel else {
+            return Err("spec.targets[0]: no code[] with engine K8sNativeValidation".into());
+        };
+        let program =
+            super::cel::Program::compile(&format!("ConstraintTemplate {}", src.name), source)?;
+        Ok(Self {
+            uses_namespace_object: program.uses_namespace_object(),
+            evaluator: Evaluator::Cel(Arc::new(program)),
+            name: src.name,
+            kind: src.kind,
+            schema: src.schema,
+            describe: src.describe,
+            operations: src.operations,
+            rule: String::new(),
+            timeout: options.eval_timeout,
+            memory: options.eval_memory,
+            uses_inventory: false,
+            uses_external_data: false,
+            uses_reachability: false,
+            uses_matrix: false,
+            warnings: Vec::new(),
+        })
+    }
+
+    /// The engine that runs the template.
+    pub fn engine(&self) -> Engine {
+        match self.evaluator {
+            Evaluator::Cel(_) => Engine::Cel,
+            _ => Engine::Rego,
+        }
+    }
+
+    /// The template's CEL program, when it runs on K8sNativeValidation.
+    pub fn cel(&self) -> Option<&super::cel::Program> {
+        match &self.evaluator {
+            Evaluator::Cel(p) => Some(p),
+            _ => None,
+        }
+    }
+
     /// Whether the template reads `input.palisade.reachability`: a NetworkPolicy review then
     /// carries the model's facts (see [`crate::netpol::judge`]).
     pub fn uses_reachability(&self) -> bool {
@@ -881,7 +982,7 @@ fn net_builtins() -> [NetBuiltin; 3] {
 /// The rule compiled for regorus' VM, checked by one run; `None` (the interpreter serves) when
 /// regorus cannot compile or run it.
 fn compile_vm(
-    engine: &Engine,
+    engine: &RegoEngine,
     rule: &str,
     name: &str,
     uses_inventory: bool,
@@ -933,7 +1034,7 @@ fn one_line(error: &str) -> String {
 
 /// Runs once on an empty review, which prepares the engine (rule analysis, scheduling) so that
 /// clones skip that work, and surfaces errors regorus only finds then.
-fn warm_up(engine: &mut Engine, rule: &str) -> Result<(), String> {
+fn warm_up(engine: &mut RegoEngine, rule: &str) -> Result<(), String> {
     engine.set_input(regorus::Value::from(serde_json::json!({
         "review": {}, "parameters": {}
     })));
@@ -1037,7 +1138,7 @@ mod tests {
 
     /// Evaluates `violation` with regorus as it comes, none of Palisade's rewrites or builtins.
     fn raw_regorus(rego: &str, input: serde_json::Value, vm: bool) -> Result<String, String> {
-        let mut engine = Engine::new();
+        let mut engine = RegoEngine::new();
         engine.set_rego_v0(true);
         engine.set_strict_builtin_errors(false);
         engine
@@ -1127,7 +1228,7 @@ mod tests {
     fn canary_regorus_vm_cannot_call_an_extension() {
         // workaround: a template that calls a builtin Palisade adds (net_builtins) skips the VM;
         // its error, were it tried, is one log line
-        let mut engine = Engine::new();
+        let mut engine = RegoEngine::new();
         engine.set_rego_v0(true);
         for (name, nargs, extension) in net_builtins() {
             engine
