@@ -67,6 +67,9 @@ pub struct Config {
     pub break_glass: BreakGlass,
     /// The background audit.
     pub audit: Audit,
+    /// Where constraints are judged: the webhook, generated ValidatingAdmissionPolicies, or both
+    /// ([`crate::policy::vap`]).
+    pub validating_admission_policies: crate::policy::vap::PolicyConfig,
 }
 
 impl Default for Config {
@@ -76,6 +79,7 @@ impl Default for Config {
             namespaces: Vec::new(),
             break_glass: BreakGlass::default(),
             audit: Audit::default(),
+            validating_admission_policies: Default::default(),
         }
     }
 }

@@ -19,6 +19,7 @@ pub use rego::closing as closing_rego_bracket;
 pub use rego::mask as mask_rego_source;
 pub(crate) mod schema;
 pub mod template;
+pub mod vap;
 
 use std::collections::HashMap;
 use std::fmt;
