@@ -432,8 +432,8 @@ const ROOTS: [&str; 6] = [
     "variables",
 ];
 
-/// Type names and namespaces that read as identifiers.
-const NAMES: [&str; 13] = [
+/// Type names that read as identifiers.
+const NAMES: [&str; 12] = [
     "int",
     "uint",
     "double",
@@ -446,7 +446,13 @@ const NAMES: [&str; 13] = [
     "type",
     "dyn",
     "google",
-    "optional",
+];
+
+/// The namespaces of functions called as `namespace.function(…)`: cel-rust's extensions' and
+/// the Kubernetes libraries'.
+const NAMESPACES: [&str; 11] = [
+    "optional", "strings", "math", "base64", "lists", "cel", "sets", "format", "ip", "cidr",
+    "semver",
 ];
 
 impl Program {
@@ -783,11 +789,10 @@ impl Check<'_> {
             Expr::Call(call) => {
                 if let Some(target) = &call.target {
                     // `sets.contains(…)`, `optional.of(…)`: a namespace, not a variable.
-                    if !matches!(&target.expr, Expr::Ident(_)) {
-                        self.walk(target);
-                    } else if let Expr::Ident(name) = &target.expr
-                        && (ROOTS.contains(&name.as_str()) || self.scopes.iter().any(|s| s == name))
-                    {
+                    let namespace = matches!(&target.expr, Expr::Ident(name)
+                        if NAMESPACES.contains(&name.as_str())
+                            && !self.scopes.iter().any(|s| s == name));
+                    if !namespace {
                         self.walk(target);
                     }
                 }

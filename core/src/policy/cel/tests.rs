@@ -1,39 +1,439 @@
+//! The CEL engine's semantics and limits, from the side of a tenant who wants a constraint to
+//! pass without holding, and of an author who wants a clear error.
+
 use serde_json::json;
 
 use super::*;
 
+const AT: &str = "spec.targets[0].code[0].source";
+const SECOND: Duration = Duration::from_secs(1);
+
 fn program(source: Value) -> Result<Program, String> {
-    let source = Source::parse(&source, "spec.targets[0].code[0].source")?;
+    let source = Source::parse(&source, AT)?;
     Program::compile("ConstraintTemplate t", &source)
 }
 
-fn review(op: &str, object: Value, old: Value) -> Request {
-    Request::new(
-        &json!({"operation": op, "object": object, "oldObject": old, "kind": {"group": "", "version": "v1", "kind": "Pod"}}),
-        None,
-    )
+fn request(op: &str, object: Value, old: Value) -> Request {
+    let mut review = json!({
+        "uid": "1",
+        "operation": op,
+        "kind": {"group": "", "version": "v1", "kind": "Pod"},
+        "userInfo": {"username": "alice", "groups": ["dev"]},
+        "namespace": "shop",
+        "object": object,
+        "oldObject": old,
+    });
+    // Palisade's reviews carry the old object as `object` on DELETE, as Gatekeeper's Rego sees it.
+    if op == "DELETE" {
+        review["object"] = review["oldObject"].clone();
+    }
+    Request::new(&review, None)
+}
+
+fn create(object: Value) -> Request {
+    request("CREATE", object, Value::Null)
 }
 
 fn constraint(parameters: Value) -> CelValue {
-    constraint_value(
-        &json!({"apiVersion": "constraints.gatekeeper.sh/v1beta1", "kind": "T", "metadata": {"name": "c"}, "spec": {"parameters": parameters}}),
-    )
+    constraint_value(&json!({
+        "apiVersion": "constraints.gatekeeper.sh/v1beta1",
+        "kind": "T",
+        "metadata": {"name": "c"},
+        "spec": {"parameters": parameters},
+    }))
+}
+
+fn no_parameters() -> CelValue {
+    constraint_value(&json!({"kind": "T", "metadata": {"name": "c"}, "spec": {}}))
+}
+
+fn check(expression: &str) -> Program {
+    program(json!({"validations": [{"expression": expression, "message": "no"}]})).unwrap()
+}
+
+fn pod() -> Value {
+    json!({"metadata": {"name": "web", "labels": {"app": "web"}}, "spec": {"replicas": 1, "ratio": 1.5, "containers": [{"name": "a", "image": "x"}]}})
 }
 
 #[test]
-fn smoke() {
-    let p = program(json!({"validations": [{"expression": "variables.anyObject.metadata.name.startsWith(variables.params.prefix)", "messageExpression": "'name must start with ' + variables.params.prefix"}]})).unwrap();
-    let pod = json!({"metadata": {"name": "web"}});
-    let got = p.evaluate(
-        &review("CREATE", pod.clone(), Value::Null),
-        &constraint(json!({"prefix": "app-"})),
-        Duration::from_secs(1),
+fn a_violation_carries_the_message_expression_and_params_come_from_the_constraint() {
+    let p = program(json!({"validations": [{
+        "expression": "variables.anyObject.metadata.name.startsWith(variables.params.prefix)",
+        "messageExpression": "'name must start with ' + variables.params.prefix",
+    }]}))
+    .unwrap();
+    assert_eq!(
+        p.evaluate(
+            &create(pod()),
+            &constraint(json!({"prefix": "app-"})),
+            SECOND
+        ),
+        Ok(vec!["name must start with app-".to_owned()])
     );
-    assert_eq!(got, Ok(vec!["name must start with app-".to_owned()]));
-    let got = p.evaluate(
-        &review("CREATE", pod, Value::Null),
-        &constraint(json!({"prefix": "we"})),
-        Duration::from_secs(1),
+    assert_eq!(
+        p.evaluate(&create(pod()), &constraint(json!({"prefix": "we"})), SECOND),
+        Ok(vec![])
     );
-    assert_eq!(got, Ok(vec![]));
+}
+
+#[test]
+fn messages_fall_back_as_kubernetes_makes_them() {
+    let p = program(json!({"validations": [
+        {"expression": "false", "messageExpression": "''", "message": "empty expression"},
+        {"expression": "false", "messageExpression": "'two\\nlines'", "message": "two lines"},
+        {"expression": "false", "messageExpression": "42", "message": "not a string"},
+        {"expression": "false", "messageExpression": "object.nope", "message": "failing"},
+        {"expression": "false", "messageExpression": "'  padded  '"},
+        {"expression": " 1 == 2 "},
+    ]}))
+    .unwrap();
+    assert_eq!(
+        p.evaluate(&create(pod()), &no_parameters(), SECOND),
+        Ok(vec![
+            "empty expression".to_owned(),
+            "two lines".to_owned(),
+            "not a string".to_owned(),
+            "failing".to_owned(),
+            "padded".to_owned(),
+            "failed expression: 1 == 2".to_owned(),
+        ])
+    );
+}
+
+#[test]
+fn object_is_null_on_delete_and_any_object_is_the_old_one() {
+    let p = program(json!({"validations": [
+        {"expression": "object == null", "message": "object is set"},
+        {"expression": "variables.anyObject.metadata.name == 'web'", "message": "anyObject is not the old object"},
+        {"expression": "request.operation == 'DELETE'", "message": "not a delete"},
+    ]}))
+    .unwrap();
+    assert_eq!(
+        p.evaluate(
+            &request("DELETE", Value::Null, pod()),
+            &no_parameters(),
+            SECOND
+        ),
+        Ok(vec![])
+    );
+    let created = p
+        .evaluate(&create(pod()), &no_parameters(), SECOND)
+        .unwrap();
+    assert_eq!(
+        created,
+        vec!["object is set".to_owned(), "not a delete".to_owned()]
+    );
+}
+
+#[test]
+fn old_object_is_null_on_create_and_the_request_has_no_objects() {
+    let p = check(
+        "oldObject == null && !has(request.object) && !has(request.oldObject) && request.userInfo.username == 'alice' && request.namespace == 'shop' && request.kind.kind == 'Pod'",
+    );
+    assert_eq!(
+        p.evaluate(&create(pod()), &no_parameters(), SECOND),
+        Ok(vec![])
+    );
+    let update = request("UPDATE", pod(), pod());
+    assert_eq!(
+        p.evaluate(&update, &no_parameters(), SECOND),
+        Ok(vec!["no".to_owned()])
+    );
+}
+
+#[test]
+fn params_are_null_without_parameters_as_in_gatekeeper() {
+    let p = check("variables.params == null && params.metadata.name == 'c'");
+    assert_eq!(
+        p.evaluate(&create(pod()), &no_parameters(), SECOND),
+        Ok(vec![])
+    );
+    // A template that reads a parameter of a constraint without any fails closed, as it does
+    // under Gatekeeper (has() of a field of null is an error).
+    let p = check("!has(variables.params.exempt)");
+    let err = p
+        .evaluate(&create(pod()), &no_parameters(), SECOND)
+        .unwrap_err();
+    assert!(matches!(err, EvalError::Engine(_)), "{err:?}");
+}
+
+#[test]
+fn numbers_read_as_kubernetes_decodes_them() {
+    let p = check(
+        "object.spec.replicas == 1 && type(object.spec.replicas) == int && object.spec.ratio == 1.5 && type(object.spec.big) == double",
+    );
+    let mut pod = pod();
+    pod["spec"]["big"] = json!(18_446_744_073_709_551_615_u64);
+    assert_eq!(
+        p.evaluate(&create(pod), &no_parameters(), SECOND),
+        Ok(vec![])
+    );
+}
+
+#[test]
+fn variables_are_evaluated_in_order_and_a_failing_one_is_named_when_read() {
+    let p = program(json!({
+        "variables": [
+            {"name": "containers", "expression": "object.spec.containers"},
+            {"name": "names", "expression": "variables.containers.map(c, c.name)"},
+            {"name": "broken", "expression": "object.spec.nothing.here"},
+        ],
+        "validations": [
+            {"expression": "variables.names == ['a']", "message": "names"},
+            {"expression": "size(variables.broken) == 0", "message": "broken"},
+        ],
+    }))
+    .unwrap();
+    let err = p
+        .evaluate(&create(pod()), &no_parameters(), SECOND)
+        .unwrap_err();
+    let EvalError::Engine(message) = err else {
+        panic!("{err:?}")
+    };
+    assert!(
+        message.starts_with("ConstraintTemplate t: spec.targets[0].code[0].source.validations[1].expression: \"size(variables.broken) == 0\" failed:")
+            && message.contains("; variables.broken failed: "),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_failure_fails_closed_unless_the_failure_policy_is_ignore() {
+    let source = |policy: &str| {
+        json!({"failurePolicy": policy, "validations": [
+            {"expression": "object.spec.missing.deeper == 1", "message": "no"},
+            {"expression": "object.metadata.name == 'other'", "message": "wrong name"},
+        ]})
+    };
+    let err = program(source("Fail"))
+        .unwrap()
+        .evaluate(&create(pod()), &no_parameters(), SECOND)
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("validations[0].expression: \"object.spec.missing.deeper == 1\" failed"),
+        "{err}"
+    );
+    assert_eq!(
+        program(source("Ignore"))
+            .unwrap()
+            .evaluate(&create(pod()), &no_parameters(), SECOND),
+        Ok(vec!["wrong name".to_owned()])
+    );
+    // Not a bool: an error, not a pass.
+    let err = check("object.metadata.name")
+        .evaluate(&create(pod()), &no_parameters(), SECOND)
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("a validation must be a bool, not string"),
+        "{err}"
+    );
+}
+
+#[test]
+fn match_conditions_skip_the_constraint_only_when_one_is_false() {
+    let source = |conditions: Value, policy: &str| json!({"failurePolicy": policy, "matchCondition": conditions, "validations": [{"expression": "false", "message": "denied"}]});
+    let run = |conditions: Value, policy: &str| {
+        program(source(conditions, policy)).unwrap().evaluate(
+            &create(pod()),
+            &no_parameters(),
+            SECOND,
+        )
+    };
+    let denied = Ok(vec!["denied".to_owned()]);
+    assert_eq!(
+        run(json!([{"name": "a", "expression": "true"}]), "Fail"),
+        denied
+    );
+    assert_eq!(
+        run(json!([{"name": "a", "expression": "false"}]), "Fail"),
+        Ok(vec![])
+    );
+    // A false condition decides even beside one that fails.
+    assert_eq!(
+        run(
+            json!([{"name": "a", "expression": "object.nope"}, {"name": "b", "expression": "false"}]),
+            "Fail"
+        ),
+        Ok(vec![])
+    );
+    let err = run(
+        json!([{"name": "a", "expression": "object.nope"}, {"name": "b", "expression": "true"}]),
+        "Fail",
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("matchConditions[0]"), "{err}");
+    assert_eq!(
+        run(
+            json!([{"name": "a", "expression": "object.nope"}]),
+            "Ignore"
+        ),
+        Ok(vec![])
+    );
+    // A condition that is not a bool does not let the object through.
+    assert!(run(json!([{"name": "a", "expression": "'false'"}]), "Fail").is_err());
+    // The Kubernetes spelling reads the same.
+    let p = program(json!({"matchConditions": [{"name": "a", "expression": "false"}], "validations": [{"expression": "false"}]})).unwrap();
+    assert_eq!(
+        p.evaluate(&create(pod()), &no_parameters(), SECOND),
+        Ok(vec![])
+    );
+}
+
+#[test]
+fn namespace_object_is_read_when_known() {
+    let p = check("namespaceObject.metadata.labels.tier == 'gold'");
+    assert!(p.uses_namespace_object());
+    assert!(!check("true").uses_namespace_object());
+    let review = json!({"operation": "CREATE", "object": pod(), "namespace": "shop"});
+    let ns = json!({"metadata": {"name": "shop", "labels": {"tier": "gold"}}});
+    assert_eq!(
+        p.evaluate(&Request::new(&review, Some(&ns)), &no_parameters(), SECOND),
+        Ok(vec![])
+    );
+    // Unknown: null, and reading a field of it fails the constraint closed.
+    assert!(
+        p.evaluate(&Request::new(&review, None), &no_parameters(), SECOND)
+            .is_err()
+    );
+}
+
+/// `size` × `size` × `size` elements: far past the cost limit for a list of 200.
+fn bomb(items: usize) -> Request {
+    create(json!({"spec": {"items": (0..items).collect::<Vec<_>>()}}))
+}
+
+#[test]
+fn a_comprehension_bomb_stops_at_the_cost_limit() {
+    let p = check(
+        "object.spec.items.all(a, object.spec.items.all(b, object.spec.items.all(c, a + b + c >= 0)))",
+    );
+    let err = p
+        .evaluate(&bomb(200), &no_parameters(), Duration::from_secs(30))
+        .unwrap_err();
+    assert!(err.to_string().contains("cost limit of 1000000"), "{err}");
+    // The same shape on a small list is within the limit.
+    assert_eq!(p.evaluate(&bomb(20), &no_parameters(), SECOND), Ok(vec![]));
+}
+
+#[test]
+fn a_limit_reached_inside_an_absorbed_error_still_stops_the_constraint() {
+    // `error || true` is true in CEL: without the meter, the bomb would pass as "true".
+    let p = check(
+        "object.spec.items.all(a, object.spec.items.all(b, object.spec.items.all(c, a + b + c >= 0))) && false || true",
+    );
+    let err = p
+        .evaluate(&bomb(200), &no_parameters(), Duration::from_secs(30))
+        .unwrap_err();
+    assert!(err.to_string().contains("cost limit"), "{err}");
+    let p = check("object.spec.items.exists(a, a < 0) || true");
+    let err = p
+        .evaluate(&bomb(10), &no_parameters(), Duration::ZERO)
+        .unwrap_err();
+    assert_eq!(err, EvalError::Timeout(Duration::ZERO));
+}
+
+#[test]
+fn compile_errors_name_the_field_the_expression_and_the_position() {
+    let err = program(json!({"validations": [{"expression": "true &&\n  has(objct.metadata)"}]}))
+        .unwrap_err();
+    assert_eq!(
+        err,
+        "spec.targets[0].code[0].source.validations[0].expression: \"true && has(objct.metadata)\" does not compile: line 2, column 7: undeclared reference to \"objct\"; expressions read object, oldObject, request, params, namespaceObject, variables"
+    );
+    let err =
+        program(json!({"validations": [{"expression": "object.metadata.name =="}]})).unwrap_err();
+    assert!(
+        err.starts_with("spec.targets[0].code[0].source.validations[0].expression: \"object.metadata.name ==\" does not compile: line 1, column "),
+        "{err}"
+    );
+    let err = program(json!({"variables": [
+        {"name": "a", "expression": "variables.b"},
+        {"name": "b", "expression": "1"},
+    ], "validations": [{"expression": "true"}]}))
+    .unwrap_err();
+    assert!(
+        err.contains("variables[0].expression")
+            && err.contains("variables.b is not declared (declared before it: anyObject, params)"),
+        "{err}"
+    );
+    let err = check_err("authorizer.group('').resource('pods').check('get').allowed()");
+    assert!(err.contains("gives no authorizer"), "{err}");
+    let err = program(json!({"validations": [{"expression": "variables.nope"}]})).unwrap_err();
+    assert!(err.contains("variables.nope is not declared"), "{err}");
+}
+
+fn check_err(expression: &str) -> String {
+    program(json!({"validations": [{"expression": expression}]})).unwrap_err()
+}
+
+#[test]
+fn comprehension_variables_may_take_any_name() {
+    let p = check(
+        "object.spec.containers.all(object, object.name == 'a') && [1].exists(x, [2].all(y, x < y))",
+    );
+    assert_eq!(
+        p.evaluate(&create(pod()), &no_parameters(), SECOND),
+        Ok(vec![])
+    );
+}
+
+#[test]
+fn look_alike_and_misplaced_fields_are_refused_not_ignored() {
+    for (source, field) in [
+        (
+            json!({"validations": [{"expression": "true"}], "matchconditions": []}),
+            "source.matchconditions: unknown field",
+        ),
+        (
+            json!({"validations": [{"expression": "true", "messageExpresion": "'x'"}]}),
+            "validations[0].messageExpresion: unknown field",
+        ),
+        (
+            json!({"validations": [{"expression": "true"}], "matchCondition": [], "matchConditions": []}),
+            "has both matchCondition and matchConditions",
+        ),
+        (json!({"validations": []}), "validations: required"),
+        (
+            json!({"validations": [{"expression": "  "}]}),
+            "validations[0].expression: is empty",
+        ),
+        (
+            json!({"validations": [{"expression": "true"}], "failurePolicy": "fail"}),
+            "failurePolicy: \"fail\" is not Fail or Ignore",
+        ),
+        (
+            json!({"validations": [{"expression": "true"}], "variables": [{"name": "params", "expression": "1"}]}),
+            "variables[0].name: \"params\" is Gatekeeper's own variable",
+        ),
+        (
+            json!({"validations": [{"expression": "true"}], "variables": [{"name": "gatekeeper_internal_x", "expression": "1"}]}),
+            "starts with \"gatekeeper_internal_\"",
+        ),
+        (
+            json!({"validations": [{"expression": "true"}], "variables": [{"name": "a-b", "expression": "1"}]}),
+            "is not a CEL identifier",
+        ),
+        (
+            json!({"validations": [{"expression": "true"}], "variables": [{"name": "a", "expression": "1"}, {"name": "a", "expression": "2"}]}),
+            "a second variable named \"a\"",
+        ),
+        (
+            json!({"validations": [{"expression": "true"}], "generateVAP": "yes"}),
+            "generateVAP: \"yes\" is not true or false",
+        ),
+    ] {
+        let err = Source::parse(&source, AT).unwrap_err();
+        assert!(err.contains(field), "{source}: {err}");
+    }
+}
+
+#[test]
+fn a_map_literal_that_repeats_a_key_keeps_the_last_as_kubernetes_does() {
+    let p = check("{'a': 1, 'a': 2}['a'] == 2");
+    assert_eq!(
+        p.evaluate(&create(pod()), &no_parameters(), SECOND),
+        Ok(vec![])
+    );
 }
