@@ -99,9 +99,10 @@ pub struct Run {
 pub struct ConstraintCost {
     pub name: String,
     pub kind: String,
-    /// Whether its template runs on regorus' VM (else on the interpreter, which is slower:
-    /// Palisade moves a template there where the VM would answer differently from OPA).
-    pub on_vm: bool,
+    /// What runs its template: `vm` (regorus' VM), `interpreter` (regorus' interpreter, which is
+    /// slower: Palisade moves a template there where the VM would answer differently from OPA)
+    /// or `cel` (K8sNativeValidation).
+    pub engine: &'static str,
     pub latency: Summary,
 }
 
@@ -283,7 +284,7 @@ impl BenchArgs {
                 out.push(ConstraintCost {
                     name: constraint.name.clone(),
                     kind: constraint.kind.clone(),
-                    on_vm: alone.templates().all(|t| t.on_vm()),
+                    engine: engine_of(&alone),
                     latency,
                 });
             }
@@ -335,7 +336,10 @@ impl BenchArgs {
                 "\neach matching constraint alone, one thread (each includes converting the review, which the bundle does once per review):"
             );
             let label = |c: &ConstraintCost| {
-                let engine = if c.on_vm { "" } else { ", interpreter" };
+                let engine = match c.engine {
+                    "vm" => String::new(),
+                    other => format!(", {other}"),
+                };
                 format!("{} ({}{engine})", c.name, c.kind)
             };
             let width = costs
@@ -375,7 +379,7 @@ impl BenchArgs {
             })).collect::<Vec<_>>(),
             "constraints": costs.iter().map(|c| json!({
                 "name": c.name, "kind": c.kind,
-                "engine": if c.on_vm { "vm" } else { "interpreter" },
+                "engine": c.engine,
                 "latency": c.latency.json(),
             })).collect::<Vec<_>>(),
         })
@@ -399,5 +403,19 @@ mod tests {
         let one = Summary::of(vec![Duration::from_micros(7)]).unwrap();
         assert_eq!((one.p50, one.p99, one.p999), (one.max, one.max, one.max));
         assert!(Summary::of(Vec::new()).is_none());
+    }
+}
+
+/// What runs the templates of `policies` (one constraint's): `cel`, `vm` or `interpreter`.
+fn engine_of(policies: &crate::policy::Policies) -> &'static str {
+    if policies
+        .templates()
+        .any(|t| t.engine() == crate::policy::template::Engine::Cel)
+    {
+        "cel"
+    } else if policies.templates().all(|t| t.on_vm()) {
+        "vm"
+    } else {
+        "interpreter"
     }
 }

@@ -3,6 +3,7 @@
 mod abuse;
 mod audit;
 mod bench;
+mod cel;
 mod certmanager;
 mod cluster;
 mod cluster_kinds;
