@@ -24,6 +24,7 @@
 //! stops the evaluation and the constraint fails closed.
 
 pub(crate) mod k8s;
+mod macros;
 
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -277,7 +278,8 @@ const CHARGE: &str = "@palisade_charge";
 /// The environment every template compiles and runs in.
 static ENV: LazyLock<Result<Arc<Env>, String>> = LazyLock::new(|| {
     let mut env = Env::stdlib();
-    let extensions: [fn(&mut Env) -> Result<(), cel::DeclarationError>; 5] = [
+    let extensions: [fn(&mut Env) -> Result<(), cel::DeclarationError>; 6] = [
+        macros::extension,
         cel::extensions::strings,
         cel::extensions::lists,
         cel::extensions::math,
@@ -304,6 +306,7 @@ fn env() -> Result<&'static Arc<Env>, String> {
 struct Meter {
     deadline: Instant,
     limit: Duration,
+    cost: u64,
     left: u64,
     stopped: Option<Stop>,
 }
@@ -346,7 +349,7 @@ fn charge<'b, 'v>(mut args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, Execu
     match stop {
         Some(Stop::Cost) => Err(ExecutionError::function_error(
             "cost",
-            format!("exceeded the cost limit of {COST_LIMIT} comprehension elements"),
+            "exceeded the cost limit",
         )),
         Some(Stop::Time) => Err(ExecutionError::function_error(
             "time",
@@ -360,12 +363,13 @@ fn charge<'b, 'v>(mut args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, Execu
 struct Metering;
 
 impl Metering {
-    fn start(limit: Duration) -> Self {
+    fn start(limit: Duration, cost: u64) -> Self {
         METER.with(|m| {
             m.set(Some(Meter {
                 deadline: Instant::now() + limit,
                 limit,
-                left: COST_LIMIT,
+                cost,
+                left: cost,
                 stopped: None,
             }))
         });
@@ -378,7 +382,8 @@ impl Metering {
         match meter.stopped? {
             Stop::Time => Some(EvalError::Timeout(meter.limit)),
             Stop::Cost => Some(EvalError::Engine(format!(
-                "K8sNativeValidation: exceeded the cost limit of {COST_LIMIT} comprehension elements for one review"
+                "K8sNativeValidation: exceeded the cost limit of {} comprehension elements for one review",
+                meter.cost
             ))),
         }
     }
@@ -420,6 +425,8 @@ pub struct Program {
     failure_policy: FailurePolicy,
     uses_namespace_object: bool,
     source: Source,
+    /// The most comprehension elements one evaluation may walk ([`COST_LIMIT`] unless set).
+    cost_limit: u64,
 }
 
 /// What the expressions may name besides comprehension variables.
@@ -525,7 +532,15 @@ impl Program {
             failure_policy: source.failure_policy,
             uses_namespace_object,
             source: source.clone(),
+            cost_limit: COST_LIMIT,
         })
+    }
+
+    /// The same program with another cost limit: the most comprehension elements one
+    /// evaluation may walk.
+    pub fn with_cost_limit(mut self, elements: u64) -> Self {
+        self.cost_limit = elements;
+        self
     }
 
     /// The source it was compiled from.
@@ -547,7 +562,7 @@ impl Program {
         limit: Duration,
     ) -> Result<Vec<String>, EvalError> {
         let env = env().map_err(EvalError::Engine)?;
-        let metering = Metering::start(limit);
+        let metering = Metering::start(limit, self.cost_limit);
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             self.run(env, request, params)
         }))

@@ -51,6 +51,14 @@ fn check(expression: &str) -> Program {
     program(json!({"validations": [{"expression": expression, "message": "no"}]})).unwrap()
 }
 
+/// The cost limit of the tests that reach it: a debug build on a busy machine walks about 50,000
+/// elements a second, so the default limit would take longer than a test should.
+const TEST_COST: u64 = 20_000;
+
+fn metered(expression: &str) -> Program {
+    check(expression).with_cost_limit(TEST_COST)
+}
+
 fn pod() -> Value {
     json!({"metadata": {"name": "web", "labels": {"app": "web"}}, "spec": {"replicas": 1, "ratio": 1.5, "containers": [{"name": "a", "image": "x"}]}})
 }
@@ -299,32 +307,36 @@ fn namespace_object_is_read_when_known() {
     );
 }
 
-/// `size` × `size` × `size` elements: far past the cost limit for a list of 200.
+/// `size` × `size` × `size` elements: far past the tests' cost limit for a list of 50.
 fn bomb(items: usize) -> Request {
     create(json!({"spec": {"items": (0..items).collect::<Vec<_>>()}}))
 }
 
 #[test]
 fn a_comprehension_bomb_stops_at_the_cost_limit() {
-    let p = check(
+    let p = metered(
         "object.spec.items.all(a, object.spec.items.all(b, object.spec.items.all(c, a + b + c >= 0)))",
     );
     let err = p
-        .evaluate(&bomb(200), &no_parameters(), Duration::from_secs(30))
+        .evaluate(&bomb(50), &no_parameters(), Duration::from_secs(60))
         .unwrap_err();
-    assert!(err.to_string().contains("cost limit of 1000000"), "{err}");
-    // The same shape on a small list is within the limit.
-    assert_eq!(p.evaluate(&bomb(20), &no_parameters(), SECOND), Ok(vec![]));
+    assert!(err.to_string().contains("cost limit of 20000"), "{err}");
+    // The same shape on a small list is within the limit (20 + 20² + 20³ elements).
+    assert_eq!(
+        p.evaluate(&bomb(20), &no_parameters(), Duration::from_secs(60)),
+        Ok(vec![])
+    );
+    assert_eq!(COST_LIMIT, 1_000_000);
 }
 
 #[test]
 fn a_limit_reached_inside_an_absorbed_error_still_stops_the_constraint() {
     // `error || true` is true in CEL: without the meter, the bomb would pass as "true".
-    let p = check(
+    let p = metered(
         "object.spec.items.all(a, object.spec.items.all(b, object.spec.items.all(c, a + b + c >= 0))) && false || true",
     );
     let err = p
-        .evaluate(&bomb(200), &no_parameters(), Duration::from_secs(30))
+        .evaluate(&bomb(50), &no_parameters(), Duration::from_secs(60))
         .unwrap_err();
     assert!(err.to_string().contains("cost limit"), "{err}");
     let p = check("object.spec.items.exists(a, a < 0) || true");
@@ -436,4 +448,64 @@ fn a_map_literal_that_repeats_a_key_keeps_the_last_as_kubernetes_does() {
         p.evaluate(&create(pod()), &no_parameters(), SECOND),
         Ok(vec![])
     );
+}
+
+/// Evaluates `expression` alone, as a validation of the Pod above: `Ok(true)` when it holds.
+fn holds(expression: &str) -> Result<bool, String> {
+    let p = program(json!({"validations": [{"expression": expression}]}))?;
+    p.evaluate(&create(pod()), &no_parameters(), SECOND)
+        .map(|messages| messages.is_empty())
+        .map_err(|e| e.to_string())
+}
+
+/// cel-go's documented examples of `cel.bind` and the two-variable comprehensions
+/// (ext.Bindings, ext.TwoVarComprehensions), written as checks that hold.
+#[test]
+fn bind_and_two_variable_comprehensions_read_as_in_kubernetes() {
+    for e in [
+        "cel.bind(a, 'hello', cel.bind(b, 'world', a + b + b + a)) == 'helloworldworldhello'",
+        "cel.bind(valid, [1, 2, 3], [3, 4, 5].exists(e, e in valid))",
+        "[1].all(x, cel.bind(x, 2, x == 2))",
+        "[1, 2, 3].all(i, j, i < j)",
+        "!{'hello': 'world', 'taco': 'taco'}.all(k, v, k != v)",
+        "{'h': ['hello', 'hi'], 'j': ['joke', 'jog']}.all(k, vals, vals.all(v, v.startsWith(k)))",
+        "![1, 2, 3].exists(i, j, i > j)",
+        "{'greeting': 'hello', 'farewell': 'goodbye'}.exists(k, v, k.startsWith('good') || v.endsWith('bye'))",
+        "![1, 2, 1].existsOne(i, v, i == 1 || v == 1)",
+        "{'a': 1, 'b': 2}.existsOne(k, v, v == 2)",
+        "[1, 2, 3].transformList(i, v, i > 0, v * 2) == [4, 6]",
+        "{'greeting': 'hello'}.transformList(k, v, k + ': ' + v) == ['greeting: hello']",
+        "[1, 2, 3].transformMap(i, v, v % 2 == 1, v * 2) == {0: 2, 2: 6}",
+        "{'greeting': 'hello'}.transformMap(k, v, v + '!') == {'greeting': 'hello!'}",
+        "{'a': 'b'}.transformMapEntry(k, v, {v: k}) == {'b': 'a'}",
+        "object.?spec.?nothing.orValue(1) == 1",
+        "[1, 2][?5].orValue(0) == 0",
+        "[1, 2].existsOne(x, x == 1) && [1, 2].exists_one(x, x == 2)",
+        "'%s-%d'.format(['a', 1]) == 'a-1'",
+        "timestamp('2024-01-01T00:00:00Z') < timestamp('2025-01-01T00:00:00Z') && duration('1h') > duration('1m')",
+        "base64.encode(b'a') == 'YQ==' && math.greatest(1, 2) == 2",
+    ] {
+        assert_eq!(holds(e), Ok(true), "{e}");
+    }
+    // A map entry whose key is already there is an error, not a silent overwrite.
+    let err =
+        holds("{'a': 'x', 'b': 'x'}.transformMapEntry(k, v, {v: k}).size() == 1").unwrap_err();
+    assert!(err.contains("already exists"), "{err}");
+    let err = holds("[1].all(i, i, true)").unwrap_err();
+    assert!(err.contains("both named \"i\""), "{err}");
+    let err = holds("1.all(i, v, true)").unwrap_err();
+    assert!(err.contains("ranges over a list or a map"), "{err}");
+}
+
+#[test]
+fn bound_and_two_variable_comprehensions_are_metered() {
+    for e in [
+        "cel.bind(l, object.spec.items, l.all(a, l.all(b, l.all(c, true))))",
+        "object.spec.items.all(i, a, object.spec.items.all(j, b, object.spec.items.all(k, c, true)))",
+    ] {
+        let err = metered(e)
+            .evaluate(&bomb(50), &no_parameters(), Duration::from_secs(60))
+            .unwrap_err();
+        assert!(err.to_string().contains("cost limit"), "{e}: {err}");
+    }
 }
