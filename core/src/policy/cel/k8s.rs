@@ -72,7 +72,9 @@ macro_rules! opaque_val {
             }
 
             fn equals(&self, other: &dyn cel::common::value::Val) -> bool {
-                other.downcast_ref::<$rust_type>().is_some_and(|other| self == other)
+                other
+                    .downcast_ref::<$rust_type>()
+                    .is_some_and(|other| self == other)
             }
 
             fn clone_as_boxed<'v>(&self) -> Box<dyn cel::common::value::Val + 'v>

@@ -159,13 +159,17 @@ fn fixed(valid: bool, message: &str) -> Vec<String> {
 
 /// A regular expression of this module, matched against the whole string.
 fn whole(pattern: &str) -> Regex {
-    #[allow(clippy::expect_used, reason = "the patterns are constants of this module")]
+    #[allow(
+        clippy::expect_used,
+        reason = "the patterns are constants of this module"
+    )]
     Regex::new(&format!("^(?:{pattern})$")).expect("a valid regular expression")
 }
 
 const DNS1123_LABEL_FMT: &str = "[a-z0-9]([-a-z0-9]*[a-z0-9])?";
 const DNS1123_LABEL_ERR: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character";
-const DNS1123_SUBDOMAIN_FMT: &str = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*";
+const DNS1123_SUBDOMAIN_FMT: &str =
+    r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*";
 const DNS1123_SUBDOMAIN_ERR: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character";
 const DNS1035_LABEL_FMT: &str = "[a-z]([-a-z0-9]*[a-z0-9])?";
 const DNS1035_LABEL_ERR: &str = "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character";
@@ -180,9 +184,8 @@ static DNS1035_LABEL: LazyLock<Regex> = LazyLock::new(|| whole(DNS1035_LABEL_FMT
 static QUALIFIED_NAME: LazyLock<Regex> = LazyLock::new(|| whole(QUALIFIED_NAME_FMT));
 static LABEL_VALUE: LazyLock<Regex> = LazyLock::new(|| whole(LABEL_VALUE_FMT));
 /// kube-openapi's `strfmt.UUIDPattern`: dashes optional, any case.
-static UUID: LazyLock<Regex> = LazyLock::new(|| {
-    whole("(?i)[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}")
-});
+static UUID: LazyLock<Regex> =
+    LazyLock::new(|| whole("(?i)[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}"));
 /// govalidator's `Base64`, which kube-openapi validates `byte` with: padded standard base64,
 /// not empty.
 static BASE64: LazyLock<Regex> = LazyLock::new(|| {
@@ -207,7 +210,7 @@ fn regex_error(msg: &str, fmt: &str, examples: &[&str]) -> String {
     let examples: Vec<String> = examples.iter().map(|e| format!("'{e}', ")).collect();
     format!(
         "{msg} (e.g. {}regex used for validation is '{fmt}')",
-        examples.join("or ")
+        examples.join(" or ")
     )
 }
 
@@ -299,7 +302,11 @@ fn is_qualified_name(value: &str) -> Vec<String> {
     if !QUALIFIED_NAME.is_match(name) {
         errors.push(format!(
             "name part {}",
-            regex_error(QUALIFIED_NAME_ERR, QUALIFIED_NAME_FMT, &["MyName", "my.name", "123-abc"])
+            regex_error(
+                QUALIFIED_NAME_ERR,
+                QUALIFIED_NAME_FMT,
+                &["MyName", "my.name", "123-abc"]
+            )
         ));
     }
     errors
@@ -354,7 +361,10 @@ fn is_date(value: &str) -> bool {
     let (Some(year), Some(month), Some(day)) = (number(0..4), number(5..7), number(8..10)) else {
         return false;
     };
-    let Ok(month) = u8::try_from(month).map_err(|_| ()).and_then(|m| time::Month::try_from(m).map_err(|_| ())) else {
+    let Ok(month) = u8::try_from(month)
+        .map_err(|_| ())
+        .and_then(|m| time::Month::try_from(m).map_err(|_| ()))
+    else {
         return false;
     };
     let Ok(day) = u8::try_from(day) else {

@@ -16,7 +16,13 @@ pub(super) fn extension(env: &mut Env) -> Result<(), DeclarationError> {
     env.add_member_overload("sum", "list_sum", LIST_TYPE, vec![], sum)?;
     env.add_member_overload("min", "list_min", LIST_TYPE, vec![], min)?;
     env.add_member_overload("max", "list_max", LIST_TYPE, vec![], max)?;
-    env.add_member_overload("indexOf", "list_index_of", LIST_TYPE, vec![DYN_TYPE], index_of)?;
+    env.add_member_overload(
+        "indexOf",
+        "list_index_of",
+        LIST_TYPE,
+        vec![DYN_TYPE],
+        index_of,
+    )?;
     env.add_member_overload(
         "lastIndexOf",
         "list_last_index_of",
@@ -84,9 +90,9 @@ fn sum<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionErr
         }
     }
     for element in rest {
-        let adder = total.as_adder().ok_or_else(|| {
-            ExecutionError::function_error("sum", "the elements cannot be added")
-        })?;
+        let adder = total
+            .as_adder()
+            .ok_or_else(|| ExecutionError::function_error("sum", "the elements cannot be added"))?;
         let next = adder.add(*element).map_err(|e| {
             ExecutionError::function_error("sum", format!("cannot add the elements: {e}"))
         })?;

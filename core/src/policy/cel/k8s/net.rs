@@ -131,8 +131,11 @@ fn parse_ip(raw: &str) -> Result<IpAddr, String> {
 
 /// Parses a prefix as `netip.ParsePrefix`, then Kubernetes' `cidr()`, do.
 fn parse_cidr(raw: &str) -> Result<Cidr, String> {
-    let prefix_error =
-        |msg: &str| format!("network address parse error during conversion from string: netip.ParsePrefix({raw:?}): {msg}");
+    let prefix_error = |msg: &str| {
+        format!(
+            "network address parse error during conversion from string: netip.ParsePrefix({raw:?}): {msg}"
+        )
+    };
     let Some((addr, bits)) = raw.rsplit_once('/') else {
         return Err(prefix_error("no '/'"));
     };
@@ -148,11 +151,12 @@ fn parse_cidr(raw: &str) -> Result<Cidr, String> {
     if bits.is_empty() || !bits.bytes().all(|b| b.is_ascii_digit()) {
         return Err(bad_bits());
     }
+    // What `strconv.Atoi` can't hold is bad bits too.
+    let bits: i64 = bits.parse().map_err(|_| bad_bits())?;
     let max_bits = if addr.is_ipv4() { 32 } else { 128 };
-    let bits = match bits.parse::<u32>() {
-        Ok(bits) if bits <= max_bits => bits,
-        _ => return Err(prefix_error("prefix length out of range")),
-    };
+    if bits > max_bits {
+        return Err(prefix_error("prefix length out of range"));
+    }
     if is_4_in_6(&addr) {
         return Err(format!("IPv4-mapped IPv6 address {raw:?} is not allowed"));
     }

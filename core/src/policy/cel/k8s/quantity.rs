@@ -154,13 +154,14 @@ impl Ord for Decimal {
         // Same sign, both non-zero: compare magnitudes by their number of digits before the
         // point first, which settles it unless they are equal; then the aligned values fit.
         let magnitude = |d: &Decimal| i64::from(digits(d.unscaled)) + d.exponent;
-        let by_magnitude = magnitude(self)
-            .cmp(&magnitude(other))
-            .then_with(|| match self.aligned(*other) {
-                Ok((a, b, _)) => a.abs().cmp(&b.abs()),
-                // Equal magnitudes and at most 38 digits each: alignment doesn't overflow.
-                Err(OutOfRange) => Ordering::Equal,
-            });
+        let by_magnitude =
+            magnitude(self)
+                .cmp(&magnitude(other))
+                .then_with(|| match self.aligned(*other) {
+                    Ok((a, b, _)) => a.abs().cmp(&b.abs()),
+                    // Equal magnitudes and at most 38 digits each: alignment doesn't overflow.
+                    Err(OutOfRange) => Ordering::Equal,
+                });
         if self.unscaled < 0 {
             by_magnitude.reverse()
         } else {
@@ -176,7 +177,9 @@ fn digits(n: i128) -> u32 {
 
 /// 10^`exponent` as a double, as Go's `math.Pow10`: exact where a double can be.
 fn pow10(exponent: i64) -> f64 {
-    format!("1e{exponent}").parse().unwrap_or(if exponent < 0 { 0.0 } else { f64::INFINITY })
+    format!("1e{exponent}")
+        .parse()
+        .unwrap_or(if exponent < 0 { 0.0 } else { f64::INFINITY })
 }
 
 impl Quantity {
@@ -207,8 +210,14 @@ impl Quantity {
     /// so and the sum fits, exactly otherwise.
     fn checked_add(&self, other: &Quantity) -> Result<Quantity, OutOfRange> {
         if let (
-            Amount::Int64 { value: a, scale: sa },
-            Amount::Int64 { value: b, scale: sb },
+            Amount::Int64 {
+                value: a,
+                scale: sa,
+            },
+            Amount::Int64 {
+                value: b,
+                scale: sb,
+            },
         ) = (self.amount, other.amount)
             && let Some((value, scale)) = int64_add(a, sa, b, sb)
         {
@@ -226,8 +235,14 @@ impl Quantity {
     /// otherwise.
     fn checked_sub(&self, other: &Quantity) -> Result<Quantity, OutOfRange> {
         if let (
-            Amount::Int64 { value: a, scale: sa },
-            Amount::Int64 { value: b, scale: sb },
+            Amount::Int64 {
+                value: a,
+                scale: sa,
+            },
+            Amount::Int64 {
+                value: b,
+                scale: sb,
+            },
         ) = (self.amount, other.amount)
             && let Some((value, scale)) = int64_add(a, sa, b.wrapping_neg(), sb)
         {
@@ -404,7 +419,9 @@ fn parse_quantity(s: &str) -> Result<Quantity, String> {
         return Ok(Quantity { amount });
     }
     let decimal = exact_value(&parts, suffix).map_err(|OutOfRange| {
-        format!("quantity {s:?} has more than {MAX_DIGITS} significant digits, more than Palisade holds")
+        format!(
+            "quantity {s:?} has more than {MAX_DIGITS} significant digits, more than Palisade holds"
+        )
     })?;
     Ok(Quantity {
         amount: Amount::Dec(decimal),
@@ -506,6 +523,7 @@ fn parse_decimal(digits: &str, exponent: i64) -> Result<Decimal, OutOfRange> {
 
 /// Declares the quantity library on `env`.
 pub(super) fn extension(env: &mut Env) -> Result<(), DeclarationError> {
+    env.add_type(QUANTITY_TYPE.to_owned())?;
     cel::add_overload!(env, fn quantity: (CelString) -> Result<Quantity>, id = "string_to_quantity")?;
     cel::add_overload!(env, fn is_quantity: (CelString) -> CelBool, id = "is_quantity_string")?;
     cel::add_member_overload!(env, fn is_integer: (Quantity) -> CelBool, id = "quantity_is_integer")?;
@@ -544,9 +562,9 @@ fn is_integer(q: &Quantity) -> CelBool {
 }
 
 fn as_integer(q: &Quantity) -> Result<CelInt, ExecutionError> {
-    q.as_int64()
-        .map(CelInt::from)
-        .ok_or_else(|| ExecutionError::function_error("asInteger", "cannot convert value to integer"))
+    q.as_int64().map(CelInt::from).ok_or_else(|| {
+        ExecutionError::function_error("asInteger", "cannot convert value to integer")
+    })
 }
 
 /// Go's `AsApproximateFloat64`: the held digits times the power of ten.
@@ -583,12 +601,15 @@ fn compare_to(q: &Quantity, other: &Quantity) -> CelInt {
 fn out_of_range(function: &str) -> ExecutionError {
     ExecutionError::function_error(
         function,
-        format!("the result has more than {MAX_DIGITS} significant digits, more than Palisade holds"),
+        format!(
+            "the result has more than {MAX_DIGITS} significant digits, more than Palisade holds"
+        ),
     )
 }
 
 fn add(q: &Quantity, other: &Quantity) -> Result<Quantity, ExecutionError> {
-    q.checked_add(other).map_err(|OutOfRange| out_of_range("add"))
+    q.checked_add(other)
+        .map_err(|OutOfRange| out_of_range("add"))
 }
 
 fn add_int(q: &Quantity, other: &CelInt) -> Result<Quantity, ExecutionError> {
@@ -596,7 +617,8 @@ fn add_int(q: &Quantity, other: &CelInt) -> Result<Quantity, ExecutionError> {
 }
 
 fn sub(q: &Quantity, other: &Quantity) -> Result<Quantity, ExecutionError> {
-    q.checked_sub(other).map_err(|OutOfRange| out_of_range("sub"))
+    q.checked_sub(other)
+        .map_err(|OutOfRange| out_of_range("sub"))
 }
 
 fn sub_int(q: &Quantity, other: &CelInt) -> Result<Quantity, ExecutionError> {

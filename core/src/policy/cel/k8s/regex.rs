@@ -19,12 +19,18 @@ pub(super) fn extension(env: &mut Env) -> Result<(), DeclarationError> {
 /// `pattern` compiled, or an error naming `function` and what is wrong with it.
 fn compile(function: &str, pattern: &str) -> Result<regex::Regex, ExecutionError> {
     regex::Regex::new(pattern).map_err(|e| {
-        ExecutionError::function_error(function, format!("invalid regular expression {pattern:?}: {e}"))
+        ExecutionError::function_error(
+            function,
+            format!("invalid regular expression {pattern:?}: {e}"),
+        )
     })
 }
 
 /// The first match of `pattern` in `this`, or the empty string if there is none.
-fn find(this: &CelString<'_>, pattern: &CelString<'_>) -> Result<CelString<'static>, ExecutionError> {
+fn find(
+    this: &CelString<'_>,
+    pattern: &CelString<'_>,
+) -> Result<CelString<'static>, ExecutionError> {
     let re = compile("find", pattern.inner())?;
     Ok(re
         .find(this.inner())

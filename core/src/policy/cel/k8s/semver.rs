@@ -50,7 +50,11 @@ pub(super) fn extension(env: &mut Env) -> Result<(), DeclarationError> {
 
 /// Parses a version, strictly or after Kubernetes' normalization.
 fn parse(s: &str, normalize: bool) -> Result<semver::Version, String> {
-    let text = if normalize { normalized(s)? } else { s.to_owned() };
+    let text = if normalize {
+        normalized(s)?
+    } else {
+        s.to_owned()
+    };
     semver::Version::parse(&text).map_err(|e| format!("{s:?} is not a semantic version: {e}"))
 }
 

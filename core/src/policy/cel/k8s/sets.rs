@@ -31,31 +31,18 @@ pub(super) fn extension(env: &mut Env) -> Result<(), DeclarationError> {
 }
 
 /// Whether every element of `subset` equals some element of `set`.
-fn includes(set: &[&dyn Val], subset: &[&dyn Val]) -> bool {
+fn includes(set: &[&(dyn Val + '_)], subset: &[&(dyn Val + '_)]) -> bool {
     subset
         .iter()
         .all(|wanted| set.iter().any(|element| element.equals(*wanted)))
-}
-
-/// The two lists of a call, borrowed.
-fn both<'a>(
-    function: &str,
-    first: &'a CowVal<'_, '_>,
-    second: &'a CowVal<'_, '_>,
-) -> Result<(Vec<&'a dyn Val>, Vec<&'a dyn Val>), ExecutionError> {
-    let first = elements(function, first.as_ref())?;
-    let second = elements(function, second.as_ref())?;
-    Ok((
-        first.into_iter().map(|v| v as &dyn Val).collect(),
-        second.into_iter().map(|v| v as &dyn Val).collect(),
-    ))
 }
 
 /// `sets.contains(list, sublist)`: whether `list` holds every element of `sublist`; an
 /// empty `sublist` is contained in any list.
 fn contains<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionError> {
     let [list, sublist] = take_args(args)?;
-    let (list, sublist) = both("sets.contains", &list, &sublist)?;
+    let list = elements("sets.contains", list.as_ref())?;
+    let sublist = elements("sets.contains", sublist.as_ref())?;
     Ok(CowVal::owned(CelBool::from(includes(&list, &sublist))))
 }
 
@@ -63,14 +50,18 @@ fn contains<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, Executi
 /// their order and duplicates.
 fn equivalent<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionError> {
     let [a, b] = take_args(args)?;
-    let (a, b) = both("sets.equivalent", &a, &b)?;
-    Ok(CowVal::owned(CelBool::from(includes(&a, &b) && includes(&b, &a))))
+    let a = elements("sets.equivalent", a.as_ref())?;
+    let b = elements("sets.equivalent", b.as_ref())?;
+    Ok(CowVal::owned(CelBool::from(
+        includes(&a, &b) && includes(&b, &a),
+    )))
 }
 
 /// `sets.intersects(a, b)`: whether the lists share an element.
 fn intersects<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionError> {
     let [a, b] = take_args(args)?;
-    let (a, b) = both("sets.intersects", &a, &b)?;
+    let a = elements("sets.intersects", a.as_ref())?;
+    let b = elements("sets.intersects", b.as_ref())?;
     let shared = a.iter().any(|x| b.iter().any(|y| x.equals(*y)));
     Ok(CowVal::owned(CelBool::from(shared)))
 }

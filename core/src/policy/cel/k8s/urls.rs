@@ -95,7 +95,12 @@ fn get_query(u: &Url) -> CelMap<'static> {
     }
     let map: HashMap<CelMapKey<'static>, Box<dyn Val>> = query
         .into_iter()
-        .map(|(key, values)| (CelMapKey::from(key), Box::new(string_list(values)) as Box<dyn Val>))
+        .map(|(key, values)| {
+            (
+                CelMapKey::from(key),
+                Box::new(string_list(values)) as Box<dyn Val>,
+            )
+        })
         .collect();
     map.into()
 }
@@ -199,11 +204,8 @@ fn parse_authority(authority: &str) -> Result<String, String> {
 
 /// Go's `validUserinfo`: the characters RFC 3986 allows in user information.
 fn valid_userinfo(s: &str) -> bool {
-    s.bytes().all(|b| {
-        b.is_ascii_alphanumeric()
-            || b"-._:~!$&'()*+,;=%@".contains(&b)
-            || !b.is_ascii()
-    })
+    s.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-._:~!$&'()*+,;=%@".contains(&b) || !b.is_ascii())
 }
 
 /// Go's `validOptionalPort`: empty, or `:` and digits.
@@ -267,9 +269,7 @@ fn should_escape(c: u8, mode: Mode) -> bool {
     if c.is_ascii_alphanumeric() {
         return false;
     }
-    if matches!(mode, Mode::Host | Mode::Zone)
-        && b"!$&'()*+,;=:[]<>\"".contains(&c)
-    {
+    if matches!(mode, Mode::Host | Mode::Zone) && b"!$&'()*+,;=:[]<>\"".contains(&c) {
         return false;
     }
     match c {
@@ -312,7 +312,10 @@ fn unescape(s: &str, mode: Mode) -> Result<String, String> {
             b'%' => {
                 let escape = || {
                     let end = (i + 3).min(bytes.len());
-                    format!("invalid URL escape {:?}", String::from_utf8_lossy(&bytes[i..end]))
+                    format!(
+                        "invalid URL escape {:?}",
+                        String::from_utf8_lossy(&bytes[i..end])
+                    )
                 };
                 let (Some(hi), Some(lo)) = (
                     bytes.get(i + 1).copied().and_then(unhex),
@@ -371,9 +374,8 @@ fn escape(s: &str, mode: Mode) -> String {
 
 /// Go's `validEncoded`: whether `s` is a path as Go would accept to write it.
 fn valid_encoded(s: &str) -> bool {
-    s.bytes().all(|c| {
-        b"!$&'()*+,;=:@[]%".contains(&c) || !should_escape(c, Mode::Path)
-    })
+    s.bytes()
+        .all(|c| b"!$&'()*+,;=:@[]%".contains(&c) || !should_escape(c, Mode::Path))
 }
 
 impl Url {
