@@ -13,13 +13,24 @@
 //!   parsed as apimachinery's `resource.ParseQuantity` does;
 //! - [`net`]: `ip`, `isIP`, `ip.isCanonical`, `cidr`, `isCIDR` and the methods of a `net.IP` and
 //!   a `net.CIDR`, parsed as Go's `netip` does, less IPv4-mapped IPv6 addresses and zones;
-//! - [`format`]: the `format.*` named formats and their `validate`, with apimachinery's
+//! - [`format`](mod@format): the `format.*` named formats and their `validate`, with apimachinery's
 //!   messages;
 //! - [`sets`]: cel-go's `sets.contains`, `sets.equivalent` and `sets.intersects`;
 //! - [`semver`]: `semver`, `isSemver` and the methods of a `kubernetes.Semver`.
 //!
 //! Kubernetes' strings extension (cel-go's `ext.Strings`, version 2) has nothing cel-rust's
-//! lacks; where the two differ, the tests of this module say how.
+//! lacks, so nothing is added for it; cel-rust's answers differ at the edges (cel-go's as
+//! of the versions Kubernetes vendors, which changed them over time):
+//!
+//! - `indexOf(s, offset)` and `lastIndexOf(s, offset)` with an empty `s` return `offset` in
+//!   cel-go, even past the end or negative; cel-rust caps it at the length, and fails on a
+//!   negative one;
+//! - `''.indexOf('a')` and `''.lastIndexOf('a')` fail with "index out of range" in cel-go (up
+//!   to the versions that return -1 for an offset past the end); cel-rust returns -1;
+//! - `reverse()` on strings is cel-go's version 3: Kubernetes doesn't declare it, cel-rust
+//!   does;
+//! - `format` follows cel-go's newer formatting (`formatting_v2.go`) rather than the one
+//!   version 2 has.
 //!
 //! Every function fails with an error, never a panic, whatever its input.
 

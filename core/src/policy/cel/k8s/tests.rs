@@ -265,6 +265,16 @@ fn urls() {
             s("example.com"),
         ),
         ("url('http://example.com') == url('http://example.com')", T),
+        // Go's fix for CVE-2025-47912: only an IPv6 address goes in brackets.
+        ("isURL('http://[::1]/')", T),
+        ("isURL('http://[fe80::1%25en0]:8080/')", T),
+        (
+            "url('http://[fe80::1%25en0]:8080/').getHostname()",
+            s("fe80::1%en0"),
+        ),
+        ("isURL('http://[1.2.3.4]/')", F),
+        ("isURL('http://[example.com]/')", F),
+        ("isURL('http://[::1/')", F),
         ("type(url('/a')) == kubernetes.URL", T),
     ]);
 }

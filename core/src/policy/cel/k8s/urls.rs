@@ -226,6 +226,15 @@ fn parse_host(host: &str) -> Result<String, String> {
         if !valid_optional_port(colon_port) {
             return Err(format!("invalid port {colon_port:?} after host"));
         }
+        // Only an IPv6 address, with an optional zone, may be in brackets: Go checks so
+        // since its fix for CVE-2025-47912 (Go 1.24.8 and 1.25.2).
+        let literal = &host[1..i];
+        let address = literal
+            .split_once("%25")
+            .map_or(literal, |(address, _)| address);
+        if address.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err(format!("invalid IP-literal {:?}", &host[..=i]));
+        }
         if let Some(zone) = host[..i].find("%25") {
             let before = unescape(&host[..zone], Mode::Host)?;
             let zone_part = unescape(&host[zone..i], Mode::Zone)?;
