@@ -1104,11 +1104,35 @@ mod tests {
     }
 
     #[test]
-    fn refuses_cel_only_templates_by_name() {
-        let yaml = "apiVersion: templates.gatekeeper.sh/v1\nkind: ConstraintTemplate\nmetadata: {name: k8scel}\nspec:\n  crd: {spec: {names: {kind: K8sCel}}}\n  targets:\n  - target: admission.k8s.gatekeeper.sh\n    code:\n    - engine: K8sNativeValidation\n      source: {validations: [{expression: 'true'}]}\n";
-        let err = compile(yaml).unwrap_err();
+    fn a_template_runs_the_engine_it_has_and_the_preferred_one_when_it_has_both() {
+        let head = "apiVersion: templates.gatekeeper.sh/v1\nkind: ConstraintTemplate\nmetadata: {name: k8scel}\nspec:\n  crd: {spec: {names: {kind: K8sCel}}}\n  targets:\n  - target: admission.k8s.gatekeeper.sh\n    code:\n";
+        let cel = "    - engine: K8sNativeValidation\n      source: {validations: [{expression: 'true'}]}\n";
+        let rego = "    - engine: Rego\n      source: {rego: 'package k8scel\n\n        violation[{\"msg\": \"x\"}] { false }'}\n";
+        let other = "    - engine: Wasm\n      source: {}\n";
+        let with = |code: &str, prefer: Engine| {
+            let docs = parse_str(&format!("{head}{code}"), Path::new("t.yaml")).unwrap();
+            parse(&docs[0])
+                .and_then(|src| {
+                    Template::compile(
+                        src,
+                        &EngineOptions {
+                            prefer,
+                            ..EngineOptions::default()
+                        },
+                    )
+                })
+                .map(|t| t.engine())
+        };
+        assert_eq!(with(cel, Engine::Rego), Ok(Engine::Cel));
+        assert_eq!(with(&format!("{rego}{cel}"), Engine::Cel), Ok(Engine::Cel));
+        assert_eq!(
+            with(&format!("{cel}{rego}"), Engine::Rego),
+            Ok(Engine::Rego)
+        );
+        assert_eq!(with(rego, Engine::Cel), Ok(Engine::Rego));
+        let err = with(other, Engine::Cel).unwrap_err();
         assert!(
-            err.contains("K8sNativeValidation") && err.contains("CEL"),
+            err.contains("only engine \"Wasm\"") && err.contains("Rego or K8sNativeValidation"),
             "{err}"
         );
     }

@@ -1,0 +1,63 @@
+//! Kubernetes' regex library (`library/regex.go`): `find(re)`, `findAll(re)` and
+//! `findAll(re, n)` on strings, with RE2 syntax, which the `regex` crate shares.
+
+use super::string_list;
+use cel::common::types::{CelInt, CelList, CelString};
+use cel::{DeclarationError, Env, ExecutionError};
+
+/// Declares the regex library on `env`.
+pub(super) fn extension(env: &mut Env) -> Result<(), DeclarationError> {
+    cel::add_member_overload!(env, fn find: (CelString, CelString) -> Result<CelString>,
+        id = "string_find_string")?;
+    cel::add_member_overload!(env, fn find_all: (CelString, CelString) -> Result<CelList>,
+        id = "string_find_all_string")?;
+    cel::add_member_overload!(env, fn find_all_n: (CelString, CelString, CelInt) -> Result<CelList>,
+        name = "findAll", id = "string_find_all_string_int")?;
+    Ok(())
+}
+
+/// `pattern` compiled, or an error naming `function` and what is wrong with it.
+fn compile(function: &str, pattern: &str) -> Result<regex::Regex, ExecutionError> {
+    regex::Regex::new(pattern).map_err(|e| {
+        ExecutionError::function_error(
+            function,
+            format!("invalid regular expression {pattern:?}: {e}"),
+        )
+    })
+}
+
+/// The first match of `pattern` in `this`, or the empty string if there is none.
+fn find(
+    this: &CelString<'_>,
+    pattern: &CelString<'_>,
+) -> Result<CelString<'static>, ExecutionError> {
+    let re = compile("find", pattern.inner())?;
+    Ok(re
+        .find(this.inner())
+        .map(|m| m.as_str().to_owned())
+        .unwrap_or_default()
+        .into())
+}
+
+/// Every match of `pattern` in `this`, in order.
+fn find_all(
+    this: &CelString<'_>,
+    pattern: &CelString<'_>,
+) -> Result<CelList<'static>, ExecutionError> {
+    find_all_n(this, pattern, &CelInt::from(-1))
+}
+
+/// The first `limit` matches of `pattern` in `this`: all of them when `limit` is negative,
+/// none when it is zero, as Go's `FindAllString`.
+fn find_all_n(
+    this: &CelString<'_>,
+    pattern: &CelString<'_>,
+    limit: &CelInt,
+) -> Result<CelList<'static>, ExecutionError> {
+    let re = compile("findAll", pattern.inner())?;
+    let matches = re.find_iter(this.inner()).map(|m| m.as_str().to_owned());
+    Ok(match usize::try_from(*limit.inner()) {
+        Ok(limit) => string_list(matches.take(limit)),
+        Err(_) => string_list(matches),
+    })
+}
