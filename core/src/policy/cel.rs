@@ -275,10 +275,13 @@ impl Source {
 /// The name the charging function is declared under: `@` keeps CEL source from calling it.
 const CHARGE: &str = "@palisade_charge";
 
+/// What adds functions, types or macros to an environment.
+type Extension = fn(&mut Env) -> Result<(), cel::DeclarationError>;
+
 /// The environment every template compiles and runs in.
 static ENV: LazyLock<Result<Arc<Env>, String>> = LazyLock::new(|| {
     let mut env = Env::stdlib();
-    let extensions: [fn(&mut Env) -> Result<(), cel::DeclarationError>; 6] = [
+    let extensions: [Extension; 6] = [
         macros::extension,
         cel::extensions::strings,
         cel::extensions::lists,
