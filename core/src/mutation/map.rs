@@ -174,6 +174,30 @@ pub fn generate(
     (objects, unmapped)
 }
 
+/// The YAML that `palisade manifests --mutating-admission-policies` appends: a note, one
+/// comment line per mutator that stays on the webhook, then each policy and its binding.
+/// `config` is the configuration the webhook runs with (the default when none is known).
+pub fn manifests(
+    bundle: &crate::bundle::Bundle,
+    config: &Config,
+    own_namespace: &str,
+) -> Result<String, String> {
+    let excluded = bundle.excluded_patterns(crate::bundle::Process::Mutation);
+    let (objects, unmapped) = generate(bundle.mutators(), excluded, config, own_namespace);
+    let mut out = String::from(
+        "# MutatingAdmissionPolicies (admissionregistration.k8s.io/v1, Kubernetes 1.36+) for the mutators that map exactly.\n\
+         # The webhook keeps applying every mutator as well; the results are the same.\n",
+    );
+    for (kind, name, why) in &unmapped {
+        out.push_str(&format!("# {kind} {name} stays on the webhook: {why}\n"));
+    }
+    for object in &objects {
+        out.push_str("---\n");
+        out.push_str(&yaml_serde::to_string(object).map_err(|e| e.to_string())?);
+    }
+    Ok(out)
+}
+
 /// The name of the policy and binding of a mutator.
 pub fn policy_name(kind: Kind, name: &str) -> String {
     format!("palisade-{}-{name}", kind.as_str().to_lowercase())
