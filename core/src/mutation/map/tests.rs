@@ -762,9 +762,11 @@ fn namespace_conditions_agree_with_palisades_matching() {
                 let request = request_for(&object, "CREATE");
                 let r = review(&object, &request, None);
                 let effective = r.object_ref().effective_namespace();
-                let palisade = !["kube-system", "palisade-system"].contains(&effective)
-                    && !(!effective.is_empty()
-                        && excluded.iter().any(|g| Glob::new(g).matches(effective)))
+                let exempt = ["kube-system", "palisade-system"].contains(&effective);
+                let config_excludes = !effective.is_empty()
+                    && excluded.iter().any(|g| Glob::new(g).matches(effective));
+                let palisade = !exempt
+                    && !config_excludes
                     && config.mode(effective).mutation
                     && Match::matches(matcher, &r, None).unwrap();
                 let cel = p["spec"]["matchConditions"]
