@@ -34,7 +34,8 @@ pub struct ManifestsArgs {
     /// Also print MutatingAdmissionPolicies and their bindings (admissionregistration.k8s.io/v1:
     /// Kubernetes 1.36+) for the mutators that map exactly, after everything else, with a
     /// comment naming each mutator that does not and why. Rendered for the default
-    /// configuration (no `mutation: false` namespaces, no break-glass users). The webhook
+    /// configuration (no `mutation: false` namespaces, no break-glass users) and exemptions
+    /// (kube-system and --namespace, no other `--exempt-namespace`). The webhook
     /// configurations do not change: the webhook keeps mutating too, until moving mutation to
     /// the API server is turned on in the configuration (a later step).
     #[arg(long)]
