@@ -638,6 +638,12 @@ impl Bundle {
             .contains(&(kind.to_owned(), name.to_owned()))
     }
 
+    /// The namespace patterns the `Config`'s `spec.match` takes out of `process` (Gatekeeper's
+    /// wildcards: `kube-*`, `*-system`, `*tmp*`).
+    pub fn excluded_patterns(&self, process: Process) -> &[String] {
+        &self.excluded.patterns[process as usize]
+    }
+
     /// Whether the `Config`'s `spec.match` takes namespace `ns` out of `process`.
     pub fn excludes(&self, process: Process, ns: &str) -> bool {
         self.excluded.excludes(process, ns)

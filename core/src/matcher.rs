@@ -24,6 +24,11 @@ impl Glob {
         Self(pattern.to_owned())
     }
 
+    /// The pattern as written.
+    pub fn pattern(&self) -> &str {
+        &self.0
+    }
+
     /// Whether `s` fits the pattern.
     pub fn matches(&self, s: &str) -> bool {
         let p = self.0.as_str();

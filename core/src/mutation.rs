@@ -9,6 +9,7 @@
 //! holds one is refused.
 
 pub(crate) mod location;
+pub mod map;
 pub(crate) mod patch;
 
 use serde_json::{Map, Value};

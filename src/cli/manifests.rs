@@ -31,6 +31,15 @@ pub struct ManifestsArgs {
     /// How long the API server waits for an answer (1 to 30 seconds).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=30))]
     pub timeout_seconds: u32,
+    /// Also print MutatingAdmissionPolicies and their bindings (admissionregistration.k8s.io/v1:
+    /// Kubernetes 1.36+) for the mutators that map exactly, after everything else, with a
+    /// comment naming each mutator that does not and why. Rendered for the default
+    /// configuration (no `mutation: false` namespaces, no break-glass users) and exemptions
+    /// (kube-system and --namespace, no other `--exempt-namespace`). The webhook
+    /// configurations do not change: the webhook keeps mutating too, until moving mutation to
+    /// the API server is turned on in the configuration (a later step).
+    #[arg(long)]
+    pub mutating_admission_policies: bool,
     #[command(flatten)]
     pub eval: EvalArgs,
 }
@@ -68,6 +77,12 @@ impl ManifestsArgs {
         for configuration in configurations {
             out.push_str("---\n");
             out.push_str(&yaml_serde::to_string(&configuration)?);
+        }
+        if self.mutating_admission_policies {
+            out.push_str(
+                &crate::mutation::map::manifests(&bundle, &Default::default(), &self.namespace)
+                    .map_err(|e| anyhow::anyhow!("mutating admission policies: {e}"))?,
+            );
         }
         Ok(out)
     }

@@ -24,6 +24,7 @@ mod matrix;
 mod matrix_designs;
 mod matrix_review;
 mod mutation;
+mod mutation_map;
 mod namespace_isolation;
 mod namespace_object;
 mod netpol;
