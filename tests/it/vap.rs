@@ -1042,3 +1042,33 @@ fn generated_objects_are_labelled_named_and_stable() {
         ])
     );
 }
+
+#[test]
+fn the_audit_still_judges_what_the_api_server_judges_alone() {
+    let bundle = bundle();
+    let config = config_all();
+    let alone = vap::api_server_only(&bundle, &config);
+    assert!(alone.contains(&("K8sCelAllowedRepos".to_owned(), "in-pay".to_owned())));
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "api", "namespace": "payments"}, "spec": {"containers": [{"name": "c", "image": "docker.io/evil:1"}]}});
+    let review = Review::from_object(pod);
+    let judged_at = |point| {
+        Decider::new(Vec::new())
+            .with_config(std::sync::Arc::new(config.clone()))
+            .at_point(point)
+            .decide(
+                &bundle,
+                &inventory(),
+                Endpoint::Validate,
+                &review,
+                time::OffsetDateTime::now_utc(),
+                None,
+            )
+            .unwrap()
+            .violations
+            .iter()
+            .any(|v| v.constraint == "in-pay")
+    };
+    assert!(judged_at(palisade::policy::Point::Audit));
+    assert!(judged_at(palisade::policy::Point::Gator));
+    assert!(!judged_at(palisade::policy::Point::Validation));
+}
