@@ -343,6 +343,9 @@ fn fates<'a>(bundle: &'a Bundle, config: &Config) -> Vec<(&'a Constraint, Fate<'
         .collect()
 }
 
+/// A template and its generated constraints, with their actions.
+type PerTemplate<'a> = (&'a Arc<Template>, Vec<(&'a Constraint, Action)>);
+
 /// The constraints (kind, name) that the API server judges alone under `config`: those the
 /// webhook skips at admission, and whose kinds the webhook is not sent for them. Cheap when
 /// nothing is placed on the API server, which is the default.
@@ -382,8 +385,7 @@ pub fn generate_with(bundle: &Bundle, config: &Config, options: &Options) -> Gen
         }
     }
     // Template name → (template, its generated constraints with their actions).
-    let mut by_template: BTreeMap<&str, (&Arc<Template>, Vec<(&Constraint, Action)>)> =
-        BTreeMap::new();
+    let mut by_template: BTreeMap<&str, PerTemplate<'_>> = BTreeMap::new();
     for (c, fate) in fates(bundle, config) {
         match fate {
             Fate::Webhook => {}
