@@ -1,7 +1,9 @@
 //! Generated ValidatingAdmissionPolicies (`policy::vap`, `palisade manifests --config`): they
 //! validate against Kubernetes' schemas, every expression compiles in Palisade's CEL, they judge
-//! every case as the webhook does (selectors, match conditions, messages, UPDATE and DELETE),
-//! and no configuration leaves a constraint judged by nobody.
+//! every case as the webhook does (selectors, match conditions, messages, UPDATE and DELETE) on
+//! the CEL suite's template and objects, a CEL-only copy of gatekeeper-library's requiredlabels
+//! and its samples, and templates of this file, and no configuration leaves a constraint judged
+//! by nobody.
 //!
 //! No API server runs here: the API server's side is `policy::cel::AdmissionPolicy`, which
 //! evaluates a policy's own spec, plus the binding's selectors and rules evaluated below as
@@ -165,6 +167,14 @@ fn policy_files() -> Vec<(String, String)> {
         ("protected.yaml".into(), PROTECTED_TEMPLATE.into()),
         ("constraints.yaml".into(), CONSTRAINTS.into()),
         ("rego.yaml".into(), rego_docs()),
+        (
+            "requiredlabels-template.yaml".into(),
+            read("tests/data/gatekeeper/cel-library/requiredlabels/template.yaml"),
+        ),
+        (
+            "requiredlabels-constraint.yaml".into(),
+            read("tests/data/gatekeeper/cel-library/requiredlabels/constraint.yaml"),
+        ),
     ]
 }
 
@@ -273,6 +283,15 @@ fn cases() -> Vec<(String, Value)> {
                 }
             }
         }
+    }
+    for sample in [
+        "example_allowed",
+        "example_disallowed",
+        "example_disallowed_label_value",
+    ] {
+        objects.push(read(&format!(
+            "tests/data/gatekeeper/cel-library/requiredlabels/samples/{sample}.yaml"
+        )));
     }
     for (ns, _) in NAMESPACES {
         objects.push(namespace(ns));
@@ -521,7 +540,7 @@ fn generated_policies_judge_every_case_as_the_webhook_does() {
         }
     }
     assert!(compared > 1000, "only {compared} comparisons");
-    assert_eq!(seen.len(), 9, "{seen:?}");
+    assert_eq!(seen.len(), 10, "{seen:?}");
     for (constraint, (denied, clean)) in &seen {
         assert!(
             *denied > 0 && *clean > 0,
@@ -538,7 +557,7 @@ fn every_generated_expression_compiles_in_palisades_cel() {
         .iter()
         .filter(|o| o["kind"] == "ValidatingAdmissionPolicy")
         .collect();
-    assert_eq!(policies.len(), 2, "one policy per CEL template");
+    assert_eq!(policies.len(), 3, "one policy per CEL template");
     for policy in &policies {
         AdmissionPolicy::compile(policy).unwrap_or_else(|e| panic!("{e}"));
         let spec = &policy["spec"];
@@ -641,7 +660,7 @@ fn manifests_with_a_config_print_policies_that_validate_against_kubernetes() {
             .iter()
             .filter(|k| **k == "ValidatingAdmissionPolicyBinding")
             .count(),
-        9,
+        10,
         "{kinds:?}"
     );
     assert!(
@@ -731,6 +750,11 @@ fn webhook_judges(bundle: &Bundle, config: &Config, kind: &str, name: &str) -> b
                 request("DELETE", None, Some(&pod(ns))),
             ]
         })
+        .chain([request(
+            "CREATE",
+            Some(&json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "probe"}})),
+            None,
+        )])
         .any(|r| {
             decider
                 .decide(
