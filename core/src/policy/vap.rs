@@ -485,10 +485,15 @@ fn unless_unset(field: &str, body: &str) -> String {
     )
 }
 
+/// `body` with the variable `v` bound to the value of `value`, which CEL (without `cel.bind`)
+/// spells as a comprehension over a list of one.
+fn bind(v: &str, value: &str, body: &str) -> String {
+    format!("[{value}].all({v}, {body})")
+}
+
 /// The match conditions that stand for the parts of `spec.match` a binding cannot express,
 /// then the bundle Config's namespaces excluded from the webhook.
 fn internal_conditions(excluded: &[String]) -> Vec<Value> {
-    let ns = effective_namespace();
     let namespaced = format!(
         r#"({IS_NAMESPACE} || {} != "")"#,
         request_or_metadata("namespace")
@@ -504,29 +509,51 @@ fn internal_conditions(excluded: &[String]) -> Vec<Value> {
     );
     let scope = unless_unset(
         "scope",
-        &format!(
-            r#"params.spec.match.scope == "Cluster" ? !{namespaced} || {IS_NAMESPACE} : (params.spec.match.scope == "Namespaced" ? {namespaced} && !{IS_NAMESPACE} : true)"#
+        &bind(
+            "namespaced",
+            &namespaced,
+            &format!(
+                r#"params.spec.match.scope == "Cluster" ? !namespaced || {IS_NAMESPACE} : (params.spec.match.scope == "Namespaced" ? namespaced && !{IS_NAMESPACE} : true)"#
+            ),
         ),
     );
-    let namespaces = unless_unset(
+    // Namespace matchers hold namespaced objects and Namespaces, by the effective namespace.
+    let by_namespace = |field: &str, body: &str| {
+        unless_unset(
+            field,
+            &bind(
+                "namespaced",
+                &namespaced,
+                &format!(
+                    "!namespaced || {}",
+                    bind("ns", &effective_namespace(), body)
+                ),
+            ),
+        )
+    };
+    let namespaces = by_namespace(
         "namespaces",
         &format!(
-            "!{namespaced} || size(params.spec.match.namespaces) == 0 || params.spec.match.namespaces.exists(g, {})",
-            glob("g", &ns)
+            "size(params.spec.match.namespaces) == 0 || params.spec.match.namespaces.exists(g, {})",
+            glob("g", "ns")
         ),
     );
-    let excluded_namespaces = unless_unset(
+    let excluded_namespaces = by_namespace(
         "excludedNamespaces",
         &format!(
-            "!{namespaced} || !params.spec.match.excludedNamespaces.exists(g, {})",
-            glob("g", &ns)
+            "!params.spec.match.excludedNamespaces.exists(g, {})",
+            glob("g", "ns")
         ),
     );
     let name = unless_unset(
         "name",
-        &format!(
-            r#"[params.spec.match.name].all(g, g == "" || {})"#,
-            glob("g", &request_or_metadata("name"))
+        &bind(
+            "g",
+            "params.spec.match.name",
+            &format!(
+                r#"g == "" || {}"#,
+                bind("n", &request_or_metadata("name"), &glob("g", "n"))
+            ),
         ),
     );
     let p = cel::RESERVED_PREFIX;
@@ -544,10 +571,14 @@ fn internal_conditions(excluded: &[String]) -> Vec<Value> {
             .collect();
         conditions.push(json!({
             "name": format!("{p}match_global_excluded_namespaces"),
-            "expression": format!(
-                r#"{ns} == "" || ![{}].exists(g, {})"#,
-                list.join(", "),
-                glob("g", &ns)
+            "expression": bind(
+                "ns",
+                &effective_namespace(),
+                &format!(
+                    r#"ns == "" || ![{}].exists(g, {})"#,
+                    list.join(", "),
+                    glob("g", "ns")
+                ),
             ),
         }));
     }
