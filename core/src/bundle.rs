@@ -649,6 +649,12 @@ impl Bundle {
         self.excluded.excludes(process, ns)
     }
 
+    /// The namespace patterns (`kube-*`, `*-system`, `*tmp*`, exact) the `Config`'s `spec.match`
+    /// takes out of `process`, in the order written.
+    pub fn excluded_namespaces(&self, process: Process) -> &[String] {
+        &self.excluded.patterns[process as usize]
+    }
+
     /// The kinds a `Config` asks to sync into data.inventory (`spec.sync.syncOnly`), in its
     /// order without repeats; `None` when the bundle holds no `Config`.
     pub fn sync_only(&self) -> Option<&[SyncKind]> {

@@ -219,7 +219,7 @@ impl Config {
         if !value.is_object() {
             return Err(error(
                 String::new(),
-                "must be a mapping with the fields enforcement, namespaces, breakGlass and audit"
+                "must be a mapping with the fields enforcement, namespaces, breakGlass, audit and validatingAdmissionPolicies"
                     .into(),
             ));
         }
@@ -318,7 +318,7 @@ impl Config {
                 "maxResultsPerReport and pageSize must be more than 0".into(),
             ));
         }
-        Ok(())
+        self.validating_admission_policies.check()
     }
 }
 

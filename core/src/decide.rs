@@ -3,6 +3,7 @@
 //! cannot drift between them. Where they differ on purpose (gator has no exempt namespaces),
 //! that is a setting of the [`Decider`], not a second path.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -202,9 +203,15 @@ impl Decider {
                         break_glass: glass,
                     });
                 }
+                // What the API server judges alone (generated ValidatingAdmissionPolicies) is
+                // not judged again here; the audit and the CLI still judge it.
+                let skip = match self.point {
+                    Point::Validation => crate::policy::vap::api_server_only(bundle, &self.config),
+                    Point::Audit | Point::Gator => BTreeSet::new(),
+                };
                 let mut violations = bundle
                     .policies()
-                    .evaluate(self.point, review, namespace, inventory, deadline)?;
+                    .evaluate_except(self.point, review, namespace, inventory, deadline, &skip)?;
                 if !bundle.expansions().is_empty() {
                     violations.extend(crate::expansion::judge(
                         bundle.expansions(),

@@ -21,7 +21,7 @@ pub(crate) mod schema;
 pub mod template;
 pub mod vap;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Instant;
@@ -123,8 +123,11 @@ impl Point {
 }
 
 /// The enforcement points a scoped action may name: Gatekeeper's four and `*` (all of them).
-/// `vap.k8s.io` is the API server's ValidatingAdmissionPolicy, which Palisade does not generate:
-/// an action for it alone is accepted, and applies nowhere here.
+/// `vap.k8s.io` is the API server's ValidatingAdmissionPolicy: the action of the bindings
+/// Palisade generates ([`vap`]), and nowhere else.
+/// The API server's enforcement point: generated ValidatingAdmissionPolicies.
+pub const VAP_POINT: &str = "vap.k8s.io";
+
 const ENFORCEMENT_POINTS: [&str; 5] = [
     "validation.gatekeeper.sh",
     "audit.gatekeeper.sh",
@@ -140,9 +143,10 @@ pub enum Enforcement {
     Everywhere(Action),
     /// `enforcementAction: scoped`: the action at the validation, audit and gator points, or
     /// `None` where no `scopedEnforcementActions` entry names the point (the constraint is not
-    /// evaluated there, as in Gatekeeper). Where several entries name one point, the strongest
-    /// action applies: a denial already carries the message a warning would.
-    Scoped([Option<Action>; 3]),
+    /// evaluated there, as in Gatekeeper), then at `vap.k8s.io` ([`Enforcement::at_api_server`]).
+    /// Where several entries name one point, the strongest action applies: a denial already
+    /// carries the message a warning would.
+    Scoped([Option<Action>; 4]),
 }
 
 impl Enforcement {
@@ -151,6 +155,15 @@ impl Enforcement {
         match self {
             Enforcement::Everywhere(action) => Some(action),
             Enforcement::Scoped(actions) => actions[point as usize],
+        }
+    }
+
+    /// The action of a generated ValidatingAdmissionPolicy's binding (the enforcement point
+    /// `vap.k8s.io`, or `*`); `None` when a scoped constraint names no action there.
+    pub fn at_api_server(self) -> Option<Action> {
+        match self {
+            Enforcement::Everywhere(action) => Some(action),
+            Enforcement::Scoped(actions) => actions[3],
         }
     }
 
@@ -196,7 +209,7 @@ impl Enforcement {
             ]);
         };
         let mut errors = Vec::new();
-        let mut actions: [Option<Action>; 3] = [None; 3];
+        let mut actions: [Option<Action>; 4] = [None; 4];
         for (i, entry) in entries.iter().enumerate() {
             let at = format!("spec.scopedEnforcementActions[{i}]");
             let action = match entry["action"].as_str().and_then(Action::parse) {
@@ -228,9 +241,13 @@ impl Enforcement {
                     continue;
                 }
                 let Some(action) = action else { continue };
-                for p in [Point::Validation, Point::Audit, Point::Gator] {
-                    if name == "*" || name == p.name() {
-                        let slot = &mut actions[p as usize];
+                let slots = [Point::Validation, Point::Audit, Point::Gator]
+                    .into_iter()
+                    .map(|p| (p.name(), p as usize))
+                    .chain([(VAP_POINT, 3)]);
+                for (point, slot) in slots {
+                    if name == "*" || name == point {
+                        let slot = &mut actions[slot];
                         *slot = Some(match *slot {
                             Some(prev) if prev.strength() >= action.strength() => prev,
                             _ => action,
@@ -476,6 +493,27 @@ impl Policies {
         inventory: &Inventory,
         deadline: Option<Instant>,
     ) -> Result<Vec<Violation>, OutOfTime> {
+        self.evaluate_except(
+            point,
+            review,
+            namespace,
+            inventory,
+            deadline,
+            &BTreeSet::new(),
+        )
+    }
+
+    /// [`Policies::evaluate`] without the constraints (kind, name) in `skip`: at the webhook,
+    /// those the API server judges alone ([`vap::api_server_only`]).
+    pub fn evaluate_except(
+        &self,
+        point: Point,
+        review: &Review,
+        namespace: Option<&Value>,
+        inventory: &Inventory,
+        deadline: Option<Instant>,
+        skip: &BTreeSet<(String, String)>,
+    ) -> Result<Vec<Violation>, OutOfTime> {
         let indexes = self.by_kind.get(&review.object_ref().kind);
         if indexes.is_none() && self.any_kind.is_empty() {
             return Ok(Vec::new());
@@ -495,6 +533,7 @@ impl Policies {
         for (c, action) in candidates
             .into_iter()
             .filter_map(|i| self.constraints.get(i))
+            .filter(|c| skip.is_empty() || !skip.iter().any(|(k, n)| *k == c.kind && *n == c.name))
             .filter_map(|c| Some((c, c.enforcement.at(point)?)))
         {
             match c.matcher.matches(review, namespace) {

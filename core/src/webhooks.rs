@@ -31,6 +31,7 @@ use serde_json::{Value, json};
 use crate::bundle::Bundle;
 use crate::matcher::KindSelector;
 use crate::podpaths::POD_PATHS;
+use crate::policy::Constraint;
 
 /// The namespaces a webhook never sees, besides Palisade's own.
 pub const EXCLUDED_NAMESPACES: [&str; 1] = ["kube-system"];
@@ -49,6 +50,10 @@ pub struct WebhookOptions {
     /// Base64 PEM CA that signed the serving certificate; absent when a certificate manager
     /// (`serve --manage-certs`, cert-manager) fills it in.
     pub ca_bundle: Option<String>,
+    /// Constraints (kind, name) that only generated ValidatingAdmissionPolicies judge
+    /// ([`crate::policy::vap::Generated::api_server_only`]): the validating webhook is not sent
+    /// what only they need.
+    pub api_server_only: BTreeSet<(String, String)>,
 }
 
 impl WebhookOptions {
@@ -61,6 +66,7 @@ impl WebhookOptions {
             namespace: namespace.to_owned(),
             timeout_seconds: 5,
             ca_bundle: None,
+            api_server_only: BTreeSet::new(),
         }
     }
 }
@@ -77,7 +83,8 @@ pub struct Rule {
 }
 
 impl Rule {
-    fn to_json(&self) -> Value {
+    /// As a webhook's `rules[]` entry, or a ValidatingAdmissionPolicy's `resourceRules[]` one.
+    pub fn to_json(&self) -> Value {
         json!({
             "apiGroups": [self.api_group],
             "apiVersions": ["*"],
@@ -196,16 +203,37 @@ fn ordered(ops: &BTreeSet<String>) -> Vec<String> {
         .collect()
 }
 
+/// The operations a constraint's template is sent (`spec.targets[0].operations`).
+fn operations_of(bundle: &Bundle, constraint: &Constraint) -> Vec<String> {
+    bundle
+        .policies()
+        .templates()
+        .find(|t| t.kind == constraint.kind)
+        .map_or_else(
+            || {
+                crate::policy::template::DEFAULT_OPERATIONS
+                    .map(str::to_owned)
+                    .to_vec()
+            },
+            |t| t.operations.clone(),
+        )
+}
+
 /// The rules of the validating webhook: what the bundle's constraints match.
 pub fn validating_rules(bundle: &Bundle) -> Vec<Rule> {
+    validating_rules_except(bundle, &BTreeSet::new())
+}
+
+/// The rules of the validating webhook, without the constraints (kind, name) in `skip`: those
+/// the API server judges alone.
+pub fn validating_rules_except(bundle: &Bundle, skip: &BTreeSet<(String, String)>) -> Vec<Rule> {
     let policies = bundle.policies();
     let mut rules = Rules::default();
     for constraint in policies.constraints() {
-        let default = crate::policy::template::DEFAULT_OPERATIONS.map(str::to_owned);
-        let operations = policies
-            .templates()
-            .find(|t| t.kind == constraint.kind)
-            .map_or(&default[..], |t| &t.operations[..]);
+        if skip.contains(&(constraint.kind.clone(), constraint.name.clone())) {
+            continue;
+        }
+        let operations = &operations_of(bundle, constraint)[..];
         rules.add(&constraint.matcher.kinds, operations);
         // A workload expanded into what the constraint judges is judged by it too, so it must
         // be sent here (a Deployment, for a Pod constraint).
@@ -222,6 +250,35 @@ pub fn validating_rules(bundle: &Bundle) -> Vec<Rule> {
     }
     for path in &POD_PATHS {
         rules.insert_ops(path.group, path.resource, path.validate);
+    }
+    rules.into_rules()
+}
+
+/// What one constraint needs the API server to send, by itself: the kinds it matches with its
+/// template's operations, and the subresources that carry a pod spec of a kind it matches
+/// (`pods/ephemeralcontainers`, for a Pod constraint), which a resource rule `pods` leaves out.
+/// Not the workloads an ExpansionTemplate expands into its kinds: [`validating_rules`] adds
+/// those.
+pub fn constraint_rules(bundle: &Bundle, constraint: &Constraint) -> Vec<Rule> {
+    let operations = operations_of(bundle, constraint);
+    let mut rules = Rules::default();
+    rules.add(&constraint.matcher.kinds, &operations);
+    for path in POD_PATHS.iter().filter(|p| p.resource.contains('/')) {
+        if constraint.matcher.may_match_kind(
+            path.group,
+            path.kind,
+            crate::admission::Source::Original,
+        ) {
+            let ops: Vec<&str> = path
+                .validate
+                .iter()
+                .copied()
+                .filter(|op| operations.iter().any(|o| o == op || o == "*"))
+                .collect();
+            if !ops.is_empty() {
+                rules.insert_ops(path.group, path.resource, &ops);
+            }
+        }
     }
     rules.into_rules()
 }
@@ -275,7 +332,7 @@ pub fn mutating_rules(bundle: &Bundle) -> Vec<Rule> {
 
 /// The namespaceSelector of both webhooks: every namespace but kube-system and Palisade's own,
 /// by the name label the API server sets and nobody else can change.
-fn namespace_selector(own_namespace: &str) -> Value {
+pub fn namespace_selector(own_namespace: &str) -> Value {
     let mut excluded: Vec<&str> = EXCLUDED_NAMESPACES.to_vec();
     if !excluded.contains(&own_namespace) {
         excluded.push(own_namespace);
@@ -320,7 +377,7 @@ pub fn configurations(bundle: &Bundle, options: &WebhookOptions) -> Vec<Value> {
     let mut out = Vec::new();
     let labels =
         json!({"app.kubernetes.io/name": "palisade", "app.kubernetes.io/part-of": "palisade"});
-    let validating = validating_rules(bundle);
+    let validating = validating_rules_except(bundle, &options.api_server_only);
     if !validating.is_empty() {
         out.push(json!({
             "apiVersion": "admissionregistration.k8s.io/v1",

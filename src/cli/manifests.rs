@@ -1,5 +1,7 @@
 //! `palisade manifests`: the webhook configurations for a policy bundle, with the caBundle
-//! filled in when a CA is given (for clusters managed from Git without `serve --manage-certs`).
+//! filled in when a CA is given (for clusters managed from Git without `serve --manage-certs`),
+//! then, with `--config`, the ValidatingAdmissionPolicies and bindings its
+//! `validatingAdmissionPolicies` places on the API server ([`crate::policy::vap`]).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -11,6 +13,7 @@ use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
 use super::EvalArgs;
+use crate::policy::vap;
 use crate::webhooks::{self, WebhookOptions};
 
 #[derive(Debug, Clone, Args)]
@@ -33,13 +36,18 @@ pub struct ManifestsArgs {
     pub timeout_seconds: u32,
     /// Also print MutatingAdmissionPolicies and their bindings (admissionregistration.k8s.io/v1:
     /// Kubernetes 1.36+) for the mutators that map exactly, after everything else, with a
-    /// comment naming each mutator that does not and why. Rendered for the default
-    /// configuration (no `mutation: false` namespaces, no break-glass users) and exemptions
-    /// (kube-system and --namespace, no other `--exempt-namespace`). The webhook
+    /// comment naming each mutator that does not and why. Rendered for the configuration given
+    /// with --config (the default one without it) and the default exemptions (kube-system and
+    /// --namespace, no other `--exempt-namespace`). The webhook
     /// configurations do not change: the webhook keeps mutating too, until moving mutation to
     /// the API server is turned on in the configuration (a later step).
     #[arg(long)]
     pub mutating_admission_policies: bool,
+    /// The configuration file `serve --config` reads: its validatingAdmissionPolicies decide
+    /// which constraints the API server judges (generated ValidatingAdmissionPolicies, printed
+    /// after the webhook configurations). Without it, the webhook judges everything.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
     #[command(flatten)]
     pub eval: EvalArgs,
 }
@@ -50,15 +58,36 @@ pub const HEADER: &str =
 
 impl ManifestsArgs {
     pub(crate) fn run(self) -> anyhow::Result<ExitCode> {
-        print!("{}", self.render()?);
+        let (text, warnings) = self.render_with_warnings()?;
+        for warning in warnings {
+            eprintln!("warning: {warning}");
+        }
+        print!("{text}");
         Ok(ExitCode::SUCCESS)
     }
 
     /// The YAML documents, header first.
     pub fn render(&self) -> anyhow::Result<String> {
+        Ok(self.render_with_warnings()?.0)
+    }
+
+    /// The YAML documents, and what the configuration says that moves nothing (a placement
+    /// rule that names no constraint of the bundle).
+    pub fn render_with_warnings(&self) -> anyhow::Result<(String, Vec<String>)> {
         let bundle = crate::bundle::load(&self.policies, &self.eval.options())
             .map_err(|e| anyhow::anyhow!("{}: {e}", self.policies.display()))?;
+        let generated = match &self.config {
+            Some(path) => {
+                let config = crate::state::config_store::read(path)?;
+                let options = vap::Options {
+                    namespace: self.namespace.clone(),
+                };
+                vap::generate_with(&bundle, &config, &options)
+            }
+            None => vap::Generated::default(),
+        };
         let mut options = WebhookOptions::new(&self.service, &self.namespace);
+        options.api_server_only = generated.api_server_only.iter().cloned().collect();
         options.timeout_seconds = self.timeout_seconds;
         if let Some(path) = &self.ca {
             options.ca_bundle = Some(ca_bundle(path)?);
@@ -78,14 +107,45 @@ impl ManifestsArgs {
             out.push_str("---\n");
             out.push_str(&yaml_serde::to_string(&configuration)?);
         }
+        let config = match &self.config {
+            Some(path) => {
+                out.push_str(&generated_section(path, &generated)?);
+                crate::state::config_store::read(path)?
+            }
+            None => Default::default(),
+        };
         if self.mutating_admission_policies {
             out.push_str(
-                &crate::mutation::map::manifests(&bundle, &Default::default(), &self.namespace)
+                &crate::mutation::map::manifests(&bundle, &config, &self.namespace)
                     .map_err(|e| anyhow::anyhow!("mutating admission policies: {e}"))?,
             );
         }
-        Ok(out)
+        Ok((out, generated.warnings))
     }
+}
+
+/// The generated objects, after a comment per constraint placed on the API server that stays
+/// on the webhook.
+fn generated_section(
+    config: &std::path::Path,
+    generated: &vap::Generated,
+) -> anyhow::Result<String> {
+    let mut out = String::new();
+    if generated.objects.is_empty() && generated.kept_on_webhook.is_empty() {
+        return Ok(out);
+    }
+    out.push_str(&format!(
+        "# ValidatingAdmissionPolicies for what {} places on the API server. Apply the constraints (and their CRDs) first: a binding whose constraint is missing refuses what it matches (parameterNotFoundAction: Deny).\n",
+        config.display()
+    ));
+    for (kind, name, why) in &generated.kept_on_webhook {
+        out.push_str(&format!("# {kind} {name} stays on the webhook: {why}\n"));
+    }
+    for object in &generated.objects {
+        out.push_str("---\n");
+        out.push_str(&yaml_serde::to_string(object)?);
+    }
+    Ok(out)
 }
 
 /// The base64 of a PEM CA file, after checking that it holds certificates.

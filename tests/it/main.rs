@@ -45,5 +45,6 @@ mod server;
 mod service_matrix;
 mod tls;
 mod validate;
+mod vap;
 mod verify;
 mod zero_trust;

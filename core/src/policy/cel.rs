@@ -1061,3 +1061,240 @@ pub fn to_cel(v: &Value) -> CelValue {
 
 #[cfg(test)]
 mod tests;
+
+// A ValidatingAdmissionPolicy's own spec, compiled and evaluated as the API server would: the
+// check that the policies `palisade manifests` generates (policy::vap) compile here and judge
+// as the webhook does. Self-contained: it builds on `compile_one`, `Request` and the meter.
+
+/// A ValidatingAdmissionPolicy (admissionregistration.k8s.io/v1) compiled from its own spec:
+/// its `variables` as written (`anyObject` and `params` included), its `matchConditions`, its
+/// `validations` with their messages, and its `failurePolicy`.
+#[derive(Debug)]
+pub struct AdmissionPolicy {
+    /// `metadata.name`, for messages.
+    name: String,
+    variables: Vec<Compiled>,
+    conditions: Vec<Compiled>,
+    validations: Vec<CompiledValidation>,
+    failure_policy: FailurePolicy,
+}
+
+/// What a ValidatingAdmissionPolicy makes of one request, before its binding's action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PolicyVerdict {
+    /// A match condition is false (or one failed under `failurePolicy: Ignore`).
+    NotMatched,
+    /// Judged: the messages of the validations that are false, in order, and the errors of
+    /// those that failed under `failurePolicy: Fail` (each also refuses the request).
+    Judged {
+        /// One per false validation.
+        messages: Vec<String>,
+        /// One per failed match condition or validation.
+        errors: Vec<String>,
+    },
+}
+
+impl AdmissionPolicy {
+    /// Compiles `policy`, a whole ValidatingAdmissionPolicy object; every error names the
+    /// policy, the field and the expression.
+    pub fn compile(policy: &Value) -> Result<Self, String> {
+        let env = env()?;
+        let name = policy["metadata"]["name"]
+            .as_str()
+            .unwrap_or("(no name)")
+            .to_owned();
+        let spec = &policy["spec"];
+        let at = |field: String| format!("ValidatingAdmissionPolicy {name}: spec.{field}");
+        let text = |v: &Value, field: String| -> Result<String, String> {
+            v.as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| format!("{}: must be a string", at(field)))
+        };
+        let list = |key: &str| spec[key].as_array().cloned().unwrap_or_default();
+        let mut declared: Vec<String> = Vec::new();
+        let mut variables = Vec::new();
+        for (i, v) in list("variables").iter().enumerate() {
+            let var = text(&v["name"], format!("variables[{i}].name"))?;
+            let expression = text(&v["expression"], format!("variables[{i}].expression"))?;
+            let names: Vec<&str> = declared.iter().map(String::as_str).collect();
+            variables.push(compile_one(
+                env,
+                &at(format!("variables[{i}].expression")),
+                &var,
+                &expression,
+                &names,
+            )?);
+            declared.push(var);
+        }
+        let names: Vec<&str> = declared.iter().map(String::as_str).collect();
+        let mut conditions = Vec::new();
+        for (i, c) in list("matchConditions").iter().enumerate() {
+            let condition = text(&c["name"], format!("matchConditions[{i}].name"))?;
+            let expression = text(&c["expression"], format!("matchConditions[{i}].expression"))?;
+            conditions.push(compile_one(
+                env,
+                &at(format!("matchConditions[{i}].expression")),
+                &condition,
+                &expression,
+                &names,
+            )?);
+        }
+        let mut validations = Vec::new();
+        for (i, v) in list("validations").iter().enumerate() {
+            let expression = text(&v["expression"], format!("validations[{i}].expression"))?;
+            let message_expression = match &v["messageExpression"] {
+                Value::Null => None,
+                m => Some(compile_one(
+                    env,
+                    &at(format!("validations[{i}].messageExpression")),
+                    "",
+                    &text(m, format!("validations[{i}].messageExpression"))?,
+                    &names,
+                )?),
+            };
+            validations.push(CompiledValidation {
+                check: compile_one(
+                    env,
+                    &at(format!("validations[{i}].expression")),
+                    "",
+                    &expression,
+                    &names,
+                )?,
+                message: v["message"].as_str().map(str::to_owned),
+                message_expression,
+            });
+        }
+        let failure_policy = match spec["failurePolicy"].as_str() {
+            None | Some("Fail") => FailurePolicy::Fail,
+            Some("Ignore") => FailurePolicy::Ignore,
+            Some(other) => {
+                return Err(format!(
+                    "{}: {other:?} is not Fail or Ignore",
+                    at("failurePolicy".into())
+                ));
+            }
+        };
+        Ok(Self {
+            name,
+            variables,
+            conditions,
+            validations,
+            failure_policy,
+        })
+    }
+
+    /// Judges the AdmissionRequest `review` (its JSON; `object` null on DELETE as the API
+    /// server sends it, or the old object as Palisade's reviews hold it) with the binding's
+    /// parameters `params` (the whole constraint) and the object's Namespace, for at most
+    /// `limit`. The binding's own selectors are the caller's.
+    pub fn evaluate(
+        &self,
+        review: &Value,
+        params: &Value,
+        namespace: Option<&Value>,
+        limit: Duration,
+    ) -> Result<PolicyVerdict, String> {
+        let env = env()?;
+        let request = Request::new(review, namespace);
+        let params = to_cel(params);
+        let metering = Metering::start(limit, COST_LIMIT);
+        let verdict = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.judge(env, &request, &params)
+        }))
+        .map_err(|_| {
+            format!(
+                "ValidatingAdmissionPolicy {}: the evaluation panicked",
+                self.name
+            )
+        })?;
+        if let Some(stopped) = metering.stopped() {
+            return Err(format!(
+                "ValidatingAdmissionPolicy {}: {stopped}",
+                self.name
+            ));
+        }
+        Ok(verdict)
+    }
+
+    fn judge(&self, env: &Arc<Env>, request: &Request, params: &CelValue) -> PolicyVerdict {
+        let mut ctx = Context::with_env(env.clone());
+        ctx.add_variable_from_value("object", request.object.clone());
+        ctx.add_variable_from_value("oldObject", request.old_object.clone());
+        ctx.add_variable_from_value("request", request.request.clone());
+        ctx.add_variable_from_value("namespaceObject", request.namespace.clone());
+        ctx.add_variable_from_value("params", params.clone());
+        // The API server evaluates variables lazily; one that fails fails what reads it, which
+        // leaving it out of `variables` gives too.
+        let mut values: HashMap<Key, CelValue> = HashMap::new();
+        for v in &self.variables {
+            ctx.add_variable_from_value(
+                "variables",
+                CelValue::Map(Map {
+                    map: Arc::new(values.clone()),
+                }),
+            );
+            if let Ok(value) = cel::Value::resolve(&v.expr, &ctx) {
+                values.insert(Key::String(Arc::new(v.name.clone())), value);
+            }
+        }
+        ctx.add_variable_from_value(
+            "variables",
+            CelValue::Map(Map {
+                map: Arc::new(values),
+            }),
+        );
+        let failed = |c: &Compiled, e: String| format!("{}: {e}", c.field);
+        let mut condition_errors = Vec::new();
+        for c in &self.conditions {
+            match cel::Value::resolve(&c.expr, &ctx) {
+                Ok(CelValue::Bool(true)) => {}
+                Ok(CelValue::Bool(false)) => return PolicyVerdict::NotMatched,
+                Ok(other) => {
+                    condition_errors.push(failed(c, format!("not a bool: {}", kind(&other))))
+                }
+                Err(e) => condition_errors.push(failed(c, e.to_string())),
+            }
+        }
+        if !condition_errors.is_empty() {
+            return match self.failure_policy {
+                FailurePolicy::Fail => PolicyVerdict::Judged {
+                    messages: Vec::new(),
+                    errors: condition_errors,
+                },
+                FailurePolicy::Ignore => PolicyVerdict::NotMatched,
+            };
+        }
+        let mut messages = Vec::new();
+        let mut errors = Vec::new();
+        for v in &self.validations {
+            let error = match cel::Value::resolve(&v.check.expr, &ctx) {
+                Ok(CelValue::Bool(true)) => continue,
+                Ok(CelValue::Bool(false)) => None,
+                Ok(other) => Some(failed(&v.check, format!("not a bool: {}", kind(&other)))),
+                Err(e) => Some(failed(&v.check, e.to_string())),
+            };
+            match (error, self.failure_policy) {
+                (Some(e), FailurePolicy::Fail) => errors.push(e),
+                (Some(_), FailurePolicy::Ignore) => {}
+                (None, _) => messages.push(policy_message(v, &ctx)),
+            }
+        }
+        PolicyVerdict::Judged { messages, errors }
+    }
+}
+
+/// A false validation's message as the API server makes it: the `messageExpression`'s value
+/// when it is a non-empty string of one line, else the `message`, else the expression.
+fn policy_message(v: &CompiledValidation, ctx: &Context) -> String {
+    if let Some(m) = &v.message_expression
+        && let Ok(CelValue::String(s)) = cel::Value::resolve(&m.expr, ctx)
+        && !s.trim().is_empty()
+        && !s.contains(['\n', '\r'])
+    {
+        return s.trim().to_owned();
+    }
+    match &v.message {
+        Some(m) if !m.trim().is_empty() => m.trim().to_owned(),
+        _ => format!("failed expression: {}", v.check.text.trim()),
+    }
+}
