@@ -386,6 +386,20 @@ impl BenchArgs {
     }
 }
 
+/// What runs the templates of `policies` (one constraint's): `cel`, `vm` or `interpreter`.
+fn engine_of(policies: &crate::policy::Policies) -> &'static str {
+    if policies
+        .templates()
+        .any(|t| t.engine() == crate::policy::template::Engine::Cel)
+    {
+        "cel"
+    } else if policies.templates().all(|t| t.on_vm()) {
+        "vm"
+    } else {
+        "interpreter"
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -406,16 +420,3 @@ mod tests {
     }
 }
 
-/// What runs the templates of `policies` (one constraint's): `cel`, `vm` or `interpreter`.
-fn engine_of(policies: &crate::policy::Policies) -> &'static str {
-    if policies
-        .templates()
-        .any(|t| t.engine() == crate::policy::template::Engine::Cel)
-    {
-        "cel"
-    } else if policies.templates().all(|t| t.on_vm()) {
-        "vm"
-    } else {
-        "interpreter"
-    }
-}
