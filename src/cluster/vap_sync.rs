@@ -644,3 +644,114 @@ async fn watch_objects(client: kube::Client, mut on: watch::Receiver<bool>, noti
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object(kind: &str, name: &str) -> Value {
+        json!({"apiVersion": API_VERSION, "kind": kind, "metadata": {"name": name}})
+    }
+
+    fn generated() -> Generated {
+        Generated {
+            objects: vec![
+                object("ValidatingAdmissionPolicy", "p"),
+                object("ValidatingAdmissionPolicyBinding", "p"),
+            ],
+            api_server_only: vec![("K8sCelAllowedRepos".into(), "trusted".into())],
+            kept_on_webhook: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn constraints_are_handed_off_only_when_every_object_is_in_place() {
+        let all = Outcome {
+            created: vec!["ValidatingAdmissionPolicy/p".into()],
+            unchanged: vec!["ValidatingAdmissionPolicyBinding/p".into()],
+            ..Outcome::default()
+        };
+        assert_eq!(
+            confirmed(&generated(), &all),
+            BTreeSet::from([("K8sCelAllowedRepos".to_owned(), "trusted".to_owned())])
+        );
+        // The binding failed: nothing leaves the webhook.
+        let partial = Outcome {
+            created: vec!["ValidatingAdmissionPolicy/p".into()],
+            failures: vec![Failure {
+                object: "ValidatingAdmissionPolicyBinding/p".into(),
+                operation: "apply",
+                reason: "not_served",
+                message: String::new(),
+            }],
+            ..Outcome::default()
+        };
+        assert!(confirmed(&generated(), &partial).is_empty());
+        // A stale object that could not be deleted is a failure too.
+        let stale = Outcome {
+            failures: vec![Failure {
+                object: "ValidatingAdmissionPolicy/old".into(),
+                operation: "delete",
+                reason: "forbidden",
+                message: String::new(),
+            }],
+            ..all.clone()
+        };
+        assert!(confirmed(&generated(), &stale).is_empty());
+        // An object generate made that is not one of the two kinds confirms nothing.
+        let mut odd = generated();
+        odd.objects.push(json!({"kind": "ConfigMap"}));
+        assert!(confirmed(&odd, &all).is_empty());
+
+        let handoff = Handoff::default();
+        let changes = handoff.subscribe();
+        handoff.set(confirmed(&generated(), &all));
+        assert!(changes.has_changed().unwrap());
+        assert_eq!(handoff.confirmed().len(), 1);
+        handoff.clear();
+        assert!(handoff.confirmed().is_empty());
+    }
+
+    #[test]
+    fn defaults_the_server_adds_are_not_drift_but_changed_values_are() {
+        let want = json!({"failurePolicy": "Fail", "validations": [{"expression": "true"}]});
+        let defaulted = json!({"failurePolicy": "Fail", "matchPolicy": "Equivalent",
+            "validations": [{"expression": "true", "reason": "Invalid"}]});
+        assert!(contains(&defaulted, &want));
+        let changed = json!({"failurePolicy": "Ignore", "validations": [{"expression": "true"}]});
+        assert!(!contains(&changed, &want));
+        let more = json!({"failurePolicy": "Fail",
+            "validations": [{"expression": "true"}, {"expression": "false"}]});
+        assert!(!contains(&more, &want), "a validation added is drift");
+    }
+
+    #[test]
+    fn owned_fields_are_the_leaves_of_fields_v1() {
+        let mut out = BTreeSet::new();
+        owned_leaves(
+            &json!({"f:policyName": {}, "f:matchResources": {".": {}, "f:namespaceSelector": {}}}),
+            &mut Vec::new(),
+            &mut out,
+        );
+        let paths: Vec<Vec<String>> = out.into_iter().collect();
+        assert_eq!(
+            paths,
+            [
+                vec![
+                    "f:matchResources".to_owned(),
+                    "f:namespaceSelector".to_owned()
+                ],
+                vec!["f:policyName".to_owned()],
+            ]
+        );
+    }
+
+    #[test]
+    fn a_label_is_added_without_panicking_on_odd_metadata() {
+        let with_label = labelled(&json!({"metadata": {"name": "p", "labels": null}})).unwrap();
+        assert_eq!(with_label["metadata"]["labels"][MANAGED_BY], "palisade");
+        assert!(labelled(&json!({"metadata": {"labels": []}})).is_err());
+        assert!(labelled(&json!({"kind": "X"})).is_err());
+        assert!(labelled(&json!(null)).is_err());
+    }
+}
