@@ -88,6 +88,7 @@ pub fn wire(
         decider: decider.clone(),
         metrics: metrics.clone(),
         handoff: handoff.clone(),
+        readiness: readiness.clone(),
     };
     let auditor = Auditor {
         client: client.clone(),

@@ -42,6 +42,7 @@ use crate::config::Config;
 use crate::decide::Decider;
 use crate::policy::vap::{Generated, generate};
 use crate::state::hotswap::HotSwap;
+use crate::state::readiness::Readiness;
 use crate::telemetry::metrics::{Metrics, ReasonLabels, VapFailureLabels};
 use crate::zero_trust::FIELD_MANAGER;
 
@@ -481,6 +482,9 @@ pub struct VapSync {
     pub decider: Arc<HotSwap<Decider>>,
     pub metrics: Arc<Metrics>,
     pub handoff: Arc<Handoff>,
+    /// The sync waits until the policies applied to the cluster are listed: a bundle without
+    /// them would have it delete their objects, and re-create them a moment later.
+    pub readiness: Arc<Readiness>,
 }
 
 impl VapSync {
@@ -505,10 +509,21 @@ impl VapSync {
             let config: &Config = decider.config();
             let on = config.validating_admission_policies.sync;
             on_tx.send_replace(on);
-            let wait = if on {
-                if was_on != Some(true) {
+            if was_on != Some(on) {
+                if on {
                     tracing::info!("ValidatingAdmissionPolicy sync on");
+                } else {
+                    tracing::info!(
+                        "ValidatingAdmissionPolicy sync off: the ValidatingAdmissionPolicies in the cluster are left as they are"
+                    );
                 }
+                was_on = Some(on);
+            }
+            let listed = self.readiness.cluster_policies_listed();
+            let wait = if on && !listed {
+                // Not a failure: the policy feed is still listing.
+                POLL
+            } else if on {
                 let generated = generate(&bundle, config);
                 let outcome = reconcile(&self.client, &generated.objects).await;
                 self.report(&outcome, generated.objects.len());
@@ -523,18 +538,12 @@ impl VapSync {
                     next
                 }
             } else {
-                if was_on != Some(false) {
-                    tracing::info!(
-                        "ValidatingAdmissionPolicy sync off: the ValidatingAdmissionPolicies in the cluster are left as they are"
-                    );
-                }
                 self.metrics.cluster().vap_sync_in_sync.set(0);
-                self.handoff.set(BTreeSet::new());
+                self.handoff.clear();
                 backoff = None;
                 // Only a change of the configuration or bundle wakes it.
                 Duration::MAX
             };
-            was_on = Some(on);
             let deadline = tokio::time::Instant::now().checked_add(wait);
             loop {
                 tokio::select! {

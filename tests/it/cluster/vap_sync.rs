@@ -18,7 +18,7 @@ use palisade::cluster::vap_sync::{Kind, MANAGED_BY, reconcile};
 use palisade_testkit::apiserver::{
     ApiServer, Resource, VALIDATING_ADMISSION_POLICIES, VALIDATING_ADMISSION_POLICY_BINDINGS,
 };
-use palisade_testkit::cluster::{kube_client, start_palisade_with};
+use palisade_testkit::cluster::{install_gatekeeper_crds, kube_client, start_palisade_with};
 use serde_json::{Value, json};
 
 use crate::common::*;
@@ -542,5 +542,46 @@ async fn on_a_server_before_1_30_failures_are_counted_retried_and_the_server_kee
             metric(&server.metrics().await, "palisade_vap_sync_in_sync") == Some(1.0)
         })
         .await
+    );
+}
+
+/// A bundle without the policies applied to the cluster would have the sync delete their
+/// objects and re-create them a moment later: it waits until they are listed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sync_waits_until_the_policies_applied_to_the_cluster_are_listed() {
+    let api = ApiServer::start().await;
+    api.enforce_rbac_with(&[OVERLAY_RBAC]);
+    install_gatekeeper_crds(&api);
+    // What the feed cannot list yet (a missing rule, fixed later).
+    api.forbid("templates.gatekeeper.sh", "constrainttemplates", true);
+    api.apply("palisade", policy("palisade-retired", "old"), true)
+        .unwrap();
+    let policies = cel_bundle();
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_file(dir.path(), SYNC_ON);
+    let server = start_palisade_with(
+        &api,
+        "vap-waits",
+        tempfile::tempdir().unwrap(),
+        policies.path(),
+        &["--generate-default-deny", "false", "--config", &config],
+    )
+    .await;
+    assert!(leading(&server).await);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_ne!(http_get(server.health, "/readyz").await.0, 200);
+    assert!(
+        api.get(&VALIDATING_ADMISSION_POLICIES, "", "palisade-retired")
+            .is_ok(),
+        "synced before the cluster's policies were listed"
+    );
+    api.forbid("templates.gatekeeper.sh", "constrainttemplates", false);
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            api.get(&VALIDATING_ADMISSION_POLICIES, "", "palisade-retired")
+                .is_err()
+        })
+        .await,
+        "no sync once they were listed"
     );
 }
