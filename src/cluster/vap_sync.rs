@@ -31,7 +31,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch,
-    PatchParams, PostParams,
+    PatchParams, PostParams, Preconditions,
 };
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::{Value, json};
@@ -324,7 +324,16 @@ pub async fn reconcile(client: &kube::Client, desired: &[Value]) -> Outcome {
             if wanted.contains(&(kind, name.clone())) || !managed_by_palisade(&item) {
                 continue;
             }
-            match api.delete(&name, &DeleteParams::default()).await {
+            // Only the object just judged Palisade's: a precondition on its uid and
+            // resourceVersion, so one changed since (taken over, say) is not deleted.
+            let params = DeleteParams {
+                preconditions: Some(Preconditions {
+                    uid: item.metadata.uid.clone(),
+                    resource_version: item.metadata.resource_version.clone(),
+                }),
+                ..DeleteParams::default()
+            };
+            match api.delete(&name, &params).await {
                 Ok(_) => outcome.deleted.push(named(kind, &name)),
                 // Gone already.
                 Err(kube::Error::Api(e)) if e.code == 404 => {}
@@ -380,7 +389,13 @@ async fn sync_one(
         }
         Some(_) => false,
     };
-    let params = PatchParams::apply(FIELD_MANAGER).force();
+    // Forced only over an object Palisade wrote: a new one someone creates meanwhile makes a
+    // conflict (retried, then left alone as not Palisade's), not a take-over.
+    let params = if created {
+        PatchParams::apply(FIELD_MANAGER)
+    } else {
+        PatchParams::apply(FIELD_MANAGER).force()
+    };
     let applied = match api.patch(name, &params, &Patch::Apply(&desired)).await {
         Ok(a) => a,
         Err(e) => return outcome.fail(id, "apply", &e),

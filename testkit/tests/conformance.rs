@@ -343,7 +343,29 @@ async fn admission_policies_are_served_as_from_1_30_and_absent_before() {
     };
     assert_eq!(list("app.kubernetes.io%2Fmanaged-by%3Dpalisade").await, 1);
     assert_eq!(list("app.kubernetes.io%2Fmanaged-by%3Dsomeone").await, 0);
-    let (status, _) = send(&client, "DELETE", &format!("{path}/p"), None, String::new()).await;
+    // A delete whose precondition names another object (or version) is refused.
+    let (status, refused) = send(
+        &client,
+        "DELETE",
+        &format!("{path}/p"),
+        Some("application/json"),
+        json!({"kind": "DeleteOptions", "apiVersion": "v1", "preconditions": {"uid": "another"}})
+            .to_string(),
+    )
+    .await;
+    assert_eq!(status, 409, "{refused}");
+    let refused: Value = serde_json::from_str(&refused).unwrap();
+    assert_eq!(refused["reason"], "Conflict");
+    let (status, _) = send(
+        &client,
+        "DELETE",
+        &format!("{path}/p"),
+        Some("application/json"),
+        json!({"preconditions": {"uid": applied["metadata"]["uid"],
+            "resourceVersion": applied["metadata"]["resourceVersion"]}})
+        .to_string(),
+    )
+    .await;
     assert_eq!(status, 200);
     let (status, gone) = send(&client, "GET", &format!("{path}/p"), None, String::new()).await;
     assert_eq!(status, 404);
