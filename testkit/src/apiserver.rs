@@ -18,8 +18,9 @@
 //!   history; a resourceVersion older than the history gets HTTP 200 and one `ERROR` event with a
 //!   410 `Expired` Status, as the real one does;
 //! - get, create (409 AlreadyExists), update with optimistic concurrency (409 Conflict on a stale
-//!   resourceVersion), delete, and server-side apply (`application/apply-patch+yaml`, field
-//!   managers, conflicts with `FieldManagerConflict` causes, `force`). Field ownership is tracked
+//!   resourceVersion), delete (409 when its uid or resourceVersion precondition fails), and
+//!   server-side apply (`application/apply-patch+yaml`, field managers, conflicts with
+//!   `FieldManagerConflict` causes, `force`). Field ownership is tracked
 //!   per leaf field, lists are atomic, as for the fields of these kinds;
 //! - deleting a Namespace marks it Terminating (MODIFIED with deletionTimestamp), then deletes what
 //!   it holds and itself at once (a namespace controller that never waits);
