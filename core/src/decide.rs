@@ -39,6 +39,28 @@ pub struct Decider {
     /// Mutate an object before expanding it into resultants (gator does; the webhook is sent
     /// objects the mutating webhook has already changed).
     mutate_before_expansion: bool,
+    /// What the leader's sync has confirmed the API server judges (shared by every decider the
+    /// configuration file's reloads make).
+    handed_off: Arc<HandedOff>,
+}
+
+/// The constraints (kind, name) whose generated ValidatingAdmissionPolicy and bindings the
+/// leader's sync last confirmed in place. With `validatingAdmissionPolicies.sync` on, the webhook
+/// stops judging a constraint placed on the API server alone only once it is here: until then
+/// both judge it, never neither. On a replica that does not lead it stays empty.
+#[derive(Debug, Default)]
+pub struct HandedOff(arc_swap::ArcSwap<BTreeSet<(String, String)>>);
+
+impl HandedOff {
+    /// Replaces what is confirmed.
+    pub fn set(&self, confirmed: BTreeSet<(String, String)>) {
+        self.0.store(Arc::new(confirmed));
+    }
+
+    /// What is confirmed.
+    pub fn get(&self) -> Arc<BTreeSet<(String, String)>> {
+        self.0.load_full()
+    }
 }
 
 /// A decision and what it was made from.
@@ -76,6 +98,17 @@ impl Decider {
     pub fn with_grant_keys(mut self, keys: Arc<breakglass::GrantKeys>) -> Self {
         self.grant_keys = keys;
         self
+    }
+
+    /// Where the leader's sync says what the API server has been confirmed to judge.
+    pub fn with_handed_off(mut self, handed_off: Arc<HandedOff>) -> Self {
+        self.handed_off = handed_off;
+        self
+    }
+
+    /// What the leader's sync has confirmed the API server judges.
+    pub fn handed_off(&self) -> Arc<HandedOff> {
+        self.handed_off.clone()
     }
 
     /// The same decider under another configuration file.
@@ -204,9 +237,18 @@ impl Decider {
                     });
                 }
                 // What the API server judges alone (generated ValidatingAdmissionPolicies) is
-                // not judged again here; the audit and the CLI still judge it.
+                // not judged again here; the audit and the CLI still judge it. When the leader
+                // keeps the policies in the cluster, only once it has confirmed them there.
                 let skip = match self.point {
-                    Point::Validation => crate::policy::vap::api_server_only(bundle, &self.config),
+                    Point::Validation => {
+                        let alone = crate::policy::vap::api_server_only(bundle, &self.config);
+                        if self.config.validating_admission_policies.sync && !alone.is_empty() {
+                            let confirmed = self.handed_off.get();
+                            alone.intersection(&confirmed).cloned().collect()
+                        } else {
+                            alone
+                        }
+                    }
                     Point::Audit | Point::Gator => BTreeSet::new(),
                 };
                 let mut violations = bundle

@@ -419,4 +419,3 @@ mod tests {
         assert!(Summary::of(Vec::new()).is_none());
     }
 }
-

@@ -1,6 +1,6 @@
 //! What a cluster connection adds to the server: the inventory and policy feeds, leader
-//! election, and, while this replica leads, the default-deny generator, the background audit
-//! and the certificate manager; and the gate that holds reviews back for the feed and the
+//! election, and, while this replica leads, the default-deny generator, the background audit,
+//! the certificate manager and the ValidatingAdmissionPolicy sync; and the gate that holds reviews back for the feed and the
 //! generator.
 
 use std::sync::Arc;
@@ -8,6 +8,7 @@ use std::sync::Arc;
 use super::auditor::Auditor;
 use super::cert_manager::{CertManager, CertManagerConfig};
 use super::lease::{Elector, LeaseConfig};
+use super::vap_sync::{Handoff, VapSync};
 use crate::bundle::SyncKind;
 use crate::decide::Decider;
 use crate::state::background::BackgroundTask;
@@ -34,6 +35,10 @@ pub struct ClusterWiring {
     pub tasks: Vec<BackgroundTask>,
     /// Run once the tasks stop (releasing the Lease).
     pub stop_hooks: Vec<BackgroundTask>,
+    /// The constraints the leader's ValidatingAdmissionPolicy sync confirmed judged by the API
+    /// server: the only ones that may leave the webhook (empty on other replicas, which then
+    /// keep judging everything).
+    pub handoff: Arc<Handoff>,
 }
 
 /// What the leader runs, and how reviews wait for the generator (`serve`'s cluster flags).
@@ -76,6 +81,15 @@ pub fn wire(
         wait: options.generation_wait,
         namespaces_synced,
     });
+    let handoff = Arc::new(Handoff::to(decider.load().handed_off()));
+    let vap_sync = VapSync {
+        client: client.clone(),
+        bundle: bundle.clone(),
+        decider: decider.clone(),
+        metrics: metrics.clone(),
+        handoff: handoff.clone(),
+        readiness: readiness.clone(),
+    };
     let auditor = Auditor {
         client: client.clone(),
         decider,
@@ -132,10 +146,14 @@ pub fn wire(
                         None => std::future::pending::<()>().await,
                     }
                 };
+                // Off by default; when on, it reads the served configuration each time.
                 tokio::select! {
-                    _ = futures::future::join3(generator, auditor.clone().run(), certificates) => {}
+                    _ = futures::future::join4(generator, auditor.clone().run(), certificates, vap_sync.clone().run()) => {}
                     _ = led.wait_for(|l| !*l) => {
-                        tracing::info!("default-deny generator, audit and certificate manager stopped: no longer the leader");
+                        // A replica that does not lead confirms nothing: its webhook judges all.
+                        vap_sync.handoff.clear();
+                        metrics.cluster().vap_sync_in_sync.set(0);
+                        tracing::info!("default-deny generator, audit, certificate manager and ValidatingAdmissionPolicy sync stopped: no longer the leader");
                     }
                 }
             }
@@ -146,5 +164,6 @@ pub fn wire(
         gate,
         tasks: vec![Box::pin(feed), Box::pin(policies.run()), Box::pin(leader)],
         stop_hooks: vec![Box::pin(async move { releaser.release().await })],
+        handoff,
     })
 }

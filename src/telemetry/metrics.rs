@@ -266,6 +266,24 @@ pub struct ClusterMetrics {
     pub leader_transitions: Counter,
     pub default_deny_applied: Family<ReasonLabels, Counter>,
     pub generation_waits: Family<ResultLabels, Counter>,
+    /// Generated ValidatingAdmissionPolicies and bindings applied, by reason.
+    pub vap_sync_applied: Family<ReasonLabels, Counter>,
+    /// Those deleted because they are no longer generated.
+    pub vap_sync_deleted: Counter,
+    /// Calls of the sync that failed, by operation and reason (each retried with backoff).
+    pub vap_sync_failures: Family<VapFailureLabels, Counter>,
+    /// 1 when the last sync left every generated object in place, 0 otherwise (or off).
+    pub vap_sync_in_sync: Gauge,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VapFailureLabels {
+    /// read, apply, update, list, delete, generate.
+    pub operation: &'static str,
+    /// not_served (the API server has no admissionregistration.k8s.io/v1 kind: before 1.30),
+    /// forbidden (RBAC), conflict, not_managed (a same-name object Palisade did not write),
+    /// invalid (an object the API server or the sync refused), unavailable (anything else).
+    pub reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -329,6 +347,26 @@ impl ClusterMetrics {
             "generation_waits",
             "Reviews held back for the default-deny generator, by result (allowed, denied)",
             self.generation_waits.clone(),
+        );
+        registry.register(
+            "vap_sync_applied",
+            "Generated ValidatingAdmissionPolicies and bindings applied by the leader, by reason (created, restored)",
+            self.vap_sync_applied.clone(),
+        );
+        registry.register(
+            "vap_sync_deleted",
+            "ValidatingAdmissionPolicies and bindings Palisade generated before and deleted since",
+            self.vap_sync_deleted.clone(),
+        );
+        registry.register(
+            "vap_sync_failures",
+            "Failed calls of the ValidatingAdmissionPolicy sync, by operation and reason; each is retried with backoff",
+            self.vap_sync_failures.clone(),
+        );
+        registry.register(
+            "vap_sync_in_sync",
+            "1 when the leader's last ValidatingAdmissionPolicy sync left every generated object in place; 0 otherwise or when sync is off",
+            self.vap_sync_in_sync.clone(),
         );
     }
 }

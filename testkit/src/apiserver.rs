@@ -4,8 +4,8 @@
 //! the real `kube` client against this in-process imitation. It speaks HTTPS (its own CA, a bearer
 //! token, as a kubeconfig names them) and implements only what Palisade depends on, for
 //! Namespaces, NetworkPolicies, Ingresses, Leases, Pods, the workload kinds (apps, batch),
-//! Secrets, the webhook configurations and PolicyReports, with the real API's semantics where the code relies on
-//! them. `tests/conformance.rs` (beside it, in this crate) replays the answers a real kube-apiserver
+//! Secrets, the webhook configurations, ValidatingAdmissionPolicies and their bindings, and
+//! PolicyReports, with the real API's semantics where the code relies on them. `tests/conformance.rs` (beside it, in this crate) replays the answers a real kube-apiserver
 //! v1.25 gave (`tests/data/apiserver/`) against it.
 //!
 //! - one cluster-wide `resourceVersion` counter; objects carry uid, resourceVersion,
@@ -18,8 +18,9 @@
 //!   history; a resourceVersion older than the history gets HTTP 200 and one `ERROR` event with a
 //!   410 `Expired` Status, as the real one does;
 //! - get, create (409 AlreadyExists), update with optimistic concurrency (409 Conflict on a stale
-//!   resourceVersion), delete, and server-side apply (`application/apply-patch+yaml`, field
-//!   managers, conflicts with `FieldManagerConflict` causes, `force`). Field ownership is tracked
+//!   resourceVersion), delete (409 when its uid or resourceVersion precondition fails), and
+//!   server-side apply (`application/apply-patch+yaml`, field managers, conflicts with
+//!   `FieldManagerConflict` causes, `force`). Field ownership is tracked
 //!   per leaf field, lists are atomic, as for the fields of these kinds;
 //! - deleting a Namespace marks it Terminating (MODIFIED with deletionTimestamp), then deletes what
 //!   it holds and itself at once (a namespace controller that never waits);
@@ -41,18 +42,25 @@
 //!
 //! - Secrets (a `kubernetes.io/tls` one needs tls.crt and tls.key; `type` is immutable) and
 //!   Validating/MutatingWebhookConfigurations (get, update with optimistic concurrency);
+//! - admissionregistration.k8s.io/v1 ValidatingAdmissionPolicies and bindings, cluster-scoped,
+//!   as a 1.30+ server serves them (every verb above, apply with field managers, label
+//!   selectors on lists); a test plays an older server, which has no v1 kinds, with
+//!   `serve_validating_admission_policies(false)`: they leave discovery and every request on
+//!   them gets the real 404 for a resource not served. Unlike the real one, the stand-in neither
+//!   type-checks their CEL nor evaluates them;
 //! - authorisation: every request is held to the RBAC rules manifests/base/rbac.yaml binds to
 //!   Palisade's ServiceAccount (as the real authorizer reads them: groups, resources and
 //!   `*/status` forms, verbs, resourceNames; discovery always allowed), with the real 403
 //!   wording, so every cluster test shows that the shipped RBAC allows what Palisade does. A
-//!   test that plays an administrator lifts it with `enforce_rbac(false)`.
+//!   test that plays an administrator lifts it with `enforce_rbac(false)`; one that runs an
+//!   overlay adds that overlay's rules with `enforce_rbac_with`.
 //!
 //! Not implemented, because Palisade does not use them: other label selectors, label selectors on
 //! watches, and field selectors (refused with 400, so that a test would notice), strategic-merge
 //! and JSON patches (415), generateName, admission, authentication (any bearer token is
 //! Palisade's ServiceAccount), PUT on `/status`, kinds other than Namespaces, NetworkPolicies,
-//! Ingresses, Leases, Pods, the workload kinds, Secrets, the webhook configurations, the PolicyReports, CRDs
-//! and the kinds CRDs define.//!
+//! Ingresses, Leases, Pods, the workload kinds, Secrets, the webhook configurations, the
+//! ValidatingAdmissionPolicies and bindings, the PolicyReports, CRDs and the kinds CRDs define.//!
 //! Its parts: `resources` (the kinds served), `store` (objects, history, create, update,
 //! delete), `apply` (server-side apply and field ownership), `rbac` (authorisation) and `http`
 //! (routing, then one handler per verb; watches).
@@ -80,7 +88,8 @@ use tokio::task::JoinSet;
 pub use resources::{
     CLUSTER_POLICY_REPORTS, CRDS, CRONJOBS, DAEMONSETS, DEPLOYMENTS, INGRESSES, JOBS, LEASES,
     MUTATING_WEBHOOKS, NAMESPACES, NETWORK_POLICIES, POD_TEMPLATES, PODS, POLICY_REPORTS,
-    REPLICASETS, REPLICATION_CONTROLLERS, Resource, SECRETS, STATEFULSETS, VALIDATING_WEBHOOKS,
+    REPLICASETS, REPLICATION_CONTROLLERS, Resource, SECRETS, STATEFULSETS,
+    VALIDATING_ADMISSION_POLICIES, VALIDATING_ADMISSION_POLICY_BINDINGS, VALIDATING_WEBHOOKS,
 };
 pub use store::ApiError;
 
@@ -135,6 +144,7 @@ impl ApiServer {
                 rbac: Some(Rbac::from_manifests()),
                 installed: HashSet::new(),
                 defined: Vec::new(),
+                admission_policies: true,
             }),
             events,
             watch_epoch: watch::channel(0).0,
@@ -274,6 +284,22 @@ impl ApiServer {
     /// test that plays another client than Palisade.
     pub fn enforce_rbac(&self, enforce: bool) {
         self.shared.store.lock().unwrap().rbac = enforce.then(Rbac::from_manifests);
+    }
+
+    /// Serves admissionregistration.k8s.io/v1 ValidatingAdmissionPolicies and bindings, as
+    /// Kubernetes 1.30 and later do (the default), or not, as before 1.30: discovery then leaves
+    /// them out and every request on them gets the real server's 404 for a resource it does
+    /// not serve.
+    pub fn serve_validating_admission_policies(&self, serve: bool) {
+        self.shared.store.lock().unwrap().admission_policies = serve;
+    }
+
+    /// Holds every client to the rules of manifests/base/rbac.yaml and of these files of the
+    /// repository (an overlay's RBAC), as if applied together; the usage record starts afresh.
+    pub fn enforce_rbac_with(&self, files: &[&str]) {
+        let mut all = vec!["manifests/base/rbac.yaml"];
+        all.extend_from_slice(files);
+        self.shared.store.lock().unwrap().rbac = Some(Rbac::from_files(&all));
     }
 
     /// Installs the CRDs of `group` (one of [`CRD_GROUPS`]): its kinds are served from now on.

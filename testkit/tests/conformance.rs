@@ -270,3 +270,151 @@ async fn standin_matches_the_real_api_server() {
         assert_eq!(shape(&ours[i]), shape(&real[i]), "22: event {i}");
     }
 }
+
+/// ValidatingAdmissionPolicies and bindings: served in admissionregistration.k8s.io/v1 as by
+/// Kubernetes 1.30 and later, and absent as before (the v1.25 server the captures come from
+/// served only the two webhook configurations in that group version). No capture holds a
+/// discovery document or these kinds: the answers checked here are the real server's forms
+/// that the captures do show (a Status per error, a 404 NotFound naming
+/// `<plural>.<group> "<name>"`), and for a resource not served, the real server's fixed
+/// "the server could not find the requested resource".
+#[tokio::test]
+async fn admission_policies_are_served_as_from_1_30_and_absent_before() {
+    let api = ApiServer::start().await;
+    api.enforce_rbac(false);
+    let client = kube_client(&api, "admin").await;
+    let group = "/apis/admissionregistration.k8s.io/v1";
+    let resources = |doc: &str| -> Vec<(String, bool)> {
+        let doc: Value = serde_json::from_str(doc).unwrap();
+        doc["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["name"].as_str().unwrap().to_owned(),
+                    r["namespaced"].as_bool().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let (status, doc) = send(&client, "GET", group, None, String::new()).await;
+    assert_eq!(status, 200);
+    let served = resources(&doc);
+    for plural in [
+        "validatingadmissionpolicies",
+        "validatingadmissionpolicybindings",
+    ] {
+        assert!(served.contains(&(plural.to_owned(), false)), "{served:?}");
+    }
+    let policy = json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": "p", "labels": {"app.kubernetes.io/managed-by": "palisade"}},
+        "spec": {"validations": [{"expression": "true"}]}});
+    let path = format!("{group}/validatingadmissionpolicies");
+    let (status, applied) = send(
+        &client,
+        "PATCH",
+        &format!("{path}/p?fieldManager=palisade"),
+        Some("application/apply-patch+yaml"),
+        policy.to_string(),
+    )
+    .await;
+    assert_eq!(status, 201, "{applied}");
+    let applied: Value = serde_json::from_str(&applied).unwrap();
+    assert_eq!(
+        applied["metadata"]["managedFields"][0]["manager"],
+        "palisade"
+    );
+    assert_eq!(
+        applied["metadata"]["managedFields"][0]["operation"],
+        "Apply"
+    );
+    assert_eq!(applied["metadata"]["generation"], 1);
+    let list = |selector: &'static str| {
+        let client = client.clone();
+        let path = format!("{path}?labelSelector={selector}");
+        async move {
+            let (status, body) = send(&client, "GET", &path, None, String::new()).await;
+            assert_eq!(status, 200, "{body}");
+            let body: Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(body["kind"], "ValidatingAdmissionPolicyList");
+            body["items"].as_array().unwrap().len()
+        }
+    };
+    assert_eq!(list("app.kubernetes.io%2Fmanaged-by%3Dpalisade").await, 1);
+    assert_eq!(list("app.kubernetes.io%2Fmanaged-by%3Dsomeone").await, 0);
+    // A delete whose precondition names another object (or version) is refused.
+    let (status, refused) = send(
+        &client,
+        "DELETE",
+        &format!("{path}/p"),
+        Some("application/json"),
+        json!({"kind": "DeleteOptions", "apiVersion": "v1", "preconditions": {"uid": "another"}})
+            .to_string(),
+    )
+    .await;
+    assert_eq!(status, 409, "{refused}");
+    let refused: Value = serde_json::from_str(&refused).unwrap();
+    assert_eq!(refused["reason"], "Conflict");
+    let (status, _) = send(
+        &client,
+        "DELETE",
+        &format!("{path}/p"),
+        Some("application/json"),
+        json!({"preconditions": {"uid": applied["metadata"]["uid"],
+            "resourceVersion": applied["metadata"]["resourceVersion"]}})
+        .to_string(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, gone) = send(&client, "GET", &format!("{path}/p"), None, String::new()).await;
+    assert_eq!(status, 404);
+    let gone: Value = serde_json::from_str(&gone).unwrap();
+    assert_eq!(gone["reason"], "NotFound");
+    assert_eq!(
+        gone["message"],
+        "validatingadmissionpolicies.admissionregistration.k8s.io \"p\" not found"
+    );
+
+    // Before 1.30: the group version serves the webhook configurations only, and every call on
+    // the policies is the 404 of a resource not served, whatever the verb.
+    api.serve_validating_admission_policies(false);
+    let (status, doc) = send(&client, "GET", group, None, String::new()).await;
+    assert_eq!(status, 200);
+    let names: Vec<String> = resources(&doc).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(
+        names,
+        [
+            "validatingwebhookconfigurations",
+            "mutatingwebhookconfigurations"
+        ]
+    );
+    for (method, path, content_type, body) in [
+        ("GET", path.clone(), None, String::new()),
+        ("GET", format!("{path}/p"), None, String::new()),
+        (
+            "PATCH",
+            format!("{path}/p?fieldManager=palisade&force=true"),
+            Some("application/apply-patch+yaml"),
+            policy.to_string(),
+        ),
+        ("DELETE", format!("{path}/p"), None, String::new()),
+        (
+            "GET",
+            format!("{group}/validatingadmissionpolicybindings?watch=1"),
+            None,
+            String::new(),
+        ),
+    ] {
+        let (status, answer) = send(&client, method, &path, content_type, body).await;
+        assert_eq!(status, 404, "{method} {path}: {answer}");
+        let answer: Value = serde_json::from_str(&answer).unwrap();
+        assert_eq!(
+            answer,
+            json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                "message": "the server could not find the requested resource", "reason": "NotFound",
+                "details": {}, "code": 404}),
+            "{method} {path}"
+        );
+    }
+}

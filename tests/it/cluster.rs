@@ -1,7 +1,8 @@
 //! Palisade against a cluster: the testkit's stand-in API server, through the real `kube`
 //! client, by topic: the live inventory and outages (`inventory`), default-deny generation
 //! (`generator`), leader election (`leader`), the background audit (`audit`), the policies
-//! applied to the cluster (`policies`) and the shipped RBAC (`rbac`). The stand-in's own check
+//! applied to the cluster (`policies`), the shipped RBAC (`rbac`) and the generated
+//! ValidatingAdmissionPolicies the leader keeps in sync (`vap_sync`). The stand-in's own check
 //! against a real API server is the testkit's (`testkit/tests/conformance.rs`).
 //!
 //! What several of them use is here.
@@ -13,6 +14,7 @@ mod leader;
 mod matrix;
 mod policies;
 mod rbac;
+mod vap_sync;
 
 use palisade_testkit::apiserver::{ApiServer, NETWORK_POLICIES};
 use serde_json::{Value, json};

@@ -1504,3 +1504,107 @@ patches:
         assert!(page.contains(line), "docs/install.md lacks {line}");
     }
 }
+
+/// The configuration file a rendered ConfigMap palisade-config holds, as Palisade reads it,
+/// and as YAML.
+fn shipped_config(objects: &[Value]) -> (palisade::config::Config, Value) {
+    let text = find(objects, "ConfigMap", "palisade-config")["data"]["config.yaml"]
+        .as_str()
+        .expect("config.yaml")
+        .to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    std::fs::write(&path, &text).unwrap();
+    let config = palisade::state::config_store::read(&path).unwrap_or_else(|e| panic!("{e}"));
+    (config, yaml_serde::from_str(&text).unwrap())
+}
+
+/// Issue 32: the RBAC of the ValidatingAdmissionPolicy sync only with its overlay, which also
+/// turns the sync on and changes nothing else of the configuration.
+#[test]
+fn the_admission_policies_overlay_alone_grants_the_sync_and_turns_it_on() {
+    let dir = "manifests/overlays/validating-admission-policies";
+    let rendered = render(dir);
+    let objects = &rendered.1;
+    assert!(validate_schemas("validating-admission-policies", &rendered).is_empty());
+    let palisade = ("palisade-system", "palisade");
+    let verbs = [
+        "get", "list", "watch", "create", "update", "patch", "delete",
+    ];
+    let ask = |verb, resource| Ask {
+        verb,
+        group: "admissionregistration.k8s.io",
+        resource,
+        subresource: "",
+        name: "",
+        namespace: "",
+    };
+    let resources = [
+        "validatingadmissionpolicies",
+        "validatingadmissionpolicybindings",
+    ];
+    for resource in resources {
+        for verb in verbs {
+            assert!(
+                can_i(objects, palisade, &ask(verb, resource)),
+                "{dir}: {verb} {resource}"
+            );
+        }
+        // Not their status, nor deletecollection.
+        assert!(!can_i(
+            objects,
+            palisade,
+            &ask("deletecollection", resource)
+        ));
+        assert!(!can_i(
+            objects,
+            palisade,
+            &Ask {
+                subresource: "status",
+                ..ask("patch", resource)
+            }
+        ));
+    }
+    // The base and every other overlay grant nothing on them.
+    for other in [
+        "manifests",
+        "manifests/overlays/dryrun-rollout",
+        "manifests/overlays/cert-manager",
+        "manifests/overlays/prometheus",
+    ] {
+        let (_, objects) = render(other);
+        for resource in resources {
+            for verb in verbs.into_iter().chain(["deletecollection", "*"]) {
+                assert!(
+                    !can_i(&objects, palisade, &ask(verb, resource)),
+                    "{other} grants {verb} {resource}"
+                );
+            }
+        }
+        let (config, _) = shipped_config(&objects);
+        assert!(
+            !config.validating_admission_policies.sync,
+            "{other} turns the sync on"
+        );
+    }
+    // The overlay's own role holds that rule and no other.
+    let role = find(
+        objects,
+        "ClusterRole",
+        "palisade-validating-admission-policies",
+    );
+    assert_eq!(role["rules"].as_array().map(Vec::len), Some(1), "{role}");
+    // The configuration: the base's, with sync on.
+    let (config, mut yaml) = shipped_config(objects);
+    assert!(config.validating_admission_policies.sync);
+    let (_, base) = shipped_config(&render("manifests").1);
+    let section = yaml
+        .as_object_mut()
+        .and_then(|m| m.remove("validatingAdmissionPolicies"))
+        .expect("a validatingAdmissionPolicies section");
+    assert_eq!(section, json!({"sync": true}), "only sync is set");
+    assert_eq!(
+        yaml, base,
+        "the overlay's configuration drifted from the base's"
+    );
+}

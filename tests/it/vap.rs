@@ -735,9 +735,22 @@ fn the_webhook_is_not_sent_what_only_the_api_server_judges() {
 /// Whether the webhook (the real decision path, under `config`) evaluates constraint `name` on
 /// a review that violates every constraint of the test bundle.
 fn webhook_judges(bundle: &Bundle, config: &Config, kind: &str, name: &str) -> bool {
+    webhook_judges_with(bundle, config, Default::default(), kind, name)
+}
+
+/// Whether the webhook judges the constraint, with `handed_off` as what the leader's sync has
+/// confirmed in the cluster.
+fn webhook_judges_with(
+    bundle: &Bundle,
+    config: &Config,
+    handed_off: std::sync::Arc<palisade::decide::HandedOff>,
+    kind: &str,
+    name: &str,
+) -> bool {
     let pod = |ns: &str| json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web-1", "namespace": ns, "labels": {"tier": "web", "protected": "yes"}}, "spec": {"containers": [{"name": "c", "image": "docker.io/evil:latest"}]}});
-    let decider =
-        Decider::new(vec!["kube-system".into()]).with_config(std::sync::Arc::new(config.clone()));
+    let decider = Decider::new(vec!["kube-system".into()])
+        .with_handed_off(handed_off)
+        .with_config(std::sync::Arc::new(config.clone()));
     ["payments", "default"]
         .iter()
         .flat_map(|ns| {
@@ -773,6 +786,45 @@ fn bound(generated: &Generated, kind: &str, name: &str) -> bool {
         o["kind"] == "ValidatingAdmissionPolicyBinding"
             && o["metadata"]["name"] == vap::binding_name(kind, name)
     })
+}
+
+/// With the leader keeping the policies in the cluster, the webhook stops judging a constraint
+/// only once the leader has confirmed its objects there, and judges it again when the leader
+/// takes that back (a failed sync, or leadership lost): both judge, never neither.
+#[test]
+fn with_sync_on_the_webhook_judges_until_the_leader_confirms_the_policies() {
+    let bundle = bundle();
+    let text = "validatingAdmissionPolicies:\n  sync: true\n  constraints:\n    - {kind: K8sCelAllowedRepos, name: in-pay, placement: apiServer}\n";
+    let config = config(text);
+    let key = ("K8sCelAllowedRepos".to_owned(), "in-pay".to_owned());
+    let alone = vap::api_server_only(&bundle, &config);
+    assert!(alone.contains(&key), "{alone:?}");
+    let handed_off = std::sync::Arc::new(palisade::decide::HandedOff::default());
+    let judges = || webhook_judges_with(&bundle, &config, handed_off.clone(), &key.0, &key.1);
+    assert!(
+        judges(),
+        "judged by nobody before the leader confirmed anything"
+    );
+    handed_off.set(alone.clone());
+    assert!(!judges(), "still judged by the webhook once confirmed");
+    handed_off.set(BTreeSet::new());
+    assert!(
+        judges(),
+        "not judged again once the confirmation is taken back"
+    );
+    // Without the sync, the placement alone moves it (the operator applies the objects).
+    let manual = config_without_sync(text);
+    assert!(!webhook_judges_with(
+        &bundle,
+        &manual,
+        Default::default(),
+        &key.0,
+        &key.1
+    ));
+}
+
+fn config_without_sync(text: &str) -> Config {
+    config(&text.replace("sync: true", "sync: false"))
 }
 
 #[test]

@@ -29,9 +29,20 @@ pub(super) struct Rbac {
 
 impl Rbac {
     pub(super) fn from_manifests() -> Self {
-        let path = crate::fixtures::repo_path("manifests/base/rbac.yaml");
-        let text = std::fs::read_to_string(&path).unwrap();
-        let docs = palisade_core::manifest::parse_str(&text, &path).unwrap();
+        Self::from_files(&["manifests/base/rbac.yaml"])
+    }
+
+    /// The rules bound to Palisade's ServiceAccount in these files of the repository (the
+    /// base's rbac.yaml and an overlay's), as if applied together.
+    pub(super) fn from_files(files: &[&str]) -> Self {
+        let mut docs = Vec::new();
+        for file in files {
+            let path = crate::fixtures::repo_path(file);
+            let text = std::fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            docs.extend(palisade_core::manifest::parse_str(&text, &path).unwrap());
+        }
+        let path = files.join(" and ");
         let bound = |kind: &str, name: &str| {
             docs.iter().any(|d| {
                 let b = &d.value;
@@ -76,11 +87,7 @@ impl Rbac {
                 });
             }
         }
-        assert!(
-            !rules.is_empty(),
-            "no rules bound to palisade in {}",
-            path.display()
-        );
+        assert!(!rules.is_empty(), "no rules bound to palisade in {path}");
         Self {
             rules,
             used: BTreeSet::new(),

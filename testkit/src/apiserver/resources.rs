@@ -132,6 +132,38 @@ pub const MUTATING_WEBHOOKS: Resource = Resource {
     storage: "v1",
     status: false,
 };
+/// admissionregistration.k8s.io/v1 ValidatingAdmissionPolicy, as a 1.30+ server serves it
+/// (cluster-scoped, generation kept, `status` a subresource: the type checking the real server
+/// writes, which the stand-in never does). A test plays a server before 1.30, which has no v1
+/// kind (1.25: none at all; 1.26-1.29: v1alpha1/v1beta1 only), with
+/// [`super::ApiServer::serve_validating_admission_policies`]: both kinds then get the real
+/// server's 404 for a resource it does not serve.
+pub const VALIDATING_ADMISSION_POLICIES: Resource = Resource {
+    group: "admissionregistration.k8s.io",
+    version: "v1",
+    plural: "validatingadmissionpolicies",
+    kind: "ValidatingAdmissionPolicy",
+    namespaced: false,
+    generation: true,
+    storage: "v1",
+    status: true,
+};
+/// admissionregistration.k8s.io/v1 ValidatingAdmissionPolicyBinding (no status).
+pub const VALIDATING_ADMISSION_POLICY_BINDINGS: Resource = Resource {
+    group: "admissionregistration.k8s.io",
+    version: "v1",
+    plural: "validatingadmissionpolicybindings",
+    kind: "ValidatingAdmissionPolicyBinding",
+    namespaced: false,
+    generation: true,
+    storage: "v1",
+    status: false,
+};
+/// The two kinds of a 1.30+ server that one before 1.30 lacks.
+pub(super) const ADMISSION_POLICY_KINDS: [Resource; 2] = [
+    VALIDATING_ADMISSION_POLICIES,
+    VALIDATING_ADMISSION_POLICY_BINDINGS,
+];
 /// The workload kinds the audit lists. Unlike the real server, nothing here makes their
 /// pods: a test creates the objects it needs.
 const fn workload(group: &'static str, plural: &'static str, kind: &'static str) -> Resource {
@@ -159,7 +191,7 @@ pub const POD_TEMPLATES: Resource = Resource {
     generation: false,
     ..workload("", "podtemplates", "PodTemplate")
 };
-pub(super) const RESOURCES: [Resource; 19] = [
+pub(super) const RESOURCES: [Resource; 21] = [
     CRDS,
     NAMESPACES,
     NETWORK_POLICIES,
@@ -169,6 +201,8 @@ pub(super) const RESOURCES: [Resource; 19] = [
     SECRETS,
     VALIDATING_WEBHOOKS,
     MUTATING_WEBHOOKS,
+    VALIDATING_ADMISSION_POLICIES,
+    VALIDATING_ADMISSION_POLICY_BINDINGS,
     DEPLOYMENTS,
     STATEFULSETS,
     DAEMONSETS,

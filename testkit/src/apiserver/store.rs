@@ -9,8 +9,8 @@ use serde_json::{Value, json};
 use super::apply::{fields_v1, leaf_paths, value_at};
 use super::rbac::Rbac;
 use super::resources::{
-    CRD_GROUPS, CRDS, NAMESPACES, NETWORK_POLICIES, RESOURCES, Resource, SECRETS, crd_resources,
-    reorder,
+    ADMISSION_POLICY_KINDS, CRD_GROUPS, CRDS, NAMESPACES, NETWORK_POLICIES, RESOURCES, Resource,
+    SECRETS, crd_resources, reorder,
 };
 
 /// An API error: a `Status` object and its HTTP code.
@@ -150,6 +150,9 @@ pub(super) struct Store {
     pub(super) installed: HashSet<&'static str>,
     /// Kinds defined by the CustomResourceDefinitions stored, with their schemas.
     pub(super) defined: Vec<(Resource, Value)>,
+    /// Whether admissionregistration.k8s.io/v1 ValidatingAdmissionPolicies and their bindings
+    /// are served (Kubernetes 1.30 and later); objects stored meanwhile are kept.
+    pub(super) admission_policies: bool,
 }
 
 impl Store {
@@ -159,6 +162,7 @@ impl Store {
         RESOURCES
             .into_iter()
             .filter(|r| !CRD_GROUPS.contains(&r.group) || self.installed.contains(r.group))
+            .filter(|r| self.admission_policies || !ADMISSION_POLICY_KINDS.contains(r))
             .chain(self.defined.iter().map(|(r, _)| *r))
             .collect()
     }

@@ -125,7 +125,34 @@ pub(super) fn patch(call: &Call, name: &str) -> Response {
 pub(super) fn delete(call: &Call, name: &str) -> Response {
     let r = call.target.resource;
     let ns = call.target.namespace.clone();
-    match mutate(call.shared, |s| s.delete(&r, &ns, name)) {
+    // DeleteOptions' preconditions, as the real server checks them: 409 Conflict when the
+    // object's uid or resourceVersion is no longer the one named.
+    let options: Value = serde_json::from_slice(&call.body).unwrap_or(Value::Null);
+    let preconditions = options["preconditions"].clone();
+    match mutate(call.shared, |s| {
+        if let Some(current) = s.objects.get(&(r, ns.clone(), name.to_owned())) {
+            for (field, what) in [("uid", "UID"), ("resourceVersion", "ResourceVersion")] {
+                let (Some(want), Some(have)) = (
+                    preconditions[field].as_str(),
+                    current.object["metadata"][field].as_str(),
+                ) else {
+                    continue;
+                };
+                if want != have {
+                    return Err(ApiError::new(
+                        409,
+                        "Conflict",
+                        format!(
+                            "Operation cannot be fulfilled on {} \"{name}\": Precondition failed: {what} in precondition: {want}, {what} in object meta: {have}",
+                            r.qualified()
+                        ),
+                        ApiError::details(&r, name),
+                    ));
+                }
+            }
+        }
+        s.delete(&r, &ns, name)
+    }) {
         Ok(v) => call.respond(200, &v),
         Err(e) => error(e),
     }
