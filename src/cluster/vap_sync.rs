@@ -694,6 +694,7 @@ mod tests {
             ],
             api_server_only: vec![("K8sCelAllowedRepos".into(), "trusted".into())],
             kept_on_webhook: Vec::new(),
+            warnings: Vec::new(),
         }
     }
 
