@@ -1304,11 +1304,11 @@ fn palisade_can_do_what_it_needs_and_nothing_else() {
 }
 
 /// The CEL of manifests/base/crd-policy.yaml, evaluated as the API server would on requests
-/// from Palisade's service account and from others (cel-interpreter; the policy uses only
-/// field access, comparisons, null and &&/||, which it implements as Kubernetes' cel-go does).
+/// from Palisade's service account and from others (with Palisade's own CEL engine and its
+/// ValidatingAdmissionPolicy evaluator, `policy::cel::AdmissionPolicy`).
 #[test]
 fn the_admission_policy_limits_palisades_crds_to_the_constraint_group() {
-    use cel_interpreter::{Context, Program};
+    use palisade::policy::cel::{AdmissionPolicy, PolicyVerdict};
     let (_, objects) = render("manifests");
     let policy = find(
         &objects,
@@ -1376,23 +1376,7 @@ fn the_admission_policy_limits_palisades_crds_to_the_constraint_group() {
         sa["metadata"]["namespace"].as_str().unwrap(),
         sa["metadata"]["name"].as_str().unwrap()
     );
-    let compile = |expression: &Value| Program::compile(expression.as_str().unwrap()).unwrap();
-    let conditions: Vec<Program> = policy["spec"]["matchConditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| compile(&c["expression"]))
-        .collect();
-    let validations: Vec<Program> = policy["spec"]["validations"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| compile(&v["expression"]))
-        .collect();
-    let truth = |program: &Program, context: &Context| match program.execute(context) {
-        Ok(cel_interpreter::Value::Bool(b)) => b,
-        other => panic!("not a bool: {other:?}"),
-    };
+    let compiled = AdmissionPolicy::compile(policy).unwrap();
     // Whether the API server admits `operation` of the user on a CRD of `old` / `new` group.
     let admitted = |user: &str, operation: &str, old: Option<&str>, new: Option<&str>| {
         let crd = |group: Option<&str>| {
@@ -1403,17 +1387,23 @@ fn the_admission_policy_limits_palisades_crds_to_the_constraint_group() {
                         "names": {"kind": "Thing", "plural": "things"}, "versions": []}})
             })
         };
-        let mut context = Context::default();
-        context
-            .add_variable(
-                "request",
-                json!({"operation": operation, "userInfo": {"username": user}}),
+        let review = json!({"operation": operation, "userInfo": {"username": user},
+            "object": crd(new), "oldObject": crd(old)});
+        match compiled
+            .evaluate(
+                &review,
+                &Value::Null,
+                None,
+                std::time::Duration::from_secs(1),
             )
-            .unwrap();
-        context.add_variable("object", crd(new)).unwrap();
-        context.add_variable("oldObject", crd(old)).unwrap();
-        !conditions.iter().all(|c| truth(c, &context))
-            || validations.iter().all(|v| truth(v, &context))
+            .unwrap()
+        {
+            PolicyVerdict::NotMatched => true,
+            PolicyVerdict::Judged { messages, errors } => {
+                assert!(errors.is_empty(), "{errors:?}");
+                messages.is_empty()
+            }
+        }
     };
     let constraints = Some("constraints.gatekeeper.sh");
     let other = Some("cert-manager.io");
