@@ -10,6 +10,7 @@ mod common;
 mod connections;
 mod core;
 mod deploy;
+mod cel_differential;
 mod differential;
 mod docs;
 mod engine;
