@@ -99,9 +99,10 @@ pub struct Run {
 pub struct ConstraintCost {
     pub name: String,
     pub kind: String,
-    /// Whether its template runs on regorus' VM (else on the interpreter, which is slower:
-    /// Palisade moves a template there where the VM would answer differently from OPA).
-    pub on_vm: bool,
+    /// What runs its template: `vm` (regorus' VM), `interpreter` (regorus' interpreter, which is
+    /// slower: Palisade moves a template there where the VM would answer differently from OPA)
+    /// or `cel` (its K8sNativeValidation code).
+    pub engine: &'static str,
     pub latency: Summary,
 }
 
@@ -283,7 +284,13 @@ impl BenchArgs {
                 out.push(ConstraintCost {
                     name: constraint.name.clone(),
                     kind: constraint.kind.clone(),
-                    on_vm: alone.templates().all(|t| t.on_vm()),
+                    engine: if alone.templates().any(|t| t.cel().is_some()) {
+                        "cel"
+                    } else if alone.templates().all(|t| t.on_vm()) {
+                        "vm"
+                    } else {
+                        "interpreter"
+                    },
                     latency,
                 });
             }
@@ -335,8 +342,10 @@ impl BenchArgs {
                 "\neach matching constraint alone, one thread (each includes converting the review, which the bundle does once per review):"
             );
             let label = |c: &ConstraintCost| {
-                let engine = if c.on_vm { "" } else { ", interpreter" };
-                format!("{} ({}{engine})", c.name, c.kind)
+                match c.engine {
+                    "vm" => format!("{} ({})", c.name, c.kind),
+                    engine => format!("{} ({}, {engine})", c.name, c.kind),
+                }
             };
             let width = costs
                 .iter()
@@ -375,7 +384,7 @@ impl BenchArgs {
             })).collect::<Vec<_>>(),
             "constraints": costs.iter().map(|c| json!({
                 "name": c.name, "kind": c.kind,
-                "engine": if c.on_vm { "vm" } else { "interpreter" },
+                "engine": c.engine,
                 "latency": c.latency.json(),
             })).collect::<Vec<_>>(),
         })
