@@ -341,11 +341,9 @@ impl BenchArgs {
                 out,
                 "\neach matching constraint alone, one thread (each includes converting the review, which the bundle does once per review):"
             );
-            let label = |c: &ConstraintCost| {
-                match c.engine {
-                    "vm" => format!("{} ({})", c.name, c.kind),
-                    engine => format!("{} ({}, {engine})", c.name, c.kind),
-                }
+            let label = |c: &ConstraintCost| match c.engine {
+                "vm" => format!("{} ({})", c.name, c.kind),
+                engine => format!("{} ({}, {engine})", c.name, c.kind),
             };
             let width = costs
                 .iter()

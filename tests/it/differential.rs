@@ -29,8 +29,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use palisade::inventory::Inventory;
-use palisade::policy::template::{TemplateSource, parse as parse_template};
 use palisade::policy::template::Engine;
+use palisade::policy::template::{TemplateSource, parse as parse_template};
 use palisade::policy::{EngineOptions, Template};
 use palisade::suite::{find_suites, parse_suite, review_of_file};
 use serde_json::{Value, json};
@@ -883,7 +883,10 @@ fn test_templates_diverge_from_opa_only_as_allowed() {
         findings.cel_only
     );
     assert!(
-        !findings.skipped.iter().any(|s| s.contains("compiled for its CEL")),
+        !findings
+            .skipped
+            .iter()
+            .any(|s| s.contains("compiled for its CEL")),
         "{:?}",
         findings.skipped
     );

@@ -3,6 +3,7 @@
 mod abuse;
 mod audit;
 mod bench;
+mod cel_differential;
 mod certmanager;
 mod cluster;
 mod cluster_kinds;
@@ -10,7 +11,6 @@ mod common;
 mod connections;
 mod core;
 mod deploy;
-mod cel_differential;
 mod differential;
 mod docs;
 mod engine;

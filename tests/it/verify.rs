@@ -41,9 +41,16 @@ fn dual_engine_suites_pass_with_either_engine_preferred() {
             results.iter().all(|r| matches!(r.outcome, Outcome::Pass)),
             "{prefer:?}"
         );
-        for file in ["requiredlabels", "capabilities", "hostnamespaces", "immutablelabels"] {
+        for file in [
+            "requiredlabels",
+            "capabilities",
+            "hostnamespaces",
+            "immutablelabels",
+        ] {
             let path = repo_path(&format!("tests/data/gatekeeper/cel-dual/{file}.yaml"));
-            let doc = palisade::manifest::files::read_path(&path).unwrap().remove(0);
+            let doc = palisade::manifest::files::read_path(&path)
+                .unwrap()
+                .remove(0);
             let source = palisade::policy::template::parse(&doc).unwrap();
             assert!(source.cel.is_some() && !source.rego.is_empty(), "{file}");
             let t = palisade::policy::Template::compile(source, &options).unwrap();
