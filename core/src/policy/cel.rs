@@ -274,10 +274,13 @@ impl Source {
 /// The name the charging function is declared under: `@` keeps CEL source from calling it.
 const CHARGE: &str = "@palisade_charge";
 
+/// What adds a library of functions to an environment.
+type Extension = fn(&mut Env) -> Result<(), cel::DeclarationError>;
+
 /// The environment every template compiles and runs in.
 static ENV: LazyLock<Result<Arc<Env>, String>> = LazyLock::new(|| {
     let mut env = Env::stdlib();
-    let extensions: [fn(&mut Env) -> Result<(), cel::DeclarationError>; 5] = [
+    let extensions: [Extension; 5] = [
         cel::extensions::strings,
         cel::extensions::lists,
         cel::extensions::math,
