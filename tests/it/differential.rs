@@ -29,6 +29,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use palisade::inventory::Inventory;
+use palisade::policy::template::Engine;
 use palisade::policy::template::{TemplateSource, parse as parse_template};
 use palisade::policy::{EngineOptions, Template};
 use palisade::suite::{find_suites, parse_suite, review_of_file};
@@ -52,23 +53,26 @@ fn seed() -> u64 {
 // The templates and their corpora
 
 /// One template and what it is run on.
-struct Subject {
-    name: String,
-    file: PathBuf,
-    source: TemplateSource,
+pub(crate) struct Subject {
+    pub(crate) name: String,
+    pub(crate) file: PathBuf,
+    pub(crate) source: TemplateSource,
     /// The `spec.parameters` of each constraint that suites pair with it (`{}` without one).
-    parameters: Vec<Value>,
+    pub(crate) parameters: Vec<Value>,
+    /// The constraints themselves, one for each of `parameters` (a CEL template reads the whole
+    /// constraint as `params`); a bare one of the template's kind without a suite.
+    pub(crate) constraints: Vec<Value>,
     /// Reviews (`input.review` before the namespace is added) and the inventory each goes with.
-    bases: Vec<(String, Value, usize)>,
-    inventories: Vec<Vec<Value>>,
+    pub(crate) bases: Vec<(String, Value, usize)>,
+    pub(crate) inventories: Vec<Vec<Value>>,
 }
 
-fn read_docs(path: &Path) -> Vec<palisade::manifest::Document> {
+pub(crate) fn read_docs(path: &Path) -> Vec<palisade::manifest::Document> {
     palisade::manifest::files::read_path(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 /// Every template under `roots` (and those their suites name elsewhere), with its corpus.
-fn subjects(roots: &[PathBuf]) -> Vec<Subject> {
+pub(crate) fn subjects(roots: &[PathBuf]) -> Vec<Subject> {
     let mut by_file: BTreeMap<PathBuf, Subject> = BTreeMap::new();
     let add_template = |file: &Path, by_file: &mut BTreeMap<PathBuf, Subject>| {
         let file = file.canonicalize().unwrap_or_else(|_| file.to_path_buf());
@@ -89,6 +93,7 @@ fn subjects(roots: &[PathBuf]) -> Vec<Subject> {
                     file: file.clone(),
                     source,
                     parameters: Vec::new(),
+                    constraints: Vec::new(),
                     bases: Vec::new(),
                     inventories: vec![Vec::new()],
                 },
@@ -109,13 +114,16 @@ fn subjects(roots: &[PathBuf]) -> Vec<Subject> {
                 let Some(subject) = by_file.get_mut(&key) else {
                     continue;
                 };
-                let parameters = read_docs(&test.constraint)
+                let constraint = read_docs(&test.constraint)
                     .first()
-                    .map(|d| d.value["spec"]["parameters"].clone())
+                    .map(|d| d.value.clone())
+                    .unwrap_or_else(|| json!({}));
+                let parameters = Some(constraint["spec"]["parameters"].clone())
                     .filter(|p| !p.is_null())
                     .unwrap_or_else(|| json!({}));
                 if !subject.parameters.contains(&parameters) {
                     subject.parameters.push(parameters);
+                    subject.constraints.push(constraint);
                 }
                 for case in &test.cases {
                     let Ok(review) = review_of_file(&case.object) else {
@@ -168,6 +176,11 @@ fn subjects(roots: &[PathBuf]) -> Vec<Subject> {
     for subject in &mut out {
         if subject.parameters.is_empty() {
             subject.parameters.push(json!({}));
+            subject.constraints.push(json!({
+                "apiVersion": "constraints.gatekeeper.sh/v1beta1",
+                "kind": subject.source.kind,
+                "metadata": {"name": "differential"},
+            }));
         }
         let largest = (0..subject.inventories.len())
             .max_by_key(|&i| subject.inventories[i].len())
@@ -284,7 +297,7 @@ fn random_value(rng: &mut Rng, depth: usize) -> Value {
 
 /// One to three structure-aware edits of the review's object (or, now and then, of the rest of
 /// the review).
-fn vary(review: &Value, rng: &mut Rng) -> Value {
+pub(crate) fn vary(review: &Value, rng: &mut Rng) -> Value {
     let mut review = review.clone();
     for _ in 0..1 + rng.below(3) {
         let base = if rng.below(6) == 0 || !review["object"].is_object() {
@@ -485,6 +498,8 @@ struct Findings {
     divergences: Vec<Divergence>,
     /// Templates not compared, and why.
     skipped: Vec<String>,
+    /// Templates with only CEL code: not compared with OPA.
+    cel_only: Vec<String>,
 }
 
 /// The input of one evaluation, as Palisade builds it: the review with its namespace's object
@@ -716,19 +731,25 @@ fn shrink(
     (input, answers)
 }
 
-/// Palisade's two engines for a template, or why it does not load.
+/// Palisade's two engines for a template, or why it does not load. A template that also has
+/// K8sNativeValidation code is compiled for its Rego: that is what OPA is compared with
+/// (`cel_vs_rego.rs` compares its two codes).
 fn palisade_engines(source: &TemplateSource) -> Result<Vec<(String, Evaluator)>, String> {
     let compile = |vm| {
         Template::compile(
             source.clone(),
             &EngineOptions {
                 vm,
+                prefer: Engine::Rego,
                 ..EngineOptions::default()
             },
         )
     };
     let vm = compile(true)?;
     let interpreter = compile(false)?;
+    if vm.engine() != Engine::Rego || interpreter.engine() != Engine::Rego {
+        return Err("compiled for its CEL, not its Rego".into());
+    }
     // A template Palisade moves off the VM (docs/regorus-divergences.md) is compared once.
     let mut engines = vec![("interpreter".to_owned(), Evaluator::Palisade(interpreter))];
     if vm.on_vm() {
@@ -744,6 +765,11 @@ fn run_all(subjects: &[Subject], label: &str) -> Findings {
     let mut findings = Findings::default();
     let inputs = inputs_per_template();
     for subject in subjects {
+        // OPA has nothing to run of a template with only K8sNativeValidation code.
+        if subject.source.rego.is_empty() {
+            findings.cel_only.push(subject.name.clone());
+            continue;
+        }
         match palisade_engines(&subject.source) {
             Ok(engines) => run_subject(
                 &mut oracle,
@@ -767,13 +793,14 @@ fn run_all(subjects: &[Subject], label: &str) -> Findings {
         std::fs::write(&file, serde_json::to_string_pretty(&d.report()).unwrap()).unwrap();
     }
     println!(
-        "{label}: {} templates, {} inputs ({} not compared: a builtin error under OPA's strict mode), {} divergences (seed {}, {inputs} inputs per template); skipped: {:?}",
+        "{label}: {} templates, {} inputs ({} not compared: a builtin error under OPA's strict mode), {} divergences (seed {}, {inputs} inputs per template); skipped: {:?}; CEL only, not compared: {:?}",
         findings.compared,
         findings.inputs,
         findings.unknown,
         findings.divergences.len(),
         seed(),
-        findings.skipped
+        findings.skipped,
+        findings.cel_only
     );
     findings
 }
@@ -849,6 +876,20 @@ fn test_templates_diverge_from_opa_only_as_allowed() {
         .collect();
     assert!(subjects.len() >= 10, "the tests' templates were not found");
     let findings = run_all(&subjects, "templates");
+    // CEL-only templates are left out by name, and a template with both codes ran its Rego.
+    assert!(
+        findings.cel_only.iter().any(|n| n == "k8scelallowedrepos"),
+        "the CEL-only test template was not set aside: {:?}",
+        findings.cel_only
+    );
+    assert!(
+        !findings
+            .skipped
+            .iter()
+            .any(|s| s.contains("compiled for its CEL")),
+        "{:?}",
+        findings.skipped
+    );
     let allowed = allowed_list();
     let left = unexplained(&findings, &allowed);
     assert!(
@@ -901,6 +942,7 @@ spec:
         file: PathBuf::from("shortsprintf.yaml"),
         source: source.clone(),
         parameters: vec![json!({})],
+        constraints: vec![json!({})],
         bases: vec![("a pod with a :latest image".into(), pod, 0)],
         inventories: vec![Vec::new()],
     };

@@ -4,6 +4,7 @@ mod abuse;
 mod audit;
 mod bench;
 mod cel;
+mod cel_differential;
 mod certmanager;
 mod cluster;
 mod cluster_kinds;

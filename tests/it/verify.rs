@@ -18,11 +18,45 @@ fn every_suite_under_tests_gatekeeper_passes() {
     assert_eq!(
         summary,
         Summary {
-            passed: 55,
+            passed: 69,
             failed: 0,
             skipped: 1
         }
     );
+}
+
+/// Templates with both engines' code pass their suite with either one preferred, and run the
+/// engine preferred.
+#[test]
+fn dual_engine_suites_pass_with_either_engine_preferred() {
+    use palisade::policy::template::Engine;
+    for prefer in [Engine::Cel, Engine::Rego] {
+        let options = EngineOptions {
+            prefer,
+            ..EngineOptions::default()
+        };
+        let results = passing_suites("tests/data/gatekeeper/cel-dual", &options);
+        assert_eq!(results.len(), 14, "{prefer:?}");
+        assert!(
+            results.iter().all(|r| matches!(r.outcome, Outcome::Pass)),
+            "{prefer:?}"
+        );
+        for file in [
+            "requiredlabels",
+            "capabilities",
+            "hostnamespaces",
+            "immutablelabels",
+        ] {
+            let path = repo_path(&format!("tests/data/gatekeeper/cel-dual/{file}.yaml"));
+            let doc = palisade::manifest::files::read_path(&path)
+                .unwrap()
+                .remove(0);
+            let source = palisade::policy::template::parse(&doc).unwrap();
+            assert!(source.cel.is_some() && !source.rego.is_empty(), "{file}");
+            let t = palisade::policy::Template::compile(source, &options).unwrap();
+            assert_eq!(t.engine(), prefer, "{file}");
+        }
+    }
 }
 
 /// The constructs where regorus differs from OPA give OPA's answers on both engines.
@@ -86,10 +120,10 @@ fn verify_command_prints_a_line_per_case_and_a_summary() {
         "{stdout}{}",
         String::from_utf8_lossy(&ok.stderr)
     );
-    assert_eq!(stdout.lines().count(), 57, "{stdout}");
+    assert_eq!(stdout.lines().count(), 71, "{stdout}");
     assert_eq!(
         stdout.lines().last(),
-        Some("55 passed, 0 failed, 1 skipped")
+        Some("69 passed, 0 failed, 1 skipped")
     );
 
     let bad = Command::new(BIN)
