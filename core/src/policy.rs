@@ -594,7 +594,7 @@ impl Policies {
                 let request = cel_request.get_or_insert_with(|| {
                     cel::Request::new(review.json(), namespace.or(review.namespace_object()))
                 });
-                match program.evaluate(request, c.cel_params.value(), limit) {
+                match program.evaluate(request, &c.cel_params, limit) {
                     Ok(messages) => {
                         violations.extend(messages.into_iter().map(|message| Violation {
                             constraint: c.name.clone(),

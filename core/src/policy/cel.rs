@@ -33,7 +33,8 @@ use std::time::{Duration, Instant};
 
 use cel::common::ast::{ComprehensionExpr, EntryExpr, Expr, IdedExpr};
 use cel::common::types::DYN_TYPE;
-use cel::common::value::CowVal;
+use cel::common::value::{CowVal, Val};
+use cel::context::VariableResolver;
 use cel::objects::{Key, Map};
 use cel::{Context, Env, ExecutionError, Value as CelValue};
 use serde_json::Value;
@@ -407,6 +408,8 @@ struct Compiled {
     text: String,
     /// The name of the variable or match condition.
     name: String,
+    /// `variables.<name>`: what a variable is bound as.
+    bound: String,
     expr: IdedExpr,
 }
 
@@ -430,6 +433,8 @@ pub struct Program {
     source: Source,
     /// The most comprehension elements one evaluation may walk ([`COST_LIMIT`] unless set).
     cost_limit: u64,
+    /// An expression reads `variables` other than as `variables.<name>`.
+    reads_variables_whole: bool,
 }
 
 /// What the expressions may name besides comprehension variables.
@@ -527,6 +532,8 @@ impl Program {
                     .transpose()?,
             });
         }
+        let reads_variables_whole =
+            any_reads_variables_whole(&variables, &conditions, &validations);
         Ok(Program {
             template: template.to_owned(),
             variables,
@@ -534,6 +541,7 @@ impl Program {
             validations,
             failure_policy: source.failure_policy,
             uses_namespace_object,
+            reads_variables_whole,
             source: source.clone(),
             cost_limit: COST_LIMIT,
         })
@@ -556,12 +564,12 @@ impl Program {
         self.uses_namespace_object
     }
 
-    /// Judges `request` for the constraint `params` (the whole constraint, see
-    /// [`constraint_value`]), for at most `limit`: the messages of the violations.
+    /// Judges `request` for the constraint `params` (see [`CelParams`]), for at most `limit`:
+    /// the messages of the violations.
     pub fn evaluate(
         &self,
-        request: &Request,
-        params: &CelValue,
+        request: &Request<'_>,
+        params: &CelParams,
         limit: Duration,
     ) -> Result<Vec<String>, EvalError> {
         let env = env().map_err(EvalError::Engine)?;
@@ -580,39 +588,22 @@ impl Program {
     fn run(
         &self,
         env: &Arc<Env>,
-        request: &Request,
-        params: &CelValue,
+        request: &Request<'_>,
+        params: &CelParams,
     ) -> Result<Vec<String>, EvalError> {
+        // The review and the constraint are lent to the evaluation, never copied; Gatekeeper's
+        // two variables (anyObject, params) are read from them directly.
+        let roots = Roots {
+            request,
+            params,
+            builtins: true,
+        };
         let mut ctx = Context::with_env(env.clone());
-        ctx.add_variable_from_value("object", request.object.clone());
-        ctx.add_variable_from_value("oldObject", request.old_object.clone());
-        ctx.add_variable_from_value("request", request.request.clone());
-        ctx.add_variable_from_value("namespaceObject", request.namespace.clone());
-        ctx.add_variable_from_value("params", params.clone());
-        // Variables are evaluated in order, each seeing those before it. One that fails is left
-        // out, and its error is told when an expression that reads it fails.
-        let mut values: HashMap<Key, CelValue> = HashMap::new();
-        let mut failed: Vec<(String, String)> = Vec::new();
-        for v in &self.variables {
-            ctx.add_variable_from_value(
-                "variables",
-                CelValue::Map(Map {
-                    map: Arc::new(values.clone()),
-                }),
-            );
-            match cel::Value::resolve(&v.expr, &ctx) {
-                Ok(value) => {
-                    values.insert(Key::String(Arc::new(v.name.clone())), value);
-                }
-                Err(e) => failed.push((v.name.clone(), e.to_string())),
-            }
+        ctx.set_variable_resolver(&roots);
+        let failed = bind_variables(&mut ctx, &self.variables[BUILTIN_VARIABLES..]);
+        if self.reads_variables_whole {
+            bind_variables_map(&mut ctx, &roots, &self.variables);
         }
-        ctx.add_variable_from_value(
-            "variables",
-            CelValue::Map(Map {
-                map: Arc::new(values),
-            }),
-        );
         let error = |c: &Compiled, e: String| {
             let mut message = format!(
                 "{}: {}: {:?} failed: {e}",
@@ -629,19 +620,11 @@ impl Program {
         };
         let mut condition_error = None;
         for c in &self.conditions {
-            match cel::Value::resolve(&c.expr, &ctx) {
-                Ok(CelValue::Bool(true)) => {}
-                Ok(CelValue::Bool(false)) => return Ok(Vec::new()),
-                Ok(other) => {
-                    condition_error.get_or_insert_with(|| {
-                        error(
-                            c,
-                            format!("a match condition must be a bool, not {}", kind(&other)),
-                        )
-                    });
-                }
+            match truth(c, &ctx, "a match condition") {
+                Ok(true) => {}
+                Ok(false) => return Ok(Vec::new()),
                 Err(e) => {
-                    condition_error.get_or_insert_with(|| error(c, e.to_string()));
+                    condition_error.get_or_insert_with(|| error(c, e));
                 }
             }
         }
@@ -653,45 +636,122 @@ impl Program {
         }
         let mut messages = Vec::new();
         for v in &self.validations {
-            let failure = match cel::Value::resolve(&v.check.expr, &ctx) {
-                Ok(CelValue::Bool(true)) => continue,
-                Ok(CelValue::Bool(false)) => None,
-                Ok(other) => Some(error(
-                    &v.check,
-                    format!("a validation must be a bool, not {}", kind(&other)),
-                )),
-                Err(e) => Some(error(&v.check, e.to_string())),
-            };
-            if let Some(e) = failure {
-                match self.failure_policy {
-                    FailurePolicy::Fail => return Err(EvalError::Engine(e)),
+            match truth(&v.check, &ctx, "a validation") {
+                Ok(true) => continue,
+                Ok(false) => messages.push(message(v, &ctx)),
+                Err(e) => match self.failure_policy {
+                    FailurePolicy::Fail => return Err(EvalError::Engine(error(&v.check, e))),
                     FailurePolicy::Ignore => continue,
-                }
+                },
             }
-            messages.push(self.message(v, &ctx));
         }
         Ok(messages)
     }
+}
 
-    /// A failed validation's message, as Kubernetes makes it: the `messageExpression`'s value
-    /// when it is a non-empty string of one line, else the `message`, else the expression.
-    fn message(&self, v: &CompiledValidation, ctx: &Context) -> String {
-        if let Some(m) = &v.message_expression
-            && let Ok(CelValue::String(s)) = cel::Value::resolve(&m.expr, ctx)
-            && !s.trim().is_empty()
-            && !s.contains(['\n', '\r'])
-        {
-            return s.trim().to_owned();
+/// Gatekeeper's own variables, compiled first in every [`Program`] and read from the review
+/// and the constraint directly ([`Roots`]) rather than evaluated.
+const BUILTIN_VARIABLES: usize = 2;
+
+/// Evaluates `variables` in order, each bound as `variables.<name>` (cel-rust resolves the
+/// qualified name before `variables` itself, and lends the value), so that each sees those
+/// before it. One that fails is left out (reading it is then `No such key`); its error is
+/// returned for messages.
+fn bind_variables(ctx: &mut Context<'_, '_>, variables: &[Compiled]) -> Vec<(String, String)> {
+    let empty: Box<dyn Val> = Box::new(cel::common::types::CelMap::from(HashMap::new()));
+    ctx.add_variable_as_val("variables", empty);
+    let mut failed = Vec::new();
+    for v in variables {
+        let value = cel::Value::resolve_val(&v.expr, ctx).map(CowVal::into_owned);
+        match value {
+            Ok(value) => ctx.add_variable_as_val(v.bound.clone(), value),
+            Err(e) => failed.push((v.name.clone(), e.to_string())),
         }
-        match &v.message {
-            Some(m) if !m.trim().is_empty() => m.trim().to_owned(),
-            _ => format!("failed expression: {}", v.check.text.trim()),
+    }
+    failed
+}
+
+/// Binds `variables` as one map too, for an expression that reads it other than as
+/// `variables.<name>` (`has(variables.x)`, `variables[k]`): a copy of every value, so only
+/// such programs pay for it.
+fn bind_variables_map<'r>(ctx: &mut Context<'_, 'r>, roots: &'r Roots<'r>, variables: &[Compiled]) {
+    let mut map: HashMap<cel::common::types::CelMapKey<'r>, Box<dyn Val + 'r>> = HashMap::new();
+    for v in variables {
+        let value = match v.name.as_str() {
+            "anyObject" | "params" => roots.resolve(&v.bound).map(|c| c.into_owned()),
+            _ => ctx.get_variable(&v.bound).map(|c| c.into_owned()),
+        };
+        if let Some(value) = value {
+            map.insert(v.name.clone().into(), value);
         }
+    }
+    let map: Box<dyn Val + 'r> = Box::new(cel::common::types::CelMap::from(map));
+    ctx.add_variable_as_val("variables", map);
+}
+
+/// Whether `c` is true: `Err` with what it was when it is not a bool, or the error.
+fn truth(c: &Compiled, ctx: &Context<'_, '_>, what: &str) -> Result<bool, String> {
+    let value = cel::Value::resolve_val(&c.expr, ctx).map_err(|e| e.to_string())?;
+    match value.downcast_ref::<cel::common::types::CelBool>() {
+        Some(b) => Ok(*b.inner()),
+        None => Err(format!(
+            "{what} must be a bool, not {}",
+            value.get_type().name()
+        )),
     }
 }
 
-fn kind(v: &CelValue) -> String {
-    v.type_of().to_string()
+/// A false validation's message, as Kubernetes makes it: the `messageExpression`'s value when
+/// it is a non-empty string of one line, else the `message`, else the expression.
+fn message(v: &CompiledValidation, ctx: &Context<'_, '_>) -> String {
+    if let Some(m) = &v.message_expression
+        && let Ok(value) = cel::Value::resolve_val(&m.expr, ctx)
+        && let Ok(CelValue::String(s)) = CelValue::try_from(value.as_ref())
+        && !s.trim().is_empty()
+        && !s.contains(['\n', '\r'])
+    {
+        return s.trim().to_owned();
+    }
+    match &v.message {
+        Some(m) if !m.trim().is_empty() => m.trim().to_owned(),
+        _ => format!("failed expression: {}", v.check.text.trim()),
+    }
+}
+
+/// What every expression reads besides `variables`: the review and the constraint, lent.
+struct Roots<'r> {
+    request: &'r Request<'r>,
+    /// The constraint.
+    params: &'r CelParams,
+    /// Whether `variables.anyObject` and `variables.params` are read from the review and the
+    /// constraint ([`Program`]), or evaluated from a policy's own variables ([`AdmissionPolicy`]).
+    builtins: bool,
+}
+
+impl VariableResolver for Roots<'_> {
+    fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
+        let value: &dyn Val = match variable {
+            "object" => &*self.request.object,
+            "oldObject" => &*self.request.old_object,
+            "request" => &*self.request.request,
+            "namespaceObject" => &*self.request.namespace,
+            "params" => &*self.params.0.whole,
+            // `has(request.operation) && request.operation == "DELETE" && object == null ?
+            // oldObject : object`, and object is null on DELETE.
+            "variables.anyObject" if self.builtins => {
+                if self.request.deleting {
+                    &*self.request.old_object
+                } else {
+                    &*self.request.object
+                }
+            }
+            // `!has(params.spec) ? null : !has(params.spec.parameters) ? null :
+            // params.spec.parameters`.
+            "variables.params" if self.builtins => &*self.params.0.parameters,
+            _ => return None,
+        };
+        Some(CowVal::Borrowed(value))
+    }
 }
 
 fn one_line(text: &str) -> String {
@@ -749,6 +809,7 @@ fn compile_one(
         field: field.to_owned(),
         text: text.to_owned(),
         name: name.to_owned(),
+        bound: format!("variables.{name}"),
         expr,
     })
 }
@@ -916,6 +977,64 @@ fn mentions(e: &IdedExpr, name: &str) -> bool {
     found
 }
 
+/// Whether any expression reads `variables` other than as `variables.<name>`.
+fn any_reads_variables_whole(
+    variables: &[Compiled],
+    conditions: &[Compiled],
+    validations: &[CompiledValidation],
+) -> bool {
+    variables
+        .iter()
+        .chain(conditions)
+        .chain(
+            validations
+                .iter()
+                .flat_map(|v| std::iter::once(&v.check).chain(v.message_expression.as_ref())),
+        )
+        .any(|c| reads_variables_whole(&c.expr))
+}
+
+/// Whether `e` reads `variables` other than as `variables.<name>` (`has(variables.x)`,
+/// `variables[k]`, `variables` alone).
+fn reads_variables_whole(e: &IdedExpr) -> bool {
+    match &e.expr {
+        Expr::Select(s)
+            if !s.test && matches!(&s.operand.expr, Expr::Ident(n) if n == "variables") =>
+        {
+            false
+        }
+        Expr::Ident(n) => n == "variables",
+        Expr::Select(s) => reads_variables_whole(&s.operand),
+        Expr::Comprehension(c) => [
+            &c.iter_range,
+            &c.accu_init,
+            &c.loop_cond,
+            &c.loop_step,
+            &c.result,
+        ]
+        .into_iter()
+        .any(reads_variables_whole),
+        Expr::Call(call) => {
+            call.target.as_deref().is_some_and(reads_variables_whole)
+                || call.args.iter().any(reads_variables_whole)
+        }
+        Expr::List(l) => l.elements.iter().any(reads_variables_whole),
+        Expr::Map(m) => m.entries.iter().any(|entry| match &entry.expr {
+            EntryExpr::MapEntry(m) => {
+                reads_variables_whole(&m.key) || reads_variables_whole(&m.value)
+            }
+            EntryExpr::StructField(f) => reads_variables_whole(&f.value),
+        }),
+        Expr::Struct(st) => st.entries.iter().any(|entry| match &entry.expr {
+            EntryExpr::StructField(f) => reads_variables_whole(&f.value),
+            EntryExpr::MapEntry(m) => {
+                reads_variables_whole(&m.key) || reads_variables_whole(&m.value)
+            }
+        }),
+        Expr::Literal(_) | Expr::Unspecified => false,
+    }
+}
+
 /// Whether `e` reads `variables.<name>`.
 fn mentions_variable(e: &IdedExpr, name: &str) -> bool {
     let mut found = false;
@@ -971,63 +1090,114 @@ fn visit(e: &IdedExpr, f: &mut dyn FnMut(&IdedExpr)) {
     }
 }
 
-/// The review as CEL reads it, converted once and shared by the constraints that judge it.
-#[derive(Debug, Clone)]
-pub struct Request {
-    object: CelValue,
-    old_object: CelValue,
-    request: CelValue,
-    namespace: CelValue,
+/// The review as CEL reads it, converted once and shared by the constraints that judge it. Its
+/// strings are borrowed from the review's JSON.
+#[derive(Debug)]
+pub struct Request<'a> {
+    object: Box<dyn Val + 'a>,
+    old_object: Box<dyn Val + 'a>,
+    request: Box<dyn Val + 'a>,
+    namespace: Box<dyn Val + 'a>,
+    deleting: bool,
 }
 
-impl Request {
+impl<'a> Request<'a> {
     /// From an AdmissionRequest's JSON (`object` is the old object on DELETE in Palisade's
     /// reviews, as Gatekeeper's Rego sees it: CEL sees it null, as a ValidatingAdmissionPolicy
     /// does) and the object's Namespace, when known.
-    pub fn new(review: &Value, namespace: Option<&Value>) -> Self {
+    pub fn new(review: &'a Value, namespace: Option<&'a Value>) -> Self {
         let deleting = review["operation"] == "DELETE";
+        let null = || -> Box<dyn Val + 'a> { Box::new(cel::common::types::CelNull) };
         let object = if deleting {
-            CelValue::Null
+            null()
         } else {
-            to_cel(&review["object"])
+            to_val(&review["object"])
         };
-        let mut request = HashMap::new();
+        let mut request: HashMap<cel::common::types::CelMapKey<'a>, Box<dyn Val + 'a>> =
+            HashMap::new();
         if let Some(map) = review.as_object() {
             for (k, v) in map {
                 if !matches!(k.as_str(), "object" | "oldObject" | "namespaceObject") {
-                    request.insert(Key::String(Arc::new(k.clone())), to_cel(v));
+                    request.insert(k.as_str().into(), to_val(v));
                 }
             }
         }
         Request {
             object,
-            old_object: to_cel(&review["oldObject"]),
-            request: CelValue::Map(Map {
-                map: Arc::new(request),
-            }),
-            namespace: namespace.map(to_cel).unwrap_or(CelValue::Null),
+            old_object: to_val(&review["oldObject"]),
+            request: Box::new(cel::common::types::CelMap::from(request)),
+            namespace: namespace.map(to_val).unwrap_or_else(null),
+            deleting,
         }
     }
 }
 
-/// The constraint as `params`: the whole object, as Gatekeeper binds it.
-pub fn constraint_value(constraint: &Value) -> CelValue {
-    to_cel(constraint)
+/// JSON as CEL reads Kubernetes objects, borrowing its strings: integers are `int` (those past
+/// int64 `double`, as Kubernetes decodes them), other numbers `double`.
+fn to_val<'a>(v: &'a Value) -> Box<dyn Val + 'a> {
+    use cel::common::types::{CelBool, CelDouble, CelInt, CelList, CelMap, CelNull, CelString};
+    match v {
+        Value::Null => Box::new(CelNull),
+        Value::Bool(b) => Box::new(CelBool::from(*b)),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => Box::new(CelInt::from(i)),
+            None => Box::new(CelDouble::from(n.as_f64().unwrap_or(f64::NAN))),
+        },
+        Value::String(s) => Box::new(CelString::from(s.as_str())),
+        Value::Array(a) => Box::new(CelList::from(a.iter().map(to_val).collect::<Vec<_>>())),
+        Value::Object(o) => Box::new(CelMap::from(
+            o.iter()
+                .map(|(k, v)| (k.as_str().into(), to_val(v)))
+                .collect::<HashMap<_, _>>(),
+        )),
+    }
 }
 
-/// A constraint's `params`, converted once when it loads.
+/// [`to_val`] owning its strings, for what outlives the JSON it came from.
+fn to_owned_val(v: &Value) -> Box<dyn Val> {
+    use cel::common::types::{CelList, CelMap, CelString};
+    match v {
+        Value::String(s) => Box::new(CelString::from(s.clone())),
+        Value::Array(a) => Box::new(CelList::from(
+            a.iter().map(to_owned_val).collect::<Vec<_>>(),
+        )),
+        Value::Object(o) => Box::new(CelMap::from(
+            o.iter()
+                .map(|(k, v)| (k.clone().into(), to_owned_val(v)))
+                .collect::<HashMap<_, _>>(),
+        )),
+        Value::Null => Box::new(cel::common::types::CelNull),
+        Value::Bool(b) => Box::new(cel::common::types::CelBool::from(*b)),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => Box::new(cel::common::types::CelInt::from(i)),
+            None => Box::new(cel::common::types::CelDouble::from(
+                n.as_f64().unwrap_or(f64::NAN),
+            )),
+        },
+    }
+}
+
+/// A constraint as CEL reads it, converted once when it loads: the whole object (`params`, as
+/// Gatekeeper binds it) and its `spec.parameters` (`variables.params`; null without them).
 #[derive(Clone)]
-pub struct CelParams(CelValue);
+pub struct CelParams(Arc<ParamsVal>);
+
+struct ParamsVal {
+    whole: Box<dyn Val>,
+    parameters: Box<dyn Val>,
+}
 
 impl CelParams {
-    /// `constraint` (the whole object) as CEL reads it.
+    /// `constraint`, the whole object.
     pub fn new(constraint: &Value) -> Self {
-        Self(constraint_value(constraint))
-    }
-
-    /// The value.
-    pub fn value(&self) -> &CelValue {
-        &self.0
+        let parameters = match constraint["spec"].get("parameters") {
+            Some(p) => to_owned_val(p),
+            None => Box::new(cel::common::types::CelNull),
+        };
+        Self(Arc::new(ParamsVal {
+            whole: to_owned_val(constraint),
+            parameters,
+        }))
     }
 }
 
@@ -1077,6 +1247,8 @@ pub struct AdmissionPolicy {
     conditions: Vec<Compiled>,
     validations: Vec<CompiledValidation>,
     failure_policy: FailurePolicy,
+    /// An expression reads `variables` other than as `variables.<name>`.
+    reads_variables_whole: bool,
 }
 
 /// What a ValidatingAdmissionPolicy makes of one request, before its binding's action.
@@ -1175,6 +1347,7 @@ impl AdmissionPolicy {
             }
         };
         Ok(Self {
+            reads_variables_whole: any_reads_variables_whole(&variables, &conditions, &validations),
             name,
             variables,
             conditions,
@@ -1196,7 +1369,7 @@ impl AdmissionPolicy {
     ) -> Result<PolicyVerdict, String> {
         let env = env()?;
         let request = Request::new(review, namespace);
-        let params = to_cel(params);
+        let params = CelParams::new(params);
         let metering = Metering::start(limit, COST_LIMIT);
         let verdict = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             self.judge(env, &request, &params)
@@ -1216,43 +1389,27 @@ impl AdmissionPolicy {
         Ok(verdict)
     }
 
-    fn judge(&self, env: &Arc<Env>, request: &Request, params: &CelValue) -> PolicyVerdict {
+    fn judge(&self, env: &Arc<Env>, request: &Request<'_>, params: &CelParams) -> PolicyVerdict {
+        let roots = Roots {
+            request,
+            params,
+            builtins: false,
+        };
         let mut ctx = Context::with_env(env.clone());
-        ctx.add_variable_from_value("object", request.object.clone());
-        ctx.add_variable_from_value("oldObject", request.old_object.clone());
-        ctx.add_variable_from_value("request", request.request.clone());
-        ctx.add_variable_from_value("namespaceObject", request.namespace.clone());
-        ctx.add_variable_from_value("params", params.clone());
+        ctx.set_variable_resolver(&roots);
         // The API server evaluates variables lazily; one that fails fails what reads it, which
         // leaving it out of `variables` gives too.
-        let mut values: HashMap<Key, CelValue> = HashMap::new();
-        for v in &self.variables {
-            ctx.add_variable_from_value(
-                "variables",
-                CelValue::Map(Map {
-                    map: Arc::new(values.clone()),
-                }),
-            );
-            if let Ok(value) = cel::Value::resolve(&v.expr, &ctx) {
-                values.insert(Key::String(Arc::new(v.name.clone())), value);
-            }
+        bind_variables(&mut ctx, &self.variables);
+        if self.reads_variables_whole {
+            bind_variables_map(&mut ctx, &roots, &self.variables);
         }
-        ctx.add_variable_from_value(
-            "variables",
-            CelValue::Map(Map {
-                map: Arc::new(values),
-            }),
-        );
         let failed = |c: &Compiled, e: String| format!("{}: {e}", c.field);
         let mut condition_errors = Vec::new();
         for c in &self.conditions {
-            match cel::Value::resolve(&c.expr, &ctx) {
-                Ok(CelValue::Bool(true)) => {}
-                Ok(CelValue::Bool(false)) => return PolicyVerdict::NotMatched,
-                Ok(other) => {
-                    condition_errors.push(failed(c, format!("not a bool: {}", kind(&other))))
-                }
-                Err(e) => condition_errors.push(failed(c, e.to_string())),
+            match truth(c, &ctx, "a match condition") {
+                Ok(true) => {}
+                Ok(false) => return PolicyVerdict::NotMatched,
+                Err(e) => condition_errors.push(failed(c, e)),
             }
         }
         if !condition_errors.is_empty() {
@@ -1267,34 +1424,13 @@ impl AdmissionPolicy {
         let mut messages = Vec::new();
         let mut errors = Vec::new();
         for v in &self.validations {
-            let error = match cel::Value::resolve(&v.check.expr, &ctx) {
-                Ok(CelValue::Bool(true)) => continue,
-                Ok(CelValue::Bool(false)) => None,
-                Ok(other) => Some(failed(&v.check, format!("not a bool: {}", kind(&other)))),
-                Err(e) => Some(failed(&v.check, e.to_string())),
-            };
-            match (error, self.failure_policy) {
-                (Some(e), FailurePolicy::Fail) => errors.push(e),
-                (Some(_), FailurePolicy::Ignore) => {}
-                (None, _) => messages.push(policy_message(v, &ctx)),
+            match (truth(&v.check, &ctx, "a validation"), self.failure_policy) {
+                (Ok(true), _) => {}
+                (Ok(false), _) => messages.push(message(v, &ctx)),
+                (Err(e), FailurePolicy::Fail) => errors.push(failed(&v.check, e)),
+                (Err(_), FailurePolicy::Ignore) => {}
             }
         }
         PolicyVerdict::Judged { messages, errors }
-    }
-}
-
-/// A false validation's message as the API server makes it: the `messageExpression`'s value
-/// when it is a non-empty string of one line, else the `message`, else the expression.
-fn policy_message(v: &CompiledValidation, ctx: &Context) -> String {
-    if let Some(m) = &v.message_expression
-        && let Ok(CelValue::String(s)) = cel::Value::resolve(&m.expr, ctx)
-        && !s.trim().is_empty()
-        && !s.contains(['\n', '\r'])
-    {
-        return s.trim().to_owned();
-    }
-    match &v.message {
-        Some(m) if !m.trim().is_empty() => m.trim().to_owned(),
-        _ => format!("failed expression: {}", v.check.text.trim()),
     }
 }

@@ -13,7 +13,7 @@ fn program(source: Value) -> Result<Program, String> {
     Program::compile("ConstraintTemplate t", &source)
 }
 
-fn request(op: &str, object: Value, old: Value) -> Request {
+fn request(op: &str, object: Value, old: Value) -> Request<'static> {
     let mut review = json!({
         "uid": "1",
         "operation": op,
@@ -27,15 +27,16 @@ fn request(op: &str, object: Value, old: Value) -> Request {
     if op == "DELETE" {
         review["object"] = review["oldObject"].clone();
     }
-    Request::new(&review, None)
+    // A test's review lives as long as the test: leaked, so that the request may borrow it.
+    Request::new(Box::leak(Box::new(review)), None)
 }
 
-fn create(object: Value) -> Request {
+fn create(object: Value) -> Request<'static> {
     request("CREATE", object, Value::Null)
 }
 
-fn constraint(parameters: Value) -> CelValue {
-    constraint_value(&json!({
+fn constraint(parameters: Value) -> CelParams {
+    CelParams::new(&json!({
         "apiVersion": "constraints.gatekeeper.sh/v1beta1",
         "kind": "T",
         "metadata": {"name": "c"},
@@ -43,8 +44,8 @@ fn constraint(parameters: Value) -> CelValue {
     }))
 }
 
-fn no_parameters() -> CelValue {
-    constraint_value(&json!({"kind": "T", "metadata": {"name": "c"}, "spec": {}}))
+fn no_parameters() -> CelParams {
+    CelParams::new(&json!({"kind": "T", "metadata": {"name": "c"}, "spec": {}}))
 }
 
 fn check(expression: &str) -> Program {
@@ -308,7 +309,7 @@ fn namespace_object_is_read_when_known() {
 }
 
 /// `size` × `size` × `size` elements: far past the tests' cost limit for a list of 50.
-fn bomb(items: usize) -> Request {
+fn bomb(items: usize) -> Request<'static> {
     create(json!({"spec": {"items": (0..items).collect::<Vec<_>>()}}))
 }
 
@@ -508,4 +509,24 @@ fn bound_and_two_variable_comprehensions_are_metered() {
             .unwrap_err();
         assert!(err.to_string().contains("cost limit"), "{e}: {err}");
     }
+}
+
+/// `variables` read whole (`has(variables.x)`, `variables['x']`) holds every variable,
+/// Gatekeeper's included, as reading them one by one does.
+#[test]
+fn variables_read_whole_hold_every_variable() {
+    let p = program(json!({
+        "variables": [
+            {"name": "a", "expression": "1"},
+            {"name": "broken", "expression": "object.nope"},
+        ],
+        "validations": [{"expression": "has(variables.a) && !has(variables.broken) && variables['a'] == 1 && has(variables.anyObject.metadata) && variables.params.prefix == 'x'"}],
+    }))
+    .unwrap();
+    assert!(p.reads_variables_whole);
+    assert_eq!(
+        p.evaluate(&create(pod()), &constraint(json!({"prefix": "x"})), SECOND),
+        Ok(vec![])
+    );
+    assert!(!check("variables.anyObject.metadata.name == 'web'").reads_variables_whole);
 }
