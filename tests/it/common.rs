@@ -196,3 +196,32 @@ pub fn palisade_cli(args: &[&str]) -> (i32, String, String) {
         String::from_utf8(out.stderr).unwrap(),
     )
 }
+
+/// A server whose bundle is the repository files `files` (copied into a directory of their own)
+/// and whose inventory is the repository file `inventory`.
+pub async fn serve_files(files: &[&str], inventory: &str) -> TestServer {
+    let dir = tempfile::tempdir().unwrap();
+    let policies = dir.path().join("bundle");
+    std::fs::create_dir_all(&policies).unwrap();
+    for file in files {
+        let name = std::path::Path::new(file).file_name().unwrap();
+        std::fs::copy(repo_path(file), policies.join(name)).unwrap();
+    }
+    let policies = policies.display().to_string();
+    let inventory = repo_path(inventory).display().to_string();
+    TestServer::start_in(dir, &["--policies", &policies, "--inventory", &inventory]).await
+}
+
+/// Sends the captured Pod CREATE, moved to each namespace, to /validate over `proto`, and checks
+/// that it is allowed, or denied with a message containing the text given.
+pub async fn pod_in_namespaces(client: &Client, proto: Proto, cases: &[(&str, bool, &str)]) {
+    for (ns, allowed, says) in cases {
+        let body = edited_review("validate-create-pod.json", |r| in_namespace(r, ns));
+        let rsp = client.review(proto, "/validate", &body).await;
+        assert_eq!(rsp["allowed"], *allowed, "{ns}: {rsp}");
+        if !allowed {
+            let message = rsp["status"]["message"].as_str().unwrap();
+            assert!(message.contains(says), "{ns}: {message}");
+        }
+    }
+}

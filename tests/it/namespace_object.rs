@@ -6,37 +6,26 @@ use serde_json::json;
 
 #[tokio::test]
 async fn the_webhook_gives_templates_the_namespace_object_or_fails_closed() {
-    let dir = tempfile::tempdir().unwrap();
-    let policies = dir.path().join("bundle");
-    std::fs::create_dir_all(&policies).unwrap();
-    for file in ["template.yaml", "constraint.yaml"] {
-        std::fs::copy(
-            repo_path(&format!("tests/data/gatekeeper/namespace-object/{file}")),
-            policies.join(file),
-        )
-        .unwrap();
-    }
-    let policies = policies.display().to_string();
-    let inventory = repo_path("tests/data/gatekeeper/namespace-object/inventory/namespaces.yaml")
-        .display()
-        .to_string();
-    let server =
-        TestServer::start_in(dir, &["--policies", &policies, "--inventory", &inventory]).await;
+    let server = serve_files(
+        &[
+            "tests/data/gatekeeper/namespace-object/template.yaml",
+            "tests/data/gatekeeper/namespace-object/constraint.yaml",
+        ],
+        "tests/data/gatekeeper/namespace-object/inventory/namespaces.yaml",
+    )
+    .await;
     let client = server.client();
     for proto in [Proto::Http1, Proto::Http2] {
-        for (ns, allowed, says) in [
-            ("shop", true, ""),
-            ("scratch", false, "namespace <scratch> has no owner label"),
-            ("nowhere", false, "the Namespace \"nowhere\" is not known"),
-        ] {
-            let body = edited_review("validate-create-pod.json", |r| in_namespace(r, ns));
-            let rsp = client.review(proto, "/validate", &body).await;
-            assert_eq!(rsp["allowed"], allowed, "{ns}: {rsp}");
-            if !allowed {
-                let message = rsp["status"]["message"].as_str().unwrap();
-                assert!(message.contains(says), "{ns}: {message}");
-            }
-        }
+        pod_in_namespaces(
+            &client,
+            proto,
+            &[
+                ("shop", true, ""),
+                ("scratch", false, "namespace <scratch> has no owner label"),
+                ("nowhere", false, "the Namespace \"nowhere\" is not known"),
+            ],
+        )
+        .await;
         // A Namespace under review has no namespaceObject (it is cluster-scoped), and this
         // constraint does not match it: admitted, not "not known".
         let body = edited_review("validate-create-namespace.json", |r| {
