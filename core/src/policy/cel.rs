@@ -18,7 +18,7 @@
 //!   under `failurePolicy: Fail` (the default) and is passed over under `Ignore`.
 //!
 //! The engine is cel-rust's interpreter with its strings, lists, math and encoders extensions
-//! and the Kubernetes libraries ([`k8s`]). Evaluation is bounded as Rego's is: by the time left
+//! and the Kubernetes libraries (`cel/k8s`). Evaluation is bounded as Rego's is: by the time left
 //! to the review, and by a cost: every element a comprehension (`all`, `exists`, `map`,
 //! `filter`, …) walks is charged, at most [`COST_LIMIT`] per constraint and review. Either limit
 //! stops the evaluation and the constraint fails closed.
