@@ -122,12 +122,11 @@ impl Point {
     }
 }
 
-/// The enforcement points a scoped action may name: Gatekeeper's four and `*` (all of them).
-/// `vap.k8s.io` is the API server's ValidatingAdmissionPolicy: the action of the bindings
-/// Palisade generates ([`vap`]), and nowhere else.
-/// The API server's enforcement point: generated ValidatingAdmissionPolicies.
+/// The API server's enforcement point (`vap.k8s.io`): its action is that of the
+/// ValidatingAdmissionPolicy bindings Palisade generates ([`vap`]), and applies nowhere else.
 pub const VAP_POINT: &str = "vap.k8s.io";
 
+/// The enforcement points a scoped action may name: Gatekeeper's four and `*` (all of them).
 const ENFORCEMENT_POINTS: [&str; 5] = [
     "validation.gatekeeper.sh",
     "audit.gatekeeper.sh",
@@ -590,88 +589,73 @@ impl Policies {
                     left.min(template.timeout())
                 }
             };
-            if let Some(program) = template.cel() {
+            let evaluated = if let Some(program) = template.cel() {
                 let request = cel_request.get_or_insert_with(|| {
                     cel::Request::new(review.json(), namespace.or(review.namespace_object()))
                 });
-                match program.evaluate(request, &c.cel_params, limit) {
-                    Ok(messages) => {
-                        violations.extend(messages.into_iter().map(|message| Violation {
-                            constraint: c.name.clone(),
-                            constraint_kind: c.kind.clone(),
-                            action,
-                            message,
-                            details: Value::Null,
-                            failure: None,
-                        }))
+                program
+                    .evaluate(request, &c.cel_params, limit)
+                    .map(|messages| messages.into_iter().map(|m| (m, Value::Null)).collect())
+            } else {
+                let review_value = input_review
+                    .get_or_insert_with(|| review_value(review, namespace))
+                    .clone();
+                let mut input = input(review_value, &c.parameters_value);
+                if template.uses_reachability() && crate::netpol::judge::is_network_policy(review) {
+                    if reachability.is_none() {
+                        let analysis = crate::netpol::judge::analyse(
+                            review,
+                            inventory,
+                            &self.universe,
+                            deadline,
+                        )?;
+                        reachability = Some(analysis);
                     }
-                    Err(EvalError::Timeout(_)) if limit < template.timeout() => {
-                        return Err(OutOfTime);
+                    if let Some(analysis) = &reachability {
+                        add_reachability(&mut input, analysis.facts(&c.parameters));
                     }
-                    Err(e) => violations.push(c.failure(
-                        action,
-                        (&e).into(),
-                        format!("policy evaluation failed: {e}"),
-                    )),
                 }
-                continue;
-            }
-            let review_value = input_review
-                .get_or_insert_with(|| review_value(review, namespace))
-                .clone();
-            let mut input = input(review_value, &c.parameters_value);
-            if template.uses_reachability() && crate::netpol::judge::is_network_policy(review) {
-                if reachability.is_none() {
-                    let analysis =
-                        crate::netpol::judge::analyse(review, inventory, &self.universe, deadline)?;
-                    reachability = Some(analysis);
-                }
-                if let Some(analysis) = &reachability {
-                    add_reachability(&mut input, analysis.facts(&c.parameters));
-                }
-            }
-            if template.uses_matrix() {
-                let facts = match &c.matrix {
-                    Some(m) => crate::netpol::matrix::facts(
-                        m,
-                        review,
-                        inventory,
-                        &self.universe,
-                        deadline,
-                    )?,
-                    None => match crate::netpol::matrix::Matrix::parse(&c.name, &c.parameters) {
-                        Ok(m) => crate::netpol::matrix::facts(
-                            &m,
+                if template.uses_matrix() {
+                    let facts = match &c.matrix {
+                        Some(m) => crate::netpol::matrix::facts(
+                            m,
                             review,
                             inventory,
                             &self.universe,
                             deadline,
                         )?,
-                        Err(e) => Some(serde_json::json!({"error": e})),
-                    },
-                };
-                if let Some(facts) = facts {
-                    add_palisade(&mut input, "matrix", facts);
-                }
-            }
-            match template.evaluate(input, inventory, limit) {
-                Ok(result) => match found(result) {
-                    Ok(found) => {
-                        violations.extend(found.into_iter().map(|(message, details)| Violation {
-                            constraint: c.name.clone(),
-                            constraint_kind: c.kind.clone(),
-                            action,
-                            message,
-                            details,
-                            failure: None,
-                        }))
+                        None => {
+                            match crate::netpol::matrix::Matrix::parse(&c.name, &c.parameters) {
+                                Ok(m) => crate::netpol::matrix::facts(
+                                    &m,
+                                    review,
+                                    inventory,
+                                    &self.universe,
+                                    deadline,
+                                )?,
+                                Err(e) => Some(serde_json::json!({"error": e})),
+                            }
+                        }
+                    };
+                    if let Some(facts) = facts {
+                        add_palisade(&mut input, "matrix", facts);
                     }
-                    Err(message) => violations.push(c.failure(
+                }
+                template
+                    .evaluate(input, inventory, limit)
+                    .and_then(|result| found(result).map_err(EvalError::Engine))
+            };
+            match evaluated {
+                Ok(found) => {
+                    violations.extend(found.into_iter().map(|(message, details)| Violation {
+                        constraint: c.name.clone(),
+                        constraint_kind: c.kind.clone(),
                         action,
-                        FailureKind::Engine,
-                        format!("policy evaluation failed: {message}"),
-                    )),
-                },
+                        message,
+                        details,
+                        failure: None,
+                    }))
+                }
                 Err(EvalError::Timeout(_)) if limit < template.timeout() => return Err(OutOfTime),
                 Err(e) => violations.push(c.failure(
                     action,

@@ -28,6 +28,7 @@
 //!
 //! [`generate`] makes the objects; the webhook configuration is not changed here.
 
+use crate::policy::cel::string_literal as cel_string;
 use serde_json::{Value, json};
 
 use super::location::{Segment, Selector};
@@ -279,24 +280,6 @@ fn metadata_expression(plan: &Plan) -> String {
 
 fn pointer_token(s: &str) -> String {
     s.replace('~', "~0").replace('/', "~1")
-}
-
-/// A CEL string literal.
-fn cel_string(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 fn cel_list(items: &[String]) -> String {

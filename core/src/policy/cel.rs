@@ -35,7 +35,6 @@ use cel::common::ast::{ComprehensionExpr, EntryExpr, Expr, IdedExpr};
 use cel::common::types::DYN_TYPE;
 use cel::common::value::{CowVal, Val};
 use cel::context::VariableResolver;
-use cel::objects::{Key, Map};
 use cel::{Context, Env, ExecutionError, Value as CelValue};
 use serde_json::Value;
 
@@ -1154,7 +1153,7 @@ fn to_val<'a>(v: &'a Value) -> Box<dyn Val + 'a> {
 }
 
 /// [`to_val`] owning its strings, for what outlives the JSON it came from.
-fn to_owned_val(v: &Value) -> Box<dyn Val> {
+pub(crate) fn to_owned_val(v: &Value) -> Box<dyn Val> {
     use cel::common::types::{CelList, CelMap, CelString};
     match v {
         Value::String(s) => Box::new(CelString::from(s.clone())),
@@ -1207,26 +1206,22 @@ impl std::fmt::Debug for CelParams {
     }
 }
 
-/// JSON as CEL reads Kubernetes objects: integers are `int` (those past int64 `double`, as
-/// Kubernetes decodes them), other numbers `double`.
-pub fn to_cel(v: &Value) -> CelValue {
-    match v {
-        Value::Null => CelValue::Null,
-        Value::Bool(b) => CelValue::Bool(*b),
-        Value::Number(n) => match n.as_i64() {
-            Some(i) => CelValue::Int(i),
-            None => CelValue::Float(n.as_f64().unwrap_or(f64::NAN)),
-        },
-        Value::String(s) => CelValue::String(Arc::new(s.clone())),
-        Value::Array(a) => CelValue::List(Arc::new(a.iter().map(to_cel).collect())),
-        Value::Object(o) => CelValue::Map(Map {
-            map: Arc::new(
-                o.iter()
-                    .map(|(k, v)| (Key::String(Arc::new(k.clone())), to_cel(v)))
-                    .collect(),
-            ),
-        }),
+/// `s` as a CEL string literal, for expressions Palisade writes (generated admission policies).
+pub fn string_literal(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
     }
+    out.push('"');
+    out
 }
 
 #[cfg(test)]

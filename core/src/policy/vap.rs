@@ -446,14 +446,12 @@ fn labels() -> Value {
     json!({ MANAGED_BY.0: MANAGED_BY.1 })
 }
 
-/// The object under review as Palisade's matcher reads it: the old object on DELETE.
-const OBJECT: &str = r#"(has(request.operation) && request.operation == "DELETE" && object == null ? oldObject : object)"#;
-
-/// A string of the request (`name`, `namespace`), else of the object's metadata, else "", as
-/// Palisade reads a review.
+/// A string of the request (`name`, `namespace`), else of the object's metadata (the old
+/// object's on DELETE, as Gatekeeper's `anyObject`), else "", as Palisade reads a review.
 fn request_or_metadata(field: &str) -> String {
+    let object = cel::ANY_OBJECT;
     format!(
-        r#"(has(request.{field}) && request.{field} != "" ? string(request.{field}) : [{OBJECT}].map(o, o != null && has(o.metadata) && has(o.metadata.{field}) ? string(o.metadata.{field}) : "")[0])"#
+        r#"(has(request.{field}) && request.{field} != "" ? string(request.{field}) : [({object})].map(o, o != null && has(o.metadata) && has(o.metadata.{field}) ? string(o.metadata.{field}) : "")[0])"#
     )
 }
 
@@ -565,10 +563,7 @@ fn internal_conditions(excluded: &[String]) -> Vec<Value> {
         json!({"name": format!("{p}match_name"), "expression": name}),
     ];
     if !excluded.is_empty() {
-        let list: Vec<String> = excluded
-            .iter()
-            .map(|p| Value::String(p.clone()).to_string())
-            .collect();
+        let list: Vec<String> = excluded.iter().map(|p| cel::string_literal(p)).collect();
         conditions.push(json!({
             "name": format!("{p}match_global_excluded_namespaces"),
             "expression": bind(

@@ -5,7 +5,7 @@ use super::*;
 use crate::admission::Review;
 use crate::manifest::parse_str;
 use crate::matcher::Match;
-use crate::policy::cel::to_cel;
+use crate::policy::cel::to_owned_val;
 use cel::Value as CelValue;
 use cel::objects::Key;
 use std::path::Path;
@@ -471,8 +471,8 @@ fn from_cel(v: &CelValue) -> Value {
 fn eval(expr: &str, object: &Value, request: &Value) -> Value {
     let program = cel::Program::compile(expr).unwrap_or_else(|e| panic!("{expr}: {e:?}"));
     let mut ctx = cel::Context::default();
-    ctx.add_variable_from_value("object", to_cel(object));
-    ctx.add_variable_from_value("request", to_cel(request));
+    ctx.add_variable_as_val("object", to_owned_val(object));
+    ctx.add_variable_as_val("request", to_owned_val(request));
     from_cel(
         &program
             .execute(&ctx)
