@@ -25,6 +25,7 @@
 
 pub(crate) mod k8s;
 mod macros;
+mod shared;
 
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -39,6 +40,7 @@ use cel::{Context, Env, ExecutionError, Value as CelValue};
 use serde_json::Value;
 
 use super::template::EvalError;
+use shared::{LazyList, LazyMap, SharedList, SharedMap};
 
 /// The engine name in a template's `code[]`.
 pub const ENGINE: &str = "K8sNativeValidation";
@@ -295,6 +297,9 @@ static ENV: LazyLock<Result<Arc<Env>, String>> = LazyLock::new(|| {
     }
     env.add_overload(CHARGE, "palisade_charge_dyn", vec![DYN_TYPE], charge)
         .map_err(|e| format!("the CEL environment: {e}"))?;
+    cel::add_overload!(env, fn matches_cached: (cel::common::types::CelString, cel::common::types::CelString) -> Result<cel::common::types::CelBool>,
+        name = MATCHES, id = "palisade_matches_string_string")
+    .map_err(|e| format!("the CEL environment: {e}"))?;
     // Kubernetes (cel-go) keeps the last entry of a map literal that repeats a key.
     env.set_error_on_duplicate_map_keys(false);
     Ok(Arc::new(env))
@@ -434,6 +439,12 @@ pub struct Program {
     cost_limit: u64,
     /// An expression reads `variables` other than as `variables.<name>`.
     reads_variables_whole: bool,
+    /// Per variable after Gatekeeper's own: whether it reads nothing but the constraint and
+    /// such variables before it, so that its value is the same at every review
+    /// ([`CelParams`] keeps it once computed).
+    constant: Vec<bool>,
+    /// Tells this program's constants from another's, in a [`CelParams`].
+    id: u64,
 }
 
 /// What the expressions may name besides comprehension variables.
@@ -533,7 +544,21 @@ impl Program {
         }
         let reads_variables_whole =
             any_reads_variables_whole(&variables, &conditions, &validations);
+        let mut constants = std::collections::HashSet::new();
+        let constant = variables[BUILTIN_VARIABLES..]
+            .iter()
+            .map(|v| {
+                let constant = reads_only_constants(&v.expr, &constants);
+                if constant {
+                    constants.insert(v.name.clone());
+                }
+                constant
+            })
+            .collect();
+        static IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         Ok(Program {
+            constant,
+            id: IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             template: template.to_owned(),
             variables,
             conditions,
@@ -599,7 +624,7 @@ impl Program {
         };
         let mut ctx = Context::with_env(env.clone());
         ctx.set_variable_resolver(&roots);
-        let failed = bind_variables(&mut ctx, &self.variables[BUILTIN_VARIABLES..]);
+        let failed = self.bind_variables(&mut ctx, params);
         if self.reads_variables_whole {
             bind_variables_map(&mut ctx, &roots, &self.variables);
         }
@@ -668,6 +693,144 @@ fn bind_variables(ctx: &mut Context<'_, '_>, variables: &[Compiled]) -> Vec<(Str
         }
     }
     failed
+}
+
+impl Program {
+    /// Binds the template's variables in order, each as `variables.<name>` (cel-rust resolves
+    /// the qualified name before `variables` itself, and lends the value), so that each sees
+    /// those before it. One that fails is left out (reading it is then `No such key`); its
+    /// error is returned for messages. The constant ones (see `constant`) are evaluated at the
+    /// constraint's first review and kept in `params`.
+    fn bind_variables(&self, ctx: &mut Context<'_, '_>, params: &CelParams) -> Vec<(String, String)> {
+        let empty: Box<dyn Val> = Box::new(cel::common::types::CelMap::from(HashMap::new()));
+        ctx.add_variable_as_val("variables", empty);
+        let kept = params.0.constants.get().filter(|(id, _)| *id == self.id);
+        let mut failed = Vec::new();
+        for (i, v) in self.variables[BUILTIN_VARIABLES..].iter().enumerate() {
+            let value = match kept.and_then(|(_, k)| k[i].as_ref()) {
+                Some(Ok(value)) => Ok(value.clone_as_boxed()),
+                Some(Err(e)) => Err(e.clone()),
+                None => cel::Value::resolve_val(&v.expr, ctx)
+                    .map(CowVal::into_owned)
+                    .map_err(|e| e.to_string()),
+            };
+            match value {
+                Ok(value) => ctx.add_variable_as_val(v.bound.clone(), value),
+                Err(e) => failed.push((v.name.clone(), e)),
+            }
+        }
+        if kept.is_none() && self.constant.contains(&true) {
+            self.keep_constants(ctx, params, &failed);
+        }
+        failed
+    }
+
+    /// Keeps the constant variables' values (or errors) in `params`, unless the evaluation was
+    /// stopped (a time or cost limit is this review's, not the constraint's).
+    fn keep_constants(&self, ctx: &Context<'_, '_>, params: &CelParams, failed: &[(String, String)]) {
+        if METER.with(|m| m.get().is_some_and(|m| m.stopped.is_some())) {
+            return;
+        }
+        let mut kept = Vec::with_capacity(self.constant.len());
+        for (v, &constant) in self.variables[BUILTIN_VARIABLES..].iter().zip(&self.constant) {
+            if !constant {
+                kept.push(None);
+                continue;
+            }
+            let value = match failed.iter().find(|(name, _)| *name == v.name) {
+                Some((_, e)) => Err(e.clone()),
+                None => {
+                    let Some(value) = ctx.get_variable(&v.bound) else {
+                        return;
+                    };
+                    // Owned by the constraint: through cel::Value, which owns what it holds.
+                    let Ok(value) = CelValue::try_from(value.as_ref()) else {
+                        return;
+                    };
+                    match owned(value) {
+                        Some(value) => Ok(value),
+                        None => return,
+                    }
+                }
+            };
+            kept.push(Some(value));
+        }
+        let _ = params.0.constants.set((self.id, Arc::new(kept)));
+    }
+}
+
+/// `value` as a `Val` that owns what it holds, a top-level map or list shared by its copies.
+fn owned(value: CelValue) -> Option<Box<dyn Val>> {
+    use cel::common::value::{Builtin, BuiltinRef};
+    let boxed = Box::<dyn Val>::try_from(value).ok()?;
+    if !matches!(boxed.as_builtin(), BuiltinRef::Map(_) | BuiltinRef::List(_)) {
+        return Some(boxed);
+    }
+    match boxed.into_builtin()? {
+        Builtin::Map(m) => Some(Box::new(SharedMap::new(m))),
+        Builtin::List(l) => Some(Box::new(SharedList::new(l))),
+        _ => None,
+    }
+}
+
+/// Whether `e` reads nothing but the constraint (`params`, `variables.params`), the variables
+/// named in `constants`, and its own comprehensions' variables: then its value depends on the
+/// constraint alone. Conservative: a comprehension variable named like a root, or `variables`
+/// read other than as `variables.<name>`, makes it not constant.
+fn reads_only_constants(e: &IdedExpr, constants: &std::collections::HashSet<String>) -> bool {
+    let mut bound = std::collections::HashSet::new();
+    visit(e, &mut |x| {
+        if let Expr::Comprehension(c) = &x.expr {
+            bound.insert(c.iter_var.clone());
+            bound.insert(c.accu_var.clone());
+            if let Some(v) = &c.iter_var2 {
+                bound.insert(v.clone());
+            }
+        }
+    });
+    only_constants(e, constants, &bound)
+}
+
+fn only_constants(
+    e: &IdedExpr,
+    constants: &std::collections::HashSet<String>,
+    bound: &std::collections::HashSet<String>,
+) -> bool {
+    let walk = |x: &IdedExpr| only_constants(x, constants, bound);
+    match &e.expr {
+        Expr::Select(s)
+            if !s.test && matches!(&s.operand.expr, Expr::Ident(n) if n == "variables") =>
+        {
+            s.field == "params" || constants.contains(&s.field)
+        }
+        Expr::Ident(n) => {
+            n == "params" || (bound.contains(n) && n != "variables" && !ROOTS.contains(&n.as_str()))
+        }
+        Expr::Select(s) => walk(&s.operand),
+        Expr::Comprehension(c) => [
+            &c.iter_range,
+            &c.accu_init,
+            &c.loop_cond,
+            &c.loop_step,
+            &c.result,
+        ]
+        .into_iter()
+        .all(walk),
+        Expr::Call(call) => {
+            call.target.as_deref().is_none_or(walk) && call.args.iter().all(walk)
+        }
+        Expr::List(l) => l.elements.iter().all(walk),
+        Expr::Map(m) => m.entries.iter().all(|entry| match &entry.expr {
+            EntryExpr::MapEntry(m) => walk(&m.key) && walk(&m.value),
+            EntryExpr::StructField(f) => walk(&f.value),
+        }),
+        Expr::Struct(st) => st.entries.iter().all(|entry| match &entry.expr {
+            EntryExpr::StructField(f) => walk(&f.value),
+            EntryExpr::MapEntry(m) => walk(&m.key) && walk(&m.value),
+        }),
+        Expr::Literal(_) => true,
+        Expr::Unspecified => false,
+    }
 }
 
 /// Binds `variables` as one map too, for an expression that reads it other than as
@@ -915,7 +1078,26 @@ impl Check<'_> {
     }
 }
 
-/// Wraps each comprehension's range in [`CHARGE`].
+/// `matches` with its pattern compiled once per thread ([`k8s::regex::cached`]) rather than at
+/// every call, as cel-rust's does; compiled expressions call it in place of `matches`
+/// ([`charge_comprehensions`]). It answers as cel-rust's, errors included.
+const MATCHES: &str = "@palisade_matches";
+
+fn matches_cached(
+    this: &cel::common::types::CelString<'_>,
+    re: &cel::common::types::CelString<'_>,
+) -> Result<cel::common::types::CelBool, ExecutionError> {
+    match k8s::regex::cached(re.inner()) {
+        Ok(compiled) => Ok(compiled.is_match(this.inner()).into()),
+        Err(err) => Err(ExecutionError::FunctionError {
+            function: "matches".to_owned(),
+            message: format!("'{}' not a valid regex:\n{err}", re.inner()),
+        }),
+    }
+}
+
+/// Wraps each comprehension's range in [`CHARGE`], and makes `s.matches(re)` and
+/// `matches(s, re)` calls of [`MATCHES`].
 fn charge_comprehensions(e: &mut IdedExpr, next_id: &mut u64) {
     match &mut e.expr {
         Expr::Comprehension(c) => {
@@ -942,6 +1124,13 @@ fn charge_comprehensions(e: &mut IdedExpr, next_id: &mut u64) {
             call.args
                 .iter_mut()
                 .for_each(|a| charge_comprehensions(a, next_id));
+            let arity = call.args.len() + usize::from(call.target.is_some());
+            if call.func_name == "matches" && arity == 2 {
+                if let Some(t) = call.target.take() {
+                    call.args.insert(0, *t);
+                }
+                call.func_name = MATCHES.to_owned();
+            }
         }
         Expr::Select(s) => charge_comprehensions(&mut s.operand, next_id),
         Expr::List(l) => l
@@ -1134,7 +1323,7 @@ impl<'a> Request<'a> {
 /// JSON as CEL reads Kubernetes objects, borrowing its strings: integers are `int` (those past
 /// int64 `double`, as Kubernetes decodes them), other numbers `double`.
 fn to_val<'a>(v: &'a Value) -> Box<dyn Val + 'a> {
-    use cel::common::types::{CelBool, CelDouble, CelInt, CelList, CelMap, CelNull, CelString};
+    use cel::common::types::{CelBool, CelDouble, CelInt, CelNull, CelString};
     match v {
         Value::Null => Box::new(CelNull),
         Value::Bool(b) => Box::new(CelBool::from(*b)),
@@ -1143,12 +1332,8 @@ fn to_val<'a>(v: &'a Value) -> Box<dyn Val + 'a> {
             None => Box::new(CelDouble::from(n.as_f64().unwrap_or(f64::NAN))),
         },
         Value::String(s) => Box::new(CelString::from(s.as_str())),
-        Value::Array(a) => Box::new(CelList::from(a.iter().map(to_val).collect::<Vec<_>>())),
-        Value::Object(o) => Box::new(CelMap::from(
-            o.iter()
-                .map(|(k, v)| (k.as_str().into(), to_val(v)))
-                .collect::<HashMap<_, _>>(),
-        )),
+        Value::Array(a) => Box::new(LazyList::new(a)),
+        Value::Object(o) => Box::new(LazyMap::new(o)),
     }
 }
 
@@ -1157,14 +1342,14 @@ pub(crate) fn to_owned_val(v: &Value) -> Box<dyn Val> {
     use cel::common::types::{CelList, CelMap, CelString};
     match v {
         Value::String(s) => Box::new(CelString::from(s.clone())),
-        Value::Array(a) => Box::new(CelList::from(
+        Value::Array(a) => Box::new(SharedList::new(CelList::from(
             a.iter().map(to_owned_val).collect::<Vec<_>>(),
-        )),
-        Value::Object(o) => Box::new(CelMap::from(
+        ))),
+        Value::Object(o) => Box::new(SharedMap::new(CelMap::from(
             o.iter()
                 .map(|(k, v)| (k.clone().into(), to_owned_val(v)))
                 .collect::<HashMap<_, _>>(),
-        )),
+        ))),
         Value::Null => Box::new(cel::common::types::CelNull),
         Value::Bool(b) => Box::new(cel::common::types::CelBool::from(*b)),
         Value::Number(n) => match n.as_i64() {
@@ -1184,7 +1369,13 @@ pub struct CelParams(Arc<ParamsVal>);
 struct ParamsVal {
     whole: Box<dyn Val>,
     parameters: Box<dyn Val>,
+    /// The constant variables' values for this constraint, by the id of the program that
+    /// computed them ([`Program::bind_variables`]).
+    constants: std::sync::OnceLock<(u64, Arc<Constants>)>,
 }
+
+/// Per variable: its value or error when it is constant.
+type Constants = Vec<Option<Result<Box<dyn Val>, String>>>;
 
 impl CelParams {
     /// `constraint`, the whole object.
@@ -1196,6 +1387,7 @@ impl CelParams {
         Self(Arc::new(ParamsVal {
             whole: to_owned_val(constraint),
             parameters,
+            constants: std::sync::OnceLock::new(),
         }))
     }
 }

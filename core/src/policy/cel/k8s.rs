@@ -38,7 +38,7 @@ mod format;
 mod lists;
 mod net;
 mod quantity;
-mod regex;
+pub(crate) mod regex;
 mod semver;
 mod sets;
 mod urls;

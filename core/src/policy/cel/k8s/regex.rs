@@ -18,12 +18,38 @@ pub(super) fn extension(env: &mut Env) -> Result<(), DeclarationError> {
 
 /// `pattern` compiled, or an error naming `function` and what is wrong with it.
 fn compile(function: &str, pattern: &str) -> Result<regex::Regex, ExecutionError> {
-    regex::Regex::new(pattern).map_err(|e| {
+    cached(pattern).map_err(|e| {
         ExecutionError::function_error(
             function,
             format!("invalid regular expression {pattern:?}: {e}"),
         )
     })
+}
+
+/// Most patterns one thread keeps compiled; past it the cache starts again.
+const CACHED_PATTERNS: usize = 256;
+
+thread_local! {
+    static PATTERNS: std::cell::RefCell<std::collections::HashMap<String, regex::Regex>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
+/// `pattern` compiled, once per thread: a template's patterns come from its code and its
+/// constraints' parameters, the same at every review, and compiling one costs far more than
+/// matching it. (A `Regex` is shared by its clones.) An invalid pattern is not kept.
+pub(crate) fn cached(pattern: &str) -> Result<regex::Regex, regex::Error> {
+    if let Some(re) = PATTERNS.with(|p| p.borrow().get(pattern).cloned()) {
+        return Ok(re);
+    }
+    let re = regex::Regex::new(pattern)?;
+    PATTERNS.with(|p| {
+        let mut p = p.borrow_mut();
+        if p.len() >= CACHED_PATTERNS {
+            p.clear();
+        }
+        p.insert(pattern.to_owned(), re.clone());
+    });
+    Ok(re)
 }
 
 /// The first match of `pattern` in `this`, or the empty string if there is none.
