@@ -701,7 +701,11 @@ impl Program {
     /// those before it. One that fails is left out (reading it is then `No such key`); its
     /// error is returned for messages. The constant ones (see `constant`) are evaluated at the
     /// constraint's first review and kept in `params`.
-    fn bind_variables(&self, ctx: &mut Context<'_, '_>, params: &CelParams) -> Vec<(String, String)> {
+    fn bind_variables(
+        &self,
+        ctx: &mut Context<'_, '_>,
+        params: &CelParams,
+    ) -> Vec<(String, String)> {
         let empty: Box<dyn Val> = Box::new(cel::common::types::CelMap::from(HashMap::new()));
         ctx.add_variable_as_val("variables", empty);
         let kept = params.0.constants.get().filter(|(id, _)| *id == self.id);
@@ -727,12 +731,20 @@ impl Program {
 
     /// Keeps the constant variables' values (or errors) in `params`, unless the evaluation was
     /// stopped (a time or cost limit is this review's, not the constraint's).
-    fn keep_constants(&self, ctx: &Context<'_, '_>, params: &CelParams, failed: &[(String, String)]) {
+    fn keep_constants(
+        &self,
+        ctx: &Context<'_, '_>,
+        params: &CelParams,
+        failed: &[(String, String)],
+    ) {
         if METER.with(|m| m.get().is_some_and(|m| m.stopped.is_some())) {
             return;
         }
         let mut kept = Vec::with_capacity(self.constant.len());
-        for (v, &constant) in self.variables[BUILTIN_VARIABLES..].iter().zip(&self.constant) {
+        for (v, &constant) in self.variables[BUILTIN_VARIABLES..]
+            .iter()
+            .zip(&self.constant)
+        {
             if !constant {
                 kept.push(None);
                 continue;
@@ -816,9 +828,7 @@ fn only_constants(
         ]
         .into_iter()
         .all(walk),
-        Expr::Call(call) => {
-            call.target.as_deref().is_none_or(walk) && call.args.iter().all(walk)
-        }
+        Expr::Call(call) => call.target.as_deref().is_none_or(walk) && call.args.iter().all(walk),
         Expr::List(l) => l.elements.iter().all(walk),
         Expr::Map(m) => m.entries.iter().all(|entry| match &entry.expr {
             EntryExpr::MapEntry(m) => walk(&m.key) && walk(&m.value),

@@ -130,7 +130,10 @@ macro_rules! delegate {
                 self.0.get(idx)
             }
 
-            fn steal<'w>(self: Box<Self>, idx: &dyn Val) -> Result<Box<dyn Val + 'w>, ExecutionError>
+            fn steal<'w>(
+                self: Box<Self>,
+                idx: &dyn Val,
+            ) -> Result<Box<dyn Val + 'w>, ExecutionError>
             where
                 Self: 'w,
             {
@@ -162,7 +165,9 @@ delegate!(SharedList, CelList, List);
 /// alone, and the whole map only when something needs it whole (iterating it, comparing it,
 /// a function taking a `map`). Copies share it, and what it has converted.
 #[derive(Debug, Clone)]
-pub(crate) struct LazyMap<'v>(Arc<Lazy<'v, serde_json::Map<String, serde_json::Value>, CelMap<'v>>>);
+pub(crate) struct LazyMap<'v>(
+    Arc<Lazy<'v, serde_json::Map<String, serde_json::Value>, CelMap<'v>>>,
+);
 
 /// A JSON array of the review as a `list`, converted as it is read (see [`LazyMap`]).
 #[derive(Debug, Clone)]
@@ -204,9 +209,9 @@ impl<'v> LazyList<'v> {
     }
 
     fn whole(&self) -> &CelList<'v> {
-        self.0
-            .whole
-            .get_or_init(|| CelList::from(self.0.json.iter().map(super::to_val).collect::<Vec<_>>()))
+        self.0.whole.get_or_init(|| {
+            CelList::from(self.0.json.iter().map(super::to_val).collect::<Vec<_>>())
+        })
     }
 }
 
@@ -306,7 +311,10 @@ macro_rules! lazy {
                 }
             }
 
-            fn steal<'w>(self: Box<Self>, idx: &dyn Val) -> Result<Box<dyn Val + 'w>, ExecutionError>
+            fn steal<'w>(
+                self: Box<Self>,
+                idx: &dyn Val,
+            ) -> Result<Box<dyn Val + 'w>, ExecutionError>
             where
                 Self: 'w,
             {

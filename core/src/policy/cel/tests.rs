@@ -530,3 +530,237 @@ fn variables_read_whole_hold_every_variable() {
     );
     assert!(!check("variables.anyObject.metadata.name == 'web'").reads_variables_whole);
 }
+
+/// The review's maps and lists are converted as they are read, and the constraint's are shared by
+/// their copies: to every operation they must be the built-in `map` and `list`, from either side
+/// of an operator, or a tenant's object could compare unequal to what it equals (an exemption
+/// lost, a denial skipped) or fail to read.
+#[test]
+fn the_reviews_and_the_constraints_maps_and_lists_read_as_built_in_ones() {
+    let pod = || {
+        json!({
+            "metadata": {"name": "web", "labels": {"app": "web", "tier": "db"}, "annotations": {}},
+            "spec": {"containers": [{"name": "a", "image": "x"}, {"name": "b", "image": "y"}], "volumes": []},
+        })
+    };
+    let holding = [
+        // Equality from both sides, with literals and with the constraint's values.
+        "object.metadata.labels == {'app': 'web', 'tier': 'db'}",
+        "{'tier': 'db', 'app': 'web'} == object.metadata.labels",
+        "object.metadata.labels != {'app': 'web'}",
+        "{'app': 'web'} != object.metadata.labels",
+        "object.spec.volumes == []",
+        "[] == object.spec.volumes",
+        "object.metadata.annotations == {}",
+        "{} == object.metadata.annotations",
+        "object.spec.containers[0] == {'name': 'a', 'image': 'x'}",
+        "{'name': 'a', 'image': 'x'} == object.spec.containers[0]",
+        "object.spec.containers.map(c, c.name) == ['a', 'b']",
+        "params.spec.parameters.labels == object.metadata.labels",
+        "object.metadata.labels == params.spec.parameters.labels",
+        "variables.params.names == object.spec.containers.map(c, c.name)",
+        "object.spec.containers.map(c, c.name) == variables.params.names",
+        "object.spec.containers == object.spec.containers",
+        // Membership, both ways round.
+        "object.metadata.labels in [{'app': 'web', 'tier': 'db'}]",
+        "{'app': 'web', 'tier': 'db'} in [object.metadata.labels]",
+        "'app' in object.metadata.labels",
+        "!('ap' in object.metadata.labels)",
+        "object.spec.containers[1] in object.spec.containers",
+        "{'name': 'b', 'image': 'y'} in object.spec.containers",
+        // Reading, sizes, types, iteration, optionals.
+        "size(object.metadata.labels) == 2 && object.metadata.labels.size() == 2",
+        "size(object.spec.containers) == 2 && size(object.spec.volumes) == 0",
+        "type(object.metadata) == map && type(object.spec.containers) == list",
+        "object.metadata.labels.all(k, k in ['app', 'tier'])",
+        "object.metadata.labels.exists(k, object.metadata.labels[k] == 'db')",
+        "object.spec.containers.exists_one(c, c.image == 'y')",
+        "has(object.metadata.labels) && !has(object.metadata.namespace)",
+        "!has(object.spec.containers[0].securityContext)",
+        "object.?metadata.?namespace.orValue('none') == 'none'",
+        "object.spec.containers[?5].orValue('none') == 'none'",
+        "object.spec.containers[1u].name == 'b'",
+        "object.spec.containers[1.0].name == 'b'",
+        "(object.spec.containers + object.spec.containers).size() == 4",
+        "(object.spec.containers + [1])[2] == 1",
+        "([0] + object.spec.containers)[1].name == 'a'",
+        "object.spec.containers.filter(c, c.name == 'b')[0].image == 'y'",
+        "object.spec.containers.map(c, c.image).join(',') == 'x,y'",
+        "cel.bind(cs, object.spec.containers, cs[0].name + cs[1].name == 'ab')",
+        "string(object.metadata.labels.app) == 'web'",
+        "dyn(object.metadata.labels)['tier'] == 'db'",
+    ];
+    let params = constraint(json!({"labels": {"app": "web", "tier": "db"}, "names": ["a", "b"]}));
+    for expression in holding {
+        let p = check(expression);
+        assert_eq!(
+            p.evaluate(&create(pod()), &params, SECOND),
+            Ok(vec![]),
+            "{expression} must hold"
+        );
+    }
+    // What fails on a built-in fails the same way here (and so fails closed).
+    for (expression, error) in [
+        ("object.metadata.nope == 1", "No such key: nope"),
+        (
+            "object.spec.containers[2].name == 'c'",
+            "Index out of bounds",
+        ),
+        (
+            "object.spec.containers[-1].name == 'c'",
+            "Index out of bounds",
+        ),
+        ("object.metadata.labels[1] == 'x'", "No such key: 1"),
+        ("object.spec.containers['a'] == 1", "'_[_]'"),
+    ] {
+        let p = check(expression);
+        let e = p
+            .evaluate(&create(pod()), &params, SECOND)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(error), "{expression}: {e}");
+    }
+}
+
+/// A variable that reads only the constraint is evaluated at the constraint's first review and
+/// kept: it must keep being what it was, its error included, while everything that reads the
+/// review is evaluated at every review, and a constraint with other parameters, or the same
+/// constraint under a recompiled template, gets its own.
+#[test]
+fn variables_that_read_only_the_constraint_are_kept_per_constraint_and_program() {
+    let source = json!({
+        "variables": [
+            {"name": "prefixes", "expression": "variables.params.exempt.filter(i, i.endsWith('*')).map(i, i.replace('*', ''))"},
+            {"name": "broken", "expression": "variables.params.nope.size() > 0"},
+            {"name": "names", "expression": "object.spec.containers.map(c, c.name)"},
+            {"name": "shadow", "expression": "[1].map(object, object + 1)"},
+            {"name": "bad", "expression": "variables.names.filter(n, !variables.prefixes.exists(p, n.startsWith(p)))"},
+        ],
+        "validations": [
+            {"expression": "size(variables.bad) == 0", "messageExpression": "'not exempt: ' + variables.bad.join(',')"},
+            {"expression": "variables.shadow == [2]", "message": "shadow"},
+        ],
+    });
+    let p = program(source.clone()).unwrap();
+    // prefixes and broken read only the constraint; names, shadow (a comprehension variable named
+    // like a root) and bad read more, or may.
+    assert_eq!(p.constant, [true, true, false, false, false]);
+    let pod = |names: &[&str]| json!({"spec": {"containers": names.iter().map(|n| json!({"name": n})).collect::<Vec<_>>()}});
+    let first = constraint(json!({"exempt": ["sys-*", "x"]}));
+    for _ in 0..3 {
+        assert_eq!(
+            p.evaluate(&create(pod(&["sys-a", "web"])), &first, SECOND),
+            Ok(vec!["not exempt: web".to_owned()])
+        );
+        assert_eq!(
+            p.evaluate(&create(pod(&["sys-b"])), &first, SECOND),
+            Ok(vec![])
+        );
+    }
+    let kept = first
+        .0
+        .constants
+        .get()
+        .expect("kept after the first review");
+    assert_eq!(kept.0, p.id);
+    assert!(
+        matches!(&kept.1[1], Some(Err(e)) if e.contains("nope")),
+        "{:?}",
+        kept.1[1]
+    );
+    // Another constraint: its own values.
+    let second = constraint(json!({"exempt": ["web*"]}));
+    assert_eq!(
+        p.evaluate(&create(pod(&["sys-a", "web"])), &second, SECOND),
+        Ok(vec!["not exempt: sys-a".to_owned()])
+    );
+    // The failing constant is named when read, at every review.
+    let reads_broken = program(json!({
+        "variables": source["variables"],
+        "validations": [{"expression": "variables.broken"}],
+    }))
+    .unwrap();
+    for _ in 0..2 {
+        let e = reads_broken
+            .evaluate(&create(pod(&["a"])), &first, SECOND)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("variables.broken failed") && e.contains("nope"),
+            "{e}"
+        );
+    }
+    // The same constraint under another program (a reloaded template) is not given this one's.
+    let recompiled = program(json!({
+        "variables": [{"name": "prefixes", "expression": "['w']"}, {"name": "bad", "expression": "object.spec.containers.map(c, c.name).filter(n, !variables.prefixes.exists(p, n.startsWith(p)))"}],
+        "validations": [{"expression": "size(variables.bad) == 0", "messageExpression": "variables.bad.join(',')"}],
+    }))
+    .unwrap();
+    assert_eq!(
+        recompiled.evaluate(&create(pod(&["sys-a", "web"])), &first, SECOND),
+        Ok(vec!["sys-a".to_owned()])
+    );
+    assert_eq!(
+        p.evaluate(&create(pod(&["sys-a", "web"])), &first, SECOND),
+        Ok(vec!["not exempt: web".to_owned()])
+    );
+}
+
+/// A constant stopped by the cost limit at one review is not kept as its value: the limit is
+/// that review's.
+#[test]
+fn a_constant_stopped_by_a_limit_is_not_kept() {
+    let p = program(json!({
+        "variables": [{"name": "big", "expression": "variables.params.items.map(x, variables.params.items.map(y, x + y))"}],
+        "validations": [{"expression": "size(variables.big) > 0"}],
+    }))
+    .unwrap()
+    .with_cost_limit(TEST_COST);
+    let items: Vec<u32> = (0..200).collect();
+    let params = constraint(json!({"items": items}));
+    for _ in 0..2 {
+        let e = p
+            .evaluate(&create(pod()), &params, SECOND)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("exceeded the cost limit"), "{e}");
+        assert!(params.0.constants.get().is_none());
+    }
+}
+
+/// `matches` keeps its patterns compiled: every form of the call answers as cel-rust's, an
+/// invalid pattern fails with cel-rust's error at every review, and a template with more patterns
+/// than the cache holds still matches each.
+#[test]
+fn matches_answers_as_cel_rusts_with_its_patterns_kept() {
+    for (expression, holds_) in [
+        ("object.metadata.name.matches('^w.b$')", true),
+        ("matches(object.metadata.name, '^w.b$')", true),
+        ("object.metadata.name.matches('^x')", false),
+        ("object.metadata.labels.all(k, k.matches('^[a-z]+$'))", true),
+        ("['a1', 'b2'].all(s, s.matches('[0-9]'))", true),
+    ] {
+        for _ in 0..2 {
+            assert_eq!(holds(expression), Ok(holds_), "{expression}");
+        }
+    }
+    for _ in 0..2 {
+        let e = holds("object.metadata.name.matches('(')").unwrap_err();
+        assert!(e.contains("'(' not a valid regex"), "{e}");
+    }
+    let e = holds("object.metadata.name.matches(1)").unwrap_err();
+    assert!(e.contains("no matching overload"), "{e}");
+    for i in 0..(k8s::regex::CACHED_PATTERNS + 20) {
+        let pattern = format!("^web$|^n{i}$");
+        assert_eq!(
+            k8s::regex::cached(&pattern).map(|r| r.is_match("web")).ok(),
+            Some(true)
+        );
+        assert_eq!(
+            k8s::regex::cached(&pattern)
+                .map(|r| r.is_match(&format!("n{i}")))
+                .ok(),
+            Some(true)
+        );
+    }
+}

@@ -27,7 +27,7 @@ fn compile(function: &str, pattern: &str) -> Result<regex::Regex, ExecutionError
 }
 
 /// Most patterns one thread keeps compiled; past it the cache starts again.
-const CACHED_PATTERNS: usize = 256;
+pub(crate) const CACHED_PATTERNS: usize = 256;
 
 thread_local! {
     static PATTERNS: std::cell::RefCell<std::collections::HashMap<String, regex::Regex>> =
