@@ -90,6 +90,11 @@ pub struct Mutator {
 }
 
 impl Mutator {
+    /// `spec.match`.
+    pub fn matcher(&self) -> &Match {
+        &self.matcher
+    }
+
     /// The kinds the mutator can change: its `match.kinds`, else its `applyTo`; an empty list
     /// means any kind.
     pub fn kinds(&self) -> Vec<KindSelector> {

@@ -22,7 +22,8 @@
 //! ([`resource_of`]).
 //!
 //! [`configurations`] makes both configurations for the [`WebhookOptions`];
-//! [`validating_rules`] and [`mutating_rules`] are their [`Rule`]s.
+//! [`validating_rules`] and [`mutating_rules`] are their [`Rule`]s, and [`match_conditions`]
+//! their `matchConditions` (with [`WebhookOptions::match_conditions`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -32,6 +33,8 @@ use crate::bundle::Bundle;
 use crate::matcher::KindSelector;
 use crate::podpaths::POD_PATHS;
 use crate::policy::Constraint;
+
+pub mod match_conditions;
 
 /// The namespaces a webhook never sees, besides Palisade's own.
 pub const EXCLUDED_NAMESPACES: [&str; 1] = ["kube-system"];
@@ -54,6 +57,9 @@ pub struct WebhookOptions {
     /// ([`crate::policy::vap::Generated::api_server_only`]): the validating webhook is not sent
     /// what only they need.
     pub api_server_only: BTreeSet<(String, String)>,
+    /// Give each webhook the `matchConditions` of [`match_conditions`] (Kubernetes 1.30+), so
+    /// that the API server does not call for what Palisade cannot act on.
+    pub match_conditions: bool,
 }
 
 impl WebhookOptions {
@@ -67,6 +73,7 @@ impl WebhookOptions {
             timeout_seconds: 5,
             ca_bundle: None,
             api_server_only: BTreeSet::new(),
+            match_conditions: false,
         }
     }
 }
@@ -346,7 +353,13 @@ pub fn namespace_selector(own_namespace: &str) -> Value {
     })
 }
 
-fn webhook(options: &WebhookOptions, name: &str, path: &str, rules: &[Rule]) -> Value {
+fn webhook(
+    options: &WebhookOptions,
+    name: &str,
+    path: &str,
+    rules: &[Rule],
+    conditions: &[match_conditions::MatchCondition],
+) -> Value {
     let mut client = json!({
         "service": {
             "name": options.service,
@@ -358,7 +371,7 @@ fn webhook(options: &WebhookOptions, name: &str, path: &str, rules: &[Rule]) -> 
     if let Some(ca) = &options.ca_bundle {
         client["caBundle"] = json!(ca);
     }
-    json!({
+    let mut hook = json!({
         "name": name,
         "admissionReviewVersions": ["v1"],
         "sideEffects": "None",
@@ -368,7 +381,14 @@ fn webhook(options: &WebhookOptions, name: &str, path: &str, rules: &[Rule]) -> 
         "clientConfig": client,
         "namespaceSelector": namespace_selector(&options.namespace),
         "rules": rules.iter().map(Rule::to_json).collect::<Vec<_>>(),
-    })
+    });
+    if options.match_conditions && !conditions.is_empty() {
+        hook["matchConditions"] = conditions
+            .iter()
+            .map(match_conditions::MatchCondition::to_json)
+            .collect();
+    }
+    hook
 }
 
 /// The two configurations, validating first. A configuration whose bundle has nothing to send
@@ -383,12 +403,24 @@ pub fn configurations(bundle: &Bundle, options: &WebhookOptions) -> Vec<Value> {
             "apiVersion": "admissionregistration.k8s.io/v1",
             "kind": "ValidatingWebhookConfiguration",
             "metadata": {"name": options.name, "labels": labels},
-            "webhooks": [webhook(options, "validate.palisade.dev", "/validate", &validating)],
+            "webhooks": [webhook(
+                options,
+                "validate.palisade.dev",
+                "/validate",
+                &validating,
+                &match_conditions::validating(bundle),
+            )],
         }));
     }
     let mutating = mutating_rules(bundle);
     if !mutating.is_empty() {
-        let mut hook = webhook(options, "mutate.palisade.dev", "/mutate", &mutating);
+        let mut hook = webhook(
+            options,
+            "mutate.palisade.dev",
+            "/mutate",
+            &mutating,
+            &match_conditions::mutating(bundle),
+        );
         // The mutators are idempotent: a second call after other webhooks changed the object
         // re-applies them rather than letting another webhook undo them.
         hook["reinvocationPolicy"] = json!("IfNeeded");

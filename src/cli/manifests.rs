@@ -1,5 +1,7 @@
 //! `palisade manifests`: the webhook configurations for a policy bundle, with the caBundle
-//! filled in when a CA is given (for clusters managed from Git without `serve --manage-certs`),
+//! filled in when a CA is given (for clusters managed from Git without `serve --manage-certs`)
+//! and, with `--match-conditions`, the matchConditions derived from the bundle
+//! ([`crate::webhooks::match_conditions`]),
 //! then, with `--config`, the ValidatingAdmissionPolicies and bindings its
 //! `validatingAdmissionPolicies` places on the API server ([`crate::policy::vap`]).
 
@@ -48,6 +50,13 @@ pub struct ManifestsArgs {
     /// after the webhook configurations). Without it, the webhook judges everything.
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Give both webhooks matchConditions (Kubernetes 1.30+) derived from the bundle, so that
+    /// the API server does not call Palisade for what no constraint or mutator may act on and
+    /// that carries no break-glass annotation, nor in the namespaces the bundle's Config
+    /// excludes. Without it the output is what it was: older API servers refuse or drop the
+    /// field.
+    #[arg(long)]
+    pub match_conditions: bool,
     #[command(flatten)]
     pub eval: EvalArgs,
 }
@@ -89,6 +98,7 @@ impl ManifestsArgs {
         let mut options = WebhookOptions::new(&self.service, &self.namespace);
         options.api_server_only = generated.api_server_only.iter().cloned().collect();
         options.timeout_seconds = self.timeout_seconds;
+        options.match_conditions = self.match_conditions;
         if let Some(path) = &self.ca {
             options.ca_bundle = Some(ca_bundle(path)?);
         }

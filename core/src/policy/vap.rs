@@ -448,7 +448,7 @@ fn labels() -> Value {
 
 /// A string of the request (`name`, `namespace`), else of the object's metadata (the old
 /// object's on DELETE, as Gatekeeper's `anyObject`), else "", as Palisade reads a review.
-fn request_or_metadata(field: &str) -> String {
+pub(crate) fn request_or_metadata(field: &str) -> String {
     let object = cel::ANY_OBJECT;
     format!(
         r#"(has(request.{field}) && request.{field} != "" ? string(request.{field}) : [({object})].map(o, o != null && has(o.metadata) && has(o.metadata.{field}) ? string(o.metadata.{field}) : "")[0])"#
@@ -456,10 +456,11 @@ fn request_or_metadata(field: &str) -> String {
 }
 
 /// Whether the object is a Namespace (matched by its own name and labels).
-const IS_NAMESPACE: &str = r#"(request.kind.group == "" && request.kind.kind == "Namespace")"#;
+pub(crate) const IS_NAMESPACE: &str =
+    r#"(request.kind.group == "" && request.kind.kind == "Namespace")"#;
 
 /// The namespace that namespace matchers read: a Namespace's own name.
-fn effective_namespace() -> String {
+pub(crate) fn effective_namespace() -> String {
     format!(
         "({IS_NAMESPACE} ? {} : {})",
         request_or_metadata("name"),
@@ -485,7 +486,7 @@ fn unless_unset(field: &str, body: &str) -> String {
 
 /// `body` with the variable `v` bound to the value of `value`, which CEL (without `cel.bind`)
 /// spells as a comprehension over a list of one.
-fn bind(v: &str, value: &str, body: &str) -> String {
+pub(crate) fn bind(v: &str, value: &str, body: &str) -> String {
     format!("[{value}].all({v}, {body})")
 }
 
