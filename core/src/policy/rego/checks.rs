@@ -448,14 +448,18 @@ fn contradict(a: &str, b: &str) -> bool {
         let points = [x, y, x - 0.5, x + 0.5, y - 0.5, y + 0.5, (x + y) / 2.0];
         return !points.iter().any(|&v| holds(oa, v, x) && holds(ob, v, y));
     }
-    // Two different literal strings (or booleans, null) that one term equals.
-    oa == "==" && ob == "==" && ra != rb && is_literal(ra) && is_literal(rb)
+    // Two different literal strings (or booleans, null) that one term equals, or one literal it
+    // equals and does not.
+    (oa == "==" && ob == "==" && ra != rb && is_literal(ra) && is_literal(rb))
+        || (((oa, ob) == ("==", "!=") || (oa, ob) == ("!=", "==")) && ra == rb)
 }
 
-/// `e op c` for a comparison with a literal on the right.
+/// `e op c` for a comparison with a literal on the right. A unification `e = c` is an equality
+/// when `e` is a reference without brackets (`params.rule = "MustRunAs"`): such a reference binds
+/// no variable, so it holds exactly when `e == c` does.
 fn comparison(t: &str) -> Option<(&str, &'static str, &str)> {
+    let masked = mask(t);
     for op in ["==", "!=", ">=", "<=", ">", "<"] {
-        let masked = mask(t);
         if let Some(at) = find(&masked, op.as_bytes()) {
             let (l, r) = (t[..at].trim(), t[at + op.len()..].trim());
             if is_literal(r) && !l.is_empty() {
@@ -464,7 +468,16 @@ fn comparison(t: &str) -> Option<(&str, &'static str, &str)> {
             return None;
         }
     }
-    None
+    let at = masked.iter().position(|&c| c == b'=')?;
+    if at > 0 && masked[at - 1] == b':' {
+        return None;
+    }
+    let (l, r) = (t[..at].trim(), t[at + 1..].trim());
+    let plain_ref = l.contains('.')
+        && l.bytes().all(|c| is_ident(c) || c == b'.')
+        && !l.starts_with('.')
+        && !l.ends_with('.');
+    (plain_ref && is_literal(r)).then_some((l, "==", r))
 }
 
 /// Deepest nesting of `[` and `{` that a template may use. regorus' parser takes time
@@ -756,6 +769,17 @@ mod tests {
         );
         let conflict = "package t\nf(x) = \"a\" { startswith(x, \"n\") }\nf(x) = \"b\" { endswith(x, \"x\") }\ng(x) := 1 if x > 1\ng(x) := 2 if x > 2\n";
         assert_eq!(conflicting_functions(conflict), ["f", "g"]);
+        // A literal a term equals and does not; a reference unified with two literals.
+        let exclusive = "package t\nv(f, c) = m {\n  f == \"runAsUser\"\n  m := c.a\n}\nv(f, c) = m {\n  f != \"runAsUser\"\n  m := c.b\n}\nu(p, c) = m {\n  p.rule = \"MustRunAs\"\n  m := c.a\n}\nu(p, c) = m {\n  p.rule = \"MustRunAsNonRoot\"\n  m := c.b\n}\n";
+        assert!(
+            conflicting_functions(exclusive).is_empty(),
+            "{:?}",
+            conflicting_functions(exclusive)
+        );
+        // Unification that may bind (a bare name, a bracket with a variable) proves nothing, nor
+        // do `!=` and `==` of different literals.
+        let conflict = "package t\na(p) = m {\n  x = \"a\"\n  m := p.a\n}\na(p) = m {\n  x = \"b\"\n  m := p.b\n}\nb(p) = m {\n  p[i] = \"a\"\n  m := i\n}\nb(p) = m {\n  p[i] = \"b\"\n  m := i\n}\nc(p) = m {\n  p.r == \"a\"\n  m := 1\n}\nc(p) = m {\n  p.r != \"b\"\n  m := 2\n}\nd(p) = m {\n  p.r := \"a\"\n  m := 1\n}\nd(p) = m {\n  p.r := \"b\"\n  m := 2\n}\n";
+        assert_eq!(conflicting_functions(conflict), ["a", "b", "c", "d"]);
     }
 
     #[test]
