@@ -21,6 +21,7 @@ mod fuzz;
 mod gatekeeper_kinds;
 mod hostile;
 mod layering;
+mod library_six;
 mod matrix;
 mod matrix_designs;
 mod matrix_review;
