@@ -56,7 +56,7 @@ PORT=19443 HEALTH=19080
 # kinds, with a constraint each.
 mkdir -p "$WORK/empty" "$WORK/nonmatching" "$WORK/fifty" "$WORK/six"
 cp -r policies/. "$WORK/nonmatching/"
-cp "$SIX"/templates/*.yaml "$SIX/constraints.yaml" "$WORK/six/"
+cp -r "$SIX/templates" "$SIX/constraints" "$WORK/six/"
 python3 - "$WORK" <<'EOF'
 import sys, re, pathlib
 work = pathlib.Path(sys.argv[1])
@@ -326,6 +326,21 @@ EOF
         exit 1
         ;;
       esac
+      if [ "$bundle" = six ]; then
+        # The six are loaded and judge: each denies the denied Pod.
+        answer=$(curl -sf --cacert certs/ca.crt "https://localhost:$PORT/validate?timeout=5s" \
+          -H 'Content-Type: application/json' -d @"$SIX/denied-pod.json")
+        for name in all-must-have-owner psp-pods-allowed-user-ranges psp-seccomp \
+          psp-capabilities-restricted psp-allow-privilege-escalation-container psp-privileged-container; do
+          case "$answer" in
+          *'"allowed":false'*"[$name]"*) ;;
+          *)
+            echo "library: $name did not deny the denied Pod: $answer" >&2
+            exit 1
+            ;;
+          esac
+        done
+      fi
       load "library $bundle http1" --body "$SIX/admitted-pod.json" --concurrency 32 --proto http1
       stop_server
     done

@@ -13,7 +13,7 @@ const SIX: &[&str] = &[
     "-f",
     "tests/data/bench/library-six/templates",
     "-f",
-    "tests/data/bench/library-six/constraints.yaml",
+    "tests/data/bench/library-six/constraints",
 ];
 
 fn bench(args: &[&str]) -> std::process::Output {

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use serde_json::Value;
 
-use crate::common::{palisade_cli, repo_path};
+use crate::common::{palisade_cli, passing_suites, repo_path};
 
 const ALL_SIX: [&str; 6] = [
     "all-must-have-owner",
@@ -33,7 +33,7 @@ fn denied_by(review: &Value, engine: &str) -> BTreeSet<String> {
         "-f",
         "tests/data/bench/library-six/templates",
         "-f",
-        "tests/data/bench/library-six/constraints.yaml",
+        "tests/data/bench/library-six/constraints",
         "-f",
         file.to_str().unwrap(),
         "-o",
@@ -52,6 +52,20 @@ fn denied_by(review: &Value, engine: &str) -> BTreeSet<String> {
 
 fn set(names: &[&str]) -> BTreeSet<String> {
     names.iter().map(|n| (*n).to_owned()).collect()
+}
+
+#[test]
+fn the_six_pass_their_suite_with_either_engine_preferred() {
+    use palisade::policy::EngineOptions;
+    use palisade::policy::template::Engine;
+    for prefer in [Engine::Cel, Engine::Rego] {
+        let options = EngineOptions {
+            prefer,
+            ..EngineOptions::default()
+        };
+        let results = passing_suites("tests/data/bench/library-six", &options);
+        assert_eq!(results.len(), 12, "{prefer:?}");
+    }
 }
 
 #[test]
