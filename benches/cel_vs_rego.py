@@ -11,6 +11,7 @@ Prints a Markdown table row per template: CEL means, Rego means (and the Rego en
 """
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -18,6 +19,12 @@ import yaml
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target", "release", "palisade")
+
+
+def micros(go_duration):
+    """A duration as Go (and `palisade bench -o json`) writes it, e.g. 12.5µs, in µs."""
+    scale = {"ns": 1e-3, "µs": 1.0, "us": 1.0, "ms": 1e3, "s": 1e6, "m": 6e7, "h": 3.6e9}
+    return sum(float(n) * scale[u] for n, u in re.findall(r"([0-9.]+)(ns|µs|us|ms|s|m|h)", go_duration))
 
 
 def main():
@@ -38,11 +45,11 @@ def main():
             for prefer in ("cel", "rego"):
                 out = subprocess.run(
                     ["taskset", "-c", "1", BIN, "bench", *args, "-n", "2000", "--warmup", "200",
-                     "--threads", "1", "--prefer-engine", prefer, "-o", "json"],
+                     "--concurrency", "1", "--engine", prefer, "-o", "json"],
                     capture_output=True, text=True, check=True,
                 ).stdout
-                cost = json.loads(out)["constraints"][0]
-                means[prefer].append(cost["latency"]["meanMicros"])
+                cost = json.loads(out)[0]["constraints"][0]
+                means[prefer].append(micros(cost["latencies"]["mean"]))
                 if prefer == "rego":
                     engine = cost["engine"]
         ratio = (sum(means["cel"]) / rounds) / (sum(means["rego"]) / rounds)

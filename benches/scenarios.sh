@@ -5,7 +5,7 @@
 #   cargo build --release && cargo build --release --bench load
 #   benches/scenarios.sh [--quick] [scenario...]
 #
-# Scenarios: ratio latency nonmatching fifty mutate memory inventory reload netpol, and soak (issue 15's
+# Scenarios: ratio latency nonmatching fifty mutate memory inventory reload netpol library, and soak (issue 15's
 # 30-minute soak, SOAK_MINUTES to change it), which runs only when named. Without names, every
 # scenario but soak runs. --quick runs each for a fraction of a second: CI's smoke
 # run, which proves the scenarios still work (every review answered, every figure present) and
@@ -19,7 +19,7 @@ if [ "${1:-}" = "--quick" ]; then
   INVENTORY_NAMESPACES=100
   shift
 fi
-SCENARIOS=${*:-ratio latency nonmatching fifty mutate memory inventory reload netpol}
+SCENARIOS=${*:-ratio latency nonmatching fifty mutate memory inventory reload netpol library}
 
 BIN=target/release/palisade
 LOAD=$(ls -t target/release/deps/load-* 2>/dev/null | grep -v '\.d$' | head -1 || true)
@@ -48,13 +48,15 @@ trap 'stop_server; rm -rf "$WORK"' EXIT INT TERM
 INV=tests/data/mutation/namespaces.yaml,tests/data/guides/default-deny.yaml
 ADMITTED=tests/data/bench/admitted-pod.json
 MUTATE_BODY=tests/data/bench/mutate-pod-5-containers.json
+SIX=tests/data/bench/library-six
 PORT=19443 HEALTH=19080
 
 # The bundles: empty; the default one; the default one plus 100 constraints of kinds that never
 # match a Pod; 50 templates matching a Pod, copies of the bundle's three Pod templates under new
 # kinds, with a constraint each.
-mkdir -p "$WORK/empty" "$WORK/nonmatching" "$WORK/fifty"
+mkdir -p "$WORK/empty" "$WORK/nonmatching" "$WORK/fifty" "$WORK/six"
 cp -r policies/. "$WORK/nonmatching/"
+cp -r "$SIX/templates" "$SIX/constraints" "$WORK/six/"
 python3 - "$WORK" <<'EOF'
 import sys, re, pathlib
 work = pathlib.Path(sys.argv[1])
@@ -302,6 +304,46 @@ EOF
     esac
     stop_server
     INV=$INV_SAVED
+    ;;
+  library)
+    # Issue 33: the six gatekeeper-library constraints (Palisade's own templates of their kinds,
+    # tests/data/bench/library-six), the case Gatekeeper is compared on, with the empty and the
+    # default bundle in the same run for the ratios: HTTP/1.1, 32 connections, each with one
+    # review in flight, the six's admitted Pod (which all three bundles admit).
+    for bundle in empty default six; do
+      case $bundle in
+      empty) dir="$WORK/empty" ;;
+      default) dir=policies ;;
+      six) dir="$WORK/six" ;;
+      esac
+      start_server "$dir"
+      answer=$(curl -sf --cacert certs/ca.crt "https://localhost:$PORT/validate?timeout=5s" \
+        -H 'Content-Type: application/json' -d @"$SIX/admitted-pod.json")
+      case "$answer" in
+      *'"allowed":true'*) ;;
+      *)
+        echo "library: the $bundle bundle did not admit the Pod: $answer" >&2
+        exit 1
+        ;;
+      esac
+      if [ "$bundle" = six ]; then
+        # The six are loaded and judge: each denies the denied Pod.
+        answer=$(curl -sf --cacert certs/ca.crt "https://localhost:$PORT/validate?timeout=5s" \
+          -H 'Content-Type: application/json' -d @"$SIX/denied-pod.json")
+        for name in all-must-have-owner psp-pods-allowed-user-ranges psp-seccomp \
+          psp-capabilities-restricted psp-allow-privilege-escalation-container psp-privileged-container; do
+          case "$answer" in
+          *'"allowed":false'*"[$name]"*) ;;
+          *)
+            echo "library: $name did not deny the denied Pod: $answer" >&2
+            exit 1
+            ;;
+          esac
+        done
+      fi
+      load "library $bundle http1" --body "$SIX/admitted-pod.json" --concurrency 32 --proto http1
+      stop_server
+    done
     ;;
   soak)
     # Issue 15's soak, run only when named: SOAK_MINUTES (30) one-minute windows back to back at

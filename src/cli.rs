@@ -48,8 +48,8 @@ pub enum Command {
     /// Print the resultants that ExpansionTemplates make of workloads (like gator expand): the
     /// objects, templates and mutators are read from -f; exits 1 on bad input.
     Expand(expand::ExpandArgs),
-    /// Measure how long the bundle takes to decide objects (like gator bench): reviews per
-    /// second and latency percentiles on 1..K threads, and each matching constraint's cost.
+    /// Measure how long the bundle takes to decide objects, with gator bench's options and
+    /// output: reviews per second, latency percentiles, and each matching constraint's cost.
     Bench(bench::BenchArgs),
     /// Print the webhook configurations for the policy bundle (the kinds and operations its
     /// constraints and mutators act on), with the caBundle when --ca is given.

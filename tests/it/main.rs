@@ -22,6 +22,7 @@ mod gatekeeper_kinds;
 mod hostile;
 mod layering;
 mod match_conditions;
+mod library_six;
 mod matrix;
 mod matrix_designs;
 mod matrix_review;
