@@ -624,7 +624,7 @@ impl Program {
         };
         let mut ctx = Context::with_env(env.clone());
         ctx.set_variable_resolver(&roots);
-        let failed = self.bind_variables(&mut ctx, params);
+        let failed = self.bind_variables(&mut ctx, &roots, params);
         if self.reads_variables_whole {
             bind_variables_map(&mut ctx, &roots, &self.variables);
         }
@@ -701,9 +701,10 @@ impl Program {
     /// those before it. One that fails is left out (reading it is then `No such key`); its
     /// error is returned for messages. The constant ones (see `constant`) are evaluated at the
     /// constraint's first review and kept in `params`.
-    fn bind_variables(
+    fn bind_variables<'r>(
         &self,
-        ctx: &mut Context<'_, '_>,
+        ctx: &mut Context<'_, 'r>,
+        roots: &'r Roots<'r>,
         params: &CelParams,
     ) -> Vec<(String, String)> {
         let empty: Box<dyn Val> = Box::new(cel::common::types::CelMap::from(HashMap::new()));
@@ -711,6 +712,11 @@ impl Program {
         let kept = params.0.constants.get().filter(|(id, _)| *id == self.id);
         let mut failed = Vec::new();
         for (i, v) in self.variables[BUILTIN_VARIABLES..].iter().enumerate() {
+            // A variable that reads `variables` whole (`has(variables.x)`) sees those before it,
+            // as it would in Kubernetes, where `variables` holds every declared one.
+            if self.reads_variables_whole && reads_variables_whole(&v.expr) {
+                bind_variables_map(ctx, roots, &self.variables);
+            }
             let value = match kept.and_then(|(_, k)| k[i].as_ref()) {
                 Some(Ok(value)) => Ok(value.clone_as_boxed()),
                 Some(Err(e)) => Err(e.clone()),

@@ -764,3 +764,22 @@ fn matches_answers_as_cel_rusts_with_its_patterns_kept() {
         );
     }
 }
+
+/// `has(variables.x)` inside a variable sees the variables declared before it, as in Kubernetes,
+/// where `variables` holds every declared one (the library's seccomp templates read
+/// `has(variables.hasPodSeccomp)` this way; reading it as false denied Pods with a Pod-level
+/// profile).
+#[test]
+fn a_variable_reading_variables_whole_sees_those_before_it() {
+    let p = program(json!({
+        "variables": [
+            {"name": "first", "expression": "has(object.spec)"},
+            {"name": "seen", "expression": "has(variables.first) && variables.first"},
+        ],
+        "validations": [
+            {"expression": "variables.seen", "message": "first not seen"},
+        ],
+    }))
+    .unwrap();
+    assert_eq!(p.evaluate(&create(pod()), &no_parameters(), SECOND), Ok(vec![]));
+}
