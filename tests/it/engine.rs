@@ -280,3 +280,56 @@ fn regexes_and_globs_that_would_backtrack_are_decided_in_linear_time() {
         );
     }
 }
+
+/// regorus' VM (0.14) skips an `else` after a body whose assignment reads something undefined
+/// (`m := o.message } else := d`), making the whole rule or function undefined where OPA takes
+/// the `else`: a violation that carries the default is lost and the review admitted. Such
+/// templates run on the interpreter, which answers as OPA (whose answers are written here).
+#[test]
+fn an_else_after_an_assignment_of_nothing_is_taken_as_in_opa() {
+    let yaml = r#"
+apiVersion: templates.gatekeeper.sh/v1
+kind: ConstraintTemplate
+metadata: {name: k8selseafterassignment}
+spec:
+  crd: {spec: {names: {kind: K8sElseAfterAssignment}}}
+  targets:
+  - target: admission.k8s.gatekeeper.sh
+    rego: |
+      package k8selseafterassignment
+      pick(o, d) = m {
+        m := o.message
+      } else = d
+      label = m {
+        m := input.review.object.metadata.labels.owner
+      } else = "no owner"
+      violation[{"msg": msg}] {
+        msg := pick(input.parameters, "the default message")
+      }
+      violation[{"msg": label}] {
+        true
+      }
+---
+apiVersion: constraints.gatekeeper.sh/v1beta1
+kind: K8sElseAfterAssignment
+metadata: {name: e}
+spec:
+  match: {kinds: [{apiGroups: ["example.com"], kinds: ["Thing"]}]}
+  parameters: {other: 1}
+"#;
+    for vm in [true, false] {
+        let docs = parse_str(yaml, Path::new("else.yaml")).unwrap();
+        let options = EngineOptions {
+            vm,
+            ..EngineOptions::default()
+        };
+        let set = Bundle::from_documents(docs, &options).unwrap();
+        assert!(set.policies().templates().all(|t| !t.on_vm()));
+        let mut messages: Vec<String> = evaluate(&set, &object(json!({})))
+            .into_iter()
+            .map(|v| v.message)
+            .collect();
+        messages.sort();
+        assert_eq!(messages, ["no owner", "the default message"], "vm: {vm}");
+    }
+}

@@ -781,5 +781,8 @@ fn a_variable_reading_variables_whole_sees_those_before_it() {
         ],
     }))
     .unwrap();
-    assert_eq!(p.evaluate(&create(pod()), &no_parameters(), SECOND), Ok(vec![]));
+    assert_eq!(
+        p.evaluate(&create(pod()), &no_parameters(), SECOND),
+        Ok(vec![])
+    );
 }

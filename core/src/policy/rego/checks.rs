@@ -188,11 +188,22 @@ fn iterates(body: &[u8]) -> bool {
         })
 }
 
+/// Whether a masked body assigns or unifies: `:=`, or an `=` that is not part of `==`, `!=`,
+/// `<=` or `>=`.
+fn assigns(body: &[u8]) -> bool {
+    body.iter().enumerate().any(|(i, &c)| {
+        c == b'='
+            && !matches!(body.get(i + 1), Some(b'='))
+            && (i == 0 || !matches!(body[i - 1], b'=' | b'!' | b'<' | b'>'))
+    })
+}
+
 /// Rules and functions that the VM may read as undefined where OPA has a value or an error,
 /// by name (docs/regorus-divergences.md, section 22):
-/// - an `else` chain whose branch before the last iterates (`some x in c`, `c[_]`): when the
-///   collection is absent, regorus' VM (0.14) makes the whole rule undefined instead of taking
-///   the `else`;
+/// - an `else` chain whose branch before the last iterates (`some x in c`, `c[_]`) or assigns
+///   (`x := e`, `x = e`): when the collection or `e` is undefined, regorus' VM (0.14) makes the
+///   whole rule undefined instead of taking the `else` (`m := o.message } else := d` gives
+///   nothing when `o` has no message);
 /// - a complete rule (not a function or partial rule) whose value is not a literal and whose
 ///   body iterates: it may produce two values, a conflict OPA reports as an error and the VM
 ///   reads as undefined (section 3).
@@ -218,7 +229,7 @@ pub(crate) fn vm_undefined_rules(src: &str) -> Vec<String> {
             .is_some_and(|&(s, _)| masked[s..].starts_with(b"else"));
         if head.starts_with("else") {
             if next_is_else
-                && iterates(body)
+                && (iterates(body) || assigns(body))
                 && let Some(name) = &current
                 && !out.contains(name)
             {
@@ -242,7 +253,7 @@ pub(crate) fn vm_undefined_rules(src: &str) -> Vec<String> {
         if name.is_empty() || out.contains(&name) {
             continue;
         }
-        if next_is_else && iterates(body) {
+        if next_is_else && (iterates(body) || assigns(body)) {
             out.push(name);
             continue;
         }
@@ -786,6 +797,12 @@ mod tests {
     fn partial_object_rules_are_found() {
         let src = "package t\nobj[k] = v { k := 1; v := 2 }\nset[k] { k := 1 }\nm[k] := 1 if k := 2\nv[{\"msg\": m}] { m := 1 }\n";
         assert_eq!(partial_object_rules(src), ["obj", "m"]);
+    }
+
+    #[test]
+    fn else_chains_after_an_assignment_or_an_iteration_are_found() {
+        let src = "package t\nf(o, d) = m {\n  m := o.message\n} else = d\nr = m {\n  m = input.x\n} else = 1\nc = 1 {\n  input.x == 1\n} else = 2 {\n  input.y != 1\n} else = 3\ni = 1 {\n  input.x[_] >= 1\n} else = 2\nlast = 1 {\n  input.x <= 1\n} else = m {\n  m := 2\n}\n";
+        assert_eq!(vm_undefined_rules(src), ["f", "r", "i"]);
     }
 
     #[test]
