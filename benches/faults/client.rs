@@ -4,20 +4,31 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http2;
 use palisade_testkit::https::{self, Proto, Sender};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::load::CONCURRENCY;
+
+/// HTTP/2: requests in flight on one connection, at most. hyper parks a request beyond the
+/// server's SETTINGS_MAX_CONCURRENT_STREAMS in its connection task until a stream frees, and
+/// when a GOAWAY arrives meanwhile it drops it ("dispatch task is gone: runtime dropped the
+/// dispatch task"), neither answered nor handed back, so that nothing tells whether the server
+/// saw it. Go's transport, the API server's, opens another connection instead; this client
+/// waits here. 100 is what hyper assumes until the server's SETTINGS arrive; Palisade allows 250.
+const STREAMS_PER_CONNECTION: usize = 100;
 
 struct Conn {
     sender: Sender,
     born: Instant,
+    /// HTTP/2: the streams it may still open (see [`STREAMS_PER_CONNECTION`]).
+    streams: Arc<Semaphore>,
 }
 
 /// Why a review failed, or was sent again.
@@ -87,13 +98,16 @@ impl Client {
         Ok(Conn {
             sender,
             born: Instant::now(),
+            streams: Arc::new(Semaphore::new(STREAMS_PER_CONNECTION)),
         })
     }
 
-    /// An HTTP/2 connection of the slot, a new one when it is gone or too old.
-    async fn h2(&self) -> Result<http2::SendRequest<Full<Bytes>>, SendError> {
-        let slot = &self.slots[self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len()];
-        let mut conn = slot.lock().await;
+    /// The HTTP/2 connection of slot `i`, a new one when it is gone or too old, and its streams.
+    async fn h2_slot(
+        &self,
+        i: usize,
+    ) -> Result<(http2::SendRequest<Full<Bytes>>, Arc<Semaphore>), SendError> {
+        let mut conn = self.slots[i].lock().await;
         let usable = match conn.as_ref() {
             Some(
                 c @ Conn {
@@ -106,9 +120,40 @@ impl Client {
         if !usable {
             *conn = Some(self.connect().await?);
         }
-        match conn.as_ref().map(|c| &c.sender) {
-            Some(Sender::Http2(send)) => Ok(send.clone()),
+        match conn.as_ref() {
+            Some(Conn {
+                sender: Sender::Http2(send),
+                streams,
+                ..
+            }) => Ok((send.clone(), streams.clone())),
             _ => unreachable!("the slot holds an HTTP/2 connection"),
+        }
+    }
+
+    /// An HTTP/2 connection with a stream free, the slots tried round-robin, and that stream,
+    /// held until the answer is read. When every connection is at its limit, the review waits
+    /// here, unsent, for a stream of the first one.
+    async fn h2(
+        &self,
+    ) -> Result<(http2::SendRequest<Full<Bytes>>, OwnedSemaphorePermit), SendError> {
+        let first = self.next.fetch_add(1, Ordering::Relaxed);
+        loop {
+            let mut full = None;
+            for k in 0..self.slots.len() {
+                let (send, streams) = self.h2_slot((first + k) % self.slots.len()).await?;
+                match streams.clone().try_acquire_owned() {
+                    Ok(stream) => return Ok((send, stream)),
+                    Err(_) => {
+                        full.get_or_insert((send, streams));
+                    }
+                }
+            }
+            let (send, streams) = full.expect("there are slots");
+            let stream = streams.acquire_owned().await.expect("never closed");
+            if !send.is_closed() {
+                return Ok((send, stream));
+            }
+            // That connection went away meanwhile: look again.
         }
     }
 
@@ -152,23 +197,23 @@ impl Client {
             Proto::Http1 => Some(self.h1_slots.acquire().await.expect("never closed")),
             Proto::Http2 => None,
         };
-        let (response, conn) = match self.proto {
+        let (response, conn, _stream) = match self.proto {
             Proto::Http2 => {
-                let mut send = self.h2().await?;
+                let (mut send, stream) = self.h2().await?;
                 if let Err(e) = send.ready().await {
                     return Err(SendError {
                         unprocessed: true,
                         what: format!("connection gone before the request: {e}"),
                     });
                 }
-                (send.try_send_request(request).await, None)
+                (send.try_send_request(request).await, None, Some(stream))
             }
             Proto::Http1 => {
                 let mut conn = self.h1().await?;
                 let Sender::Http1(send) = &mut conn.sender else {
                     unreachable!("the pool holds HTTP/1.1 connections")
                 };
-                (send.try_send_request(request).await, Some(conn))
+                (send.try_send_request(request).await, Some(conn), None)
             }
         };
         let response = response.map_err(|mut e| {

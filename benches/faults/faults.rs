@@ -233,9 +233,41 @@ pub async fn fault_bundle(proto: Proto, rate: u64, duration: Duration) -> (Arc<T
         for i in 1..=swaps {
             tokio::time::sleep_until((start + Duration::from_secs(i)).into()).await;
             project_version(&bundle, i, &bundle_files(i, i % 2 == 1));
+            // The next swap once the server has read this version (loaded or refused it): a
+            // server on a busy core takes seconds to build a bundle, and would otherwise meet
+            // only some versions, perhaps no good one (CI, issue 33).
+            let read = Instant::now();
+            while read.elapsed() < Duration::from_secs(30)
+                && replica.metric("palisade_policy_reloads_total").await
+                    + replica
+                        .metric("palisade_policy_reload_failures_total")
+                        .await
+                    < i as f64
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
         }
     };
-    let load = open_loop(client, cases, rate, duration + SETTLE, Arc::default());
+    // The load goes on until the last swap has been read, however long that takes.
+    let swapped = std::sync::atomic::AtomicBool::new(false);
+    let swap = async {
+        swap.await;
+        swapped.store(true, Ordering::Relaxed);
+    };
+    let load = async {
+        let tally = open_loop(
+            client.clone(),
+            cases.clone(),
+            rate,
+            duration + SETTLE,
+            Arc::default(),
+        )
+        .await;
+        while !swapped.load(Ordering::Relaxed) {
+            open_loop(client.clone(), cases.clone(), rate, SETTLE, tally.clone()).await;
+        }
+        tally
+    };
     let (tally, ()) = tokio::join!(load, swap);
     let reloads = replica.metric("palisade_policy_reloads_total").await;
     let rejected = replica
@@ -410,16 +442,24 @@ pub async fn fault_sigterm(proto: Proto, rate: u64, duration: Duration) -> (Arc<
             proxy.open(name)
         )
     };
+    // However low the rate, the drain must meet connections that carry reviews.
+    let met_traffic = |problems: &mut Vec<String>, name: &str| {
+        if proxy.open(name) == 0 {
+            problems.push(format!("no connection was open to {name} at SIGTERM"));
+        }
+    };
     let roll = async {
         let third = duration / 3;
         tokio::time::sleep(third).await;
         // a leaves; once it has exited, c takes its place; then b leaves.
+        met_traffic(&mut problems, "a");
         a.terminate();
         notes.push(format!("SIGTERM to a with {}", at_sigterm("a")));
         let a_exit = a.exited(Duration::from_secs(40)).await;
         let c = Replica::start(run.path(), "c", &args).await;
         proxy.add("c", &c);
         tokio::time::sleep(third.saturating_sub(Duration::from_secs(6))).await;
+        met_traffic(&mut problems, "b");
         b.terminate();
         notes.push(format!("SIGTERM to b with {}", at_sigterm("b")));
         let b_exit = b.exited(Duration::from_secs(40)).await;

@@ -69,12 +69,12 @@ async fn checked(client: &Client, case: &Case, tally: &Tally, scheduled: Instant
                 tally.note("retried (not processed)", e.what);
             }
             Ok(Err(e)) => {
-                tally.note("failed", format!("{}: {}", case.name, e.what));
+                tally.note("failed (no answer)", format!("{}: {}", case.name, e.what));
                 break None;
             }
             Err(_) => {
                 tally.note(
-                    "failed",
+                    "failed (no answer)",
                     format!("{}: no answer in {REVIEW_TIMEOUT:?}", case.name),
                 );
                 break None;
@@ -86,8 +86,9 @@ async fn checked(client: &Client, case: &Case, tally: &Tally, scheduled: Instant
     };
     let review: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     if status != 200 || review["kind"] != "AdmissionReview" {
+        // Apart from lost reviews: an overloaded server answers 504 past its request timeout.
         tally.note(
-            "failed",
+            &format!("failed (HTTP {status})"),
             format!(
                 "{}: HTTP {status}: {}",
                 case.name,

@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use palisade_testkit::bench::{cpu_seconds, free_port};
@@ -28,14 +29,37 @@ impl Drop for Replica {
     }
 }
 
-/// Two cores: every Palisade on core 0, this process (load, proxy, stand-in) on core 1.
+/// Two cores: every Palisade on core 0, this process (load, proxy, stand-in) on core 1. Decided
+/// once, before this process pins itself: asked afterwards, it sees one core, and answering "no"
+/// then left every Palisade on core 1 with the load (issue 33).
 pub fn pinned() -> bool {
-    std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2)
-        && Command::new("taskset")
-            .arg("-V")
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
+    static PINNED: OnceLock<bool> = OnceLock::new();
+    *PINNED.get_or_init(|| {
+        std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2)
+            && Command::new("taskset")
+                .arg("-V")
+                .stdout(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+    })
+}
+
+/// Busy CPU seconds of the core every Palisade runs on, so far, from /proc/stat (`None` when
+/// they are not pinned or it cannot be read).
+pub fn server_core_cpu() -> Option<f64> {
+    if !pinned() {
+        return None;
+    }
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let ticks: Vec<f64> = stat
+        .lines()
+        .find_map(|l| l.strip_prefix("cpu0 "))?
+        .split_whitespace()
+        .map(|t| t.parse().unwrap_or(0.0))
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is within user).
+    let busy = ticks.iter().take(8).sum::<f64>() - ticks.get(3)? - ticks.get(4)?;
+    Some(busy / 100.0)
 }
 
 impl Replica {
