@@ -443,6 +443,8 @@ pub struct Program {
     /// such variables before it, so that its value is the same at every review
     /// ([`CelParams`] keeps it once computed).
     constant: Vec<bool>,
+    /// Per variable after Gatekeeper's own: whether it reads `variables` whole.
+    reads_whole: Vec<bool>,
     /// Tells this program's constants from another's, in a [`CelParams`].
     id: u64,
 }
@@ -556,8 +558,13 @@ impl Program {
             })
             .collect();
         static IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let reads_whole = variables[BUILTIN_VARIABLES..]
+            .iter()
+            .map(|v| self::reads_variables_whole(&v.expr))
+            .collect();
         Ok(Program {
             constant,
+            reads_whole,
             id: IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             template: template.to_owned(),
             variables,
@@ -714,7 +721,7 @@ impl Program {
         for (i, v) in self.variables[BUILTIN_VARIABLES..].iter().enumerate() {
             // A variable that reads `variables` whole (`has(variables.x)`) sees those before it,
             // as it would in Kubernetes, where `variables` holds every declared one.
-            if self.reads_variables_whole && reads_variables_whole(&v.expr) {
+            if self.reads_whole[i] {
                 bind_variables_map(ctx, roots, &self.variables);
             }
             let value = match kept.and_then(|(_, k)| k[i].as_ref()) {
