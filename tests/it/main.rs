@@ -20,6 +20,7 @@ mod external_data;
 mod fuzz;
 mod gatekeeper_kinds;
 mod hostile;
+mod inventory_pruning;
 mod layering;
 mod matrix;
 mod matrix_designs;
