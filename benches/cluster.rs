@@ -4,6 +4,12 @@
 //! burst's last change decides reviews, and review latency percentiles, quiet against burst.
 //!
 //!   cargo bench --bench cluster
+//!   cargo bench --bench cluster -- --pods 100000 --separate-only   # the audit's peak
+//!
+//! `--pods N` adds N pods (not synced: the leader's audit lists them from the API, a page at a
+//! time); `--separate-only` runs only the measurement of Palisade in its own process, which
+//! waits for the leader's first audit; `PALISADE_BIN` runs another build there (a before/after
+//! comparison in one run).
 
 use std::time::{Duration, Instant};
 
@@ -83,9 +89,29 @@ struct Args {
     /// Changes written while reviews flow.
     #[arg(long, default_value_t = BURST)]
     burst: usize,
+    /// Pods created across the namespaces (a third privileged), audited by the leader.
+    #[arg(long, default_value_t = 0)]
+    pods: usize,
+    /// Only Palisade in its own process: no reviews, no burst.
+    #[arg(long)]
+    separate_only: bool,
     /// Accepted so that `cargo bench` may pass it.
     #[arg(long)]
     bench: bool,
+}
+
+fn pod(i: usize, namespaces: usize) -> Value {
+    let security = if i.is_multiple_of(3) {
+        json!({"privileged": true})
+    } else {
+        json!({"runAsNonRoot": true, "readOnlyRootFilesystem": true, "allowPrivilegeEscalation": false,
+            "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}})
+    };
+    json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": format!("p-{i}"), "namespace": format!("ns-{:05}", i % namespaces),
+            "labels": {"app": "web"}},
+        "spec": {"containers": [{"name": "c", "image": "nginx:1.27",
+            "resources": {"limits": {"cpu": "100m", "memory": "64Mi"}}, "securityContext": security}]}})
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -103,14 +129,33 @@ async fn main() {
                                "ingress": [{"ports": [{"protocol": "TCP", "port": 8080}]}]});
         api.create(allow).unwrap();
     }
+    for i in 0..args.pods {
+        api.create(pod(i, namespaces)).unwrap();
+    }
     let _ = api.create(
         json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "palisade-system"}}),
     );
-    let rss_before = rss_mib();
-    let kubeconfig = api.kubeconfig("bench").display().to_string();
     let policies = concat!(env!("CARGO_MANIFEST_DIR"), "/policies");
+    let kubeconfig = api.kubeconfig("bench").display().to_string();
+    if !args.separate_only {
+        in_process(&api, &kubeconfig, policies, namespaces, burst, &last).await;
+    }
+    let objects = 3 * namespaces + args.pods + if args.separate_only { 0 } else { burst };
+    separate(&kubeconfig, policies, objects, args.pods > 0).await;
+}
+
+/// Palisade in this process: time to ready, reviews quiet and during a burst of changes.
+async fn in_process(
+    api: &ApiServer,
+    kubeconfig: &str,
+    policies: &str,
+    namespaces: usize,
+    burst: usize,
+    last: &str,
+) {
+    let rss_before = rss_mib();
     let start = Instant::now();
-    let server = TestServer::start(&cluster_args(&kubeconfig, policies)).await;
+    let server = TestServer::start(&cluster_args(kubeconfig, policies)).await;
     while http_get(server.health, "/readyz").await.0 != 200 {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -147,7 +192,7 @@ async fn main() {
     // Burst: 1,000 changes as fast as the stand-in takes them, the last one deleting the
     // default-deny of a probe namespace; reviews keep flowing meanwhile.
     let (tx, rx) = tokio::sync::watch::channel(false);
-    let probe = pod_review(&last);
+    let probe = pod_review(last);
     let probe_client = server.client();
     let burst_latencies = {
         let server = &server;
@@ -163,8 +208,7 @@ async fn main() {
                 ))
                 .unwrap();
             }
-            api.delete(&NETWORK_POLICIES, &last, "default-deny")
-                .unwrap();
+            api.delete(&NETWORK_POLICIES, last, "default-deny").unwrap();
             let written = start.elapsed();
             let mut seen = false;
             while start.elapsed() < Duration::from_secs(30) {
@@ -206,18 +250,23 @@ async fn main() {
         rss_mib()
     );
     server.stop().await;
+}
 
-    // The same start in a process of its own: Palisade's memory alone, without the stand-in's
-    // objects and allocations beside it in this process.
+/// The same start in a process of its own: Palisade's memory alone, without the stand-in's
+/// objects and allocations beside it in this process. With `audit_all`, it samples until the
+/// leader's first audit is done.
+async fn separate(kubeconfig: &str, policies: &str, objects: usize, audit_all: bool) {
     let (listen, health) = (free_port(), free_port());
     let dir = tempfile::tempdir().unwrap();
+    let bin =
+        std::env::var_os("PALISADE_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_palisade").into());
     let child = ChildGuard(
-        std::process::Command::new(env!("CARGO_BIN_EXE_palisade"))
+        std::process::Command::new(&bin)
             .args(["serve", "--log-level", "warn", "--listen"])
             .arg(listen.to_string())
             .arg("--health-listen")
             .arg(health.to_string())
-            .args(cluster_args(&kubeconfig, policies))
+            .args(cluster_args(kubeconfig, policies))
             .current_dir(dir.path())
             .spawn()
             .unwrap(),
@@ -248,11 +297,33 @@ async fn main() {
             mib("VmHWM:")
         ));
     }
+    let mut audited = None;
+    if audit_all {
+        while start.elapsed() < Duration::from_secs(600) {
+            let metrics = http_get(health, "/metrics").await.1;
+            if metric(&metrics, "palisade_audit_runs_total{result=\"ok\"}")
+                .is_some_and(|n| n >= 1.0)
+            {
+                audited = Some((
+                    start.elapsed() - ready,
+                    metric(&metrics, "palisade_audit_objects"),
+                ));
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert!(audited.is_some(), "the first audit never finished");
+    }
     println!(
-        "palisade in its own process, {} objects listed: ready after {:.2} s; RSS {}; peak {:.0} MiB",
-        3 * namespaces + burst,
+        "palisade in its own process ({}), {objects} objects in the cluster: ready after {:.2} s; RSS {}; first audit {}; peak {:.0} MiB",
+        std::path::Path::new(&bin).display(),
         ready.as_secs_f64(),
         samples.join(", "),
+        audited.map_or("not awaited".into(), |(t, n)| format!(
+            "done {:.1} s after ready ({} objects)",
+            t.as_secs_f64(),
+            n.unwrap_or(0.0)
+        )),
         mib("VmHWM:")
     );
 }

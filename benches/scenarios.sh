@@ -21,7 +21,7 @@ if [ "${1:-}" = "--quick" ]; then
 fi
 SCENARIOS=${*:-ratio latency nonmatching fifty mutate memory inventory reload netpol library}
 
-BIN=target/release/palisade
+BIN=${PALISADE_BIN:-target/release/palisade}
 LOAD=$(ls -t target/release/deps/load-* 2>/dev/null | grep -v '\.d$' | head -1 || true)
 if [ ! -x "$BIN" ] || [ -z "$LOAD" ]; then
   echo "build first: cargo build --release && cargo build --release --bench load" >&2

@@ -232,25 +232,52 @@ pub fn coverage<'a>(
     policies: impl IntoIterator<Item = &'a Value>,
     scope: &Scope,
 ) -> Coverage {
-    let mut denies: BTreeMap<&str, (bool, bool)> = BTreeMap::new();
+    let mut denies = DefaultDenies::default();
     for policy in policies {
+        denies.add(policy);
+    }
+    denies.coverage(namespaces, scope)
+}
+
+/// Which directions some NetworkPolicy of each namespace denies by default, fed a page of
+/// policies at a time (the background audit does not hold every policy at once).
+#[derive(Debug, Clone, Default)]
+pub struct DefaultDenies {
+    by_namespace: BTreeMap<String, (bool, bool)>,
+}
+
+impl DefaultDenies {
+    /// Takes one NetworkPolicy into account.
+    pub fn add(&mut self, policy: &Value) {
+        let (ingress, egress) = (denies_all(policy, "Ingress"), denies_all(policy, "Egress"));
         let ns = policy["metadata"]["namespace"].as_str().unwrap_or_default();
-        let entry = denies.entry(ns).or_default();
-        entry.0 |= denies_all(policy, "Ingress");
-        entry.1 |= denies_all(policy, "Egress");
-    }
-    let mut coverage = Coverage::default();
-    for namespace in namespaces {
-        if !scope.includes(namespace) {
-            continue;
-        }
-        let name = namespace["metadata"]["name"].as_str().unwrap_or_default();
-        coverage.opted_in.insert(name.to_owned());
-        if denies.get(name) != Some(&(true, true)) {
-            coverage.lacking.insert(name.to_owned());
+        // Only namespaces with a default-deny need an entry: the others lack one either way.
+        if ingress || egress {
+            let entry = self.by_namespace.entry(ns.to_owned()).or_default();
+            entry.0 |= ingress;
+            entry.1 |= egress;
         }
     }
-    coverage
+
+    /// The coverage of `namespaces` (Namespace objects) by the policies added.
+    pub fn coverage<'a>(
+        &self,
+        namespaces: impl IntoIterator<Item = &'a Value>,
+        scope: &Scope,
+    ) -> Coverage {
+        let mut coverage = Coverage::default();
+        for namespace in namespaces {
+            if !scope.includes(namespace) {
+                continue;
+            }
+            let name = namespace["metadata"]["name"].as_str().unwrap_or_default();
+            coverage.opted_in.insert(name.to_owned());
+            if self.by_namespace.get(name) != Some(&(true, true)) {
+                coverage.lacking.insert(name.to_owned());
+            }
+        }
+        coverage
+    }
 }
 
 /// Whether a NetworkPolicy selects every pod and allows nothing in `direction` (`Ingress` or

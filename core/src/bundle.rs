@@ -661,6 +661,12 @@ impl Bundle {
         self.sync.as_deref()
     }
 
+    /// What the inventory keeps of each object for this bundle: the fields its templates read
+    /// in data.inventory, of the kinds the `Config` syncs ([`crate::inventory::keep`]).
+    pub fn inventory_keep(&self) -> crate::inventory::Keep {
+        crate::inventory::Keep::of(self.policies.templates().map(|t| t.inventory_reads()))
+    }
+
     /// The templates and constraints.
     pub fn policies(&self) -> &Policies {
         &self.policies

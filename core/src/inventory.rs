@@ -6,12 +6,19 @@
 //! never compiled into a template. [`Inventory::apply`] makes the next snapshot from a batch of
 //! changes, sharing every untouched subtree with the previous one, so a change costs the same
 //! whatever the number of templates, and touches only the maps on the changed object's path.
+//!
+//! What `data.inventory` holds of each object is the inventory's [`Keep`]: whole objects by
+//! default; in the server, the fields the bundle's templates read ([`keep`]). Namespaces are
+//! also held whole, and NetworkPolicies read into the model, whatever the templates read.
+
+pub mod keep;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use serde_json::Value;
 
+pub use self::keep::{Keep, Reads};
 use crate::netpol;
 use crate::object::{ObjectRef, to_regorus};
 
@@ -42,6 +49,11 @@ pub struct Inventory {
     /// Each Namespace's labels as the NetworkPolicy model reads them (its name label set), for
     /// reviews that look at every namespace (communication matrices); `None`: unreadable.
     namespace_labels: Arc<HashMap<String, Option<Arc<netpol::model::Labels>>>>,
+    /// What objects arriving now are pruned to.
+    keep: Arc<Keep>,
+    /// Every way the objects held may have been pruned: a template may read this snapshot only
+    /// when each of them keeps what it reads.
+    held: Vec<Arc<Keep>>,
     len: usize,
 }
 
@@ -73,6 +85,8 @@ impl Default for Inventory {
             namespaces: Arc::default(),
             network_policies: Arc::default(),
             namespace_labels: Arc::default(),
+            keep: Arc::default(),
+            held: vec![Arc::default()],
             len: 0,
         }
     }
@@ -85,6 +99,47 @@ impl Inventory {
         Self::default().apply(objects.into_iter().map(Change::Upsert))
     }
 
+    /// An empty snapshot that keeps of each object what `keep` says.
+    pub fn pruned(keep: Arc<Keep>) -> Self {
+        Self::default().with_keep(keep)
+    }
+
+    /// This snapshot, keeping from now on what `keep` says of the objects that arrive. The
+    /// objects already held stay as they were pruned, and count in [`Inventory::holds`] until
+    /// [`Inventory::settled`] says that every one has arrived again.
+    pub fn with_keep(&self, keep: Arc<Keep>) -> Self {
+        let mut next = self.clone();
+        if *next.keep == *keep {
+            return next;
+        }
+        if next.is_empty() {
+            next.held.clear();
+        }
+        next.held.retain(|k| **k != *keep);
+        next.held.push(keep.clone());
+        next.keep = keep;
+        next
+    }
+
+    /// This snapshot, once every object it holds was stored under the current [`Keep`] (the
+    /// live inventory re-listed every kind since the keep changed).
+    pub fn settled(&self) -> Self {
+        let mut next = self.clone();
+        next.held = vec![next.keep.clone()];
+        next
+    }
+
+    /// What objects arriving now are pruned to.
+    pub fn keep(&self) -> &Arc<Keep> {
+        &self.keep
+    }
+
+    /// Whether every object held keeps what `reads` reads, so that a template reading it sees
+    /// what it would see in whole objects.
+    pub fn holds(&self, reads: &Reads) -> bool {
+        reads.is_empty() || self.held.iter().all(|k| k.covers(reads))
+    }
+
     /// The next snapshot: this one with `changes` applied in order. `self` is unchanged, so
     /// evaluations still reading it are not disturbed.
     pub fn apply(&self, changes: impl IntoIterator<Item = Change>) -> Self {
@@ -93,6 +148,90 @@ impl Inventory {
             match change {
                 Change::Upsert(object) => next.upsert(object),
                 Change::Delete(object_ref) => next.delete(&object_ref),
+            }
+        }
+        next
+    }
+
+    /// This snapshot with every object of `top` laid over it (they win on the same identity),
+    /// as `top` holds them: pruned by its own keep, which then counts in [`Inventory::holds`].
+    pub fn overlay(&self, top: &Inventory) -> Self {
+        let mut next = self.clone();
+        if top.is_empty() {
+            return next;
+        }
+        for k in &top.held {
+            if !next.held.iter().any(|h| **h == **k) {
+                next.held.push(k.clone());
+            }
+        }
+        for (name, ns) in top.namespaces.iter() {
+            if Arc::make_mut(&mut next.namespaces)
+                .insert(name.clone(), ns.clone())
+                .is_none()
+            {
+                next.len += 1;
+            }
+            if let Some(labels) = top.namespace_labels.get(name) {
+                Arc::make_mut(&mut next.namespace_labels).insert(name.clone(), labels.clone());
+            }
+        }
+        for (ns, policies) in top.network_policies.iter() {
+            let by_ns = Arc::make_mut(&mut next.network_policies);
+            let mine = Arc::make_mut(by_ns.entry(ns.clone()).or_default());
+            for (name, policy) in policies.iter() {
+                if mine.insert(name.clone(), policy.clone()).is_none() {
+                    next.len += 1;
+                }
+            }
+        }
+        let mut objects = Vec::new();
+        let root = &top.data["inventory"];
+        let mut kinds = |prefix: Vec<regorus::Value>, by_gv: &regorus::Value| {
+            for (gv, by_kind) in by_gv.as_object().into_iter().flat_map(|m| m.iter()) {
+                for (kind, by_name) in by_kind.as_object().into_iter().flat_map(|m| m.iter()) {
+                    let mut path = prefix.clone();
+                    path.extend([gv.clone(), kind.clone()]);
+                    for (name, object) in by_name.as_object().into_iter().flat_map(|m| m.iter()) {
+                        objects.push((path.clone(), name.clone(), object.clone()));
+                    }
+                }
+            }
+        };
+        kinds(vec!["inventory".into(), "cluster".into()], &root["cluster"]);
+        for (ns, by_gv) in root["namespace"]
+            .as_object()
+            .into_iter()
+            .flat_map(|m| m.iter())
+        {
+            kinds(
+                vec!["inventory".into(), "namespace".into(), ns.clone()],
+                by_gv,
+            );
+        }
+        for (path, name, object) in objects {
+            // Namespaces and NetworkPolicies were counted with their maps.
+            let counted = match path.as_slice() {
+                [_, _, gv, kind] => gv == &"v1".into() && kind == &"Namespace".into(),
+                [_, _, _, gv, kind] => {
+                    kind == &"NetworkPolicy".into()
+                        && gv
+                            .as_string()
+                            .is_ok_and(|gv| gv.starts_with("networking.k8s.io/"))
+                }
+                _ => false,
+            };
+            let mut node = Some(&mut next.data);
+            for key in path {
+                node = node
+                    .and_then(|n| n.as_object_mut().ok())
+                    .map(|m| m.get_or_insert_with(key, regorus::Value::new_object));
+            }
+            if let Some(by_name) = node.and_then(|n| n.as_object_mut().ok())
+                && by_name.insert(name, object).is_none()
+                && !counted
+            {
+                next.len += 1;
             }
         }
         next
@@ -112,30 +251,56 @@ impl Inventory {
                 annotations.remove(LAST_APPLIED);
             }
         }
-        let value = to_regorus(&object);
+        let held_elsewhere = is_network_policy(&id) || id.is_namespace();
+        // What data.inventory holds: what templates read, else (for kinds held nowhere else)
+        // the object's name, so that it counts and can be found.
+        let value = match self.keep.prune(&id.api_version(), &id.kind, &object) {
+            Some(kept) => Some(to_regorus(&kept)),
+            None if held_elsewhere => None,
+            None => Some(to_regorus(&keep::identity_of(&object))),
+        };
+        let mut new = false;
         if is_network_policy(&id) {
             let policy = netpol::Policy::parse(&object, &id.namespace);
             let by_ns = Arc::make_mut(&mut self.network_policies);
             let policies = by_ns.entry(id.namespace.clone()).or_default();
-            Arc::make_mut(policies).insert(id.name.clone(), Arc::new(policy));
+            new = Arc::make_mut(policies)
+                .insert(id.name.clone(), Arc::new(policy))
+                .is_none();
         }
         if id.is_namespace() {
             let labels = netpol::Namespace::of(&object)
                 .ok()
                 .map(|ns| Arc::new(ns.labels));
             Arc::make_mut(&mut self.namespace_labels).insert(id.name.clone(), labels);
-            Arc::make_mut(&mut self.namespaces).insert(id.name.clone(), Arc::new(object));
+            new = Arc::make_mut(&mut self.namespaces)
+                .insert(id.name.clone(), Arc::new(object))
+                .is_none();
         }
-        let Some(by_name) = self.by_name_mut(&id, true) else {
-            return;
-        };
-        if by_name.insert(id.name.as_str().into(), value).is_none() {
+        match value {
+            Some(value) => {
+                if let Some(by_name) = self.by_name_mut(&id, true) {
+                    let added = by_name.insert(id.name.as_str().into(), value).is_none();
+                    new |= added && !held_elsewhere;
+                }
+            }
+            // Held for another keep, which read this kind.
+            None => self.remove_from_tree(&id),
+        }
+        if new {
             self.len += 1;
         }
     }
 
+    fn remove_from_tree(&mut self, id: &ObjectRef) {
+        if let Some(by_name) = self.by_name_mut(id, false) {
+            by_name.remove(&id.name.as_str().into());
+        }
+        self.prune(id);
+    }
+
     fn delete(&mut self, id: &ObjectRef) {
-        if self.get(id).is_none() {
+        if !self.contains(id) {
             return;
         }
         if id.is_namespace() {
@@ -151,12 +316,8 @@ impl Inventory {
                 }
             }
         }
-        if let Some(by_name) = self.by_name_mut(id, false)
-            && by_name.remove(&id.name.as_str().into()).is_some()
-        {
-            self.len -= 1;
-        }
-        self.prune(id);
+        self.remove_from_tree(id);
+        self.len -= 1;
     }
 
     /// The path of maps down to `[<kind>]`: the root, the namespace (for namespaced objects),
@@ -213,7 +374,21 @@ impl Inventory {
         }
     }
 
-    /// The object with this identity, as policies see it.
+    /// Whether an object with this identity is held.
+    pub fn contains(&self, id: &ObjectRef) -> bool {
+        if id.is_namespace() {
+            self.namespaces.contains_key(&id.name)
+        } else if is_network_policy(id) {
+            self.network_policies
+                .get(&id.namespace)
+                .is_some_and(|p| p.contains_key(&id.name))
+        } else {
+            self.get(id).is_some()
+        }
+    }
+
+    /// The object with this identity, as policies see it in data.inventory (pruned to what
+    /// they read; absent when none reads its kind).
     pub fn get(&self, id: &ObjectRef) -> Option<&regorus::Value> {
         let mut node = &self.data;
         for key in Self::path(id) {
@@ -225,41 +400,6 @@ impl Inventory {
     /// The Namespace object called `name`, if known.
     pub fn namespace(&self, name: &str) -> Option<&Value> {
         self.namespaces.get(name).map(Arc::as_ref)
-    }
-
-    /// Every object of `kind` in API group `group` (any version), as JSON, for the audit.
-    pub fn objects_of(&self, group: &str, kind: &str) -> Vec<Value> {
-        let mut out = Vec::new();
-        let Ok(root) = self.data["inventory"].as_object() else {
-            return out;
-        };
-        let mut collect = |by_gv: &regorus::Value| {
-            let Ok(by_gv) = by_gv.as_object() else {
-                return;
-            };
-            for (gv, by_kind) in by_gv.iter() {
-                let gv = gv.as_string().map(|s| s.to_string()).unwrap_or_default();
-                if crate::object::split_api_version(&gv).0 != group {
-                    continue;
-                }
-                if let Ok(by_name) = by_kind[&regorus::Value::from(kind)].as_object() {
-                    out.extend(
-                        by_name
-                            .values()
-                            .filter_map(|o| serde_json::to_value(o).ok()),
-                    );
-                }
-            }
-        };
-        if let Some(cluster) = root.get(&"cluster".into()) {
-            collect(cluster);
-        }
-        if let Some(Ok(namespaces)) = root.get(&"namespace".into()).map(|n| n.as_object()) {
-            for by_gv in namespaces.values() {
-                collect(by_gv);
-            }
-        }
-        out
     }
 
     /// Every Namespace object, by name.
@@ -325,16 +465,6 @@ mod tests {
 
     fn tree(inv: &Inventory) -> Value {
         serde_json::to_value(inv.data()).unwrap()["inventory"].clone()
-    }
-
-    #[test]
-    fn objects_of_a_kind_come_back_as_json_from_every_namespace() {
-        let inventory = Inventory::from_objects(shop());
-        let namespaces = inventory.objects_of("", "Namespace");
-        assert_eq!(namespaces.len(), 1);
-        assert_eq!(namespaces[0]["metadata"]["labels"]["a"], "b");
-        assert!(inventory.objects_of("apps", "Namespace").is_empty());
-        assert!(inventory.objects_of("", "Pod").is_empty());
     }
 
     #[test]
@@ -408,5 +538,78 @@ mod tests {
         let ns = &tree(&inv)["cluster"]["v1"]["Namespace"]["shop"]["metadata"];
         assert!(ns.get("managedFields").is_none());
         assert_eq!(ns["annotations"], json!({"keep": "me"}));
+    }
+
+    fn reads_policy_specs() -> Reads {
+        let mut reads = Reads::default();
+        reads.add(
+            [
+                "namespace",
+                "shop",
+                "networking.k8s.io/v1",
+                "NetworkPolicy",
+                "p",
+                "spec",
+            ]
+            .map(|k| keep::Step::Key(k.into()))
+            .to_vec(),
+            true,
+        );
+        reads
+    }
+
+    #[test]
+    fn a_pruned_inventory_holds_what_its_keep_reads_and_counts_everything() {
+        let keep = Arc::new(Keep::of([&reads_policy_specs()]));
+        let inv = Inventory::pruned(keep.clone()).apply(shop().into_iter().map(Change::Upsert));
+        assert_eq!(inv.len(), 2);
+        // No template reads Namespaces: held whole beside, not in data.inventory.
+        assert_eq!(tree(&inv)["cluster"], json!({}));
+        assert!(inv.namespace("shop").is_some());
+        let policy = ObjectRef::of(&shop()[1]);
+        let ns = ObjectRef::of(&shop()[0]);
+        assert!(inv.contains(&policy) && inv.contains(&ns));
+        assert!(inv.holds(&reads_policy_specs()));
+        assert!(!inv.holds(&Reads::everything()));
+        let gone = inv.apply([Change::Delete(ns), Change::Delete(policy)]);
+        assert_eq!(gone.len(), 0);
+        assert_eq!(tree(&gone)["namespace"], json!({}));
+    }
+
+    #[test]
+    fn a_wider_keep_holds_only_once_settled() {
+        let narrow = Arc::new(Keep::of([&Reads::default()]));
+        let inv = Inventory::pruned(narrow).apply(shop().into_iter().map(Change::Upsert));
+        assert!(!inv.holds(&reads_policy_specs()));
+        let wider = Arc::new(Keep::of([&reads_policy_specs()]));
+        let relisted = inv
+            .with_keep(wider)
+            .apply(shop().into_iter().map(Change::Upsert));
+        assert!(!relisted.holds(&reads_policy_specs()), "not settled yet");
+        assert!(relisted.settled().holds(&reads_policy_specs()));
+        // An empty inventory holds nothing pruned another way.
+        let empty = Inventory::pruned(Arc::new(Keep::of([&Reads::default()])));
+        assert!(empty.with_keep(Arc::default()).holds(&Reads::everything()));
+    }
+
+    #[test]
+    fn an_overlay_lays_every_object_over_and_counts_each_once() {
+        let live = Inventory::from_objects(shop());
+        let mut files = shop();
+        files[0]["metadata"]["labels"] = json!({"a": "c"});
+        files.push(json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "c", "namespace": "shop"}}));
+        let top = Inventory::from_objects(files.clone());
+        let both = live.overlay(&top);
+        assert_eq!(both.len(), 3);
+        assert_eq!(
+            both.namespace("shop").unwrap()["metadata"]["labels"]["a"],
+            "c"
+        );
+        assert_eq!(tree(&both), tree(&Inventory::from_objects(files)));
+        // Pruned files count in what the result holds.
+        let pruned = Inventory::pruned(Arc::new(Keep::of([&Reads::default()])))
+            .apply(shop().into_iter().map(Change::Upsert));
+        assert!(!live.overlay(&pruned).holds(&reads_policy_specs()));
     }
 }

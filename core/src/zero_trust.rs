@@ -93,7 +93,7 @@ impl Scope {
                 namespace: name.to_owned(),
                 name: policy.to_owned(),
             };
-            inventory.get(&id).is_some()
+            inventory.contains(&id)
         };
         self.includes(namespace) && !(generated(DEFAULT_DENY) && generated(ALLOW_DNS))
     }

@@ -1,7 +1,9 @@
 //! The background audit, run by the leader: every object of the kinds the constraints match,
-//! from the live inventory where it is synced and otherwise listed from the API in pages, through
+//! listed from the API a page at a time, each page evaluated before the next is fetched, through
 //! the one decision path (as Gatekeeper's audit: no operation, no userInfo); then PolicyReports
-//! and the default-deny coverage, replaced at each run.
+//! and the default-deny coverage, replaced at each run. Namespaces come from the live inventory,
+//! which holds them whole; its other objects are pruned to what templates read, so the audit
+//! does not judge them from there.
 //!
 //! The evaluation runs on one blocking thread, so an audit takes at most one core for a short
 //! burst; reviews keep their own threads and snapshots and never wait for it.
@@ -34,9 +36,9 @@ pub struct Auditor {
     pub decider: Arc<HotSwap<Decider>>,
     pub bundle: Arc<HotSwap<Bundle>>,
     pub inventory: Arc<InventoryStore>,
-    /// Kinds the inventory feed watched from the start. A kind is read from the inventory when
-    /// it is among these and still synced by the bundle of the run (its watch has run since the
-    /// start); a kind a `Config` or SyncSet added or dropped since is listed from the API, so a
+    /// Kinds the inventory feed watched from the start. Namespaces are read from the inventory
+    /// when they are among these and still synced by the bundle of the run (their watch has run
+    /// since the start); otherwise they are listed from the API, like every other kind, so a
     /// watch that has not listed yet (or was stopped) never hides objects from the audit.
     pub synced: Vec<SyncKind>,
     pub scope: Scope,
@@ -45,6 +47,48 @@ pub struct Auditor {
     /// missing and every namespaced object would fail closed) and for the cluster's policies
     /// (before them, its reports would miss their constraints).
     pub readiness: Arc<crate::state::readiness::Readiness>,
+}
+
+/// A finding without its violations' `details`: no report, status or metric of the background
+/// audit shows them, and with many objects they would be most of what the run holds.
+fn without_details(mut finding: audit::Finding) -> audit::Finding {
+    for v in &mut finding.violations {
+        v.details = Value::Null;
+    }
+    finding
+}
+
+/// A kind listed a page at a time (`limit` and `continue`).
+struct Pages {
+    api: Option<(Api<DynamicObject>, ApiResource)>,
+    /// The next page's request; `None` after the last.
+    params: Option<ListParams>,
+}
+
+impl Pages {
+    async fn next(&mut self) -> anyhow::Result<Option<Vec<Value>>> {
+        let (Some((api, resource)), Some(params)) = (&self.api, self.params.take()) else {
+            return Ok(None);
+        };
+        let page = api.list(&params).await?;
+        self.params = page
+            .metadata
+            .continue_
+            .filter(|c| !c.is_empty())
+            .map(|token| params.continue_token(&token));
+        Ok(Some(
+            page.items.into_iter().map(|o| typed(o, resource)).collect(),
+        ))
+    }
+}
+
+/// What one run evaluates against.
+struct Run<'a> {
+    decider: &'a Arc<Decider>,
+    bundle: &'a Arc<Bundle>,
+    inventory: &'a Arc<crate::inventory::Inventory>,
+    synced_now: &'a [SyncKind],
+    page_size: u32,
 }
 
 /// What one run found, for tests and logs.
@@ -164,33 +208,26 @@ impl Auditor {
                     .map(|k| (k.group.clone(), k.kind.clone())),
             );
         }
-        // One kind at a time: its objects are listed (or read from the inventory), evaluated,
-        // and dropped before the next kind's, so the audit holds one kind's objects and the
-        // findings, not every object of every kind at once.
+        // A page at a time: each page is listed, evaluated and dropped before the next is
+        // fetched, so the audit holds one page of objects and the findings, never a whole kind.
         let page_size = settings.page_size;
         let mut evaluated = Vec::new();
         let mut count = 0;
+        let mut denies = audit::DefaultDenies::default();
+        let mut policies_listed = false;
+        let run = Run {
+            decider: &decider,
+            bundle: &bundle,
+            inventory: &inventory,
+            synced_now: &synced_now,
+            page_size,
+        };
         for (group, kind) in &wanted {
-            let objects = self
-                .objects(&inventory, group, kind, &synced_now, page_size, said)
+            let policies = group == "networking.k8s.io" && kind == "NetworkPolicy";
+            policies_listed |= policies;
+            count += self
+                .audit_kind(&run, group, kind, &mut evaluated, &mut denies, said)
                 .await?;
-            count += objects.len();
-            let (decider, bundle, inventory) = (decider.clone(), bundle.clone(), inventory.clone());
-            // Behind reviews when they need the core.
-            evaluated.extend(
-                crate::state::background::in_background("audit", move || {
-                    audit::evaluate(
-                        &decider,
-                        &bundle,
-                        &inventory,
-                        objects,
-                        Presented::AsTheyAre,
-                        time::OffsetDateTime::now_utc(),
-                    )
-                })
-                .await
-                .map_err(|e| anyhow::anyhow!("audit evaluation failed: {e}"))?,
-            );
         }
         // Communication matrices judge the inventory as a whole.
         let (matrix_findings, matrices) = {
@@ -202,20 +239,18 @@ impl Auditor {
             .map_err(|e| anyhow::anyhow!("audit of the communication matrices failed: {e}"))?
         };
         evaluated.extend(matrix_findings);
-        let namespaces = self
-            .objects(&inventory, "", "Namespace", &synced_now, page_size, said)
-            .await?;
-        let policies = self
-            .objects(
-                &inventory,
-                "networking.k8s.io",
-                "NetworkPolicy",
-                &synced_now,
-                page_size,
-                said,
-            )
-            .await?;
-        let coverage = audit::coverage(&namespaces, &policies, &self.scope);
+        if !policies_listed {
+            // Only for the coverage: read a page at a time, nothing evaluated.
+            let mut pages = self
+                .pages("networking.k8s.io", "NetworkPolicy", page_size, said)
+                .await?;
+            while let Some(page) = pages.next().await? {
+                for p in &page {
+                    denies.add(p);
+                }
+            }
+        }
+        let coverage = denies.coverage(inventory.namespaces().map(|(_, ns)| ns), &self.scope);
         let now = time::OffsetDateTime::now_utc();
         let reports = report::policy_reports(
             &evaluated,
@@ -297,49 +332,102 @@ impl Auditor {
         })
     }
 
-    /// Every object of a kind: from the inventory when the feed syncs it, else listed in pages.
-    /// A kind the API server does not serve is skipped (said once).
-    /// Synced kinds come from `inventory`, the snapshot the run evaluates against.
-    async fn objects(
+    /// Audits every object of a kind into `evaluated`, feeding the NetworkPolicies to `denies`;
+    /// returns how many objects were judged. Namespaces synced since the start come from the
+    /// inventory (held whole); every other kind is listed from the API a page at a time.
+    async fn audit_kind(
         &self,
-        inventory: &crate::inventory::Inventory,
+        run: &Run<'_>,
         group: &str,
         kind: &str,
-        synced_now: &[SyncKind],
+        evaluated: &mut Vec<audit::Finding>,
+        denies: &mut audit::DefaultDenies,
+        said: &mut Said,
+    ) -> anyhow::Result<usize> {
+        let same = |k: &SyncKind| k.group == group && k.kind == kind;
+        let namespaces = group.is_empty() && kind == "Namespace";
+        if namespaces && self.synced.iter().any(same) && run.synced_now.iter().any(same) {
+            let (decider, bundle, inventory) = (
+                run.decider.clone(),
+                run.bundle.clone(),
+                run.inventory.clone(),
+            );
+            let count = inventory.namespaces().count();
+            // Behind reviews when they need the core.
+            let found = crate::state::background::in_background("audit", move || {
+                let objects = inventory.namespaces().map(|(_, ns)| ns.clone());
+                audit::evaluate(
+                    &decider,
+                    &bundle,
+                    &inventory,
+                    objects,
+                    Presented::AsTheyAre,
+                    time::OffsetDateTime::now_utc(),
+                )
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("audit evaluation failed: {e}"))?;
+            evaluated.extend(found.into_iter().map(without_details));
+            return Ok(count);
+        }
+        let policies = group == "networking.k8s.io" && kind == "NetworkPolicy";
+        let mut count = 0;
+        let mut pages = self.pages(group, kind, run.page_size, said).await?;
+        while let Some(page) = pages.next().await? {
+            count += page.len();
+            if policies {
+                for p in &page {
+                    denies.add(p);
+                }
+            }
+            let (decider, bundle, inventory) = (
+                run.decider.clone(),
+                run.bundle.clone(),
+                run.inventory.clone(),
+            );
+            // Behind reviews when they need the core.
+            let found = crate::state::background::in_background("audit", move || {
+                audit::evaluate(
+                    &decider,
+                    &bundle,
+                    &inventory,
+                    page,
+                    Presented::AsTheyAre,
+                    time::OffsetDateTime::now_utc(),
+                )
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("audit evaluation failed: {e}"))?;
+            evaluated.extend(found.into_iter().map(without_details));
+        }
+        Ok(count)
+    }
+
+    /// The objects of a kind, to be listed from the API a page at a time. A kind the API server
+    /// does not serve has none (said once).
+    async fn pages(
+        &self,
+        group: &str,
+        kind: &str,
         page_size: u32,
         said: &mut Said,
-    ) -> anyhow::Result<Vec<Value>> {
-        let same = |k: &SyncKind| k.group == group && k.kind == kind;
-        if self.synced.iter().any(same) && synced_now.iter().any(same) {
-            return Ok(inventory.objects_of(group, kind));
-        }
+    ) -> anyhow::Result<Pages> {
         let resource = match kube::discovery::group(&self.client, group).await {
             Ok(g) => g.recommended_kind(kind).map(|(r, _)| r),
             Err(kube::Error::Discovery(_)) => None,
             Err(e) => return Err(e.into()),
         };
-        let Some(resource) = resource else {
-            if said.unserved.insert((group.to_owned(), kind.to_owned())) {
-                tracing::warn!(
-                    group,
-                    kind,
-                    "a constraint names a kind the API server does not serve; the audit skips it"
-                );
-            }
-            return Ok(Vec::new());
-        };
-        let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &resource);
-        let mut out = Vec::new();
-        let mut params = ListParams::default().limit(page_size);
-        loop {
-            let page = api.list(&params).await?;
-            out.extend(page.items.into_iter().map(|o| typed(o, &resource)));
-            match page.metadata.continue_.filter(|c| !c.is_empty()) {
-                Some(token) => params = params.continue_token(&token),
-                None => break,
-            }
+        if resource.is_none() && said.unserved.insert((group.to_owned(), kind.to_owned())) {
+            tracing::warn!(
+                group,
+                kind,
+                "a constraint names a kind the API server does not serve; the audit skips it"
+            );
         }
-        Ok(out)
+        Ok(Pages {
+            api: resource.map(|r| (Api::all_with(self.client.clone(), &r), r)),
+            params: Some(ListParams::default().limit(page_size.max(1))),
+        })
     }
 
     /// Writes the audit's results into each cluster constraint's status (server-side apply of

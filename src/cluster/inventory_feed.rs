@@ -4,6 +4,11 @@
 //!
 //! The kinds are those of the bundle's Gatekeeper `Config` (`spec.sync.syncOnly`), else
 //! Namespaces and NetworkPolicies. When the bundle's Config changes, the watchers follow it.
+//!
+//! Objects are pruned to what the bundle's templates read ([`Keep`]). When a new bundle reads
+//! more, the watchers start again, so that every object is listed again whole and pruned anew;
+//! once every kind is re-listed the store is settled, and until then templates that read more
+//! than the objects hold fail closed.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -17,7 +22,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use crate::bundle::{Bundle, SyncKind};
-use crate::inventory::Change;
+use crate::inventory::{Change, Keep};
 use crate::object::ObjectRef;
 use crate::state::hotswap::HotSwap;
 use crate::state::inventory_store::InventoryStore;
@@ -48,11 +53,13 @@ pub fn synced_kinds(bundle: &Bundle) -> Vec<SyncKind> {
 
 /// What one watcher reports to the applier.
 enum Report {
-    /// From now on these kinds are synced; the objects of any other kind leave the inventory.
-    Sync(Vec<SyncKind>),
+    /// From now on these kinds are synced, pruned to this keep, by watchers of this
+    /// generation; the objects of any other kind leave the inventory.
+    Sync(Vec<SyncKind>, Arc<Keep>, u64),
     Changes(SyncKind, Vec<Change>),
-    /// The kind's first complete list (or a relist) is in: these objects, and no others.
-    Listed(SyncKind, HashSet<ObjectRef>),
+    /// The kind's first complete list (or a relist) is in, from a watcher of this generation:
+    /// these objects, and no others.
+    Listed(SyncKind, HashSet<ObjectRef>, u64),
     /// The API server answers for the kind again.
     Reachable(SyncKind),
     Failed(SyncKind, String),
@@ -93,27 +100,44 @@ pub async fn run(
     let (tx, rx) = mpsc::unbounded_channel();
     let applier = tokio::spawn(apply_batches(rx, store, readiness, metrics));
     let _applier = AbortOnDrop(applier);
-    let mut kinds = synced_kinds(&bundle.load());
-    loop {
-        if tx.send(Report::Sync(kinds.clone())).is_err() {
+    let wanted = |bundle: &Bundle| (synced_kinds(bundle), Arc::new(bundle.inventory_keep()));
+    let (mut kinds, mut keep) = wanted(&bundle.load());
+    for generation in 0.. {
+        if tx
+            .send(Report::Sync(kinds.clone(), keep.clone(), generation))
+            .is_err()
+        {
             return;
         }
         tracing::info!(kinds = %list(&kinds), "watching the cluster for data.inventory");
         let mut watchers = JoinSet::new();
         for kind in &kinds {
-            watchers.spawn(watch_kind(client.clone(), kind.clone(), tx.clone()));
+            watchers.spawn(watch_kind(
+                client.clone(),
+                kind.clone(),
+                tx.clone(),
+                generation,
+            ));
         }
-        // Follow the bundle: a new Config changes what is watched.
-        let next = loop {
+        // Follow the bundle: a new Config changes what is watched, and new templates what is
+        // kept of each object (everything is listed again, to be pruned anew).
+        let (next, next_keep) = loop {
             tokio::time::sleep(Duration::from_secs(2)).await;
-            let now = synced_kinds(&bundle.load());
-            if now != kinds {
-                break now;
+            let (now, now_keep) = wanted(&bundle.load());
+            if now != kinds || now_keep != keep {
+                break (now, now_keep);
             }
         };
         watchers.abort_all();
-        tracing::info!(from = %list(&kinds), to = %list(&next), "the synced kinds changed");
-        kinds = next;
+        if next != kinds {
+            tracing::info!(from = %list(&kinds), to = %list(&next), "the synced kinds changed");
+        }
+        if next_keep != keep {
+            tracing::info!(
+                "the bundle's templates read other fields of data.inventory; listing every synced kind again"
+            );
+        }
+        (kinds, keep) = (next, next_keep);
     }
 }
 
@@ -137,12 +161,21 @@ impl Drop for AbortOnDrop {
 #[derive(Default)]
 struct FeedState {
     kinds: HashMap<SyncKind, KindState>,
+    /// The watchers' generation, and the keep they list for.
+    generation: u64,
+    keep: Option<Arc<Keep>>,
+    /// A keep to give the store before the next batch.
+    new_keep: Option<Arc<Keep>>,
+    /// Every kind was listed again for this keep: settle the store after the batch.
+    settle: Option<Arc<Keep>>,
 }
 
 #[derive(Default)]
 struct KindState {
     known: HashSet<ObjectRef>,
     listed: bool,
+    /// Listed by a watcher of the current generation.
+    relisted: bool,
     /// Since when its watch has been failing.
     failing_since: Option<Instant>,
 }
@@ -180,7 +213,12 @@ impl FeedState {
 
 /// Watches one kind until aborted. Objects come back with apiVersion and kind filled in: list
 /// items carry neither.
-async fn watch_kind(client: kube::Client, kind: SyncKind, tx: mpsc::UnboundedSender<Report>) {
+async fn watch_kind(
+    client: kube::Client,
+    kind: SyncKind,
+    tx: mpsc::UnboundedSender<Report>,
+    generation: u64,
+) {
     let gvk = GroupVersionKind::gvk(&kind.group, &kind.version, &kind.kind);
     let mut delay = Duration::from_millis(500);
     let resource = loop {
@@ -238,7 +276,7 @@ async fn watch_kind(client: kube::Client, kind: SyncKind, tx: mpsc::UnboundedSen
                 Report::Changes(kind.clone(), vec![Change::Upsert(value)])
             }
             Ok(watcher::Event::InitDone) => {
-                Report::Listed(kind.clone(), listing.take().unwrap_or_default())
+                Report::Listed(kind.clone(), listing.take().unwrap_or_default(), generation)
             }
             Ok(watcher::Event::Apply(object)) => {
                 Report::Changes(kind.clone(), vec![Change::Upsert(typed(object, &resource))])
@@ -305,11 +343,18 @@ async fn apply_batches(
                 Ok(None) | Err(_) => break,
             }
         }
-        if !changes.is_empty() {
+        let (new_keep, settle) = (state.new_keep.take(), state.settle.take());
+        if !changes.is_empty() || new_keep.is_some() || settle.is_some() {
             let store = store.clone();
             // A large batch is CPU work: off the I/O threads.
             let applied = tokio::task::spawn_blocking(move || {
+                if let Some(keep) = new_keep {
+                    store.set_keep(keep, None);
+                }
                 store.apply_live(changes);
+                if let Some(keep) = settle {
+                    store.settle(&keep);
+                }
                 store.load().len()
             })
             .await;
@@ -332,8 +377,15 @@ impl FeedState {
         metrics: &ClusterMetrics,
     ) {
         match report {
-            Report::Sync(kinds) => {
+            Report::Sync(kinds, keep, generation) => {
                 changes.append(&mut self.expect(&kinds));
+                self.generation = generation;
+                for k in self.kinds.values_mut() {
+                    k.relisted = false;
+                }
+                self.settle = None;
+                self.new_keep = Some(keep.clone());
+                self.keep = Some(keep);
                 let listed = self.all_listed();
                 readiness.set_inventory_synced(listed);
                 metrics.inventory_synced.set(i64::from(listed));
@@ -351,10 +403,11 @@ impl FeedState {
                 }
                 changes.extend(c);
             }
-            Report::Listed(kind, listed) => {
+            Report::Listed(kind, listed, generation) => {
                 let Some(k) = self.kinds.get_mut(&kind) else {
                     return;
                 };
+                k.relisted |= generation == self.generation;
                 // What the relist did not return is gone (deleted while nobody watched).
                 changes.extend(k.known.difference(&listed).cloned().map(Change::Delete));
                 k.known = listed;
@@ -368,6 +421,9 @@ impl FeedState {
                 if self.all_listed() {
                     readiness.set_inventory_synced(true);
                     metrics.inventory_synced.set(1);
+                }
+                if self.kinds.values().all(|k| k.relisted) {
+                    self.settle = self.keep.clone();
                 }
             }
             Report::Reachable(kind) => {
@@ -448,7 +504,12 @@ mod tests {
         let mut state = FeedState::default();
         let mut changes = Vec::new();
         let kinds = vec![SyncKind::namespace(), SyncKind::network_policy()];
-        state.handle(Report::Sync(kinds), &mut changes, &readiness, &metrics);
+        state.handle(
+            Report::Sync(kinds, Arc::default(), 0),
+            &mut changes,
+            &readiness,
+            &metrics,
+        );
         assert!(readiness.check().is_err(), "nothing listed yet");
         let namespaces = SyncKind::namespace();
         let upserts = vec![Change::Upsert(ns("a")), Change::Upsert(ns("b"))];
@@ -460,12 +521,12 @@ mod tests {
         );
         let listed: HashSet<ObjectRef> = [ObjectRef::of(&ns("a")), ObjectRef::of(&ns("b"))].into();
         state.handle(
-            Report::Listed(namespaces.clone(), listed),
+            Report::Listed(namespaces.clone(), listed, 0),
             &mut changes,
             &readiness,
             &metrics,
         );
-        let listed = Report::Listed(SyncKind::network_policy(), HashSet::new());
+        let listed = Report::Listed(SyncKind::network_policy(), HashSet::new(), 0);
         state.handle(listed, &mut changes, &readiness, &metrics);
         assert_eq!(metrics.inventory_synced.get(), 1);
 
@@ -473,7 +534,7 @@ mod tests {
         changes.clear();
         let relisted: HashSet<ObjectRef> = [ObjectRef::of(&ns("a"))].into();
         state.handle(
-            Report::Listed(namespaces.clone(), relisted),
+            Report::Listed(namespaces.clone(), relisted, 0),
             &mut changes,
             &readiness,
             &metrics,
@@ -483,7 +544,7 @@ mod tests {
         // Namespaces are no longer synced: a leaves, and a late event of theirs is ignored.
         changes.clear();
         state.handle(
-            Report::Sync(vec![SyncKind::network_policy()]),
+            Report::Sync(vec![SyncKind::network_policy()], Arc::default(), 0),
             &mut changes,
             &readiness,
             &metrics,
@@ -497,5 +558,41 @@ mod tests {
             &metrics,
         );
         assert!(changes.is_empty());
+    }
+
+    /// A new keep (a bundle whose templates read more) settles the store only once every kind
+    /// was listed again by the watchers started for it; a list from an older watcher does not.
+    #[test]
+    fn a_new_keep_settles_once_every_kind_is_listed_again() {
+        let (readiness, metrics) = (Readiness::default(), ClusterMetrics::default());
+        let mut state = FeedState::default();
+        let mut changes = Vec::new();
+        let kinds = vec![SyncKind::namespace(), SyncKind::network_policy()];
+        let mut handle = |state: &mut FeedState, report| {
+            state.handle(report, &mut changes, &readiness, &metrics)
+        };
+        handle(&mut state, Report::Sync(kinds.clone(), Arc::default(), 0));
+        for kind in &kinds {
+            handle(&mut state, Report::Listed(kind.clone(), HashSet::new(), 0));
+        }
+        assert!(state.settle.take().is_some());
+        let keep = Arc::new(Keep::of([]));
+        handle(&mut state, Report::Sync(kinds.clone(), keep.clone(), 1));
+        assert_eq!(state.new_keep.take(), Some(keep.clone()));
+        // An aborted watcher of generation 0 finishing its list late.
+        handle(
+            &mut state,
+            Report::Listed(SyncKind::namespace(), HashSet::new(), 0),
+        );
+        handle(
+            &mut state,
+            Report::Listed(SyncKind::network_policy(), HashSet::new(), 1),
+        );
+        assert!(state.settle.is_none(), "namespaces were not listed again");
+        handle(
+            &mut state,
+            Report::Listed(SyncKind::namespace(), HashSet::new(), 1),
+        );
+        assert_eq!(state.settle.take(), Some(keep));
     }
 }

@@ -373,7 +373,7 @@ spec: {match: {kinds: [{apiGroups: [""], kinds: ["Pod"]}]}}
         App::new(
             Arc::new(HotSwap::new(Decider::new(vec!["kube-system".into()]), None)),
             Arc::new(HotSwap::new(bundle, None)),
-            Arc::new(InventoryStore::new(Arc::new(Vec::new()))),
+            Arc::new(InventoryStore::new(Vec::new())),
             Arc::new(Metrics::new()),
             Limits {
                 max_body_bytes,

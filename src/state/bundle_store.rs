@@ -63,8 +63,12 @@ impl BundleStore {
         let inventory = files::read_objects(&inventory_paths).map_err(LoadError::Inventory)?;
         metrics.policy_loaded(bundle.policies().constraints().len());
         let inventory_files = HotSwap::new(inventory, Some(inventory_fp));
+        // The store keeps the file objects pruned; their JSON is dropped here (a new keep reads
+        // the files again).
+        let store =
+            InventoryStore::with_keep(Arc::new(bundle.inventory_keep()), take(&inventory_files));
         Ok(Self {
-            inventory: Arc::new(InventoryStore::new(inventory_files.load())),
+            inventory: Arc::new(store),
             inventory_files,
             policies: policies.to_path_buf(),
             options,
@@ -97,6 +101,7 @@ impl BundleStore {
         let result = f(state, &options);
         let merged = state.merge(&files);
         self.bundle.set(merged);
+        self.follow_keep();
         result
     }
 
@@ -117,6 +122,30 @@ impl BundleStore {
             Some(state) => self.bundle.set(state.merge(&files)),
             None => self.bundle.set((*files).clone()),
         }
+        self.follow_keep();
+    }
+
+    /// The inventory keeps what the served bundle's templates read. Until the objects held
+    /// were re-read for it, templates reading more fail closed (see `InventoryStore`).
+    fn follow_keep(&self) {
+        let keep = Arc::new(self.bundle.load().inventory_keep());
+        if *self.inventory.files_keep() == *keep {
+            return;
+        }
+        let files = if self.inventory_paths.is_empty() {
+            Some(Vec::new())
+        } else {
+            match files::read_objects(&self.inventory_paths) {
+                Ok(files) => Some(files),
+                Err(error) => {
+                    // The file objects stay as they were pruned: templates that read more of
+                    // them fail closed until the files can be read.
+                    tracing::error!(%error, "cannot read the inventory files again for the new bundle");
+                    None
+                }
+            }
+        };
+        self.inventory.set_keep(keep, files);
     }
 
     pub fn bundle(&self) -> Arc<HotSwap<Bundle>> {
@@ -162,7 +191,7 @@ impl BundleStore {
             Reload::Unchanged => {}
             Reload::Reloaded => {
                 changed = true;
-                self.inventory.set_files(self.inventory_files.load());
+                self.inventory.set_files(take(&self.inventory_files));
                 self.metrics.policy_reloaded(constraints);
                 tracing::info!(
                     objects = self.inventory.load().len(),
@@ -219,4 +248,12 @@ fn fingerprint(roots: &[PathBuf]) -> u64 {
         }
     }
     h.finish()
+}
+
+/// The objects just read, leaving an empty list served: the store keeps them pruned, and
+/// the swapper only the fingerprint of what was read.
+fn take(files: &HotSwap<Vec<Value>>) -> Vec<Value> {
+    let objects = files.load();
+    files.set(Vec::new());
+    Arc::try_unwrap(objects).unwrap_or_else(|shared| shared.as_ref().clone())
 }

@@ -20,6 +20,7 @@ mod external_data;
 mod fuzz;
 mod gatekeeper_kinds;
 mod hostile;
+mod inventory_pruning;
 mod layering;
 mod library_six;
 mod match_conditions;

@@ -71,24 +71,34 @@ fn reference(object: &ObjectRef, uid: Option<&str>) -> Value {
 struct Draft {
     /// (rank, result): deny results first when the list is cut.
     results: Vec<(u8, Value)>,
+    /// Results added, listed or not.
+    total: usize,
     pass: u64,
     counts: BTreeMap<&'static str, u64>,
 }
 
 impl Draft {
-    fn add(&mut self, rank: u8, result: Value) {
+    /// Adds a result; only the `max_results` that [`Draft::finish`] lists are kept, so a report
+    /// of many objects holds no more than it shows (the counts count them all).
+    fn add(&mut self, rank: u8, result: Value, max_results: usize) {
         let kind = match result["result"].as_str() {
             Some("warn") => "warn",
             Some("error") => "error",
             _ => "fail",
         };
         *self.counts.entry(kind).or_default() += 1;
+        self.total += 1;
         self.results.push((rank, result));
+        if self.results.len() >= 2 * max_results.max(1) {
+            // As `finish` cuts: by rank, in the order added within one (a stable sort).
+            self.results.sort_by_key(|(rank, _)| *rank);
+            self.results.truncate(max_results);
+        }
     }
 
     fn finish(mut self, kind: &str, namespace: Option<&str>, max_results: usize) -> Value {
         self.results.sort_by_key(|(rank, _)| *rank);
-        let total = self.results.len();
+        let total = self.total;
         self.results.truncate(max_results);
         let omitted = total - self.results.len();
         let mut metadata = json!({"name": REPORT_NAME, "labels": {MANAGED_BY.0: MANAGED_BY.1}});
@@ -153,6 +163,7 @@ pub fn policy_reports(
                     "resources": [reference(&f.object, f.uid.as_deref())],
                     "properties": {"enforcementAction": v.action.as_str(), "constraintKind": v.constraint_kind},
                 }),
+                max_results,
             );
         }
     }
@@ -173,6 +184,7 @@ pub fn policy_reports(
                     "timestamp": {"seconds": now, "nanos": 0},
                     "resources": [{"apiVersion": "v1", "kind": "Namespace", "name": ns}],
                 }),
+                max_results,
             );
         }
         cluster.pass += (c.opted_in.len() - c.lacking.len()) as u64;
@@ -536,6 +548,31 @@ mod tests {
             uid: Some(format!("uid-{name}")),
             violations,
         }
+    }
+
+    /// A report keeps only what it lists while it is made, and lists what it would list had
+    /// it kept every result: deny first, in the order found, with every result counted.
+    #[test]
+    fn a_report_of_many_results_lists_the_same_few_it_would_list_from_all() {
+        let actions = [Action::Warn, Action::Dryrun, Action::Deny];
+        let findings: Vec<Finding> = (0..50)
+            .map(|i| finding("a", &format!("p{i}"), vec![violation("c", actions[i % 3])]))
+            .collect();
+        let reports = policy_reports(&findings, None, 4, 0);
+        let listed: Vec<&str> = reports[0]["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["resources"][0]["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(listed, ["p2", "p5", "p8", "p11"]);
+        assert_eq!(reports[0]["summary"]["warn"], 17);
+        assert!(
+            reports[0]["metadata"]["annotations"][OMITTED_ANNOTATION]
+                .as_str()
+                .unwrap()
+                .starts_with("46 of 50")
+        );
     }
 
     #[test]

@@ -14,6 +14,7 @@
 
 mod checks;
 mod masking;
+mod reads;
 mod rewrites;
 
 pub(crate) use checks::{
@@ -22,6 +23,7 @@ pub(crate) use checks::{
     vm_undefined_rules,
 };
 pub use masking::{closing, mask};
+pub(crate) use reads::inventory_reads;
 pub(crate) use rewrites::{
     assign_fresh_unifications, bind_partial_heads, fill_missing_sprintf_args,
     guard_comprehension_terms, guard_membership_values, guard_negated_terms,

@@ -19,6 +19,7 @@ use serde_json::Value;
 
 use super::{external, rego};
 use crate::inventory::Inventory;
+use crate::inventory::keep::Reads;
 use crate::manifest::Document;
 use crate::matcher::string_list;
 
@@ -121,6 +122,9 @@ thread_local! {
 
 /// Where a template reads the NetworkPolicy model's facts.
 pub const REACHABILITY: &str = "input.palisade.reachability";
+
+/// The error of a template evaluated against an inventory that does not hold what it reads.
+pub const INVENTORY_PRUNED: &str = "the inventory does not hold yet the fields this template reads in data.inventory (it is being re-read for a new bundle); failing closed until it does";
 
 const INVENTORY_EXTENSION: &str = "__palisade_inventory";
 
@@ -561,6 +565,8 @@ pub struct Template {
     /// Most memory one evaluation may allocate (on the VM).
     memory: Option<NonZeroU64>,
     uses_inventory: bool,
+    /// What it reads of `data.inventory` (the inventory keeps those fields).
+    inventory_reads: Arc<Reads>,
     /// Calls `external_data`: evaluated with the time its providers may take.
     uses_external_data: bool,
     /// Reads `input.palisade.reachability`, the NetworkPolicy model's facts.
@@ -714,6 +720,7 @@ impl Template {
             return Err(recursion);
         }
         let rule = format!("{package}.violation");
+        let inventory_reads = Arc::new(rego::inventory_reads(engine.get_modules()));
         let uses_inventory = std::iter::once(&src.rego)
             .chain(&src.libs)
             .any(|code| code.contains("data.inventory"));
@@ -799,6 +806,7 @@ impl Template {
             },
             memory: options.eval_memory,
             uses_inventory,
+            inventory_reads,
             uses_external_data,
             uses_reachability,
             uses_matrix,
@@ -826,6 +834,7 @@ impl Template {
             timeout: options.eval_timeout,
             memory: options.eval_memory,
             uses_inventory: false,
+            inventory_reads: Arc::default(),
             uses_external_data: false,
             uses_reachability: false,
             uses_matrix: false,
@@ -868,6 +877,12 @@ impl Template {
         self.uses_namespace_object
     }
 
+    /// What the template reads of `data.inventory`: the inventory keeps those fields of each
+    /// object ([`crate::inventory::keep`]).
+    pub fn inventory_reads(&self) -> &Reads {
+        &self.inventory_reads
+    }
+
     /// Whether the template runs on the VM.
     pub fn on_vm(&self) -> bool {
         matches!(self.evaluator, Evaluator::Vm(_))
@@ -886,6 +901,11 @@ impl Template {
         inventory: &Inventory,
         limit: Duration,
     ) -> Result<regorus::Value, EvalError> {
+        // Objects pruned for another bundle may lack what this template reads: fail closed
+        // until the inventory holds them again (the live inventory re-lists at once).
+        if !inventory.holds(&self.inventory_reads) {
+            return Err(EvalError::Engine(INVENTORY_PRUNED.into()));
+        }
         let inventory = self.uses_inventory.then_some(inventory);
         let _inside = InEngine::enter();
         let calls = self

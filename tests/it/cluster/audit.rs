@@ -12,8 +12,9 @@ use serde_json::json;
 use super::{audit_pod, zero_trust_labels};
 use crate::common::*;
 
-/// The leader audits what runs: pods listed from the API in pages (they are not synced),
-/// Namespaces and NetworkPolicies from the live inventory; without the PolicyReport CRD it keeps
+/// The leader audits what runs: pods and NetworkPolicies listed from the API a page at a time
+/// (the live inventory holds NetworkPolicies pruned to what templates read), Namespaces from the
+/// live inventory (held whole); without the PolicyReport CRD it keeps
 /// its metrics, with it it publishes one report per namespace and a cluster report with the
 /// default-deny coverage, and each run replaces the last.
 #[tokio::test]
@@ -96,6 +97,13 @@ async fn the_leader_audits_what_runs_into_policy_reports() {
     assert!(
         pages >= 2,
         "pods were listed in pages of 2: {:?}",
+        api.requests()
+    );
+    assert!(
+        api.requests().iter().any(|r| r
+            .starts_with("GET /apis/networking.k8s.io/v1/networkpolicies?")
+            && r.contains("limit=2")),
+        "NetworkPolicies were listed by the audit in pages of 2: {:?}",
         api.requests()
     );
 

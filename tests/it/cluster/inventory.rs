@@ -180,3 +180,107 @@ async fn a_named_kubeconfig_that_is_broken_stops_the_start() {
         "{error}"
     );
 }
+
+/// A template that reads the NetworkPolicies' labels, which the default bundle's templates
+/// do not read (so the live inventory does not hold them).
+const READS_LABELS: &str = r#"
+apiVersion: templates.gatekeeper.sh/v1
+kind: ConstraintTemplate
+metadata: {name: reviewedpolicies}
+spec:
+  crd: {spec: {names: {kind: ReviewedPolicies}}}
+  targets:
+    - target: admission.k8s.gatekeeper.sh
+      rego: |
+        package reviewedpolicies
+        violation[{"msg": "bundle B"}] { true }
+        violation[{"msg": msg}] {
+          policy := data.inventory.namespace[input.review.object.metadata.namespace][_].NetworkPolicy[_]
+          msg := sprintf("reviewed by %v", [policy.metadata.labels.reviewer])
+        }
+---
+apiVersion: constraints.gatekeeper.sh/v1beta1
+kind: ReviewedPolicies
+metadata: {name: reviewed}
+spec:
+  match: {kinds: [{apiGroups: [""], kinds: [Pod]}]}
+"#;
+
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let target = to.join(path.file_name().unwrap());
+        if path.is_dir() {
+            copy_tree(&path, &target);
+        } else {
+            std::fs::copy(&path, &target).unwrap();
+        }
+    }
+}
+
+/// The live inventory holds of each object what the bundle's templates read. A new bundle
+/// whose template reads more (the NetworkPolicies' labels) is never evaluated against objects
+/// pruned for the old one: it fails closed until every kind is listed again, then decides on
+/// the labels.
+#[tokio::test]
+async fn a_bundle_that_reads_more_is_decided_on_objects_listed_again() {
+    let api = ApiServer::start().await;
+    api.create(namespace("shop", json!({"security-level": "medium"})))
+        .unwrap();
+    let mut policy = default_deny("shop", "deny-everything");
+    policy["metadata"]["labels"] = json!({"reviewer": "alice"});
+    api.create(policy).unwrap();
+    let policies = tempfile::tempdir().unwrap();
+    copy_tree(&repo_path("policies"), policies.path());
+    let server = palisade_testkit::cluster::start_palisade_with(
+        &api,
+        "replica-a",
+        tempfile::tempdir().unwrap(),
+        policies.path(),
+        &["--generate-default-deny=false"],
+    )
+    .await;
+    let ready = eventually(Duration::from_secs(10), || async {
+        http_get(server.health, "/readyz").await.0 == 200
+    })
+    .await;
+    assert!(ready);
+    assert!(!pod_denied_for_default_deny(&server, "shop").await);
+    let listed = |api: &ApiServer| {
+        api.requests()
+            .iter()
+            .filter(|r| {
+                r.starts_with("GET /apis/networking.k8s.io/v1/networkpolicies?")
+                    && !r.contains("watch=true")
+            })
+            .count()
+    };
+    let lists_before = listed(&api);
+
+    std::fs::write(policies.path().join("reviewed.yaml"), READS_LABELS).unwrap();
+    let client = server.client();
+    let (mut closed, mut decided) = (0, false);
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_secs(20) {
+        let rsp = create_pod(&client, "shop").await;
+        let message = rsp["status"]["message"].as_str().unwrap_or("").to_owned();
+        if message.contains("does not hold yet the fields") {
+            closed += 1;
+        }
+        if message.contains("bundle B") {
+            assert!(
+                message.contains("reviewed by alice"),
+                "decided on NetworkPolicies pruned for the old bundle: {message}"
+            );
+            decided = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(decided, "the new template never decided on the labels");
+    assert!(
+        listed(&api) > lists_before,
+        "the NetworkPolicies were listed again ({closed} reviews failed closed meanwhile)"
+    );
+}
