@@ -49,15 +49,6 @@ pub struct Auditor {
     pub readiness: Arc<crate::state::readiness::Readiness>,
 }
 
-/// A finding without its violations' `details`: no report, status or metric of the background
-/// audit shows them, and with many objects they would be most of what the run holds.
-fn without_details(mut finding: audit::Finding) -> audit::Finding {
-    for v in &mut finding.violations {
-        v.details = Value::Null;
-    }
-    finding
-}
-
 /// A kind listed a page at a time (`limit` and `continue`).
 struct Pages {
     api: Option<(Api<DynamicObject>, ApiResource)>,
@@ -208,10 +199,16 @@ impl Auditor {
                     .map(|k| (k.group.clone(), k.kind.clone())),
             );
         }
-        // A page at a time: each page is listed, evaluated and dropped before the next is
-        // fetched, so the audit holds one page of objects and the findings, never a whole kind.
+        // A page at a time: each page is listed, evaluated, folded into what the audit writes
+        // and dropped before the next is fetched, so the audit holds one page of objects and
+        // the results it will list, never a whole kind nor a finding per object.
         let page_size = settings.page_size;
-        let mut evaluated = Vec::new();
+        let now = time::OffsetDateTime::now_utc();
+        let mut evaluated = report::Tally::new(
+            settings.max_results_per_report,
+            settings.constraint_violations_limit,
+            now.unix_timestamp(),
+        );
         let mut count = 0;
         let mut denies = audit::DefaultDenies::default();
         let mut policies_listed = false;
@@ -238,7 +235,7 @@ impl Auditor {
             .await
             .map_err(|e| anyhow::anyhow!("audit of the communication matrices failed: {e}"))?
         };
-        evaluated.extend(matrix_findings);
+        matrix_findings.iter().for_each(|f| evaluated.add(f));
         if !policies_listed {
             // Only for the coverage: read a page at a time, nothing evaluated.
             let mut pages = self
@@ -251,27 +248,19 @@ impl Auditor {
             }
         }
         let coverage = denies.coverage(inventory.namespaces().map(|(_, ns)| ns), &self.scope);
-        let now = time::OffsetDateTime::now_utc();
-        let reports = report::policy_reports(
-            &evaluated,
-            Some(&coverage),
-            settings.max_results_per_report,
-            now.unix_timestamp(),
-        );
+        let reports = evaluated.policy_reports(Some(&coverage));
         let published = self.publish(&reports, page_size, said).await?;
         let timestamp = now
             .replace_nanosecond(0)
             .unwrap_or(now)
             .format(&time::format_description::well_known::Rfc3339)?;
-        let statuses = report::constraint_statuses(
+        let statuses = evaluated.constraint_statuses(
             bundle
                 .policies()
                 .constraints()
                 .iter()
                 .filter(|c| bundle.is_from_cluster(&c.kind, &c.name))
                 .map(|c| (c.kind.as_str(), c.name.as_str())),
-            &evaluated,
-            settings.constraint_violations_limit,
             &timestamp,
         );
         self.write_constraint_statuses(statuses).await;
@@ -279,15 +268,15 @@ impl Auditor {
         let metrics = self.metrics.audit();
         metrics.violations.clear();
         let mut violations = 0;
-        for v in evaluated.iter().flat_map(|f| &f.violations) {
-            violations += 1;
+        for (constraint, action, n) in evaluated.violations() {
+            violations += n as usize;
             metrics
                 .violations
                 .get_or_create(&AuditViolationLabels {
-                    constraint: v.constraint.clone(),
-                    action: v.action.as_str(),
+                    constraint: constraint.to_owned(),
+                    action,
                 })
-                .inc();
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
         }
         metrics.objects.set(count as i64);
         metrics.duration_seconds.set(start.elapsed().as_secs_f64());
@@ -340,7 +329,7 @@ impl Auditor {
         run: &Run<'_>,
         group: &str,
         kind: &str,
-        evaluated: &mut Vec<audit::Finding>,
+        evaluated: &mut report::Tally,
         denies: &mut audit::DefaultDenies,
         said: &mut Said,
     ) -> anyhow::Result<usize> {
@@ -367,7 +356,7 @@ impl Auditor {
             })
             .await
             .map_err(|e| anyhow::anyhow!("audit evaluation failed: {e}"))?;
-            evaluated.extend(found.into_iter().map(without_details));
+            found.iter().for_each(|f| evaluated.add(f));
             return Ok(count);
         }
         let policies = group == "networking.k8s.io" && kind == "NetworkPolicy";
@@ -398,7 +387,7 @@ impl Auditor {
             })
             .await
             .map_err(|e| anyhow::anyhow!("audit evaluation failed: {e}"))?;
-            evaluated.extend(found.into_iter().map(without_details));
+            found.iter().for_each(|f| evaluated.add(f));
         }
         Ok(count)
     }

@@ -67,7 +67,7 @@ fn reference(object: &ObjectRef, uid: Option<&str>) -> Value {
 }
 
 /// One report in the making.
-#[derive(Default)]
+#[derive(Debug, Default, Clone)]
 struct Draft {
     /// (rank, result): deny results first when the list is cut.
     results: Vec<(u8, Value)>,
@@ -129,14 +129,65 @@ pub fn policy_reports(
     max_results: usize,
     now: i64,
 ) -> Vec<Value> {
-    let mut namespaced: BTreeMap<&str, Draft> = BTreeMap::new();
-    let mut cluster = Draft::default();
-    for f in findings {
+    let mut tally = Tally::new(max_results, 0, now);
+    findings.iter().for_each(|f| tally.add(f));
+    tally.policy_reports(coverage)
+}
+
+/// The audit's findings folded as they come, a page at a time, into what the audit writes: the
+/// PolicyReports (only the results each will list are kept; the counts count all), the
+/// constraints' statuses (only the violations each will list) and the violations per
+/// constraint and action. What it holds grows with the namespaces and constraints, and with the
+/// listed results, not with the objects audited. [`policy_reports`] and
+/// [`constraint_statuses`] are its results for findings held at once.
+#[derive(Debug, Default)]
+pub struct Tally {
+    max_results: usize,
+    status_limit: usize,
+    now: i64,
+    namespaced: BTreeMap<String, Draft>,
+    cluster: Draft,
+    /// Per (constraint kind, name): the violations found, and those the status may list.
+    statuses: BTreeMap<(String, String), StatusDraft>,
+    /// Per (constraint, action): the violations found.
+    counts: BTreeMap<(String, &'static str), u64>,
+}
+
+/// A listed violation's place in a status: deny first, then by object and message.
+type StatusKey = (bool, ObjectRef, String);
+
+#[derive(Debug, Default)]
+struct StatusDraft {
+    total: usize,
+    /// The violations the status may list, with their place in its order.
+    listed: Vec<(StatusKey, Value)>,
+}
+
+impl Tally {
+    /// Reports of at most `max_results` results, statuses of at most `status_limit`
+    /// violations, at `now` (Unix seconds).
+    pub fn new(max_results: usize, status_limit: usize, now: i64) -> Self {
+        Self {
+            max_results,
+            status_limit,
+            now,
+            ..Self::default()
+        }
+    }
+
+    /// Folds one finding in.
+    pub fn add(&mut self, f: &Finding) {
+        let now = self.now;
+        let max_results = self.max_results;
         let namespace = f.report.as_deref().unwrap_or(f.object.namespace.as_str());
         let draft = if namespace.is_empty() {
-            &mut cluster
+            &mut self.cluster
         } else {
-            namespaced.entry(namespace).or_default()
+            if !self.namespaced.contains_key(namespace) {
+                self.namespaced
+                    .insert(namespace.to_owned(), Draft::default());
+            }
+            self.namespaced.get_mut(namespace).expect("inserted above")
         };
         if f.violations.is_empty() {
             draft.pass += 1;
@@ -166,45 +217,124 @@ pub fn policy_reports(
                 max_results,
             );
         }
-    }
-    let mut cluster_metadata = None;
-    if let Some(c) = coverage {
-        for ns in &c.lacking {
-            cluster.add(
-                0,
-                json!({
-                    "source": "palisade",
-                    "policy": COVERAGE_POLICY,
-                    "rule": "DefaultDenyNetworkPolicy",
-                    "category": "Zero trust",
-                    "severity": "high",
-                    "result": "fail",
-                    "scored": true,
-                    "message": format!("namespace {ns:?} is opted in to zero trust but holds no default-deny NetworkPolicy for ingress and egress: apply one with podSelector {{}} and policyTypes [Ingress, Egress]"),
-                    "timestamp": {"seconds": now, "nanos": 0},
-                    "resources": [{"apiVersion": "v1", "kind": "Namespace", "name": ns}],
-                }),
-                max_results,
-            );
+        for v in &f.violations {
+            *self
+                .counts
+                .entry((v.constraint.clone(), v.action.as_str()))
+                .or_default() += 1;
+            let status = self
+                .statuses
+                .entry((v.constraint_kind.clone(), v.constraint.clone()))
+                .or_default();
+            status.total += 1;
+            let mut entry = json!({
+                "enforcementAction": v.action.as_str(),
+                "group": f.object.group,
+                "version": f.object.version,
+                "kind": f.object.kind,
+                "name": f.object.name,
+                "message": v.message,
+            });
+            if !f.object.namespace.is_empty() {
+                entry["namespace"] = json!(f.object.namespace);
+            }
+            status.listed.push((
+                (
+                    v.action != Action::Deny,
+                    f.object.clone(),
+                    v.message.clone(),
+                ),
+                entry,
+            ));
+            if status.listed.len() >= 2 * self.status_limit.max(1) {
+                // As the status cuts: in its order, ties in the order found (a stable sort).
+                status.listed.sort_by(|a, b| a.0.cmp(&b.0));
+                status.listed.truncate(self.status_limit);
+            }
         }
-        cluster.pass += (c.opted_in.len() - c.lacking.len()) as u64;
-        cluster_metadata = Some(format!(
-            "{:.3} ({} of {} opted-in namespaces hold a default-deny)",
-            c.ratio(),
-            c.opted_in.len() - c.lacking.len(),
-            c.opted_in.len()
-        ));
     }
-    let mut reports: Vec<Value> = namespaced
-        .into_iter()
-        .map(|(ns, draft)| draft.finish("PolicyReport", Some(ns), max_results))
-        .collect();
-    let mut cluster = cluster.finish("ClusterPolicyReport", None, max_results);
-    if let Some(text) = cluster_metadata {
-        cluster["metadata"]["annotations"][COVERAGE_ANNOTATION] = json!(text);
+
+    /// The violations found, per (constraint, action).
+    pub fn violations(&self) -> impl Iterator<Item = (&str, &'static str, u64)> {
+        self.counts
+            .iter()
+            .map(|((constraint, action), n)| (constraint.as_str(), *action, *n))
     }
-    reports.push(cluster);
-    reports
+
+    /// The PolicyReports (one per namespace with audited objects) and the ClusterPolicyReport,
+    /// with the default-deny `coverage` when given.
+    pub fn policy_reports(&self, coverage: Option<&Coverage>) -> Vec<Value> {
+        let (now, max_results) = (self.now, self.max_results);
+        let mut cluster = self.cluster.clone();
+        let mut cluster_metadata = None;
+        if let Some(c) = coverage {
+            for ns in &c.lacking {
+                cluster.add(
+                    0,
+                    json!({
+                        "source": "palisade",
+                        "policy": COVERAGE_POLICY,
+                        "rule": "DefaultDenyNetworkPolicy",
+                        "category": "Zero trust",
+                        "severity": "high",
+                        "result": "fail",
+                        "scored": true,
+                        "message": format!("namespace {ns:?} is opted in to zero trust but holds no default-deny NetworkPolicy for ingress and egress: apply one with podSelector {{}} and policyTypes [Ingress, Egress]"),
+                        "timestamp": {"seconds": now, "nanos": 0},
+                        "resources": [{"apiVersion": "v1", "kind": "Namespace", "name": ns}],
+                    }),
+                    max_results,
+                );
+            }
+            cluster.pass += (c.opted_in.len() - c.lacking.len()) as u64;
+            cluster_metadata = Some(format!(
+                "{:.3} ({} of {} opted-in namespaces hold a default-deny)",
+                c.ratio(),
+                c.opted_in.len() - c.lacking.len(),
+                c.opted_in.len()
+            ));
+        }
+        let mut reports: Vec<Value> = self
+            .namespaced
+            .iter()
+            .map(|(ns, draft)| draft.clone().finish("PolicyReport", Some(ns), max_results))
+            .collect();
+        let mut cluster = cluster.finish("ClusterPolicyReport", None, max_results);
+        if let Some(text) = cluster_metadata {
+            cluster["metadata"]["annotations"][COVERAGE_ANNOTATION] = json!(text);
+        }
+        reports.push(cluster);
+        reports
+    }
+
+    /// The constraints' statuses, as [`constraint_statuses`] makes them.
+    pub fn constraint_statuses<'a>(
+        &self,
+        constraints: impl IntoIterator<Item = (&'a str, &'a str)>,
+        timestamp: &str,
+    ) -> Vec<(String, String, Value)> {
+        constraints
+            .into_iter()
+            .map(|(kind, name)| {
+                let found = self.statuses.get(&(kind.to_owned(), name.to_owned()));
+                let total = found.map_or(0, |s| s.total);
+                let mut listed: Vec<&(StatusKey, Value)> =
+                    found.map(|s| s.listed.iter().collect()).unwrap_or_default();
+                listed.sort_by(|a, b| a.0.cmp(&b.0));
+                let listed: Vec<Value> = listed
+                    .into_iter()
+                    .take(self.status_limit)
+                    .map(|(_, entry)| entry.clone())
+                    .collect();
+                let status = json!({
+                    "auditTimestamp": timestamp,
+                    "totalViolations": total,
+                    "violations": listed,
+                });
+                (kind.to_owned(), name.to_owned(), status)
+            })
+            .collect()
+    }
 }
 
 fn title(object: &ObjectRef) -> String {
@@ -301,52 +431,9 @@ pub fn constraint_statuses<'a>(
     limit: usize,
     timestamp: &str,
 ) -> Vec<(String, String, Value)> {
-    let mut found: BTreeMap<(&str, &str), Vec<(&ObjectRef, &Violation)>> = BTreeMap::new();
-    for f in findings {
-        for v in &f.violations {
-            found
-                .entry((v.constraint_kind.as_str(), v.constraint.as_str()))
-                .or_default()
-                .push((&f.object, v));
-        }
-    }
-    constraints
-        .into_iter()
-        .map(|(kind, name)| {
-            let mut all = found.remove(&(kind, name)).unwrap_or_default();
-            all.sort_by(|(a, va), (b, vb)| {
-                (va.action != Action::Deny, a, &va.message).cmp(&(
-                    vb.action != Action::Deny,
-                    b,
-                    &vb.message,
-                ))
-            });
-            let listed: Vec<Value> = all
-                .iter()
-                .take(limit)
-                .map(|(object, v)| {
-                    let mut entry = json!({
-                        "enforcementAction": v.action.as_str(),
-                        "group": object.group,
-                        "version": object.version,
-                        "kind": object.kind,
-                        "name": object.name,
-                        "message": v.message,
-                    });
-                    if !object.namespace.is_empty() {
-                        entry["namespace"] = json!(object.namespace);
-                    }
-                    entry
-                })
-                .collect();
-            let status = json!({
-                "auditTimestamp": timestamp,
-                "totalViolations": all.len(),
-                "violations": listed,
-            });
-            (kind.to_owned(), name.to_owned(), status)
-        })
-        .collect()
+    let mut tally = Tally::new(0, limit, 0);
+    findings.iter().for_each(|f| tally.add(f));
+    tally.constraint_statuses(constraints, timestamp)
 }
 
 /// A violation as the JSON outputs of `palisade test` and `palisade audit` show it.
@@ -573,6 +660,82 @@ mod tests {
                 .unwrap()
                 .starts_with("46 of 50")
         );
+    }
+
+    /// The audit folds its findings a page at a time: the statuses it writes list what a sort of
+    /// every violation would list (deny first, then by object and message, ties in the order
+    /// found), however many it found, and the counts count them all.
+    #[test]
+    fn a_tally_lists_in_its_statuses_what_all_the_violations_would_list() {
+        let actions = [Action::Warn, Action::Deny, Action::Dryrun, Action::Deny];
+        let findings: Vec<Finding> = (0..300)
+            .map(|i| {
+                // Objects out of order, several with the same name and message.
+                let name = format!("p{:03}", (i * 37) % 101);
+                let mut v = violation("c", actions[i % 4]);
+                v.message = format!("m{}", i % 3);
+                finding(["a", "b", ""][i % 3], &name, vec![v])
+            })
+            .collect();
+        for limit in [0, 1, 5, 64] {
+            let mut tally = Tally::new(4, limit, 0);
+            for page in findings.chunks(7) {
+                page.iter().for_each(|f| tally.add(f));
+            }
+            let status = &tally.constraint_statuses([("K", "c")], "t")[0].2;
+            let mut all: Vec<(usize, &Finding, &Violation)> = findings
+                .iter()
+                .enumerate()
+                .flat_map(|(i, f)| f.violations.iter().map(move |v| (i, f, v)))
+                .collect();
+            all.sort_by(|(i, a, va), (j, b, vb)| {
+                (va.action != Action::Deny, &a.object, &va.message, i).cmp(&(
+                    vb.action != Action::Deny,
+                    &b.object,
+                    &vb.message,
+                    j,
+                ))
+            });
+            let expected: Vec<(String, String, String)> = all
+                .iter()
+                .take(limit)
+                .map(|(_, f, v)| {
+                    (
+                        f.object.namespace.clone(),
+                        f.object.name.clone(),
+                        v.message.clone(),
+                    )
+                })
+                .collect();
+            let listed: Vec<(String, String, String)> = status["violations"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| {
+                    (
+                        e["namespace"].as_str().unwrap_or("").to_owned(),
+                        e["name"].as_str().unwrap().to_owned(),
+                        e["message"].as_str().unwrap().to_owned(),
+                    )
+                })
+                .collect();
+            assert_eq!(listed, expected, "limit {limit}");
+            assert_eq!(status["totalViolations"], 300);
+            let counted: u64 = tally.violations().map(|(_, _, n)| n).sum();
+            assert_eq!(counted, 300);
+            assert_eq!(
+                tally
+                    .violations()
+                    .find(|(c, a, _)| *c == "c" && *a == "deny")
+                    .map(|x| x.2),
+                Some(150)
+            );
+            // The reports, folded a page at a time, are those made from every finding at once.
+            assert_eq!(
+                tally.policy_reports(None),
+                policy_reports(&findings, None, 4, 0)
+            );
+        }
     }
 
     #[test]
