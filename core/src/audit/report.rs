@@ -183,11 +183,15 @@ impl Tally {
         let draft = if namespace.is_empty() {
             &mut self.cluster
         } else {
+            // Looked up before it is owned: a namespace's name is copied once, not per finding.
             if !self.namespaced.contains_key(namespace) {
                 self.namespaced
                     .insert(namespace.to_owned(), Draft::default());
             }
-            self.namespaced.get_mut(namespace).expect("inserted above")
+            match self.namespaced.get_mut(namespace) {
+                Some(draft) => draft,
+                None => return,
+            }
         };
         if f.violations.is_empty() {
             draft.pass += 1;
