@@ -248,7 +248,7 @@ impl Auditor {
             }
         }
         let coverage = denies.coverage(inventory.namespaces().map(|(_, ns)| ns), &self.scope);
-        let reports = evaluated.policy_reports(Some(&coverage));
+        let reports = evaluated.take_policy_reports(Some(&coverage));
         let published = self.publish(&reports, page_size, said).await?;
         let timestamp = now
             .replace_nanosecond(0)

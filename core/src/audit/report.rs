@@ -66,11 +66,59 @@ fn reference(object: &ObjectRef, uid: Option<&str>) -> Value {
     r
 }
 
+/// A report's result in the making: a violation is kept as found, a few hundred bytes, and
+/// written as JSON only when the report is.
+#[derive(Debug)]
+enum Row {
+    Json(Value),
+    /// The violation (without its details), the object and its uid.
+    Violation(Box<(Violation, ObjectRef, Option<String>)>),
+}
+
+impl Row {
+    fn result(&self) -> &'static str {
+        match self {
+            Row::Json(r) => match r["result"].as_str() {
+                Some("warn") => "warn",
+                Some("error") => "error",
+                _ => "fail",
+            },
+            Row::Violation(row) => match result_of(&row.0) {
+                "warn" => "warn",
+                "error" => "error",
+                _ => "fail",
+            },
+        }
+    }
+
+    fn into_json(self, now: i64) -> Value {
+        match self {
+            Row::Json(r) => r,
+            Row::Violation(row) => {
+                let (v, object, uid) = *row;
+                json!({
+                "source": "palisade",
+                "policy": v.constraint,
+                "rule": v.constraint_kind,
+                "category": "Palisade",
+                "severity": severity(&v),
+                "result": result_of(&v),
+                "scored": true,
+                "message": v.message,
+                "timestamp": {"seconds": now, "nanos": 0},
+                "resources": [reference(&object, uid.as_deref())],
+                "properties": {"enforcementAction": v.action.as_str(), "constraintKind": v.constraint_kind},
+                })
+            }
+        }
+    }
+}
+
 /// One report in the making.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default)]
 struct Draft {
     /// (rank, result): deny results first when the list is cut.
-    results: Vec<(u8, Value)>,
+    results: Vec<(u8, Row)>,
     /// Results added, listed or not.
     total: usize,
     pass: u64,
@@ -80,13 +128,8 @@ struct Draft {
 impl Draft {
     /// Adds a result; only the `max_results` that [`Draft::finish`] lists are kept, so a report
     /// of many objects holds no more than it shows (the counts count them all).
-    fn add(&mut self, rank: u8, result: Value, max_results: usize) {
-        let kind = match result["result"].as_str() {
-            Some("warn") => "warn",
-            Some("error") => "error",
-            _ => "fail",
-        };
-        *self.counts.entry(kind).or_default() += 1;
+    fn add(&mut self, rank: u8, result: Row, max_results: usize) {
+        *self.counts.entry(result.result()).or_default() += 1;
         self.total += 1;
         self.results.push((rank, result));
         if self.results.len() >= 2 * max_results.max(1) {
@@ -96,7 +139,13 @@ impl Draft {
         }
     }
 
-    fn finish(mut self, kind: &str, namespace: Option<&str>, max_results: usize) -> Value {
+    fn finish(
+        mut self,
+        kind: &str,
+        namespace: Option<&str>,
+        max_results: usize,
+        now: i64,
+    ) -> Value {
         self.results.sort_by_key(|(rank, _)| *rank);
         let total = self.total;
         self.results.truncate(max_results);
@@ -116,7 +165,7 @@ impl Draft {
             "kind": kind,
             "metadata": metadata,
             "summary": {"pass": self.pass, "fail": count("fail"), "warn": count("warn"), "error": count("error"), "skip": 0},
-            "results": self.results.into_iter().map(|(_, r)| r).collect::<Vec<_>>(),
+            "results": self.results.into_iter().map(|(_, r)| r.into_json(now)).collect::<Vec<_>>(),
         })
     }
 }
@@ -131,7 +180,7 @@ pub fn policy_reports(
 ) -> Vec<Value> {
     let mut tally = Tally::new(max_results, 0, now);
     findings.iter().for_each(|f| tally.add(f));
-    tally.policy_reports(coverage)
+    tally.take_policy_reports(coverage)
 }
 
 /// The audit's findings folded as they come, a page at a time, into what the audit writes: the
@@ -177,7 +226,6 @@ impl Tally {
 
     /// Folds one finding in.
     pub fn add(&mut self, f: &Finding) {
-        let now = self.now;
         let max_results = self.max_results;
         let namespace = f.report.as_deref().unwrap_or(f.object.namespace.as_str());
         let draft = if namespace.is_empty() {
@@ -205,19 +253,14 @@ impl Tally {
             };
             draft.add(
                 rank,
-                json!({
-                    "source": "palisade",
-                    "policy": v.constraint,
-                    "rule": v.constraint_kind,
-                    "category": "Palisade",
-                    "severity": severity(v),
-                    "result": result_of(v),
-                    "scored": true,
-                    "message": v.message,
-                    "timestamp": {"seconds": now, "nanos": 0},
-                    "resources": [reference(&f.object, f.uid.as_deref())],
-                    "properties": {"enforcementAction": v.action.as_str(), "constraintKind": v.constraint_kind},
-                }),
+                Row::Violation(Box::new((
+                    Violation {
+                        details: Value::Null,
+                        ..v.clone()
+                    },
+                    f.object.clone(),
+                    f.uid.clone(),
+                ))),
                 max_results,
             );
         }
@@ -266,16 +309,17 @@ impl Tally {
     }
 
     /// The PolicyReports (one per namespace with audited objects) and the ClusterPolicyReport,
-    /// with the default-deny `coverage` when given.
-    pub fn policy_reports(&self, coverage: Option<&Coverage>) -> Vec<Value> {
+    /// with the default-deny `coverage` when given. Their results are moved out of the tally,
+    /// not copied: the statuses and counts stay.
+    pub fn take_policy_reports(&mut self, coverage: Option<&Coverage>) -> Vec<Value> {
         let (now, max_results) = (self.now, self.max_results);
-        let mut cluster = self.cluster.clone();
+        let mut cluster = std::mem::take(&mut self.cluster);
         let mut cluster_metadata = None;
         if let Some(c) = coverage {
             for ns in &c.lacking {
                 cluster.add(
                     0,
-                    json!({
+                    Row::Json(json!({
                         "source": "palisade",
                         "policy": COVERAGE_POLICY,
                         "rule": "DefaultDenyNetworkPolicy",
@@ -286,7 +330,7 @@ impl Tally {
                         "message": format!("namespace {ns:?} is opted in to zero trust but holds no default-deny NetworkPolicy for ingress and egress: apply one with podSelector {{}} and policyTypes [Ingress, Egress]"),
                         "timestamp": {"seconds": now, "nanos": 0},
                         "resources": [{"apiVersion": "v1", "kind": "Namespace", "name": ns}],
-                    }),
+                    })),
                     max_results,
                 );
             }
@@ -298,12 +342,11 @@ impl Tally {
                 c.opted_in.len()
             ));
         }
-        let mut reports: Vec<Value> = self
-            .namespaced
-            .iter()
-            .map(|(ns, draft)| draft.clone().finish("PolicyReport", Some(ns), max_results))
+        let mut reports: Vec<Value> = std::mem::take(&mut self.namespaced)
+            .into_iter()
+            .map(|(ns, draft)| draft.finish("PolicyReport", Some(&ns), max_results, now))
             .collect();
-        let mut cluster = cluster.finish("ClusterPolicyReport", None, max_results);
+        let mut cluster = cluster.finish("ClusterPolicyReport", None, max_results, now);
         if let Some(text) = cluster_metadata {
             cluster["metadata"]["annotations"][COVERAGE_ANNOTATION] = json!(text);
         }
@@ -736,7 +779,7 @@ mod tests {
             );
             // The reports, folded a page at a time, are those made from every finding at once.
             assert_eq!(
-                tally.policy_reports(None),
+                tally.take_policy_reports(None),
                 policy_reports(&findings, None, 4, 0)
             );
         }
