@@ -248,8 +248,9 @@ impl Auditor {
             }
         }
         let coverage = denies.coverage(inventory.namespaces().map(|(_, ns)| ns), &self.scope);
-        let reports = evaluated.take_policy_reports(Some(&coverage));
-        let published = self.publish(&reports, page_size, said).await?;
+        // Written and published one at a time.
+        let reports = evaluated.drain_policy_reports(Some(&coverage));
+        let published = self.publish(reports, page_size, said).await?;
         let timestamp = now
             .replace_nanosecond(0)
             .unwrap_or(now)
@@ -452,7 +453,7 @@ impl Auditor {
     /// 0 when the CRDs are missing (said once).
     async fn publish(
         &self,
-        reports: &[Value],
+        reports: impl IntoIterator<Item = Value>,
         page_size: u32,
         said: &mut Said,
     ) -> anyhow::Result<usize> {
@@ -472,7 +473,7 @@ impl Auditor {
                 }
                 None => Api::all_with(self.client.clone(), &cluster),
             };
-            match api.patch(name, &params, &Patch::Apply(r)).await {
+            match api.patch(name, &params, &Patch::Apply(&r)).await {
                 Ok(_) => written += 1,
                 Err(kube::Error::Api(e)) if e.code == 404 && written == 0 => {
                     if !said.crd_missing {

@@ -312,6 +312,16 @@ impl Tally {
     /// with the default-deny `coverage` when given. Their results are moved out of the tally,
     /// not copied: the statuses and counts stay.
     pub fn take_policy_reports(&mut self, coverage: Option<&Coverage>) -> Vec<Value> {
+        self.drain_policy_reports(coverage).collect()
+    }
+
+    /// [`Tally::take_policy_reports`] one report at a time, each written as JSON only when it
+    /// is reached, so that a caller that publishes them one by one holds one at a time: the
+    /// namespaces' reports in their names' order, then the ClusterPolicyReport.
+    pub fn drain_policy_reports(
+        &mut self,
+        coverage: Option<&Coverage>,
+    ) -> impl Iterator<Item = Value> + use<> {
         let (now, max_results) = (self.now, self.max_results);
         let mut cluster = std::mem::take(&mut self.cluster);
         let mut cluster_metadata = None;
@@ -342,16 +352,17 @@ impl Tally {
                 c.opted_in.len()
             ));
         }
-        let mut reports: Vec<Value> = std::mem::take(&mut self.namespaced)
+        let namespaced = std::mem::take(&mut self.namespaced)
             .into_iter()
-            .map(|(ns, draft)| draft.finish("PolicyReport", Some(&ns), max_results, now))
-            .collect();
-        let mut cluster = cluster.finish("ClusterPolicyReport", None, max_results, now);
-        if let Some(text) = cluster_metadata {
-            cluster["metadata"]["annotations"][COVERAGE_ANNOTATION] = json!(text);
-        }
-        reports.push(cluster);
-        reports
+            .map(move |(ns, draft)| draft.finish("PolicyReport", Some(&ns), max_results, now));
+        let cluster = std::iter::once_with(move || {
+            let mut cluster = cluster.finish("ClusterPolicyReport", None, max_results, now);
+            if let Some(text) = cluster_metadata {
+                cluster["metadata"]["annotations"][COVERAGE_ANNOTATION] = json!(text);
+            }
+            cluster
+        });
+        namespaced.chain(cluster)
     }
 
     /// The constraints' statuses, as [`constraint_statuses`] makes them.
