@@ -16,6 +16,8 @@ use palisade::manifest::files;
 use palisade::suite;
 use serde_json::{Value, json};
 
+use crate::common::templates::READS_LABELS;
+
 fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
 }
@@ -164,29 +166,6 @@ fn the_default_bundle_decides_the_same_on_pruned_objects() {
     assert!(held["metadata"].get("uid").is_none(), "{held}");
     assert_eq!(held["metadata"]["name"], policy["metadata"]["name"]);
 }
-
-const READS_LABELS: &str = r#"
-apiVersion: templates.gatekeeper.sh/v1
-kind: ConstraintTemplate
-metadata: {name: reviewedpolicies}
-spec:
-  crd: {spec: {names: {kind: ReviewedPolicies}}}
-  targets:
-    - target: admission.k8s.gatekeeper.sh
-      rego: |
-        package reviewedpolicies
-        violation[{"msg": "bundle B"}] { true }
-        violation[{"msg": msg}] {
-          policy := data.inventory.namespace[input.review.object.metadata.namespace][_].NetworkPolicy[_]
-          msg := sprintf("reviewed by %v", [policy.metadata.labels.reviewer])
-        }
----
-apiVersion: constraints.gatekeeper.sh/v1beta1
-kind: ReviewedPolicies
-metadata: {name: reviewed}
-spec:
-  match: {kinds: [{apiGroups: [""], kinds: [Pod]}]}
-"#;
 
 fn reviewed_cluster() -> (Vec<Value>, Review) {
     let objects = vec![

@@ -10,6 +10,7 @@ use palisade_testkit::cluster::{namespace, palisade};
 use serde_json::json;
 
 use super::{default_deny, pod_denied_for_default_deny, policies_in};
+use crate::common::templates::READS_LABELS;
 use crate::common::*;
 
 /// The stand-in holding namespace `shop` and its default-deny, and Palisade on it with
@@ -180,31 +181,6 @@ async fn a_named_kubeconfig_that_is_broken_stops_the_start() {
         "{error}"
     );
 }
-
-/// A template that reads the NetworkPolicies' labels, which the default bundle's templates
-/// do not read (so the live inventory does not hold them).
-const READS_LABELS: &str = r#"
-apiVersion: templates.gatekeeper.sh/v1
-kind: ConstraintTemplate
-metadata: {name: reviewedpolicies}
-spec:
-  crd: {spec: {names: {kind: ReviewedPolicies}}}
-  targets:
-    - target: admission.k8s.gatekeeper.sh
-      rego: |
-        package reviewedpolicies
-        violation[{"msg": "bundle B"}] { true }
-        violation[{"msg": msg}] {
-          policy := data.inventory.namespace[input.review.object.metadata.namespace][_].NetworkPolicy[_]
-          msg := sprintf("reviewed by %v", [policy.metadata.labels.reviewer])
-        }
----
-apiVersion: constraints.gatekeeper.sh/v1beta1
-kind: ReviewedPolicies
-metadata: {name: reviewed}
-spec:
-  match: {kinds: [{apiGroups: [""], kinds: [Pod]}]}
-"#;
 
 fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
     std::fs::create_dir_all(to).unwrap();

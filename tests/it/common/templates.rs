@@ -74,3 +74,28 @@ apiVersion: constraints.gatekeeper.sh/v1beta1
 kind: K8sHog
 metadata: {name: hog}
 "#;
+
+/// A template that reads NetworkPolicies' `metadata.labels.reviewer` from `data.inventory`,
+/// which the default bundle's pruning drops: the inventory-pruning tests' bundle of a reload.
+pub const READS_LABELS: &str = r#"
+apiVersion: templates.gatekeeper.sh/v1
+kind: ConstraintTemplate
+metadata: {name: reviewedpolicies}
+spec:
+  crd: {spec: {names: {kind: ReviewedPolicies}}}
+  targets:
+    - target: admission.k8s.gatekeeper.sh
+      rego: |
+        package reviewedpolicies
+        violation[{"msg": "bundle B"}] { true }
+        violation[{"msg": msg}] {
+          policy := data.inventory.namespace[input.review.object.metadata.namespace][_].NetworkPolicy[_]
+          msg := sprintf("reviewed by %v", [policy.metadata.labels.reviewer])
+        }
+---
+apiVersion: constraints.gatekeeper.sh/v1beta1
+kind: ReviewedPolicies
+metadata: {name: reviewed}
+spec:
+  match: {kinds: [{apiGroups: [""], kinds: [Pod]}]}
+"#;
